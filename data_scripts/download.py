@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Download and unpack the course datasets into the layout the loaders expect.
+
+    python data_scripts/download.py voc --root data
+    python data_scripts/download.py sbd --root data
+    python data_scripts/download.py all --root data --mirror http://my.mirror/datasets/
+
+Downloads are resumable (run the same command again after an interruption) and verified by their
+checksum; a dataset already in place is skipped. Works from any working directory.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+try:
+    import wsss_edu  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from wsss_edu.download import SOURCES, fetch  # noqa: E402
+from wsss_edu.errors import DownloadError  # noqa: E402
+
+CHOICES = [*SOURCES, "all"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line arguments; the epilog lists every dataset and its layout."""
+    epilog = "datasets:\n" + "\n".join(
+        f"  {s.name:<11} {s.description}\n  {'':<11} -> <root>/{s.dataset_dir}"
+        for s in SOURCES.values())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=CHOICES, help="which dataset to fetch ('all': every one)")
+    parser.add_argument("--root", required=True, type=Path,
+                        help="data folder; archives go to <root>/downloads")
+    parser.add_argument("--mirror", action="append", default=None, metavar="URL",
+                        help="use this URL instead of the built-in mirrors (repeatable). A URL "
+                             "ending in '/' is a folder holding the archive files.")
+    parser.add_argument("--delete-archives", action="store_true",
+                        help="delete each archive once it is extracted (saves disk space)")
+    parser.add_argument("--timeout", type=float, default=60,
+                        help="network timeout in seconds (default 60)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    return parser.parse_args(argv)
+
+
+def next_steps(done: list[str], root: Path) -> list[str]:
+    """What to run after fetching the datasets in ``done``."""
+    steps = []
+    have = set(done) | {n for n in ("voc", "sbd") if _in_place(n, root)}
+    if "voc" in done or "sbd" in done:
+        missing = [n for n in ("voc", "sbd") if n not in have]
+        if missing:
+            steps.append(f"fetch {' and '.join(missing)} too: python data_scripts/download.py "
+                         f"{missing[0]} --root {root}")
+        steps.append(f"then run python data_scripts/prepare_voc_trainaug.py --root {root}")
+    return steps
+
+
+def _in_place(name: str, root: Path) -> bool:
+    """True when every expected entry of dataset ``name`` exists under ``root``."""
+    source = SOURCES[name]
+    return all((root / source.dataset_dir / e).exists() for e in source.expected)
+
+
+def main(argv=None) -> int:
+    """Fetch the requested dataset(s); print a summary and the next step. Exit code 1 on failure."""
+    args = parse_args(argv)
+    root = args.root.expanduser().resolve()
+    names = list(SOURCES) if args.dataset == "all" else [args.dataset]
+    done, failed, manual = [], [], []
+    for name in names:
+        try:
+            path = fetch(name, root, mirrors=args.mirror, progress=not args.quiet,
+                         keep_archives=not args.delete_archives, timeout=args.timeout)
+        except DownloadError as e:
+            if SOURCES[name].manual_steps is not None and args.dataset == "all":
+                manual.append(name)
+            else:
+                failed.append(name)
+            print(f"\n[{name}] {e}\n", file=sys.stderr)
+            continue
+        done.append(name)
+        print(f"{name}: ready at {path}")
+    for name in manual:
+        print(f"{name}: needs a manual download (steps above)")
+    for name in failed:
+        print(f"{name}: FAILED (see the message above)")
+    for step in next_steps(done, root):
+        print(f"next: {step}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Notebook parameters, the runner and the notebook conventions."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from wsss_edu import params, runner
+from wsss_edu.errors import DatasetNotFoundError, ParameterError
+from wsss_edu.nbtools import convention_problems, strip_outputs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_setup_validates_and_resolves(tmp_path):
+    s = params.setup("nb", OUTPUT_DIR=str(tmp_path / "out"), verbose=False)
+    assert s.output_dir.is_dir() and s.device.type in ("cpu", "cuda", "mps") and s.quick
+    with pytest.raises(ParameterError, match="'toy', 'voc'"):
+        params.setup("nb", DATASET="pascal", OUTPUT_DIR=str(tmp_path))
+    with pytest.raises(ParameterError, match="'quick', 'full'"):
+        params.setup("nb", PROFILE="fast", OUTPUT_DIR=str(tmp_path))
+    with pytest.raises(ParameterError, match="data_scripts/download.py voc"):
+        params.setup("nb", DATASET="voc", OUTPUT_DIR=str(tmp_path))
+    s = params.setup("nb", DATASET="voc", DATA_ROOT=str(tmp_path / "none"), OUTPUT_DIR=str(tmp_path),
+                     verbose=False)
+    with pytest.raises(DatasetNotFoundError, match="data_scripts/download.py voc"):
+        params.load_splits(s)
+
+
+def test_output_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSSS_OUTPUT_DIR", str(tmp_path / "env"))
+    assert params.setup("nb", verbose=False).output_dir == (tmp_path / "env").resolve()
+
+
+def make_notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = nbformat.v4.new_code_cell('OUTPUT_DIR = ""\nVALUE = 1')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body),
+                nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises")]
+    path.write_text(json.dumps(nb))
+
+
+def test_runner_executes_in_order_and_writes_results(tmp_path):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    rec = ("from wsss_edu.results import record_metrics\n"
+           "record_metrics(OUTPUT_DIR, '{name}', {{'{key}': VALUE * {k}}})")
+    make_notebook(nbdir / "00_a.ipynb", rec.format(name="00_a", key="a_value", k=1))
+    make_notebook(nbdir / "01_b.ipynb", rec.format(name="01_b", key="b_value", k=2))
+    out = tmp_path / "runs"
+    times = runner.run_notebooks(out, params={"VALUE": 3}, notebooks_dir=nbdir, log=lambda *_: None)
+    assert list(times) == ["00_a", "01_b"]
+    assert (out / "00_a.ipynb").exists() and (out / "01_b.ipynb").exists()
+    assert json.loads((out / "metrics" / "01_b.json").read_text()) == {"b_value": 6}
+    table = (out / "results.md").read_text()
+    assert "`a_value` = 3" in table and "| 01_b |" in table
+    with pytest.raises(ParameterError, match="available"):
+        runner.notebook_paths(nbdir, only=["07"])
+    assert runner.parse_params(["A=1", "B=x", "C=true"]) == {"A": 1, "B": "x", "C": True}
+    with pytest.raises(ParameterError, match="KEY=VALUE"):
+        runner.parse_params(["A"])
+
+
+def test_course_notebooks_follow_conventions():
+    nbs = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert nbs, "no notebooks found"
+    problems = [p for nb in nbs for p in convention_problems(nb)]
+    assert not problems, problems
+
+
+def test_notebooks_in_step_with_their_sources(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import nbbuild
+
+    for src in sorted((REPO / "notebooks" / "src").glob("*.py")):
+        built = tmp_path / (src.stem + ".ipynb")
+        nbbuild.build(src, built)
+        committed = json.loads((REPO / "notebooks" / (src.stem + ".ipynb")).read_text())
+        fresh = json.loads(built.read_text())
+        assert [c["source"] for c in committed["cells"]] == [c["source"] for c in fresh["cells"]], \
+            f"{src.name} changed: rebuild with `python tools/nbbuild.py {src.relative_to(REPO)}`"
+
+
+def test_strip_keeps_counts(tmp_path):
+    p = tmp_path / "x.ipynb"
+    make_notebook(p, "print(1)")
+    nb = json.loads(p.read_text())
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "1"}]
+    nb["cells"][1]["execution_count"] = 4
+    p.write_text(json.dumps(nb))
+    assert strip_outputs(p)
+    nb = json.loads(p.read_text())
+    assert nb["cells"][1]["outputs"] == [] and nb["cells"][1]["execution_count"] == 4
+
+
+def test_runner_cli_help():
+    r = subprocess.run([sys.executable, "-m", "wsss_edu.runner", "--help"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0 and "--param" in r.stdout

@@ -1,0 +1,89 @@
+"""Training helpers: device choice, seeding, a loop that learns, checkpoints and resume."""
+import numpy as np
+import pytest
+import torch
+
+from wsss_edu import data, models, train
+from wsss_edu.errors import ParameterError
+
+
+def test_device_always_usable():
+    assert train.get_device("auto").type in ("cpu", "cuda", "mps")
+    assert train.get_device("cpu").type == "cpu"
+    with pytest.raises(ParameterError, match="choose one of"):
+        train.get_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="available"):
+            train.get_device("cuda")
+
+
+def test_seeding_reproduces():
+    train.seed_everything(1)
+    a = torch.rand(3), np.random.rand(3)
+    train.seed_everything(1)
+    b = torch.rand(3), np.random.rand(3)
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def tiny_task(n=32, size=16):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 50, (n, size, size, 3)).astype(np.uint8)
+    mask = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        y, x = rng.integers(0, size - 6, 2)
+        img[i, y:y + 6, x:x + 6] = (220, 40, 40)
+        mask[i, y:y + 6, x:x + 6] = 1
+    return {"image": img, "mask": mask}
+
+
+def make(seed=0):
+    train.seed_everything(seed)
+    net = models.UNet(2, width=8, depth=2)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    return net, opt
+
+
+def test_fit_learns_and_evaluates():
+    arrays = tiny_task()
+    loader = torch.utils.data.DataLoader(data.ArrayDataset(arrays), batch_size=8)
+    net, opt = make()
+    hist = train.fit(net, loader, train.cross_entropy_loss, opt, 8, "cpu", progress=False)
+    assert hist["loss"][-1] < 0.5 * hist["loss"][0]
+    m = train.evaluate_segmentation(net, loader, 2, progress=False)
+    assert m.iou[1] > 0.7
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    arrays = tiny_task()
+    loader = torch.utils.data.DataLoader(data.ArrayDataset(arrays), batch_size=8)
+    net, opt = make()
+    full = train.fit(net, loader, train.cross_entropy_loss, opt, 4, "cpu", progress=False)
+    ck = tmp_path / "run.ckpt"
+    net2, opt2 = make()
+    train.fit(net2, loader, train.cross_entropy_loss, opt2, 2, "cpu", checkpoint=ck, progress=False)
+    net3, opt3 = make(seed=5)  # a fresh process: other weights, resumed from the file
+    resumed = train.fit(net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck,
+                        progress=False)
+    assert np.allclose(resumed["loss"], full["loss"], rtol=1e-4)
+    for a, b in zip(net.state_dict().values(), net3.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    state = torch.load(ck, weights_only=True)  # plain state_dicts
+    assert state["epoch"] == 3
+    again = train.fit(net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck,
+                      progress=False)  # finished: trains no more
+    assert again["loss"] == resumed["loss"]
+
+
+def test_unet_any_size_and_tensor_round_trip():
+    net = models.UNet(3, width=4, depth=3).eval()
+    assert net(torch.zeros(1, 3, 37, 50)).shape == (1, 3, 37, 50)
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 3)).astype(np.uint8)
+    assert np.array_equal(data.tensor_to_images(data.images_to_tensor(imgs)), imgs)
+
+
+def test_full_profile_model_builds_without_weights():
+    net = models.make_segmenter("deeplabv3_resnet50", 5, weights=None).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 5, 64, 64)
+    with pytest.raises(ParameterError, match="choose one of"):
+        models.make_segmenter("segformer", 5)

@@ -1,0 +1,69 @@
+"""An artifact cache under OUTPUT_DIR keyed by parameters, so a notebook reuses what an earlier one
+computed (CAMs, pseudo-labels, trained weights) and computes it itself when absent.
+
+``cached(output_dir, "cams", params, compute)`` returns ``compute()``'s dict of arrays/tensors,
+stored as ``<output_dir>/cache/cams/<key>.pt`` where ``key`` hashes ``params``. Files hold plain
+tensors / arrays only and load with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def params_key(params: dict) -> str:
+    """A short, stable hash of a JSON-able parameter dict (key order does not matter)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def artifact_path(output_dir, name: str, params: dict) -> Path:
+    """Where the artifact ``name`` for ``params`` lives."""
+    return Path(output_dir) / "cache" / name / f"{params_key(params)}.pt"
+
+
+def _to_storable(obj):
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _to_storable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_storable(v) for v in obj]
+    return obj
+
+
+def save_artifact(path, obj, params: dict | None = None) -> Path:
+    """Save a dict of tensors/arrays/numbers atomically (write then rename); numpy arrays become
+    tensors. The parameters are saved beside it as JSON for people to read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(_to_storable(obj), tmp)
+    tmp.replace(path)
+    if params is not None:
+        path.with_suffix(".json").write_text(json.dumps(params, indent=2, sort_keys=True,
+                                                        default=str))
+    return path
+
+
+def load_artifact(path):
+    """Load what :func:`save_artifact` wrote (``weights_only=True``)."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
+    """Return the artifact ``name`` for ``params`` from the cache, or ``compute()`` it, store it and
+    return it. ``refresh=True`` recomputes. A corrupt file is recomputed."""
+    path = artifact_path(output_dir, name, params)
+    if path.exists() and not refresh:
+        try:
+            return load_artifact(path)
+        except Exception:  # an interrupted or foreign file: compute again
+            path.unlink(missing_ok=True)
+    obj = compute()
+    save_artifact(path, obj, params)
+    return load_artifact(path)

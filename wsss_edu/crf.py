@@ -1,0 +1,117 @@
+"""Dense CRF (Krähenbühl & Koltun 2011) through ``pydensecrf`` (the ``pydensecrf2`` package), in
+the two flavours the reference codes use (see reference/methods.md §0):
+
+* :func:`crf_on_labels` — on hard labels (IRN, NoPeopleAllowed): unary from labels with a
+  ground-truth probability;
+* :func:`crf_on_scores` — on probabilities (RRM, URN): unary = -log(clip(p, 1e-5)).
+
+Both return the CRF's per-class marginals (C, H, W); take ``argmax(0)`` for a label map.
+:func:`crf_map` runs either over many images in a process pool.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import check_choice
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Pairwise terms and iterations. Defaults: IRN's label CRF."""
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 5.0
+    bilateral_compat: float = 10.0
+    iterations: int = 10
+
+
+# Parameter sets of the reference implementations (reference/methods.md §0).
+PRESETS = {
+    "irn_labels": CRFParams(3, 3, 50, 5, 10, 10),
+    "rrm_train": CRFParams(3, 3, 80, 13, 10, 10),
+    "rrm_test": CRFParams(3, 3, 83, 5, 4, 10),
+    "urn": CRFParams(1, 3, 67, 3, 4, 10),
+}
+
+
+def _image(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB, got shape {img.shape}")
+    if img.dtype != np.uint8:
+        if img.max() <= 1.0:
+            raise ValueError("image must be uint8 0-255 RGB (got floats in 0-1: multiply by 255 and "
+                             "cast to uint8, after undoing any mean/std normalisation)")
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+def _params(params) -> CRFParams:
+    if isinstance(params, str):
+        check_choice("crf preset", params, PRESETS)
+        return PRESETS[params]
+    return params if params is not None else CRFParams()
+
+
+def _inference(unary: np.ndarray, image: np.ndarray, p: CRFParams) -> np.ndarray:
+    import pydensecrf.densecrf as dcrf
+
+    c, h, w = unary.shape
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(np.ascontiguousarray(unary.reshape(c, -1), dtype=np.float32))
+    d.addPairwiseGaussian(sxy=p.gauss_sxy, compat=p.gauss_compat)
+    d.addPairwiseBilateral(sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=image,
+                           compat=p.bilateral_compat)
+    q = d.inference(int(p.iterations))
+    return np.asarray(q, np.float32).reshape(c, h, w)
+
+
+def crf_on_scores(image: np.ndarray, probs: np.ndarray, params="rrm_train") -> np.ndarray:
+    """Dense CRF on class probabilities ``probs`` (C, H, W) for ``image`` (H, W, 3) uint8 RGB.
+    Unary = -log(clip(p, 1e-5)), probabilities used as given (not renormalised)."""
+    probs = np.asarray(probs, np.float32)
+    img = _image(image)
+    if probs.shape[1:] != img.shape[:2]:
+        raise ValueError(f"probs are {probs.shape[1:]} but the image is {img.shape[:2]}")
+    unary = -np.log(np.clip(probs, 1e-5, None))
+    return _inference(unary, img, _params(params))
+
+
+def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_classes: int, gt_prob: float = 0.7,
+                  params="irn_labels") -> np.ndarray:
+    """Dense CRF on a hard label map ``labels`` (H, W) with values 0..num_classes-1: each pixel's
+    given label has probability ``gt_prob``, the others share the rest (``unary_from_labels``
+    without its 'zero = unsure' convention: every label counts)."""
+    labels = np.asarray(labels).astype(np.int64)
+    img = _image(image)
+    if labels.shape != img.shape[:2]:
+        raise ValueError(f"labels are {labels.shape} but the image is {img.shape[:2]}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}; got {labels.min()}..{labels.max()}")
+    other = (1.0 - gt_prob) / max(num_classes - 1, 1)
+    probs = np.full((num_classes,) + labels.shape, other, np.float32)
+    np.put_along_axis(probs, labels[None], gt_prob, axis=0)
+    return _inference(-np.log(probs), img, _params(params))
+
+
+def _crf_job(args):
+    kind, image, x, kwargs = args
+    if kind == "scores":
+        return crf_on_scores(image, x, **kwargs)
+    return crf_on_labels(image, x, **kwargs)
+
+
+def crf_map(images, inputs, kind: str = "scores", processes: int = 1, **kwargs) -> list:
+    """Run the CRF over many images: ``kind`` 'scores' (inputs are (C, H, W) probabilities) or
+    'labels' (inputs are (H, W) label maps; pass ``num_classes``). ``processes`` > 1 uses a process
+    pool. Returns the list of marginals (C, H, W), in order."""
+    check_choice("kind", kind, ("scores", "labels"))
+    jobs = [(kind, im, x, kwargs) for im, x in zip(images, inputs)]
+    if processes <= 1 or len(jobs) <= 1:
+        return [_crf_job(j) for j in jobs]
+    with ProcessPoolExecutor(processes) as pool:
+        return list(pool.map(_crf_job, jobs, chunksize=max(1, len(jobs) // (4 * processes))))

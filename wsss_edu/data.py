@@ -1,0 +1,107 @@
+"""From samples to tensors: normalisation with torchvision's ImageNet mean/std, batching of
+stacked arrays, flips. Kept separate from the datasets so every method shares one convention."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) or one (H, W, 3) → float (N, 3, H, W), normalised with the
+    ImageNet mean/std on 0-1 RGB."""
+    x = torch.as_tensor(np.asarray(images))
+    if x.ndim == 3:
+        x = x[None]
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """Undo :func:`images_to_tensor`: (N, 3, H, W) → uint8 (N, H, W, 3)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    y = (x * std + mean).clamp(0, 1).mul(255).round().byte()
+    return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Stacked arrays (a dict of equal-length arrays, e.g. from ``ToyDataset.arrays()``) as a torch
+    dataset of dicts: 'image' becomes a normalised float tensor, 'mask' a long tensor, 'labels' a
+    float tensor; other keys pass through as tensors. ``flip=True`` flips images and masks
+    horizontally at random (p = 0.5)."""
+
+    def __init__(self, arrays: dict, flip: bool = False, seed: int = 0):
+        self.arrays = arrays
+        self.n = len(next(iter(arrays.values())))
+        self.flip = flip
+        self.gen = np.random.default_rng(seed)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        flip = self.flip and self.gen.random() < 0.5
+        out = {}
+        for k, v in self.arrays.items():
+            a = v[i]
+            if flip and isinstance(a, np.ndarray) and a.ndim >= 2 and k != "labels":
+                a = a[:, ::-1].copy()
+            if k == "image":
+                out[k] = images_to_tensor(a)[0]
+            elif k in ("mask", "mask_clean"):
+                out[k] = torch.as_tensor(np.ascontiguousarray(a)).long()
+            else:
+                out[k] = torch.as_tensor(np.ascontiguousarray(a))
+        return out
+
+
+class SegTransformDataset(torch.utils.data.Dataset):
+    """A sample dataset (any loader) as normalised tensors for segmentation training/evaluation:
+    {'image': float (3, H, W), 'mask': long (H, W), 'labels': float (K,)}.
+
+    ``crop`` (training): a random ``crop``×``crop`` window after a random rescale in ``scale``, padded
+    with 0 (image) / 255 (mask) where the image is smaller; random horizontal flip. ``crop=None``
+    (evaluation): the whole image, unchanged.
+    """
+
+    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), seed: int = 0):
+        self.dataset, self.crop, self.scale = dataset, crop, scale
+        self.gen = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        s = self.dataset[i]
+        img, mask = s["image"], s["mask"]
+        if self.crop is not None:
+            img, mask = random_scale_crop_flip(img, mask, self.crop, self.scale, self.gen)
+        return {"image": images_to_tensor(img)[0], "mask": torch.as_tensor(mask).long(),
+                "labels": torch.as_tensor(s["labels"])}
+
+
+def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, gen):
+    """Rescale by a random factor in ``scale`` (bilinear image, nearest mask), pad to at least
+    ``crop`` (image 0, mask 255), take a random ``crop``×``crop`` window, flip with p = 0.5."""
+    from PIL import Image
+
+    f = gen.uniform(*scale)
+    h, w = mask.shape
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+    mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
+    ph, pw = max(crop - nh, 0), max(crop - nw, 0)
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
+        mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=255)
+    y = gen.integers(0, mask.shape[0] - crop + 1)
+    x = gen.integers(0, mask.shape[1] - crop + 1)
+    img, mask = img[y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
+    if gen.random() < 0.5:
+        img, mask = img[:, ::-1], mask[:, ::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask)

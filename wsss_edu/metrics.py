@@ -1,0 +1,70 @@
+"""Segmentation metrics: one confusion matrix accumulated over a whole split (VOC's convention),
+then per-class IoU and mIoU from it. Pixels labelled 255 in the ground truth are ignored."""
+from __future__ import annotations
+
+import numpy as np
+
+from .labels import IGNORE
+
+
+def confusion_matrix(gt, pred, num_classes: int) -> np.ndarray:
+    """Confusion matrix (num_classes, num_classes), rows = ground truth, columns = prediction.
+    Ground-truth pixels equal to 255 (or outside [0, num_classes)) are ignored."""
+    gt = np.asarray(gt).reshape(-1).astype(np.int64)
+    pred = np.asarray(pred).reshape(-1).astype(np.int64)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt has {gt.size} pixels but pred has {pred.size}; pass arrays of one shape")
+    keep = (gt != IGNORE) & (gt >= 0) & (gt < num_classes)
+    pred = np.clip(pred[keep], 0, num_classes - 1)
+    return np.bincount(gt[keep] * num_classes + pred,
+                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU = TP / (TP + FP + FN); NaN for a class absent from both gt and prediction."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    denom = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)
+
+
+class ConfusionMeter:
+    """Accumulates a confusion matrix over a split; ``.miou``, ``.iou``, ``.pixel_accuracy``."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = int(num_classes)
+        self.cm = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, gt, pred) -> "ConfusionMeter":
+        """Add a batch (any shape; torch tensors are accepted)."""
+        self.cm += confusion_matrix(_np(gt), _np(pred), self.num_classes)
+        return self
+
+    @property
+    def iou(self) -> np.ndarray:
+        return iou_from_confusion(self.cm)
+
+    @property
+    def miou(self) -> float:
+        """Mean IoU over the classes that occur (in gt or prediction)."""
+        return float(np.nanmean(self.iou))
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return float(np.diag(self.cm).sum() / max(self.cm.sum(), 1))
+
+
+def miou(gts, preds, num_classes: int) -> float:
+    """mIoU of lists (or arrays) of ground-truth and predicted label maps, from one confusion
+    matrix accumulated over all of them."""
+    m = ConfusionMeter(num_classes)
+    for g, p in zip(gts, preds):
+        m.update(g, p)
+    return m.miou
+
+
+def _np(x):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -1,0 +1,74 @@
+"""The results recorder: each notebook writes its headline numbers to
+``<OUTPUT_DIR>/metrics/<notebook name>.json`` — a flat JSON object of named numbers whose names are
+unique across notebooks — and the runner gathers them into ``results.md``."""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from pathlib import Path
+
+from .errors import ParameterError
+
+
+def record_metrics(output_dir, notebook: str, metrics: dict, merge: bool = True) -> Path:
+    """Write (or merge into) ``<output_dir>/metrics/<notebook>.json``. Values must be finite
+    numbers (or None for 'not computed'); names must be strings. Returns the path."""
+    path = Path(output_dir) / "metrics" / f"{notebook}.json"
+    clean = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str):
+            raise ParameterError(f"metric name {k!r} must be a string")
+        if v is None:
+            clean[k] = None
+            continue
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise ParameterError(f"metric {k}={v!r} must be a finite number (or None)")
+        clean[k] = float(v) if not isinstance(v, numbers.Integral) else int(v)
+    old = load_metrics(path) if (merge and path.exists()) else {}
+    old.update(clean)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_metrics(path) -> dict:
+    """One notebook's metrics dict."""
+    return json.loads(Path(path).read_text())
+
+
+def load_all_metrics(output_dir) -> dict:
+    """{notebook name: metrics} for every JSON under ``<output_dir>/metrics``."""
+    d = Path(output_dir) / "metrics"
+    return {p.stem: load_metrics(p) for p in sorted(d.glob("*.json"))} if d.exists() else {}
+
+
+def duplicate_metric_names(all_metrics: dict) -> dict:
+    """{metric name: [notebooks]} for names recorded by more than one notebook (must be empty)."""
+    seen = {}
+    for nb, m in all_metrics.items():
+        for k in m:
+            seen.setdefault(k, []).append(nb)
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def results_table(all_metrics: dict, times: dict | None = None) -> str:
+    """A Markdown table: one row per notebook with its execution time and headline numbers."""
+    times = times or {}
+    lines = ["| notebook | time (s) | headline numbers |", "| --- | ---: | --- |"]
+    for nb in sorted(set(all_metrics) | set(times)):
+        m = all_metrics.get(nb, {})
+        nums = ", ".join(f"`{k}` = {_fmt(v)}" for k, v in sorted(m.items())) or "(none recorded)"
+        t = times.get(nb)
+        lines.append(f"| {nb} | {'' if t is None else f'{t:.1f}'} | {nums} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v):
+    if v is None:
+        return "—"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

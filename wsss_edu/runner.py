@@ -1,0 +1,109 @@
+"""Run every notebook in order with papermill, at its default parameters (or the ones given), and
+gather the results: executed notebooks under ``<output>/``, one JSON of headline numbers per
+notebook under ``<output>/metrics/``, and ``<output>/results.md`` (numbers + execution times).
+
+    python -m wsss_edu.runner [--output runs] [--only 00 03] [-p PROFILE=full -p DATASET=voc ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import ParameterError
+from .params import repo_root
+from .results import duplicate_metric_names, load_all_metrics, results_table
+
+
+def notebook_paths(folder=None, only=None) -> list[Path]:
+    """The course notebooks ``NN_*.ipynb`` in order; ``only`` keeps those whose name starts with
+    one of the given prefixes (e.g. ['00', '03'])."""
+    folder = Path(folder) if folder else repo_root() / "notebooks"
+    paths = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+        if not paths:
+            raise ParameterError(f"no notebook matches {only}; available: "
+                                 f"{[p.name for p in sorted(folder.glob('[0-9][0-9]_*.ipynb'))]}")
+    return paths
+
+
+def parse_params(pairs) -> dict:
+    """['KEY=VALUE', ...] → dict, with VALUE read as JSON when it parses (numbers, booleans)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ParameterError(f"parameter {pair!r} must be KEY=VALUE, e.g. PROFILE=full")
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
+                  notebooks_dir=None, log=print) -> dict:
+    """Execute the notebooks; returns {notebook name: seconds}. Stops at the first failure (its
+    partly executed notebook is kept) after writing results.md for what ran."""
+    import papermill as pm
+
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    params = dict(params or {})
+    params.setdefault("OUTPUT_DIR", str(output))
+    times = {}
+    for nb in notebook_paths(notebooks_dir, only):
+        log(f"running {nb.name} ...")
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(nb), str(output / nb.name), parameters=params,
+                                kernel_name="python3", execution_timeout=timeout,
+                                cwd=str(nb.parent), progress_bar=False)
+        finally:
+            times[nb.stem] = time.time() - t0
+            write_results(output, times)
+        log(f"  done in {times[nb.stem]:.1f} s")
+    return times
+
+
+def write_results(output, times: dict) -> Path:
+    """Write ``<output>/results.md`` from the metrics JSONs and the times (appended to times.json
+    so runs of single notebooks accumulate)."""
+    output = Path(output)
+    tfile = output / "times.json"
+    all_times = json.loads(tfile.read_text()) if tfile.exists() else {}
+    all_times.update({k: round(v, 1) for k, v in times.items()})
+    tfile.write_text(json.dumps(all_times, indent=2, sort_keys=True) + "\n")
+    metrics = load_all_metrics(output)
+    text = "# Results\n\nHeadline numbers of each notebook (metrics/*.json) and its execution " \
+           "time.\n\n" + results_table(metrics, all_times)
+    dups = duplicate_metric_names(metrics)
+    if dups:
+        text += f"\n**Warning:** metric names recorded by several notebooks: {dups}\n"
+    path = output / "results.md"
+    path.write_text(text)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--output", default="runs", help="folder for executed notebooks and results")
+    ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 00 03")
+    ap.add_argument("-p", "--param", action="append", default=[],
+                    help="notebook parameter KEY=VALUE (repeatable), e.g. -p PROFILE=full")
+    ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    args = ap.parse_args(argv)
+    times = run_notebooks(args.output, args.only, parse_params(args.param), args.timeout)
+    out = Path(args.output).resolve()
+    print(f"\n{len(times)} notebook(s) executed in {sum(times.values()):.0f} s.")
+    print(f"  executed notebooks: {out}/")
+    print(f"  headline numbers:   {out}/metrics/*.json")
+    print(f"  summary table:      {out}/results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Visualisation: the VOC palette, colourised labels, overlays, image/label grids, heat maps."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (n, 3) uint8: class k's colour from the bits of k; 255 is white-ish
+    in VOC's convention (we force it to white so the ignore band reads as 'no label')."""
+    pal = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        c, r, g, b = k, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[k] = (r, g, b)
+    if n > 255:
+        pal[255] = (255, 255, 255)
+    return pal
+
+
+def colorize(mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
+    """A label map (H, W) as an RGB image (H, W, 3) uint8 through ``palette`` (default VOC's)."""
+    pal = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    return pal[np.asarray(mask).astype(np.int64) % len(pal)]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, palette=None) -> np.ndarray:
+    """Blend a colourised label map over an RGB image; background (0) and ignore (255) stay clear."""
+    img = np.asarray(image, np.float32)
+    col = colorize(mask, palette).astype(np.float32)
+    on = ((mask != 0) & (mask != 255))[..., None]
+    return np.where(on, (1 - alpha) * img + alpha * col, img).astype(np.uint8)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet"):
+    """Blend a heat map (H, W) in [0, 1] (a CAM, an uncertainty map) over an RGB image."""
+    import matplotlib
+
+    colors = matplotlib.colormaps[cmap](np.clip(np.asarray(heat, np.float32), 0, 1))[..., :3] * 255
+    return ((1 - alpha) * np.asarray(image, np.float32) + alpha * colors).astype(np.uint8)
+
+
+def draw_boxes(ax, boxes, box_labels=None, classes=None, palette=None, linewidth=1.5):
+    """Draw [x0, y0, x1, y1] boxes (x1/y1 exclusive) on a matplotlib axis."""
+    import matplotlib.patches as patches
+
+    pal = voc_palette() if palette is None else palette
+    for k, b in enumerate(np.asarray(boxes).reshape(-1, 4)):
+        c = int(box_labels[k]) if box_labels is not None else 1
+        ax.add_patch(patches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1],
+                                       fill=False, linewidth=linewidth, edgecolor=pal[c] / 255))
+        if classes is not None:
+            ax.text(b[0], b[1], classes[c], fontsize=7, color="white", va="bottom",
+                    bbox=dict(facecolor=pal[c] / 255, pad=0.5, linewidth=0))
+
+
+def show_grid(rows, titles=None, row_titles=None, size: float = 1.8, cmap=None):
+    """A grid of images: ``rows`` is a list of lists of arrays (RGB, label maps or 2-D heat maps;
+    label maps of integer dtype are colourised). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    nr, nc = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(nr, nc, figsize=(size * nc, size * nr), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(nc):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j >= len(row) or row[j] is None:
+                continue
+            a = np.asarray(row[j])
+            if a.ndim == 2 and np.issubdtype(a.dtype, np.integer):
+                ax.imshow(colorize(a), interpolation="nearest")
+            elif a.ndim == 2:
+                ax.imshow(a, cmap=cmap or "viridis", interpolation="nearest")
+            else:
+                ax.imshow(a, interpolation="nearest")
+            if titles is not None and i == 0 and j < len(titles):
+                ax.set_title(titles[j], fontsize=9)
+        if row_titles is not None and i < len(row_titles):
+            axes[i][0].text(-0.1, 0.5, row_titles[i], transform=axes[i][0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def show_samples(dataset, indices, classes=None, size: float = 1.8):
+    """Image (with boxes and tags), mask, and instances of some samples of a dataset."""
+    import matplotlib.pyplot as plt
+
+    classes = classes or getattr(dataset, "classes", None)
+    fig, axes = plt.subplots(3, len(indices), figsize=(size * len(indices), size * 3),
+                             squeeze=False)
+    for j, i in enumerate(indices):
+        s = dataset[i]
+        axes[0][j].imshow(s["image"])
+        draw_boxes(axes[0][j], s["boxes"], s["box_labels"])
+        tags = [classes[k + 1] for k in np.flatnonzero(s["labels"])] if classes else []
+        axes[0][j].set_title(", ".join(tags), fontsize=8)
+        axes[1][j].imshow(colorize(s["mask"]), interpolation="nearest")
+        inst = s.get("instances")
+        if inst is not None:
+            axes[2][j].imshow(inst, cmap="tab20", interpolation="nearest")
+        for r in range(3):
+            axes[r][j].axis("off")
+    for r, t in enumerate(("image, boxes, tags", "mask (white = ignore)", "instances")):
+        axes[r][0].text(-0.08, 0.5, t, transform=axes[r][0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def legend_patches(classes, palette=None):
+    """Matplotlib legend handles, one per class name, in the palette's colours."""
+    import matplotlib.patches as patches
+
+    pal = voc_palette() if palette is None else palette
+    return [patches.Patch(color=pal[k] / 255, label=c) for k, c in enumerate(classes)]
