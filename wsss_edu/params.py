@@ -108,3 +108,14 @@ def load_splits(s: Setup, n_train=None, n_val=None, **toy_knobs):
         return (get_dataset("toy", split=tr, n=n_train, seed=s.seed, **toy_knobs),
                 get_dataset("toy", split=va, n=n_val, seed=s.seed, **toy_knobs))
     return (get_dataset(s.dataset, s.data_root, split=tr), get_dataset(s.dataset, s.data_root, split=va))
+
+
+def profile_values(profile: str, defaults: dict, **given) -> dict:
+    """Resolve size knobs: each ``given`` value that is not None wins; None takes the profile's
+    default from ``defaults`` = {name: (quick value, full value)}. Unknown names raise an error."""
+    check_choice("PROFILE", profile, PROFILES)
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ParameterError(f"no profile default for {sorted(unknown)}; known: {sorted(defaults)}")
+    col = PROFILES.index(profile)
+    return {k: (given.get(k) if given.get(k) is not None else v[col]) for k, v in defaults.items()}

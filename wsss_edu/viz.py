@@ -118,3 +118,27 @@ def legend_patches(classes, palette=None):
 
     pal = voc_palette() if palette is None else palette
     return [patches.Patch(color=pal[k] / 255, label=c) for k, c in enumerate(classes)]
+
+
+def show_toy_world(seed: int = 0, n: int = 6, size: int = 64, split: str = "train", **knobs):
+    """Draw ``n`` toy-world samples (image with boxes and tags, mask, instances) for the given
+    seed and knobs: the plain function behind notebook 00's explorer slider."""
+    from .toy import ToyDataset
+
+    return show_samples(ToyDataset(split, n=n, seed=seed, size=size, **knobs), range(n))
+
+
+def sliders(fn, **ranges):
+    """The course's slider pattern: ipywidgets controls for ``fn``'s arguments (``interact``-style
+    ranges such as ``seed=(0, 50)``) with a "Run Interact" button.
+
+    Why a button and not live updates: when a notebook runs headless (papermill, nbval), a callback
+    that draws a figure inside ``interact``'s Output widget can leave nbclient waiting until its
+    cell timeout (papermill issue #723, nbclient #312; measured here: a 1.5 s figure held a cell for
+    the whole 30 s timeout). With the button nothing runs until a person clicks, so headless runs
+    never call ``fn``. Call ``fn`` once directly in the cell before, so the figure is in the
+    executed notebook, and mark the slider cell ``# NBVAL_IGNORE_OUTPUT``.
+    """
+    from ipywidgets import interact_manual
+
+    return interact_manual(fn, **ranges)

@@ -35,12 +35,14 @@ OUTPUT_DIR = ""        # default: $WSSS_OUTPUT_DIR or <repo>/runs
 PROFILE = "quick"      # quick (CPU minutes) | full (paper settings, a GPU)
 DEVICE = "auto"        # auto | cpu | cuda | mps
 SEED = 0
-IMAGE_SIZE = 64        # toy-world image side (px)
-N_TRAIN = 1000         # toy-world training images
-N_VAL = 200            # toy-world validation images
-EPOCHS = 10
-BATCH_SIZE = 16
-WEIGHTS = "imagenet"   # full profile backbone weights: imagenet | None (from scratch)
+# Size knobs: None = the profile's default (quick | full).
+IMAGE_SIZE = None      # toy-world image side in px (64 | 320)
+N_TRAIN = None         # toy-world training images (1000 | 5000)
+N_VAL = None           # toy-world validation images (200 | 1000)
+EPOCHS = None          # (10 | 30)
+BATCH_SIZE = None      # (16 | 16)
+CROP = None            # training crop on real datasets, px (256 | 512)
+WEIGHTS = "imagenet"   # full profile backbone weights: "imagenet" | None (from scratch)
 
 # %% [markdown]
 # `setup` checks the parameters (a typo lists the valid values), seeds every random generator and
@@ -55,9 +57,13 @@ from wsss_edu import params, stats, toy, viz
 from wsss_edu.datasets import get_dataset
 
 S = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-if S.profile == "full":
-    IMAGE_SIZE, N_TRAIN, N_VAL, EPOCHS = max(IMAGE_SIZE, 320), max(N_TRAIN, 5000), max(N_VAL, 1000), max(EPOCHS, 30)
+P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(64, 320), N_TRAIN=(1000, 5000), N_VAL=(200, 1000),
+                                        EPOCHS=(10, 30), BATCH_SIZE=(16, 16), CROP=(256, 512)),
+                          IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, EPOCHS=EPOCHS,
+                          BATCH_SIZE=BATCH_SIZE, CROP=CROP)
+IMAGE_SIZE, N_TRAIN, N_VAL, EPOCHS, BATCH_SIZE, CROP = (P[k] for k in P)
 MODEL = "unet" if S.quick else "deeplabv3_resnet50"
+print(P, MODEL)
 
 # %% [markdown]
 # ## 1 · One sample, three kinds of label
@@ -76,7 +82,7 @@ sample = train_set[0]
 print({k: (v.shape, v.dtype) if hasattr(v, "shape") else v for k, v in sample.items()})
 
 # %%
-viz.show_samples(train_set, range(8))
+viz.show_samples(train_set, range(min(8, len(train_set))))
 plt.show(); plt.close()
 
 # %% [markdown]
@@ -114,15 +120,13 @@ print({k: round(v, 1) for k, v in cost.items()})
 # One example of each class:
 
 # %%
-by_class = {}
-for i in range(len(train_set)):
-    for k in np.flatnonzero(train_set[i]["labels_clean"] if DATASET == "toy" else train_set[i]["labels"]):
-        by_class.setdefault(int(k) + 1, i)
-    if len(by_class) == len(CLASSES) - 1:
-        break
-idx = [by_class[c] for c in sorted(by_class)]
+masks = [train_set[i]["mask"] for i in range(min(300, len(train_set)))]
+idx = []  # for each class, the image where it covers the most pixels (each image used once)
+for c in range(1, len(CLASSES)):
+    order = np.argsort([-(m == c).sum() for m in masks])
+    idx.append(next((int(i) for i in order if int(i) not in idx), int(order[0])))
 viz.show_grid([[train_set[i]["image"] for i in idx], [train_set[i]["mask"] for i in idx]],
-              titles=[CLASSES[c] for c in sorted(by_class)])
+              titles=CLASSES[1:])
 plt.show(); plt.close()
 
 # %% [markdown]
@@ -154,6 +158,26 @@ ax.set_xticks(range(len(CLASSES) - 1), CLASSES[1:], rotation=45); ax.set_yticks(
 plt.colorbar(im, ax=ax); plt.show(); plt.close()
 
 # %% [markdown]
+# ### Explore
+#
+# `viz.show_toy_world` draws a few samples for any seed and knobs. Below it, sliders for the knobs:
+# set them, then press **Run Interact** to redraw.
+
+# %%
+viz.show_toy_world(seed=SEED, size=IMAGE_SIZE)
+plt.show(); plt.close()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def explore(seed=0, size=64, imbalance=1.0, missing_label_rate=0.0, mask_noise=0.0, pixel_perfect=1.0):
+    viz.show_toy_world(seed=seed, size=size, imbalance=imbalance, missing_label_rate=missing_label_rate,
+                       mask_noise=mask_noise, pixel_perfect=pixel_perfect)
+    plt.show(); plt.close()
+
+viz.sliders(explore, seed=(0, 50), size=(32, 128, 16), imbalance=(1.0, 10.0, 0.5),
+         missing_label_rate=(0.0, 1.0, 0.1), mask_noise=(0.0, 1.0, 0.1), pixel_perfect=(0.0, 1.0, 0.1));
+
+# %% [markdown]
 # ## 4 · The knobs
 #
 # The toy world's knobs switch on the data problems the papers address, one at a time. Each figure
@@ -182,10 +206,10 @@ if DATASET == "toy":
 
 # %%
 if DATASET == "toy":
-    pets = [i for i in range(len(train_set))
-            if train_set[i]["labels_clean"][[3, 4]].sum() == 1 and train_set[i]["labels_clean"].sum() == 1][:8]
-    viz.show_grid([[train_set[i]["image"] for i in pets]],
-                  titles=[CLASSES[4] if train_set[i]["labels_clean"][3] else CLASSES[5] for i in pets])
+    alone = lambda c: [i for i in range(len(train_set))  # images holding class c and nothing else
+                       if train_set[i]["labels_clean"].sum() == 1 and train_set[i]["labels_clean"][c - 1]]
+    pets = alone(CLASSES.index("cat"))[:4] + alone(CLASSES.index("dog"))[:4]
+    viz.show_grid([[train_set[i]["image"] for i in pets]], titles=["cat"] * 4 + ["dog"] * 4)
     plt.show(); plt.close()
 
 # %% [markdown]
@@ -259,7 +283,7 @@ def make_loader(ds, shuffle):
         arrays = ds.arrays(("image", "mask"))
         return torch.utils.data.DataLoader(data.ArrayDataset(arrays, flip=shuffle, seed=SEED),
                                            batch_size=BATCH_SIZE, shuffle=shuffle)
-    return torch.utils.data.DataLoader(data.SegTransformDataset(ds, crop=512 if shuffle else None),
+    return torch.utils.data.DataLoader(data.SegTransformDataset(ds, crop=CROP if shuffle else None),
                                        batch_size=BATCH_SIZE if shuffle else 1, shuffle=shuffle,
                                        num_workers=4)
 
@@ -268,7 +292,7 @@ train_loader, val_loader = make_loader(train_set, True), make_loader(val_set, Fa
 # %%
 def train_reference():
     train.seed_everything(SEED)
-    net = models.make_segmenter(MODEL, len(CLASSES), **({} if S.quick else {"weights": WEIGHTS}))
+    net = models.make_segmenter(MODEL, len(CLASSES), **({} if S.quick else {"weights": WEIGHTS or None}))
     opt = torch.optim.Adam(net.parameters(), lr=2e-3 if S.quick else 1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"],
                                                 total_steps=EPOCHS * len(train_loader))
@@ -276,8 +300,8 @@ def train_reference():
                      checkpoint=S.path("reference.ckpt"), desc="fully supervised")
     return {"model": net.state_dict(), "loss": torch.tensor(hist["loss"])}
 
-key = dict(notebook="00", dataset=DATASET, model=MODEL, size=IMAGE_SIZE, n=len(train_set),
-           epochs=EPOCHS, batch=BATCH_SIZE, seed=SEED)
+key = dict(notebook="00", dataset=DATASET, data_root=str(DATA_ROOT), model=MODEL, size=IMAGE_SIZE,
+           n=len(train_set), epochs=EPOCHS, batch=BATCH_SIZE, crop=CROP, weights=str(WEIGHTS), seed=SEED)
 ref = cache.cached(S.output_dir, "reference_model", key, train_reference)
 net = models.make_segmenter(MODEL, len(CLASSES)).to(S.device)
 net.load_state_dict(ref["model"])
@@ -293,12 +317,15 @@ axes[1].tick_params(axis="x", rotation=30); plt.show(); plt.close()
 print(" | ".join(f"{c} {v:.3f}" for c, v in zip(CLASSES, meter.iou)))
 
 # %%
-batch = next(iter(val_loader))
-with torch.no_grad():
-    pred = net(batch["image"][:8].to(S.device)).argmax(1).cpu().numpy()
-imgs = data.tensor_to_images(batch["image"][:8])
-viz.show_grid([list(imgs), list(batch["mask"][:8].numpy().astype(np.uint8)), list(pred.astype(np.uint8))],
-              row_titles=["image", "ground truth", "prediction"])
+rows = [[], [], []]
+for batch in val_loader:  # the first 8 validation images (real datasets come one per batch)
+    with torch.no_grad():
+        pred = net(batch["image"].to(S.device)).argmax(1).cpu().numpy().astype(np.uint8)
+    rows[0] += list(data.tensor_to_images(batch["image"])); rows[1] += list(batch["mask"].numpy().astype(np.uint8))
+    rows[2] += list(pred)
+    if len(rows[0]) >= 8:
+        break
+viz.show_grid([r[:8] for r in rows], row_titles=["image", "ground truth", "prediction"])
 plt.show(); plt.close()
 
 # %% [markdown]
