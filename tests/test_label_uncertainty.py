@@ -1,0 +1,169 @@
+"""Paper 000's equations against independent computations: Gauss-Hermite quadrature for the
+expected sigmoid, Monte-Carlo, brute-force targets, and limits (sigma^2 → 0)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsss_edu import label_uncertainty as lu
+
+
+def quadrature_expected_sigmoid(mu, sigma2, n=120):
+    """E[sigmoid(l)], l ~ N(mu, sigma^2), by Gauss-Hermite quadrature (independent of the code)."""
+    x, w = np.polynomial.hermite.hermgauss(n)
+    l = mu[..., None] + np.sqrt(2 * sigma2)[..., None] * x
+    return (w / np.sqrt(np.pi) * (1 / (1 + np.exp(-l)))).sum(-1)
+
+
+def test_probit_form_close_to_monte_carlo_over_a_grid():
+    """Within 5e-3 for |mu| <= 3, sigma^2 <= 4 (measured max 4.4e-3); the error grows with |mu|
+    and sigma^2 together (measured 1.3e-2 at worst over |mu| <= 6, sigma^2 <= 30)."""
+    mu, s2 = np.meshgrid(np.linspace(-3, 3, 13), np.array([0, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4]))
+    mu_t, s2_t = torch.tensor(mu), torch.tensor(s2)
+    approx = lu.expected_probability(mu_t, s2_t).numpy()
+    g = torch.Generator().manual_seed(0)
+    mc = lu.mc_expected_probability(mu_t, s2_t, samples=400_000, generator=g).numpy()
+    assert np.abs(approx - mc).max() < 5e-3
+    assert np.abs(approx - quadrature_expected_sigmoid(mu, s2)).max() < 5e-3
+    wide_mu, wide_s2 = np.meshgrid(np.linspace(-6, 6, 25), np.linspace(0, 30, 16))
+    wide = lu.expected_probability(torch.tensor(wide_mu), torch.tensor(wide_s2)).numpy()
+    assert np.abs(wide - quadrature_expected_sigmoid(wide_mu, wide_s2)).max() < 1.5e-2
+
+
+def test_monte_carlo_converges_as_samples_grow():
+    mu, s2 = np.linspace(-3, 3, 7), np.linspace(0.5, 6, 7)
+    exact = quadrature_expected_sigmoid(mu, s2)
+    errs = []
+    for t in (10, 100, 1000, 10000):
+        e = [np.abs(lu.mc_expected_probability(torch.tensor(mu), torch.tensor(s2), t,
+                                               torch.Generator().manual_seed(k)).numpy() - exact).mean()
+             for k in range(20)]
+        errs.append(np.mean(e))
+    assert errs[0] > errs[1] > errs[2] > errs[3]
+    assert errs[3] < 2e-3 and errs[0] / errs[3] > 10  # ~1/sqrt(T)
+
+
+def test_losses_reduce_to_plain_bce_and_ce_as_variance_vanishes():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(2, 5, 6, generator=g) * 3
+    y = (torch.rand(2, 5, 6, generator=g) > 0.5).float()
+    tiny = torch.full_like(mu, 1e-10)
+    bce = F.binary_cross_entropy_with_logits(mu, y, reduction="none")
+    assert torch.allclose(lu.uncertain_bce(mu, tiny, y), bce, atol=1e-6)
+    # W(0) = sigmoid(tau / slope) -> 1 needs tau >> slope (tau = 1, slope = 0.2 gives W = 0.993)
+    assert torch.allclose(lu.bootstrapped_bce(mu, tiny, y, tau=4.0), bce, atol=1e-6)
+    mu_c = torch.randn(2, 4, 5, 6, generator=g) * 2
+    yc = torch.randint(0, 4, (2, 5, 6), generator=g)
+    ce = F.cross_entropy(mu_c, yc, reduction="none")
+    got = lu.mc_uncertain_ce(mu_c, torch.full_like(mu_c, 1e-12), yc, samples=8, generator=g)
+    assert torch.allclose(got, ce, atol=1e-5)
+
+
+def test_two_class_monte_carlo_matches_the_binary_expectation():
+    """With 2 classes, softmax(l)_1 = sigmoid(l1 - l0), l1 - l0 ~ N(mu1 - mu0, s0 + s1)."""
+    mu = torch.tensor([[[[0.3]], [[1.5]]]], dtype=torch.float64)   # (1, 2, 1, 1)
+    s2 = torch.tensor([[[[0.7]], [[2.1]]]], dtype=torch.float64)
+    p1 = lu.mc_expected_softmax(mu, s2, samples=400_000, generator=torch.Generator().manual_seed(1))[0, 1]
+    exact = quadrature_expected_sigmoid(np.array(1.2), np.array(2.8))
+    assert abs(p1.item() - exact) < 3e-3
+
+
+def test_log_mean_exp_not_mean_of_logs():
+    mu = torch.zeros(1, 3, 1, 1)
+    s2 = torch.full((1, 3, 1, 1), 4.0)
+    y = torch.zeros(1, 1, 1, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    ours = lu.mc_uncertain_ce(mu, s2, y, samples=20000, generator=g).item()
+    eps = torch.randn(20000, 1, 3, 1, 1, generator=torch.Generator().manual_seed(0))
+    mean_ce = -F.log_softmax(mu + 2 * eps, 2)[:, 0, 0].mean().item()
+    assert ours < mean_ce  # Jensen: -log E[p] <= E[-log p]
+    assert ours == pytest.approx(math.log(3), abs=0.05)  # symmetric: E[p_y] = 1/3
+
+
+def test_gradients_finite_at_large_variance():
+    mu = torch.randn(2, 1, 4, 4, requires_grad=True)
+    s2 = torch.full((2, 1, 4, 4), 1e6, requires_grad=True)
+    y = torch.ones(2, 1, 4, 4)
+    loss = lu.combined_loss(mu, s2, y, torch.ones_like(y, dtype=torch.bool), tau=1.0,
+                            detach_weight=False)
+    loss.backward()
+    assert torch.isfinite(mu.grad).all() and torch.isfinite(s2.grad).all()
+    mu_c = torch.randn(1, 3, 4, 4, requires_grad=True)
+    s2_c = torch.full((1, 3, 4, 4), 1e6, requires_grad=True)
+    lossc = lu.multiclass_loss(mu_c, s2_c, torch.zeros(1, 4, 4, dtype=torch.long),
+                               torch.ones(1, 4, 4, dtype=torch.bool))
+    lossc.backward()
+    assert torch.isfinite(lossc) and torch.isfinite(mu_c.grad).all() and torch.isfinite(s2_c.grad).all()
+
+
+def test_weight_rule_and_detaching():
+    s2 = torch.tensor([0.0, 1.0, 2.0])
+    w = lu.bootstrap_weight(s2, tau=1.0, slope=0.2)
+    assert w[0] > 0.99 and w[1] == pytest.approx(0.5) and w[2] < 0.01
+    mu = torch.tensor([-2.0, 2.0, -2.0], requires_grad=True)
+    s2r = torch.tensor([3.0, 3.0, 3.0], requires_grad=True)
+    lu.bootstrapped_bce(mu, s2r, torch.ones(3), tau=1.0, detach_weight=True).sum().backward()
+    assert s2r.grad is None or torch.all(s2r.grad == 0)
+    s2r.grad = None
+    lu.bootstrapped_bce(mu, s2r, torch.ones(3), tau=1.0, detach_weight=False).sum().backward()
+    assert s2r.grad[0] < 0  # raising sigma^2 lowers the loss where the network disagrees
+
+
+def test_flipped_targets():
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    mu = torch.tensor([2.0, -2.0, 2.0, -2.0])
+    assert torch.equal(lu.flipped_target(y, mu, "flip"), 1 - y)
+    assert torch.equal(lu.flipped_target(y, mu, "hard_belief"), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert torch.allclose(lu.flipped_target(y, mu, "soft_belief"), torch.sigmoid(mu))
+    with pytest.raises(ValueError, match="choose one of"):
+        lu.flipped_target(y, mu, "flipped")
+
+
+def test_bootstrapped_targets_switch_exactly_where_the_rule_says():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(2, 3, 5, 5, generator=g)
+    s2 = torch.rand(2, 3, 5, 5, generator=g) * 2
+    y = torch.randint(0, 3, (2, 5, 5), generator=g)
+    y[0, 0, 0] = 255
+    allowed = torch.rand(2, 5, 5, generator=g) > 0.3
+    out = lu.bootstrapped_targets(mu, s2, y, tau=1.2, allowed=allowed)
+    for n in range(2):
+        for i in range(5):
+            for j in range(5):
+                switch = s2[n, :, i, j].max() > 1.2 and allowed[n, i, j] and y[n, i, j] != 255
+                want = mu[n, :, i, j].argmax() if switch else y[n, i, j]
+                assert out[n, i, j] == want
+
+
+def test_rasterize_boxes_small_box_on_top_and_class_map():
+    boxes = np.array([[0, 0, 8, 8], [2, 2, 5, 5], [6, 6, 10, 10]])
+    out = lu.rasterize_boxes(boxes, [2, 1, 3], (10, 10))
+    assert out[3, 3] == 1 and out[0, 0] == 2 and out[7, 7] == 3 and out[9, 0] == 0
+    only_car = lu.rasterize_boxes(boxes, [2, 1, 3], (10, 10), classes={2: 1})
+    assert set(np.unique(only_car)) == {0, 1} and only_car[3, 3] == 1
+
+
+def test_mixed_supervision_arrays():
+    from wsss_edu.toy import CLASSES, ToyDataset
+
+    ds = ToyDataset("train", n=20, seed=0, size=48)
+    car = CLASSES.index("car")
+    a = lu.mixed_supervision_arrays(ds, 5, {car: 1}, seed=0)
+    assert a["pixel_perfect"].sum() == 5 and a["target"].shape == (20, 48, 48)
+    for i in range(20):
+        s = ds[i]
+        if a["pixel_perfect"][i]:
+            assert np.array_equal(a["target"][i], lu.remap_mask(s["mask"], {car: 1}))
+            assert not a["in_box"][i].any()
+        else:
+            assert set(np.unique(a["target"][i])) <= {0, 1}
+            assert np.array_equal(a["in_box"][i], a["target"][i] == 1)
+            assert (a["target"][i][a["mask"][i] == 1] == 1).all()  # boxes cover the object
+
+
+def test_aleatoric_unet_shapes_and_positive_variance():
+    net = lu.AleatoricUNet(3, width=4, depth=2)
+    mu, s2 = net(torch.randn(2, 3, 20, 24))
+    assert mu.shape == s2.shape == (2, 3, 20, 24) and (s2 > 0).all()
