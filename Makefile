@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-UV     := $(PYTHON) -m uv
+UV     := $(PY) -m uv
 UV_VERSION := 0.13.9
 OUT    ?= runs
 
@@ -23,9 +23,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 env: $(STAMP)
 
+# A plain venv first (the system Python is never modified, even where it is "externally managed"),
+# uv inside it, then the locked set through uv.
 $(STAMP): requirements.lock pyproject.toml
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) pip install --quiet --python $(PY) -r requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
@@ -54,7 +56,7 @@ lab: env
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (wsss_edu)" >/dev/null
 	$(PY) -m jupyter lab --notebook-dir=notebooks
 
-lock:
+lock: env
 	$(UV) pip compile requirements.in -o requirements.lock --python-version 3.11 --quiet --no-header
 
 strip: env

@@ -3,7 +3,7 @@
 (`get_dataset('voc', root, split)`) reads it exactly like the real VOC.
 
     python data_scripts/write_toy_voc.py --root DIR [--train 200 --val 50 --test 0 --seed 0
-                                                     --size 96 --knob missing_label_rate=0.5 ...]
+                                                     --size 96 --knob imbalance=4 ...]
 """
 import argparse
 import json
@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--knob", action="append", default=[],
-                    help="toy-world knob NAME=VALUE (repeatable), e.g. --knob imbalance=4")
+                    help="toy-world knob NAME=VALUE (repeatable), e.g. --knob imbalance=4 (knobs that "
+                         "only change labels, like missing_label_rate, cannot be stored in VOC's layout)")
     args = ap.parse_args(argv)
     knobs = {}
     for kv in args.knob:

@@ -401,15 +401,18 @@ def test_collate_samples(tmp_path):
     d = ds.CamVid(tmp_path, "train")
     b = next(iter(DataLoader(d, batch_size=2, collate_fn=ds.collate_samples)))
     assert b["image"].dtype == torch.float32 and b["image"].shape == (2, 3, fx.CV_H, fx.CV_W)
-    assert 0 <= b["image"].min() and b["image"].max() <= 1
+    from wsss_edu.data import images_to_tensor  # the same normalisation as every training path
+
+    assert torch.allclose(b["image"], images_to_tensor(np.stack([d[0]["image"], d[1]["image"]])))
     assert b["mask"].dtype == torch.long and b["mask"].shape == (2, fx.CV_H, fx.CV_W)
     assert b["labels"].dtype == torch.float32 and b["labels"].shape == (2, 2)
     assert b["pixel_label"].tolist() == [True, True]
     assert isinstance(b["boxes"], list) and b["boxes"][0].shape == (2, 4)
     assert b["boxes"][0].dtype == torch.long and b["box_labels"][1].tolist() in ([1, 2], [2, 1])
     assert b["instances"][0].shape == (fx.CV_H, fx.CV_W) and b["name"] == d.names
-    np.testing.assert_allclose(b["image"][0].permute(1, 2, 0).numpy() * 255, d[0]["image"],
-                               atol=1e-3)
+    from wsss_edu.data import tensor_to_images
+
+    assert np.array_equal(tensor_to_images(b["image"])[0], d[0]["image"])
 
 
 def test_collate_samples_of_different_sizes_says_how_to_fix(tmp_path):
@@ -417,3 +420,19 @@ def test_collate_samples_of_different_sizes_says_how_to_fix(tmp_path):
     s2 = {"image": np.zeros((6, 5, 3), np.uint8), "mask": np.zeros((6, 5), np.uint8)}
     with pytest.raises(ParameterError, match="transform"):
         ds.collate_samples([s1, s2])
+
+
+def test_voc_xml_boxes_are_one_based_inclusive(tmp_path):
+    """A hand-written VOC annotation: xmin=1 is the first pixel column, xmax=10 the tenth."""
+    from wsss_edu.datasets import VOC_CLASSES, read_voc_boxes
+
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation><object><name>car</name><bndbox><xmin>1</xmin><ymin>3</ymin>"
+                   "<xmax>10</xmax><ymax>4</ymax></bndbox></object><object><name>unicorn</name>"
+                   "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox>"
+                   "</object></annotation>")
+    boxes, labels = read_voc_boxes(xml, list(VOC_CLASSES))
+    assert boxes.tolist() == [[0, 2, 10, 4]] and labels.tolist() == [VOC_CLASSES.index("car")]
+    xml.write_text("<annotation><object><name>car</name>")
+    with pytest.raises(DataFileError, match="a.xml"):
+        read_voc_boxes(xml, list(VOC_CLASSES))

@@ -42,6 +42,7 @@ def test_split_level_not_mean_of_images():
 
 def test_absent_class_is_nan_and_skipped():
     cm = confusion_matrix(np.zeros((3, 3)), np.zeros((3, 3)), 3)
+    assert cm.shape == (3, 4)
     iou = iou_from_confusion(cm)
     assert iou[0] == 1 and np.isnan(iou[1]) and np.isnan(iou[2])
 
@@ -51,3 +52,10 @@ def test_accepts_tensors_and_rejects_shape_mismatch():
     assert m.miou == 1.0 and m.pixel_accuracy == 1.0
     with pytest.raises(ValueError, match="one shape"):
         confusion_matrix(np.zeros(4), np.zeros(5), 2)
+
+
+def test_out_of_range_prediction_is_a_miss_not_the_last_class():
+    m = ConfusionMeter(3).update(np.array([[0, 0, 1, 1]]), np.array([[0, 255, 1, 1]]))
+    assert np.allclose(m.iou[:2], [0.5, 1.0]) and np.isnan(m.iou[2])
+    assert m.miou == pytest.approx(0.75)
+    assert m.iou[0] == pytest.approx(brute_iou([np.array([0, 0, 1, 1])], [np.array([0, 9, 1, 1])], 0))

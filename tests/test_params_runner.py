@@ -60,6 +60,8 @@ def test_runner_executes_in_order_and_writes_results(tmp_path):
     assert "`a_value` = 3" in table and "| 01_b |" in table
     with pytest.raises(ParameterError, match="available"):
         runner.notebook_paths(nbdir, only=["07"])
+    with pytest.raises(ParameterError, match=r"no parameter\(s\) \['VALEU'\].*'VALUE'"):
+        runner.run_notebooks(out, params={"VALEU": 3}, notebooks_dir=nbdir, log=lambda *_: None)
     assert runner.parse_params(["A=1", "B=x", "C=true"]) == {"A": 1, "B": "x", "C": True}
     with pytest.raises(ParameterError, match="KEY=VALUE"):
         runner.parse_params(["A"])

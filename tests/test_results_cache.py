@@ -50,3 +50,10 @@ def test_cache_computes_once_and_is_keyed_by_params(tmp_path):
     cached(tmp_path, "cams", {"scale": 1, "seed": 0}, compute)
     assert len(calls) == 3
     assert params_key({"a": 1}) != params_key({"a": 2})
+
+
+def test_cache_stores_numpy_scalars_and_names_bad_types(tmp_path):
+    out = cached(tmp_path, "x", {}, lambda: {"miou": np.float64(0.5), "n": np.int64(3)})
+    assert out == {"miou": 0.5, "n": 3}
+    with pytest.raises(TypeError, match=r"artifact\['bad'\] is a set"):
+        cached(tmp_path, "y", {}, lambda: {"bad": {1, 2}})

@@ -55,13 +55,14 @@ def test_fit_learns_and_evaluates():
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     arrays = tiny_task()
-    loader = torch.utils.data.DataLoader(data.ArrayDataset(arrays), batch_size=8)
+    loader = torch.utils.data.DataLoader(data.ArrayDataset(arrays, flip=True), batch_size=8,
+                                         shuffle=True)  # shuffling and flips must resume too
     net, opt = make()
     full = train.fit(net, loader, train.cross_entropy_loss, opt, 4, "cpu", progress=False)
     ck = tmp_path / "run.ckpt"
     net2, opt2 = make()
     train.fit(net2, loader, train.cross_entropy_loss, opt2, 2, "cpu", checkpoint=ck, progress=False)
-    net3, opt3 = make(seed=5)  # a fresh process: other weights, resumed from the file
+    net3, opt3 = make(seed=5)  # a fresh process: other weights and RNG, resumed from the file
     resumed = train.fit(net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck,
                         progress=False)
     assert np.allclose(resumed["loss"], full["loss"], rtol=1e-4)
@@ -87,3 +88,15 @@ def test_full_profile_model_builds_without_weights():
         assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 5, 64, 64)
     with pytest.raises(ParameterError, match="choose one of"):
         models.make_segmenter("segformer", 5)
+
+
+def test_augmentation_differs_across_epochs_and_workers():
+    arrays = tiny_task(n=16)
+    ds = data.ArrayDataset(arrays, flip=True)
+    train.seed_everything(0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)
+    e1, e2 = [next(iter(loader))["image"] for _ in range(2)]
+    assert not torch.equal(e1, e2)  # a new epoch draws new flips
+    train.seed_everything(0)
+    again = next(iter(loader))["image"]
+    assert torch.equal(e1, again)  # and the run reproduces

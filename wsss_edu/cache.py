@@ -26,14 +26,21 @@ def artifact_path(output_dir, name: str, params: dict) -> Path:
     return Path(output_dir) / "cache" / name / f"{params_key(params)}.pt"
 
 
-def _to_storable(obj):
+def _to_storable(obj, where="artifact"):
+    """Tensors, numbers, strings, None and (nested) dicts/lists of them; NumPy arrays become
+    tensors and NumPy scalars Python numbers. Anything else raises, naming where it is."""
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
     if isinstance(obj, dict):
-        return {k: _to_storable(v) for k, v in obj.items()}
+        return {k: _to_storable(v, f"{where}[{k!r}]") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_storable(v) for v in obj]
-    return obj
+        return [_to_storable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (torch.Tensor, bool, int, float, str)):
+        return obj
+    raise TypeError(f"{where} is a {type(obj).__name__}; an artifact holds only tensors, arrays, "
+                    "numbers, strings and dicts/lists of them (weights_only=True must load it)")
 
 
 def save_artifact(path, obj, params: dict | None = None) -> Path:
@@ -55,9 +62,17 @@ def load_artifact(path):
     return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
+def checkpoint_path(output_dir, name: str, params: dict) -> Path:
+    """Where a long computation of the artifact ``name`` for ``params`` keeps its resume checkpoint
+    (beside the artifact, so other parameters never resume from it); :func:`cached` deletes it once
+    the artifact is saved."""
+    return artifact_path(output_dir, name, params).with_suffix(".ckpt")
+
+
 def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
     """Return the artifact ``name`` for ``params`` from the cache, or ``compute()`` it, store it and
-    return it. ``refresh=True`` recomputes. A corrupt file is recomputed."""
+    return it. ``refresh=True`` recomputes. A corrupt file is recomputed. A resume checkpoint at
+    :func:`checkpoint_path` is removed once the artifact is stored."""
     path = artifact_path(output_dir, name, params)
     if path.exists() and not refresh:
         try:
@@ -66,4 +81,5 @@ def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
             path.unlink(missing_ok=True)
     obj = compute()
     save_artifact(path, obj, params)
+    checkpoint_path(output_dir, name, params).unlink(missing_ok=True)
     return load_artifact(path)

@@ -29,23 +29,31 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     return y.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def item_rng() -> np.random.Generator:
+    """A NumPy generator for one item's augmentation, seeded from torch's global RNG. DataLoader
+    seeds that RNG differently in every worker and every epoch, and :func:`wsss_edu.train.
+    seed_everything` seeds it in the main process, so augmentations differ across workers and
+    epochs yet reproduce run to run (a generator stored on the dataset would be copied into each
+    worker and replay the same draws every epoch)."""
+    return np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+
+
 class ArrayDataset(torch.utils.data.Dataset):
     """Stacked arrays (a dict of equal-length arrays, e.g. from ``ToyDataset.arrays()``) as a torch
     dataset of dicts: 'image' becomes a normalised float tensor, 'mask' a long tensor, 'labels' a
     float tensor; other keys pass through as tensors. ``flip=True`` flips images and masks
-    horizontally at random (p = 0.5)."""
+    horizontally at random (p = 0.5), drawing from torch's RNG (see :func:`item_rng`)."""
 
-    def __init__(self, arrays: dict, flip: bool = False, seed: int = 0):
+    def __init__(self, arrays: dict, flip: bool = False):
         self.arrays = arrays
         self.n = len(next(iter(arrays.values())))
         self.flip = flip
-        self.gen = np.random.default_rng(seed)
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        flip = self.flip and self.gen.random() < 0.5
+        flip = self.flip and item_rng().random() < 0.5
         out = {}
         for k, v in self.arrays.items():
             a = v[i]
@@ -69,9 +77,8 @@ class SegTransformDataset(torch.utils.data.Dataset):
     (evaluation): the whole image, unchanged.
     """
 
-    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), seed: int = 0):
+    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5)):
         self.dataset, self.crop, self.scale = dataset, crop, scale
-        self.gen = np.random.default_rng(seed)
 
     def __len__(self):
         return len(self.dataset)
@@ -80,7 +87,7 @@ class SegTransformDataset(torch.utils.data.Dataset):
         s = self.dataset[i]
         img, mask = s["image"], s["mask"]
         if self.crop is not None:
-            img, mask = random_scale_crop_flip(img, mask, self.crop, self.scale, self.gen)
+            img, mask = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng())
         return {"image": images_to_tensor(img)[0], "mask": torch.as_tensor(mask).long(),
                 "labels": torch.as_tensor(s["labels"])}
 

@@ -441,7 +441,8 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
 
 def _cityscapes_hint(root) -> str:
     r = root if root is not None else "data"
-    return ("Cityscapes needs a manual download: register at https://www.cityscapes-dataset.com, "
+    return ("Cityscapes needs a manual download (`python data_scripts/download.py cityscapes "
+            f"--root {r}` prints these steps): register at https://www.cityscapes-dataset.com, "
             "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, and unzip both "
             f"into {Path(r) / 'cityscapes'} (giving {Path(r) / 'cityscapes' / 'leftImg8bit'} and "
             f"{Path(r) / 'cityscapes' / 'gtFine'})")
@@ -722,15 +723,16 @@ def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegData
 def _stack_images(images) -> torch.Tensor:
     if isinstance(images[0], torch.Tensor):
         return torch.stack([im.float() for im in images])
-    arr = np.stack(images)  # (B, H, W, 3) uint8
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    from .data import images_to_tensor  # the package's one convention: ImageNet mean/std
+
+    return images_to_tensor(np.stack(images))
 
 
 def collate_samples(batch: Sequence[dict]) -> dict:
     """Batch samples for a DataLoader (``collate_fn=collate_samples``).
 
-    Returns a dict with the sample's keys: ``image`` float (B, 3, H, W) in 0-1 (a tensor image from
-    a transform is stacked as is), ``mask`` long (B, H, W), ``labels`` float (B, K),
+    Returns a dict with the sample's keys: ``image`` float (B, 3, H, W) normalised like
+    :func:`wsss_edu.data.images_to_tensor` (a tensor image from a transform is stacked as is), ``mask`` long (B, H, W), ``labels`` float (B, K),
     ``pixel_label`` bool (B,); ``boxes`` (list of long (N_b, 4)), ``box_labels`` (list of long
     (N_b,)), ``instances`` (list of int32 (H, W) tensors or None) and ``name`` (list of str) stay
     lists, one entry per sample. All images must share one size: crop or resize in a transform.

@@ -1,5 +1,9 @@
 """Segmentation metrics: one confusion matrix accumulated over a whole split (VOC's convention),
-then per-class IoU and mIoU from it. Pixels labelled 255 in the ground truth are ignored."""
+then per-class IoU and mIoU from it. Pixels labelled 255 in the ground truth are ignored.
+
+A prediction outside [0, C) (e.g. 255 for "unsure" in a pseudo-mask) is a miss: a false negative
+of the ground-truth class and no class's false positive. It is kept in an extra last column, so
+matrices are (C, C + 1): rows = ground truth, columns = prediction, then "no class"."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,23 +12,26 @@ from .labels import IGNORE
 
 
 def confusion_matrix(gt, pred, num_classes: int) -> np.ndarray:
-    """Confusion matrix (num_classes, num_classes), rows = ground truth, columns = prediction.
-    Ground-truth pixels equal to 255 (or outside [0, num_classes)) are ignored."""
+    """Confusion matrix (C, C + 1): rows = ground truth, columns = predicted class, last column =
+    predictions outside [0, C). Ground-truth pixels equal to 255 (or outside [0, C)) are ignored."""
     gt = np.asarray(gt).reshape(-1).astype(np.int64)
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     if gt.shape != pred.shape:
         raise ValueError(f"gt has {gt.size} pixels but pred has {pred.size}; pass arrays of one shape")
     keep = (gt != IGNORE) & (gt >= 0) & (gt < num_classes)
-    pred = np.clip(pred[keep], 0, num_classes - 1)
-    return np.bincount(gt[keep] * num_classes + pred,
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    gt, pred = gt[keep], pred[keep]
+    pred = np.where((pred >= 0) & (pred < num_classes), pred, num_classes)
+    c1 = num_classes + 1
+    return np.bincount(gt * c1 + pred, minlength=num_classes * c1).reshape(num_classes, c1)
 
 
 def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
-    """Per-class IoU = TP / (TP + FP + FN); NaN for a class absent from both gt and prediction."""
+    """Per-class IoU = TP / (TP + FP + FN) from a (C, C) or (C, C + 1) matrix; NaN for a class
+    absent from both ground truth and prediction."""
     cm = np.asarray(cm, np.float64)
-    tp = np.diag(cm)
-    denom = cm.sum(0) + cm.sum(1) - tp
+    c = cm.shape[0]
+    tp = np.diag(cm[:, :c])
+    denom = cm[:, :c].sum(0) + cm.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, tp / denom, np.nan)
 
@@ -34,7 +41,7 @@ class ConfusionMeter:
 
     def __init__(self, num_classes: int):
         self.num_classes = int(num_classes)
-        self.cm = np.zeros((num_classes, num_classes), np.int64)
+        self.cm = np.zeros((num_classes, num_classes + 1), np.int64)
 
     def update(self, gt, pred) -> "ConfusionMeter":
         """Add a batch (any shape; torch tensors are accepted)."""

@@ -55,7 +55,10 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
     params = dict(params or {})
     params.setdefault("OUTPUT_DIR", str(output))
     times = {}
-    for nb in notebook_paths(notebooks_dir, only):
+    paths = notebook_paths(notebooks_dir, only)
+    for nb in paths:  # check every notebook's parameters before running any
+        check_parameters(nb, params)
+    for nb in paths:
         log(f"running {nb.name} ...")
         t0 = time.time()
         try:
@@ -67,6 +70,18 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
             write_results(output, times)
         log(f"  done in {times[nb.stem]:.1f} s")
     return times
+
+
+def check_parameters(notebook, params: dict) -> None:
+    """Raise :class:`ParameterError` listing the valid names when ``params`` names a parameter
+    the notebook's ``parameters`` cell does not define (papermill would only log it)."""
+    import papermill as pm
+
+    valid = set(pm.inspect_notebook(str(notebook)))
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ParameterError(f"{Path(notebook).name} has no parameter(s) {unknown}; its parameters: "
+                             f"{sorted(valid)}")
 
 
 def write_results(output, times: dict) -> Path:

@@ -62,12 +62,15 @@ def box_fill_fraction(dataset, num_classes: int, limit: int | None = None) -> np
 
 
 def label_cost_hours(dataset, limit: int | None = None, box_protocol: str = "box_drawn") -> dict:
-    """Estimated annotation time (hours) of the dataset's images under each label type, with the
-    per-label times of :data:`LABEL_COST_SECONDS`."""
-    n_img, n_box = 0, 0
+    """Estimated annotation time (hours) of the whole dataset under each label type, with the
+    per-label times of :data:`LABEL_COST_SECONDS`. Boxes per image are counted on the first
+    ``limit`` images (all by default) and scaled to the dataset's size."""
+    n_read, n_box = 0, 0
     for s in _samples(dataset, limit):
-        n_img += 1
+        n_read += 1
         n_box += len(s["boxes"])
+    n_img = len(dataset)
+    boxes = n_box / max(n_read, 1) * n_img
     c = LABEL_COST_SECONDS
-    return {"tags": n_img * c["tags_per_image"] / 3600, "boxes": n_box * c[box_protocol] / 3600,
+    return {"tags": n_img * c["tags_per_image"] / 3600, "boxes": boxes * c[box_protocol] / 3600,
             "masks": n_img * c["masks_per_image"] / 3600}

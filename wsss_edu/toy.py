@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ParameterError, check_choice
-from .labels import IGNORE, box_of, make_sample
+from .labels import IGNORE, make_sample
 
 CLASSES = ("background", "person", "car", "boat", "cat", "dog", "bottle")
 SPLITS = ("train", "val", "test")
@@ -490,36 +490,35 @@ def make_toy_sample(seed: int, split: str, index: int, cfg: ToyWorldConfig,
     image, sem, inst, inst_classes, water = render_scene(rng, cfg)
     band = ignore_band(sem, cfg.border)
     mask_clean = np.where(band, IGNORE, sem).astype(np.uint8)
+    # Boxes: one per visible instance (its pixels, band included); an instance whose pixels all
+    # fell into the ignore band has no class in the mask, so no tag and no box.
     sample = make_sample(image, mask_clean, f"{split}_{index:06d}", len(CLASSES), instances=inst,
                          pixel_label=pixel_label)
-    # Boxes of the visible part of each instance, in instance order.
-    boxes = [box_of(inst == i + 1) for i in range(len(inst_classes))]
-    keep = [i for i, b in enumerate(boxes) if b[2] > b[0]]
-    sample["boxes"] = np.array([boxes[i] for i in keep], np.int64).reshape(-1, 4)
-    sample["box_labels"] = np.array([CLASSES.index(inst_classes[i]) for i in keep], np.int64)
     sample["mask_clean"] = mask_clean
     sample["labels_clean"] = sample["labels"].copy()
     sample["has_water"] = water
-    noise_rng = np.random.default_rng([int(seed), _SPLIT_ID[split], int(index), 0xBAD])
+    def knob_rng(k):  # one stream per knob: turning one knob on never changes another's draws
+        return np.random.default_rng([int(seed), _SPLIT_ID[split], int(index), 0xBAD, k])
+
     if cfg.mask_noise > 0:
-        noisy = corrupt_mask(noise_rng, sem, cfg.mask_noise)
+        noisy = corrupt_mask(knob_rng(1), sem, cfg.mask_noise)
         sample["mask"] = np.where(ignore_band(noisy, cfg.border), IGNORE, noisy).astype(np.uint8)
     labels = sample["labels"].copy()
     miss = CLASSES.index(cfg.missing_label_class) - 1
-    if cfg.missing_label_rate > 0 and noise_rng.random() < cfg.missing_label_rate:
+    if cfg.missing_label_rate > 0 and knob_rng(2).random() < cfg.missing_label_rate:
         labels[miss] = 0.0
     if cfg.tag_noise > 0:
-        flip = noise_rng.random(len(labels)) < cfg.tag_noise
+        flip = knob_rng(3).random(len(labels)) < cfg.tag_noise
         labels[flip] = 1.0 - labels[flip]
     sample["labels"] = labels
     if cfg.box_noise > 0 and len(sample["boxes"]):
         b = sample["boxes"].astype(np.float64)
         wh = np.concatenate([b[:, 2:] - b[:, :2]] * 2, axis=1)
-        b = b + noise_rng.normal(0, cfg.box_noise, b.shape) * wh
+        b = b + knob_rng(4).normal(0, cfg.box_noise, b.shape) * wh
         s = cfg.size
-        b = np.clip(np.round(b), 0, s)
-        b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1)
-        sample["boxes"] = np.clip(b, 0, s).astype(np.int64)
+        b[:, :2] = np.clip(np.round(b[:, :2]), 0, s - 1)
+        b[:, 2:] = np.clip(np.maximum(np.round(b[:, 2:]), b[:, :2] + 1), 1, s)
+        sample["boxes"] = b.astype(np.int64)
     return sample
 
 
@@ -613,6 +612,14 @@ def write_voc_layout(root, n_train: int = 200, n_val: int = 50, n_test: int = 0,
     from .io import write_image, write_mask
     from .viz import voc_palette
 
+    lost = sorted(k for k in ("missing_label_rate", "tag_noise", "pixel_perfect", "mask_noise")
+                  if k in knobs and knobs[k] != getattr(ToyWorldConfig(), k))
+    if lost:
+        raise ParameterError(
+            f"VOC's layout cannot hold the knob(s) {lost}: its loader derives tags from the masks and "
+            "treats every mask as pixel-perfect and clean. Write the world without them and apply "
+            "them in memory (ToyDataset), or use knobs that change the scenes (size, class_probs, "
+            "imbalance, water_without_boat, person_overlap, box_noise, border, pixel_noise)")
     voc = Path(root) / "VOCdevkit" / "VOC2012"
     pal = voc_palette()
     lists = {}

@@ -59,7 +59,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1
     history of numbers, atomically. Loadable with ``torch.load(..., weights_only=True)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "epoch": int(epoch), "history": history or {}}
+    state = {"model": model.state_dict(), "epoch": int(epoch), "history": history or {},
+             "torch_rng": torch.get_rng_state()}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -79,6 +80,8 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, map_location="c
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
+    if "torch_rng" in state:  # shuffling and augmentation continue as if never interrupted
+        torch.set_rng_state(state["torch_rng"].cpu())
     return state
 
 

@@ -281,7 +281,7 @@ from wsss_edu import cache, data, models, train
 def make_loader(ds, shuffle):
     if DATASET == "toy":
         arrays = ds.arrays(("image", "mask"))
-        return torch.utils.data.DataLoader(data.ArrayDataset(arrays, flip=shuffle, seed=SEED),
+        return torch.utils.data.DataLoader(data.ArrayDataset(arrays, flip=shuffle),
                                            batch_size=BATCH_SIZE, shuffle=shuffle)
     return torch.utils.data.DataLoader(data.SegTransformDataset(ds, crop=CROP if shuffle else None),
                                        batch_size=BATCH_SIZE if shuffle else 1, shuffle=shuffle,
@@ -290,6 +290,9 @@ def make_loader(ds, shuffle):
 train_loader, val_loader = make_loader(train_set, True), make_loader(val_set, False)
 
 # %%
+key = dict(notebook="00", dataset=DATASET, data_root=str(DATA_ROOT), model=MODEL, size=IMAGE_SIZE,
+           n=len(train_set), epochs=EPOCHS, batch=BATCH_SIZE, crop=CROP, weights=str(WEIGHTS), seed=SEED)
+
 def train_reference():
     train.seed_everything(SEED)
     net = models.make_segmenter(MODEL, len(CLASSES), **({} if S.quick else {"weights": WEIGHTS or None}))
@@ -297,11 +300,9 @@ def train_reference():
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"],
                                                 total_steps=EPOCHS * len(train_loader))
     hist = train.fit(net, train_loader, train.cross_entropy_loss, opt, EPOCHS, S.device, sched,
-                     checkpoint=S.path("reference.ckpt"), desc="fully supervised")
+                     checkpoint=cache.checkpoint_path(S.output_dir, "reference_model", key), desc="fully supervised")
     return {"model": net.state_dict(), "loss": torch.tensor(hist["loss"])}
 
-key = dict(notebook="00", dataset=DATASET, data_root=str(DATA_ROOT), model=MODEL, size=IMAGE_SIZE,
-           n=len(train_set), epochs=EPOCHS, batch=BATCH_SIZE, crop=CROP, weights=str(WEIGHTS), seed=SEED)
 ref = cache.cached(S.output_dir, "reference_model", key, train_reference)
 net = models.make_segmenter(MODEL, len(CLASSES)).to(S.device)
 net.load_state_dict(ref["model"])
