@@ -167,3 +167,59 @@ def test_aleatoric_unet_shapes_and_positive_variance():
     net = lu.AleatoricUNet(3, width=4, depth=2)
     mu, s2 = net(torch.randn(2, 3, 20, 24))
     assert mu.shape == s2.shape == (2, 3, 20, 24) and (s2 > 0).all()
+
+
+def tiny_mixed(n=24, n_pp=6, size=32):
+    from wsss_edu.toy import CLASSES, ToyDataset
+
+    ds = ToyDataset("train", n=n, seed=0, size=size, class_probs={"car": 0.9})
+    return lu.mixed_supervision_arrays(ds, n_pp, {CLASSES.index("car"): 1}, seed=0)
+
+
+def test_method_losses_use_what_each_row_allows():
+    a = tiny_mixed()
+    g = torch.Generator().manual_seed(0)
+    mu, s2 = torch.randn(4, 1, 32, 32, generator=g), torch.rand(4, 1, 32, 32, generator=g) + 0.1
+    bb = np.flatnonzero(~a["pixel_perfect"])[:4]
+    t, ib = torch.as_tensor(a["target"][bb]).long(), torch.as_tensor(a["in_box"][bb])
+    cfg = lu.BootstrapConfig(warmup_epochs=2)
+    flipped = torch.where(ib, 1 - t, t)  # change every box-interior label
+    ign = lu.method_loss("ignore_box", mu, s2, t, ib, 0, cfg)
+    assert ign == lu.method_loss("ignore_box", mu, s2, flipped, ib, 0, cfg)  # interiors unused
+    assert lu.method_loss("ours", mu, s2, t, ib, 1, cfg) == ign  # warm-up = ignore interiors
+    assert lu.method_loss("ours", mu, s2, t, ib, 2, cfg) != ign  # then the uncertain loss
+    assert lu.method_loss("boxes_bce", mu, s2, t, ib, 0, cfg) != lu.method_loss(
+        "boxes_bce", mu, s2, flipped, ib, 0, cfg)
+    with pytest.raises(ValueError, match="choose one of"):
+        lu.method_loss("oracle", mu, s2, t, ib, 0, cfg)
+
+
+def test_experiment_arrays_and_equal_steps_for_every_method(monkeypatch):
+    a = tiny_mixed()
+    assert len(lu.experiment_arrays(a, "pp_only")["image"]) == 6
+    assert np.array_equal(lu.experiment_arrays(a, "all_pp")["target"], a["mask"])
+    calls = {}
+
+    def counting(method, *args, **kw):
+        calls[method] = calls.get(method, 0) + 1
+        return real(method, *args, **kw)
+
+    real = lu.method_loss
+    monkeypatch.setattr(lu, "method_loss", counting)
+    for m in ("pp_only", "ours"):
+        net, hist = lu.train_experiment(a, a, m, epochs=2, width=4, batch_size=8, progress=False)
+        assert len(hist["miou"]) == 2 and 0.0 <= hist["miou"][-1] <= 1.0
+    assert calls["pp_only"] == calls["ours"] == 2 * 3  # 24 images / batch 8, for both
+
+
+def test_mixed_arrays_resize_real_sized_images():
+    from wsss_edu.data import resize_sample
+    from wsss_edu.toy import ToyDataset
+
+    s = ToyDataset("train", n=1, seed=0, size=64)[0]
+    r = resize_sample(s, (32, 48))
+    assert r["image"].shape == (32, 48, 3) and r["mask"].shape == (32, 48)
+    assert set(np.unique(r["mask"])) <= set(np.unique(s["mask"]))  # nearest: no new labels
+    b = r["boxes"]
+    assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() and b[:, [0, 2]].max() <= 48
+    assert np.allclose(b[:, [0, 2]], s["boxes"][:, [0, 2]] * 48 / 64, atol=1)

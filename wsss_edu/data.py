@@ -112,3 +112,27 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, 
     if gen.random() < 0.5:
         img, mask = img[:, ::-1], mask[:, ::-1]
     return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+
+
+def resize_sample(sample: dict, size) -> dict:
+    """A sample resized to ``size`` = (height, width): image bilinear, masks nearest, boxes scaled
+    (kept non-empty). For stacking images of a real dataset into arrays at one resolution."""
+    from PIL import Image
+
+    h, w = sample["mask"].shape
+    nh, nw = size
+    if (h, w) == (nh, nw):
+        return sample
+    out = dict(sample)
+    out["image"] = np.asarray(Image.fromarray(sample["image"]).resize((nw, nh), Image.BILINEAR))
+    for k in ("mask", "mask_clean"):
+        if k in sample:
+            out[k] = np.asarray(Image.fromarray(sample[k]).resize((nw, nh), Image.NEAREST))
+    if sample.get("instances") is not None:
+        out["instances"] = np.asarray(Image.fromarray(sample["instances"].astype(np.int32))
+                                      .resize((nw, nh), Image.NEAREST))
+    b = sample["boxes"].astype(np.float64) * [nw / w, nh / h, nw / w, nh / h]
+    b[:, :2] = np.clip(np.floor(b[:, :2]), 0, [nw - 1, nh - 1])
+    b[:, 2:] = np.clip(np.maximum(np.ceil(b[:, 2:]), b[:, :2] + 1), 1, [nw, nh])
+    out["boxes"] = b.astype(np.int64)
+    return out

@@ -15,9 +15,11 @@ Equation numbers refer to the poster's displayed formulas in reading order:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -142,7 +144,7 @@ REGIONS = ("everywhere", "boxes")
 def combined_loss(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor,
                   uncertain: torch.Tensor, valid: torch.Tensor | None = None, tau: float = 1.0,
                   slope: float = 0.2, target: str = "hard_belief", detach_weight: bool = True,
-                  bootstrap: bool = True) -> torch.Tensor:
+                  bootstrap: bool = True, uncertainty_trains_mu: bool = True) -> torch.Tensor:
     """The combined binary loss, averaged over valid pixels:
 
     * where ``uncertain`` is True (e.g. inside the boxes of box-labelled images): the uncertain BCE
@@ -151,11 +153,18 @@ def combined_loss(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor,
     * elsewhere (pixel-perfect labels, outside boxes): the plain BCE(mu, y).
 
     ``uncertain`` all True gives the 'everywhere' reading; ``valid`` masks ignored pixels (255).
+
+    ``uncertainty_trains_mu=False`` detaches mu inside eq. (2), so eq. (2) trains sigma^2 only and
+    mu is trained by eq. (4) alone. Why it matters: eq. (2)'s gradient on mu always points at the
+    label, damped only by 1/sqrt(1 + pi sigma^2 / 8), while a confident network's own belief as
+    target gives almost no gradient; so with the default, a background pixel inside a box drifts to
+    the box's class however uncertain it is (measured on the toy world: the boxes-BCE solution).
     """
     valid = torch.ones_like(y, dtype=torch.bool) if valid is None else valid
     unc = uncertain & valid
     plain = F.binary_cross_entropy_with_logits(mu, y, reduction="none")
-    loss = torch.where(unc, uncertain_bce(mu, sigma2, y), plain)
+    mu_unc = mu if uncertainty_trains_mu else mu.detach()
+    loss = torch.where(unc, uncertain_bce(mu_unc, sigma2, y), plain)
     if bootstrap:
         loss = loss + torch.where(unc, bootstrapped_bce(mu, sigma2, y, tau, slope, target,
                                                         detach_weight), torch.zeros_like(plain))
@@ -253,19 +262,22 @@ def remap_mask(mask: np.ndarray, classes: dict) -> np.ndarray:
 
 
 def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indices=None,
-                             seed: int = 0) -> dict:
+                             seed: int = 0, size=None) -> dict:
     """The mixed training set: ``n_pixel_perfect`` images keep their (remapped) mask; the others
     get their rasterised boxes as the target. Returns stacked arrays:
     ``image`` (N, H, W, 3), ``target`` (N, H, W; 255 = ignore), ``mask`` (the true remapped mask,
     for evaluation and figures), ``in_box`` (N, H, W; True inside a box of a box-labelled image),
-    ``pixel_perfect`` (N,). Which images are pixel-perfect is a seeded permutation."""
+    ``pixel_perfect`` (N,). Which images are pixel-perfect is a seeded permutation. ``size`` =
+    (height, width) resizes every sample first (real datasets; see :func:`data.resize_sample`)."""
+    from .data import resize_sample
+
     indices = list(range(len(dataset))) if indices is None else list(indices)
     perm = np.random.default_rng(seed).permutation(len(indices))
     pp = np.zeros(len(indices), bool)
     pp[perm[:n_pixel_perfect]] = True
     images, targets, masks, in_box = [], [], [], []
-    for j, i in enumerate(indices):
-        s = dataset[i]
+    for j, i in enumerate(tqdm(indices, desc="building the mixed set", leave=False)):
+        s = dataset[i] if size is None else resize_sample(dataset[i], size)
         m = remap_mask(s["mask"], classes)
         boxes = rasterize_boxes(s["boxes"], s["box_labels"], m.shape, classes)
         images.append(s["image"])
@@ -331,3 +343,137 @@ def plot_logit_distribution(mu: float = -1.0, sigma2: float = 2.0, tau: float = 
         ax[2].text(v, k, f" {v:.2f}", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Experiments (notebook 02): one training routine for every row of the paper's Tables 1 and 2
+# ------------------------------------------------------------------------------------------------
+
+METHODS = ("all_pp", "pp_only", "boxes_bce", "ignore_box", "ours")
+
+
+@dataclass
+class BootstrapConfig:
+    """Every choice the poster leaves open, in one place (defaults: the variant that reproduces the
+    trend on the toy world; notebook 02 shows what the others do)."""
+    tau: float = 1.0
+    slope: float = 0.2
+    target: str = "hard_belief"
+    detach_weight: bool = True
+    region: str = "boxes"
+    warmup_epochs: int = 3
+    """Epochs at the start that ignore box interiors, so the network has a belief to bootstrap to."""
+    uncertainty_trains_mu: bool = False
+    mc_samples: int = 8
+    """Monte-Carlo samples of the multi-class loss (eq. 5-6)."""
+
+
+def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: BootstrapConfig,
+                multiclass: bool = False, generator=None):
+    """The training loss of one row of Table 1/2 for a batch. ``target`` holds masks on
+    pixel-perfect images and rasterised boxes elsewhere (255 = ignore); ``in_box`` marks box
+    interiors of box-labelled images.
+
+    * 'all_pp', 'pp_only', 'boxes_bce': plain BCE / CE on the target (the data decides the row);
+    * 'ignore_box': box interiors ignored (a natural baseline the poster does not list);
+    * 'ours': box interiors ignored during ``cfg.warmup_epochs``, then the uncertain +
+      bootstrapped loss inside boxes (binary: :func:`combined_loss`; multi-class:
+      :func:`multiclass_loss`), plain BCE / CE elsewhere.
+    """
+    check_choice("method", method, METHODS)
+    check_choice("region", cfg.region, REGIONS)
+    valid = target != IGNORE
+    if method == "ignore_box" or (method == "ours" and epoch < cfg.warmup_epochs):
+        valid = valid & ~in_box
+    if method != "ours" or epoch < cfg.warmup_epochs:
+        if multiclass:
+            t = torch.where(valid, target, torch.full_like(target, IGNORE))
+            return F.cross_entropy(mu, t, ignore_index=IGNORE)
+        y = torch.where(valid, target, torch.zeros_like(target)).float()
+        per = F.binary_cross_entropy_with_logits(mu[:, 0], y, reduction="none")
+        return (per * valid).sum() / valid.sum().clamp(min=1)
+    unc = in_box if cfg.region == "boxes" else valid
+    if multiclass:
+        return multiclass_loss(mu, sigma2, target, unc, cfg.tau, cfg.mc_samples, True, generator)
+    y = torch.where(valid, target, torch.zeros_like(target)).float()
+    return combined_loss(mu[:, 0], sigma2[:, 0], y, unc, valid, cfg.tau, cfg.slope, cfg.target,
+                         cfg.detach_weight, True, cfg.uncertainty_trains_mu)
+
+
+def experiment_arrays(arrays: dict, method: str) -> dict:
+    """The training arrays a method sees: 'all_pp' trains on every true mask, 'pp_only' on the
+    pixel-perfect images alone, the others on the mixed set."""
+    check_choice("method", method, METHODS)
+    if method == "all_pp":
+        return {**arrays, "target": arrays["mask"], "in_box": np.zeros_like(arrays["in_box"])}
+    if method == "pp_only":
+        keep = arrays["pixel_perfect"]
+        return {k: v[keep] for k, v in arrays.items()}
+    return arrays
+
+
+@torch.no_grad()
+def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
+    """Hard labels, sigma^2 and mu of an :class:`AleatoricUNet` for normalised images (binary:
+    mu > 0; multi-class: argmax mu)."""
+    net.eval()
+    mus, s2s = [], []
+    for i in range(0, len(images), batch_size):
+        mu, s2 = net(images[i:i + batch_size])
+        mus.append(mu)
+        s2s.append(s2)
+    mu, s2 = torch.cat(mus), torch.cat(s2s)
+    labels = (mu[:, 0] > 0).long() if mu.shape[1] == 1 else mu.argmax(1)
+    return labels, s2, mu
+
+
+def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
+                     seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
+                     lr: float = 2e-3, batch_size: int = 16, snapshot=None, progress: bool = True):
+    """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
+    (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
+    the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch.
+    An epoch is the same number of optimiser steps for every method (one pass over the whole
+    mixed set): 'pp_only' cycles through its few images rather than training less.
+    ``snapshot(epoch, net)`` is called after each epoch (for figures of the labels evolving)."""
+    from .data import images_to_tensor
+    from .metrics import ConfusionMeter
+    from .train import seed_everything
+
+    cfg = cfg or BootstrapConfig()
+    data = experiment_arrays(arrays, method)
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = images_to_tensor(data["image"])
+    target = torch.as_tensor(data["target"]).long()
+    in_box = torch.as_tensor(data["in_box"])
+    xv, mv = images_to_tensor(val["image"]), torch.as_tensor(val["mask"]).long()
+    net = AleatoricUNet(num_logits, width=width)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    per_epoch = (len(arrays["image"]) + batch_size - 1) // batch_size
+    steps = epochs * per_epoch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # quiet final epochs
+    multiclass = num_logits > 1
+    n_cls = num_logits if multiclass else 2
+    history = {"miou": []}
+    for epoch in tqdm(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
+        net.train()
+        reps = (per_epoch * batch_size + len(x) - 1) // len(x)
+        order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])
+        for b in range(0, per_epoch * batch_size, batch_size):
+            j = order[b:b + batch_size]
+            xb, tb, ib = x[j], target[j], in_box[j]
+            if torch.rand(1, generator=gen).item() < 0.5:
+                xb, tb, ib = xb.flip(-1), tb.flip(-1), ib.flip(-1)
+            mu, s2 = net(xb)
+            loss = method_loss(method, mu, s2, tb, ib, epoch, cfg, multiclass, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        pred, _, _ = predict_labels(net, xv)
+        meter = ConfusionMeter(n_cls).update(mv, pred)
+        history["miou"].append(float(meter.iou[1]) if not multiclass else meter.miou)
+        if snapshot is not None:
+            snapshot(epoch, net)
+    return net, history
