@@ -186,7 +186,13 @@ def test_method_losses_use_what_each_row_allows():
     flipped = torch.where(ib, 1 - t, t)  # change every box-interior label
     ign = lu.method_loss("ignore_box", mu, s2, t, ib, 0, cfg)
     assert ign == lu.method_loss("ignore_box", mu, s2, flipped, ib, 0, cfg)  # interiors unused
-    assert lu.method_loss("ours", mu, s2, t, ib, 1, cfg) == ign  # warm-up = ignore interiors
+    # warm-up: mu gets exactly the ignore-interiors gradient, while sigma^2 already learns
+    mu_a, mu_b = mu.clone().requires_grad_(), mu.clone().requires_grad_()
+    s2_w = s2.clone().requires_grad_()
+    lu.method_loss("ignore_box", mu_a, s2, t, ib, 0, cfg).backward()
+    lu.method_loss("ours", mu_b, s2_w, t, ib, 1, cfg).backward()
+    assert torch.allclose(mu_a.grad * (~ib).sum(), mu_b.grad * (t != 255).sum(), atol=1e-6)
+    assert s2_w.grad[:, 0][ib].abs().sum() > 0 and s2_w.grad[:, 0][~ib].abs().sum() == 0
     assert lu.method_loss("ours", mu, s2, t, ib, 2, cfg) != ign  # then the uncertain loss
     assert lu.method_loss("boxes_bce", mu, s2, t, ib, 0, cfg) != lu.method_loss(
         "boxes_bce", mu, s2, flipped, ib, 0, cfg)

@@ -362,7 +362,9 @@ class BootstrapConfig:
     detach_weight: bool = True
     region: str = "boxes"
     warmup_epochs: int = 3
-    """Epochs at the start that ignore box interiors, so the network has a belief to bootstrap to."""
+    """Epochs at the start during which mu ignores box interiors (so the network has a belief to
+    bootstrap to) while sigma^2 already learns from eq. (2) (so that, when bootstrapping starts,
+    the uncertainty already marks where the network disagrees with the boxes)."""
     uncertainty_trains_mu: bool = False
     mc_samples: int = 8
     """Monte-Carlo samples of the multi-class loss (eq. 5-6)."""
@@ -376,16 +378,23 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
 
     * 'all_pp', 'pp_only', 'boxes_bce': plain BCE / CE on the target (the data decides the row);
     * 'ignore_box': box interiors ignored (a natural baseline the poster does not list);
-    * 'ours': box interiors ignored during ``cfg.warmup_epochs``, then the uncertain +
-      bootstrapped loss inside boxes (binary: :func:`combined_loss`; multi-class:
-      :func:`multiclass_loss`), plain BCE / CE elsewhere.
+    * 'ours': during ``cfg.warmup_epochs`` mu ignores box interiors while sigma^2 learns from
+      eq. (2) (binary, with ``uncertainty_trains_mu=False``); then the uncertain + bootstrapped
+      loss inside boxes (binary: :func:`combined_loss`; multi-class: :func:`multiclass_loss`),
+      plain BCE / CE elsewhere.
     """
     check_choice("method", method, METHODS)
     check_choice("region", cfg.region, REGIONS)
     valid = target != IGNORE
-    if method == "ignore_box" or (method == "ours" and epoch < cfg.warmup_epochs):
+    warm = method == "ours" and epoch < cfg.warmup_epochs
+    if warm and not multiclass and not cfg.uncertainty_trains_mu:
+        # mu: box interiors carry no gradient (eq. 2 on a detached mu); sigma^2: learns from eq. 2
+        y = torch.where(valid, target, torch.zeros_like(target)).float()
+        return combined_loss(mu[:, 0], sigma2[:, 0], y, in_box, valid, bootstrap=False,
+                             uncertainty_trains_mu=False)
+    if method == "ignore_box" or warm:
         valid = valid & ~in_box
-    if method != "ours" or epoch < cfg.warmup_epochs:
+    if method != "ours" or warm:
         if multiclass:
             t = torch.where(valid, target, torch.full_like(target, IGNORE))
             return F.cross_entropy(mu, t, ignore_index=IGNORE)
