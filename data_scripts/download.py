@@ -19,7 +19,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsss_edu.download import SOURCES, fetch  # noqa: E402
+from wsss_edu.download import SOURCES, fetch, is_in_place  # noqa: E402
 from wsss_edu.errors import DownloadError  # noqa: E402
 
 CHOICES = [*SOURCES, "all"]
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def next_steps(done: list[str], root: Path) -> list[str]:
     """What to run after fetching the datasets in ``done``."""
     steps = []
-    have = set(done) | {n for n in ("voc", "sbd") if _in_place(n, root)}
+    have = set(done) | {n for n in ("voc", "sbd") if is_in_place(n, root)}
     if "voc" in done or "sbd" in done:
         missing = [n for n in ("voc", "sbd") if n not in have]
         if missing:
@@ -58,12 +58,6 @@ def next_steps(done: list[str], root: Path) -> list[str]:
                          f"{missing[0]} --root {root}")
         steps.append(f"then run python data_scripts/prepare_voc_trainaug.py --root {root}")
     return steps
-
-
-def _in_place(name: str, root: Path) -> bool:
-    """True when every expected entry of dataset ``name`` exists under ``root``."""
-    source = SOURCES[name]
-    return all((root / source.dataset_dir / e).exists() for e in source.expected)
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,6 @@ Expected folder layouts (``root`` is the folder you pass; missing folders raise
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -36,7 +35,6 @@ from .errors import (
 )
 from .labels import (
     IGNORE,
-    boxes_from_components,
     instances_from_components,
     make_sample,
 )
@@ -129,26 +127,6 @@ def _read_pair(image_path: Path, mask_path: Path):
     mask = io.read_mask(mask_path)
     io.check_same_size(image, mask, image_path, mask_path)
     return image, mask
-
-
-def _read_id_map(path: Path) -> np.ndarray:
-    """Read a grey PNG of integer ids of any depth (8 or 16 bit) as int32 (H, W)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except OSError as e:
-        raise DataFileError(f"cannot read id map {path}: {e}. Re-download or remove the file."
-                            ) from e
-    if arr.ndim != 2:
-        raise DataFileError(f"id map {path} has shape {arr.shape}; expected a single-channel PNG")
-    return arr.astype(np.int32)
-
-
-def _lookup(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Map uint8 ``values`` through a 256-entry uint8 lookup ``table``."""
-    return table[values]
 
 
 def _check_names(classes: Sequence[str], valid: Sequence[str], what: str) -> list:
@@ -364,15 +342,6 @@ def _sbd_ids(sbd: Path) -> list:
     return [p.stem for p in (sbd / "cls").glob("*.mat")]
 
 
-def _write_grey_png(path: Path, mask: np.ndarray) -> None:
-    """Write a grey PNG atomically (a half-written file never looks done to a resumed run)."""
-    from PIL import Image
-
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8))).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def train_aug_ids(root) -> list:
     """The train_aug ids: (SBD train + SBD val + VOC train) - VOC val, sorted (10,582 for real)."""
     root = Path(root)
@@ -424,7 +393,7 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
                                     f"({mat}); re-download SBD: "
                                     f"`python data_scripts/download.py sbd --root {root}`")
             mask = read_sbd_mat(mat)
-        _write_grey_png(out, mask)
+        io.write_mask(out, mask)
         written += 1
         if verbose and written % 500 == 0:
             print(f"  {written} masks written")
@@ -510,11 +479,11 @@ class Cityscapes(SegDataset):
         image_path = self._images[i]
         label_path = self.gt_path(i, "labelIds")
         image, label_ids = _read_pair(image_path, label_path)
-        mask = _lookup(label_ids, self._table)
+        mask = self._table[label_ids]
         inst_path = self.gt_path(i, "instanceIds")
         instances = None
         if inst_path.is_file():
-            ids = _read_id_map(inst_path)
+            ids = io.read_id_map(inst_path)
             io.check_same_size(image, ids, image_path, inst_path)
             instances = self._instances(ids)
         return make_sample(image, mask, self.names[i], self.num_classes, instances=instances)
@@ -598,12 +567,10 @@ class CamVid(SegDataset):
     def _load(self, i: int) -> dict:
         image_path, mask_path = self._pairs[i]
         image, raw = _read_pair(image_path, mask_path)
-        mask = _lookup(raw, self._table)
+        mask = self._table[raw]
         fg = list(range(1, self.num_classes))
-        instances = instances_from_components(mask, fg)
-        boxes, box_labels = boxes_from_components(mask, fg)
-        return make_sample(image, mask, self.names[i], self.num_classes, instances=instances,
-                           boxes=boxes, box_labels=box_labels)
+        instances = instances_from_components(mask, fg)  # boxes follow from the instances
+        return make_sample(image, mask, self.names[i], self.num_classes, instances=instances)
 
 
 # ------------------------------------------------------------------------------------------------

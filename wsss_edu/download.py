@@ -630,6 +630,12 @@ def _missing(source: Source, dataset_dir: Path) -> list[str]:
     return [e for e in source.expected if not (dataset_dir / e).exists()]
 
 
+def is_in_place(name: str, root, sources: dict | None = None) -> bool:
+    """True when every expected entry of dataset ``name`` exists under ``root``."""
+    source = (sources or SOURCES)[name]
+    return not _missing(source, Path(root) / source.dataset_dir)
+
+
 def _move_into_place(source: Source, unpack_dir: Path, dataset_dir: Path) -> None:
     """Move the single match of ``source.move_from`` under ``unpack_dir`` to ``dataset_dir``."""
     matches = sorted(p for p in unpack_dir.glob(source.move_from) if p.is_dir())

@@ -47,14 +47,32 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path, mask_path) 
             f"{image.shape[1]}x{image.shape[0]}; the pair does not belong together (fix or remove it)")
 
 
+def read_id_map(path) -> np.ndarray:
+    """Read a grey PNG of integer ids of any depth (8 or 16 bit, e.g. Cityscapes' instanceIds) as
+    int32 (H, W)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except OSError as e:
+        raise DataFileError(f"cannot read id map {path}: {e}. Re-download or remove the file.") from e
+    if arr.ndim != 2:
+        raise DataFileError(f"id map {path} has shape {arr.shape}; expected a single-channel PNG")
+    return arr.astype(np.int32)
+
+
 def write_mask(path, mask: np.ndarray, palette: np.ndarray | None = None) -> None:
-    """Write a uint8 label map as a PNG, with a palette when given (VOC style)."""
+    """Write a uint8 label map as a PNG (grey, or with a palette when given, VOC style),
+    atomically: a half-written file never looks done to a resumed run."""
     im = Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8)))
     if palette is not None:
         im = im.convert("P")
         im.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    im.save(tmp, format="PNG")
+    tmp.replace(path)
 
 
 def write_image(path, image: np.ndarray, quality: int = 95) -> None:

@@ -168,7 +168,6 @@ def combined_loss(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor,
     if bootstrap:
         loss = loss + torch.where(unc, bootstrapped_bce(mu, sigma2, y, tau, slope, target,
                                                         detach_weight), torch.zeros_like(plain))
-    # sigma^2 only means something where it is trained: keep it near 0 elsewhere
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
