@@ -229,3 +229,53 @@ def test_mixed_arrays_resize_real_sized_images():
     b = r["boxes"]
     assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() and b[:, [0, 2]].max() <= 48
     assert np.allclose(b[:, [0, 2]], s["boxes"][:, [0, 2]] * 48 / 64, atol=1)
+
+
+def test_uncertainty_auroc_matches_pairwise_count():
+    rng = np.random.default_rng(0)
+    s2 = rng.integers(0, 5, size=(6, 7)).astype(float)  # many ties
+    pos = rng.random((6, 7)) < 0.4
+    neg = ~pos
+    p, n = s2[pos], s2[neg]
+    brute = ((p[:, None] > n[None]).sum() + 0.5 * (p[:, None] == n[None]).sum()) / (len(p) * len(n))
+    assert lu.uncertainty_auroc(s2, pos, neg) == pytest.approx(brute)
+    assert lu.uncertainty_auroc(s2, neg, pos) == pytest.approx(1 - brute)
+    with pytest.raises(ValueError):
+        lu.uncertainty_auroc(s2, np.zeros_like(pos), neg)
+
+
+def test_run_experiments_in_workers_match_in_process():
+    arrays = tiny_mixed()
+    val = arrays
+    jobs = [dict(arrays=arrays, val=val, method=m, epochs=1, seed=0, width=4) for m in ("pp_only", "ours")]
+    watch = dict(jobs[1], watch=arrays["image"][:2])
+    one = lu.run_experiments(jobs + [watch], processes=1)
+    two = lu.run_experiments(jobs, processes=2)
+    assert [len(h["miou"]) for h in two] == [1, 1]
+    assert np.allclose([h["miou"][0] for h in one[:2]], [h["miou"][0] for h in two], atol=0.05)
+    labels, s2 = one[2]["watch"][0]
+    assert labels.shape == (2, 32, 32) and labels.dtype == np.uint8 and s2.shape == (2, 1, 32, 32)
+
+
+def test_multiclass_loss_with_sigma_only_uncertainty():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(2, 3, 6, 6, generator=g, requires_grad=True)
+    s2 = (torch.rand(2, 3, 6, 6, generator=g) * 2).requires_grad_()
+    y = torch.randint(0, 3, (2, 6, 6), generator=g)
+    y[0, 0, 0] = 255
+    unc = torch.zeros(2, 6, 6, dtype=torch.bool)
+    unc[:, 2:5, 1:4] = True
+    # warm-up (no bootstrap): mu ignores the uncertain pixels, sigma^2 learns only there
+    lu.multiclass_loss(mu, s2, y, unc, 1.0, 8, False, torch.Generator().manual_seed(1),
+                       uncertainty_trains_mu=False).backward()
+    assert mu.grad.abs().sum(1)[unc].max() == 0 and mu.grad.abs().sum(1)[~unc].max() > 0
+    assert s2.grad.abs().sum(1)[~unc].max() == 0 and s2.grad.abs().sum(1)[unc].max() > 0
+    # bootstrapped: mu's gradient is exactly plain CE's against the eq. (7) target
+    mu.grad = s2.grad = None
+    loss = lu.multiclass_loss(mu, s2, y, unc, 1.0, 8, True, torch.Generator().manual_seed(1),
+                              uncertainty_trains_mu=False)
+    (g_mu,) = torch.autograd.grad(loss, mu)
+    target = lu.bootstrapped_targets(mu, s2, y, 1.0, unc)
+    ref = F.cross_entropy(mu, target, ignore_index=255, reduction="sum") / (y != 255).sum()
+    (g_ref,) = torch.autograd.grad(ref, mu)
+    assert torch.allclose(g_mu, g_ref, atol=1e-6)

@@ -27,3 +27,29 @@ def test_notebook_00_full_profile_on_voc_layout(tmp_path):
     assert 0.0 <= metrics["miou_full_supervision"] <= 1.0
     assert metrics["toy_car_box_fill"] is None  # toy-only statistic, not computed on VOC
     assert list((out / "cache" / "reference_model").glob("*.pt"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["cityscapes", "camvid"])
+def test_notebook_02_full_profile_on_fabricated_folders(tmp_path, dataset):
+    """Notebook 02's real-dataset path (car; car + person/pedestrian; images resized to
+    IMAGE_SIZE x 2 IMAGE_SIZE) on a tiny fabricated folder: one epoch, one seed, width 4."""
+    import papermill as pm
+
+    try:
+        from . import fixtures_datasets as fx
+    except ImportError:
+        import fixtures_datasets as fx
+    root = fx.make_cityscapes(tmp_path) if dataset == "cityscapes" else fx.make_camvid(tmp_path)
+    out = tmp_path / "out"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "02_bootstrapping_on_boxes.ipynb"), str(tmp_path / "02.ipynb"),
+        parameters=dict(DATASET=dataset, DATA_ROOT=str(root), OUTPUT_DIR=str(out), PROFILE="full",
+                        DEVICE="cpu", SEEDS=1, IMAGE_SIZE=16, N_TRAIN=3, N_PP=1, PP_SWEEP=[2],
+                        N_VAL=1, EPOCHS=2, WARMUP=1, WIDTH=4),
+        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
+        execution_timeout=600)
+    metrics = json.loads((out / "metrics" / "02_bootstrapping_on_boxes.json").read_text())
+    for key in ("iou_all_pp", "iou_pp_only", "iou_boxes_bce", "iou_ignore_box", "iou_ours",
+                "miou_mc_full", "miou_mc_pp_only", "miou_mc_ours"):
+        assert 0.0 <= metrics[key] <= 1.0, key

@@ -39,11 +39,15 @@ class AleatoricUNet(nn.Module):
     """
 
     def __init__(self, num_logits: int = 1, width: int = 16, depth: int = 3,
-                 min_variance: float = 1e-4):
+                 min_variance: float = 1e-4, initial_variance: float | None = None):
         super().__init__()
         self.num_logits = num_logits
         self.min_variance = min_variance
         self.body = UNet(2 * num_logits, width=width, depth=depth)
+        if initial_variance is not None:  # sigma^2 starts near this value on every pixel
+            raw = math.log(math.expm1(max(initial_variance - min_variance, 1e-6)))
+            with torch.no_grad():
+                self.body.head.bias[num_logits:] = raw
 
     def forward(self, x):
         out = self.body(x)
@@ -215,16 +219,32 @@ def mc_uncertain_ce(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, sam
 
 
 def multiclass_loss(mu, sigma2, y, uncertain, tau: float = 1.0, samples: int = 16,
-                    bootstrap: bool = True, generator=None) -> torch.Tensor:
-    """The multi-class loss, averaged over non-ignored pixels: where ``uncertain`` (inside boxes of
-    box-labelled images), the Monte-Carlo uncertain CE (eq. 6) against the bootstrapped target
-    (eq. 7, if ``bootstrap``); elsewhere the plain CE of mu."""
-    target = bootstrapped_targets(mu, sigma2, y, tau, uncertain) if bootstrap else y
-    unc = mc_uncertain_ce(mu, sigma2, target, samples, generator)
-    plain = F.cross_entropy(mu, target, ignore_index=IGNORE, reduction="none")
-    valid = target != IGNORE
-    loss = torch.where(uncertain, unc, plain)
-    return (loss * valid).sum() / valid.sum().clamp(min=1)
+                    bootstrap: bool = True, generator=None,
+                    uncertainty_trains_mu: bool = True) -> torch.Tensor:
+    """The multi-class loss, averaged over non-ignored pixels.
+
+    * ``uncertainty_trains_mu=True`` (the literal reading): where ``uncertain`` (inside boxes of
+      box-labelled images), the Monte-Carlo uncertain CE (eq. 6) against the bootstrapped target
+      (eq. 7, if ``bootstrap``); elsewhere the plain CE of mu.
+    * ``False`` (the multi-class counterpart of :func:`combined_loss`'s): inside boxes, eq. 6 on a
+      detached mu against the box label trains sigma^2 only, and mu is trained by the plain CE
+      against the bootstrapped target (eq. 7); without ``bootstrap`` mu ignores box interiors
+      (the warm-up). Elsewhere the plain CE of mu.
+    """
+    valid = y != IGNORE
+    if uncertainty_trains_mu:
+        target = bootstrapped_targets(mu, sigma2, y, tau, uncertain) if bootstrap else y
+        unc = mc_uncertain_ce(mu, sigma2, target, samples, generator)
+        plain = F.cross_entropy(mu, target, ignore_index=IGNORE, reduction="none")
+        loss = torch.where(uncertain, unc, plain)
+        return (loss * valid).sum() / valid.sum().clamp(min=1)
+    sigma_term = torch.where(uncertain, mc_uncertain_ce(mu.detach(), sigma2, y, samples, generator), 0.0)
+    if bootstrap:
+        target = bootstrapped_targets(mu, sigma2, y, tau, uncertain)
+    else:
+        target = torch.where(uncertain, torch.full_like(y, IGNORE), y)
+    mu_term = F.cross_entropy(mu, target, ignore_index=IGNORE, reduction="none")
+    return ((sigma_term + mu_term) * valid).sum() / valid.sum().clamp(min=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,8 +373,10 @@ METHODS = ("all_pp", "pp_only", "boxes_bce", "ignore_box", "ours")
 
 @dataclass
 class BootstrapConfig:
-    """Every choice the poster leaves open, in one place (defaults: the variant that reproduces the
-    trend on the toy world; notebook 02 shows what the others do)."""
+    """Every choice the poster leaves open, in one place. Defaults: the poster's tau and slope, and
+    the readings that avoid the failures notebook 02 shows (eq. 2 trains sigma^2 only, y* = the hard
+    belief, W detached, the uncertain loss inside boxes). Notebook 02's binary table uses
+    ``warmup_epochs`` = 3/4 of the epochs and ``tau=0.5``: see its text for why and how robust."""
     tau: float = 1.0
     slope: float = 0.2
     target: str = "hard_belief"
@@ -367,6 +389,8 @@ class BootstrapConfig:
     uncertainty_trains_mu: bool = False
     mc_samples: int = 8
     """Monte-Carlo samples of the multi-class loss (eq. 5-6)."""
+    initial_variance: float | None = None
+    """sigma^2 at initialisation (None: softplus(0) ~ 0.69, whatever the head's bias starts at)."""
 
 
 def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: BootstrapConfig,
@@ -386,11 +410,15 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
     check_choice("region", cfg.region, REGIONS)
     valid = target != IGNORE
     warm = method == "ours" and epoch < cfg.warmup_epochs
-    if warm and not multiclass and not cfg.uncertainty_trains_mu:
-        # mu: box interiors carry no gradient (eq. 2 on a detached mu); sigma^2: learns from eq. 2
+    if warm and not multiclass:
+        # eq. (2) alone inside boxes: it trains sigma^2, and mu only if cfg.uncertainty_trains_mu
+        # (otherwise box interiors carry no gradient to mu: it learns from the certain pixels)
         y = torch.where(valid, target, torch.zeros_like(target)).float()
         return combined_loss(mu[:, 0], sigma2[:, 0], y, in_box, valid, bootstrap=False,
-                             uncertainty_trains_mu=False)
+                             uncertainty_trains_mu=cfg.uncertainty_trains_mu)
+    if warm and not cfg.uncertainty_trains_mu:  # multi-class: the same warm-up as above
+        return multiclass_loss(mu, sigma2, target, in_box, cfg.tau, cfg.mc_samples, False,
+                               generator, uncertainty_trains_mu=False)
     if method == "ignore_box" or warm:
         valid = valid & ~in_box
     if method != "ours" or warm:
@@ -402,7 +430,8 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
         return (per * valid).sum() / valid.sum().clamp(min=1)
     unc = in_box if cfg.region == "boxes" else valid
     if multiclass:
-        return multiclass_loss(mu, sigma2, target, unc, cfg.tau, cfg.mc_samples, True, generator)
+        return multiclass_loss(mu, sigma2, target, unc, cfg.tau, cfg.mc_samples, True, generator,
+                               cfg.uncertainty_trains_mu)
     y = torch.where(valid, target, torch.zeros_like(target)).float()
     return combined_loss(mu[:, 0], sigma2[:, 0], y, unc, valid, cfg.tau, cfg.slope, cfg.target,
                          cfg.detach_weight, True, cfg.uncertainty_trains_mu)
@@ -425,11 +454,12 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
     """Hard labels, sigma^2 and mu of an :class:`AleatoricUNet` for normalised images (binary:
     mu > 0; multi-class: argmax mu)."""
     net.eval()
+    device = next(net.parameters()).device
     mus, s2s = [], []
     for i in range(0, len(images), batch_size):
-        mu, s2 = net(images[i:i + batch_size])
-        mus.append(mu)
-        s2s.append(s2)
+        mu, s2 = net(images[i:i + batch_size].to(device))
+        mus.append(mu.float().cpu())
+        s2s.append(s2.float().cpu())
     mu, s2 = torch.cat(mus), torch.cat(s2s)
     labels = (mu[:, 0] > 0).long() if mu.shape[1] == 1 else mu.argmax(1)
     return labels, s2, mu
@@ -437,13 +467,18 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
 
 def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
                      seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
-                     lr: float = 2e-3, batch_size: int = 16, snapshot=None, progress: bool = True):
+                     lr: float = 2e-3, batch_size: int = 16, snapshot=None, watch=None,
+                     device="cpu", progress: bool = True):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
     (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
-    the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch.
+    the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch,
+    ``history['iou']`` the IoU of every class (background first).
     An epoch is the same number of optimiser steps for every method (one pass over the whole
     mixed set): 'pp_only' cycles through its few images rather than training less.
-    ``snapshot(epoch, net)`` is called after each epoch (for figures of the labels evolving)."""
+    ``snapshot(epoch, net)`` is called after each epoch; ``watch`` (images, (N, H, W, 3) uint8)
+    adds ``history['watch']``: per epoch, the predicted labels and sigma^2 of those images (the
+    labels evolving, for figures; unlike ``snapshot`` it also works in a worker process).
+    The data stay on the CPU; each batch is moved to ``device``, where the network trains."""
     from .data import images_to_tensor
     from .metrics import ConfusionMeter
     from .train import seed_everything
@@ -456,25 +491,28 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     target = torch.as_tensor(data["target"]).long()
     in_box = torch.as_tensor(data["in_box"])
     xv, mv = images_to_tensor(val["image"]), torch.as_tensor(val["mask"]).long()
-    net = AleatoricUNet(num_logits, width=width)
+    device = torch.device(device)
+    net = AleatoricUNet(num_logits, width=width, initial_variance=cfg.initial_variance).to(device)
+    mc_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr)
     per_epoch = (len(arrays["image"]) + batch_size - 1) // batch_size
     steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # quiet final epochs
     multiclass = num_logits > 1
     n_cls = num_logits if multiclass else 2
-    history = {"miou": []}
+    history = {"miou": [], "iou": []} if watch is None else {"miou": [], "iou": [], "watch": []}
+    xw = None if watch is None else images_to_tensor(watch)
     for epoch in tqdm(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
         net.train()
         reps = (per_epoch * batch_size + len(x) - 1) // len(x)
         order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])
         for b in range(0, per_epoch * batch_size, batch_size):
             j = order[b:b + batch_size]
-            xb, tb, ib = x[j], target[j], in_box[j]
+            xb, tb, ib = x[j].to(device), target[j].to(device), in_box[j].to(device)
             if torch.rand(1, generator=gen).item() < 0.5:
                 xb, tb, ib = xb.flip(-1), tb.flip(-1), ib.flip(-1)
             mu, s2 = net(xb)
-            loss = method_loss(method, mu, s2, tb, ib, epoch, cfg, multiclass, gen)
+            loss = method_loss(method, mu, s2, tb, ib, epoch, cfg, multiclass, mc_gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -482,6 +520,54 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
         pred, _, _ = predict_labels(net, xv)
         meter = ConfusionMeter(n_cls).update(mv, pred)
         history["miou"].append(float(meter.iou[1]) if not multiclass else meter.miou)
+        history["iou"].append([float(v) for v in meter.iou])
         if snapshot is not None:
             snapshot(epoch, net)
+        if xw is not None:
+            labels, s2, _ = predict_labels(net, xw)
+            history["watch"].append((labels.numpy().astype(np.uint8), s2.numpy()))
     return net, history
+
+
+def uncertainty_auroc(sigma2, positive, negative) -> float:
+    """How well sigma^2 ranks the pixels of ``positive`` (e.g. background inside boxes: the box label
+    is wrong) above those of ``negative`` (object pixels inside boxes: the label is right): the area
+    under the ROC curve, the probability that a random positive pixel has the larger sigma^2 (ties
+    count half). 1 = the uncertainty marks exactly the wrong labels; 0.5 = it knows nothing."""
+    pos = np.asarray(sigma2)[np.asarray(positive, bool)].ravel()
+    neg = np.asarray(sigma2)[np.asarray(negative, bool)].ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("uncertainty_auroc needs at least one positive and one negative pixel")
+    ranks = _average_ranks(np.concatenate([pos, neg]))
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing their mean rank."""
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def _experiment_job(job):
+    kwargs, threads = job
+    torch.set_num_threads(threads)
+    return train_experiment(**kwargs, progress=False)[1]
+
+
+def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments") -> list:
+    """Run many :func:`train_experiment` calls (``jobs``: dicts of its keyword arguments) and return
+    their histories, in order. ``processes`` > 1 runs them in a process pool, the CPU threads split
+    between the workers: small networks use one core each better than two cores together."""
+    if processes <= 1:
+        return [train_experiment(**kw, progress=False)[1] for kw in tqdm(jobs, desc=desc)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // processes)
+    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        return list(tqdm(pool.map(_experiment_job, [(kw, threads) for kw in jobs]),
+                         total=len(jobs), desc=desc))

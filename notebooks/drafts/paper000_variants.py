@@ -1,8 +1,12 @@
-"""Measure rows of paper 000's Table 1 on the toy world for any setting and BootstrapConfig
-(the evidence behind issue 3's note; not part of the course or the tests).
+"""Measure rows of paper 000's tables on the toy world for any setting and BootstrapConfig (the
+evidence behind issue 3's notes; not part of the course or the tests).
 
-    .venv/bin/python notebooks/drafts/paper000_variants.py --size 48 --n 200 --pp 20 --epochs 10 \
-        --methods pp_only,boxes_bce,ignore_box,ours --cfg '{"tau": 0.5, "warmup_epochs": 0}'
+    .venv/bin/python notebooks/drafts/paper000_variants.py --size 48 --n 200 --pp 20 --epochs 16 \\
+        --methods pp_only,boxes_bce,ignore_box,ours --cfg '{"tau": 0.5, "warmup_epochs": 12}'
+
+``--classes car,person`` gives the multi-class table (mIoU); ``--auroc`` also prints, for "ours"
+in the binary table, how well sigma^2 separates background from car pixels inside the boxes of 40
+box-labelled training images (lu.uncertainty_auroc) after every epoch.
 """
 import argparse
 import json
@@ -19,24 +23,38 @@ ap.add_argument("--size", type=int, default=48)
 ap.add_argument("--n", type=int, default=200)
 ap.add_argument("--pp", type=int, default=20)
 ap.add_argument("--val", type=int, default=150)
-ap.add_argument("--epochs", type=int, default=10)
+ap.add_argument("--epochs", type=int, default=16)
 ap.add_argument("--seeds", type=int, default=3)
 ap.add_argument("--lr", type=float, default=2e-3)
+ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--width", type=int, default=8)
+ap.add_argument("--classes", default="car")
 ap.add_argument("--methods", default=",".join(lu.METHODS))
 ap.add_argument("--cfg", default="{}", help="BootstrapConfig fields as JSON")
+ap.add_argument("--auroc", action="store_true")
 a = ap.parse_args()
 torch.set_num_threads(2)
-car = CLASSES.index("car")
-knobs = dict(size=a.size, class_probs={"car": 0.85})
-train = lu.mixed_supervision_arrays(ToyDataset("train", n=a.n, seed=0, **knobs), a.pp, {car: 1})
-val = lu.mixed_supervision_arrays(ToyDataset("val", n=a.val, seed=0, **knobs), a.val, {car: 1})
+classes = a.classes.split(",")
+cmap = {CLASSES.index(c): k + 1 for k, c in enumerate(classes)}
+probs = {"car": 0.85, "person": 0.6} if "person" in classes else {"car": 0.85}
+knobs = dict(size=a.size, class_probs=probs)
+train = lu.mixed_supervision_arrays(ToyDataset("train", n=a.n, seed=0, **knobs), a.pp, cmap)
+val = lu.mixed_supervision_arrays(ToyDataset("val", n=a.val, seed=0, **knobs), a.val, cmap)
 cfg = lu.BootstrapConfig(**json.loads(a.cfg))
+num_logits = 1 if len(classes) == 1 else len(classes) + 1
+watch = np.flatnonzero(~train["pixel_perfect"])[:40]
+bg_in = train["in_box"][watch] & (train["mask"][watch] == 0)
+obj_in = train["in_box"][watch] & (train["mask"][watch] == 1)
 for m in a.methods.split(","):
     t = time.time()
-    curves = [lu.train_experiment(train, val, m, 1, a.epochs, s, cfg, width=a.width, lr=a.lr,
-                                  progress=False)[1]["miou"] for s in range(a.seeds)]
-    final = np.array([c[-1] for c in curves])
-    print(f"{m:11s} car IoU {final.mean():.3f} ± {final.std():.3f} {np.round(final, 3).tolist()} "
-          f"({(time.time() - t) / a.seeds:.1f} s/run)  seed-0 curve {np.round(curves[0], 2).tolist()}",
-          flush=True)
+    extra = {"watch": train["image"][watch]} if (a.auroc and m == "ours" and num_logits == 1) else {}
+    hist = [lu.train_experiment(train, val, m, num_logits, a.epochs, s, cfg, width=a.width, lr=a.lr,
+                                batch_size=a.batch, progress=False, **extra)[1] for s in range(a.seeds)]
+    final = np.array([h["miou"][-1] for h in hist])
+    print(f"{m:11s} {'IoU' if num_logits == 1 else 'mIoU'} {final.mean():.3f} ± {final.std():.3f} "
+          f"{np.round(final, 3).tolist()} ({(time.time() - t) / a.seeds:.1f} s/run)  "
+          f"seed-0 curve {np.round(hist[0]['miou'], 2).tolist()}", flush=True)
+    for s, h in enumerate(hist):
+        if "watch" in h:
+            auroc = [lu.uncertainty_auroc(s2[:, 0], bg_in, obj_in) for _, s2 in h["watch"]]
+            print(f"    seed {s}: sigma^2 AUROC per epoch {np.round(auroc, 2).tolist()}")

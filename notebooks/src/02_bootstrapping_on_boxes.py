@@ -1,0 +1,393 @@
+# %% [markdown]
+# # 02 · Bootstrapping on boxes: a pixel-accurate model from boxes and a few masks
+#
+# Notebook 01 built the pieces of paper 000 on single pixels. Here we train networks with them and
+# try to reproduce the poster's two tables on the toy world:
+#
+# * **Table 1** (binary *car* segmentation; Cityscapes in the poster): a U-Net trained on *all*
+#   pixel-perfect (PP) masks; on the *few* PP masks only; on few PP + many boxes (BB) with plain
+#   BCE; with box interiors ignored (a natural baseline the poster does not list); and with
+#   **uncertainty + bootstrapping** ("ours"). Poster, car IoU: 86.9 / 78.6 / 69.43 / — / 85.45.
+# * **Table 2** (background / car / person): CE on all PP, CE on few PP, ours on few PP + boxes.
+#   Poster, mIoU: 79.80 / 73.36 / 77.75.
+#
+# The poster leaves many choices open (reference/methods.md §1 lists them) and no code exists, so
+# `lu.BootstrapConfig` makes each one explicit. This notebook is also an honest lab report: §4 asks
+# whether the uncertainty $\sigma^2$ really marks the wrong box labels, §6 shows how the literal
+# readings of the poster fail, and the last section says what did and did not reproduce.
+#
+# | choice | here | why |
+# | --- | --- | --- |
+# | where the uncertain loss applies (`region`) | inside the boxes of BB images | elsewhere the labels are right |
+# | what y* is (`target`) | the network's hard belief 1[μ > 0] | equals the flipped label exactly where the network disagrees |
+# | W detached (`detach_weight`) | yes | otherwise σ² buys cheap targets everywhere: collapse (§6) |
+# | eq. (2) trains μ (`uncertainty_trains_mu`) | **no**: eq. (2) trains σ² only | its μ-gradient always points at the box label (§6) |
+# | warm-up (`warmup_epochs`) | ¾ of training: μ ignores box interiors, σ² learns from eq. (2) | the network needs a confident belief before it may contradict a box |
+# | τ (`tau`), slope | 0.5, 0.2 | σ² starts near softplus(0) ≈ 0.69: above τ, undecided pixels follow the belief |
+
+# %% tags=["parameters"]
+DATASET = "toy"        # toy | cityscapes | camvid (car; car + person/pedestrian)
+DATA_ROOT = ""
+OUTPUT_DIR = ""
+PROFILE = "quick"
+DEVICE = "auto"        # the experiments run on the CPU at quick, on DEVICE at full
+SEED = 0
+SEEDS = 3              # seeds per row of the tables (mean ± spread)
+WORKERS = 1            # processes for the runs (2 cores: 1 is as fast; more cores: more workers)
+# Size knobs: None = the profile's default (quick | full).
+IMAGE_SIZE = None      # (48 | 256): toy side, or the height real images are resized to (width 2x)
+N_TRAIN = None         # training images, PP + BB (200 | 2780, as Cityscapes' train split)
+N_PP = None            # pixel-perfect images among them (20 | 500, as in the poster)
+PP_SWEEP = None        # other PP counts for "ours" vs "PP only" ([10, 40] | [100, 250, 1000])
+N_VAL = None           # (150 | 500)
+EPOCHS = None          # (16 | 60)
+WARMUP = None          # epochs of warm-up (12 | 45)
+TAU = 0.5              # eq. (3)'s threshold on sigma^2
+WIDTH = None           # U-Net width, Table 1 (8 | 32)
+WIDTH_MC = None        # U-Net width, Table 2 (16 | 32): at 8 the thin person class is never learned
+
+# %%
+import numpy as np
+import matplotlib.pyplot as plt
+import torch
+from wsss_edu import params, viz
+from wsss_edu import label_uncertainty as lu
+from wsss_edu.datasets import get_dataset
+
+S = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, 500),
+                                        PP_SWEEP=([10, 40], [100, 250, 1000]), N_VAL=(150, 500),
+                                        EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(8, 32),
+                                        WIDTH_MC=(16, 32)),
+                          IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, PP_SWEEP=PP_SWEEP,
+                          N_VAL=N_VAL, EPOCHS=EPOCHS, WARMUP=WARMUP, WIDTH=WIDTH, WIDTH_MC=WIDTH_MC)
+IMAGE_SIZE, N_TRAIN, N_PP, PP_SWEEP, N_VAL, EPOCHS, WARMUP, WIDTH, WIDTH_MC = P.values()
+CFG = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU)
+print(P, CFG)
+
+# %% [markdown]
+# ## 1 · The data: a few masks, many boxes
+#
+# The toy world's `car` fills about two thirds of its box (notebook 00), so a box used as a mask is
+# wrong on a third of its pixels. `lu.mixed_supervision_arrays` keeps the mask of `N_PP` images and
+# gives every other image its rasterised boxes (`lu.rasterize_boxes`). It also keeps the true masks,
+# for evaluation only. On Cityscapes or CamVid the same function reads the real loaders (images
+# resized to `IMAGE_SIZE` × 2·`IMAGE_SIZE`).
+
+# %%
+REAL_NAMES = {"cityscapes": {"car": "car", "person": "person"},
+              "camvid": {"car": "car", "person": "pedestrian"}}
+
+def load(split, n, classes):
+    """The dataset of a split, the ids of `classes` in it, and the size to resize to (None: toy)."""
+    if DATASET == "toy":
+        probs = {"car": 0.85, "person": 0.6} if "person" in classes else {"car": 0.85}
+        ds = get_dataset("toy", split=split, n=n, seed=SEED, size=IMAGE_SIZE, class_probs=probs)
+        return ds, {c: ds.classes.index(c) for c in classes}, None
+    names = REAL_NAMES[DATASET]
+    ds = get_dataset(DATASET, DATA_ROOT, split=split, classes=tuple(names[c] for c in classes))
+    return ds, {c: ds.classes.index(names[c]) for c in classes}, (IMAGE_SIZE, 2 * IMAGE_SIZE)
+
+def mixed(classes, n_pp, split="train", n=N_TRAIN):
+    ds, ids, size = load(split, n, classes)
+    class_map = {ids[c]: k + 1 for k, c in enumerate(classes)}
+    return lu.mixed_supervision_arrays(ds, n_pp, class_map, range(min(n, len(ds))), seed=SEED, size=size)
+
+cars, cars_val = mixed(["car"], N_PP), mixed(["car"], N_VAL, "val", N_VAL)
+bb = ~cars["pixel_perfect"]
+wrong = (cars["target"] != cars["mask"]) & (cars["mask"] != 255) & cars["in_box"]
+print(f"{(~bb).sum()} PP + {bb.sum()} BB training images, {len(cars_val['image'])} validation; "
+      f"box targets are wrong on {wrong.sum() / cars['in_box'].sum():.0%} of the pixels inside boxes")
+
+# %%
+show = np.flatnonzero(bb)[:6]
+viz.show_grid([list(cars["image"][show]), list(cars["mask"][show]), list(cars["target"][show])],
+              row_titles=["image", "true mask", "box target"])
+plt.show(); plt.close()
+
+# %% [markdown]
+# ## 2 · Table 1 on the toy world
+#
+# One small U-Net with the two heads of notebook 01 ($\mu$, $\sigma^2$), the same for every row; only
+# the data and the loss change (`lu.method_loss`). Every row gets the same number of optimiser steps
+# (PP-only cycles through its few images). Each row is trained with `SEEDS` seeds; `lu.run_experiments`
+# runs them (in `WORKERS` processes). For the first "ours" run we also *watch* 40 box-labelled
+# training images: their predicted labels and $\sigma^2$ after every epoch, for §4.
+
+# %%
+watch_idx = np.flatnonzero(bb)[:40]
+def job(arrays, val, method, seed, num_logits=1, cfg=CFG, width=WIDTH, **extra):
+    return dict(arrays=arrays, val=val, method=method, num_logits=num_logits, epochs=EPOCHS,
+                seed=seed, cfg=cfg, width=width, device="cpu" if S.quick else str(S.device), **extra)
+
+jobs = [job(cars, cars_val, m, SEED + k) for m in lu.METHODS for k in range(SEEDS)]
+jobs[lu.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
+runs = lu.run_experiments(jobs, WORKERS, desc="Table 1")
+table1 = {m: [runs[i * SEEDS + k]["miou"] for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
+watched = runs[lu.METHODS.index("ours") * SEEDS]["watch"]
+final = {m: np.array([h[-1] for h in hs]) for m, hs in table1.items()}
+
+# %%
+NAMES = {"all_pp": f"all PP ({N_TRAIN})", "pp_only": f"PP only ({N_PP})",
+         "boxes_bce": f"{N_PP} PP + boxes, BCE", "ignore_box": f"{N_PP} PP + boxes, ignore interiors",
+         "ours": f"{N_PP} PP + boxes, ours"}
+COLORS = {"all_pp": "gray", "pp_only": "tab:blue", "boxes_bce": "tab:red", "ignore_box": "tab:orange",
+          "ours": "tab:green"}
+
+def bar_table(results, xlabel):
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(results)))
+    ax.barh([NAMES[m] for m in results], [v.mean() for v in results.values()],
+            xerr=[v.std() for v in results.values()], color=[COLORS[m] for m in results])
+    ax.set_xlim(0, 1); ax.set_xlabel(xlabel); ax.invert_yaxis()
+    plt.show(); plt.close()
+    print("| training data | score (mean ± std) | per seed |\n| --- | --- | --- |")
+    for m, v in results.items():
+        print(f"| {NAMES[m]} | {v.mean():.3f} ± {v.std():.3f} | {np.round(v, 3).tolist()} |")
+
+bar_table(final, f"car IoU (val), mean ± std over {SEEDS} seeds")
+
+# %% [markdown]
+# ## 3 · Training curves
+#
+# Validation IoU after every epoch (mean over seeds). "Ours" follows "ignore interiors" during the
+# warm-up (dotted line); then the box interiors come back, weighted by eq. (3): where
+# $\sigma^2 > \tau$ the pixel is trained towards the network's belief, elsewhere towards the box.
+
+# %%
+def curves(tables, names, warmup=WARMUP):
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for m, hs in tables.items():
+        ax.plot(np.arange(1, EPOCHS + 1), np.mean(hs, 0), color=COLORS.get(m), label=names.get(m, m))
+    ax.axvline(warmup + 0.5, color="k", ls=":", lw=1)
+    ax.set_xlabel("epoch"); ax.set_ylabel("IoU (val)"); ax.legend(fontsize=7); ax.set_ylim(0, 1)
+    plt.show(); plt.close()
+
+curves(table1, NAMES)
+
+# %% [markdown]
+# ## 4 · Does σ² mark the wrong labels?
+#
+# The whole method rests on one claim: inside a box, $\sigma^2$ grows where the box label is wrong
+# (background) and stays small where it is right (car). We can measure it, because the toy world
+# knows the true masks: the **AUROC** of $\sigma^2$ for telling the two kinds of box pixels apart
+# (`lu.uncertainty_auroc`: 1 = $\sigma^2$ marks exactly the wrong labels, 0.5 = it knows nothing,
+# below 0.5 = it marks the *right* ones). Alongside: the mean $\sigma^2$ of each kind, against τ.
+
+# %%
+m_w = cars["mask"][watch_idx]; in_w = cars["in_box"][watch_idx]
+bg_in, car_in = in_w & (m_w == 0), in_w & (m_w == 1)
+auroc = [lu.uncertainty_auroc(s2[:, 0], bg_in, car_in) if bg_in.any() and car_in.any() else float("nan")
+         for _, s2 in watched]
+fig, ax = plt.subplots(1, 2, figsize=(10, 3))
+ax[0].plot(np.arange(1, EPOCHS + 1), auroc, "o-"); ax[0].axhline(0.5, color="gray", ls="--")
+ax[0].set_ylim(0, 1); ax[0].set_title("AUROC of σ²: wrong vs right box labels")
+for mask, name in ((bg_in, "background inside boxes"), (car_in, "car inside boxes")):
+    ax[1].plot(np.arange(1, EPOCHS + 1), [s2[:, 0][mask].mean() for _, s2 in watched], label=name)
+ax[1].axhline(TAU, color="k", ls=":", label="τ"); ax[1].set_title("mean σ²"); ax[1].legend(fontsize=8)
+for a in ax:
+    a.axvline(WARMUP + 0.5, color="k", ls=":", lw=1); a.set_xlabel("epoch")
+plt.show(); plt.close()
+END_OF_WARMUP = min(max(WARMUP, 1), EPOCHS) - 1   # the epoch index whose snapshot ends the warm-up
+print(f"AUROC at the end of the warm-up {auroc[END_OF_WARMUP]:.2f}, at the end {auroc[-1]:.2f}")
+s2_end = torch.as_tensor(watched[-1][1][:, 0])
+for mask, name in ((bg_in, "background inside boxes"), (car_in, "car inside boxes")):
+    w = lu.bootstrap_weight(s2_end[torch.as_tensor(mask)], TAU, CFG.slope)
+    print(f"{name}: mean sigma^2 {s2_end[torch.as_tensor(mask)].mean():.2f}, mean W (eq. 3) {w.mean():.2f}")
+
+# %% [markdown]
+# How to read it. Early on $\sigma^2$ is *larger on the car* pixels: the network still misses many
+# cars, and eq. (2) raises $\sigma^2$ fastest where $\mu$ contradicts the label *confidently* (its
+# gradient on $\sigma^2$ grows with $|\mu|$); background inside a box, where $\mu$ hovers near 0,
+# gets little push. Only once the cars are found does $\sigma^2$ rank the wrong labels first. Then
+# compare both means with τ, and the mean weights W: where both kinds of pixel sit above τ, W is
+# small for both, and bootstrapping trains almost every box pixel towards the network's belief.
+# That is self-training inside the boxes after a good warm-up, more than an uncertainty that
+# *selects* the wrong labels; a sharper selection would need σ² to separate the two kinds by more
+# than the slope of eq. (3), 0.2 (exercise 3).
+
+# %% [markdown]
+# The poster's Figure 3 on three of those images: input, box target, $\sigma^2$ and the output at
+# several epochs.
+
+# %%
+shown = sorted({min(max(e, 0), EPOCHS - 1) for e in (0, WARMUP - 1, WARMUP, EPOCHS - 1)})
+rows = []
+for k in range(min(3, len(watch_idx))):
+    i = watch_idx[k]
+    rows.append([cars["image"][i], cars["target"][i]]
+                + [a for e in shown for a in (watched[e][1][k, 0], watched[e][0][k])])
+titles = ["input", "box target"] + [t for e in shown for t in (f"σ², ep. {e + 1}", f"output, ep. {e + 1}")]
+viz.show_grid(rows, titles=titles, size=1.4, cmap="magma")
+plt.show(); plt.close()
+
+# %% [markdown]
+# ## 5 · Fewer or more masks
+#
+# The poster's second block: how does "ours" compare with training on the masks alone as the number
+# of PP images changes? (Each extra PP count costs 2 × `SEEDS` runs.)
+
+# %%
+sweep = {N_PP: {m: final[m] for m in ("pp_only", "ours")}}
+counts = [n for n in PP_SWEEP if n != N_PP and n < len(cars["image"])]
+arrays = {n: mixed(["car"], n) for n in counts}
+sweep_runs = lu.run_experiments([job(arrays[n], cars_val, m, SEED + k) for n in counts
+                                 for m in ("pp_only", "ours") for k in range(SEEDS)], WORKERS, "PP sweep")
+for j, n in enumerate(counts):
+    sweep[n] = {m: np.array([h["miou"][-1] for h in sweep_runs[(2 * j + i) * SEEDS:(2 * j + i + 1) * SEEDS]])
+                for i, m in enumerate(("pp_only", "ours"))}
+fig, ax = plt.subplots(figsize=(5, 2.8))
+for m in ("pp_only", "ours"):
+    xs = sorted(sweep)
+    ax.errorbar(xs, [sweep[n][m].mean() for n in xs], [sweep[n][m].std() for n in xs], marker="o",
+                color=COLORS[m], label={"pp_only": "PP only", "ours": "PP + boxes, ours"}[m])
+ax.axhline(final["all_pp"].mean(), color="gray", ls="--", label="all PP")
+ax.set_xlabel("pixel-perfect images"); ax.set_ylabel("car IoU (val)"); ax.legend(fontsize=8)
+plt.show(); plt.close()
+print({n: {m: round(float(v.mean()), 3) for m, v in d.items()} for n, d in sorted(sweep.items())})
+
+# %% [markdown]
+# ## 6 · Why the literal readings fail
+#
+# Readings of the poster that look equally faithful, each changed from ours in one or two choices
+# (one seed each, against the same seed of ours):
+#
+# * **eq. (2) also trains μ** (`uncertainty_trains_mu=True`, the literal "combined loss"): its
+#   gradient on μ always points at the box label, damped only by $1/\sqrt{1 + \pi\sigma^2/8}$, while a
+#   confident network's own belief as target gives almost no gradient (BCE is flat there). So
+#   background inside boxes drifts to "car" however uncertain it is, and then agrees with the box:
+#   $\sigma^2$ has no reason to stay large. Back to the boxes solution.
+# * **y\* = 1 − y** (`target="flip"`): wherever a car pixel is uncertain, its label is flipped to
+#   background; those pixels teach their neighbours to be background: collapse.
+# * **W not detached**: then the gradient reaches σ² through W, and raising σ² swaps the label
+#   for y\* wherever y\* is cheaper, which is everywhere the network disagrees. With y\* = the
+#   network's own belief, the box labels simply stop mattering (self-training inside boxes: it
+#   depends on how good the warm-up's belief is); with y\* = 1 − y it is a shortcut to collapse.
+
+# %%
+naive = {"eq. (2) trains μ": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, uncertainty_trains_mu=True),
+         "y* = 1 − y (flip)": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, target="flip"),
+         "W not detached": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False),
+         "W not detached, flip": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False,
+                                                    target="flip")}
+naive_runs = lu.run_experiments([job(cars, cars_val, "ours", SEED, cfg=c) for c in naive.values()],
+                                WORKERS, "literal readings")
+naive_curves = {"ours": [table1["ours"][0]], "boxes_bce": [table1["boxes_bce"][0]]}
+naive_curves |= {k: [h["miou"]] for k, h in zip(naive, naive_runs)}
+curves(naive_curves, NAMES)
+print({k: round(v[0][-1], 3) for k, v in naive_curves.items()})
+
+# %% [markdown]
+# ## 7 · Table 2: background, car and person
+#
+# With several classes the logit is a vector; inside boxes the loss is the Monte-Carlo uncertain CE
+# (eq. 5-6, `mc_samples` samples) against the bootstrapped target of eq. (7): argmax μ where
+# $\max_c \sigma^2_c > \tau$. Persons stand in front of cars, so boxes overlap; the smaller box wins.
+#
+# The person is thin (under 2 % of the pixels at 48 px): with the width-8 U-Net of Table 1 it is
+# never learned for two seeds in three, even from all the masks (person IoU 0), so this table uses
+# width `WIDTH_MC`. "Ours" here is the literal reading (eq. 5-6 also train μ, no warm-up, τ = 1):
+# of the variants tried, the one that came closest (see the end of this section).
+
+# %%
+CFG_MC = lu.BootstrapConfig(warmup_epochs=0, tau=1.0, uncertainty_trains_mu=True)
+multi, multi_val = mixed(["car", "person"], N_PP), mixed(["car", "person"], N_VAL, "val", N_VAL)
+rows2 = ("all_pp", "pp_only", "ours")
+runs2 = lu.run_experiments([job(multi, multi_val, m, SEED + k, num_logits=3, cfg=CFG_MC, width=WIDTH_MC)
+                            for m in rows2 for k in range(SEEDS)], WORKERS, "Table 2")
+table2 = {m: np.array([h["miou"][-1] for h in runs2[i * SEEDS:(i + 1) * SEEDS]]) for i, m in enumerate(rows2)}
+bar_table(table2, f"mIoU (background, car, person), mean ± std over {SEEDS} seeds")
+
+# %% [markdown]
+# The mean hides what happens per class. The IoU of background, car and person for every run:
+
+# %%
+per_class = {m: np.array([h["iou"][-1] for h in runs2[i * SEEDS:(i + 1) * SEEDS]]) for i, m in enumerate(rows2)}
+fig, ax = plt.subplots(1, 3, figsize=(10, 2.4), sharey=True)
+for c, name in enumerate(("background", "car", "person")):
+    for i, m in enumerate(rows2):
+        ax[c].scatter(np.full(SEEDS, i), per_class[m][:, c], color=COLORS[m])
+    ax[c].set_xticks(range(len(rows2)), [m.replace("_", " ") for m in rows2]); ax[c].set_title(name)
+ax[0].set_ylabel("IoU (val)"); ax[0].set_ylim(0, 1)
+plt.show(); plt.close()
+for m in rows2:
+    print(m, np.round(per_class[m], 3).tolist())
+
+# %% [markdown]
+# **At the time of writing, this table's trend did not reproduce at the quick scale**: "ours" came
+# out *below* the few masks alone (mIoU 0.697 ± 0.098 against 0.762 ± 0.008, all masks 0.934; the
+# numbers your run prints above are the ones that count). Per class, two things go wrong: the car
+# is learned box-shaped (as in §6, eq. 5-6 pull μ towards the box label), and in some seeds the
+# person is never learned at all. What was tried, 3 seeds each, with
+# `notebooks/drafts/paper000_variants.py --classes car,person --width 16 --methods ours --cfg ...`:
+#
+# | variant | mIoU |
+# | --- | --- |
+# | literal (eq. 5-6 train μ), no warm-up, τ = 1 (above) | 0.70 ± 0.10 |
+# | literal, 4 warm-up epochs ignoring box interiors, τ = 1 (width 8) | 0.57 ± 0.13 |
+# | σ² only (the binary table's reading), no warm-up, τ = 1 | 0.49 ± 0.09 |
+# | σ² only, 12 warm-up epochs ignoring box interiors, τ = 0.5 | 0.53 ± 0.04 |
+#
+# With three classes, ignoring box interiors is not the strong baseline it is in the binary table:
+# the box-labelled images then give no car or person pixels at all, and the network drifts to
+# background. So the readings that rescue Table 1 hurt here. Finding the multi-class counterpart
+# is open (exercise 6).
+
+# %% [markdown]
+# ## 8 · Headline numbers and the poster's trends
+
+# %%
+keys = {"iou_all_pp": final["all_pp"], "iou_pp_only": final["pp_only"], "iou_boxes_bce": final["boxes_bce"],
+        "iou_ignore_box": final["ignore_box"], "iou_ours": final["ours"], "miou_mc_full": table2["all_pp"],
+        "miou_mc_pp_only": table2["pp_only"], "miou_mc_ours": table2["ours"]}
+S.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
+         | {"sigma2_auroc_end_of_warmup": None if np.isnan(auroc[END_OF_WARMUP]) else auroc[END_OF_WARMUP],
+            "sigma2_auroc_final": None if np.isnan(auroc[-1]) else auroc[-1]})
+print({k: round(float(v.mean()), 3) for k, v in keys.items()})
+
+# %% [markdown]
+# What the poster claims, checked on the means over seeds (toy world, quick profile; the full
+# profile and real datasets only report): in Table 1, "ours" beats plain BCE on boxes by at least 5
+# points of IoU and is no worse than the few masks alone; these two are asserted. In Table 2 "ours"
+# should beat the few masks alone; it did not (§7), so it is printed, not asserted. The per-seed
+# numbers above show how much the seeds spread: read the means with them.
+
+# %%
+trend = {"ours >= boxes + 5 points": final["ours"].mean() >= final["boxes_bce"].mean() + 0.05,
+         "ours >= PP only": final["ours"].mean() >= final["pp_only"].mean(),
+         "multi-class: ours > PP only": table2["ours"].mean() > table2["pp_only"].mean()}
+print(trend)
+if DATASET == "toy" and S.quick:
+    assert trend["ours >= boxes + 5 points"], keys   # poster: 85.45 vs 69.43
+    assert trend["ours >= PP only"], keys            # poster: 85.45 vs 78.6
+    # Table 2's trend (poster: 77.75 vs 73.36) is reported, not asserted: see the text above.
+
+# %% [markdown]
+# ## Summary
+#
+# * Boxes alone teach a network to paint boxes; a few pixel-perfect masks alone teach it too little.
+#   Aleatoric logits plus bootstrapping let the box-labelled images contribute without (all) their
+#   errors: inside a box the network may declare a pixel uncertain, and then follow its own belief.
+# * The poster leaves the decisive choices open. The literal readings fail in instructive ways: back
+#   to boxes (eq. 2 drags μ to the label) or collapse (flipping labels that were right).
+# * What reproduces Table 1's trend here: eq. (2) trains σ² only, y* is the network's hard belief,
+#   W is detached, and a long warm-up during which μ ignores box interiors, so that the network has
+#   a confident belief before it may contradict a box. The gain over the masks alone is largest
+#   with the fewest masks (§5), as in the poster, and gone with many.
+# * Measure before you credit: §4 shows that σ² does learn to mark the wrong box labels, but late,
+#   and not sharply enough for eq. (3) to select them; much of the gain is self-training inside the
+#   boxes. Simply ignoring box interiors is a strong binary baseline the poster does not report.
+# * Table 2's trend did not reproduce at this scale (§7): an open problem, with the evidence.
+#
+# ## Exercises
+#
+# 1. Set `WARMUP=0`. Does "ours" still beat boxes + BCE? Look at its curve and at §4's σ².
+# 2. Sweep `TAU` over {0.3, 0.5, 1, 2}. Plot the final IoU and the mean σ² and W of each kind of box
+#    pixel. What sets the useful range of τ, given that σ² starts near softplus(0) ≈ 0.69?
+# 3. σ² learns slowly because eq. (2)'s gradient on it grows with |μ|. Train "ours" with a batch size
+#    of 4 (four times more optimiser steps; `lu.train_experiment(..., batch_size=4)`): does §4's
+#    AUROC rise sooner? Does the IoU follow, or does the network collapse?
+# 4. Replace `target="hard_belief"` by `"soft_belief"` (Reed et al.'s soft bootstrapping). Why does
+#    the bootstrapped term then give no gradient where W ≈ 0?
+# 5. Make boxes noisy (`box_noise=0.1` in the toy world). Which row of Table 1 suffers most?
+# 6. (Open) Find a multi-class reading that beats the few masks alone in Table 2. Start from the
+#    per-class plot of §7: which class fails, and in which phase of training?
