@@ -37,7 +37,7 @@ WORKERS = 1            # processes for the runs (2 cores: 1 is as fast; more cor
 # Size knobs: None = the profile's default (quick | full).
 IMAGE_SIZE = None      # (48 | 256): toy side, or the height real images are resized to (width 2x)
 N_TRAIN = None         # training images, PP + BB (200 | 2780, as Cityscapes' train split)
-N_PP = None            # pixel-perfect images among them (20 | 500, as in the poster)
+N_PP = None            # pixel-perfect images among them (20 | the poster's 500 of 2780: 18 %)
 PP_SWEEP = None        # other PP counts for "ours" vs "PP only" ([10, 40] | [100, 250, 1000])
 N_VAL = None           # (150 | 500)
 EPOCHS = None          # (16 | 60)
@@ -55,7 +55,7 @@ from wsss_edu import label_uncertainty as lu
 from wsss_edu.datasets import get_dataset
 
 S = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, 500),
+P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         PP_SWEEP=([10, 40], [100, 250, 1000]), N_VAL=(150, 500),
                                         EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(8, 32),
                                         WIDTH_MC=(16, 32)),
@@ -93,6 +93,8 @@ def mixed(classes, n_pp, split="train", n=N_TRAIN):
     class_map = {ids[c]: k + 1 for k, c in enumerate(classes)}
     return lu.mixed_supervision_arrays(ds, n_pp, class_map, range(min(n, len(ds))), seed=SEED, size=size)
 
+if N_PP is None:  # full profile: the poster's fraction, 500 PP of 2780 Cityscapes images (18 %)
+    N_PP = max(1, round(min(N_TRAIN, len(load("train", N_TRAIN, ["car"])[0])) * 500 / 2780))
 cars, cars_val = mixed(["car"], N_PP), mixed(["car"], N_VAL, "val", N_VAL)
 bb = ~cars["pixel_perfect"]
 wrong = (cars["target"] != cars["mask"]) & (cars["mask"] != 255) & cars["in_box"]
