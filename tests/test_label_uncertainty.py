@@ -279,3 +279,28 @@ def test_multiclass_loss_with_sigma_only_uncertainty():
     ref = F.cross_entropy(mu, target, ignore_index=255, reduction="sum") / (y != 255).sum()
     (g_ref,) = torch.autograd.grad(ref, mu)
     assert torch.allclose(g_mu, g_ref, atol=1e-6)
+
+
+def test_pp_per_batch_puts_that_many_pixel_perfect_images_in_every_batch(monkeypatch):
+    n, size = 20, 16
+    pp = np.zeros(n, bool)
+    pp[:3] = True
+    target = np.zeros((n, size, size), np.uint8)
+    target[pp] = 1  # pixel-perfect images: all car; box-labelled ones: no box
+    arrays = {"image": np.zeros((n, size, size, 3), np.uint8), "target": target, "mask": target,
+              "in_box": np.zeros((n, size, size), bool), "pixel_perfect": pp}
+    seen = []
+
+    def recording(method, mu, s2, tb, ib, *args, **kw):
+        seen.append(int((tb.flatten(1).float().mean(1) == 1).sum()))
+        return real(method, mu, s2, tb, ib, *args, **kw)
+
+    real = lu.method_loss
+    monkeypatch.setattr(lu, "method_loss", recording)
+    lu.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8,
+                        pp_per_batch=2, progress=False)
+    assert seen == [2] * 6  # 20 images / batch 8 = 3 steps per epoch, 2 PP in each
+    seen.clear()
+    lu.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
+    # plain shuffle: per epoch 24 draws = one pass over the 20 images (3 PP) + 4 more
+    assert 6 <= sum(seen) <= 12 and seen != [2] * 6

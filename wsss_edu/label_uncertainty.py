@@ -468,7 +468,7 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
 def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
                      seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
                      lr: float = 2e-3, batch_size: int = 16, snapshot=None, watch=None,
-                     device="cpu", progress: bool = True):
+                     device="cpu", pp_per_batch: int | None = None, progress: bool = True):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
     (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
     the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch,
@@ -478,7 +478,9 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     ``snapshot(epoch, net)`` is called after each epoch; ``watch`` (images, (N, H, W, 3) uint8)
     adds ``history['watch']``: per epoch, the predicted labels and sigma^2 of those images (the
     labels evolving, for figures; unlike ``snapshot`` it also works in a worker process).
-    The data stay on the CPU; each batch is moved to ``device``, where the network trains."""
+    The data stay on the CPU; each batch is moved to ``device``, where the network trains.
+    ``pp_per_batch`` (methods on the mixed set only): every batch holds that many pixel-perfect
+    images (cycled) and box-labelled ones for the rest, instead of a plain shuffle."""
     from .data import images_to_tensor
     from .metrics import ConfusionMeter
     from .train import seed_everything
@@ -504,8 +506,15 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     xw = None if watch is None else images_to_tensor(watch)
     for epoch in tqdm(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
         net.train()
-        reps = (per_epoch * batch_size + len(x) - 1) // len(x)
-        order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])
+        if pp_per_batch and method in ("boxes_bce", "ignore_box", "ours"):
+            pp = torch.as_tensor(np.flatnonzero(data["pixel_perfect"]))
+            bb = torch.as_tensor(np.flatnonzero(~data["pixel_perfect"]))
+            k = min(pp_per_batch, batch_size)
+            pp_order = _cycled_permutation(pp, per_epoch * k, gen).view(per_epoch, k)
+            bb_order = _cycled_permutation(bb, per_epoch * (batch_size - k), gen).view(per_epoch, -1)
+            order = torch.cat([pp_order, bb_order], 1).flatten()
+        else:
+            order = _cycled_permutation(torch.arange(len(x)), per_epoch * batch_size, gen)
         for b in range(0, per_epoch * batch_size, batch_size):
             j = order[b:b + batch_size]
             xb, tb, ib = x[j].to(device), target[j].to(device), in_box[j].to(device)
@@ -527,6 +536,12 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
             labels, s2, _ = predict_labels(net, xw)
             history["watch"].append((labels.numpy().astype(np.uint8), s2.numpy()))
     return net, history
+
+
+def _cycled_permutation(items: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` items drawn as successive random permutations of ``items`` (each used once per pass)."""
+    reps = (n + len(items) - 1) // max(len(items), 1)
+    return torch.cat([items[torch.randperm(len(items), generator=gen)] for _ in range(reps)])[:n]
 
 
 def uncertainty_auroc(sigma2, positive, negative) -> float:

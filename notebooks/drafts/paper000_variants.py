@@ -32,6 +32,7 @@ ap.add_argument("--classes", default="car")
 ap.add_argument("--methods", default=",".join(lu.METHODS))
 ap.add_argument("--cfg", default="{}", help="BootstrapConfig fields as JSON")
 ap.add_argument("--auroc", action="store_true")
+ap.add_argument("--pp-per-batch", type=int, default=None, help="PP images in every batch (mixed-set rows)")
 a = ap.parse_args()
 torch.set_num_threads(2)
 classes = a.classes.split(",")
@@ -49,7 +50,8 @@ for m in a.methods.split(","):
     t = time.time()
     extra = {"watch": train["image"][watch]} if (a.auroc and m == "ours" and num_logits == 1) else {}
     hist = [lu.train_experiment(train, val, m, num_logits, a.epochs, s, cfg, width=a.width, lr=a.lr,
-                                batch_size=a.batch, progress=False, **extra)[1] for s in range(a.seeds)]
+                                batch_size=a.batch, pp_per_batch=a.pp_per_batch, progress=False,
+                                **extra)[1] for s in range(a.seeds)]
     final = np.array([h["miou"][-1] for h in hist])
     print(f"{m:11s} {'IoU' if num_logits == 1 else 'mIoU'} {final.mean():.3f} ± {final.std():.3f} "
           f"{np.round(final, 3).tolist()} ({(time.time() - t) / a.seeds:.1f} s/run)  "

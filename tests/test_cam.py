@@ -1,0 +1,88 @@
+"""Class activation maps: the equations against independent computations, and their invariants."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsss_edu import cam as C
+
+
+def small_model(k=4, seed=0):
+    torch.manual_seed(seed)
+    return C.CAMClassifier(k, "small", width=4, depth=2).eval()
+
+
+def test_cam_is_the_per_pixel_classifier_and_averages_to_the_logits():
+    g = torch.Generator().manual_seed(0)
+    f, w = torch.randn(2, 5, 3, 4, generator=g), torch.randn(3, 5, generator=g)
+    loop = torch.zeros(2, 3, 3, 4)
+    for n in range(2):
+        for c in range(3):
+            for y in range(3):
+                for x in range(4):
+                    loop[n, c, y, x] = max(0.0, float((w[c] * f[n, :, y, x]).sum()))
+    assert torch.allclose(C.class_activation_map(f, w), loop, atol=1e-5)
+    assert torch.allclose(C.class_activation_map(f, w[:, :, None, None]), loop, atol=1e-5)
+    # with a GAP + bias-free 1x1 head, the logits are the spatial mean of the CAM before its relu
+    net = small_model()
+    x = torch.randn(2, 3, 16, 20)
+    feats = net.features(x)
+    pre = torch.einsum("ndhw,kd->nkhw", feats, net.classifier.weight.flatten(1))
+    assert torch.allclose(net(x), pre.mean((2, 3)), atol=1e-5)
+    assert net.cam(x).shape == (2, 4, 16 // net.stride, 20 // net.stride)
+
+
+def test_grad_cam_equals_cam_over_area_for_a_gap_linear_head():
+    net = small_model()
+    x = torch.randn(2, 3, 16, 16)
+    cams = net.cam(x).detach()
+    h, w = cams.shape[-2:]
+    for c in range(4):
+        assert torch.allclose(C.grad_cam(net, x, c), cams[:, c] / (h * w), atol=1e-6)
+
+
+def test_multiscale_cam_flip_equivariant_and_sums_scales():
+    net = small_model()
+    x = torch.randn(1, 3, 16, 24)
+    m = C.multiscale_cam(net.cam, x)
+    assert m.shape == (1, 4, 16, 24) and (m >= 0).all()
+    assert torch.allclose(C.multiscale_cam(net.cam, x.flip(-1)), m.flip(-1), atol=1e-4)
+    one = C.multiscale_cam(net.cam, x, scales=(1.0,), flip=False)
+    ref = F.interpolate(net.cam(x), size=(16, 24), mode="bilinear", align_corners=False)
+    assert torch.allclose(one, ref, atol=1e-6)
+    two = C.multiscale_cam(net.cam, x, scales=(1.0, 2.0), flip=False)
+    assert torch.allclose(two - one, C.multiscale_cam(net.cam, F.interpolate(
+        x, scale_factor=2.0, mode="bilinear", align_corners=False), scales=(1.0,), flip=False,
+        size=(16, 24)), atol=1e-5)
+
+
+def test_normalize_cams_per_class_and_global():
+    cams = torch.zeros(1, 3, 2, 2)
+    cams[0, 0, 0, 0], cams[0, 1, 1, 1], cams[0, 2, 0, 1] = 4.0, 1.0, 9.0
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+    per = C.normalize_cams(cams, labels, "per_class", eps=0)
+    assert per[0, 0].max() == 1 and per[0, 1].max() == 1 and per[0, 2].abs().sum() == 0
+    glob = C.normalize_cams(cams, labels, "global", eps=0)
+    assert glob[0, 0].max() == 1 and glob[0, 1].max() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="choose one of"):
+        C.normalize_cams(cams, labels, "local")
+
+
+def test_cams_to_labels_background_plane():
+    cams = torch.tensor([[[[0.1, 0.6], [0.3, 0.2]], [[0.05, 0.5], [0.9, 0.1]]]])
+    assert C.cams_to_labels(cams, 0.15).tolist() == [[[0, 1], [2, 1]]]
+    assert C.cams_to_labels(cams, 0.95).tolist() == [[[0, 0], [0, 0]]]
+
+
+def test_classifier_choices_name_the_fix():
+    with pytest.raises(ValueError, match="choose one of"):
+        C.CAMClassifier(3, "vgg")
+    with pytest.raises(ValueError, match="weights=None"):
+        C.CAMClassifier(3, "small", weights="imagenet")
+
+
+@pytest.mark.slow
+def test_resnet50_cam_classifier_output_stride_16():
+    net = C.CAMClassifier(5, "resnet50", weights=None).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 96)).shape == (1, 5)
+        assert net.cam(torch.randn(1, 3, 64, 96)).shape == (1, 5, 4, 6)
