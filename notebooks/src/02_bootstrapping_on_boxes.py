@@ -69,7 +69,7 @@ print(P, CFG)
 # ## 1 · The data: a few masks, many boxes
 #
 # The toy world's `car` fills about two thirds of its box (notebook 00), so a box used as a mask is
-# wrong on a third of its pixels. `lu.mixed_supervision_arrays` keeps the mask of `N_PP` images and
+# wrong on much of the rest (the ignore band at object edges takes some of it: printed below). `lu.mixed_supervision_arrays` keeps the mask of `N_PP` images and
 # gives every other image its rasterised boxes (`lu.rasterize_boxes`). It also keeps the true masks,
 # for evaluation only. On Cityscapes or CamVid the same function reads the real loaders (images
 # resized to `IMAGE_SIZE` × 2·`IMAGE_SIZE`).
@@ -97,9 +97,12 @@ if N_PP is None:  # full profile: the poster's fraction, 500 PP of 2780 Cityscap
     N_PP = max(1, round(min(N_TRAIN, len(load("train", N_TRAIN, ["car"])[0])) * 500 / 2780))
 cars, cars_val = mixed(["car"], N_PP), mixed(["car"], N_VAL, "val", N_VAL)
 bb = ~cars["pixel_perfect"]
-wrong = (cars["target"] != cars["mask"]) & (cars["mask"] != 255) & cars["in_box"]
+labelled = cars["in_box"] & (cars["mask"] != 255)  # box pixels whose true label is known
+wrong = labelled & (cars["target"] != cars["mask"])
 print(f"{(~bb).sum()} PP + {bb.sum()} BB training images, {len(cars_val['image'])} validation; "
-      f"box targets are wrong on {wrong.sum() / cars['in_box'].sum():.0%} of the pixels inside boxes")
+      f"box targets are wrong on {wrong.sum() / labelled.sum():.0%} of the labelled pixels inside boxes "
+      f"({(cars['in_box'] & (cars['mask'] == 255)).sum() / cars['in_box'].sum():.0%} of box pixels are "
+      f"in the ignore band at object edges)")
 
 # %%
 show = np.flatnonzero(bb)[:6]
