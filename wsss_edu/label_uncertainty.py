@@ -409,11 +409,11 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
     check_choice("method", method, METHODS)
     check_choice("region", cfg.region, REGIONS)
     valid = target != IGNORE
+    y = torch.where(valid, target, torch.zeros_like(target)).float()  # binary target, 0 at ignore
     warm = method == "ours" and epoch < cfg.warmup_epochs
     if warm and not multiclass:
         # eq. (2) alone inside boxes: it trains sigma^2, and mu only if cfg.uncertainty_trains_mu
         # (otherwise box interiors carry no gradient to mu: it learns from the certain pixels)
-        y = torch.where(valid, target, torch.zeros_like(target)).float()
         return combined_loss(mu[:, 0], sigma2[:, 0], y, in_box, valid, bootstrap=False,
                              uncertainty_trains_mu=cfg.uncertainty_trains_mu)
     if warm and not cfg.uncertainty_trains_mu:  # multi-class: the same warm-up as above
@@ -425,14 +425,12 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
         if multiclass:
             t = torch.where(valid, target, torch.full_like(target, IGNORE))
             return F.cross_entropy(mu, t, ignore_index=IGNORE)
-        y = torch.where(valid, target, torch.zeros_like(target)).float()
         per = F.binary_cross_entropy_with_logits(mu[:, 0], y, reduction="none")
         return (per * valid).sum() / valid.sum().clamp(min=1)
     unc = in_box if cfg.region == "boxes" else valid
     if multiclass:
         return multiclass_loss(mu, sigma2, target, unc, cfg.tau, cfg.mc_samples, True, generator,
                                cfg.uncertainty_trains_mu)
-    y = torch.where(valid, target, torch.zeros_like(target)).float()
     return combined_loss(mu[:, 0], sigma2[:, 0], y, unc, valid, cfg.tau, cfg.slope, cfg.target,
                          cfg.detach_weight, True, cfg.uncertainty_trains_mu)
 
@@ -467,7 +465,7 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
 
 def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
                      seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
-                     lr: float = 2e-3, batch_size: int = 16, snapshot=None, watch=None,
+                     lr: float = 2e-3, batch_size: int = 16, watch=None,
                      device="cpu", pp_per_batch: int | None = None, progress: bool = True):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
     (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
@@ -475,9 +473,8 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     ``history['iou']`` the IoU of every class (background first).
     An epoch is the same number of optimiser steps for every method (one pass over the whole
     mixed set): 'pp_only' cycles through its few images rather than training less.
-    ``snapshot(epoch, net)`` is called after each epoch; ``watch`` (images, (N, H, W, 3) uint8)
-    adds ``history['watch']``: per epoch, the predicted labels and sigma^2 of those images (the
-    labels evolving, for figures; unlike ``snapshot`` it also works in a worker process).
+    ``watch`` (images, (N, H, W, 3) uint8) adds ``history['watch']``: per epoch, the predicted
+    labels and sigma^2 of those images (the labels evolving, for figures; also in a worker).
     The data stay on the CPU; each batch is moved to ``device``, where the network trains.
     ``pp_per_batch`` (methods on the mixed set only): every batch holds that many pixel-perfect
     images (cycled) and box-labelled ones for the rest, instead of a plain shuffle."""
@@ -504,12 +501,14 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     n_cls = num_logits if multiclass else 2
     history = {"miou": [], "iou": []} if watch is None else {"miou": [], "iou": [], "watch": []}
     xw = None if watch is None else images_to_tensor(watch)
+    balanced = bool(pp_per_batch) and method in ("boxes_bce", "ignore_box", "ours")
+    if balanced:
+        pp = torch.as_tensor(np.flatnonzero(data["pixel_perfect"]))
+        bb = torch.as_tensor(np.flatnonzero(~data["pixel_perfect"]))
+        k = min(pp_per_batch, batch_size)
     for epoch in tqdm(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
         net.train()
-        if pp_per_batch and method in ("boxes_bce", "ignore_box", "ours"):
-            pp = torch.as_tensor(np.flatnonzero(data["pixel_perfect"]))
-            bb = torch.as_tensor(np.flatnonzero(~data["pixel_perfect"]))
-            k = min(pp_per_batch, batch_size)
+        if balanced:
             pp_order = _cycled_permutation(pp, per_epoch * k, gen).view(per_epoch, k)
             bb_order = _cycled_permutation(bb, per_epoch * (batch_size - k), gen).view(per_epoch, -1)
             order = torch.cat([pp_order, bb_order], 1).flatten()
@@ -530,8 +529,6 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
         meter = ConfusionMeter(n_cls).update(mv, pred)
         history["miou"].append(float(meter.iou[1]) if not multiclass else meter.miou)
         history["iou"].append([float(v) for v in meter.iou])
-        if snapshot is not None:
-            snapshot(epoch, net)
         if xw is not None:
             labels, s2, _ = predict_labels(net, xw)
             history["watch"].append((labels.numpy().astype(np.uint8), s2.numpy()))
@@ -553,18 +550,10 @@ def uncertainty_auroc(sigma2, positive, negative) -> float:
     neg = np.asarray(sigma2)[np.asarray(negative, bool)].ravel()
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("uncertainty_auroc needs at least one positive and one negative pixel")
-    ranks = _average_ranks(np.concatenate([pos, neg]))
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))  # ties share their mean rank
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, tied values sharing their mean rank."""
-    order = values.argsort(kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
 
 
 def _experiment_job(job):
