@@ -200,6 +200,30 @@ def test_method_losses_use_what_each_row_allows():
         lu.method_loss("oracle", mu, s2, t, ib, 0, cfg)
 
 
+@pytest.mark.parametrize("multiclass", [False, True])
+def test_warmup_on_boxes_trains_mu_on_the_boxes_and_sigma2_inside_them(multiclass):
+    g = torch.Generator().manual_seed(0)
+    c = 3 if multiclass else 1
+    mu = torch.randn(2, c, 8, 8, generator=g)
+    s2 = torch.rand(2, c, 8, 8, generator=g) + 0.1
+    t = torch.randint(0, c if multiclass else 2, (2, 8, 8), generator=g)
+    t[0, 0, :3] = 255
+    ib = torch.zeros(2, 8, 8, dtype=torch.bool)
+    ib[:, 2:6, 3:7] = True
+    cfg = lu.BootstrapConfig(warmup_epochs=1, warmup_on_boxes=True)
+    mu_a, mu_b, s2_b = mu.clone().requires_grad_(), mu.clone().requires_grad_(), s2.clone().requires_grad_()
+    # during the warm-up, mu's gradient is exactly the boxes row's (plain BCE / CE on the targets)
+    lu.method_loss("boxes_bce", mu_a, s2, t, ib, 0, cfg, multiclass).backward()
+    lu.method_loss("ours", mu_b, s2_b, t, ib, 0, cfg, multiclass, torch.Generator().manual_seed(1)).backward()
+    assert torch.allclose(mu_a.grad, mu_b.grad, atol=1e-6)
+    # sigma^2 learns from the uncertain loss inside boxes only
+    inside = s2_b.grad.abs().sum(1)
+    assert inside[ib].sum() > 0 and inside[~ib].sum() == 0
+    # after the warm-up: the uncertain + bootstrapped loss, no longer the boxes row
+    assert lu.method_loss("ours", mu, s2, t, ib, 1, cfg, multiclass, torch.Generator().manual_seed(1)) \
+        != lu.method_loss("boxes_bce", mu, s2, t, ib, 1, cfg, multiclass)
+
+
 def test_experiment_arrays_and_equal_steps_for_every_method(monkeypatch):
     a = tiny_mixed()
     assert len(lu.experiment_arrays(a, "pp_only")["image"]) == 6
@@ -215,7 +239,13 @@ def test_experiment_arrays_and_equal_steps_for_every_method(monkeypatch):
     for m in ("pp_only", "ours"):
         net, hist = lu.train_experiment(a, a, m, epochs=2, width=4, batch_size=8, progress=False)
         assert len(hist["miou"]) == 2 and 0.0 <= hist["miou"][-1] <= 1.0
+        assert hist["epoch"] == [1, 2]
     assert calls["pp_only"] == calls["ours"] == 2 * 3  # 24 images / batch 8, for both
+    # validating every 2nd epoch of 3: after epochs 2 and 3 (the last), same final number
+    _, every = lu.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, progress=False)
+    _, sparse = lu.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, eval_every=2,
+                                    progress=False)
+    assert sparse["epoch"] == [2, 3] and sparse["miou"] == every["miou"][1:]
 
 
 def test_mixed_arrays_resize_real_sized_images():

@@ -383,10 +383,16 @@ class BootstrapConfig:
     detach_weight: bool = True
     region: str = "boxes"
     warmup_epochs: int = 3
-    """Epochs at the start during which mu ignores box interiors (so the network has a belief to
-    bootstrap to) while sigma^2 already learns from eq. (2) (so that, when bootstrapping starts,
-    the uncertainty already marks where the network disagrees with the boxes)."""
+    """Epochs at the start without bootstrapping: the uncertain loss (eq. 2 / eq. 6) alone inside
+    boxes, so that the network has a belief to bootstrap to and, when bootstrapping starts, sigma^2
+    already marks where it disagrees with the boxes. With ``uncertainty_trains_mu=False`` that loss
+    trains sigma^2 only and mu ignores box interiors; with True it also pulls mu towards the box
+    labels, damped by sigma^2 (the aleatoric loss alone, before bootstrapping is switched on)."""
     uncertainty_trains_mu: bool = False
+    warmup_on_boxes: bool = False
+    """During the warm-up, mu learns the box labels with plain BCE / CE (the "boxes" row) while
+    sigma^2 learns from the uncertain loss on a detached mu; bootstrapping then starts from a
+    network that has seen every object's box (multi-class: a thin class is then learned at all)."""
     mc_samples: int = 8
     """Monte-Carlo samples of the multi-class loss (eq. 5-6)."""
     initial_variance: float | None = None
@@ -401,27 +407,29 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
 
     * 'all_pp', 'pp_only', 'boxes_bce': plain BCE / CE on the target (the data decides the row);
     * 'ignore_box': box interiors ignored (a natural baseline the poster does not list);
-    * 'ours': during ``cfg.warmup_epochs`` mu ignores box interiors while sigma^2 learns from
-      eq. (2) (binary, with ``uncertainty_trains_mu=False``); then the uncertain + bootstrapped
-      loss inside boxes (binary: :func:`combined_loss`; multi-class: :func:`multiclass_loss`),
-      plain BCE / CE elsewhere.
+    * 'ours': during ``cfg.warmup_epochs`` the uncertain loss without bootstrapping inside boxes
+      (with ``uncertainty_trains_mu=False``: mu ignores box interiors while sigma^2 learns from
+      eq. 2 / eq. 6); then the uncertain + bootstrapped loss inside boxes (binary:
+      :func:`combined_loss`; multi-class: :func:`multiclass_loss`), plain BCE / CE elsewhere.
     """
     check_choice("method", method, METHODS)
     check_choice("region", cfg.region, REGIONS)
     valid = target != IGNORE
     y = torch.where(valid, target, torch.zeros_like(target)).float()  # binary target, 0 at ignore
     warm = method == "ours" and epoch < cfg.warmup_epochs
+    if warm and cfg.warmup_on_boxes:
+        return _box_warmup_loss(mu, sigma2, target, in_box, valid, multiclass, cfg, generator)
     if warm and not multiclass:
         # eq. (2) alone inside boxes: it trains sigma^2, and mu only if cfg.uncertainty_trains_mu
         # (otherwise box interiors carry no gradient to mu: it learns from the certain pixels)
         return combined_loss(mu[:, 0], sigma2[:, 0], y, in_box, valid, bootstrap=False,
                              uncertainty_trains_mu=cfg.uncertainty_trains_mu)
-    if warm and not cfg.uncertainty_trains_mu:  # multi-class: the same warm-up as above
+    if warm:  # multi-class: the same warm-up as above (eq. 6 without eq. 7)
         return multiclass_loss(mu, sigma2, target, in_box, cfg.tau, cfg.mc_samples, False,
-                               generator, uncertainty_trains_mu=False)
-    if method == "ignore_box" or warm:
+                               generator, uncertainty_trains_mu=cfg.uncertainty_trains_mu)
+    if method == "ignore_box":
         valid = valid & ~in_box
-    if method != "ours" or warm:
+    if method != "ours":
         if multiclass:
             t = torch.where(valid, target, torch.full_like(target, IGNORE))
             return F.cross_entropy(mu, t, ignore_index=IGNORE)
@@ -433,6 +441,21 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
                                cfg.uncertainty_trains_mu)
     return combined_loss(mu[:, 0], sigma2[:, 0], y, unc, valid, cfg.tau, cfg.slope, cfg.target,
                          cfg.detach_weight, True, cfg.uncertainty_trains_mu)
+
+
+def _box_warmup_loss(mu, sigma2, target, in_box, valid, multiclass, cfg, generator):
+    """The warm-up of ``cfg.warmup_on_boxes``: plain BCE / CE of mu on the targets (boxes on
+    box-labelled images), plus the uncertain loss (eq. 2 / eq. 6) of a detached mu inside boxes,
+    which trains sigma^2 only."""
+    if multiclass:
+        plain = F.cross_entropy(mu, target, ignore_index=IGNORE, reduction="none")
+        unc = mc_uncertain_ce(mu.detach(), sigma2, target, cfg.mc_samples, generator)
+    else:
+        y = torch.where(valid, target, torch.zeros_like(target)).float()
+        plain = F.binary_cross_entropy_with_logits(mu[:, 0], y, reduction="none")
+        unc = uncertain_bce(mu[:, 0].detach(), sigma2[:, 0], y)
+    loss = plain + torch.where(in_box, unc, torch.zeros_like(unc))
+    return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
 def experiment_arrays(arrays: dict, method: str) -> dict:
@@ -466,7 +489,8 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
 def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
                      seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
                      lr: float = 2e-3, batch_size: int = 16, watch=None,
-                     device="cpu", pp_per_batch: int | None = None, progress: bool = True):
+                     device="cpu", pp_per_batch: int | None = None, eval_every: int = 1,
+                     progress: bool = True):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
     (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
     the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch,
@@ -477,7 +501,10 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     labels and sigma^2 of those images (the labels evolving, for figures; also in a worker).
     The data stay on the CPU; each batch is moved to ``device``, where the network trains.
     ``pp_per_batch`` (methods on the mixed set only): every batch holds that many pixel-perfect
-    images (cycled) and box-labelled ones for the rest, instead of a plain shuffle."""
+    images (cycled) and box-labelled ones for the rest, instead of a plain shuffle.
+    ``eval_every``: validate after every that many epochs and after the last (``history['epoch']``
+    lists them, 1-based); ``eval_every=epochs`` validates once, at the end (a table's row needs no
+    curve)."""
     from .data import images_to_tensor
     from .metrics import ConfusionMeter
     from .train import seed_everything
@@ -499,7 +526,7 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # quiet final epochs
     multiclass = num_logits > 1
     n_cls = num_logits if multiclass else 2
-    history = {"miou": [], "iou": []} if watch is None else {"miou": [], "iou": [], "watch": []}
+    history = {"epoch": [], "miou": [], "iou": []} | ({} if watch is None else {"watch": []})
     xw = None if watch is None else images_to_tensor(watch)
     balanced = bool(pp_per_batch) and method in ("boxes_bce", "ignore_box", "ours")
     if balanced:
@@ -525,10 +552,12 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
             loss.backward()
             opt.step()
             sched.step()
-        pred, _, _ = predict_labels(net, xv)
-        meter = ConfusionMeter(n_cls).update(mv, pred)
-        history["miou"].append(float(meter.iou[1]) if not multiclass else meter.miou)
-        history["iou"].append([float(v) for v in meter.iou])
+        if (epoch + 1) % max(eval_every, 1) == 0 or epoch == epochs - 1:
+            pred, _, _ = predict_labels(net, xv)
+            meter = ConfusionMeter(n_cls).update(mv, pred)
+            history["epoch"].append(epoch + 1)
+            history["miou"].append(float(meter.iou[1]) if not multiclass else meter.miou)
+            history["iou"].append([float(v) for v in meter.iou])
         if xw is not None:
             labels, s2, _ = predict_labels(net, xw)
             history["watch"].append((labels.numpy().astype(np.uint8), s2.numpy()))

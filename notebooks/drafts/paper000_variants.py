@@ -56,6 +56,8 @@ for m in a.methods.split(","):
     print(f"{m:11s} {'IoU' if num_logits == 1 else 'mIoU'} {final.mean():.3f} ± {final.std():.3f} "
           f"{np.round(final, 3).tolist()} ({(time.time() - t) / a.seeds:.1f} s/run)  "
           f"seed-0 curve {np.round(hist[0]['miou'], 2).tolist()}", flush=True)
+    if num_logits > 1:
+        print(f"    per-class IoU by seed {np.round([h['iou'][-1] for h in hist], 3).tolist()}", flush=True)
     for s, h in enumerate(hist):
         if "watch" in h:
             auroc = [lu.uncertainty_auroc(s2[:, 0], bg_in, obj_in) for _, s2 in h["watch"]]
