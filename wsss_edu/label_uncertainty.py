@@ -409,7 +409,8 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
     * 'ignore_box': box interiors ignored (a natural baseline the poster does not list);
     * 'ours': during ``cfg.warmup_epochs`` the uncertain loss without bootstrapping inside boxes
       (with ``uncertainty_trains_mu=False``: mu ignores box interiors while sigma^2 learns from
-      eq. 2 / eq. 6); then the uncertain + bootstrapped loss inside boxes (binary:
+      eq. 2 / eq. 6; with ``cfg.warmup_on_boxes``: mu learns the boxes, as the 'boxes_bce'
+      row); then the uncertain + bootstrapped loss inside boxes (binary:
       :func:`combined_loss`; multi-class: :func:`multiclass_loss`), plain BCE / CE elsewhere.
     """
     check_choice("method", method, METHODS)
@@ -418,7 +419,7 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
     y = torch.where(valid, target, torch.zeros_like(target)).float()  # binary target, 0 at ignore
     warm = method == "ours" and epoch < cfg.warmup_epochs
     if warm and cfg.warmup_on_boxes:
-        return _box_warmup_loss(mu, sigma2, target, in_box, valid, multiclass, cfg, generator)
+        return _box_warmup_loss(mu, sigma2, target, y, in_box, valid, multiclass, cfg, generator)
     if warm and not multiclass:
         # eq. (2) alone inside boxes: it trains sigma^2, and mu only if cfg.uncertainty_trains_mu
         # (otherwise box interiors carry no gradient to mu: it learns from the certain pixels)
@@ -443,15 +444,14 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
                          cfg.detach_weight, True, cfg.uncertainty_trains_mu)
 
 
-def _box_warmup_loss(mu, sigma2, target, in_box, valid, multiclass, cfg, generator):
+def _box_warmup_loss(mu, sigma2, target, y, in_box, valid, multiclass, cfg, generator):
     """The warm-up of ``cfg.warmup_on_boxes``: plain BCE / CE of mu on the targets (boxes on
     box-labelled images), plus the uncertain loss (eq. 2 / eq. 6) of a detached mu inside boxes,
-    which trains sigma^2 only."""
+    which trains sigma^2 only. ``y``: the binary target (0 where ignored)."""
     if multiclass:
         plain = F.cross_entropy(mu, target, ignore_index=IGNORE, reduction="none")
         unc = mc_uncertain_ce(mu.detach(), sigma2, target, cfg.mc_samples, generator)
     else:
-        y = torch.where(valid, target, torch.zeros_like(target)).float()
         plain = F.binary_cross_entropy_with_logits(mu[:, 0], y, reduction="none")
         unc = uncertain_bce(mu[:, 0].detach(), sigma2[:, 0], y)
     loss = plain + torch.where(in_box, unc, torch.zeros_like(unc))
