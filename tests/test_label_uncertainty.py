@@ -163,6 +163,25 @@ def test_mixed_supervision_arrays():
             assert (a["target"][i][a["mask"][i] == 1] == 1).all()  # boxes cover the object
 
 
+def test_load_mixed_set_maps_classes_in_order_and_takes_the_posters_fraction(tmp_path):
+    from wsss_edu.errors import ParameterError
+    from wsss_edu.toy import CLASSES, ToyDataset
+
+    a = lu.load_mixed_set("toy", ["car", "person"], 3, n=10, size=32, seed=1)
+    assert a["image"].shape == (10, 32, 32, 3) and a["pixel_perfect"].sum() == 3
+    ds = ToyDataset("train", n=10, seed=1, size=32, class_probs=lu.TOY_CLASS_PROBS[("car", "person")])
+    ref = lu.mixed_supervision_arrays(ds, 3, {CLASSES.index("car"): 1, CLASSES.index("person"): 2}, seed=1)
+    for k in ("image", "target", "mask", "in_box", "pixel_perfect"):
+        assert np.array_equal(a[k], ref[k]), k
+    # None: 500 PP of Cityscapes' 2,780 images (18 %), of the images actually used
+    assert lu.load_mixed_set("toy", ["car"], None, n=10, size=32)["pixel_perfect"].sum() == round(10 * 500 / 2780)
+    assert lu.load_mixed_set("toy", ["car"], 1, "val", n=4, size=32, box_noise=0.2)["image"].shape[0] == 4
+    with pytest.raises(ParameterError, match="'car'"):
+        lu.load_mixed_set("toy", ["dog"], 1, n=2, size=32)
+    with pytest.raises(ValueError, match="box_noise"):
+        lu.load_mixed_set("cityscapes", ["car"], 1, data_root=tmp_path, box_noise=0.1)
+
+
 def test_aleatoric_unet_shapes_and_positive_variance():
     net = lu.AleatoricUNet(3, width=4, depth=2)
     mu, s2 = net(torch.randn(2, 3, 20, 24))

@@ -31,9 +31,12 @@ def test_notebook_00_full_profile_on_voc_layout(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["cityscapes", "camvid"])
-def test_notebook_02_full_profile_on_fabricated_folders(tmp_path, dataset):
-    """Notebook 02's real-dataset path (car; car + person/pedestrian; images resized to
-    IMAGE_SIZE x 2 IMAGE_SIZE) on a tiny fabricated folder: one epoch, one seed, width 4."""
+@pytest.mark.parametrize("notebook, keys", [
+    ("02_bootstrapping_on_boxes", ("iou_all_pp", "iou_pp_only", "iou_boxes_bce", "iou_ignore_box", "iou_ours")),
+    ("02b_bootstrapping_multiclass", ("miou_mc_full", "miou_mc_pp_only", "miou_mc_ours"))])
+def test_notebooks_02_full_profile_on_fabricated_folders(tmp_path, dataset, notebook, keys):
+    """Notebooks 02 and 02b on the real-dataset path (car; car + person/pedestrian; images resized
+    to IMAGE_SIZE x 2 IMAGE_SIZE) on a tiny fabricated folder: two epochs, one seed, width 4."""
     import papermill as pm
 
     try:
@@ -42,15 +45,15 @@ def test_notebook_02_full_profile_on_fabricated_folders(tmp_path, dataset):
         import fixtures_datasets as fx
     root = fx.make_cityscapes(tmp_path) if dataset == "cityscapes" else fx.make_camvid(tmp_path)
     out = tmp_path / "out"
+    small = dict(DATASET=dataset, DATA_ROOT=str(root), OUTPUT_DIR=str(out), PROFILE="full", DEVICE="cpu",
+                 SEEDS=1, IMAGE_SIZE=16, N_TRAIN=3, N_PP=1 if dataset == "cityscapes" else None,  # None: 18 %
+                 N_VAL=1, EPOCHS=2, WARMUP=1, WIDTH=4)
+    if notebook.startswith("02_"):
+        small["PP_SWEEP"] = [2]
     pm.execute_notebook(
-        str(REPO / "notebooks" / "02_bootstrapping_on_boxes.ipynb"), str(tmp_path / "02.ipynb"),
-        parameters=dict(DATASET=dataset, DATA_ROOT=str(root), OUTPUT_DIR=str(out), PROFILE="full",
-                        DEVICE="cpu", SEEDS=1, IMAGE_SIZE=16, N_TRAIN=3, PP_SWEEP=[2],
-                        N_PP=1 if dataset == "cityscapes" else None,  # None: the poster's 18 %
-                        N_VAL=1, EPOCHS=2, WARMUP=1, WIDTH=4),
-        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
+        str(REPO / "notebooks" / f"{notebook}.ipynb"), str(tmp_path / f"{notebook}.ipynb"),
+        parameters=small, kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
         execution_timeout=600)
-    metrics = json.loads((out / "metrics" / "02_bootstrapping_on_boxes.json").read_text())
-    for key in ("iou_all_pp", "iou_pp_only", "iou_boxes_bce", "iou_ignore_box", "iou_ours",
-                "miou_mc_full", "miou_mc_pp_only", "miou_mc_ours"):
+    metrics = json.loads((out / "metrics" / f"{notebook}.json").read_text())
+    for key in keys:
         assert 0.0 <= metrics[key] <= 1.0, key

@@ -50,10 +50,12 @@ def test_runner_executes_in_order_and_writes_results(tmp_path):
     rec = ("from wsss_edu.results import record_metrics\n"
            "record_metrics(OUTPUT_DIR, '{name}', {{'{key}': VALUE * {k}}})")
     make_notebook(nbdir / "00_a.ipynb", rec.format(name="00_a", key="a_value", k=1))
+    make_notebook(nbdir / "01b_c.ipynb", rec.format(name="01b_c", key="c_value", k=3))
     make_notebook(nbdir / "01_b.ipynb", rec.format(name="01_b", key="b_value", k=2))
     out = tmp_path / "runs"
     times = runner.run_notebooks(out, params={"VALUE": 3}, notebooks_dir=nbdir, log=lambda *_: None)
-    assert list(times) == ["00_a", "01_b"]
+    assert list(times) == ["00_a", "01_b", "01b_c"]  # a lettered notebook follows its number
+    assert [p.name for p in runner.notebook_paths(nbdir, only=["01"])] == ["01_b.ipynb", "01b_c.ipynb"]
     assert (out / "00_a.ipynb").exists() and (out / "01_b.ipynb").exists()
     assert json.loads((out / "metrics" / "01_b.json").read_text()) == {"b_value": 6}
     table = (out / "results.md").read_text()
@@ -68,7 +70,7 @@ def test_runner_executes_in_order_and_writes_results(tmp_path):
 
 
 def test_course_notebooks_follow_conventions():
-    nbs = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    nbs = sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     assert nbs, "no notebooks found"
     problems = [p for nb in nbs for p in convention_problems(nb)]
     assert not problems, problems

@@ -307,6 +307,45 @@ def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indic
             "in_box": np.stack(in_box), "pixel_perfect": pp}
 
 
+REAL_CLASS_NAMES = {"cityscapes": {"car": "car", "person": "person"},
+                    "camvid": {"car": "car", "person": "pedestrian"}}
+"""The poster's classes ('car', 'person') under their names in each real dataset."""
+
+TOY_CLASS_PROBS = {("car",): {"car": 0.85}, ("car", "person"): {"car": 0.85, "person": 0.6}}
+"""How often each class appears in the toy scenes of Table 1 (car) and Table 2 (car + person)."""
+
+
+def load_mixed_set(dataset: str, classes, n_pixel_perfect: int | None, split: str = "train",
+                   n: int = 200, size: int = 48, data_root="", seed: int = 0, **toy_knobs) -> dict:
+    """The mixed set of Table 1 (``classes=['car']``) or Table 2 (``['car', 'person']``) from the
+    toy world or a real dataset: :func:`mixed_supervision_arrays` on the first ``n`` images of
+    ``split``, with output ids 1, 2, ... in the order of ``classes`` (0 = background).
+    ``size``: the toy world's side, or the height real images are resized to (width 2x, as
+    Cityscapes and CamVid are wide). ``n_pixel_perfect=None``: the poster's fraction, 500 PP
+    images of Cityscapes' 2,780 (18 %). ``toy_knobs``: other toy-world settings (e.g.
+    ``box_noise=0.1``; see :class:`wsss_edu.toy.ToyWorldConfig`)."""
+    from .datasets import get_dataset
+
+    classes = tuple(classes)
+    if dataset == "toy":
+        check_choice("classes", classes, tuple(TOY_CLASS_PROBS))
+        ds = get_dataset("toy", split=split, n=n, seed=seed, size=size,
+                         class_probs=TOY_CLASS_PROBS[classes], **toy_knobs)
+        ids, resize = [ds.classes.index(c) for c in classes], None
+    else:
+        check_choice("dataset", dataset, ("toy",) + tuple(REAL_CLASS_NAMES))
+        if toy_knobs:
+            raise ValueError(f"{sorted(toy_knobs)} are toy-world settings; dataset={dataset!r} takes none")
+        names = [REAL_CLASS_NAMES[dataset][c] for c in classes]
+        ds = get_dataset(dataset, data_root, split=split, classes=tuple(names))
+        ids, resize = [ds.classes.index(c) for c in names], (size, 2 * size)
+    n = min(n, len(ds))
+    if n_pixel_perfect is None:
+        n_pixel_perfect = max(1, round(n * 500 / 2780))
+    return mixed_supervision_arrays(ds, n_pixel_perfect, {c: k + 1 for k, c in enumerate(ids)},
+                                    range(n), seed=seed, size=resize)
+
+
 # ------------------------------------------------------------------------------------------------
 # Teaching figures and references (notebook 01)
 # ------------------------------------------------------------------------------------------------
@@ -369,6 +408,17 @@ def plot_logit_distribution(mu: float = -1.0, sigma2: float = 2.0, tau: float = 
 # ------------------------------------------------------------------------------------------------
 
 METHODS = ("all_pp", "pp_only", "boxes_bce", "ignore_box", "ours")
+METHOD_COLORS = {"all_pp": "gray", "pp_only": "tab:blue", "boxes_bce": "tab:red",
+                 "ignore_box": "tab:orange", "ours": "tab:green"}
+"""One colour per row of the tables, the same in every figure of notebooks 02 and 02b."""
+
+
+def method_names(n_train: int, n_pp: int) -> dict:
+    """Readable names of the rows of Table 1/2 for ``n_train`` training images of which ``n_pp``
+    are pixel-perfect."""
+    return {"all_pp": f"all PP ({n_train})", "pp_only": f"PP only ({n_pp})",
+            "boxes_bce": f"{n_pp} PP + boxes, BCE", "ignore_box": f"{n_pp} PP + boxes, ignore interiors",
+            "ours": f"{n_pp} PP + boxes, ours"}
 
 
 @dataclass

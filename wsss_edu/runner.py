@@ -18,15 +18,16 @@ from .results import duplicate_metric_names, load_all_metrics, results_table
 
 
 def notebook_paths(folder=None, only=None) -> list[Path]:
-    """The course notebooks ``NN_*.ipynb`` in order; ``only`` keeps those whose name starts with
-    one of the given prefixes (e.g. ['00', '03'])."""
+    """The course notebooks ``NN_*.ipynb`` and ``NNx_*.ipynb`` in order (02b follows 02); ``only``
+    keeps those whose name starts with one of the given prefixes (e.g. ['00', '02'] runs 00, 02
+    and 02b)."""
     folder = Path(folder) if folder else repo_root() / "notebooks"
-    paths = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
         if not paths:
             raise ParameterError(f"no notebook matches {only}; available: "
-                                 f"{[p.name for p in sorted(folder.glob('[0-9][0-9]_*.ipynb'))]}")
+                                 f"{[p.name for p in sorted(folder.glob('[0-9][0-9]*_*.ipynb'))]}")
     return paths
 
 

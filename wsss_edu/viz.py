@@ -142,3 +142,23 @@ def sliders(fn, **ranges):
     from ipywidgets import interact_manual
 
     return interact_manual(fn, **ranges)
+
+
+def bar_table(results: dict, xlabel: str, names: dict | None = None, colors: dict | None = None,
+              xlim=(0, 1)):
+    """A result table and its figure: one horizontal bar per row (mean, with the standard
+    deviation as error bar) and the same numbers as a markdown table with every seed's value.
+    ``results``: {row: array of per-seed scores}; ``names``/``colors``: {row: label / colour}."""
+    import matplotlib.pyplot as plt
+
+    names, colors = names or {}, colors or {}
+    labels = [names.get(k, k) for k in results]
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(results)))
+    ax.barh(labels, [np.mean(v) for v in results.values()], xerr=[np.std(v) for v in results.values()],
+            color=[colors.get(k, f"C{i}") for i, k in enumerate(results)])  # default colour cycle
+    ax.set_xlim(*xlim); ax.set_xlabel(xlabel); ax.invert_yaxis()
+    plt.show(); plt.close(fig)
+    print("| training data | score (mean ± std) | per seed |\n| --- | --- | --- |")
+    for label, v in zip(labels, results.values()):
+        v = np.asarray(v, float)
+        print(f"| {label} | {v.mean():.3f} ± {v.std():.3f} | {np.round(v, 3).tolist()} |")

@@ -28,6 +28,7 @@ ap.add_argument("--seeds", type=int, default=3)
 ap.add_argument("--lr", type=float, default=2e-3)
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--width", type=int, default=8)
+ap.add_argument("--border", type=int, default=1, help="toy ignore band at object edges (px)")
 ap.add_argument("--classes", default="car")
 ap.add_argument("--methods", default=",".join(lu.METHODS))
 ap.add_argument("--cfg", default="{}", help="BootstrapConfig fields as JSON")
@@ -37,8 +38,8 @@ a = ap.parse_args()
 torch.set_num_threads(2)
 classes = a.classes.split(",")
 cmap = {CLASSES.index(c): k + 1 for k, c in enumerate(classes)}
-probs = {"car": 0.85, "person": 0.6} if "person" in classes else {"car": 0.85}
-knobs = dict(size=a.size, class_probs=probs)
+probs = lu.TOY_CLASS_PROBS[tuple(classes)]  # as notebooks 02 and 02b
+knobs = dict(size=a.size, class_probs=probs, border=a.border)
 train = lu.mixed_supervision_arrays(ToyDataset("train", n=a.n, seed=0, **knobs), a.pp, cmap)
 val = lu.mixed_supervision_arrays(ToyDataset("val", n=a.val, seed=0, **knobs), a.val, cmap)
 cfg = lu.BootstrapConfig(**json.loads(a.cfg))

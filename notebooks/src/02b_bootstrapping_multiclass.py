@@ -1,0 +1,257 @@
+# %% [markdown]
+# # 02b · Bootstrapping with several classes: background, car and person
+#
+# Notebook 02 reproduced the poster's Table 1 (binary *car*). Its **Table 2** asks the same question
+# with three classes, background / car / person (Cityscapes in the poster): does a network trained on
+# a few pixel-perfect (PP) masks plus many boxes, with aleatoric logits and bootstrapping, beat the
+# same network trained on the few masks alone? Poster, mIoU:
+#
+# | training data | mIoU | car | person |
+# | --- | --- | --- | --- |
+# | CE, all PP | 79.80 | | |
+# | CE, few PP | 73.36 | 79.94 | 42.58 |
+# | ours, few PP + boxes | 77.75 | 82.05 | 53.2 |
+#
+# What changes with several classes (notebook 01 §4 built the pieces):
+#
+# * the logit is a vector, $l \sim \mathcal{N}(\mu, \mathrm{diag}\,\sigma^2)$, and $E[\mathrm{softmax}(l)]$
+#   (eq. 5) has no closed form: it is estimated with $T$ samples (`mc_samples`), and the loss
+#   $-\log E[\hat p]_y$ (eq. 6) is computed as a log-mean-exp;
+# * bootstrapping is a rule instead of a weight (eq. 7): inside a box the target becomes
+#   $\arg\max_c \mu_c$ wherever $\max_c \sigma^2_c > \tau$;
+# * boxes of different classes overlap (persons stand in front of cars): the smaller box wins;
+# * and, as §4 shows, the thin person needs a different warm-up from the binary car.
+#
+# The choices were made by comparing variants on the toy world's *validation* split (§4); every
+# number reported here is measured on its held-out *test* split.
+
+# %% tags=["parameters"]
+DATASET = "toy"        # toy | cityscapes | camvid (car + person/pedestrian)
+DATA_ROOT = ""
+OUTPUT_DIR = ""
+PROFILE = "quick"
+DEVICE = "auto"        # the experiments run on the CPU at quick, on DEVICE at full
+SEED = 0
+SEEDS = 3              # seeds per row of the table (mean ± spread)
+WORKERS = 1            # processes for the runs (2 cores: 1 is as fast; more cores: more workers)
+# Size knobs: None = the profile's default (quick | full).
+IMAGE_SIZE = None      # (48 | 256): toy side, or the height real images are resized to (width 2x)
+N_TRAIN = None         # training images, PP + BB (200 | 2780, as Cityscapes' train split)
+N_PP = None            # pixel-perfect images among them (20 | the poster's 500 of 2780: 18 %)
+N_VAL = None           # evaluation images: the toy world's test split | the dataset's val (150 | 500)
+EPOCHS = None          # (16 | 60)
+WARMUP = None          # epochs of warm-up, on the box labels (12 | 45)
+TAU = 0.5              # eq. (7)'s threshold on max_c sigma^2_c
+WIDTH = None           # U-Net width (16 | 32): at 8 the thin person is never learned, even from all masks
+
+# %%
+import numpy as np
+import matplotlib.pyplot as plt
+import torch
+from wsss_edu import params, viz
+from wsss_edu import label_uncertainty as lu
+
+S = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
+                                        N_VAL=(150, 500), EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(16, 32)),
+                          IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, N_VAL=N_VAL, EPOCHS=EPOCHS,
+                          WARMUP=WARMUP, WIDTH=WIDTH)
+IMAGE_SIZE, N_TRAIN, N_PP, N_VAL, EPOCHS, WARMUP, WIDTH = P.values()
+CFG_MC = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=True)
+print(P, CFG_MC)
+
+# %% [markdown]
+# ## 1 · The data: overlapping boxes
+#
+# The same mixed set as notebook 02 (`lu.load_mixed_set`), with two object classes: the target of a
+# box-labelled image is its rasterised boxes, car = 1 and person = 2, the smaller box on top. The
+# person is thin: its box is mostly background.
+
+# %%
+EVAL_SPLIT = "test" if DATASET == "toy" else "val"   # toy: not the split the variants were compared on
+CLASSES = ["car", "person"]
+multi = lu.load_mixed_set(DATASET, CLASSES, N_PP, "train", N_TRAIN, IMAGE_SIZE, DATA_ROOT, SEED)
+multi_val = lu.load_mixed_set(DATASET, CLASSES, N_VAL, EVAL_SPLIT, N_VAL, IMAGE_SIZE, DATA_ROOT, SEED)
+N_TRAIN, N_PP = len(multi["image"]), int(multi["pixel_perfect"].sum())
+bb = ~multi["pixel_perfect"]
+for c, name in enumerate(CLASSES, 1):
+    in_c = bb[:, None, None] & (multi["target"] == c) & (multi["mask"] != 255)
+    print(f"{name} boxes: the box label is right on {(multi['mask'][in_c] == c).mean():.0%} of their labelled pixels")
+print(f"{N_PP} PP + {bb.sum()} BB training images, {len(multi_val['image'])} {EVAL_SPLIT} images; "
+      f"person pixels: {(multi['mask'] == 2).mean():.1%} of all")
+
+# %%
+show = np.flatnonzero(bb & (multi["target"] == 2).any((1, 2)))[:6]
+show = show if len(show) else np.flatnonzero(bb)[:6]   # (a tiny dataset may have no person box)
+viz.show_grid([list(multi["image"][show]), list(multi["mask"][show]), list(multi["target"][show])],
+              row_titles=["image", "true mask", "box target"])
+plt.show(); plt.close()
+
+# %% [markdown]
+# ## 2 · Eq. (7) on four pixels
+#
+# Inside a box, a pixel keeps its box label unless the network is uncertain about it
+# ($\max_c \sigma^2_c > \tau$); then its target is the network's belief $\arg\max_c \mu_c$. Outside
+# boxes, and on ignored pixels (255), nothing changes. Four pixels of a person box (label 2):
+
+# %%
+mu4 = torch.tensor([[2.0, 0.1, 0.5], [2.0, 0.1, 0.5], [0.0, 0.2, 1.5], [2.0, 0.1, 0.5]]).T[None, :, :, None]
+s2_4 = torch.tensor([[0.1, 0.1, 0.1], [0.2, 0.9, 0.3], [0.9, 0.9, 0.9], [0.9, 0.9, 0.9]]).T[None, :, :, None]
+y4 = torch.tensor([2, 2, 2, 255])[None, :, None]
+print("box label           ", y4.flatten().tolist())
+print("argmax mu           ", mu4.argmax(1).flatten().tolist())
+print("max sigma^2 > tau   ", (s2_4.amax(1) > TAU).flatten().tolist())
+print("eq. (7) target      ", lu.bootstrapped_targets(mu4, s2_4, y4, TAU).flatten().tolist())
+
+# %% [markdown]
+# ## 3 · Table 2 on the toy world
+#
+# One U-Net with the two heads (μ, σ² per class), the same for every row: CE on all masks, CE on the
+# few masks alone, and ours on the few masks + boxes. Ours trains in two phases
+# (`lu.method_loss`):
+#
+# * **warm-up** (`WARMUP` epochs, `warmup_on_boxes=True`): μ learns the box labels with plain CE,
+#   as the "boxes" row would, while σ² learns from eq. (6) on a detached μ: it grows where μ
+#   cannot fit the box label;
+# * **bootstrapping**: inside boxes σ² keeps learning from eq. (6), and μ is trained with plain CE
+#   towards eq. (7)'s target, so it may leave the box wherever σ² exceeds τ; elsewhere plain CE.
+#
+# Every row validates once, at the end (`eval_every=EPOCHS`). For the first "ours" run we watch 40
+# box-labelled training images: their predicted labels after every epoch (§5).
+
+# %%
+watch_idx = np.flatnonzero(bb)[:40]
+rows2 = ("all_pp", "pp_only", "ours")
+jobs = [dict(arrays=multi, val=multi_val, method=m, num_logits=3, epochs=EPOCHS, seed=SEED + k, cfg=CFG_MC,
+             width=WIDTH, eval_every=EPOCHS, device="cpu" if S.quick else str(S.device))
+        for m in rows2 for k in range(SEEDS)]
+jobs[rows2.index("ours") * SEEDS]["watch"] = multi["image"][watch_idx]
+runs2 = lu.run_experiments(jobs, WORKERS, "Table 2")
+table2 = {m: np.array([h["miou"][-1] for h in runs2[i * SEEDS:(i + 1) * SEEDS]]) for i, m in enumerate(rows2)}
+NAMES = lu.method_names(N_TRAIN, N_PP)
+viz.bar_table(table2, f"mIoU (background, car, person; {EVAL_SPLIT}), mean ± std over {SEEDS} seeds",
+              NAMES, lu.METHOD_COLORS)
+
+# %% [markdown]
+# The mean hides what happens per class. The IoU of background, car and person for every run:
+
+# %%
+per_class = {m: np.array([h["iou"][-1] for h in runs2[i * SEEDS:(i + 1) * SEEDS]]) for i, m in enumerate(rows2)}
+fig, ax = plt.subplots(1, 3, figsize=(10, 2.4), sharey=True)
+for c, name in enumerate(("background", "car", "person")):
+    for i, m in enumerate(rows2):
+        ax[c].scatter(np.full(SEEDS, i), per_class[m][:, c], color=lu.METHOD_COLORS[m])
+    ax[c].set_xticks(range(len(rows2)), [m.replace("_", " ") for m in rows2]); ax[c].set_title(name)
+ax[0].set_ylabel(f"IoU ({EVAL_SPLIT})"); ax[0].set_ylim(0, 1)
+plt.show(); plt.close()
+for m in rows2:
+    print(m, np.round(per_class[m], 3).tolist())
+
+# %% [markdown]
+# ## 4 · Why the warm-up is on the boxes here
+#
+# In notebook 02, μ *ignored* box interiors during the warm-up and learned the car from the few masks
+# and from the background around the boxes. The person is thin (under 2 % of the pixels at 48 px)
+# and rarer: with box interiors ignored, the box-labelled images teach only background, and the
+# person is never learned. So here μ learns the box labels first, and eq. (7) then trims them. The
+# variants tried, on the toy world's **validation** split (48 px, 200 training images with 20 PP,
+# width 16, 16 epochs, 3 seeds), with
+# `notebooks/drafts/paper000_variants.py --classes car,person --width 16 --methods ours --cfg '{...}'`;
+# the last row is the one used above (its numbers above are on the test split):
+#
+# | variant (3 seeds, val split) | mIoU | person IoU per seed |
+# | --- | --- | --- |
+# | (baseline) CE on the 20 PP images alone | 0.762 ± 0.008 | 0.44, 0.43, 0.45 |
+# | (baseline) CE on 20 PP + boxes | 0.752 ± 0.008 | 0.55, 0.60, 0.56 |
+# | literal: eq. 5-6 train μ too, no warm-up, τ = 1 | 0.697 ± 0.098 | 0.59, **0.00**, 0.59 |
+# | literal, 8 warm-up epochs of eq. 6 without eq. 7, τ = 1 | 0.719 ± 0.073 | 0.61, 0.13, 0.62 |
+# | literal, 8 warm-up epochs on the boxes, τ = 1 | 0.736 ± 0.047 | 0.61, 0.30, 0.62 |
+# | σ² only, 8 warm-up epochs on the boxes, τ = 1 | 0.728 ± 0.056 | 0.61, 0.22, 0.62 |
+# | σ² only, 12 warm-up epochs ignoring box interiors, τ = 0.5 (notebook 02's recipe) | 0.53 ± 0.04 | person lost |
+# | the same with 4 PP images in every batch (`--pp-per-batch 4`) | 0.57 ± 0.05 | person lost |
+# | **σ² only, 12 warm-up epochs on the boxes, τ = 0.5 (used above)** | **0.794 ± 0.010** | 0.67, 0.58, 0.67 |
+#
+# Two lessons. Bootstrapping follows the network's belief, so it can only be as good as the belief
+# it starts from: after a short warm-up, eq. (7) switches the person pixels of a box to the
+# background the network still believes in, and the person disappears for good (the 0.00 seed).
+# And the warm-up that suits one class does not suit another: a box warm-up gives the binary
+# table a box-shaped car that bootstrapping keeps (car IoU 0.686 ± 0.028 on val at 48 px, no
+# better than boxes + BCE), while ignoring boxes loses the thin person. Per class, the gain over
+# the few masks is on the person, the class the masks teach worst, as in the poster (person 42.58
+# → 53.2, car 79.94 → 82.05); here the car loses some IoU to the boxes (the per-class plot above).
+
+# %% [markdown]
+# ## 5 · What bootstrapping does to the boxes
+#
+# Three of the watched box-labelled training images: the box target, and the labels "ours" predicts
+# at the end of the warm-up (μ has learned the boxes) and at the end of training (eq. 7 has let it
+# leave them where σ² exceeded τ). Colours: background black, car red, person green, ignored
+# (object edges) light. Below, for each box class over all 40 watched images: the share of the
+# box's pixels predicted as that class, against the share that truly is. If bootstrapping trims
+# the boxes, the first share falls from the warm-up towards the second.
+
+# %%
+end_warm = min(max(WARMUP, 1), EPOCHS) - 1
+watched = runs2[rows2.index("ours") * SEEDS]["watch"]
+panels = [[multi["image"][i], multi["target"][i], watched[end_warm][0][k], watched[-1][0][k], multi["mask"][i]]
+          for k, i in enumerate(watch_idx[:3])]
+viz.show_grid(panels, titles=["input", "box target", f"output, ep. {end_warm + 1}", f"output, ep. {EPOCHS}",
+                              "true mask"], size=1.6)
+plt.show(); plt.close()
+t_w, m_w, in_w = multi["target"][watch_idx], multi["mask"][watch_idx], multi["in_box"][watch_idx]
+for c, name in enumerate(CLASSES, 1):
+    box = in_w & (t_w == c) & (m_w != 255)   # labelled pixels of this class's boxes
+    warm, end = ((watched[e][0][box] == c).mean() for e in (end_warm, EPOCHS - 1))
+    print(f"{name} boxes: predicted {name} on {warm:.0%} of their pixels at the end of the warm-up, "
+          f"{end:.0%} at the end; truly {name}: {(m_w[box] == c).mean():.0%}")
+
+# %% [markdown]
+# At the defaults the two classes part ways. Eq. (7) trims the person boxes towards the truth
+# (person on 77 % of their pixels after the warm-up, 73 % at the end, truly 70 %), but it lets the
+# car fill *more* of its box (89 % → 92 %, truly 73 %): where the network believes the box, σ²
+# above τ hands the pixel to that belief. That is where the car loses IoU against the few masks
+# alone (per-class plot in §3). Table 2's gain is the person: learned from the boxes during the
+# warm-up, kept, and slightly trimmed.
+
+# %% [markdown]
+# ## 6 · Headline numbers and the poster's trend
+
+# %%
+keys = {"miou_mc_full": table2["all_pp"], "miou_mc_pp_only": table2["pp_only"], "miou_mc_ours": table2["ours"]}
+S.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
+         | {f"iou_mc_{m}_{c}": float(per_class[m][:, j].mean()) for m in rows2
+            for j, c in enumerate(("background", "car", "person"))})
+print({k: round(float(v.mean()), 3) for k, v in keys.items()})
+
+# %% [markdown]
+# What the poster claims, checked on the means over seeds (toy world, quick profile; the full
+# profile and real datasets only report): "ours" beats the few masks alone.
+
+# %%
+trend = {"ours > PP only": table2["ours"].mean() > table2["pp_only"].mean()}
+print(trend)
+if DATASET == "toy" and S.quick:
+    assert trend["ours > PP only"], keys   # poster: 77.75 vs 73.36
+
+# %% [markdown]
+# ## Summary
+#
+# * With several classes, eq. (5-6) replace the closed form of the binary case by a Monte-Carlo
+#   estimate, and eq. (7) replaces the soft weight by a rule: inside a box, an uncertain pixel
+#   takes the network's belief as its target.
+# * Table 2's trend reproduces — the boxes lift the mIoU over the few masks alone, and the gain is
+#   on the person, the class the masks teach worst — but only with a warm-up on the box labels.
+# * Bootstrapping is only as good as the belief it starts from: the warm-up must give every class
+#   a foothold before eq. (7) may contradict a box; the warm-up that suits one class (ignore box
+#   interiors, for the car of notebook 02) loses another (the thin person).
+#
+# ## Exercises
+#
+# 1. Run Table 2 with `warmup_on_boxes=False` (notebook 02's warm-up) and with `WARMUP=4`. Which
+#    class fails, and in which phase of training? Plot the person IoU per epoch (`eval_every=1`).
+# 2. Sweep `TAU` over {0.3, 0.5, 1, 2}. How many box pixels does eq. (7) switch at the end of
+#    training (use §5's watched images), and how does the person IoU follow?
+# 3. Change the number of Monte-Carlo samples `mc_samples` (`lu.BootstrapConfig(mc_samples=...)`)
+#    from 16 to 2 and to 64. Does the table change? What does notebook 01 §4 say about the error
+#    of the estimate at each T?
+# 4. Train with `WIDTH=8`. Which rows lose the person, and does it come back with more epochs?

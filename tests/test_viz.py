@@ -1,0 +1,22 @@
+"""The shared figures: what they draw and print."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from wsss_edu import viz  # noqa: E402
+
+
+def test_bar_table_draws_one_bar_per_row_and_prints_mean_std_and_seeds(capsys, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plt, "show", lambda: drawn.append(plt.gcf()))
+    viz.bar_table({"a": np.array([0.5, 0.7]), "b": [0.2, 0.2, 0.2]}, "IoU", names={"a": "row A"},
+                  colors={"a": "red"})
+    ax = drawn[0].axes[0]
+    bars = [p for p in ax.patches]
+    assert [round(b.get_width(), 6) for b in bars] == [0.6, 0.2]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["row A", "b"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| row A | 0.600 ± 0.100 | [0.5, 0.7] |"
+    assert out[3] == "| b | 0.200 ± 0.000 | [0.2, 0.2, 0.2] |"
