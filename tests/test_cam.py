@@ -86,3 +86,42 @@ def test_resnet50_cam_classifier_output_stride_16():
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 96)).shape == (1, 5)
         assert net.cam(torch.randn(1, 3, 64, 96)).shape == (1, 5, 4, 6)
+
+
+def test_vgg16_backbone_stride_16_four_extra_convs_and_two_learning_rates():
+    m = C.CAMClassifier(3, "vgg16").eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert m.stride == 16 and m.cam(x).shape == (1, 3, 4, 4) and m(x).shape == (1, 3)
+    assert sum(isinstance(l, torch.nn.Conv2d) for l in m.backbone.new) == 4
+    old, new = m.param_groups(1e-4, 1e-3)
+    assert (old["lr"], new["lr"]) == (1e-4, 1e-3)
+    ids_old, ids_new = {id(p) for p in old["params"]}, {id(p) for p in new["params"]}
+    assert not ids_old & ids_new and ids_old | ids_new == {id(p) for p in m.parameters()}
+    assert id(m.classifier.weight) in ids_new and id(m.backbone.new[0].weight) in ids_new
+    assert len(C.CAMClassifier(3, "small").param_groups()) == 1  # nothing pretrained
+
+
+def test_drop_class_labels_keeps_the_column():
+    y = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    assert C.drop_class_labels(y, 1).tolist() == [[1, 0, 0], [0, 0, 1]] and y[0, 1] == 1
+
+
+def test_balance_by_downsampling_against_counts():
+    g = torch.Generator().manual_seed(0)
+    # imbalanced multi-label set: class 0 in ~60 % of images, class 3 in ~5 %
+    y = (torch.rand(400, 4, generator=g) < torch.tensor([0.6, 0.3, 0.15, 0.05])).int()
+    idx = C.balance_by_downsampling(y, seed=1)
+    counts, rarest = y[idx].sum(0), int(y.sum(0).min())
+    assert counts[3] == rarest == y[:, 3].sum()              # the rarest class keeps all its images
+    assert (counts >= rarest).all() and counts.max() < y.sum(0).max()
+    assert y[idx].any(1).all() and len(set(idx.tolist())) == len(idx)
+    assert torch.equal(idx, C.balance_by_downsampling(y, seed=1))  # reproducible
+    # single-label data: exactly per_class images of every class (or all of a smaller one)
+    single = F.one_hot(torch.tensor([0] * 50 + [1] * 20 + [2] * 5), 3)
+    assert single[C.balance_by_downsampling(single, per_class=10)].sum(0).tolist() == [10, 10, 5]
+
+
+def test_confident_image_mask_needs_every_labelled_class_above_threshold():
+    probs = torch.tensor([[0.9, 0.1, 0.95], [0.9, 0.1, 0.5], [0.2, 0.99, 0.3], [0.9, 0.9, 0.9]])
+    labels = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0]])
+    assert C.confident_image_mask(probs, labels, 0.8).tolist() == [True, False, True, False]

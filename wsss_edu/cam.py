@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .errors import ParameterError, check_choice
 
-BACKBONES = ("small", "resnet50")
+BACKBONES = ("small", "resnet50", "vgg16")
 NORMALIZATIONS = ("per_class", "global")
 
 
@@ -60,6 +60,30 @@ class _ResNet50Features(nn.Module):
         return self.body(x)
 
 
+class _VGG16Features(nn.Module):
+    """torchvision's VGG16 convolutions without the last max-pool (output stride 16), then
+    ``extra`` new 3x3 convolutions with ReLU: paper 001's classifier, "VGG16 with 4 additional
+    convolutional layers" after Jiang et al. (OAA, ICCV 2019). ``pretrained`` / ``new`` name the
+    two parameter groups the paper trains with different learning rates (1e-4 / 1e-3)."""
+
+    def __init__(self, weights: str | None = None, extra: int = 4, extra_channels: int = 512):
+        super().__init__()
+        from torchvision.models import VGG16_Weights, vgg16
+
+        net = vgg16(weights=VGG16_Weights.IMAGENET1K_V1 if weights == "imagenet" else None)
+        self.pretrained = net.features[:-1]
+        layers, c_in = [], 512
+        for _ in range(extra):
+            layers += [nn.Conv2d(c_in, extra_channels, 3, padding=1), nn.ReLU(inplace=True)]
+            c_in = extra_channels
+        self.new = nn.Sequential(*layers)
+        self.out_channels = c_in
+        self.stride = 16
+
+    def forward(self, x):
+        return self.new(self.pretrained(x))
+
+
 class CAMClassifier(nn.Module):
     """Multi-label classifier for CAMs: backbone features -> GAP -> 1x1 conv without bias.
 
@@ -76,8 +100,10 @@ class CAMClassifier(nn.Module):
             if weights is not None:
                 raise ParameterError("the small backbone has no pretrained weights: use weights=None")
             self.backbone = SmallBackbone(**kwargs)
-        else:
+        elif backbone == "resnet50":
             self.backbone = _ResNet50Features(weights)
+        else:
+            self.backbone = _VGG16Features(weights, **kwargs)
         self.stride = self.backbone.stride
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, 1, bias=False)
 
@@ -89,6 +115,21 @@ class CAMClassifier(nn.Module):
 
     def cam(self, x):
         return class_activation_map(self.features(x), self.classifier.weight)
+
+    def param_groups(self, lr_pretrained: float = 1e-4, lr_new: float = 1e-3) -> list:
+        """Optimiser parameter groups: the ImageNet-initialised part at ``lr_pretrained``, the new
+        layers (VGG16's extra convolutions, the classifier; the whole small network) at ``lr_new``,
+        as paper 001 trains its classifier with Adam (1e-4 / 1e-3)."""
+        if isinstance(self.backbone, SmallBackbone):
+            old = []
+        elif isinstance(self.backbone, _VGG16Features):
+            old = list(self.backbone.pretrained.parameters())
+        else:
+            old = list(self.backbone.parameters())
+        ids = {id(p) for p in old}
+        new = [p for p in self.parameters() if id(p) not in ids]
+        return [g for g in ({"params": old, "lr": lr_pretrained}, {"params": new, "lr": lr_new})
+                if g["params"]]
 
 
 def class_activation_map(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -157,3 +198,52 @@ def cams_to_labels(cams: torch.Tensor, bg_threshold: float = 0.15) -> torch.Tens
     Returns (N, H, W) int64 in 0..K."""
     bg = torch.full_like(cams[:, :1], bg_threshold)
     return torch.cat([bg, cams], 1).argmax(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Paper 001's data handling for the classifier and for IRNet's input
+# ------------------------------------------------------------------------------------------------
+
+
+def drop_class_labels(labels: torch.Tensor, class_index: int) -> torch.Tensor:
+    """Image-level labels (N, K) multi-hot with one class removed from every image (paper 001
+    removes the 'person' labels, which LID's training set misses on many images). The class's
+    column stays, all zeros, so class indices do not move."""
+    out = labels.clone()
+    out[:, class_index] = 0
+    return out
+
+
+def balance_by_downsampling(labels: torch.Tensor, per_class: int | None = None,
+                            seed: int = 0) -> torch.Tensor:
+    """Indices of a class-balanced subset of a multi-label set (paper 001's down-sampling).
+
+    Classes are visited from the rarest to the most frequent; each gets random images that contain
+    it until it appears in ``per_class`` images (default: the rarest class's count), counting the
+    images already chosen for rarer classes. A frequent class can end above ``per_class`` only
+    through images it shares with rarer ones; a class with fewer images keeps them all. Images
+    without any label are dropped. Returns sorted indices (int64)."""
+    labels = labels.bool()
+    counts = labels.sum(0)
+    present = torch.nonzero(counts > 0).flatten()
+    if len(present) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    target = int(counts[present].min()) if per_class is None else int(per_class)
+    g = torch.Generator().manual_seed(seed)
+    chosen = torch.zeros(len(labels), dtype=torch.bool)
+    for c in present[torch.argsort(counts[present], stable=True)]:
+        have = int((chosen & labels[:, c]).sum())
+        pool = torch.nonzero(labels[:, c] & ~chosen).flatten()
+        take = pool[torch.randperm(len(pool), generator=g)[:max(target - have, 0)]]
+        chosen[take] = True
+    return torch.nonzero(chosen).flatten()
+
+
+def confident_image_mask(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.8) -> torch.Tensor:
+    """Which images go to IRNet (paper 001: "confidence score of classification more than 0.8"):
+    those whose every labelled class has a predicted probability above ``threshold``. ``probs``
+    (N, K) sigmoid outputs, ``labels`` (N, K) multi-hot. Images without labels are not kept.
+    Returns (N,) bool."""
+    labels = labels.bool()
+    ok = torch.where(labels, probs > threshold, torch.ones_like(labels)).all(1)
+    return ok & labels.any(1)
