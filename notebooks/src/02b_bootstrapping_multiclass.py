@@ -65,7 +65,9 @@ print(P, CFG_MC)
 #
 # The same mixed set as notebook 02 (`lu.load_mixed_set`), with two object classes: the target of a
 # box-labelled image is its rasterised boxes, car = 1 and person = 2, the smaller box on top. The
-# person is thin: its box is mostly background.
+# person is thin: at 48 px over half of its box is the ignore band (255) around its edges, so its
+# box label is right or wrong on the few labelled pixels left (measured: 31 % of a person box is
+# person, 13 % background, 55 % ignored).
 
 # %%
 EVAL_SPLIT = "test" if DATASET == "toy" else "val"   # toy: not the split the variants were compared on
