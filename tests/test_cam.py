@@ -125,3 +125,98 @@ def test_confident_image_mask_needs_every_labelled_class_above_threshold():
     probs = torch.tensor([[0.9, 0.1, 0.95], [0.9, 0.1, 0.5], [0.2, 0.99, 0.3], [0.9, 0.9, 0.9]])
     labels = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0]])
     assert C.confident_image_mask(probs, labels, 0.8).tolist() == [True, False, True, False]
+
+
+def test_grad_cam_at_an_earlier_layer_matches_finite_differences():
+    torch.manual_seed(0)
+    net = C.CAMClassifier(2, "small", width=2, depth=2).double().eval()
+    x = torch.randn(1, 3, 8, 8, dtype=torch.double)
+    layer = net.backbone.body[5]                       # the ReLU ending stage 1 (stride 2)
+    acts = net.backbone.body[:6](x)
+    rest = lambda a: net.classifier(net.backbone.body[6:](a).mean((2, 3), keepdim=True)).flatten(1)
+    assert torch.allclose(rest(acts), net(x))
+    for c in range(2):                                 # d logit_c / d A by central differences
+        grad, eps = torch.zeros_like(acts), 1e-6
+        for i in range(acts.numel()):
+            d = torch.zeros_like(acts).flatten()
+            d[i] = eps
+            d = d.view_as(acts)
+            grad.view(-1)[i] = (rest(acts + d)[0, c] - rest(acts - d)[0, c]) / (2 * eps)
+        ref = F.relu((grad.mean((2, 3), keepdim=True) * acts).sum(1))
+        assert torch.allclose(C.grad_cam(net, x, c, layer=layer), ref, atol=1e-6)
+    assert C.grad_cams(net, x, layer).shape == (1, 2, 4, 4)
+    assert all(p.grad is None for p in net.parameters())
+    with torch.no_grad():                              # usable as multiscale_cam's cam_fn
+        assert C.multiscale_cam(lambda v: C.grad_cams(net, v, layer), x).shape == (1, 2, 8, 8)
+
+
+def test_multilabel_f1_by_hand():
+    probs = torch.tensor([[0.9, 0.2, 0.1], [0.8, 0.7, 0.1], [0.1, 0.6, 0.2], [0.3, 0.1, 0.4]])
+    labels = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    f1 = C.multilabel_f1(probs, labels)
+    # class 0: tp 2, fp 0, fn 1 -> 4/5; class 1: tp 1, fp 1, fn 0 -> 2/3; class 2: never -> nan
+    assert f1[0] == pytest.approx(0.8) and f1[1] == pytest.approx(2 / 3) and torch.isnan(f1[2])
+
+
+def test_cam_files_keep_only_the_images_classes_and_extraction_resumes(tmp_path):
+    cams = torch.rand(4, 5, 6)
+    C.save_cams(tmp_path, "img", cams, torch.tensor([0, 1, 0, 1]))
+    import numpy as np
+    with np.load(C.cam_path(tmp_path, "img")) as z:
+        assert z["keys"].tolist() == [1, 3] and z["cams"].dtype == np.float16
+    back = C.load_cams(tmp_path, "img", 4)
+    assert torch.allclose(back[[1, 3]], cams[[1, 3]], atol=1e-3) and back[[0, 2]].abs().sum() == 0
+    with pytest.raises(FileNotFoundError, match="notebook 03"):
+        C.load_cams(tmp_path, "other", 4)
+    from wsss_edu.toy import ToyDataset
+    ds = ToyDataset("train", n=5, size=32)
+    net = C.CAMClassifier(6, "small", width=4, depth=2)
+    assert C.extract_cams(net, ds, tmp_path / "cams", scales=(1.0, 0.5), progress=False) == 5
+    first = C.load_cams(tmp_path / "cams", ds[2]["name"], 6)
+    assert first.shape == (6, 32, 32) and first.max() <= 1
+    assert ((first.flatten(1).amax(1) > 0) <= torch.as_tensor(ds[2]["labels"] > 0)).all()
+    assert C.extract_cams(net, ds, tmp_path / "cams", progress=False) == 0   # all there: skipped
+    C.cam_path(tmp_path / "cams", ds[4]["name"]).unlink()
+    assert C.extract_cams(net, ds, tmp_path / "cams", progress=False) == 1   # resumes the missing one
+    # evaluation: the same confusion as cams_to_labels image by image
+    from wsss_edu.metrics import miou
+    meters = C.cam_confusions(ds, tmp_path / "cams", (0.1, 0.5), progress=False)
+    for m, t in zip(meters, (0.1, 0.5)):
+        preds = [C.cams_to_labels(C.load_cams(tmp_path / "cams", s["name"], 6)[None], t)[0]
+                 for s in ds]
+        assert m.miou == pytest.approx(miou([s["mask"] for s in ds], preds, 7))
+
+
+def test_crf_cam_labels_uses_only_the_images_classes_and_follows_edges():
+    import numpy as np
+    img = np.zeros((24, 24, 3), np.uint8)
+    img[6:18, 6:18] = 255                              # a white square on black
+    cams = torch.zeros(4, 24, 24)
+    cams[2, 8:20, 8:20] = 1.0                          # class 2's CAM, shifted by 2 px
+    cams[0] = 0.1                                      # a weak class everywhere, under the threshold
+    out = C.crf_cam_labels(img, cams, bg_threshold=0.15)
+    assert set(np.unique(out)) <= {0, 1, 3}
+    square = np.zeros((24, 24), bool); square[6:18, 6:18] = True
+    raw = C.cams_to_labels(cams[None], 0.15)[0].numpy()
+    assert ((out == 3) == square).mean() > ((raw == 3) == square).mean()   # CRF snaps to the edge
+    assert (C.crf_cam_labels(img, torch.zeros(4, 24, 24)) == 0).all()
+
+
+def test_train_classifier_learns_image_level_labels():
+    torch.manual_seed(0)
+    from torch.utils.data import DataLoader
+    x = torch.randn(64, 3, 16, 16)
+    y = torch.zeros(64, 2)
+    y[:32, 0] = 1
+    x[:32, 0, 4:10, 4:10] += 3                         # class 0: a red patch
+    y[16:48, 1] = 1
+    x[16:48, 2, 8:14, 8:14] += 3                       # class 1: a blue patch
+    perm = torch.randperm(64)                          # mixed batches (BN needs both kinds)
+    x, y = x[perm], y[perm]
+    batches = [{"image": x[i:i + 16], "labels": y[i:i + 16]} for i in range(0, 64, 16)]
+    net = C.CAMClassifier(2, "small", width=8, depth=2)
+    hist = C.train_classifier(net, batches, epochs=15, lr_new=3e-3, progress=False)
+    assert hist["loss"][-1] < 0.5 * hist["loss"][0]
+    net.eval()
+    with torch.no_grad():
+        assert ((torch.sigmoid(net(x)) > 0.5) == y.bool()).float().mean() > 0.9

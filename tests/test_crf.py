@@ -55,3 +55,11 @@ def test_pool_matches_serial():
     pooled = crf_map([img] * 3, probs, "scores", processes=2)
     for a, b in zip(serial, pooled):
         assert np.allclose(a, b)
+
+
+def test_crf_accepts_read_only_images_as_pil_gives_them():
+    from PIL import Image
+    img = np.asarray(Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), np.uint8)))
+    assert not img.flags.writeable
+    labels = np.zeros((8, 8), np.int64); labels[2:6, 2:6] = 1
+    assert crf_on_labels(img, labels, 2).shape == (2, 8, 8)

@@ -57,3 +57,25 @@ def test_notebooks_02_full_profile_on_fabricated_folders(tmp_path, dataset, note
     metrics = json.loads((out / "metrics" / f"{notebook}.json").read_text())
     for key in keys:
         assert 0.0 <= metrics[key] <= 1.0, key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["resnet50", "vgg16"])
+def test_notebook_03_full_profile_on_voc_layout(tmp_path, backbone):
+    """Notebook 03 on the VOC path (train_aug for the classifier, train for the scores) with the
+    full-scale classifiers from scratch: one epoch, crop 64, one seed per variant."""
+    import papermill as pm
+
+    write_voc_layout(tmp_path / "data", n_train=6, n_val=3, seed=0, size=64)
+    out = tmp_path / "out"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "03_classification_and_cam.ipynb"), str(tmp_path / "03.ipynb"),
+        parameters=dict(DATASET="voc", DATA_ROOT=str(tmp_path / "data"), OUTPUT_DIR=str(out),
+                        PROFILE="full", DEVICE="cpu", WEIGHTS=None, BACKBONE=backbone, EPOCHS=1,
+                        CROP=64, SEEDS=1),
+        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
+        execution_timeout=600)
+    metrics = json.loads((out / "metrics" / "03_classification_and_cam.json").read_text())
+    for key in ("miou_cam", "miou_cam_crf", "miou_cam_dropped_balanced"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert len(list((out / "cache" / "cams").glob("*/complete"))) >= 2   # train_aug and val CAMs

@@ -100,3 +100,26 @@ def test_augmentation_differs_across_epochs_and_workers():
     train.seed_everything(0)
     again = next(iter(loader))["image"]
     assert torch.equal(e1, again)  # and the run reproduces
+
+
+def test_relabeled_dataset_and_whole_image_flip():
+    from wsss_edu.data import Relabeled, SegTransformDataset
+    from wsss_edu.toy import ToyDataset
+    ds = ToyDataset("train", n=6, size=32)
+    new = np.zeros((6, 6), np.float32)
+    new[:, 2] = 1
+    view = Relabeled(ds, new, indices=[4, 1])
+    assert len(view) == 2 and view.names == [ds.names[4], ds.names[1]]
+    assert view[0]["labels"].tolist() == new[4].tolist() and (view[1]["image"] == ds[1]["image"]).all()
+    with pytest.raises(ValueError, match="rows"):
+        Relabeled(ds, new[:3])
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        s = SegTransformDataset(ds, flip=True)[0]
+        flipped = torch.equal(s["mask"], torch.as_tensor(ds[0]["mask"][:, ::-1].copy()).long())
+        same = torch.equal(s["mask"], torch.as_tensor(ds[0]["mask"]).long())
+        assert flipped or same
+        seen.add(flipped)
+    assert seen == {True, False}
+    assert torch.equal(SegTransformDataset(ds)[0]["mask"], torch.as_tensor(ds[0]["mask"]).long())

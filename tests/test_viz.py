@@ -20,3 +20,18 @@ def test_bar_table_draws_one_bar_per_row_and_prints_mean_std_and_seeds(capsys, m
     out = capsys.readouterr().out.splitlines()
     assert out[2] == "| row A | 0.600 ± 0.100 | [0.5, 0.7] |"
     assert out[3] == "| b | 0.200 ± 0.000 | [0.2, 0.2, 0.2] |"
+
+
+def test_show_cams_one_row_per_image_one_panel_per_tag():
+    import matplotlib
+    matplotlib.use("Agg")
+    from wsss_edu import viz
+    from wsss_edu.toy import ToyDataset
+    ds = ToyDataset("train", n=3, size=32)
+    samples = [ds[i] for i in range(3)]
+    cams = [np.random.default_rng(i).random((6, 32, 32)) for i in range(3)]
+    fig = viz.show_cams(samples, cams, ds.classes, pseudo=[s["mask"] for s in samples], name="Grad-CAM")
+    most = max(int(s["labels"].sum()) for s in samples)
+    assert len(fig.axes) == 3 * (2 + most + 1)
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert sum(t.startswith("Grad-CAM ") for t in titles) == sum(int(s["labels"].sum()) for s in samples)

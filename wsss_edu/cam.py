@@ -9,6 +9,11 @@ the feature maps by the spatial mean of the logit's gradient instead, and works 
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -139,18 +144,45 @@ def class_activation_map(features: torch.Tensor, weight: torch.Tensor) -> torch.
     return F.relu(torch.einsum("ndhw,kd->nkhw", features, w))
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) of one class for a model with ``features`` and a
-    head mapping them to logits (as :class:`CAMClassifier`): alpha_k = spatial mean of
-    d logit_c / d f_k, map = relu(sum_k alpha_k f_k). Returns (N, h, w). For a GAP + linear head it
-    equals the CAM divided by h*w."""
-    feats = model.features(images)
-    if not feats.requires_grad:
-        feats.requires_grad_(True)
-    logits = model.classifier(feats.mean((2, 3), keepdim=True)).flatten(1)
-    grads, = torch.autograd.grad(logits[:, class_index].sum(), feats)
-    alpha = grads.mean((2, 3), keepdim=True)
-    return F.relu((alpha * feats).sum(1)).detach()
+def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int,
+             layer: nn.Module | None = None) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) of one class: alpha_k = spatial mean of
+    d logit_c / d A_k, map = relu(sum_k alpha_k A_k), where A is the output of ``layer`` (default:
+    the backbone's output, ``model.features``). ``model(images)`` must return the logits (N, K).
+    Returns (N, h, w) at ``layer``'s resolution. At the backbone's output of a GAP + linear head
+    (as :class:`CAMClassifier`) it equals the CAM divided by h*w; at an earlier layer it is a
+    different, finer map."""
+    return grad_cams(model, images, layer, classes=[class_index])[:, 0]
+
+
+def grad_cams(model: nn.Module, images: torch.Tensor, layer: nn.Module | None = None,
+              classes=None) -> torch.Tensor:
+    """Grad-CAM (see :func:`grad_cam`) of several classes (default: all), one backward pass each.
+    Returns (N, len(classes), h, w). Runs with gradients enabled even inside ``torch.no_grad``
+    (so it can serve as the ``cam_fn`` of :func:`multiscale_cam`); the model's parameters get no
+    ``.grad``. ``layer``'s output must not be modified in place by the next layer (hook a ReLU,
+    not the convolution before an in-place ReLU)."""
+    layer = layer if layer is not None else model.backbone
+    store = {}
+
+    def keep(module, inputs, output):  # a leaf to differentiate against; the layers before get no graph
+        store["a"] = output.detach().requires_grad_(True)
+        return store["a"]
+
+    hook = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+            acts = store["a"]
+            classes = range(logits.shape[1]) if classes is None else classes
+            maps = []
+            for c in classes:
+                grads, = torch.autograd.grad(logits[:, c].sum(), acts, retain_graph=True)
+                alpha = grads.mean((2, 3), keepdim=True)
+                maps.append(F.relu((alpha * acts).sum(1)).detach())
+    finally:
+        hook.remove()
+    return torch.stack(maps, 1)
 
 
 @torch.no_grad()
@@ -247,3 +279,306 @@ def confident_image_mask(probs: torch.Tensor, labels: torch.Tensor, threshold: f
     labels = labels.bool()
     ok = torch.where(labels, probs > threshold, torch.ones_like(labels)).all(1)
     return ok & labels.any(1)
+
+
+def multilabel_f1(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """F1 score of each class for multi-label predictions ``probs > threshold`` against ``labels``
+    (both (N, K)); paper 001 selects its classifier by F1 on image-level labels. A class never
+    predicted nor present scores NaN (undefined), not 0 or 1."""
+    pred, lab = probs > threshold, labels.bool()
+    tp = (pred & lab).sum(0).double()
+    denom = (pred.sum(0) + lab.sum(0)).double()
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+# ------------------------------------------------------------------------------------------------
+# Step 1 as a pipeline: train the classifier, extract CAMs to a folder, evaluate them
+# ------------------------------------------------------------------------------------------------
+
+
+def multilabel_bce_loss(model, batch):
+    """Binary cross-entropy per class on the image-level labels (paper 001 §3.1), averaged over
+    classes and images: the ``loss_fn`` of :func:`wsss_edu.train.fit` for a classifier."""
+    return F.binary_cross_entropy_with_logits(model(batch["image"]), batch["labels"].float())
+
+
+def train_classifier(model: CAMClassifier, loader, epochs: int, lr_pretrained: float = 1e-4,
+                     lr_new: float = 1e-3, device=None, checkpoint=None, progress: bool = True,
+                     desc: str = "classifier") -> dict:
+    """Train ``model`` with BCE per class and Adam at two learning rates (paper 001: 1e-4 for the
+    ImageNet part, 1e-3 for the new layers; :meth:`CAMClassifier.param_groups`). ``loader`` yields
+    {'image', 'labels'} batches. Resumes from ``checkpoint`` when given. Returns the history."""
+    from .train import fit
+
+    opt = torch.optim.Adam(model.param_groups(lr_pretrained, lr_new))
+    return fit(model, loader, multilabel_bce_loss, opt, epochs, device=device, checkpoint=checkpoint,
+               desc=desc, progress=progress)
+
+
+def _same_size_batches(dataset, batch_size: int, indices=None):
+    """Consecutive samples of ``dataset`` grouped into lists of at most ``batch_size`` samples
+    that share one image size (so they stack into one tensor); yields (indices, samples)."""
+    idx, group, size = [], [], None
+    for i in (range(len(dataset)) if indices is None else indices):
+        s = dataset[i]
+        if group and (len(group) == batch_size or s["image"].shape != size):
+            yield idx, group
+            idx, group = [], []
+        idx.append(i)
+        group.append(s)
+        size = s["image"].shape
+    if group:
+        yield idx, group
+
+
+@torch.no_grad()
+def classifier_probs(model: nn.Module, dataset, batch_size: int = 64, device=None,
+                     progress: bool = True) -> torch.Tensor:
+    """Sigmoid outputs (N, K) of the classifier for every image of ``dataset`` (samples with a
+    uint8 'image'), whole images, batched where sizes agree."""
+    from tqdm.auto import tqdm
+
+    from .data import images_to_tensor
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    out = []
+    bar = tqdm(total=len(dataset), desc="classify", disable=not progress, leave=False)
+    for _, group in _same_size_batches(dataset, batch_size):
+        x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
+        out.append(torch.sigmoid(model(x).float()).cpu())
+        bar.update(len(group))
+    bar.close()
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def cam_path(folder, name: str) -> Path:
+    """Where the CAMs of image ``name`` live in a CAM folder."""
+    return Path(folder) / f"{name}.npz"
+
+
+def save_cams(folder, name: str, cams: torch.Tensor, labels: torch.Tensor) -> Path:
+    """Store one image's normalised CAMs (K, H, W) as IRNet does: only the image's classes
+    (``labels`` (K,) multi-hot), float16, with their class indices ('keys'). Atomic."""
+    keys = torch.nonzero(torch.as_tensor(labels) > 0).flatten()
+    path = cam_path(folder, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, keys=keys.numpy().astype(np.int64),
+                 cams=cams[keys].float().numpy().astype(np.float16))
+    tmp.replace(path)
+    return path
+
+
+def load_cams(folder, name: str, num_classes: int) -> torch.Tensor:
+    """One image's CAMs from a CAM folder as a dense (K, H, W) float32 tensor (zeros for classes
+    the image does not have). A missing file raises an error naming the step that writes it."""
+    path = cam_path(folder, name)
+    if not path.exists():
+        raise FileNotFoundError(f"no CAMs for image {name!r} in {folder}: run notebook 03 (or "
+                                "wsss_edu.cam.extract_cams) with the same parameters first")
+    with np.load(path) as z:
+        keys, maps = z["keys"], z["cams"]
+    out = torch.zeros((num_classes,) + tuple(maps.shape[1:]))
+    out[torch.as_tensor(keys)] = torch.as_tensor(maps.astype(np.float32))
+    return out
+
+
+def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True,
+                 normalization: str = "per_class", cam_fn=None, batch_size: int = 32, device=None,
+                 progress: bool = True) -> int:
+    """Multi-scale CAMs (:func:`multiscale_cam`) of every image of ``dataset``, normalised
+    (:func:`normalize_cams`) over the image's own labels (sample 'labels'), written to ``folder``
+    with :func:`save_cams` under the sample's 'name'. Images whose file exists are skipped, so an
+    interrupted extraction resumes. ``cam_fn`` defaults to ``model.cam`` (e.g. a Grad-CAM instead).
+    Returns the number of images computed."""
+    from tqdm.auto import tqdm
+
+    from .data import images_to_tensor
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    cam_fn = cam_fn or model.cam
+    todo = [i for i in range(len(dataset))
+            if not cam_path(folder, _sample_name(dataset, i)).exists()]
+    bar = tqdm(total=len(todo), desc="CAMs", disable=not progress, leave=False)
+    for _, group in _same_size_batches(dataset, batch_size, todo):
+        x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
+        labels = torch.as_tensor(np.stack([s["labels"] for s in group])).float()
+        cams = normalize_cams(multiscale_cam(cam_fn, x, scales, flip).float().cpu(), labels,
+                              normalization)
+        for s, c, l in zip(group, cams, labels):
+            save_cams(folder, s["name"], c, l)
+        bar.update(len(group))
+    bar.close()
+    return len(todo)
+
+
+def _sample_name(dataset, i: int) -> str:
+    names = getattr(dataset, "names", None)
+    return names[i] if names is not None else dataset[i]["name"]
+
+
+def crf_cam_labels(image: np.ndarray, cams: torch.Tensor, bg_threshold: float = 0.15,
+                   gt_prob: float = 0.7, params="irn_labels") -> np.ndarray:
+    """CAM pseudo-labels refined by a dense CRF on labels, as IRNet post-processes CAMs: the
+    background-plane argmax (:func:`cams_to_labels`) over the background and the image's classes
+    only (those with a non-zero map), a label CRF (:func:`wsss_edu.crf.crf_on_labels`), its argmax
+    mapped back to class ids 0..K. ``image`` (H, W, 3) uint8, ``cams`` (K, H, W) normalised."""
+    from .crf import crf_on_labels
+
+    keys = torch.nonzero(cams.flatten(1).amax(1) > 0).flatten()
+    if len(keys) == 0:
+        return np.zeros(cams.shape[1:], np.int64)
+    compact = cams_to_labels(cams[keys][None], bg_threshold)[0].numpy()
+    q = crf_on_labels(image, compact, len(keys) + 1, gt_prob=gt_prob, params=params)
+    ids = np.concatenate([[0], keys.numpy() + 1])
+    return ids[q.argmax(0)]
+
+
+def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: bool = True) -> list:
+    """Confusion meters of the CAM pseudo-labels (:func:`cams_to_labels`) against each sample's
+    'mask' (255 ignored), one per background threshold, in one pass over the CAM folder.
+    ``dataset.num_classes`` counts the background. Returns [ConfusionMeter per threshold]."""
+    from tqdm.auto import tqdm
+
+    from .metrics import ConfusionMeter
+
+    k = dataset.num_classes
+    meters = [ConfusionMeter(k) for _ in thresholds]
+    idx = range(len(dataset)) if indices is None else indices
+    for i in tqdm(idx, desc="evaluate CAMs", disable=not progress, leave=False):
+        s = dataset[i]
+        cams = load_cams(folder, s["name"], k - 1).numpy()
+        peak, arg = cams.max(0), cams.argmax(0) + 1   # cams_to_labels for every threshold at once
+        for m, t in zip(meters, thresholds):
+            m.update(s["mask"], np.where(peak > t, arg, 0))
+    return meters
+
+
+# ------------------------------------------------------------------------------------------------
+# Step 1 end to end, cached: what notebook 03 builds and notebooks 04-07 reuse
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything that decides step 1's classifier (and so its CAMs); the cache key of both.
+
+    ``drop_class``: index (among the K foreground classes) whose labels are removed, or None;
+    ``balance``: train on :func:`balance_by_downsampling`'s subset; then ``equal_steps`` trains it
+    for as many gradient steps as the whole set would get (more epochs), so that only the class
+    mix changes, not the amount of training. ``crop``: random scale-crop size for real datasets
+    (None: whole images, flipped at random)."""
+    backbone: str = "small"
+    weights: str | None = None
+    width: int = 16
+    depth: int = 2
+    epochs: int = 10
+    batch_size: int = 16
+    lr_pretrained: float = 1e-4
+    lr_new: float = 1e-2
+    crop: int | None = None
+    drop_class: int | None = None
+    balance: bool = False
+    equal_steps: bool = True
+    seed: int = 0
+
+
+def training_labels(labels, cfg: ClassifierConfig):
+    """Paper 001's data handling for the classifier: the labels with ``cfg.drop_class`` removed,
+    and the indices of the images to train on (all, or the class-balanced subset). Returns
+    (labels (N, K) float32 array, indices int64 array)."""
+    y = torch.as_tensor(np.asarray(labels, np.float32))
+    if cfg.drop_class is not None:
+        y = drop_class_labels(y, cfg.drop_class)
+    idx = balance_by_downsampling(y, seed=cfg.seed) if cfg.balance else torch.arange(len(y))
+    return y.numpy(), idx.numpy()
+
+
+def make_classifier(num_classes: int, cfg: ClassifierConfig) -> CAMClassifier:
+    """The classifier ``cfg`` describes (the small CNN takes ``width`` / ``depth``)."""
+    kw = dict(width=cfg.width, depth=cfg.depth) if cfg.backbone == "small" else {}
+    return CAMClassifier(num_classes, cfg.backbone, cfg.weights, **kw)
+
+
+def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, checkpoint=None,
+                progress: bool = True) -> CAMClassifier:
+    """Train step 1's classifier on ``dataset`` (samples with 'image', 'labels'; ``num_classes``
+    counting the background) as ``cfg`` says: labels dropped / balanced (:func:`training_labels`),
+    random flips (and scale-crops at ``cfg.crop``), BCE per class, Adam at two learning rates."""
+    from torch.utils.data import DataLoader
+
+    from .data import Relabeled, SegTransformDataset
+    from .train import seed_everything
+
+    seed_everything(cfg.seed)
+    labels = np.stack([np.asarray(dataset[i]["labels"], np.float32) for i in range(len(dataset))])
+    y, idx = training_labels(labels, cfg)
+    train_set = SegTransformDataset(Relabeled(dataset, y, idx), crop=cfg.crop, flip=True)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        num_workers=workers)
+    epochs = cfg.epochs
+    if cfg.balance and cfg.equal_steps and len(idx):
+        epochs = max(1, int(round(cfg.epochs * len(dataset) / len(idx))))
+    model = make_classifier(labels.shape[1], cfg)
+    train_classifier(model, loader, epochs, cfg.lr_pretrained, cfg.lr_new, device=device,
+                     checkpoint=checkpoint, progress=progress,
+                     desc=f"classifier ({len(idx)} images, {epochs} epochs)")
+    return model.eval()
+
+
+def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, device=None,
+                 workers: int = 0, progress: bool = True) -> CAMClassifier:
+    """Step 1's classifier for (``data_key``, ``cfg``) from the artifact cache under
+    ``output_dir``, or trained (:func:`train_step1`, resumable) and stored. ``data_key`` names the
+    training data (dataset, split, size, seed, knobs...)."""
+    from .cache import cached, checkpoint_path
+
+    key = {"data": data_key, "classifier": dataclasses.asdict(cfg)}
+    labels0 = dataset[0]["labels"]
+
+    def compute():
+        ckpt = checkpoint_path(output_dir, "classifier", key)
+        return train_step1(dataset, cfg, device, workers, ckpt, progress).cpu().state_dict()
+
+    state = cached(output_dir, "classifier", key, compute)
+    model = make_classifier(len(labels0), cfg)
+    model.load_state_dict(state)
+    return model.to(device or "cpu").eval()
+
+
+def cam_folder(output_dir, data_key: dict, cfg: ClassifierConfig, **cam_params) -> Path:
+    """The CAM folder of (data, classifier, CAM parameters) under ``output_dir``/cache/cams."""
+    from .cache import artifact_path
+
+    key = {"data": data_key, "classifier": dataclasses.asdict(cfg), "cams": cam_params}
+    return artifact_path(output_dir, "cams", key).with_suffix("")
+
+
+def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfig,
+                scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True, normalization: str = "per_class",
+                cam: str = "cam", layer: str | None = None, device=None,
+                progress: bool = True) -> Path:
+    """Extract (or find) the CAMs of every image of ``dataset`` with ``model`` into their cache
+    folder (:func:`cam_folder`) and return it. ``cam``: 'cam' (the classifier's CAM) or 'grad_cam'
+    (at ``layer``, a submodule name such as ``'backbone.body.5'``; None: the backbone's output).
+    Interrupted extractions resume image by image."""
+    check_choice("cam", cam, ("cam", "grad_cam"))
+    folder = cam_folder(output_dir, data_key, cfg, scales=list(scales), flip=flip,
+                        normalization=normalization, cam=cam,
+                        layer=layer)
+    done = folder / "complete"
+    if not done.exists():
+        module = model.get_submodule(layer) if layer else None
+        fn = model.cam if cam == "cam" else (lambda x: grad_cams(model, x, module))
+        extract_cams(model, dataset, folder, scales, flip, normalization, fn, device=device,
+                     progress=progress)
+        done.write_text(f"{len(dataset)} images\n")
+    return folder
+
+
+def replace(cfg: ClassifierConfig, **changes) -> ClassifierConfig:
+    """A copy of ``cfg`` with some fields changed (``dataclasses.replace``)."""
+    return dataclasses.replace(cfg, **changes)

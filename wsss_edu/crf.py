@@ -47,7 +47,8 @@ def _image(image: np.ndarray) -> np.ndarray:
             raise ValueError("image must be uint8 0-255 RGB (got floats in 0-1: multiply by 255 and "
                              "cast to uint8, after undoing any mean/std normalisation)")
         img = np.clip(img, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(img)
+    img = np.ascontiguousarray(img)
+    return img if img.flags.writeable else img.copy()   # pydensecrf refuses read-only buffers (PIL's)
 
 
 def _params(params) -> CRFParams:

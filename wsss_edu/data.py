@@ -73,12 +73,13 @@ class SegTransformDataset(torch.utils.data.Dataset):
     {'image': float (3, H, W), 'mask': long (H, W), 'labels': float (K,)}.
 
     ``crop`` (training): a random ``crop``×``crop`` window after a random rescale in ``scale``, padded
-    with 0 (image) / 255 (mask) where the image is smaller; random horizontal flip. ``crop=None``
-    (evaluation): the whole image, unchanged.
+    with 0 (image) / 255 (mask) where the image is smaller; random horizontal flip. ``crop=None``:
+    the whole image, flipped at random (p = 0.5) if ``flip`` (training), else unchanged
+    (evaluation).
     """
 
-    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5)):
-        self.dataset, self.crop, self.scale = dataset, crop, scale
+    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False):
+        self.dataset, self.crop, self.scale, self.flip = dataset, crop, scale, flip
 
     def __len__(self):
         return len(self.dataset)
@@ -88,6 +89,8 @@ class SegTransformDataset(torch.utils.data.Dataset):
         img, mask = s["image"], s["mask"]
         if self.crop is not None:
             img, mask = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng())
+        elif self.flip and item_rng().random() < 0.5:
+            img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
         return {"image": images_to_tensor(img)[0], "mask": torch.as_tensor(mask).long(),
                 "labels": torch.as_tensor(s["labels"])}
 
@@ -136,3 +139,35 @@ def resize_sample(sample: dict, size) -> dict:
     b[:, 2:] = np.clip(np.maximum(np.ceil(b[:, 2:]), b[:, :2] + 1), 1, [nw, nh])
     out["boxes"] = b.astype(np.int64)
     return out
+
+
+class Relabeled(torch.utils.data.Dataset):
+    """A dataset seen through other image-level labels and/or a subset of its images: sample j is
+    the dataset's sample ``indices[j]`` with 'labels' replaced by ``labels[indices[j]]``
+    (``labels``: (N, K) for the whole dataset, None keeps them). For paper 001's dropped 'person'
+    labels and down-sampled classes without copying the images. Keeps ``num_classes``, ``classes``
+    and, where the dataset has them, ``names``."""
+
+    def __init__(self, dataset, labels=None, indices=None):
+        self.dataset = dataset
+        self.labels = None if labels is None else np.asarray(labels, np.float32)
+        if self.labels is not None and len(self.labels) != len(dataset):
+            raise ValueError(f"labels has {len(self.labels)} rows but the dataset has {len(dataset)} images")
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, np.int64)
+        self.num_classes = getattr(dataset, "num_classes", None)
+        self.classes = getattr(dataset, "classes", None)
+
+    @property
+    def names(self):
+        names = getattr(self.dataset, "names", None)
+        return None if names is None else [names[i] for i in self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, j):
+        i = int(self.indices[j])
+        s = dict(self.dataset[i])
+        if self.labels is not None:
+            s["labels"] = self.labels[i]
+        return s

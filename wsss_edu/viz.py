@@ -162,3 +162,28 @@ def bar_table(results: dict, xlabel: str, names: dict | None = None, colors: dic
     for label, v in zip(labels, results.values()):
         v = np.asarray(v, float)
         print(f"| {label} | {v.mean():.3f} ± {v.std():.3f} | {np.round(v, 3).tolist()} |")
+
+
+def show_cams(samples, cams, classes, pseudo=None, size: float = 1.6, name: str = "CAM"):
+    """One row per image: the image, its true mask, the CAM of each of its classes over the image
+    (titled with the class), and optionally its pseudo-label map. ``samples``: dicts with 'image',
+    'mask', 'labels'; ``cams``: (K, H, W) maps in [0, 1] per sample (K foreground classes);
+    ``classes``: names with the background first; ``pseudo``: label maps per sample or None;
+    ``name``: what the maps are, in the titles ("CAM", "Grad-CAM", ...)."""
+    import matplotlib.pyplot as plt
+
+    rows = [np.flatnonzero(np.asarray(s["labels"]) > 0) for s in samples]
+    nc = 2 + max((len(r) for r in rows), default=0) + (pseudo is not None)
+    fig, axes = plt.subplots(len(samples), nc, figsize=(size * nc, size * len(samples)), squeeze=False)
+    for i, (s, cam, keys) in enumerate(zip(samples, cams, rows)):
+        panels = [(s["image"], "image"), (colorize(s["mask"]), "true mask")]
+        panels += [(heatmap_overlay(s["image"], np.asarray(cam[k])), f"{name} {classes[k + 1]}") for k in keys]
+        if pseudo is not None:
+            panels.append((colorize(np.asarray(pseudo[i])), "pseudo-label"))
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j < len(panels):
+                ax.imshow(panels[j][0], interpolation="nearest")
+                ax.set_title(panels[j][1], fontsize=8)
+    fig.tight_layout()
+    return fig
