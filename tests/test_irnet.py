@@ -1,0 +1,179 @@
+"""IRNet: pairs, paths, labels, affinities and the random walk against brute-force computations."""
+import numpy as np
+import pytest
+import torch
+
+from wsss_edu import irnet as I
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5, 10])
+def test_pair_offsets_match_brute_force(radius):
+    yy, xx = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1), indexing="ij")
+    d2 = yy ** 2 + xx ** 2
+    every = {(int(a), int(b)) for a, b, d in zip(yy.ravel(), xx.ravel(), d2.ravel()) if 0 < d < radius ** 2}
+    assert set(I.pair_offsets(radius, half=False)) == every
+    half = I.pair_offsets(radius)
+    assert len(half) == len(set(half)) == len(every) // 2
+    for o in every:                                    # exactly one of o, -o
+        assert (o in half) != ((-o[0], -o[1]) in half)
+
+
+@pytest.mark.parametrize("radius", [5, 10])
+def test_path_points_are_the_nearest_grid_points_of_the_segment(radius):
+    for dy, dx in I.pair_offsets(radius, half=False):
+        pts = I.path_points(dy, dx)
+        assert pts[0] == (0, 0) and pts[-1] == (dy, dx)
+        m = max(abs(dy), abs(dx))
+        assert len(pts) == m + 1 and len(set(pts)) == m + 1
+        # brute force: for each step along the major axis, the grid point closest to the line
+        # (ties to the larger coordinate) among all points of the bounding box
+        major_y = abs(dy) >= abs(dx)
+        for a, b in pts:
+            t = (a / dy) if major_y else (b / dx)
+            exact = t * (dx if major_y else dy)
+            cands = range(min(0, dx if major_y else dy) - 1, max(0, dx if major_y else dy) + 2)
+            best = min(cands, key=lambda c: (abs(c - exact), -c))
+            assert (b if major_y else a) == best
+        # the path from the other end covers the same pixels
+        back = {(dy + a, dx + b) for a, b in I.path_points(-dy, -dx)}
+        assert back == set(pts)
+
+
+def test_pair_label_masks_brute_force():
+    g = np.random.default_rng(0)
+    lab = torch.as_tensor(g.choice([0, 1, 2, 255], size=(7, 9), p=[0.4, 0.25, 0.2, 0.15]))
+    offs = I.pair_offsets(3)
+    pos_bg, pos_fg, neg = I.pair_label_masks(lab, offs)
+    assert pos_bg.shape == (len(offs), 7, 9)
+    for p, (dy, dx) in enumerate(offs):
+        for y in range(7):
+            for x in range(9):
+                a = int(lab[y, x])
+                inside = 0 <= y + dy < 7 and 0 <= x + dx < 9
+                b = int(lab[y + dy, x + dx]) if inside else 255
+                ok = a != 255 and b != 255
+                assert pos_bg[p, y, x] == (ok and a == b == 0)
+                assert pos_fg[p, y, x] == (ok and a == b and a > 0)
+                assert neg[p, y, x] == (ok and a != b)
+
+
+def test_pair_affinity_is_one_minus_the_path_maximum():
+    g = torch.Generator().manual_seed(0)
+    b = torch.rand(6, 8, generator=g)
+    offs = I.pair_offsets(4, half=False)
+    aff = I.pair_affinity(b, offs)
+    for p, (dy, dx) in enumerate(offs):
+        for y in range(6):
+            for x in range(8):
+                if 0 <= y + dy < 6 and 0 <= x + dx < 8:
+                    ref = 1 - max(float(b[y + py, x + px]) for py, px in I.path_points(dy, dx))
+                else:
+                    ref = 0.0                          # leaving the image: the outside is boundary
+                assert float(aff[p, y, x]) == pytest.approx(ref, abs=1e-6)
+    # a wall of boundary cuts every pair across it
+    wall = torch.zeros(6, 8)
+    wall[:, 4] = 1
+    a = I.pair_affinity(wall, [(0, 2)])[0]
+    assert (a[:, 2:4] == 0).all() and (a[:, :2] == 1).all()
+
+
+def test_transition_matrix_is_column_stochastic_and_the_walk_equals_its_power():
+    g = torch.Generator().manual_seed(1)
+    b = torch.rand(5, 6, generator=g, dtype=torch.float64) * 0.6
+    b[:, 3] = 0.95                                     # a strong boundary
+    t = I.dense_transition_matrix(b, radius=3, beta=4.0)
+    assert torch.allclose(t.sum(0), torch.ones(30, dtype=torch.float64))
+    assert (t >= 0).all()
+    cams = torch.rand(2, 5, 6, generator=g, dtype=torch.float64)
+    for exp_times in (0, 1, 3):
+        dense = ((cams * (1 - b)).reshape(2, -1) @ torch.linalg.matrix_power(t, 2 ** exp_times)).reshape(2, 5, 6)
+        walked = I.random_walk(cams, b, radius=3, beta=4.0, exp_times=exp_times)
+        assert torch.allclose(walked, dense, atol=1e-10)
+    # a batch walks each image with its own boundary
+    b2 = torch.stack([b, b.flip(-1)])
+    c2 = torch.stack([cams, cams.flip(0)])
+    batch = I.random_walk(c2, b2, radius=3, beta=4.0, exp_times=2)
+    for n in range(2):
+        assert torch.allclose(batch[n], I.random_walk(c2[n], b2[n], radius=3, beta=4.0, exp_times=2))
+    # the pair-form weights are the columns of the same matrix
+    offs, w = I.transition_weights(b, radius=3, beta=4.0)
+    y, x = 2, 2
+    col = t[:, y * 6 + x]
+    for p, (dy, dx) in enumerate(offs):
+        if 0 <= y + dy < 5 and 0 <= x + dx < 6:
+            assert float(w[p, y, x]) == pytest.approx(float(col[(y + dy) * 6 + x + dx]))
+
+
+def test_walk_stays_behind_a_boundary():
+    b = torch.zeros(8, 12)
+    b[:, 6] = 1.0
+    cams = torch.zeros(1, 8, 12)
+    cams[0, 3:5, 1:3] = 1.0                            # a seed on the left
+    walked = I.random_walk(cams, b, radius=3, beta=10, exp_times=6)
+    assert walked[0, :, :6].sum() > 0 and walked[0, :, 7:].abs().max() < 1e-6
+    lab = I.walk_to_labels(walked, [0], bg_threshold=0.25)
+    assert (lab[:, 7:] == 0).all() and (lab[:, :6] == 1).any()
+
+
+def test_losses_vanish_for_perfect_predictions():
+    lab = torch.zeros(1, 6, 6, dtype=torch.long)
+    lab[0, 1:4, 1:4] = 1                               # one object, centred at (2, 2)
+    offs = I.pair_offsets(3)
+    pos_bg, pos_fg, neg = I.pair_label_masks(lab, offs)
+    boundary = torch.zeros(1, 6, 6)                    # a boundary around the object...
+    perfect = torch.where(lab > 0, torch.zeros(1, 6, 6), torch.ones(1, 6, 6))
+    assert I.affinity_loss(I.pair_affinity(perfect, offs), pos_bg & False, pos_fg, neg) < 1e-4
+    assert I.affinity_loss(I.pair_affinity(boundary, offs), pos_bg, pos_fg, neg) > 1   # ...missed
+    yy, xx = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
+    disp = torch.stack([2 - yy, 2 - xx])[None]         # every pixel points at the centroid
+    l_fg, l_bg = I.displacement_loss(disp, offs, pos_fg, pos_bg)
+    assert float(l_fg) == pytest.approx(0, abs=1e-6) and float(l_bg) > 0
+    l_fg0, l_bg0 = I.displacement_loss(torch.zeros(1, 2, 6, 6), offs, pos_fg, pos_bg)
+    assert float(l_bg0) == 0 and float(l_fg0) > 0
+    e = torch.zeros(1, 3, 6, 6, dtype=torch.bool)      # empty sets contribute nothing
+    assert I.affinity_loss(torch.rand(1, 3, 6, 6), e, e, e) == 0
+
+
+def test_irnet_shapes_frozen_stages_and_training_step():
+    from wsss_edu.cam import CAMClassifier
+    torch.manual_seed(0)
+    clf = CAMClassifier(3, "small", width=4, depth=2)
+    net = I.IRNet(I.backbone_stages(clf), width=8).train()
+    assert all(not m.training for m in net.stages.modules())
+    x = torch.randn(2, 3, 30, 34)
+    b, d = net(x)
+    assert b.shape == (2, 8, 9) and d.shape == (2, 2, 8, 9) and ((b >= 0) & (b <= 1)).all()
+    rel = torch.randint(0, 3, (2, 8, 9))
+    before = [p.clone() for p in net.stages.parameters()]
+    opt = torch.optim.SGD(net.param_groups(0.1, 0.1), lr=0.1)
+    loss = I.irnet_loss(net, {"image": x, "relation": rel}, I.pair_offsets(3))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert all(torch.equal(a, p) for a, p in zip(before, net.stages.parameters()))
+    assert all(p.grad is None for p in net.stages.parameters())
+    groups = net.param_groups()
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in net.parameters() if p.requires_grad}
+
+
+def test_relation_labels_confident_fg_bg_and_unsure_between():
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)  # no edges to snap to
+    cams = torch.zeros(2, 16, 16)
+    cams[1, 4:12, 4:12] = 1.0
+    cams[1, 2:14, 2:14] = torch.maximum(cams[1, 2:14, 2:14], torch.tensor(0.15))  # a weak halo
+    rel = I.relation_labels(img, cams, 0.30, 0.05)
+    assert set(np.unique(rel)) <= {0, 2, 255}
+    assert (rel[6:10, 6:10] == 2).all() and (rel[0, :] == 0).all()
+    assert (rel == 255).any()                          # the halo: neither confident
+
+
+@pytest.mark.slow
+def test_walk_of_a_voc_sized_image_stays_under_2_gb():
+    import subprocess
+    import sys
+    code = ("import resource, torch; from wsss_edu import irnet as I; torch.manual_seed(0);"
+            "b = torch.rand(94, 125) * 0.5; c = torch.rand(3, 94, 125);"
+            "v = I.random_walk(c, b, radius=5, beta=10, exp_times=8); assert torch.isfinite(v).all();"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) < 2 * 1024 ** 2   # KiB: 500x375 at stride 4, 256 steps
