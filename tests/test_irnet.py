@@ -87,14 +87,18 @@ def test_transition_matrix_is_column_stochastic_and_the_walk_equals_its_power():
     cams = torch.rand(2, 5, 6, generator=g, dtype=torch.float64)
     for exp_times in (0, 1, 3):
         dense = ((cams * (1 - b)).reshape(2, -1) @ torch.linalg.matrix_power(t, 2 ** exp_times)).reshape(2, 5, 6)
-        walked = I.random_walk(cams, b, radius=3, beta=4.0, exp_times=exp_times)
-        assert torch.allclose(walked, dense, atol=1e-10)
+        walked = I.random_walk(cams, b, radius=3, beta=4.0, exp_times=exp_times, max_dense=0)
+        assert torch.allclose(walked, dense, atol=1e-10)                  # pair form
+        assert torch.allclose(I.random_walk(cams, b, radius=3, beta=4.0, exp_times=exp_times), dense,
+                              atol=1e-10)                                 # dense squaring
+    assert torch.allclose(I.transition_matrix(*I.transition_weights(b, 3, 4.0)), t)
     # a batch walks each image with its own boundary
     b2 = torch.stack([b, b.flip(-1)])
     c2 = torch.stack([cams, cams.flip(0)])
-    batch = I.random_walk(c2, b2, radius=3, beta=4.0, exp_times=2)
-    for n in range(2):
-        assert torch.allclose(batch[n], I.random_walk(c2[n], b2[n], radius=3, beta=4.0, exp_times=2))
+    for md in (0, 1024):
+        batch = I.random_walk(c2, b2, radius=3, beta=4.0, exp_times=2, max_dense=md)
+        for n in range(2):
+            assert torch.allclose(batch[n], I.random_walk(c2[n], b2[n], radius=3, beta=4.0, exp_times=2))
     # the pair-form weights are the columns of the same matrix
     offs, w = I.transition_weights(b, radius=3, beta=4.0)
     y, x = 2, 2

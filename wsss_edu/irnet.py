@@ -169,14 +169,37 @@ def transition_weights(boundary: torch.Tensor, radius: int = 5, beta: float = 10
     return [(0, 0)] + pairs, aff / aff.sum(-3, keepdim=True).clamp(min=1e-12)
 
 
+def transition_matrix(offsets, weights: torch.Tensor) -> torch.Tensor:
+    """The dense T (..., HW, HW) from the pair form of :func:`transition_weights` (scattered, no
+    loop over pixels): ``T[i, j]`` = weight of offset p at pixel j where i = j + offset_p."""
+    *batch, p, h, w = weights.shape
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    t = weights.new_zeros(*batch, h * w, h * w)
+    for k, (dy, dx) in enumerate(offsets):
+        ok = ((yy + dy >= 0) & (yy + dy < h) & (xx + dx >= 0) & (xx + dx < w)).flatten()
+        j = (yy * w + xx).flatten()[ok]
+        i = ((yy + dy) * w + xx + dx).flatten()[ok]
+        t[..., i, j] = weights[..., k, :, :].flatten(-2)[..., ok]
+    return t
+
+
 def random_walk(cams: torch.Tensor, boundary: torch.Tensor, radius: int = 5, beta: float = 10.0,
-                exp_times: int = 8) -> torch.Tensor:
+                exp_times: int = 8, max_dense: int = 1024) -> torch.Tensor:
     """IRNet eq. 11: the CAMs (K, H, W), first damped by (1 - B), walked 2^exp_times steps:
     v <- v T, i.e. ``v_new[j] = sum_i v[i] T[i, j]`` with T from :func:`transition_weights`. Each
     step is a sum over P shifted copies (memory O(K·P·H·W)); it equals multiplying by the matrix T
     squared ``exp_times`` times, as the reference does. Batched: ``cams`` (N, K, H, W) with
-    ``boundary`` (N, H, W). Returns the shape of ``cams``."""
+    ``boundary`` (N, H, W). Maps of at most ``max_dense`` pixels (the toy world's) take the
+    reference's route instead, T squared ``exp_times`` times as a dense matrix, which is faster
+    there; both give the same result (tested). Returns the shape of ``cams``."""
     offsets, w = transition_weights(boundary, radius, beta)
+    h, wd = boundary.shape[-2:]
+    if h * wd <= max_dense:
+        t = transition_matrix(offsets, w)
+        for _ in range(exp_times):
+            t = t @ t
+        v = (cams * (1 - boundary).unsqueeze(-3)).flatten(-2)      # (..., K, HW)
+        return (v @ t).view_as(cams)
     v = cams * (1 - boundary).unsqueeze(-3)          # (..., K, H, W) times (..., 1, H, W)
     w = w.unsqueeze(-4)                               # (..., 1, P, H, W): the same for every class
     for _ in range(2 ** exp_times):
