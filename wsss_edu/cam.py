@@ -497,6 +497,19 @@ def training_labels(labels, cfg: ClassifierConfig):
     return y.numpy(), idx.numpy()
 
 
+def dataset_tags(dataset) -> np.ndarray:
+    """The image-level labels (N, K) float32 of every sample of ``dataset``."""
+    return np.stack([np.asarray(dataset[i]["labels"], np.float32) for i in range(len(dataset))])
+
+
+def tagged_view(dataset, cfg: ClassifierConfig):
+    """``dataset`` seen through the tags the classifier of ``cfg`` knows (``cfg.drop_class``
+    removed; every image kept): what its CAMs are normalised over and scored with."""
+    from .data import Relabeled
+
+    return Relabeled(dataset, training_labels(dataset_tags(dataset), cfg)[0])
+
+
 def make_classifier(num_classes: int, cfg: ClassifierConfig) -> CAMClassifier:
     """The classifier ``cfg`` describes (the small CNN takes ``width`` / ``depth``)."""
     kw = dict(width=cfg.width, depth=cfg.depth) if cfg.backbone == "small" else {}
@@ -514,7 +527,7 @@ def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, c
     from .train import seed_everything
 
     seed_everything(cfg.seed)
-    labels = np.stack([np.asarray(dataset[i]["labels"], np.float32) for i in range(len(dataset))])
+    labels = dataset_tags(dataset)
     y, idx = training_labels(labels, cfg)
     train_set = SegTransformDataset(Relabeled(dataset, y, idx), crop=cfg.crop, flip=True)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,

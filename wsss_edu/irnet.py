@@ -123,15 +123,18 @@ def pair_affinity(boundary: torch.Tensor, offsets) -> torch.Tensor:
     return torch.stack(planes, -3)
 
 
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the pairs in ``mask``; 0 for an empty mask."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
 def affinity_loss(aff: torch.Tensor, pos_bg, pos_fg, neg, eps: float = 1e-5) -> torch.Tensor:
     """IRNet eq. 5-7: -log a on positive pairs (background and foreground averaged separately,
     each weighted 1/2) and -log(1 - a) on negative pairs, the two halves averaged:
     L = (L_bg / 2 + L_fg / 2 + L_neg) / 2. An empty set contributes 0."""
-    def mean(x, m):
-        return (x * m).sum() / m.sum().clamp(min=1)
-    l_bg = mean(-torch.log(aff + eps), pos_bg)
-    l_fg = mean(-torch.log(aff + eps), pos_fg)
-    l_neg = mean(-torch.log(1 - aff + eps), neg)
+    l_bg = _masked_mean(-torch.log(aff + eps), pos_bg)
+    l_fg = _masked_mean(-torch.log(aff + eps), pos_fg)
+    l_neg = _masked_mean(-torch.log(1 - aff + eps), neg)
     return (l_bg / 2 + l_fg / 2 + l_neg) / 2
 
 
@@ -146,10 +149,7 @@ def displacement_loss(disp: torch.Tensor, offsets, pos_fg, pos_bg) -> tuple:
     delta = disp.unsqueeze(2) - d_j                                              # D_i - D_j
     err_fg = (delta - off.T[None, :, :, None, None]).abs().sum(1)
     err_bg = delta.abs().sum(1)
-
-    def mean(x, m):
-        return (x * m).sum() / m.sum().clamp(min=1)
-    return mean(err_fg, pos_fg) / 2, mean(err_bg, pos_bg) / 2
+    return _masked_mean(err_fg, pos_fg) / 2, _masked_mean(err_bg, pos_bg) / 2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,22 +205,6 @@ def random_walk(cams: torch.Tensor, boundary: torch.Tensor, radius: int = 5, bet
     for _ in range(2 ** exp_times):
         v = (shifted(v, offsets) * w).sum(-3)
     return v
-
-
-def dense_transition_matrix(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
-    """The same T as a dense (HW, HW) matrix, built pair by pair (for small maps: figures, tests)."""
-    h, w = boundary.shape
-    a = torch.zeros(h * w, h * w, dtype=boundary.dtype)
-    for y in range(h):
-        for x in range(w):
-            a[y * w + x, y * w + x] = 1.0
-            for dy, dx in pair_offsets(radius, half=False):
-                yy, xx = y + dy, x + dx
-                if 0 <= yy < h and 0 <= xx < w:
-                    peak = max(float(boundary[y + py, x + px]) for py, px in path_points(dy, dx))
-                    a[y * w + x, yy * w + xx] = 1 - peak
-    a = a.clamp(min=0) ** beta
-    return a / a.sum(0, keepdim=True).clamp(min=1e-12)
 
 
 def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float = 0.25, size=None) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from wsss_edu import cam as C
 from wsss_edu import irnet as I
-from wsss_edu.data import Relabeled, images_to_tensor
+from wsss_edu.data import images_to_tensor
 from wsss_edu.metrics import ConfusionMeter
 from wsss_edu.toy import ToyDataset
 from wsss_edu.train import fit
@@ -38,8 +38,8 @@ def main():
     knobs = dict(size=64, missing_label_rate=0.5, imbalance=4.0)     # notebook 03's defaults
     train = ToyDataset("train", n=800, seed=0, **knobs)
     cfg = C.replace(C.ClassifierConfig(), drop_class=0, balance=True)
-    tags, _ = C.training_labels(np.stack([s["labels"] for s in train]), cfg)
-    view = Relabeled(train, tags)
+    view = C.tagged_view(train, cfg)
+    tags = C.dataset_tags(view)
     data_key = dict(dataset="toy", n=800, seed=0, **knobs)
     model = C.cached_step1(args.output, train, data_key, cfg)
     folder = C.cached_cams(args.output, model, view, data_key, cfg)

@@ -90,7 +90,7 @@ else:
     scored = get_dataset(DATASET, S.data_root, split="train") if DATASET == "voc" else train
     data_key = dict(dataset=DATASET, root=str(S.data_root), split="train_aug" if DATASET == "voc" else "train")
 CLASSES = list(train.classes)
-tags = np.stack([train[i]["labels"] for i in range(len(train))])
+tags = cam.dataset_tags(train)
 print(f"{len(train)} training images, {len(val)} validation images, {len(CLASSES) - 1} classes")
 
 # %%
@@ -138,7 +138,7 @@ print(f"the classifier trains on {len(idx_used)} of {len(train)} images; tags pe
 # %%
 model = cam.cached_step1(S.output_dir, train, data_key, CFG, S.device, WORKERS)
 probs_val = cam.classifier_probs(model, val)
-f1 = cam.multilabel_f1(probs_val, torch.as_tensor(np.stack([s["labels"] for s in val])))
+f1 = cam.multilabel_f1(probs_val, torch.as_tensor(cam.dataset_tags(val)))
 print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.numpy(), 2).tolist())))
 
 # %% [markdown]
@@ -155,8 +155,7 @@ print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.
 # IRNet's format), where notebooks 04-07 find them.
 
 # %%
-train_view = Relabeled(train, labels_used)   # the tags the classifier knows (DROP_CLASS removed)
-val_view = Relabeled(val, cam.training_labels(np.stack([s["labels"] for s in val]), CFG)[0])
+train_view, val_view = (cam.tagged_view(d, CFG) for d in (train, val))   # the tags it knows (DROP_CLASS removed)
 folder = cam.cached_cams(S.output_dir, model, train_view, data_key, CFG, device=S.device)
 val_folder = cam.cached_cams(S.output_dir, model, val_view, data_key | {"split": "val"}, CFG, device=S.device)
 print(folder)
@@ -180,8 +179,7 @@ plt.show(); plt.close()
 THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6]
 val_curve = [m.miou for m in cam.cam_confusions(val_view, val_folder, THRESHOLDS)]
 BG_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
-scored_view = Relabeled(scored, cam.training_labels(np.stack([s["labels"] for s in scored]), CFG)[0]) \
-    if scored is not train else train_view
+scored_view = cam.tagged_view(scored, CFG) if scored is not train else train_view
 train_meters = cam.cam_confusions(scored_view, folder, THRESHOLDS)
 train_curve = [m.miou for m in train_meters]
 miou_cam = train_curve[THRESHOLDS.index(BG_THRESHOLD)]
@@ -292,13 +290,11 @@ VARIANTS = {"as_given": dict(drop_class=None, balance=False),
 def score_variant(cfg):
     """Train (or load) a classifier, extract its CAMs, choose θ on val, score on train."""
     net = cam.cached_step1(S.output_dir, train, data_key, cfg, S.device, WORKERS, progress=False)
-    lab_tr, lab_va = (cam.training_labels(np.stack([s["labels"] for s in d]), cfg)[0] for d in (scored, val))
-    f_tr = cam.cached_cams(S.output_dir, net, Relabeled(train, cam.training_labels(tags, cfg)[0]), data_key, cfg,
-                           device=S.device, progress=False)
-    f_va = cam.cached_cams(S.output_dir, net, Relabeled(val, lab_va), data_key | {"split": "val"}, cfg,
-                           device=S.device, progress=False)
-    t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(Relabeled(val, lab_va), f_va, THRESHOLDS, progress=False)]))]
-    return cam.cam_confusions(Relabeled(scored, lab_tr), f_tr, [t], progress=False)[0].iou
+    v_tr, v_va, v_sc = (cam.tagged_view(d, cfg) for d in (train, val, scored))
+    f_tr = cam.cached_cams(S.output_dir, net, v_tr, data_key, cfg, device=S.device, progress=False)
+    f_va = cam.cached_cams(S.output_dir, net, v_va, data_key | {"split": "val"}, cfg, device=S.device, progress=False)
+    t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)]))]
+    return cam.cam_confusions(v_sc, f_tr, [t], progress=False)[0].iou
 
 # %%
 seeds = [S.seed + k for k in range(SEEDS)]
@@ -343,7 +339,7 @@ plt.show(); plt.close(fig)
 
 # %%
 probs_train = cam.classifier_probs(model, scored_view)
-keep = cam.confident_image_mask(probs_train, torch.as_tensor(np.stack([s["labels"] for s in scored_view])), 0.8).numpy()
+keep = cam.confident_image_mask(probs_train, torch.as_tensor(cam.dataset_tags(scored_view)), 0.8).numpy()
 m_keep, m_rest = (cam.cam_confusions(scored_view, folder, [BG_THRESHOLD], indices=np.flatnonzero(sel), progress=False)[0]
                   for sel in (keep, ~keep))
 print(f"{keep.mean():.0%} of the training images pass; their CAM mIoU {m_keep.miou:.3f}, the others' {m_rest.miou:.3f}")
