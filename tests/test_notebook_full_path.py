@@ -79,3 +79,29 @@ def test_notebook_03_full_profile_on_voc_layout(tmp_path, backbone):
     for key in ("miou_cam", "miou_cam_crf", "miou_cam_dropped_balanced"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert len(list((out / "cache" / "cams").glob("*/complete"))) >= 2   # train_aug and val CAMs
+
+
+@pytest.mark.slow
+def test_notebooks_04_05_full_profile_on_voc_layout(tmp_path):
+    """Notebooks 04 and 05 on the VOC path with the full-scale networks from scratch (ResNet-50
+    classifier and IRNet backbone, DeepLabv3+ ResNet-50), one epoch each, small crops; 05 finds
+    04's IRNet, walk choice and pseudo-labels in the shared OUTPUT_DIR."""
+    import papermill as pm
+
+    write_voc_layout(tmp_path / "data", n_train=6, n_val=3, seed=0, size=64)
+    out = tmp_path / "out"
+    common = dict(DATASET="voc", DATA_ROOT=str(tmp_path / "data"), OUTPUT_DIR=str(out), PROFILE="full",
+                  DEVICE="cpu", WEIGHTS=None, EPOCHS=1, CROP=64, IR_EPOCHS=1, IR_CROP=64, IR_BATCH=2,
+                  CONFIDENCE=0.0)     # an untrained classifier is confident of nothing
+    for nb, extra in (("04_irnet_random_walk", {}),
+                      ("05_deeplab_and_results", dict(SEG_EPOCHS=1, SEG_CROP=64, TABLE3=False))):
+        pm.execute_notebook(str(REPO / "notebooks" / f"{nb}.ipynb"), str(tmp_path / f"{nb}.ipynb"),
+                            parameters=common | extra, kernel_name="python3",
+                            cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=900)
+    m4 = json.loads((out / "metrics" / "04_irnet_random_walk.json").read_text())
+    m5 = json.loads((out / "metrics" / "05_deeplab_and_results.json").read_text())
+    assert 0.0 <= m4["miou_irnet"] <= 1.0 and m4["walk_radius"] == 5 and m4["walk_exp_times"] == 8
+    for key in ("miou_deeplab", "miou_deeplab_tta", "miou_deeplab_train"):
+        assert 0.0 <= m5[key] <= 1.0, key
+    # 04 trains two IRNets (person dropped, every tag kept); 05 finds both in the cache
+    assert len(list((out / "cache" / "irnet").glob("*.pt"))) == 2

@@ -123,3 +123,61 @@ def test_relabeled_dataset_and_whole_image_flip():
         seen.add(flipped)
     assert seen == {True, False}
     assert torch.equal(SegTransformDataset(ds)[0]["mask"], torch.as_tensor(ds[0]["mask"]).long())
+
+
+def test_deeplabv3plus_shapes_groups_and_tta():
+    from wsss_edu import models
+    torch.manual_seed(0)
+    net = models.make_segmenter("deeplabv3plus_small", 4, width=8).eval()
+    x = torch.randn(2, 3, 37, 50)
+    assert net(x).shape == (2, 4, 37, 50)
+    groups = net.param_groups(0.01)
+    assert [g["lr"] for g in groups] == [0.01, 0.1]
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    p = models.tta_probs(net, x)
+    assert p.shape == (2, 4, 37, 50) and torch.allclose(p.sum(1), torch.ones(2, 37, 50), atol=1e-5)
+    # one scale, no flip: TTA is the plain softmax; a flip-equivariant model is unchanged by the flip
+    assert torch.allclose(models.tta_probs(net, x, scales=(1.0,), flip=False), net(x).softmax(1), atol=1e-6)
+
+    class Pointwise(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :2] * 3
+    assert torch.allclose(models.tta_probs(Pointwise(), x, scales=(1.0,)),
+                          (x[:, :2] * 3).softmax(1), atol=1e-6)
+
+
+def test_deeplabv3plus_resnet50_builds_without_weights():
+    from wsss_edu import models
+    net = models.make_segmenter("deeplabv3plus_resnet50", 3, weights=None).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 80)).shape == (1, 3, 64, 80)
+
+
+def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
+    from wsss_edu import pseudo
+    from wsss_edu.io import write_mask
+    from wsss_edu.toy import ToyDataset
+    ds = ToyDataset("train", n=16, seed=0, size=32)
+    for i in range(len(ds)):
+        write_mask(tmp_path / "pl" / f"{ds.names[i]}.png", ds[i]["mask"])
+    pl = pseudo.PseudoLabeled(ds, tmp_path / "pl")
+    cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=8, optimizer="adam", lr=1e-3)
+    net = pseudo.cached_segmenter(tmp_path / "out", pl, {"pl": "x"}, cfg, progress=False)
+    m = pseudo.evaluate(net, ds, progress=False)
+    m_tta = pseudo.evaluate(net, ds, tta=True, progress=False)
+    assert m.cm.sum() == m_tta.cm.sum() == 16 * 32 * 32 - (np.stack([ds[i]["mask"] for i in range(16)]) == 255).sum()
+    assert list((tmp_path / "out" / "cache" / "segmenter").glob("*.pt"))
+    with pytest.raises(FileNotFoundError, match="notebook"):
+        pseudo.PseudoLabeled(ds, tmp_path / "nothing")
+
+
+def test_poly_schedule_decays_to_zero():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = train.poly_schedule(opt, 10, power=1.0)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 1.0 and lrs[5] == pytest.approx(0.5) and lrs[-1] == pytest.approx(0.1)

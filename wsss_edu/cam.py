@@ -424,16 +424,29 @@ def crf_cam_labels(image: np.ndarray, cams: torch.Tensor, bg_threshold: float = 
                    gt_prob: float = 0.7, params="irn_labels") -> np.ndarray:
     """CAM pseudo-labels refined by a dense CRF on labels, as IRNet post-processes CAMs: the
     background-plane argmax (:func:`cams_to_labels`) over the background and the image's classes
-    only (those with a non-zero map), a label CRF (:func:`wsss_edu.crf.crf_on_labels`), its argmax
-    mapped back to class ids 0..K. ``image`` (H, W, 3) uint8, ``cams`` (K, H, W) normalised."""
-    from .crf import crf_on_labels
-
+    only (those with a non-zero map), then :func:`crf_label_map`. ``image`` (H, W, 3) uint8,
+    ``cams`` (K, H, W) normalised. Returns (H, W) int64 class ids 0..K."""
     keys = torch.nonzero(cams.flatten(1).amax(1) > 0).flatten()
     if len(keys) == 0:
         return np.zeros(cams.shape[1:], np.int64)
     compact = cams_to_labels(cams[keys][None], bg_threshold)[0].numpy()
-    q = crf_on_labels(image, compact, len(keys) + 1, gt_prob=gt_prob, params=params)
     ids = np.concatenate([[0], keys.numpy() + 1])
+    return crf_label_map(image, ids[compact], keys.numpy(), gt_prob, params)
+
+
+def crf_label_map(image: np.ndarray, labels: np.ndarray, keys, gt_prob: float = 0.7,
+                  params="irn_labels") -> np.ndarray:
+    """A label map (H, W) of class ids 0..K refined by a label CRF
+    (:func:`wsss_edu.crf.crf_on_labels`) that lets only the background and the image's classes
+    ``keys`` (indices among the K foreground classes) compete. Returns (H, W) int64 class ids."""
+    from .crf import crf_on_labels
+
+    ids = np.concatenate([[0], np.asarray(keys, np.int64) + 1])
+    if len(ids) == 1:
+        return np.zeros(labels.shape, np.int64)
+    lut = np.zeros(int(max(ids.max(), labels.max())) + 1, np.int64)
+    lut[ids] = np.arange(len(ids))
+    q = crf_on_labels(image, lut[labels], len(ids), gt_prob=gt_prob, params=params)
     return ids[q.argmax(0)]
 
 
@@ -595,3 +608,75 @@ def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfi
 def replace(cfg: ClassifierConfig, **changes) -> ClassifierConfig:
     """A copy of ``cfg`` with some fields changed (``dataclasses.replace``)."""
     return dataclasses.replace(cfg, **changes)
+
+
+# The size knobs of notebook 03's step 1: {name: (quick, full)} (params.profile_values).
+STEP1_PROFILE = dict(IMAGE_SIZE=(64, 320), N_TRAIN=(800, 5000), N_VAL=(200, 1000),
+                     BACKBONE=("small", "resnet50"), EPOCHS=(10, 5), LR_NEW=(1e-2, 1e-3),
+                     CROP=(None, 512))
+
+
+@dataclass
+class Step1:
+    """Notebook 03's result as later notebooks need it: the splits (``scored``: where pseudo-labels
+    are scored — the toy train split, VOC's ``train``), the tagged views (``DROP_CLASS`` removed),
+    the classifier, its CAM folders and the cache keys."""
+    train: object
+    val: object
+    scored: object
+    train_view: object
+    val_view: object
+    scored_view: object
+    data_key: dict
+    cfg: ClassifierConfig
+    model: CAMClassifier
+    folder: Path
+    val_folder: Path
+
+    @property
+    def classes(self) -> list:
+        return list(self.train.classes)
+
+
+def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool = True,
+          MISSING_RATE: float = 0.5, IMBALANCE: float = 4.0, WEIGHTS="imagenet", WORKERS: int = 0,
+          progress: bool = True, **sizes) -> Step1:
+    """Notebook 03's step 1 from its parameters (same names; ``sizes``: IMAGE_SIZE, N_TRAIN, N_VAL,
+    BACKBONE, EPOCHS, LR_NEW, CROP, None = the profile's default): the data, the classifier and
+    the CAMs of the training and validation images, from the cache when notebook 03 ran with
+    the same parameters, else computed (and cached). ``setup``: :func:`wsss_edu.params.setup`'s."""
+    from . import params
+    from .datasets import get_dataset
+    from .errors import ParameterError
+
+    v = params.profile_values(setup.profile, STEP1_PROFILE, **sizes)
+    if setup.dataset == "toy":
+        knobs = dict(size=v["IMAGE_SIZE"], missing_label_rate=MISSING_RATE, imbalance=IMBALANCE)
+        train, val = params.load_splits(setup, v["N_TRAIN"], v["N_VAL"], **knobs)
+        scored = train
+        data_key = dict(dataset="toy", n=v["N_TRAIN"], seed=setup.seed, **knobs)
+    else:
+        train, val = params.load_splits(setup)
+        scored = (get_dataset(DATASET, setup.data_root, split="train") if DATASET == "voc"
+                  else train)
+        data_key = dict(dataset=DATASET, root=str(setup.data_root),
+                        split="train_aug" if DATASET == "voc" else "train")
+    classes = list(train.classes)
+    drop = None
+    if DROP_CLASS:
+        if DROP_CLASS not in classes:
+            raise ParameterError(f"DROP_CLASS={DROP_CLASS!r} is not a class of {DATASET}; choose "
+                                 f"one of {classes[1:]} or '' to keep every tag")
+        drop = classes.index(DROP_CLASS) - 1
+    cfg = ClassifierConfig(backbone=v["BACKBONE"], weights=WEIGHTS if v["BACKBONE"] != "small" else None,
+                           epochs=v["EPOCHS"], lr_new=v["LR_NEW"], crop=v["CROP"], seed=setup.seed,
+                           drop_class=drop, balance=BALANCE)
+    model = cached_step1(setup.output_dir, train, data_key, cfg, setup.device, WORKERS, progress)
+    views = [tagged_view(d, cfg) for d in (train, val)]
+    scored_view = tagged_view(scored, cfg) if scored is not train else views[0]
+    folder = cached_cams(setup.output_dir, model, views[0], data_key, cfg, device=setup.device,
+                         progress=progress)
+    val_folder = cached_cams(setup.output_dir, model, views[1], data_key | {"split": "val"}, cfg,
+                             device=setup.device, progress=progress)
+    return Step1(train, val, scored, views[0], views[1], scored_view, data_key, cfg, model,
+                 folder, val_folder)

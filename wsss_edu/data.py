@@ -91,7 +91,7 @@ class SegTransformDataset(torch.utils.data.Dataset):
             img, mask = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng())
         elif self.flip and item_rng().random() < 0.5:
             img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
-        return {"image": images_to_tensor(img)[0], "mask": torch.as_tensor(mask).long(),
+        return {"image": images_to_tensor(img)[0], "mask": torch.from_numpy(mask.astype(np.int64)),
                 "labels": torch.as_tensor(s["labels"])}
 
 

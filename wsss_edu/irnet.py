@@ -20,6 +20,9 @@ few MB (the reference builds the dense (HW)² transition matrix: ~0.5 GB per cop
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -322,3 +325,457 @@ def irnet_loss(model: IRNet, batch, offsets) -> torch.Tensor:
     l_aff = affinity_loss(pair_affinity(boundary, offsets), pos_bg, pos_fg, neg)
     l_fg, l_bg = displacement_loss(disp, offsets, pos_fg, pos_bg)
     return l_aff + (l_fg + l_bg) / 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Step 2 end to end, cached: what notebook 04 builds and notebook 05 reuses
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IRNetConfig:
+    """Everything that decides step 2's network (the cache key of its weights).
+
+    Relation labels: CAM planes ``fg_threshold`` / ``bg_threshold`` + label CRF, on the training
+    images whose every tag has a classifier probability above ``confidence`` (paper 001).
+    Training: pairs within ``radius`` grid cells at stride 4, SGD with momentum and polynomial
+    decay at ``lr_boundary`` / ``lr_displacement`` (IRNet 0.1 / 1.0; paper 001 says 0.005 / 0.05),
+    ``crop``: random rescale in ``scale`` + crop (real datasets; None: whole images, flipped)."""
+    fg_threshold: float = 0.30
+    bg_threshold: float = 0.05
+    confidence: float = 0.8
+    radius: int = 5
+    epochs: int = 5
+    batch_size: int = 16
+    lr_boundary: float = 0.1
+    lr_displacement: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    width: int = 32
+    crop: int | None = None
+    scale: tuple = (0.5, 1.5)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """The random walk's settings (IRNet's defaults): pairs within ``radius`` at stride 4,
+    affinities to the power ``beta``, T squared ``exp_times`` times, background plane
+    ``bg_threshold`` on the walked maps."""
+    radius: int = 5
+    beta: float = 10.0
+    exp_times: int = 8
+    bg_threshold: float = 0.25
+
+
+def labels_at_stride(labels: torch.Tensor, stride: int = 4) -> torch.Tensor:
+    """A label map (..., H, W) on the network's output grid (ceil(H / stride) cells per side):
+    the label at the centre pixel of each cell, as IRNet's nearest-neighbour rescale does; cells
+    whose centre falls outside the image are 255."""
+    h, w = labels.shape[-2:]
+    oh, ow = -(-h // stride), -(-w // stride)
+    c = stride // 2
+    out = labels.new_full((*labels.shape[:-2], oh, ow), IGNORE)
+    sub = labels[..., c::stride, c::stride]
+    out[..., :sub.shape[-2], :sub.shape[-1]] = sub
+    return out
+
+
+def _folder_done(folder) -> bool:
+    return (Path(folder) / "complete").exists()
+
+
+def _mark_done(folder, n: int) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "complete").write_text(f"{n} images\n")
+
+
+def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig,
+                          progress: bool = True, processes: int = 1) -> int:
+    """IRNet's relation labels (:func:`relation_labels`) of the images ``indices`` of ``dataset``
+    (samples with 'image', 'name'; ``dataset.num_classes`` counts the background) from their CAMs
+    in ``cam_folder``, one grey PNG per image in ``folder`` (0 bg, c + 1 class c, 255 unsure).
+    Images whose PNG exists are skipped (resumable); ``processes`` > 1 spreads the CRFs over
+    that many processes. Returns the number written."""
+    from tqdm.auto import tqdm
+
+    todo = [int(i) for i in indices if not (Path(folder) / f"{dataset.names[i]}.png").exists()]
+    chunks = [todo[c:c + 16] for c in range(0, len(todo), 16)]
+    bar = tqdm(total=len(todo), desc="relation labels", disable=not progress, leave=False)
+    if processes > 1 and len(chunks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child of a process that has run torch can hang on its locks
+        with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+            for n in pool.map(_relation_job, [(dataset, cam_folder, folder, ch, cfg) for ch in chunks]):
+                bar.update(n)
+    else:
+        for ch in chunks:
+            bar.update(_relation_job((dataset, cam_folder, folder, ch, cfg)))
+    bar.close()
+    return len(todo)
+
+
+def _relation_job(args) -> int:
+    from .cam import load_cams
+    from .io import write_mask
+
+    dataset, cam_folder, folder, indices, cfg = args
+    for i in indices:
+        s = dataset[i]
+        rel = relation_labels(s["image"], load_cams(cam_folder, s["name"], dataset.num_classes - 1),
+                              cfg.fg_threshold, cfg.bg_threshold)
+        write_mask(Path(folder) / f"{s['name']}.png", rel.astype(np.uint8))
+    return len(indices)
+
+
+class RelationDataset(torch.utils.data.Dataset):
+    """Training samples of IRNet: {'image': float (3, H, W), 'relation': long (H/4, W/4)} for the
+    images ``indices`` of ``dataset``, relation labels read from the PNGs of
+    :func:`write_relation_labels`. ``crop``: random rescale in ``scale``, crop and flip (the
+    labels follow, padded with 255); None: whole images, flipped at random."""
+
+    def __init__(self, dataset, folder, indices, crop: int | None = None, scale=(0.5, 1.5),
+                 stride: int = 4):
+        self.dataset, self.folder, self.indices = dataset, Path(folder), np.asarray(indices)
+        self.crop, self.scale, self.stride = crop, scale, stride
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, j):
+        from .data import images_to_tensor, item_rng, random_scale_crop_flip
+        from .io import read_mask
+
+        s = self.dataset[int(self.indices[j])]
+        img, rel = s["image"], read_mask(self.folder / f"{s['name']}.png")
+        gen = item_rng()
+        if self.crop is not None:
+            img, rel = random_scale_crop_flip(img, rel, self.crop, self.scale, gen)
+        elif gen.random() < 0.5:
+            img, rel = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(rel[:, ::-1])
+        rel = labels_at_stride(torch.from_numpy(rel.astype(np.int64)), self.stride)
+        return {"image": images_to_tensor(img)[0], "relation": rel}
+
+
+def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0,
+                checkpoint=None, progress: bool = True) -> IRNet:
+    """Train IRNet's two branches on frozen ``stages`` (:func:`backbone_stages`) with the samples of
+    a :class:`RelationDataset`: :func:`irnet_loss` over pairs within ``cfg.radius``, SGD with
+    polynomial decay (power 0.9, as IRNet's optimiser). Returns the network in eval mode."""
+    from torch.utils.data import DataLoader
+
+    from .train import fit, poly_schedule, seed_everything
+
+    seed_everything(cfg.seed)
+    net = IRNet(stages, cfg.width)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
+                        num_workers=workers)
+    opt = torch.optim.SGD(net.param_groups(cfg.lr_boundary, cfg.lr_displacement),
+                          lr=cfg.lr_boundary, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = poly_schedule(opt, cfg.epochs * len(loader))
+    offsets = pair_offsets(cfg.radius)
+    fit(net, loader, lambda m, b: irnet_loss(m, b, offsets), opt, cfg.epochs, device, sched,
+        checkpoint=checkpoint, progress=progress, desc=f"IRNet ({len(dataset)} images)")
+    return net.eval()
+
+
+@torch.no_grad()
+def boundary_map(net: IRNet, images: torch.Tensor, flip: bool = True) -> torch.Tensor:
+    """The class boundary map B (N, h, w) of normalised images (N, 3, H, W), averaged with the
+    mirrored image's (IRNet's inference)."""
+    net.eval()
+    b, _ = net(images)
+    if flip:
+        b = (b + net(images.flip(-1))[0].flip(-1)) / 2
+    return b.float()
+
+
+def walk_inputs(net: IRNet, dataset, cam_folder, indices=None, flip: bool = True,
+                batch_size: int = 32, device=None, progress: bool = True) -> list:
+    """What the random walk needs for the images ``indices`` of ``dataset``: per image a dict with
+    the boundary map 'boundary' (h, w) (:func:`boundary_map`), its CAMs on the same stride-4 grid
+    'cams' (k, h, w) for its classes 'keys' (k,) only (bilinear from the CAM folder's full-size
+    maps), and the image 'size' (H, W). Batched where image sizes agree."""
+    from tqdm.auto import tqdm
+
+    from .cam import _same_size_batches, load_cams
+    from .data import images_to_tensor
+
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device)
+    k = dataset.num_classes - 1
+    idx = list(range(len(dataset)) if indices is None else indices)
+    out = []
+    bar = tqdm(total=len(idx), desc="boundary maps", disable=not progress, leave=False)
+    for _, group in _same_size_batches(dataset, batch_size, idx):
+        x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
+        bnd = boundary_map(net, x, flip).cpu()
+        for s, b in zip(group, bnd):
+            keys = torch.nonzero(torch.as_tensor(s["labels"]) > 0).flatten()
+            c = load_cams(cam_folder, s["name"], k)[keys]
+            c = (F.interpolate(c[None], size=b.shape, mode="bilinear", align_corners=False)[0]
+                 if len(keys) else c.new_zeros(0, *b.shape))
+            out.append({"boundary": b, "cams": c, "keys": keys, "size": tuple(s["image"].shape[:2])})
+        bar.update(len(group))
+    bar.close()
+    return out
+
+
+def walk_all(inputs, walk: WalkConfig, batch_size: int = 64, device=None):
+    """Random-walk the CAMs of every entry of :func:`walk_inputs` (:func:`random_walk`), batched
+    over entries of one grid size (CAMs padded with zero maps, which stay zero). Yields
+    (position in ``inputs``, walked maps (k, h, w) on the CPU)."""
+    device = torch.device(device or "cpu")
+    j = 0
+    while j < len(inputs):
+        shape = inputs[j]["boundary"].shape
+        e = j
+        while e < len(inputs) and e - j < batch_size and inputs[e]["boundary"].shape == shape:
+            e += 1
+        group = inputs[j:e]
+        kmax = max(1, max(len(g["keys"]) for g in group))
+        cams = torch.zeros(len(group), kmax, *shape)
+        for n, g in enumerate(group):
+            cams[n, :len(g["keys"])] = g["cams"]
+        bnd = torch.stack([g["boundary"] for g in group])
+        walked = random_walk(cams.to(device), bnd.to(device), walk.radius, walk.beta,
+                             walk.exp_times).cpu()
+        for n, g in enumerate(group):
+            yield j + n, walked[n, :len(g["keys"])]
+        j = e
+
+
+def walk_labels(walked: torch.Tensor, keys, size, bg_threshold: float) -> np.ndarray:
+    """Pseudo-labels (H, W) int64 from one image's walked maps of its classes ``keys`` (class
+    indices among the K foreground classes): :func:`walk_to_labels`, all background when the image
+    has no class."""
+    if len(keys) == 0:
+        return np.zeros(size, np.int64)
+    ids = np.concatenate([[0], np.asarray(keys) + 1])
+    return ids[walk_to_labels(walked, torch.arange(len(keys)), bg_threshold, size).numpy()]
+
+
+def walk_confusions(dataset, indices, inputs, walk: WalkConfig, bg_thresholds=None,
+                    crf: bool = False, device=None) -> list:
+    """Confusion meters of the walked pseudo-labels against 'mask' for the images ``indices`` of
+    ``dataset`` (``inputs`` from :func:`walk_inputs` on the same images, in order), one meter per
+    background threshold (default: ``walk.bg_threshold``) from one walk. ``crf``: score the labels
+    after a label CRF (:func:`wsss_edu.cam.crf_label_map`) instead."""
+    from .cam import crf_label_map
+    from .metrics import ConfusionMeter
+
+    ts = [walk.bg_threshold] if bg_thresholds is None else list(bg_thresholds)
+    meters = [ConfusionMeter(dataset.num_classes) for _ in ts]
+    for j, walked in walk_all(inputs, walk, device=device):
+        g, s = inputs[j], dataset[indices[j]]
+        for m, t in zip(meters, ts):
+            lab = walk_labels(walked, g["keys"], g["size"], t)
+            m.update(s["mask"], crf_label_map(s["image"], lab, g["keys"].numpy()) if crf else lab)
+    return meters
+
+
+def confident_images(model, dataset, confidence: float = 0.8, progress: bool = True) -> np.ndarray:
+    """Indices of the images of ``dataset`` whose every tag gets a classifier probability above
+    ``confidence`` (paper 001's filter for IRNet's training images,
+    :func:`wsss_edu.cam.confident_image_mask`). None passing raises an error naming the fix."""
+    from .cam import classifier_probs, confident_image_mask, dataset_tags
+    from .errors import ParameterError
+
+    probs = classifier_probs(model, dataset, progress=progress)
+    tags = torch.as_tensor(dataset_tags(dataset))
+    idx = np.flatnonzero(confident_image_mask(probs, tags, confidence).numpy())
+    if len(idx) == 0:
+        raise ParameterError(f"no training image passes the confidence filter ({confidence}): lower "
+                             "CONFIDENCE (0 keeps every image) or train step 1's classifier longer")
+    return idx
+
+
+def step2_key(cam_folder, cfg: IRNetConfig, backbone: str, **extra) -> dict:
+    """The cache key of step 2's artifacts: the CAMs they start from (their folder, itself keyed
+    by data, classifier and CAM parameters), the IRNet settings and the backbone."""
+    import dataclasses
+
+    return {"cams": Path(cam_folder).name, "irnet": dataclasses.asdict(cfg), "backbone": backbone,
+            **extra}
+
+
+def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetConfig,
+                           progress: bool = True, processes: int = 1) -> Path:
+    """The relation-label folder of (CAMs, ``cfg``'s thresholds, ``indices``) under
+    ``output_dir``/cache/relations, written by :func:`write_relation_labels` (over ``processes``
+    processes) if not complete."""
+    from .cache import artifact_path, params_key
+
+    key = {"cams": Path(cam_folder).name, "fg": cfg.fg_threshold, "bg": cfg.bg_threshold,
+           "images": params_key({"i": [int(i) for i in indices]})}
+    folder = artifact_path(output_dir, "relations", key).with_suffix("")
+    if not _folder_done(folder):
+        write_relation_labels(dataset, cam_folder, folder, indices, cfg, progress, processes)
+        _mark_done(folder, len(indices))
+    return folder
+
+
+def cached_step2(output_dir, stages, dataset, key: dict, cfg: IRNetConfig, device=None,
+                 workers: int = 0, progress: bool = True) -> IRNet:
+    """Step 2's network for ``key`` (:func:`step2_key`) from the artifact cache under
+    ``output_dir``, or trained (:func:`train_irnet` on the :class:`RelationDataset` ``dataset``,
+    resumable) and stored. ``stages``: the frozen backbone (:func:`backbone_stages`)."""
+    from .cache import cached, checkpoint_path
+
+    def compute():
+        ckpt = checkpoint_path(output_dir, "irnet", key)
+        net = train_irnet(stages, dataset, cfg, device, workers, ckpt, progress)
+        return net.cpu().state_dict()
+
+    state = cached(output_dir, "irnet", key, compute)
+    net = IRNet(stages, cfg.width)
+    net.load_state_dict(state)
+    return net.to(device or "cpu").eval()
+
+
+def pseudo_label_folder(output_dir, key: dict, walk: WalkConfig) -> Path:
+    """Where the walked pseudo-labels of (step 2 ``key``, ``walk``) live: a folder of PNGs."""
+    import dataclasses
+
+    from .cache import artifact_path
+
+    return artifact_path(output_dir, "pseudo_labels", {**key, "walk": dataclasses.asdict(walk)}) \
+        .with_suffix("")
+
+
+def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict, walk: WalkConfig,
+                         chunk: int = 256, device=None, progress: bool = True) -> Path:
+    """Step 2's output: the random-walk pseudo-labels of every image of ``dataset`` as grey PNGs
+    named after the images (0 background, c + 1 class c), in :func:`pseudo_label_folder`. Works
+    through the images ``chunk`` at a time (memory bounded) and skips PNGs already written, so an
+    interrupted pass resumes; a 'complete' marker says the folder is whole."""
+    from tqdm.auto import tqdm
+
+    from .io import write_mask
+
+    folder = pseudo_label_folder(output_dir, key, walk)
+    if _folder_done(folder):
+        return folder
+    todo = [i for i in range(len(dataset)) if not (folder / f"{dataset.names[i]}.png").exists()]
+    bar = tqdm(total=len(todo), desc="random walk", disable=not progress, leave=False)
+    for c in range(0, len(todo), chunk):
+        idx = todo[c:c + chunk]
+        inputs = walk_inputs(net, dataset, cam_folder, idx, device=device, progress=False)
+        for j, walked in walk_all(inputs, walk, device=device):
+            g = inputs[j]
+            lab = walk_labels(walked, g["keys"], g["size"], walk.bg_threshold)
+            write_mask(folder / f"{dataset.names[idx[j]]}.png", lab.astype(np.uint8))
+            bar.update(1)
+    bar.close()
+    _mark_done(folder, len(dataset))
+    return folder
+
+
+def pseudo_label_confusion(dataset, folder, indices=None):
+    """The confusion meter of a pseudo-label folder (PNGs named after the images) against the
+    samples' 'mask' (255 ignored). A missing PNG raises an error naming the step that writes it."""
+    from .io import read_mask
+    from .metrics import ConfusionMeter
+
+    meter = ConfusionMeter(dataset.num_classes)
+    for i in (range(len(dataset)) if indices is None else indices):
+        s = dataset[i]
+        path = Path(folder) / f"{s['name']}.png"
+        if not path.exists():
+            raise FileNotFoundError(f"no pseudo-label for image {s['name']!r} in {folder}: run "
+                                    "notebook 04 (wsss_edu.irnet.cached_pseudo_labels) first")
+        meter.update(s["mask"], read_mask(path))
+    return meter
+
+
+def replace(cfg, **changes):
+    """A copy of an :class:`IRNetConfig` or :class:`WalkConfig` with some fields changed."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+# The walk settings searched on the validation split: {name: (quick, full)}; full = IRNet's only.
+WALK_GRID = dict(WALK_RADII=([2, 3, 5], [5]), WALK_EXP_TIMES=([1, 2, 4, 8], [8]),
+                 WALK_BETAS=([4, 10], [10]), WALK_BG=([0.1, 0.2, 0.25, 0.3, 0.4, 0.5], [0.25]))
+
+
+def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas, bg_thresholds,
+                device=None, progress: bool = True) -> tuple:
+    """The walk settings with the best mIoU of the walked pseudo-labels on a labelled *validation*
+    split, over the grid radii × exp_times × betas × bg_thresholds (:func:`walk_confusions`).
+    Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): mIoU})."""
+    import itertools
+
+    from tqdm.auto import tqdm
+
+    inputs = walk_inputs(net, val_dataset, val_cam_folder, device=device, progress=progress)
+    idx = list(range(len(val_dataset)))
+    grid = {}
+    for r, t, b in tqdm(list(itertools.product(radii, exp_times, betas)), desc="walk grid",
+                        disable=not progress, leave=False):
+        for bg, m in zip(bg_thresholds, walk_confusions(val_dataset, idx, inputs, WalkConfig(r, b, t),
+                                                        bg_thresholds, device=device)):
+            grid[(r, t, b, bg)] = m.miou
+    r, t, b, bg = max(grid, key=grid.get)
+    return WalkConfig(radius=r, beta=b, exp_times=t, bg_threshold=bg), grid
+
+
+def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key: dict, grid: dict,
+                       device=None, progress: bool = True) -> tuple:
+    """:func:`choose_walk` over ``grid`` ({'WALK_RADII', 'WALK_EXP_TIMES', 'WALK_BETAS',
+    'WALK_BG'}: lists) for the network of ``key``, from the artifact cache or searched and stored.
+    Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): val mIoU})."""
+    from .cache import cached
+
+    def search():
+        walk, scores = choose_walk(net, val_dataset, val_cam_folder, grid["WALK_RADII"],
+                                   grid["WALK_EXP_TIMES"], grid["WALK_BETAS"], grid["WALK_BG"],
+                                   device, progress)
+        return {"walk": [walk.radius, walk.beta, walk.exp_times, walk.bg_threshold],
+                "grid": [list(k) + [v] for k, v in scores.items()]}
+
+    found = cached(output_dir, "walk_choice", {**key, "grid": grid}, search)
+    return WalkConfig(*found["walk"]), {tuple(r[:4]): r[4] for r in found["grid"]}
+
+
+@dataclass
+class Step2:
+    """Notebook 04's result as later notebooks need it: the trained network, its cache key, the
+    walk chosen on val (with the grid's scores) and the pseudo-label folder of the training split."""
+    net: IRNet
+    key: dict
+    walk: WalkConfig
+    grid: dict
+    folder: Path
+
+
+def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=None,
+          walk_grid: dict | None = None, workers: int = 0, progress: bool = True) -> Step2:
+    """Notebook 04 in one call, from step 1's result ``st`` (:func:`wsss_edu.cam.step1`): relation
+    labels of the confident images, IRNet on the frozen ``backbone`` ('classifier': step 1's
+    stages; 'resnet50'), the walk chosen on val over ``walk_grid`` (:data:`WALK_GRID`'s names ->
+    lists; None: the profile's defaults) and the training split's pseudo-labels. Everything comes
+    from the cache when notebook 04 ran with the same parameters. ``workers``: DataLoader workers,
+    and processes for the relation labels' CRFs."""
+    from . import params
+
+    check = ("classifier", "resnet50")
+    if backbone not in check:
+        raise ValueError(f"backbone {backbone!r} is not valid; choose one of {check}")
+    g = params.profile_values(setup.profile, WALK_GRID, **(walk_grid or {}))
+    confident = confident_images(st.model, st.train_view, cfg.confidence, progress)
+    rel = cached_relation_labels(setup.output_dir, st.train_view, st.folder, confident, cfg, progress,
+                                 processes=max(1, workers))
+    stages = backbone_stages(st.model if backbone == "classifier" else "resnet50", weights)
+    key = step2_key(st.folder, cfg, backbone)
+    data = RelationDataset(st.train_view, rel, confident, crop=cfg.crop, scale=cfg.scale)
+    net = cached_step2(setup.output_dir, stages, data, key, cfg, setup.device, workers, progress)
+
+    walk, grid = cached_walk_choice(setup.output_dir, net, st.val_view, st.val_folder, key, g,
+                                    setup.device, progress)
+    folder = cached_pseudo_labels(setup.output_dir, net, st.train_view, st.folder, key, walk,
+                                  device=setup.device, progress=progress)
+    return Step2(net, key, walk, grid, folder)

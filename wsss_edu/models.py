@@ -56,17 +56,146 @@ class _TorchvisionSeg(nn.Module):
         return self.net(x)["out"]
 
 
-SEGMENTERS = ("unet", "deeplabv3_resnet50")
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLabv3, Chen et al. 2017 §3.3): a 1x1 convolution, three
+    3x3 convolutions dilated by ``rates`` and a global-average-pooled branch, side by side, each
+    with batch norm and ReLU, concatenated and projected to ``out_channels`` (then dropout)."""
+
+    def __init__(self, in_channels: int, out_channels: int = 256, rates=(6, 12, 18),
+                 dropout: float = 0.1):
+        super().__init__()
+
+        def cbr(k, d):
+            return nn.Sequential(nn.Conv2d(in_channels, out_channels, k, padding=d * (k // 2),
+                                           dilation=d, bias=False),
+                                 nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.branches = nn.ModuleList([cbr(1, 1)] + [cbr(3, r) for r in rates])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                  nn.ReLU(inplace=True))    # no norm: one value per image and channel
+        self.project = nn.Sequential(
+            nn.Conv2d(out_channels * (len(rates) + 2), out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True), nn.Dropout(dropout))
+
+    def forward(self, x):
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand(-1, -1, *x.shape[-2:]))
+        return self.project(torch.cat(outs, 1))
+
+
+class _SmallEncoder(nn.Module):
+    """The quick profile's encoder: conv stages at strides 2 and 4 (the low-level features), a third
+    at stride 8, then two dilated stages that keep stride 8 (DeepLab's output stride 8)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+
+        def cbr(cin, cout, stride=1, dilation=1):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation,
+                                           bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        w = width
+        self.low = nn.Sequential(cbr(3, w, 2), cbr(w, w), cbr(w, 2 * w, 2), cbr(2 * w, 2 * w))
+        self.high = nn.Sequential(cbr(2 * w, 4 * w, 2), cbr(4 * w, 4 * w), cbr(4 * w, 4 * w, dilation=2),
+                                  cbr(4 * w, 4 * w, dilation=4))
+        self.channels = (2 * w, 4 * w)
+
+    def forward(self, x):
+        low = self.low(x)
+        return low, self.high(low)
+
+
+class _ResNet50Encoder(nn.Module):
+    """torchvision's ResNet-50 with the last stage dilated (output stride 16, as DeepLabv3+);
+    low-level features from layer1 (stride 4)."""
+
+    def __init__(self, weights: str | None = None):
+        super().__init__()
+        from torchvision.models import ResNet50_Weights, resnet50
+
+        net = resnet50(weights=ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None,
+                       replace_stride_with_dilation=[False, False, True])
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        self.rest = nn.Sequential(net.layer2, net.layer3, net.layer4)
+        self.channels = (256, 2048)
+
+    def forward(self, x):
+        low = self.stem(x)
+        return low, self.rest(low)
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabv3+ (Chen et al., ECCV 2018): an encoder with dilated last stages, ASPP on its output,
+    and a decoder that upsamples the ASPP features to stride 4, concatenates them with the
+    encoder's stride-4 features reduced to 48 channels (§3.1), refines with two 3x3 convolutions
+    and predicts the classes; logits are upsampled bilinearly to the input size.
+    ``backbone``: 'resnet50' (output stride 16, ASPP rates 6/12/18, 256 channels, the paper's)
+    or 'small' (the quick profile: output stride 8, rates 2/4/6, ``width`` · 4 channels)."""
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str | None = None,
+                 width: int = 32):
+        super().__init__()
+        check_choice("backbone", backbone, ("small", "resnet50"))
+        if backbone == "resnet50":
+            self.encoder, ch, rates, low_ch = _ResNet50Encoder(weights), 256, (6, 12, 18), 48
+        else:
+            self.encoder, ch, rates, low_ch = _SmallEncoder(width), 4 * width, (2, 4, 6), width
+        c_low, c_high = self.encoder.channels
+        self.aspp = ASPP(c_high, ch, rates)
+        self.reduce = nn.Sequential(nn.Conv2d(c_low, low_ch, 1, bias=False), nn.BatchNorm2d(low_ch),
+                                    nn.ReLU(inplace=True))
+
+        def cbr(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True))
+        self.decoder = nn.Sequential(cbr(ch + low_ch, ch), cbr(ch, ch))
+        self.classifier = nn.Conv2d(ch, num_classes, 1)
+
+    def forward(self, x):
+        low, high = self.encoder(x)
+        y = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.classifier(self.decoder(torch.cat([y, self.reduce(low)], 1)))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def param_groups(self, lr: float) -> list:
+        """The encoder at ``lr``, the new layers (ASPP, decoder) at 10x, the usual DeepLab split."""
+        enc = list(self.encoder.parameters())
+        ids = {id(p) for p in enc}
+        new = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": enc, "lr": lr}, {"params": new, "lr": 10 * lr}]
+
+
+@torch.no_grad()
+def tta_probs(model: nn.Module, images: torch.Tensor, scales=(0.5, 1.0, 2.0), flip: bool = True) -> torch.Tensor:
+    """Test-time augmentation (paper 001 §3.4): the softmax of ``model`` on the images (N, 3, H, W)
+    rescaled by each of ``scales`` (bilinear; antialiased when shrinking, as PIL's resize of the
+    training augmentation is) and, with ``flip``, mirrored too, each resized back to (H, W) and
+    averaged. Returns probabilities (N, C, H, W)."""
+    h, w = images.shape[-2:]
+    total, n = 0, 0
+    for s in scales:
+        x = images if s == 1 else F.interpolate(images, scale_factor=s, mode="bilinear",
+                                                 align_corners=False, antialias=s < 1)
+        for f in ((False, True) if flip else (False,)):
+            xi = x.flip(-1) if f else x
+            p = torch.softmax(model(xi).float(), 1)
+            p = p.flip(-1) if f else p
+            total = total + F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            n += 1
+    return total / n
+
+
+SEGMENTERS = ("unet", "deeplabv3_resnet50", "deeplabv3plus_small", "deeplabv3plus_resnet50")
 
 
 def make_segmenter(name: str, num_classes: int, weights: str | None = None, **kwargs) -> nn.Module:
-    """A segmentation network by name: 'unet' (quick profile) or 'deeplabv3_resnet50' (full
-    profile; ``weights='imagenet'`` loads torchvision's ImageNet backbone, which needs those weights
+    """A segmentation network by name: 'unet' (quick profile), 'deeplabv3_resnet50' (full
+    profile), 'deeplabv3plus_small' / 'deeplabv3plus_resnet50' (:class:`DeepLabV3Plus`; ``weights='imagenet'`` loads torchvision's ImageNet backbone, which needs those weights
     cached or a download — ``weights=None`` starts from scratch)."""
     check_choice("model", name, SEGMENTERS)
     check_choice("weights", weights, (None, "imagenet"))
     if name == "unet":
         return UNet(num_classes, **kwargs)
+    if name.startswith("deeplabv3plus"):
+        return DeepLabV3Plus(num_classes, name.split("_")[1], weights, **kwargs)
     from torchvision.models import ResNet50_Weights
     from torchvision.models.segmentation import deeplabv3_resnet50
 

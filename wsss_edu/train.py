@@ -132,6 +132,13 @@ def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=N
     return history
 
 
+def poly_schedule(optimizer, total_steps: int, power: float = 0.9):
+    """The "poly" learning-rate policy of DeepLab and IRNet, stepped once per batch:
+    lr_t = lr_0 · (1 - t / total_steps)^power."""
+    total = max(1, int(total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 - min(t, total - 1) / total) ** power)
+
+
 def cross_entropy_loss(model, batch):
     """Per-pixel cross-entropy of ``model(batch['image'])`` against ``batch['mask']``, ignoring 255:
     the ``loss_fn`` of fully-supervised training."""

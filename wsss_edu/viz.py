@@ -145,10 +145,11 @@ def sliders(fn, **ranges):
 
 
 def bar_table(results: dict, xlabel: str, names: dict | None = None, colors: dict | None = None,
-              xlim=(0, 1)):
+              xlim=(0, 1), row_header: str = "training data"):
     """A result table and its figure: one horizontal bar per row (mean, with the standard
     deviation as error bar) and the same numbers as a markdown table with every seed's value.
-    ``results``: {row: array of per-seed scores}; ``names``/``colors``: {row: label / colour}."""
+    ``results``: {row: array of per-seed scores}; ``names``/``colors``: {row: label / colour};
+    ``row_header``: the first column's title."""
     import matplotlib.pyplot as plt
 
     names, colors = names or {}, colors or {}
@@ -158,7 +159,7 @@ def bar_table(results: dict, xlabel: str, names: dict | None = None, colors: dic
             color=[colors.get(k, f"C{i}") for i, k in enumerate(results)])  # default colour cycle
     ax.set_xlim(*xlim); ax.set_xlabel(xlabel); ax.invert_yaxis()
     plt.show(); plt.close(fig)
-    print("| training data | score (mean ± std) | per seed |\n| --- | --- | --- |")
+    print(f"| {row_header} | score (mean ± std) | per seed |\n| --- | --- | --- |")
     for label, v in zip(labels, results.values()):
         v = np.asarray(v, float)
         print(f"| {label} | {v.mean():.3f} ± {v.std():.3f} | {np.round(v, 3).tolist()} |")

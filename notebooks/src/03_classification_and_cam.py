@@ -61,9 +61,7 @@ from wsss_edu.data import Relabeled, images_to_tensor
 from wsss_edu.errors import ParameterError
 
 S = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(64, 320), N_TRAIN=(800, 5000), N_VAL=(200, 1000),
-                                        BACKBONE=("small", "resnet50"), EPOCHS=(10, 5),
-                                        LR_NEW=(1e-2, 1e-3), CROP=(None, 512)),
+P = params.profile_values(PROFILE, cam.STEP1_PROFILE,   # {knob: (quick, full)}
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE,
                           EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP)
 IMAGE_SIZE, N_TRAIN, N_VAL, BACKBONE, EPOCHS, LR_NEW, CROP = P.values()

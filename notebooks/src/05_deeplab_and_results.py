@@ -1,0 +1,292 @@
+# %% [markdown]
+# # 05 · Step 3: DeepLabv3+ on the pseudo-labels, test-time augmentation, and the paper's tables
+#
+# The last step of paper 001 is ordinary supervised segmentation: a DeepLabv3+ trained on IRNet's
+# pseudo-labels as if they were ground truth, then tested with flips and scales. It is the step
+# that gained most in the paper (Table 2, LID val):
+#
+# | step | mIoU |
+# | --- | --- |
+# | 1. classification + CAM + CRF | 31.06 |
+# | 2. IRNet | 31.87 |
+# | 3. DeepLabv3+ with TTA | 39.64 |
+#
+# Why can a network trained on noisy labels beat them? The noise of pseudo-labels is not
+# consistent from image to image (a CAM misses a different part of each cat), while the
+# appearance of a class is; a network with limited capacity fits what is shared first.
+# This notebook measures that on the toy world and reproduces the paper's Table 3 ablation:
+# TTA on/off, IRNet's background threshold 0.3 vs 0.5, and the dropped class.
+
+# %% tags=["parameters"]
+DATASET = "toy"        # toy | voc (pseudo-labels on train_aug, DeepLab scored on val)
+DATA_ROOT = ""
+OUTPUT_DIR = ""
+PROFILE = "quick"
+DEVICE = "auto"
+SEED = 0
+WORKERS = 0
+# Steps 1-2, as notebooks 03-04 ran them (the same values find their cached results):
+DROP_CLASS = "person"
+BALANCE = True
+MISSING_RATE = 0.5
+IMBALANCE = 4.0
+IMAGE_SIZE = None
+N_TRAIN = None
+N_VAL = None
+BACKBONE = None
+EPOCHS = None
+LR_NEW = None
+CROP = None
+WEIGHTS = "imagenet"
+CONFIDENCE = 0.8
+IR_BACKBONE = None     # (classifier | resnet50)
+IR_EPOCHS = None       # (5 | 3)
+IR_RADIUS = None       # (5 | 10)
+IR_BATCH = None        # (16 | 32)
+IR_CROP = None         # (None | 512)
+IR_LR = 0.1
+# Step 3 (None = the profile's default, quick | full):
+SEG_BACKBONE = None    # DeepLabv3+ encoder (small | resnet50)
+SEG_EPOCHS = None      # (10 | 30)
+SEG_OPTIMIZER = None   # (adam | sgd): the paper's SGD suits a pretrained encoder, Adam the small one from scratch
+SEG_LR = None          # (2e-3 | 1e-3)
+SEG_CROP = None        # random rescale + crop (None: whole images, flipped | 512)
+SEG_SCALE = (0.5, 2.0) # the rescale range of training when SEG_CROP is set (DeepLab's usual 0.5-2)
+TTA_SCALES = (0.5, 1.0, 2.0)
+SEEDS = 2              # networks trained on the main pseudo-labels (mean ± spread)
+TABLE3 = True          # train the extra networks of the Table 3 analogue (one seed each)
+
+# %%
+import numpy as np
+import matplotlib.pyplot as plt
+import torch
+from wsss_edu import cam, irnet, params, pseudo, viz
+from wsss_edu.data import images_to_tensor
+from wsss_edu.models import tta_probs
+
+S = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+P = params.profile_values(PROFILE, dict(
+    IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10), IR_BATCH=(16, 32),
+    IR_CROP=(None, 512), SEG_BACKBONE=("small", "resnet50"), SEG_EPOCHS=(10, 30),
+    SEG_OPTIMIZER=("adam", "sgd"), SEG_LR=(2e-3, 1e-3), SEG_CROP=(None, 512)),
+    IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP,
+    SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS, SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP)
+print(P)
+
+# %% [markdown]
+# ## 1 · Steps 1 and 2, from the cache
+#
+# `cam.step1` and `irnet.step2` are notebooks 03 and 04 in one call each: the classifier, its
+# CAMs, IRNet and the pseudo-labels made with the walk chosen on the validation split.
+
+# %%
+STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
+             LR_NEW=LR_NEW, CROP=CROP)
+IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
+                          batch_size=P["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
+                          crop=P["IR_CROP"], seed=S.seed)
+
+IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
+ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+IR = irnet.step2(S, ST, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, workers=WORKERS)
+CLASSES = ST.classes
+print("walk chosen on val:", IR.walk, "\npseudo-labels:", IR.folder)
+
+# %% [markdown]
+# The scores of steps 1 and 2, as notebooks 03-04 report them (pseudo-labels on the training
+# split; CAM θ chosen on val):
+
+# %%
+THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6]
+val_curve = [m.miou for m in cam.cam_confusions(ST.val_view, ST.val_folder, THRESHOLDS, progress=False)]
+CAM_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
+miou_cam = cam.cam_confusions(ST.scored_view, ST.folder, [CAM_THRESHOLD], progress=False)[0].miou
+miou_irnet = irnet.pseudo_label_confusion(ST.scored_view, IR.folder).miou
+print(f"miou_cam {miou_cam:.3f}   miou_irnet {miou_irnet:.3f}")
+
+# %% [markdown]
+# ## 2 · DeepLabv3+
+#
+# DeepLabv3+ (Chen et al. 2018) is an encoder–decoder (`models.DeepLabV3Plus`):
+#
+# * an **encoder** whose last stages are *dilated* instead of strided, so the features stay at
+#   1/16 of the image (1/8 for the quick profile's small encoder) with a large receptive field;
+# * **ASPP** (atrous spatial pyramid pooling): the same features seen through 3×3 convolutions
+#   dilated by 6, 12 and 18 (quick: 2, 4, 6), a 1×1 convolution and a global average, side by
+#   side — context at several scales;
+# * a **decoder** that upsamples the ASPP output to 1/4, concatenates the encoder's 1/4-scale
+#   features (reduced to 48 channels so they do not drown the semantic ones), refines with two
+#   3×3 convolutions and predicts the classes.
+#
+# Trained with per-pixel cross-entropy on the pseudo-labels. The paper: ResNet-50 encoder
+# pretrained on ImageNet, SGD with learning rate $10^{-3}$, momentum 0.9, weight decay $10^{-6}$.
+# The quick profile's small encoder starts from random weights; it gets Adam at $2\cdot 10^{-3}$,
+# as the fully supervised reference network of notebook 00 (SGD at the paper's rate barely moves
+# a network from scratch in a few hundred steps: val mIoU 0.30 after 10 epochs at lr 1e-2, against
+# 0.50 with Adam).
+# The quick profile augments with flips only; the full profile rescales (0.5-2), crops 512 px and
+# flips.
+
+# %%
+SEG = pseudo.SegmenterConfig(model=f"deeplabv3plus_{P['SEG_BACKBONE']}",
+                             weights=WEIGHTS if P["SEG_BACKBONE"] == "resnet50" else None,
+                             epochs=P["SEG_EPOCHS"], optimizer=P["SEG_OPTIMIZER"], lr=P["SEG_LR"],
+                             crop=P["SEG_CROP"], scale=tuple(SEG_SCALE), seed=S.seed)
+
+def step3(folder, seed=S.seed):
+    """DeepLabv3+ trained on the pseudo-labels in ``folder`` (cached)."""
+    return pseudo.cached_segmenter(S.output_dir, pseudo.PseudoLabeled(ST.train_view, folder),
+                                   {"pseudo_labels": folder.name}, pseudo.replace(SEG, seed=seed), S.device, WORKERS)
+
+nets = [step3(IR.folder, S.seed + k) for k in range(SEEDS)]
+net = nets[0]                      # the one shown in the figures
+print(SEG)
+
+# %% [markdown]
+# ## 3 · Test-time augmentation
+#
+# The paper's final prediction averages the softmax over the image and its mirror at the scales
+# 0.5, 1 and 2 (`models.tta_probs`): six forward passes, each resized back to the image.
+
+# %%
+plain = np.array([pseudo.evaluate(n, ST.val).miou for n in nets])
+tta = np.array([pseudo.evaluate(n, ST.val, tta=True, scales=TTA_SCALES).miou for n in nets])
+miou_deeplab, miou_deeplab_tta = plain.mean(), tta.mean()
+print(f"val mIoU over {SEEDS} seeds: DeepLabv3+ {miou_deeplab:.3f} ± {plain.std():.3f}, "
+      f"with TTA {miou_deeplab_tta:.3f} ± {tta.std():.3f}")
+
+# %% [markdown]
+# Which augmentations help? Each scale alone (with its flip) and the paper's average:
+
+# %%
+per_scale = {s: np.mean([pseudo.evaluate(n, ST.val, tta=True, scales=(s,), progress=False).miou for n in nets])
+             for s in TTA_SCALES}
+fig, ax = plt.subplots(figsize=(5, 2.6))
+names = [f"scale {s} + flip" for s in per_scale] + ["no TTA", "TTA (average)"]
+ax.barh(names, list(per_scale.values()) + [miou_deeplab, miou_deeplab_tta], color=["C0"] * len(per_scale) + ["C7", "C2"])
+ax.set_xlabel("val mIoU"); ax.set_xlim(0, 1); ax.invert_yaxis()
+plt.show(); plt.close(fig)
+
+# %% [markdown]
+# ## 4 · Table 2: each step
+#
+# Steps 1 and 2 are pseudo-labels, scored on the training images they label (as the paper and
+# IRNet report them); step 3 is a network, scored on the validation split it never saw. The
+# network is also scored on the training split, the like-for-like comparison with its own
+# training labels.
+
+# %%
+miou_deeplab_train = np.mean([pseudo.evaluate(n, ST.scored_view, progress=False).miou for n in nets])
+table2 = {"1. CAM (train)": miou_cam, "2. IRNet (train)": miou_irnet,
+          "3. DeepLabv3+ (train)": miou_deeplab_train, "3. DeepLabv3+ (val)": plain,
+          "3. DeepLabv3+ + TTA (val)": tta}
+viz.bar_table({k: np.atleast_1d(v) for k, v in table2.items()}, "mIoU", row_header="step (split)")
+
+# %%
+show = [i for i in range(len(ST.val)) if ST.val[i]["labels"].sum() >= 1][:4]
+rows = []
+for i in show:
+    s = ST.val[i]
+    x = images_to_tensor(s["image"]).to(S.device)
+    with torch.no_grad():
+        rows.append([s["image"], s["mask"], net(x).argmax(1)[0].cpu().numpy(),
+                     tta_probs(net, x, TTA_SCALES).argmax(1)[0].cpu().numpy()])
+viz.show_grid(rows, titles=["val image", "true mask", "DeepLabv3+", "with TTA"])
+plt.show(); plt.close()
+
+# %% [markdown]
+# ## 5 · Table 3: what the choices are worth
+#
+# The paper's ablation, on the same validation split: IRNet's background threshold 0.3 or 0.5
+# (notebook 04 wrote both sets of pseudo-labels), TTA on or off, and the dropped class kept
+# (the paper adds a 'person' CAM from a separate binary classifier; here the whole pipeline simply
+# runs again with every tag kept: a classifier that knows the person, its CAMs, its IRNet).
+
+# %%
+table3 = {}
+if TABLE3:
+    for bg in (0.3, 0.5):
+        f = irnet.cached_pseudo_labels(S.output_dir, IR.net, ST.train_view, ST.folder, IR.key,
+                                       irnet.replace(IR.walk, bg_threshold=bg), device=S.device, progress=False)
+        m = nets[0] if f == IR.folder else step3(f)
+        table3[(bg, False, False)] = pseudo.evaluate(m, ST.val, progress=False).miou
+        table3[(bg, True, False)] = pseudo.evaluate(m, ST.val, tta=True, scales=TTA_SCALES, progress=False).miou
+    if DROP_CLASS:
+        w = IR.walk        # notebook 04's: its walk, background 0.3
+        st_all = cam.step1(S, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+        ir_all = irnet.step2(S, st_all, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, dict(
+            WALK_RADII=[w.radius], WALK_EXP_TIMES=[w.exp_times], WALK_BETAS=[w.beta], WALK_BG=[0.3]), workers=WORKERS)
+        m = step3(ir_all.folder)
+        table3[(0.3, True, True)] = pseudo.evaluate(m, ST.val, tta=True, scales=TTA_SCALES, progress=False).miou
+
+# %%
+if table3:
+    label = {False: "no", True: "yes"}
+    viz.bar_table({f"bg {bg}, TTA {label[t]}, {DROP_CLASS or 'nothing'} {'kept' if p else 'dropped'}": [v]
+                   for (bg, t, p), v in table3.items()}, "val mIoU of DeepLabv3+", row_header="IRNet threshold, TTA, class")
+
+# %% [markdown]
+# ## 6 · Headline numbers
+
+# %%
+metrics = {"miou_deeplab": miou_deeplab,   # miou_cam, miou_irnet: notebooks 03-04's keys
+           "miou_deeplab_tta": miou_deeplab_tta, "miou_deeplab_train": miou_deeplab_train,
+           "miou_deeplab_std": plain.std(), "miou_deeplab_tta_std": tta.std()}
+metrics |= {f"miou_deeplab_scale_{s}": v for s, v in per_scale.items()}
+metrics |= {f"miou_table3_bg{int(bg * 100):02d}_tta{int(t)}_{'kept' if p else 'dropped'}": v
+            for (bg, t, p), v in table3.items()}
+metrics = {k: float(v) for k, v in metrics.items()}
+S.record(metrics)
+print({k: round(v, 3) for k, v in metrics.items()}, f"(miou_cam {miou_cam:.3f}, miou_irnet {miou_irnet:.3f})")
+
+# %% [markdown]
+# ### What reproduced and what did not
+#
+# At the quick defaults (the live numbers are above):
+#
+# * **Table 2's trend holds, narrowly, for the network itself**: CAM 0.39 → IRNet 0.47 (train
+#   pseudo-labels) → DeepLabv3+ 0.48 on val, and 0.48 on the training images too. The last step
+#   is smaller than the spread over seeds (0.50 and 0.46 for seeds 0 and 1): here step 3 *matches*
+#   its labels rather than beating them clearly. A wider network (`width=24` in
+#   `pseudo.SegmenterConfig`) scored 0.51, 0.52 and 0.49 over three seeds, at 1.5× the training
+#   time, which the 5-minute budget of this notebook does not allow.
+# * **TTA with the paper's scales does not help; it hurts** (0.48 → 0.35 ± 0.05). The per-scale
+#   bars of §3 say why: the flip alone is harmless (scale 1 + flip = 0.48, the same as no TTA), but
+#   at scale 0.5 a 64-px image is 32 px, which the small encoder (output stride 8) sees as a 4×4
+#   feature map — small objects vanish and the average is pulled to background (the examples
+#   above shrink) — and at scale 2 the objects are twice the size of anything seen in training.
+#   The paper's images are ~500 px, where half size is still 250 px. Training with rescaling
+#   (`SEG_CROP = 64`, `SEG_SCALE = (0.5, 2.0)`) did not rescue it: scale 1 fell to 0.42, scale 2
+#   rose to 0.39, scale 0.5 stayed at 0.22, TTA 0.39 (seed 0, measured once). TTA depends on the
+#   image size relative to the network, and the toy world's images are too small for the paper's
+#   scales.
+# * **Table 3**: the lower IRNet threshold (0.3) gave the better network (0.52 vs 0.41 without TTA),
+#   as in the paper's TTA rows; keeping the unreliable person tags made the network worse (0.32
+#   vs 0.46 with TTA), the reason the paper drops them. One seed per row: differences below ~0.05
+#   are within seed noise (§3).
+#
+# Checked at the quick defaults: the Table 2 chain with the plain network, and the evidence for the
+# TTA explanation — each rescaled view alone is worse than the image at its own size.
+
+# %%
+if DATASET == "toy" and S.quick:
+    assert miou_cam < miou_irnet < miou_deeplab, (miou_cam, miou_irnet, metrics)
+    assert per_scale[0.5] < per_scale[1.0] and per_scale[2.0] < per_scale[1.0], per_scale
+
+# %% [markdown]
+# ## Summary
+#
+# * Step 3 is plain supervised training on pseudo-labels; it can beat its own labels because
+#   their errors differ from image to image while the classes' appearance does not.
+# * TTA averages the network's opinion over flips and scales; it pays only where the rescaled
+#   images are still images the network can read — not at 32 px.
+# * Paper 001's Table 2 trend, measured: CAM → IRNet → DeepLabv3+ (without TTA here).
+#
+# ## Exercises
+#
+# 1. Train step 3 on the CAM pseudo-labels of notebook 03 instead of IRNet's. How much of the
+#    final mIoU does step 2 buy?
+# 2. Set `IMAGE_SIZE = 128` (rerun notebooks 03-05; four times the compute) and look at §3's
+#    per-scale bars again. Does TTA at the paper's scales start to pay?
+# 3. Train for 5 and 20 epochs: does the network's advantage over its training labels grow or
+#    shrink with longer training (it starts to fit the noise)?

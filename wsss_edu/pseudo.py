@@ -1,0 +1,156 @@
+"""Training a segmentation network on pseudo-labels, and scoring it with test-time augmentation:
+step 3 of paper 001 (DeepLabv3+ on IRNet's pseudo-labels), and the retraining step URN and RRM's
+two-step variant build on.
+
+* :class:`PseudoLabeled`: a dataset whose masks are replaced by a folder of pseudo-label PNGs;
+* :class:`SegmenterConfig`, :func:`train_segmenter`, :func:`cached_segmenter`: the network, trained
+  with SGD (paper 001: lr 1e-3, momentum 0.9, weight decay 1e-6 at full scale) and cached;
+* :func:`evaluate`: mIoU on a labelled split, plain or with TTA (:func:`wsss_edu.models.tta_probs`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import check_choice
+
+
+class PseudoLabeled(torch.utils.data.Dataset):
+    """``dataset`` with each sample's 'mask' replaced by the PNG ``<folder>/<name>.png`` (written
+    by e.g. :func:`wsss_edu.irnet.cached_pseudo_labels`); the true mask stays under 'true_mask'.
+    Keeps ``names``, ``classes`` and ``num_classes``."""
+
+    def __init__(self, dataset, folder):
+        self.dataset, self.folder = dataset, Path(folder)
+        self.classes = getattr(dataset, "classes", None)
+        self.num_classes = getattr(dataset, "num_classes", None)
+        missing = [n for n in (dataset.names or [])[:1] if not (self.folder / f"{n}.png").exists()]
+        if missing:
+            raise FileNotFoundError(f"no pseudo-label {missing[0]}.png in {self.folder}: run the "
+                                    "notebook that writes this folder (04 for IRNet's) first")
+
+    @property
+    def names(self):
+        return self.dataset.names
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        from .io import check_same_size, read_mask
+
+        s = dict(self.dataset[i])
+        path = self.folder / f"{s['name']}.png"
+        s["true_mask"], s["mask"] = s["mask"], read_mask(path)
+        check_same_size(s["image"], s["mask"], s["name"], path)
+        return s
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Everything that decides step 3's network (its cache key with the pseudo-label folder).
+    ``model``: a :func:`wsss_edu.models.make_segmenter` name; ``optimizer`` 'sgd' (the paper's:
+    ``lr``, the new layers of a DeepLabv3+ at 10x, momentum, weight decay) or 'adam' (for small
+    networks trained from scratch), with polynomial decay; ``crop``: random rescale in
+    ``scale`` + crop (real datasets; None: whole images, flipped)."""
+    model: str = "deeplabv3plus_small"
+    weights: str | None = None
+    width: int = 16
+    epochs: int = 10
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    crop: int | None = None
+    scale: tuple = (0.5, 1.5)
+    seed: int = 0
+
+
+def make_model(num_classes: int, cfg: SegmenterConfig):
+    from .models import make_segmenter
+
+    kw = {"width": cfg.width} if cfg.model in ("deeplabv3plus_small", "unet") else {}
+    return make_segmenter(cfg.model, num_classes, cfg.weights, **kw)
+
+
+def train_segmenter(dataset, cfg: SegmenterConfig, device=None, workers: int = 0,
+                    checkpoint=None, progress: bool = True):
+    """Train a segmenter on ``dataset`` (samples with 'image', 'mask' — pseudo-labels — 255
+    ignored) with per-pixel cross-entropy. Returns the network in eval mode."""
+    from torch.utils.data import DataLoader
+
+    from .data import SegTransformDataset
+    from .train import cross_entropy_loss, fit, poly_schedule, seed_everything
+
+    seed_everything(cfg.seed)
+    net = make_model(dataset.num_classes, cfg)
+    loader = DataLoader(SegTransformDataset(dataset, crop=cfg.crop, scale=cfg.scale, flip=True),
+                        batch_size=cfg.batch_size, shuffle=True,
+                        drop_last=len(dataset) >= cfg.batch_size, num_workers=workers)
+    groups = net.param_groups(cfg.lr) if hasattr(net, "param_groups") else net.parameters()
+    check_choice("optimizer", cfg.optimizer, ("sgd", "adam"))
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = poly_schedule(opt, cfg.epochs * len(loader))
+    fit(net, loader, cross_entropy_loss, opt, cfg.epochs, device, sched, checkpoint=checkpoint,
+        progress=progress, desc=f"{cfg.model} ({len(dataset)} images)")
+    return net.eval()
+
+
+def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig, device=None,
+                     workers: int = 0, progress: bool = True):
+    """The segmenter of (``label_key`` — what names the training labels, e.g. the pseudo-label
+    folder — and ``cfg``) from the artifact cache under ``output_dir``, or trained
+    (:func:`train_segmenter`, resumable) and stored."""
+    from .cache import cached, checkpoint_path
+
+    key = {"labels": label_key, "segmenter": dataclasses.asdict(cfg)}
+
+    def compute():
+        ckpt = checkpoint_path(output_dir, "segmenter", key)
+        return train_segmenter(dataset, cfg, device, workers, ckpt, progress).cpu().state_dict()
+
+    state = cached(output_dir, "segmenter", key, compute)
+    net = make_model(dataset.num_classes, cfg)
+    net.load_state_dict(state)
+    return net.to(device or "cpu").eval()
+
+
+@torch.no_grad()
+def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_size: int = 16,
+             device=None, progress: bool = True):
+    """The confusion meter of ``model``'s argmax on ``dataset`` (its 'mask', 255 ignored), whole
+    images batched where sizes agree; ``tta``: averaged softmax over ``scales`` × h-flip
+    (:func:`wsss_edu.models.tta_probs`, paper 001 §3.4)."""
+    from tqdm.auto import tqdm
+
+    from .cam import _same_size_batches
+    from .data import images_to_tensor
+    from .metrics import ConfusionMeter
+    from .models import tta_probs
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    meter = ConfusionMeter(dataset.num_classes)
+    bar = tqdm(total=len(dataset), desc="evaluate" + (" (TTA)" if tta else ""), disable=not progress,
+               leave=False)
+    for _, group in _same_size_batches(dataset, batch_size):
+        x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
+        out = tta_probs(model, x, scales) if tta else model(x)
+        for s, p in zip(group, out.argmax(1).cpu().numpy()):
+            meter.update(s["mask"], p)
+        bar.update(len(group))
+    bar.close()
+    return meter
+
+
+def replace(cfg: SegmenterConfig, **changes) -> SegmenterConfig:
+    """A copy of ``cfg`` with some fields changed (``dataclasses.replace``)."""
+    return dataclasses.replace(cfg, **changes)
