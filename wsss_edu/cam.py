@@ -655,12 +655,14 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
         train, val = params.load_splits(setup, v["N_TRAIN"], v["N_VAL"], **knobs)
         scored = train
         data_key = dict(dataset="toy", n=v["N_TRAIN"], seed=setup.seed, **knobs)
+        val_key = data_key | {"split": "val", "n": v["N_VAL"]}
     else:
         train, val = params.load_splits(setup)
         scored = (get_dataset(DATASET, setup.data_root, split="train") if DATASET == "voc"
                   else train)
         data_key = dict(dataset=DATASET, root=str(setup.data_root),
                         split="train_aug" if DATASET == "voc" else "train")
+        val_key = data_key | {"split": "val"}
     classes = list(train.classes)
     drop = None
     if DROP_CLASS:
@@ -676,7 +678,7 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
     scored_view = tagged_view(scored, cfg) if scored is not train else views[0]
     folder = cached_cams(setup.output_dir, model, views[0], data_key, cfg, device=setup.device,
                          progress=progress)
-    val_folder = cached_cams(setup.output_dir, model, views[1], data_key | {"split": "val"}, cfg,
+    val_folder = cached_cams(setup.output_dir, model, views[1], val_key, cfg,
                              device=setup.device, progress=progress)
     return Step1(train, val, scored, views[0], views[1], scored_view, data_key, cfg, model,
                  folder, val_folder)

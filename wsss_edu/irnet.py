@@ -91,7 +91,7 @@ def relation_labels(image: np.ndarray, cams: torch.Tensor, fg_threshold: float =
     fg = crf_cam_labels(image, cams, fg_threshold, params=crf_params)
     bg = crf_cam_labels(image, cams, bg_threshold, params=crf_params)
     out = np.where(fg == 0, IGNORE, fg)
-    out[bg == 0] = 0
+    out[(bg == 0) & (fg == 0)] = 0      # as the reference: background only where both say so
     return out.astype(np.int64)
 
 
@@ -399,34 +399,46 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
     that many processes. Returns the number written."""
     from tqdm.auto import tqdm
 
-    todo = [int(i) for i in indices if not (Path(folder) / f"{dataset.names[i]}.png").exists()]
-    chunks = [todo[c:c + 16] for c in range(0, len(todo), 16)]
+    names = dataset.names
+    todo = [int(i) for i in indices if not (Path(folder) / f"{names[i]}.png").exists()]
     bar = tqdm(total=len(todo), desc="relation labels", disable=not progress, leave=False)
-    if processes > 1 and len(chunks) > 1:
+    job = dict(dataset=dataset, cam_folder=cam_folder, folder=folder, cfg=cfg)
+    if processes > 1 and len(todo) > 16:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn, not fork: a forked child of a process that has run torch can hang on its locks
-        with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
-            for n in pool.map(_relation_job, [(dataset, cam_folder, folder, ch, cfg) for ch in chunks]):
+        chunks = [todo[c:c + 16] for c in range(0, len(todo), 16)]
+        # spawn, not fork: a forked child of a process that has run torch can hang on its locks;
+        # the dataset travels once per worker (initializer), the jobs carry indices only
+        with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"),
+                                 initializer=_set_worker_job, initargs=(job,)) as pool:
+            for n in pool.map(_relation_chunk, chunks):
                 bar.update(n)
     else:
-        for ch in chunks:
-            bar.update(_relation_job((dataset, cam_folder, folder, ch, cfg)))
+        for i in todo:
+            bar.update(_relation_chunk([i], job))
     bar.close()
     return len(todo)
 
 
-def _relation_job(args) -> int:
+_WORKER_JOB = {}   # a pool worker's share of write_relation_labels' arguments (set once per worker)
+
+
+def _set_worker_job(job: dict) -> None:
+    _WORKER_JOB.update(job)
+
+
+def _relation_chunk(indices, job=None) -> int:
     from .cam import load_cams
     from .io import write_mask
 
-    dataset, cam_folder, folder, indices, cfg = args
+    job = job or _WORKER_JOB
+    dataset, cfg = job["dataset"], job["cfg"]
     for i in indices:
         s = dataset[i]
-        rel = relation_labels(s["image"], load_cams(cam_folder, s["name"], dataset.num_classes - 1),
-                              cfg.fg_threshold, cfg.bg_threshold)
-        write_mask(Path(folder) / f"{s['name']}.png", rel.astype(np.uint8))
+        cams = load_cams(job["cam_folder"], s["name"], dataset.num_classes - 1)
+        rel = relation_labels(s["image"], cams, cfg.fg_threshold, cfg.bg_threshold)
+        write_mask(Path(job["folder"]) / f"{s['name']}.png", rel.astype(np.uint8))
     return len(indices)
 
 
@@ -592,13 +604,14 @@ def confident_images(model, dataset, confidence: float = 0.8, progress: bool = T
     return idx
 
 
-def step2_key(cam_folder, cfg: IRNetConfig, backbone: str, **extra) -> dict:
+def step2_key(cam_folder, cfg: IRNetConfig, backbone: str, weights=None, **extra) -> dict:
     """The cache key of step 2's artifacts: the CAMs they start from (their folder, itself keyed
-    by data, classifier and CAM parameters), the IRNet settings and the backbone."""
+    by data, classifier and CAM parameters), the IRNet settings and the backbone (and its
+    weights)."""
     import dataclasses
 
     return {"cams": Path(cam_folder).name, "irnet": dataclasses.asdict(cfg), "backbone": backbone,
-            **extra}
+            "weights": weights, **extra}
 
 
 def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetConfig,
@@ -658,7 +671,8 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
     folder = pseudo_label_folder(output_dir, key, walk)
     if _folder_done(folder):
         return folder
-    todo = [i for i in range(len(dataset)) if not (folder / f"{dataset.names[i]}.png").exists()]
+    names = dataset.names
+    todo = [i for i in range(len(dataset)) if not (folder / f"{names[i]}.png").exists()]
     bar = tqdm(total=len(todo), desc="random walk", disable=not progress, leave=False)
     for c in range(0, len(todo), chunk):
         idx = todo[c:c + chunk]
@@ -666,7 +680,7 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
         for j, walked in walk_all(inputs, walk, device=device):
             g = inputs[j]
             lab = walk_labels(walked, g["keys"], g["size"], walk.bg_threshold)
-            write_mask(folder / f"{dataset.names[idx[j]]}.png", lab.astype(np.uint8))
+            write_mask(folder / f"{names[idx[j]]}.png", lab.astype(np.uint8))
             bar.update(1)
     bar.close()
     _mark_done(folder, len(dataset))
@@ -737,7 +751,8 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
         return {"walk": [walk.radius, walk.beta, walk.exp_times, walk.bg_threshold],
                 "grid": [list(k) + [v] for k, v in scores.items()]}
 
-    found = cached(output_dir, "walk_choice", {**key, "grid": grid}, search)
+    found = cached(output_dir, "walk_choice", {**key, "grid": grid, "val_cams": Path(val_cam_folder).name},
+                   search)
     return WalkConfig(*found["walk"]), {tuple(r[:4]): r[4] for r in found["grid"]}
 
 
@@ -770,7 +785,7 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
     rel = cached_relation_labels(setup.output_dir, st.train_view, st.folder, confident, cfg, progress,
                                  processes=max(1, workers))
     stages = backbone_stages(st.model if backbone == "classifier" else "resnet50", weights)
-    key = step2_key(st.folder, cfg, backbone)
+    key = step2_key(st.folder, cfg, backbone, weights)
     data = RelationDataset(st.train_view, rel, confident, crop=cfg.crop, scale=cfg.scale)
     net = cached_step2(setup.output_dir, stages, data, key, cfg, setup.device, workers, progress)
 

@@ -82,11 +82,13 @@ if DATASET == "toy":
     train, val = params.load_splits(S, N_TRAIN, N_VAL, **knobs)
     scored = train
     data_key = dict(dataset="toy", n=N_TRAIN, seed=S.seed, **knobs)
+    val_key = data_key | {"split": "val", "n": N_VAL}
 else:
     from wsss_edu.datasets import get_dataset
     train, val = params.load_splits(S)
     scored = get_dataset(DATASET, S.data_root, split="train") if DATASET == "voc" else train
     data_key = dict(dataset=DATASET, root=str(S.data_root), split="train_aug" if DATASET == "voc" else "train")
+    val_key = data_key | {"split": "val"}
 CLASSES = list(train.classes)
 tags = cam.dataset_tags(train)
 print(f"{len(train)} training images, {len(val)} validation images, {len(CLASSES) - 1} classes")
@@ -155,7 +157,7 @@ print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.
 # %%
 train_view, val_view = (cam.tagged_view(d, CFG) for d in (train, val))   # the tags it knows (DROP_CLASS removed)
 folder = cam.cached_cams(S.output_dir, model, train_view, data_key, CFG, device=S.device)
-val_folder = cam.cached_cams(S.output_dir, model, val_view, data_key | {"split": "val"}, CFG, device=S.device)
+val_folder = cam.cached_cams(S.output_dir, model, val_view, val_key, CFG, device=S.device)
 print(folder)
 
 # %%
@@ -201,7 +203,7 @@ print("| class | IoU |\n| --- | --- |\n" + "\n".join(f"| {c} | {v:.3f} |" for c,
 def score_cams(norm):
     """(θ chosen on val, per-class IoU on train) of the pipeline classifier's CAMs normalised by ``norm``."""
     f_tr = cam.cached_cams(S.output_dir, model, train_view, data_key, CFG, normalization=norm, device=S.device, progress=False)
-    f_va = cam.cached_cams(S.output_dir, model, val_view, data_key | {"split": "val"}, CFG, normalization=norm,
+    f_va = cam.cached_cams(S.output_dir, model, val_view, val_key, CFG, normalization=norm,
                            device=S.device, progress=False)
     t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)]))]
     return t, cam.cam_confusions(scored_view, f_tr, [t], progress=False)[0].iou
@@ -290,7 +292,7 @@ def score_variant(cfg):
     net = cam.cached_step1(S.output_dir, train, data_key, cfg, S.device, WORKERS, progress=False)
     v_tr, v_va, v_sc = (cam.tagged_view(d, cfg) for d in (train, val, scored))
     f_tr = cam.cached_cams(S.output_dir, net, v_tr, data_key, cfg, device=S.device, progress=False)
-    f_va = cam.cached_cams(S.output_dir, net, v_va, data_key | {"split": "val"}, cfg, device=S.device, progress=False)
+    f_va = cam.cached_cams(S.output_dir, net, v_va, val_key, cfg, device=S.device, progress=False)
     t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)]))]
     return cam.cam_confusions(v_sc, f_tr, [t], progress=False)[0].iou
 

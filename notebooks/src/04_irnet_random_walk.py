@@ -196,7 +196,7 @@ plt.show(); plt.close(fig)
 # %%
 IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
 stages = irnet.backbone_stages(ST.model if P["IR_BACKBONE"] == "classifier" else "resnet50", IR_WEIGHTS)
-key = irnet.step2_key(ST.folder, IRCFG, P["IR_BACKBONE"])
+key = irnet.step2_key(ST.folder, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS)
 rel_data = irnet.RelationDataset(ST.train_view, rel_folder, confident, crop=IRCFG.crop, scale=IRCFG.scale)
 net = irnet.cached_step2(S.output_dir, stages, rel_data, key, IRCFG, S.device, WORKERS)
 print(f"IRNet: {sum(p.numel() for p in net.parameters() if p.requires_grad):,} trained parameters "
@@ -209,20 +209,21 @@ print(f"IRNet: {sum(p.numel() for p in net.parameters() if p.requires_grad):,} t
 
 # %%
 not_conf = np.setdiff1d(np.arange(len(ST.train_view)), confident)
-show = list(confident[:2]) + list(not_conf[:2])
-x = images_to_tensor(np.stack([ST.train_view[i]["image"] for i in show])).to(S.device)
-with torch.no_grad():
-    bnd_show, disp_show = (t.cpu() for t in net.eval()(x))
-fig, axes = plt.subplots(2, len(show), figsize=(2.2 * len(show), 4.4))
+tagged = lambda idx: [i for i in idx if ST.train_view[i]["labels"].sum() > 0]
+show = tagged(confident)[:2] + tagged(not_conf)[:2]
+fig, axes = plt.subplots(2, len(show), figsize=(2.2 * len(show), 4.4), squeeze=False)
 for j, i in enumerate(show):
-    img = ST.train_view[i]["image"]
-    axes[0, j].imshow(bnd_show[j], cmap="magma", vmin=0, vmax=1); axes[0, j].set_title("B" + (" (trained on)" if j < 2 else " (not)"), fontsize=8)
-    h, w = bnd_show.shape[-2:]
+    s = ST.train_view[i]
+    with torch.no_grad():
+        b, d = (t[0].cpu() for t in net.eval()(images_to_tensor(s["image"]).to(S.device)))
+    axes[0, j].imshow(b, cmap="magma", vmin=0, vmax=1)
+    axes[0, j].set_title("B" + (" (trained on)" if i in confident else " (not)"), fontsize=8)
+    h, w = b.shape
     yy, xx = np.mgrid[0:h, 0:w]
-    fg = irnet.labels_at_stride(torch.as_tensor(ST.train_view[i]["mask"]).long()).numpy() > 0
-    axes[1, j].imshow(img, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-    axes[1, j].quiver(xx[fg], yy[fg], disp_show[j, 1][fg], -disp_show[j, 0][fg], color="w",
-                      angles="xy", scale_units="xy", scale=1, width=0.01)
+    lab = irnet.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
+    fg = (lab > 0) & (lab != 255)
+    axes[1, j].imshow(s["image"], extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    axes[1, j].quiver(xx[fg], yy[fg], d[1][fg], -d[0][fg], color="w", angles="xy", scale_units="xy", scale=1, width=0.01)
     axes[1, j].set_title("D on the true foreground", fontsize=8)
 for ax in axes.ravel(): ax.axis("off")
 plt.show(); plt.close(fig)
@@ -247,7 +248,7 @@ plt.show(); plt.close(fig)
 
 # %%
 inp1 = irnet.walk_inputs(net, ST.train_view, ST.folder, [show[1]], device=S.device, progress=False)[0]
-b0, c0 = inp1["boundary"], inp1["cams"].amax(0)       # the second image above: B and its CAM
+b0, c0 = inp1["boundary"], inp1["cams"].amax(0)       # the second image above (tagged): B and its CAM
 y0, x0 = max(0, b0.shape[0] // 2 - 16), max(0, b0.shape[1] // 2 - 16)   # at most 32x32 cells: T is dense here
 b0, c0 = b0[y0:y0 + 32, x0:x0 + 32], c0[y0:y0 + 32, x0:x0 + 32]
 offsets_all, wts = irnet.transition_weights(b0, 5, 10.0)
@@ -361,8 +362,9 @@ plt.show(); plt.close()
 # ### With a CRF after each step
 #
 # Paper 001 ends step 1 with a dense CRF (its Table 2's step 1 is "classification + CRF"), and says
-# every step is followed by post-processing. The same label CRF on both, its background threshold
-# chosen on val for each (the walk fixed to the one chosen above):
+# every step is followed by post-processing. The same label CRF on both: on the CAMs at step 1's θ
+# (as notebook 03), on the walk with its background threshold chosen on val with the CRF (the walk
+# itself fixed to the one chosen above):
 
 # %%
 from tqdm.auto import tqdm
@@ -371,7 +373,6 @@ val_inputs = irnet.walk_inputs(net, ST.val_view, ST.val_folder, device=S.device,
 crf_val = [m.miou for m in irnet.walk_confusions(ST.val_view, range(len(ST.val_view)), val_inputs, WALK, P["WALK_BG"],
                                                  crf=True, device=S.device)]
 WALK_CRF = irnet.replace(WALK, bg_threshold=P["WALK_BG"][int(np.argmax(crf_val))])
-crf_cam_val = ConfusionMeter(len(CLASSES))
 cam_crf, irn_crf = ConfusionMeter(len(CLASSES)), ConfusionMeter(len(CLASSES))
 pl_crf = irnet.cached_pseudo_labels(S.output_dir, net, ST.train_view, ST.folder, key, WALK_CRF, device=S.device, progress=False)
 crf_idx = range(len(ST.scored_view)) if S.quick else range(min(len(ST.scored_view), 1464))

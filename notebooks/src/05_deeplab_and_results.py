@@ -45,6 +45,10 @@ IR_RADIUS = None       # (5 | 10)
 IR_BATCH = None        # (16 | 32)
 IR_CROP = None         # (None | 512)
 IR_LR = 0.1
+WALK_RADII = None      # the walk grid of notebook 04 (None: the profile's)
+WALK_EXP_TIMES = None
+WALK_BETAS = None
+WALK_BG = None
 # Step 3 (None = the profile's default, quick | full):
 SEG_BACKBONE = None    # DeepLabv3+ encoder (small | resnet50)
 SEG_EPOCHS = None      # (10 | 30)
@@ -88,7 +92,8 @@ IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P
 
 IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
-IR = irnet.step2(S, ST, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, workers=WORKERS)
+GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
+IR = irnet.step2(S, ST, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, GRID, workers=WORKERS)
 CLASSES = ST.classes
 print("walk chosen on val:", IR.walk, "\npseudo-labels:", IR.folder)
 
