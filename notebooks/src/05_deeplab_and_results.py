@@ -64,6 +64,7 @@ TABLE3 = True          # train the extra networks of the Table 3 analogue (one s
 import numpy as np
 import matplotlib.pyplot as plt
 import torch
+from tqdm.auto import tqdm
 from wsss_edu import cam, irnet, params, pseudo, viz
 from wsss_edu.data import images_to_tensor
 from wsss_edu.models import tta_probs
@@ -139,11 +140,12 @@ SEG = pseudo.SegmenterConfig(model=f"deeplabv3plus_{P['SEG_BACKBONE']}",
                              crop=P["SEG_CROP"], scale=tuple(SEG_SCALE), seed=S.seed)
 
 def step3(folder, seed=S.seed):
-    """DeepLabv3+ trained on the pseudo-labels in ``folder`` (cached)."""
+    """DeepLabv3+ trained on the pseudo-labels in ``folder`` (cached; one bar per network)."""
     return pseudo.cached_segmenter(S.output_dir, pseudo.PseudoLabeled(ST.train_view, folder),
-                                   {"pseudo_labels": folder.name}, pseudo.replace(SEG, seed=seed), S.device, WORKERS)
+                                   {"pseudo_labels": folder.name}, pseudo.replace(SEG, seed=seed), S.device,
+                                   WORKERS, progress=False)
 
-nets = [step3(IR.folder, S.seed + k) for k in range(SEEDS)]
+nets = [step3(IR.folder, S.seed + k) for k in tqdm(range(SEEDS), desc="DeepLabv3+ (one per seed)")]
 net = nets[0]                      # the one shown in the figures
 print(SEG)
 
@@ -210,7 +212,7 @@ plt.show(); plt.close()
 # %%
 table3 = {}
 if TABLE3:
-    for bg in (0.3, 0.5):
+    for bg in tqdm((0.3, 0.5), desc="Table 3: IRNet thresholds"):
         f = irnet.cached_pseudo_labels(S.output_dir, IR.net, ST.train_view, ST.folder, IR.key,
                                        irnet.replace(IR.walk, bg_threshold=bg), device=S.device, progress=False)
         m = nets[0] if f == IR.folder else step3(f)
