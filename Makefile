@@ -24,11 +24,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 env: $(STAMP)
 
 # A plain venv first (the system Python is never modified, even where it is "externally managed"),
-# uv inside it, then the locked set through uv.
+# uv inside it, then the locked set through uv, compiled to bytecode: where PYTHONDONTWRITEBYTECODE
+# is set (CI) no .pyc is ever written, and every kernel and worker process would compile torch's
+# sources again (~6 s each; notebook 02 spawns six workers).
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) pip install --quiet --python $(PY) -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
