@@ -75,7 +75,7 @@ class SegTransformDataset(torch.utils.data.Dataset):
     ``crop`` (training): a random ``crop``×``crop`` window after a random rescale in ``scale``, padded
     with 0 (image) / 255 (mask) where the image is smaller; random horizontal flip. ``crop=None``:
     the whole image, flipped at random (p = 0.5) if ``flip`` (training), else unchanged
-    (evaluation).
+    (evaluation). A sample's optional 'weight' (per-pixel loss weight, (H, W)) follows the mask.
     """
 
     def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False):
@@ -86,18 +86,25 @@ class SegTransformDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         s = self.dataset[i]
-        img, mask = s["image"], s["mask"]
+        img, mask, weight = s["image"], s["mask"], s.get("weight")
         if self.crop is not None:
-            img, mask = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng())
+            out = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng(), weight)
+            img, mask, weight = out if weight is not None else out + (None,)
         elif self.flip and item_rng().random() < 0.5:
             img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
-        return {"image": images_to_tensor(img)[0], "mask": torch.from_numpy(mask.astype(np.int64)),
-                "labels": torch.as_tensor(s["labels"])}
+            weight = None if weight is None else np.ascontiguousarray(weight[:, ::-1])
+        out = {"image": images_to_tensor(img)[0], "mask": torch.from_numpy(mask.astype(np.int64)),
+               "labels": torch.as_tensor(s["labels"])}
+        if weight is not None:
+            out["weight"] = torch.from_numpy(np.asarray(weight, np.float32))
+        return out
 
 
-def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, gen):
+def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, gen, weight=None):
     """Rescale by a random factor in ``scale`` (bilinear image, nearest mask), pad to at least
-    ``crop`` (image 0, mask 255), take a random ``crop``×``crop`` window, flip with p = 0.5."""
+    ``crop`` (image 0, mask 255), take a random ``crop``×``crop`` window, flip with p = 0.5.
+    ``weight`` (a per-pixel float map, e.g. URN's loss weight) follows the mask (nearest, padded
+    with 0) and is returned third."""
     from PIL import Image
 
     f = gen.uniform(*scale)
@@ -105,16 +112,22 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, 
     nh, nw = max(1, round(h * f)), max(1, round(w * f))
     img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
     mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
+    if weight is not None:
+        weight = np.asarray(Image.fromarray(np.asarray(weight, np.float32)).resize((nw, nh), Image.NEAREST))
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
     if ph or pw:
         img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
         mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=255)
+        weight = None if weight is None else np.pad(weight, ((0, ph), (0, pw)))
     y = gen.integers(0, mask.shape[0] - crop + 1)
     x = gen.integers(0, mask.shape[1] - crop + 1)
     img, mask = img[y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
+    weight = None if weight is None else weight[y:y + crop, x:x + crop]
     if gen.random() < 0.5:
         img, mask = img[:, ::-1], mask[:, ::-1]
-    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+        weight = None if weight is None else weight[:, ::-1]
+    out = np.ascontiguousarray(img), np.ascontiguousarray(mask)
+    return out if weight is None else out + (np.ascontiguousarray(weight),)
 
 
 def resize_sample(sample: dict, size) -> dict:

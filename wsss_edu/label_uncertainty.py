@@ -623,16 +623,11 @@ def _cycled_permutation(items: torch.Tensor, n: int, gen: torch.Generator) -> to
 def uncertainty_auroc(sigma2, positive, negative) -> float:
     """How well sigma^2 ranks the pixels of ``positive`` (e.g. background inside boxes: the box label
     is wrong) above those of ``negative`` (object pixels inside boxes: the label is right): the area
-    under the ROC curve, the probability that a random positive pixel has the larger sigma^2 (ties
-    count half). 1 = the uncertainty marks exactly the wrong labels; 0.5 = it knows nothing."""
-    pos = np.asarray(sigma2)[np.asarray(positive, bool)].ravel()
-    neg = np.asarray(sigma2)[np.asarray(negative, bool)].ravel()
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("uncertainty_auroc needs at least one positive and one negative pixel")
-    from scipy.stats import rankdata
+    under the ROC curve (:func:`wsss_edu.metrics.auroc`). 1 = the uncertainty marks exactly the
+    wrong labels; 0.5 = it knows nothing."""
+    from .metrics import auroc
 
-    ranks = rankdata(np.concatenate([pos, neg]))  # ties share their mean rank
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return auroc(sigma2, positive, negative)
 
 
 def _experiment_job(job):

@@ -75,3 +75,20 @@ def _np(x):
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def auroc(score, positive, negative=None) -> float:
+    """The area under the ROC curve of ``score`` for telling the pixels of ``positive`` (bool, the
+    shape of ``score``) from those of ``negative`` (default: every other pixel): the probability
+    that a random positive pixel scores higher than a random negative one, ties counting half
+    (Mann-Whitney U). 1: the score ranks every positive first; 0.5: it knows nothing."""
+    from scipy.stats import rankdata
+
+    score = np.asarray(score, np.float64)
+    positive = np.asarray(positive, bool)
+    negative = ~positive if negative is None else np.asarray(negative, bool)
+    pos, neg = score[positive].ravel(), score[negative].ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("auroc needs at least one positive and one negative pixel")
+    ranks = rankdata(np.concatenate([pos, neg]))  # ties share their mean rank
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))

@@ -56,7 +56,9 @@ class SegmenterConfig:
     ``model``: a :func:`wsss_edu.models.make_segmenter` name; ``optimizer`` 'sgd' (the paper's:
     ``lr``, the new layers of a DeepLabv3+ at 10x, momentum, weight decay) or 'adam' (for small
     networks trained from scratch), with polynomial decay; ``crop``: random rescale in
-    ``scale`` + crop (real datasets; None: whole images, flipped)."""
+    ``scale`` + crop (real datasets; None: whole images, flipped). ``loss``: one of :data:`LOSSES`
+    — 'ce' (per-pixel cross-entropy), 'weighted' (times each sample's 'weight' map: URN, paper 002
+    eq. 13) or 'probability' (times the detached softmax of the label: paper 002's Table 5)."""
     model: str = "deeplabv3plus_small"
     weights: str | None = None
     width: int = 16
@@ -69,6 +71,29 @@ class SegmenterConfig:
     crop: int | None = None
     scale: tuple = (0.5, 1.5)
     seed: int = 0
+    loss: str = "ce"
+
+
+def _weighted_loss(model, batch):
+    from .urn import weighted_cross_entropy
+
+    return weighted_cross_entropy(model(batch["image"]), batch["mask"], batch["weight"])
+
+
+def _probability_loss(model, batch):
+    from .urn import probability_weight, weighted_cross_entropy
+
+    logits = model(batch["image"])
+    return weighted_cross_entropy(logits, batch["mask"], probability_weight(logits, batch["mask"]))
+
+
+def _ce_loss(model, batch):
+    from .train import cross_entropy_loss
+
+    return cross_entropy_loss(model, batch)
+
+
+LOSSES = {"ce": _ce_loss, "weighted": _weighted_loss, "probability": _probability_loss}
 
 
 def make_model(num_classes: int, cfg: SegmenterConfig):
@@ -81,12 +106,14 @@ def make_model(num_classes: int, cfg: SegmenterConfig):
 def train_segmenter(dataset, cfg: SegmenterConfig, device=None, workers: int = 0,
                     checkpoint=None, progress: bool = True):
     """Train a segmenter on ``dataset`` (samples with 'image', 'mask' — pseudo-labels — 255
-    ignored) with per-pixel cross-entropy. Returns the network in eval mode."""
+    ignored; 'weight' too for ``cfg.loss='weighted'``) with the per-pixel loss ``cfg.loss``.
+    Returns the network in eval mode."""
     from torch.utils.data import DataLoader
 
     from .data import SegTransformDataset
-    from .train import cross_entropy_loss, fit, poly_schedule, seed_everything
+    from .train import fit, poly_schedule, seed_everything
 
+    check_choice("loss", cfg.loss, LOSSES)
     seed_everything(cfg.seed)
     net = make_model(dataset.num_classes, cfg)
     loader = DataLoader(SegTransformDataset(dataset, crop=cfg.crop, scale=cfg.scale, flip=True),
@@ -99,7 +126,7 @@ def train_segmenter(dataset, cfg: SegmenterConfig, device=None, workers: int = 0
     else:
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = poly_schedule(opt, cfg.epochs * len(loader))
-    fit(net, loader, cross_entropy_loss, opt, cfg.epochs, device, sched, checkpoint=checkpoint,
+    fit(net, loader, LOSSES[cfg.loss], opt, cfg.epochs, device, sched, checkpoint=checkpoint,
         progress=progress, desc=f"{cfg.model} ({len(dataset)} images)")
     return net.eval()
 

@@ -1,0 +1,277 @@
+"""URN (paper 002): response scaling, the uncertainty map, the loss weight, the weighted loss and
+the label + weight PNG."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsss_edu import urn
+
+
+def random_probs(c=4, h=12, w=10, seed=0):
+    g = np.random.default_rng(seed)
+    p = g.random((c, h, w)).astype(np.float32) + 0.05
+    return p / p.sum(0)
+
+
+def test_scale_response_touches_only_its_channel():
+    p = random_probs()
+    for c in range(len(p)):
+        s = urn.scale_response(p, c, 0.2)
+        assert np.allclose(s[c], p[c] ** 0.2)
+        others = [k for k in range(len(p)) if k != c]
+        assert np.array_equal(s[others], p[others])
+    assert np.array_equal(p, random_probs())                  # the input is not modified
+    t = torch.as_tensor(p)
+    st = urn.scale_response(t, 1, 5.0)
+    assert torch.allclose(st[1], t[1] ** 5) and torch.equal(st[0], t[0]) and torch.equal(t, torch.as_tensor(p))
+
+
+def test_factor_below_one_widens_above_one_narrows():
+    p = random_probs(seed=1)
+    factors = (0.15, 0.5, 1.0, 2.0, 6.0)
+    masks = urn.scaled_masks(None, p, [2], factors, crf_params=None)
+    areas = masks[0].reshape(len(factors), -1).sum(1)
+    assert masks.shape == (1, len(factors), 12, 10) and masks.dtype == bool
+    assert np.all(np.diff(areas) <= 0) and areas[0] > areas[-1]
+    assert np.array_equal(masks[0, 2], p.argmax(0) == 2)       # factor 1: the plain argmax
+
+
+def test_one_factor_gives_zero_variance_and_zero_uncertainty():
+    p = random_probs(seed=2)
+    masks = urn.scaled_masks(None, p, [0, 1, 2, 3], (4.0,), crf_params=None)
+    var = urn.scaling_variance(masks)
+    assert var.shape == (4, 12, 10) and np.all(var == 0)
+    assert np.all(urn.uncertainty_map(var) == 0)
+
+
+def test_variance_on_a_hand_made_example():
+    # one class, six factors; pixel (0, j) is on in j of the six masks
+    masks = np.zeros((1, 6, 1, 7), bool)
+    for j in range(7):
+        masks[0, :j, 0, j] = True
+    k = np.arange(7)
+    assert np.allclose(urn.scaling_variance(masks)[0, 0], k * (6 - k) / 36)
+    assert np.allclose(urn.scaling_variance(masks, ddof=1)[0, 0], k * (6 - k) / 30)
+    u0 = urn.uncertainty_map(urn.scaling_variance(masks))
+    u1 = urn.uncertainty_map(urn.scaling_variance(masks, ddof=1))
+    assert np.allclose(u0, u1)                                   # Norm removes the constant factor
+    assert np.allclose(u0[0], (k * (6 - k)) / 9)                 # max k(6-k) = 9 at k = 3; min 0
+    # max over classes: a second class that varies only where the first does not
+    two = np.concatenate([masks, np.zeros_like(masks)])
+    two[1, :3, 0, 0] = True                                      # pixel 0: class 1 on in 3 of 6
+    assert urn.uncertainty_map(urn.scaling_variance(two))[0, 0] == pytest.approx(1.0)
+
+
+def test_loss_weight_takes_only_t_and_one():
+    u = np.random.default_rng(3).random((20, 20)).astype(np.float32)
+    for t in (0.0, 0.05, 0.1, 0.5, 1.0):
+        y = urn.loss_weight(u, t)
+        assert set(np.unique(y)) <= {np.float32(t), np.float32(1.0)}
+        assert np.array_equal(y, np.where((1 - u) >= t, 1.0, t).astype(np.float32))
+        yt = urn.loss_weight(torch.as_tensor(u), t)
+        assert torch.equal(yt, torch.as_tensor(y))
+    assert np.all(urn.loss_weight(u, 1.0)[u > 0] == 1.0)        # t = 1: every pixel weighs 1
+
+
+def test_weighted_cross_entropy_is_plain_ce_when_weight_is_one():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7, generator=g, requires_grad=True)
+    target = torch.randint(0, 5, (2, 6, 7), generator=g)
+    ones = torch.ones(2, 6, 7)
+    assert urn.weighted_cross_entropy(logits, target, ones).item() == pytest.approx(F.cross_entropy(logits, target).item())
+    # with ignored pixels: the sum over labelled pixels divided by ALL pixels (the reference's mean)
+    target[0, :3] = 255
+    loss = urn.weighted_cross_entropy(logits, target, ones)
+    labelled = (target != 255).sum().item()
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=255).item() * labelled / target.numel(), rel=1e-5)
+    # a weight scales each pixel's term
+    w = torch.rand(2, 6, 7, generator=g)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    assert urn.weighted_cross_entropy(logits, target, w).item() == pytest.approx((per_pixel * w).mean().item(), rel=1e-6)
+    urn.weighted_cross_entropy(logits, target, w).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_probability_weight_is_the_detached_target_probability():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 3, 4, 5, generator=g, requires_grad=True)
+    target = torch.randint(0, 3, (1, 4, 5), generator=g)
+    target[0, 0, 0] = 255
+    w = urn.probability_weight(logits, target)
+    p = logits.softmax(1)
+    assert not w.requires_grad and w[0, 0, 0] == 0
+    i, j = 2, 3
+    assert w[0, i, j].item() == pytest.approx(p[0, target[0, i, j], i, j].item())
+    assert ((w >= 0) & (w <= 1)).all()
+
+
+def test_cyclic_mask_uses_only_the_kept_channels():
+    p = random_probs(c=5, seed=4)
+    m = urn.cyclic_pseudo_mask(None, p, np.array([0, 3]), crf_params=None)
+    assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 3}
+    assert np.array_equal(m, np.where(p[3] > p[0], 3, 0))
+
+
+def test_label_and_weight_png_round_trip(tmp_path):
+    g = np.random.default_rng(5)
+    label = g.integers(0, 21, (17, 23)).astype(np.uint8)
+    label[0, :4] = 255
+    w = g.random((17, 23)).astype(np.float32)
+    path = tmp_path / "sub" / "a.png"
+    urn.write_label_and_weight(path, label, w)
+    back, w_back = urn.read_label_and_weight(path)
+    assert np.array_equal(back, label)
+    assert np.array_equal(urn.weight_to_uint8(w_back), urn.weight_to_uint8(w))   # the stored bytes, exactly
+    assert np.abs(w_back - w).max() <= 0.5 / 255 + 1e-7
+    assert not list(path.parent.glob(".*tmp*"))
+    from wsss_edu.errors import DataFileError
+    from wsss_edu.io import write_mask
+    write_mask(tmp_path / "plain.png", label)
+    with pytest.raises(DataFileError, match="uncertainty pass"):
+        urn.read_label_and_weight(tmp_path / "plain.png")
+
+
+def test_uncertainty_marks_the_ambiguous_band_with_the_crf():
+    # a flat grey image (no colour edge for the CRF to snap to); P is confident far from x = 16 and
+    # undecided near it, so scaling the response moves the boundary there
+    h, w = 24, 40
+    x = np.arange(w)[None].repeat(h, 0)
+    image = np.full((h, w, 3), 128, np.uint8)
+    p1 = 1 / (1 + np.exp(-(x - 19.5)))                          # class 1 on the right
+    probs = np.stack([1 - p1, p1]).astype(np.float32)
+    mask = (x >= 20).astype(np.uint8)
+    for include_background in (False, True):
+        cyclic, u = urn.urn_uncertainty(image, probs, mask, include_background=include_background)
+        assert cyclic.shape == (h, w) and u.shape == (h, w)
+        assert u.min() == 0 and u.max() == pytest.approx(1.0)
+        assert u[:, 16:24].mean() > 0.5 and u[:, :3].max() == 0 and u[:, -3:].max() == 0   # far from it: certain
+        assert np.array_equal(cyclic, mask)
+
+
+class TinySet:
+    """Samples {'image', 'mask', 'name'}: squares on a dark background, the mask a shifted square
+    (a noisy pseudo-mask)."""
+
+    def __init__(self, n=6, size=24, seed=0):
+        g = np.random.default_rng(seed)
+        self.samples = []
+        for i in range(n):
+            img = np.full((size, size, 3), 30, np.uint8)
+            mask = np.zeros((size, size), np.uint8)
+            y, x, c = g.integers(2, size // 2, 2).tolist() + [int(g.integers(1, 3))]
+            img[y:y + 9, x:x + 9] = (200, 60, 60) if c == 1 else (60, 60, 200)
+            mask[y + 1:y + 11, x:x + 9] = c
+            self.samples.append({"image": img, "mask": mask, "name": f"im{i}"})
+        self.names = [s["name"] for s in self.samples]
+        self.num_classes = 3
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def tiny_model():
+    from wsss_edu.models import UNet
+
+    torch.manual_seed(0)
+    return UNet(3, width=4, depth=2).eval()
+
+
+def test_uncertainty_pass_writes_every_image_resumes_and_matches_in_workers(tmp_path):
+    ds, net = TinySet(), tiny_model()
+    factors = (0.25, 4.0)
+    assert urn.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 6
+    assert urn.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 0
+    (tmp_path / "one" / "im2.png").unlink()
+    assert urn.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 1
+    from functools import partial
+
+    from wsss_edu.models import UNet
+    with pytest.raises(ValueError, match="model_factory"):
+        urn.uncertainty_pass(net, ds, tmp_path / "two", factors, scales=(1.0,), processes=2, progress=False)
+    assert urn.uncertainty_pass(net, ds, tmp_path / "two", factors, scales=(1.0,), processes=2,
+                                batch_size=2, model_factory=partial(UNet, 3, width=4, depth=2),
+                                progress=False) == 6
+    for s in ds:
+        label, w = urn.read_label_and_weight(tmp_path / "one" / f"{s['name']}.png")
+        label2, w2 = urn.read_label_and_weight(tmp_path / "two" / f"{s['name']}.png")
+        assert np.array_equal(label, label2) and np.array_equal(w, w2)
+        assert set(np.unique(label)) <= set(np.unique(s["mask"]))    # only the pseudo-mask's classes
+        assert w.shape == s["mask"].shape and 0 <= w.min() and w.max() <= 1
+        # the same numbers as the per-image function on the network's softmax
+        from wsss_edu.data import images_to_tensor
+        from wsss_edu.models import tta_probs
+        p = tta_probs(net, images_to_tensor(s["image"][None]), (1.0,))[0].numpy()
+        cyclic, u = urn.urn_uncertainty(s["image"], p, s["mask"], factors)
+        assert np.array_equal(cyclic, label) and np.abs((1 - u) - w).max() <= 0.5 / 255 + 1e-6
+
+
+def test_weight_follows_the_mask_through_flip_and_crop():
+    from wsss_edu.data import SegTransformDataset, random_scale_crop_flip
+
+    g = np.random.default_rng(6)
+    img = g.integers(0, 255, (20, 30, 3)).astype(np.uint8)
+    mask = g.integers(0, 4, (20, 30)).astype(np.uint8)
+    weight = mask.astype(np.float32) / 10 + 0.05                # a weight that encodes the label
+    for seed in range(8):
+        i2, m2, w2 = random_scale_crop_flip(img, mask, 24, (0.5, 1.5), np.random.default_rng(seed), weight)
+        i1, m1 = random_scale_crop_flip(img, mask, 24, (0.5, 1.5), np.random.default_rng(seed))
+        assert np.array_equal(i1, i2) and np.array_equal(m1, m2)   # the same draws with or without it
+        pad = m2 == 255
+        assert np.allclose(w2[~pad], m2[~pad] / 10 + 0.05) and np.all(w2[pad] == 0)
+
+    class One:
+        names = ["a"]
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"image": img, "mask": mask, "weight": weight, "labels": np.zeros(3, np.float32)}
+
+    for crop in (None, 16):
+        for _ in range(6):
+            s = SegTransformDataset(One(), crop=crop, flip=True)[0]
+            ok = s["mask"] != 255
+            assert torch.allclose(s["weight"][ok], s["mask"][ok].float() / 10 + 0.05)
+
+
+def test_urn_labeled_reads_cyclic_masks_and_weights(tmp_path):
+    ds = TinySet(n=3)
+    w = np.linspace(0, 1, 24 * 24, dtype=np.float32).reshape(24, 24)
+    for s in ds:
+        urn.write_label_and_weight(tmp_path / f"{s['name']}.png", (s["mask"] > 0).astype(np.uint8), w)
+    data = urn.URNLabeled(ds, tmp_path, t=0.3)
+    s = data[1]
+    assert np.array_equal(s["pseudo_mask"], ds[1]["mask"]) and np.array_equal(s["mask"], ds[1]["mask"] > 0)
+    assert set(np.unique(s["weight"])) == {np.float32(0.3), np.float32(1.0)}
+    assert np.array_equal(s["weight"] == 1, urn.weight_to_uint8(w) >= 0.3 * 255)
+    assert np.all(urn.URNLabeled(ds, tmp_path, t=1.0)[0]["weight"] == 1)
+    (tmp_path / "im2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="uncertainty_pass"):
+        urn.URNLabeled(ds, tmp_path)
+
+
+def test_segmenter_trains_with_each_loss(tmp_path):
+    from wsss_edu import pseudo
+
+    ds = TinySet(n=4)
+    w = np.ones((24, 24), np.float32)
+    for s in ds:
+        urn.write_label_and_weight(tmp_path / f"{s['name']}.png", s["mask"], w)
+
+    class Tagged(TinySet):
+        def __getitem__(self, i):
+            return dict(self.samples[i], labels=np.zeros(2, np.float32))
+
+    data = urn.URNLabeled(Tagged(n=4), tmp_path, t=0.05)
+    for loss in ("ce", "weighted", "probability"):
+        cfg = pseudo.SegmenterConfig(model="unet", width=4, epochs=1, batch_size=2, optimizer="adam",
+                                     lr=1e-3, loss=loss)
+        net = pseudo.train_segmenter(data, cfg, progress=False)
+        assert not net.training
+    with pytest.raises(ValueError, match="weighted"):
+        pseudo.train_segmenter(data, pseudo.replace(cfg, loss="focal"), progress=False)
