@@ -246,11 +246,11 @@ def test_urn_labeled_reads_cyclic_masks_and_weights(tmp_path):
         urn.write_label_and_weight(tmp_path / f"{s['name']}.png", (s["mask"] > 0).astype(np.uint8), w)
     data = urn.URNLabeled(ds, tmp_path, t=0.3)
     s = data[1]
-    assert np.array_equal(s["pseudo_mask"], ds[1]["mask"]) and np.array_equal(s["mask"], ds[1]["mask"] > 0)
+    assert np.array_equal(s["true_mask"], ds[1]["mask"]) and np.array_equal(s["mask"], ds[1]["mask"] > 0)
     assert set(np.unique(s["weight"])) == {np.float32(0.3), np.float32(1.0)}
     assert np.array_equal(s["weight"] == 1, urn.weight_to_uint8(w) >= 0.3 * 255)
     assert np.all(urn.URNLabeled(ds, tmp_path, t=1.0)[0]["weight"] == 1)
-    (tmp_path / "im2.png").unlink()
+    (tmp_path / "im0.png").unlink()
     with pytest.raises(FileNotFoundError, match="uncertainty_pass"):
         urn.URNLabeled(ds, tmp_path)
 

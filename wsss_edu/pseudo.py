@@ -24,14 +24,15 @@ class PseudoLabeled(torch.utils.data.Dataset):
     by e.g. :func:`wsss_edu.irnet.cached_pseudo_labels`); the true mask stays under 'true_mask'.
     Keeps ``names``, ``classes`` and ``num_classes``."""
 
+    missing_hint = "run the notebook that writes this folder (04 for IRNet's) first"
+
     def __init__(self, dataset, folder):
         self.dataset, self.folder = dataset, Path(folder)
         self.classes = getattr(dataset, "classes", None)
         self.num_classes = getattr(dataset, "num_classes", None)
         missing = [n for n in (dataset.names or [])[:1] if not (self.folder / f"{n}.png").exists()]
         if missing:
-            raise FileNotFoundError(f"no pseudo-label {missing[0]}.png in {self.folder}: run the "
-                                    "notebook that writes this folder (04 for IRNet's) first")
+            raise FileNotFoundError(f"no pseudo-label {missing[0]}.png in {self.folder}: {self.missing_hint}")
 
     @property
     def names(self):

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .pseudo import PseudoLabeled
+
 VOC_FACTORS = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)   # the paper's S for PASCAL VOC
 COCO_FACTORS = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)    # and for MS COCO
 T_DEFAULT = 0.05                                  # eq. (12)'s t, Table 3's best
@@ -305,34 +307,25 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     return len(todo)
 
 
-class URNLabeled(torch.utils.data.Dataset):
+class URNLabeled(PseudoLabeled):
     """``dataset`` with each sample's 'mask' replaced by the cyclic pseudo-mask of
     ``folder/<name>.png`` (:func:`uncertainty_pass`) and a 'weight' added: Y of eqs. (11-12) with
-    threshold ``t`` (t = 1: every pixel 1, plain cross-entropy on the cyclic masks). The sample's
-    previous 'mask' stays as 'pseudo_mask'; 'true_mask' is kept when present (for scoring)."""
+    threshold ``t`` (t = 1: every pixel 1, plain cross-entropy on the cyclic masks). 'true_mask'
+    is the wrapped sample's own 'true_mask', or its 'mask' (for scoring only)."""
+
+    missing_hint = "run urn.uncertainty_pass on this dataset first"
 
     def __init__(self, dataset, folder, t: float = T_DEFAULT):
-        self.dataset, self.folder, self.t = dataset, Path(folder), t
-        self.classes = getattr(dataset, "classes", None)
-        self.num_classes = getattr(dataset, "num_classes", None)
-        missing = [n for n in dataset.names if not (self.folder / f"{n}.png").exists()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} images have no URN file in {self.folder} (first: "
-                                    f"{missing[0]}.png): run urn.uncertainty_pass on this dataset first")
-
-    @property
-    def names(self):
-        return self.dataset.names
-
-    def __len__(self):
-        return len(self.dataset)
+        super().__init__(dataset, folder)
+        self.t = t
 
     def __getitem__(self, i):
+        from .io import check_same_size
+
         s = dict(self.dataset[i])
-        label, w = read_label_and_weight(self.folder / f"{s['name']}.png")
-        if label.shape != s["mask"].shape:
-            raise ValueError(f"{self.folder / (s['name'] + '.png')} is {label.shape}, its image "
-                             f"{s['mask'].shape}: the folder belongs to other data (remove it)")
-        s["pseudo_mask"], s["mask"] = s["mask"], label
+        path = self.folder / f"{s['name']}.png"
+        label, w = read_label_and_weight(path)
+        check_same_size(s["image"], label, s["name"], path)
+        s["true_mask"], s["mask"] = s.get("true_mask", s["mask"]), label
         s["weight"] = loss_weight(1 - w, self.t)
         return s
