@@ -72,6 +72,7 @@ def test_loss_weight_takes_only_t_and_one():
         yt = urn.loss_weight(torch.as_tensor(u), t)
         assert torch.equal(yt, torch.as_tensor(y))
     assert np.all(urn.loss_weight(u, 1.0)[u > 0] == 1.0)        # t = 1: every pixel weighs 1
+    assert np.all(urn.loss_weight(u, 0.0) == 1.0)               # and, read literally, t = 0 as well
 
 
 def test_weighted_cross_entropy_is_plain_ce_when_weight_is_one():

@@ -91,7 +91,9 @@ def uncertainty_map(variance: np.ndarray) -> np.ndarray:
 
 def loss_weight(uncertainty, t: float = T_DEFAULT):
     """Eqs. (11-12): W = 1 - U, and the final weight Y = 1 where W >= t, else t. With t = 1 every
-    pixel weighs 1 (plain cross-entropy); with t = 0 the uncertain pixels are dropped (Table 3).
+    pixel weighs 1 (plain cross-entropy). Read literally, t = 0 gives Y = 1 everywhere too (every
+    W >= 0), although the paper's Table 3 describes its t = 0 row as "dropping all the uncertain
+    pixels": that row needs a separate split threshold (open; see the issue notes).
     numpy or torch in, the same out."""
     w = 1 - uncertainty
     if isinstance(w, torch.Tensor):
