@@ -148,6 +148,8 @@ def test_uncertainty_marks_the_ambiguous_band_with_the_crf():
         assert u.min() == 0 and u.max() == pytest.approx(1.0)
         assert u[:, 16:24].mean() > 0.5 and u[:, :3].max() == 0 and u[:, -3:].max() == 0   # far from it: certain
         assert np.array_equal(cyclic, mask)
+    cyclic, u = urn.urn_uncertainty(image, probs, np.full((h, w), 255, np.uint8))   # nothing labelled
+    assert np.all(cyclic == 255) and np.all(u == 0)
 
 
 class TinySet:

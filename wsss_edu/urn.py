@@ -122,6 +122,8 @@ def urn_uncertainty(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarra
     foreground category"), or the background too with ``include_background``. Cost: 1 CRF for the
     cyclic mask + len(factors) per scaled class."""
     classes = present_classes(pseudo_mask)
+    if len(classes) == 0:   # nothing labelled: nothing to learn from this image either way
+        return np.full(np.shape(pseudo_mask), 255, np.uint8), np.zeros(np.shape(pseudo_mask), np.float32)
     cyclic = cyclic_pseudo_mask(image, probs, classes, crf_params)
     scaled = classes if include_background else classes[classes != 0]
     if len(scaled) == 0:
@@ -197,7 +199,7 @@ def read_label_and_weight(path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The uncertainty pass over a training set: P from the network (main process), CRFs in workers
+# The uncertainty pass over a training set: P and the CRFs in worker processes
 # ------------------------------------------------------------------------------------------------
 
 URN_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)   # the reference's scales for P (each + flip)
