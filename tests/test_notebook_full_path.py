@@ -105,3 +105,42 @@ def test_notebooks_04_05_full_profile_on_voc_layout(tmp_path):
         assert 0.0 <= m5[key] <= 1.0, key
     # 04 trains two IRNets (person dropped, every tag kept); 05 finds both in the cache
     assert len(list((out / "cache" / "irnet").glob("*.pt"))) == 2
+
+
+@pytest.mark.slow
+def test_notebook_06_full_profile_on_a_pseudo_mask_folder(tmp_path):
+    """Notebook 06 on the VOC path with a folder of PNG pseudo-masks (the true masks with their
+    objects' outer ring relabelled background), the full-scale DeepLabv3+ ResNet-50 from scratch,
+    the reference's six scales for P, one epoch, one seed, two rows of Table 3."""
+    import numpy as np
+    import papermill as pm
+    from scipy import ndimage
+
+    from wsss_edu.datasets import get_dataset
+    from wsss_edu.io import write_mask
+
+    write_voc_layout(tmp_path / "data", n_train=6, n_val=3, seed=0, size=64)
+    train = get_dataset("voc", tmp_path / "data", split="train_aug")
+    for i in range(len(train)):
+        m = train[i]["mask"].copy()
+        ring = (m > 0) & (m != 255) & ~ndimage.binary_erosion((m > 0) & (m != 255), iterations=2)
+        m[ring] = 0
+        write_mask(tmp_path / "pl" / f"{train.names[i]}.png", m)
+    out = tmp_path / "out"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "06_urn_uncertainty_weights.ipynb"), str(tmp_path / "06.ipynb"),
+        parameters=dict(DATASET="voc", DATA_ROOT=str(tmp_path / "data"), OUTPUT_DIR=str(out),
+                        PROFILE="full", DEVICE="cpu", WEIGHTS=None, WORKERS=2, PSEUDO_LABELS=str(tmp_path / "pl"),
+                        SEG_EPOCHS=1, SEG_CROP=64, STUDENT_EPOCHS=1, SEEDS=1, T_GRID=[1.0, 0.05], SHOW=0),
+        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=900)
+    m = json.loads((out / "metrics" / "06_urn_uncertainty_weights.json").read_text())
+    for key in ("auroc_uncertainty", "miou_plain", "miou_urn", "miou_probability", "miou_cyclic_masks_train"):
+        assert 0.0 <= m[key] <= 1.0, key
+    folder = next((out / "cache" / "urn").iterdir())
+    assert len(list(folder.glob("*.png"))) == 6          # a label + weight PNG per training image
+    with pytest.raises(Exception, match="PSEUDO_LABELS"):     # a folder missing masks names the fix
+        pm.execute_notebook(
+            str(REPO / "notebooks" / "06_urn_uncertainty_weights.ipynb"), str(tmp_path / "06b.ipynb"),
+            parameters=dict(DATASET="voc", DATA_ROOT=str(tmp_path / "data"), OUTPUT_DIR=str(out),
+                            PROFILE="full", DEVICE="cpu", WEIGHTS=None, PSEUDO_LABELS=str(tmp_path / "data")),
+            kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=300)

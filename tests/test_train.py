@@ -171,6 +171,27 @@ def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
         pseudo.PseudoLabeled(ds, tmp_path / "nothing")
 
 
+def test_segmenters_trained_in_worker_processes_equal_those_trained_in_turn(tmp_path):
+    from wsss_edu import pseudo
+    from wsss_edu.io import write_mask
+    from wsss_edu.toy import ToyDataset
+    ds = ToyDataset("train", n=8, seed=0, size=32)
+    for i in range(len(ds)):
+        write_mask(tmp_path / "pl" / f"{ds.names[i]}.png", ds[i]["mask"])
+    pl = pseudo.PseudoLabeled(ds, tmp_path / "pl")
+    cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=4, optimizer="adam", lr=1e-3)
+    jobs = [(pl, {"pl": "x"}, pseudo.replace(cfg, seed=s)) for s in (0, 1, 2)]
+    pooled = pseudo.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)
+    serial = [pseudo.cached_segmenter(tmp_path / "b", *j, progress=False) for j in jobs]
+    x = torch.as_tensor(np.stack([ds[i]["image"] for i in range(2)])).permute(0, 3, 1, 2).float() / 255
+    for a, b in zip(pooled, serial):      # same seeds, same steps: the same networks (up to threads)
+        with torch.no_grad():
+            assert torch.allclose(a(x), b(x), atol=1e-4)
+    assert not torch.allclose(pooled[0](x), pooled[1](x))
+    again = pseudo.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)  # from the cache
+    assert all(torch.equal(next(p.parameters()), next(q.parameters())) for p, q in zip(again, pooled))
+
+
 def test_poly_schedule_decays_to_zero():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)

@@ -75,6 +75,15 @@ def test_loss_weight_takes_only_t_and_one():
     assert np.all(urn.loss_weight(u, 0.0) == 1.0)               # and, read literally, t = 0 as well
 
 
+def test_loss_weight_split_drops_the_pixels_t_would_down_weight():
+    u = np.random.default_rng(4).random((20, 20)).astype(np.float32)
+    y05 = urn.loss_weight(u, 0.05)
+    y0 = urn.loss_weight(u, 0.0, split=0.05)                    # Table 3's "t = 0": drop them
+    assert np.array_equal(y0 == 0, y05 < 1) and np.all(y0[y05 == 1] == 1)
+    assert (y0 == 0).any()
+    assert np.array_equal(urn.loss_weight(u, 0.3, split=0.3), urn.loss_weight(u, 0.3))
+
+
 def test_weighted_cross_entropy_is_plain_ce_when_weight_is_one():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 6, 7, generator=g, requires_grad=True)
@@ -242,6 +251,18 @@ def test_weight_follows_the_mask_through_flip_and_crop():
             assert torch.allclose(s["weight"][ok], s["mask"][ok].float() / 10 + 0.05)
 
 
+def test_label_probability_picks_the_label_channel():
+    rng = np.random.default_rng(5)
+    p = rng.random((4, 6, 7)).astype(np.float32)
+    p /= p.sum(0)
+    label = rng.integers(0, 4, (6, 7)).astype(np.uint8)
+    label[0, :3] = 255
+    w = urn.label_probability(p, label)
+    for y in range(6):
+        for x in range(7):
+            assert w[y, x] == (0 if label[y, x] == 255 else p[label[y, x], y, x])
+
+
 def test_urn_labeled_reads_cyclic_masks_and_weights(tmp_path):
     ds = TinySet(n=3)
     w = np.linspace(0, 1, 24 * 24, dtype=np.float32).reshape(24, 24)
@@ -253,6 +274,8 @@ def test_urn_labeled_reads_cyclic_masks_and_weights(tmp_path):
     assert set(np.unique(s["weight"])) == {np.float32(0.3), np.float32(1.0)}
     assert np.array_equal(s["weight"] == 1, urn.weight_to_uint8(w) >= 0.3 * 255)
     assert np.all(urn.URNLabeled(ds, tmp_path, t=1.0)[0]["weight"] == 1)
+    raw = urn.URNLabeled(ds, tmp_path, t=None)[1]["weight"]              # the stored weight itself
+    assert np.array_equal(raw, urn.weight_to_uint8(w).astype(np.float32) / 255)
     (tmp_path / "im0.png").unlink()
     with pytest.raises(FileNotFoundError, match="uncertainty_pass"):
         urn.URNLabeled(ds, tmp_path)

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .labels import IGNORE
+from .parallel import set_worker_state, worker_state
 
 # ------------------------------------------------------------------------------------------------
 # Pairs and paths
@@ -411,7 +412,7 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
         # spawn, not fork: a forked child of a process that has run torch can hang on its locks;
         # the dataset travels once per worker (initializer), the jobs carry indices only
         with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"),
-                                 initializer=_set_worker_job, initargs=(job,)) as pool:
+                                 initializer=set_worker_state, initargs=(job,)) as pool:
             for n in pool.map(_relation_chunk, chunks):
                 bar.update(n)
     else:
@@ -421,18 +422,11 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
     return len(todo)
 
 
-_WORKER_JOB = {}   # a pool worker's share of write_relation_labels' arguments (set once per worker)
-
-
-def _set_worker_job(job: dict) -> None:
-    _WORKER_JOB.update(job)
-
-
 def _relation_chunk(indices, job=None) -> int:
     from .cam import load_cams
     from .io import write_mask
 
-    job = job or _WORKER_JOB
+    job = job or worker_state()
     dataset, cfg = job["dataset"], job["cfg"]
     for i in indices:
         s = dataset[i]
@@ -754,6 +748,25 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
     found = cached(output_dir, "walk_choice", {**key, "grid": grid, "val_cams": Path(val_cam_folder).name},
                    search)
     return WalkConfig(*found["walk"]), {tuple(r[:4]): r[4] for r in found["grid"]}
+
+
+# IRNet's knobs as notebooks 04-06 take them: {name: (quick, full)} (params.profile_values).
+STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10),
+                     IR_BATCH=(16, 32), IR_CROP=(None, 512))
+
+
+def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float = 0.1,
+                 WEIGHTS="imagenet", **knobs) -> tuple:
+    """Notebook 04's IRNet settings from its parameters (same names; ``knobs``: the
+    :data:`STEP2_PROFILE` names, None = the profile's value): (:class:`IRNetConfig`, backbone,
+    backbone weights) as :func:`step2` takes them. The displacement branch learns at 10 x IR_LR."""
+    from . import params
+
+    v = params.profile_values(profile, STEP2_PROFILE, **knobs)
+    cfg = IRNetConfig(confidence=CONFIDENCE, radius=v["IR_RADIUS"], epochs=v["IR_EPOCHS"],
+                      batch_size=v["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
+                      crop=v["IR_CROP"], seed=seed)
+    return cfg, v["IR_BACKBONE"], WEIGHTS if v["IR_BACKBONE"] == "resnet50" else None
 
 
 @dataclass

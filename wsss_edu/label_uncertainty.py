@@ -630,27 +630,14 @@ def uncertainty_auroc(sigma2, positive, negative) -> float:
     return auroc(sigma2, positive, negative)
 
 
-def _experiment_job(job):
-    kwargs, threads = job
-    torch.set_num_threads(threads)
+def _experiment(kwargs):
     return train_experiment(**kwargs, progress=False)[1]
 
 
 def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments") -> list:
     """Run many :func:`train_experiment` calls (``jobs``: dicts of its keyword arguments) and return
-    their histories, in order. ``processes`` > 1 runs them in a process pool, the CPU threads split
-    between the workers; the jobs of a last, incomplete round (15 jobs on 2 workers: the 15th) get
-    every thread, as the other workers are then about to fall idle. A small network uses CPU
-    threads poorly, so workers pay even on 2 cores: six 48-px runs of notebook 02 took 66 s with 2
-    workers vs 92 s in one process with 2 threads."""
-    if processes <= 1:
-        return [train_experiment(**kw, progress=False)[1] for kw in tqdm(jobs, desc=desc)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    their histories, in order; ``processes`` > 1 runs them in worker processes
+    (:func:`wsss_edu.parallel.map_jobs`: the threads split between them)."""
+    from .parallel import map_jobs
 
-    every = torch.get_num_threads()
-    threads = max(1, every // processes)
-    last_round = len(jobs) - len(jobs) % processes
-    work = [(kw, every if i >= last_round else threads) for i, kw in enumerate(jobs)]
-    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(_experiment_job, work), total=len(jobs), desc=desc))
+    return map_jobs(_experiment, jobs, processes, desc)

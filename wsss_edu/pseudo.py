@@ -75,6 +75,25 @@ class SegmenterConfig:
     loss: str = "ce"
 
 
+# Step 3's knobs as notebooks 05-06 take them: {name: (quick, full)} (params.profile_values).
+# Quick: a small encoder from scratch wants Adam; full: the paper's SGD on a pretrained ResNet-50.
+STEP3_PROFILE = dict(SEG_BACKBONE=("small", "resnet50"), SEG_EPOCHS=(10, 30),
+                     SEG_OPTIMIZER=("adam", "sgd"), SEG_LR=(2e-3, 1e-3), SEG_CROP=(None, 512))
+
+
+def step3_config(profile: str, seed: int, WEIGHTS="imagenet", SEG_SCALE=(0.5, 2.0),
+                 **knobs) -> SegmenterConfig:
+    """Notebook 05's DeepLabv3+ settings from its parameters (same names; ``knobs``: the
+    :data:`STEP3_PROFILE` names, None = the profile's value)."""
+    from . import params
+
+    v = params.profile_values(profile, STEP3_PROFILE, **knobs)
+    return SegmenterConfig(model=f"deeplabv3plus_{v['SEG_BACKBONE']}",
+                           weights=WEIGHTS if v["SEG_BACKBONE"] == "resnet50" else None,
+                           epochs=v["SEG_EPOCHS"], optimizer=v["SEG_OPTIMIZER"], lr=v["SEG_LR"],
+                           crop=v["SEG_CROP"], scale=tuple(SEG_SCALE), seed=seed)
+
+
 def _weighted_loss(model, batch):
     from .urn import weighted_cross_entropy
 
@@ -132,6 +151,36 @@ def train_segmenter(dataset, cfg: SegmenterConfig, device=None, workers: int = 0
     return net.eval()
 
 
+def _segmenter_key(label_key: dict, cfg: SegmenterConfig) -> dict:
+    return {"labels": label_key, "segmenter": dataclasses.asdict(cfg)}
+
+
+def _train_into_cache(job) -> None:
+    output_dir, dataset, label_key, cfg = job
+    cached_segmenter(output_dir, dataset, label_key, cfg, "cpu", progress=False)
+
+
+def cached_segmenters(output_dir, jobs, device=None, processes: int = 1, desc: str = "segmenters",
+                      progress: bool = True) -> list:
+    """Many :func:`cached_segmenter` calls (``jobs``: (dataset, label_key, cfg) triples), the
+    networks missing from the cache trained first, on the CPU in ``processes`` worker processes
+    (:func:`wsss_edu.parallel.map_jobs`; the datasets must be picklable). Returns the networks, in
+    order, on ``device``."""
+    from .cache import artifact_path
+    from .parallel import map_jobs
+
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    todo = [(output_dir, *j) for j in jobs
+            if not artifact_path(output_dir, "segmenter", _segmenter_key(j[1], j[2])).exists()]
+    if on_cpu and processes > 1 and len(todo) > 1:
+        map_jobs(_train_into_cache, todo, processes, desc, progress)
+        return [cached_segmenter(output_dir, *j, device=device, progress=False) for j in jobs]
+    from tqdm.auto import tqdm
+
+    return [cached_segmenter(output_dir, *j, device=device, progress=False)
+            for j in tqdm(jobs, desc=desc, disable=not progress)]
+
+
 def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig, device=None,
                      workers: int = 0, progress: bool = True):
     """The segmenter of (``label_key`` — what names the training labels, e.g. the pseudo-label
@@ -139,7 +188,7 @@ def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig,
     (:func:`train_segmenter`, resumable) and stored."""
     from .cache import cached, checkpoint_path
 
-    key = {"labels": label_key, "segmenter": dataclasses.asdict(cfg)}
+    key = _segmenter_key(label_key, cfg)
 
     def compute():
         ckpt = checkpoint_path(output_dir, "segmenter", key)

@@ -31,6 +31,37 @@ from .pseudo import PseudoLabeled
 VOC_FACTORS = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)   # the paper's S for PASCAL VOC
 COCO_FACTORS = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)    # and for MS COCO
 T_DEFAULT = 0.05                                  # eq. (12)'s t, Table 3's best
+FACTOR_SETS = {"voc": VOC_FACTORS, "coco": COCO_FACTORS}
+
+
+def factors_named(factors) -> tuple:
+    """The scale factors S of eq. (7): 'voc' or 'coco' (the paper's sets), or a list of positive
+    numbers, as a tuple of floats."""
+    from .errors import ParameterError, check_choice
+
+    if isinstance(factors, str):
+        check_choice("FACTORS", factors, FACTOR_SETS)
+        return FACTOR_SETS[factors]
+    out = tuple(float(f) for f in factors)
+    if not out or min(out) <= 0:
+        raise ParameterError(f"FACTORS={factors!r}: give 'voc', 'coco' or a list of positive numbers "
+                             "(< 1 widens a class's response, > 1 narrows it)")
+    return out
+
+
+def check_pseudo_mask_folder(folder, dataset) -> Path:
+    """``folder`` as a Path, after checking it holds a PNG pseudo-mask ``<name>.png`` for every
+    image of ``dataset``; the error names the first missing file and how many are missing."""
+    from .errors import DataFileError
+
+    folder = Path(folder)
+    missing = [n for n in dataset.names if not (folder / f"{n}.png").exists()]
+    if missing:
+        raise DataFileError(f"{folder} lacks the pseudo-mask of {len(missing)} of {len(dataset)} "
+                            f"training images (first: {missing[0]}.png); point PSEUDO_LABELS at a "
+                            "folder with one grey PNG per image (class index per pixel, 255 = "
+                            "ignore), e.g. notebook 04's, or use PSEUDO_LABELS='irnet'")
+    return folder
 
 
 def present_classes(mask: np.ndarray, include_background: bool = True,
@@ -89,16 +120,18 @@ def uncertainty_map(variance: np.ndarray) -> np.ndarray:
     return ((u - lo) / (hi - lo) if hi > lo else np.zeros_like(u)).astype(np.float32)
 
 
-def loss_weight(uncertainty, t: float = T_DEFAULT):
+def loss_weight(uncertainty, t: float = T_DEFAULT, split: float | None = None):
     """Eqs. (11-12): W = 1 - U, and the final weight Y = 1 where W >= t, else t. With t = 1 every
     pixel weighs 1 (plain cross-entropy). Read literally, t = 0 gives Y = 1 everywhere too (every
     W >= 0), although the paper's Table 3 describes its t = 0 row as "dropping all the uncertain
-    pixels": that row needs a separate split threshold (open; see the issue notes).
-    numpy or torch in, the same out."""
+    pixels". ``split`` separates the two roles of t: Y = 1 where W >= ``split``, else t (default
+    ``split = t``, the equation); ``t=0, split=0.05`` drops exactly the pixels t = 0.05 down-weights,
+    the reading of Table 3's last row. numpy or torch in, the same out."""
     w = 1 - uncertainty
+    split = t if split is None else split
     if isinstance(w, torch.Tensor):
-        return torch.where(w >= t, torch.ones_like(w), torch.full_like(w, t))
-    return np.where(w >= t, 1.0, t).astype(np.float32)
+        return torch.where(w >= split, torch.ones_like(w), torch.full_like(w, t))
+    return np.where(w >= split, 1.0, t).astype(np.float32)
 
 
 def cyclic_pseudo_mask(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn"):
@@ -146,13 +179,25 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
 
 def probability_weight(logits: torch.Tensor, target: torch.Tensor,
                        ignore_index: int = 255) -> torch.Tensor:
-    """Table 5's baseline weight: the network's own softmax probability of the target class,
-    detached (no gradient flows through the weight); 0 on ignored pixels. (N, H, W)."""
+    """Table 5's baseline weight read as the softmax of the network being trained: its own
+    probability of the target class, detached (no gradient flows through the weight); 0 on
+    ignored pixels. (N, H, W). The other reading, F_S's probability of the label (the network
+    that gives U), is :func:`label_probability`."""
     p = logits.detach().float().softmax(1)
     t = target.clone()
     t[t == ignore_index] = 0
     w = p.gather(1, t[:, None].long())[:, 0]
     return torch.where(target == ignore_index, torch.zeros_like(w), w)
+
+
+def label_probability(probs: np.ndarray, label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """P's probability of each pixel's label, (H, W) float32 from ``probs`` (C, H, W) and ``label``
+    (H, W); 0 where the label is ignored. Table 5's weight read as the softmax of F_S's
+    prediction (the network whose P gives U), detached by construction."""
+    probs = np.asarray(probs, np.float32)
+    lab = np.where(label == ignore_index, 0, label).astype(np.int64)
+    p = np.take_along_axis(probs, lab[None], 0)[0]
+    return np.where(label == ignore_index, 0, p).astype(np.float32)
 
 
 def weight_to_uint8(w: np.ndarray) -> np.ndarray:
@@ -213,13 +258,15 @@ def _urn_job(args) -> str:
     return name
 
 
-def _batches_of_probs(model, dataset, indices, scales, batch_size, device):
-    """(sample, P (C, H, W) numpy) for the ``indices`` of ``dataset``, P from the network in batches
-    of same-size images (:func:`wsss_edu.models.tta_probs`)."""
+def averaged_probs(model, dataset, indices, scales=URN_TTA_SCALES, batch_size: int = 16, device=None):
+    """Yields (sample, P) for the ``indices`` of ``dataset``: P (C, H, W) numpy, the network's
+    softmax averaged over ``scales`` × h-flip (:func:`wsss_edu.models.tta_probs`), computed in
+    batches of same-size images (real datasets mix sizes)."""
     from .cam import _same_size_batches
     from .data import images_to_tensor
     from .models import tta_probs
 
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     for _, group in _same_size_batches(dataset, batch_size, indices):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         with torch.no_grad():
@@ -232,20 +279,20 @@ def _job_args(sample, probs, job):
             job["crf_params"], job["include_background"])
 
 
-_WORKER_JOB = {}   # a pool worker's share of uncertainty_pass' arguments (set once per worker)
-
-
-def _set_worker_job(job: dict) -> None:
+def _rebuild_model(job: dict) -> None:
+    """A worker's setup (:func:`wsss_edu.parallel.set_worker_state`): one thread, the network."""
     torch.set_num_threads(1)   # the workers share the cores: one thread each
     model = job["model_factory"]()
     model.load_state_dict(job.pop("state"))
-    _WORKER_JOB.update(job, model=model.eval())
+    job["model"] = model.eval()
 
 
 def _urn_chunk(indices) -> int:
     """A worker's share: P and the CRFs of the images ``indices`` (CPU pass)."""
-    job = _WORKER_JOB
-    for s, p in _batches_of_probs(job["model"], job["dataset"], indices, job["scales"], len(indices), "cpu"):
+    from .parallel import worker_state
+
+    job = worker_state()
+    for s, p in averaged_probs(job["model"], job["dataset"], indices, job["scales"], len(indices), "cpu"):
         _urn_job(_job_args(s, p, job))
     return len(indices)
 
@@ -269,6 +316,8 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
 
     from tqdm.auto import tqdm
 
+    from .parallel import set_worker_state
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     todo = [i for i, n in enumerate(dataset.names) if not (folder / f"{n}.png").exists()]
@@ -280,7 +329,7 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     ctx = mp.get_context("spawn")   # not fork: a forked child of a process that ran torch can hang
     try:
         if processes <= 1 or len(todo) <= 1:
-            for s, p in _batches_of_probs(model, dataset, todo, scales, batch_size, device):
+            for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device):
                 _urn_job(_job_args(s, p, job))
                 bar.update(1)
         elif device.type == "cpu":
@@ -291,14 +340,14 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
             chunk = max(1, min(batch_size, len(todo) // (4 * processes)))
             state = {k: v.cpu() for k, v in model.state_dict().items()}
             work = dict(job, dataset=dataset, model_factory=model_factory, state=state)
-            with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_set_worker_job,
-                                     initargs=(work,)) as pool:
+            with ProcessPoolExecutor(processes, mp_context=ctx, initializer=set_worker_state,
+                                     initargs=(work, _rebuild_model)) as pool:
                 for n in pool.map(_urn_chunk, [todo[c:c + chunk] for c in range(0, len(todo), chunk)]):
                     bar.update(n)
         else:
             with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
                 pending = []
-                for s, p in _batches_of_probs(model, dataset, todo, scales, batch_size, device):
+                for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device):
                     pending.append(pool.submit(_urn_job, _job_args(s, p, job)))
                     while len(pending) > 4 * processes * batch_size:   # bound the maps in memory
                         pending.pop(0).result()
@@ -314,14 +363,16 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
 class URNLabeled(PseudoLabeled):
     """``dataset`` with each sample's 'mask' replaced by the cyclic pseudo-mask of
     ``folder/<name>.png`` (:func:`uncertainty_pass`) and a 'weight' added: Y of eqs. (11-12) with
-    threshold ``t`` (t = 1: every pixel 1, plain cross-entropy on the cyclic masks). 'true_mask'
-    is the wrapped sample's own 'true_mask', or its 'mask' (for scoring only)."""
+    threshold ``t`` (t = 1: every pixel 1, plain cross-entropy on the cyclic masks; ``split``: see
+    :func:`loss_weight`); ``t=None``: the stored weight itself (a folder whose weight channel holds
+    some other weight, e.g. F_S's probability of the label). 'true_mask' is the wrapped sample's own
+    'true_mask', or its 'mask' (for scoring only)."""
 
     missing_hint = "run urn.uncertainty_pass on this dataset first"
 
-    def __init__(self, dataset, folder, t: float = T_DEFAULT):
+    def __init__(self, dataset, folder, t: float = T_DEFAULT, split: float | None = None):
         super().__init__(dataset, folder)
-        self.t = t
+        self.t, self.split = t, split
 
     def __getitem__(self, i):
         from .io import check_same_size
@@ -331,5 +382,5 @@ class URNLabeled(PseudoLabeled):
         label, w = read_label_and_weight(path)
         check_same_size(s["image"], label, s["name"], path)
         s["true_mask"], s["mask"] = s.get("true_mask", s["mask"]), label
-        s["weight"] = loss_weight(1 - w, self.t)
+        s["weight"] = w if self.t is None else loss_weight(1 - w, self.t, self.split)
         return s

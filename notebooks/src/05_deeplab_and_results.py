@@ -70,13 +70,12 @@ from wsss_edu.data import images_to_tensor
 from wsss_edu.models import tta_probs
 
 S = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(
-    IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10), IR_BATCH=(16, 32),
-    IR_CROP=(None, 512), SEG_BACKBONE=("small", "resnet50"), SEG_EPOCHS=(10, 30),
-    SEG_OPTIMIZER=("adam", "sgd"), SEG_LR=(2e-3, 1e-3), SEG_CROP=(None, 512)),
-    IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP,
-    SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS, SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP)
-print(P)
+IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
+    PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
+    IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP)
+SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+                          SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP)
+print(IRCFG, IR_BACKBONE, "\n", SEG)
 
 # %% [markdown]
 # ## 1 · Steps 1 and 2, from the cache
@@ -87,14 +86,10 @@ print(P)
 # %%
 STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
              LR_NEW=LR_NEW, CROP=CROP)
-IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
-                          batch_size=P["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                          crop=P["IR_CROP"], seed=S.seed)
 
-IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
 GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
-IR = irnet.step2(S, ST, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, GRID, workers=WORKERS)
+IR = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS)
 CLASSES = ST.classes
 print("walk chosen on val:", IR.walk, "\npseudo-labels:", IR.folder)
 
@@ -134,11 +129,6 @@ print(f"miou_cam {miou_cam:.3f}   miou_irnet {miou_irnet:.3f}")
 # flips.
 
 # %%
-SEG = pseudo.SegmenterConfig(model=f"deeplabv3plus_{P['SEG_BACKBONE']}",
-                             weights=WEIGHTS if P["SEG_BACKBONE"] == "resnet50" else None,
-                             epochs=P["SEG_EPOCHS"], optimizer=P["SEG_OPTIMIZER"], lr=P["SEG_LR"],
-                             crop=P["SEG_CROP"], scale=tuple(SEG_SCALE), seed=S.seed)
-
 def step3(folder, seed=S.seed):
     """DeepLabv3+ trained on the pseudo-labels in ``folder`` (cached; one bar per network)."""
     return pseudo.cached_segmenter(S.output_dir, pseudo.PseudoLabeled(ST.train_view, folder),
@@ -221,7 +211,7 @@ if TABLE3:
     if DROP_CLASS:
         w = IR.walk        # notebook 04's: its walk, background 0.3
         st_all = cam.step1(S, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
-        ir_all = irnet.step2(S, st_all, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, dict(
+        ir_all = irnet.step2(S, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, dict(
             WALK_RADII=[w.radius], WALK_EXP_TIMES=[w.exp_times], WALK_BETAS=[w.beta], WALK_BG=[0.3]), workers=WORKERS)
         m = step3(ir_all.folder)
         table3[(0.3, True, True)] = pseudo.evaluate(m, ST.val, tta=True, scales=TTA_SCALES, progress=False).miou
