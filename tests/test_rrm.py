@@ -1,0 +1,210 @@
+"""wsss_edu.rrm (paper 003): reliable regions and the dense energy loss, against independent
+computations (brute-force double sums, autograd of the brute force, hand-made maps)."""
+import numpy as np
+import pytest
+import torch
+
+from wsss_edu import rrm
+
+
+def brute_energy(probs, image, labels, sigma_xy, sigma_rgb):
+    """Eqs. (10)-(14) literally: every ordered pair i != j, every pair of different classes."""
+    c, h, w = probs.shape
+    p = probs.reshape(c, -1)
+    pos = [(x, y) for y in range(h) for x in range(w)]
+    rgb = image.reshape(3, -1)
+    total = 0.0
+    for i in range(h * w):
+        s = 1 - p[:, i].max() if labels.reshape(-1)[i] != 255 else torch.tensor(1.0, dtype=p.dtype)
+        for j in range(h * w):
+            if i == j:
+                continue
+            d2 = (pos[i][0] - pos[j][0]) ** 2 + (pos[i][1] - pos[j][1]) ** 2
+            r2 = ((rgb[:, i] - rgb[:, j]) ** 2).sum()
+            g = torch.exp(-d2 / (2 * sigma_xy ** 2) - r2 / (2 * sigma_rgb ** 2))
+            e = sum(p[a, i] * p[b, j] for a in range(c) for b in range(c) if a != b)   # eq. (10)
+            total = total + s * g * e
+    return total
+
+
+def tiny(seed=0, c=3, h=4, w=5):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, c, h, w, generator=g, dtype=torch.float64)
+    image = torch.randint(0, 256, (1, 3, h, w), generator=g).double()
+    labels = torch.randint(0, c, (1, h, w), generator=g)
+    labels[0, 0, :2] = 255
+    return logits, image, labels
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 1000])
+def test_energy_equals_the_brute_force_double_sum(chunk):
+    logits, image, labels = tiny()
+    probs = logits.softmax(1)
+    e = rrm.dense_energy_loss(probs, image, labels, sigma_xy=2.0, sigma_rgb=40.0, normalize=False,
+                              chunk=chunk)
+    ref = brute_energy(probs[0], image[0], labels[0], 2.0, 40.0)
+    assert e.item() == pytest.approx(ref.item(), rel=1e-9)
+    assert e.item() >= 0
+    n = 4 * 5
+    assert rrm.dense_energy_loss(probs, image, labels, 2.0, 40.0, normalize=True, chunk=chunk).item() == \
+        pytest.approx(ref.item() / n, rel=1e-9)
+
+
+def test_energy_gradient_matches_autograd_of_the_brute_force_with_the_filter_held_constant():
+    logits, image, labels = tiny(1)
+    a = logits.clone().requires_grad_(True)
+    rrm.dense_energy_loss(a.softmax(1), image, labels, 2.0, 40.0, normalize=False, chunk=5).backward()
+    b = logits.clone().requires_grad_(True)
+    probs = b.softmax(1)
+    # the brute force with S(i) computed from detached probabilities, as the reference's backward
+    s_probs = probs.detach()
+    c, h, w = probs.shape[1:]
+    total = 0
+    p = probs[0].reshape(c, -1)
+    f = rrm.pixel_features(image[0], 2.0, 40.0).double()
+    for i in range(h * w):
+        s = 1 - s_probs[0].reshape(c, -1)[:, i].max() if labels.reshape(-1)[i] != 255 else 1.0
+        for j in range(h * w):
+            if i != j:
+                g = torch.exp(-0.5 * ((f[i] - f[j]) ** 2).sum())
+                total = total + s * g * (p[:, i] * (1 - p[:, j])).sum()
+    total.backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_dropping_the_constant_gives_the_references_negative_loss_with_the_same_gradient():
+    """sum_c P_c(i)(1 - P_c(j)) = 1 - <P(i), P(j)>: the reference keeps only -<P(i), (GP)(i)>."""
+    logits, image, _ = tiny(2)
+    a = logits.clone().requires_grad_(True)
+    ours = rrm.dense_energy_loss(a.softmax(1), image, None, 2.0, 40.0, normalize=False)
+    ours.backward()
+    b = logits.clone().requires_grad_(True)
+    p = b.softmax(1)[0].reshape(3, -1).T
+    f = rrm.pixel_features(image[0], 2.0, 40.0).double()
+    g = rrm.gaussian_kernel(f, f)
+    g.fill_diagonal_(0)
+    dropped = -(p * (g @ p)).sum()
+    dropped.backward()
+    assert dropped.item() < 0 < ours.item()
+    assert ours.item() - dropped.item() == pytest.approx(g.sum().item(), rel=1e-9)
+    assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_soft_filter():
+    probs = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]]])
+    labels = torch.tensor([[1, 255]])
+    assert torch.allclose(rrm.soft_filter(probs, labels), torch.tensor([[0.1, 1.0]]))
+
+
+def test_energy_of_a_constant_labelling_is_zero_and_of_a_checkerboard_is_large():
+    image = torch.full((1, 3, 6, 6), 128.0)
+    one = torch.zeros(1, 2, 6, 6)
+    one[:, 0] = 1
+    assert rrm.dense_energy_loss(one, image, None, 3.0, 15.0).item() == pytest.approx(0.0, abs=1e-12)
+    board = torch.zeros(1, 2, 6, 6)
+    yy, xx = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
+    board[0, 0] = ((yy + xx) % 2 == 0).float()
+    board[0, 1] = 1 - board[0, 0]
+    half = torch.zeros(1, 2, 6, 6)
+    half[0, 0, :, :3] = 1
+    half[0, 1, :, 3:] = 1
+    e_board = rrm.dense_energy_loss(board, image, None, 3.0, 15.0).item()
+    assert e_board > rrm.dense_energy_loss(half, image, None, 3.0, 15.0).item() > 0
+
+
+def test_background_probability_and_the_alpha_rule_keep_the_requested_fraction():
+    g = torch.Generator().manual_seed(4)
+    p_fg = torch.rand(1, 2, 12, 12, generator=g) ** 3           # distinct scores (no ties)
+    bg = rrm.background_probability(p_fg, gamma=2.0)
+    assert torch.allclose(bg[0, 0], (1 - p_fg[0].amax(0)) ** 2)
+    probs = rrm.cam_probabilities(p_fg, 2.0)[0]
+    for fraction in (0.2, 0.4, 0.6, 1.0):
+        lab = rrm.top_fraction_labels(probs, [0, 1, 2], fraction, min_score=0.0)
+        assert set(lab.unique().tolist()) <= {0, 1, 2, 255}
+        for c in (0, 1, 2):
+            region = probs.argmax(0) == c
+            kept = lab == c
+            assert kept.sum().item() == round(fraction * region.sum().item())
+            assert bool((kept <= region).all())                  # only inside its argmax region
+            rest = region & ~kept
+            if kept.any() and rest.any():                         # and the class's highest scores
+                assert probs[c][kept].min() > probs[c][rest].max()
+    flat = torch.zeros(1, 1, 4, 4)                                # no CAM anywhere: P_bg = 1 tied
+    lab = rrm.top_fraction_labels(rrm.cam_probabilities(flat)[0], [0, 1], 0.4)
+    assert torch.all(lab == 0)                                    # ties at alpha are all kept
+
+
+def test_reliable_labels_are_255_wherever_cam_and_crf_disagree():
+    g = torch.Generator().manual_seed(3)
+    cam_l = torch.randint(0, 3, (8, 8), generator=g)
+    cam_l[0] = 255
+    crf_l = torch.randint(0, 3, (8, 8), generator=g)
+    out = rrm.reliable_labels(cam_l, crf_l)
+    agree = (cam_l == crf_l) & (cam_l != 255)
+    assert torch.equal(out[agree], cam_l[agree]) and torch.all(out[~agree] == 255)
+
+
+def test_reliable_region_labels_on_a_drawn_object():
+    pytest.importorskip("pydensecrf")
+    h = w = 32
+    image = np.full((h, w, 3), 40, np.uint8)
+    image[8:24, 8:24] = (220, 60, 60)                                   # a red square object
+    yy, xx = np.mgrid[:h, :w]
+    cam = np.exp(-((yy - 16) ** 2 + (xx - 14) ** 2) / (2 * 7.0 ** 2))   # a blurry, off-centre CAM
+    p_fg = torch.zeros(2, h, w)
+    p_fg[1] = torch.as_tensor(cam / cam.max(), dtype=torch.float32)   # class 1 of 2
+    out = rrm.reliable_region_labels(image, p_fg, [1], gamma=4.0, fraction=0.4)
+    truth = np.zeros((h, w), int)
+    truth[8:24, 8:24] = 2
+    for key in ("cam", "crf", "reliable"):
+        assert set(out[key].unique().tolist()) <= {0, 2, 255}, key
+    rel, cam_l = out["reliable"].numpy(), out["cam"].numpy()
+    assert (rel != 255).sum() <= (cam_l != 255).sum()
+    precision = lambda lab: (lab[lab != 255] == truth[lab != 255]).mean()
+    assert precision(rel) >= precision(cam_l)
+    two = rrm.reliable_region_labels(image, p_fg, [1], two_crf=(4.0, 32.0))
+    assert set(two["crf"].unique().tolist()) <= {0, 2, 255}
+
+
+def test_rrm_net_and_one_joint_step_on_toy_images():
+    pytest.importorskip("pydensecrf")
+    from wsss_edu.data import images_to_tensor
+    from wsss_edu.toy import ToyDataset
+
+    torch.manual_seed(0)
+    ds = ToyDataset("train", n=4, seed=0, size=32)
+    x = images_to_tensor(np.stack([ds[i]["image"] for i in range(4)]))
+    tags = torch.as_tensor(np.stack([ds[i]["labels"] for i in range(4)])).float()
+    k = tags.shape[1]
+    net = rrm.RRMNet(k, "small", dilation=2, seg_channels=32, width=8)
+    logits, seg, _ = net(x)
+    assert logits.shape == (4, k) and seg.shape == (4, k + 1, 32, 32)
+    out = rrm.rrm_loss(net, {"image": x, "labels": tags}, sigma_xy=10.0, energy_weight=1.0)
+    assert all(torch.isfinite(v) for v in out.values())
+    assert out["energy"] > 0 and 0 < out["labelled"] <= 1
+    out["loss"].backward()
+    for part in (net.classifier_net.backbone, net.classifier_net.classifier, net.seg_head):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    ce_only = rrm.rrm_loss(net, {"image": x, "labels": tags}, joint=False)
+    assert ce_only["energy"] == 0
+
+
+def test_split_cross_entropy_averages_background_and_foreground_separately():
+    logits = torch.zeros(1, 3, 1, 4)
+    target = torch.tensor([[[0, 0, 0, 2]]])
+    ce = torch.log(torch.tensor(3.0))                      # uniform logits: every pixel ln 3
+    assert rrm.split_cross_entropy(logits, target).item() == pytest.approx(2 * ce.item())
+    target = torch.tensor([[[0, 255, 0, 0]]])
+    assert rrm.split_cross_entropy(logits, target).item() == pytest.approx(ce.item())
+
+
+def test_train_rrm_runs_end_to_end_and_predicts_one_step():
+    pytest.importorskip("pydensecrf")
+    from wsss_edu import pseudo
+    from wsss_edu.toy import ToyDataset
+
+    ds = ToyDataset("train", n=8, seed=0, size=32)
+    cfg = rrm.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0)
+    net = rrm.train_rrm(ds, cfg, progress=False)
+    m = pseudo.evaluate(rrm.SegmentationBranch(net), ds, progress=False)
+    assert m.cm.sum() > 0 and 0 <= m.miou <= 1
