@@ -153,14 +153,20 @@ def test_deeplabv3plus_resnet50_builds_without_weights():
         assert net(torch.randn(1, 3, 64, 80)).shape == (1, 3, 64, 80)
 
 
-def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
+def _toy_pseudo_labeled(folder, n):
+    """n toy images of 32 px and a pseudo-label folder holding their true masks."""
     from wsss_edu import pseudo
     from wsss_edu.io import write_mask
     from wsss_edu.toy import ToyDataset
-    ds = ToyDataset("train", n=16, seed=0, size=32)
+    ds = ToyDataset("train", n=n, seed=0, size=32)
     for i in range(len(ds)):
-        write_mask(tmp_path / "pl" / f"{ds.names[i]}.png", ds[i]["mask"])
-    pl = pseudo.PseudoLabeled(ds, tmp_path / "pl")
+        write_mask(folder / f"{ds.names[i]}.png", ds[i]["mask"])
+    return ds, pseudo.PseudoLabeled(ds, folder)
+
+
+def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
+    from wsss_edu import pseudo
+    ds, pl = _toy_pseudo_labeled(tmp_path / "pl", 16)
     cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=8, optimizer="adam", lr=1e-3)
     net = pseudo.cached_segmenter(tmp_path / "out", pl, {"pl": "x"}, cfg, progress=False)
     m = pseudo.evaluate(net, ds, progress=False)
@@ -173,12 +179,7 @@ def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
 
 def test_segmenters_trained_in_worker_processes_equal_those_trained_in_turn(tmp_path):
     from wsss_edu import pseudo
-    from wsss_edu.io import write_mask
-    from wsss_edu.toy import ToyDataset
-    ds = ToyDataset("train", n=8, seed=0, size=32)
-    for i in range(len(ds)):
-        write_mask(tmp_path / "pl" / f"{ds.names[i]}.png", ds[i]["mask"])
-    pl = pseudo.PseudoLabeled(ds, tmp_path / "pl")
+    ds, pl = _toy_pseudo_labeled(tmp_path / "pl", 8)
     cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=4, optimizer="adam", lr=1e-3)
     jobs = [(pl, {"pl": "x"}, pseudo.replace(cfg, seed=s)) for s in (0, 1, 2)]
     pooled = pseudo.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-IGNORE = 255
+from .labels import IGNORE
 
 
 def background_probability(p_fg: torch.Tensor, gamma: float = 4.0) -> torch.Tensor:

@@ -61,7 +61,6 @@ from functools import partial
 
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 from tqdm.auto import tqdm
 from wsss_edu import cam, irnet, params, pseudo, urn, viz
 from wsss_edu.cache import params_key
