@@ -144,3 +144,27 @@ def test_notebook_06_full_profile_on_a_pseudo_mask_folder(tmp_path):
             parameters=dict(DATASET="voc", DATA_ROOT=str(tmp_path / "data"), OUTPUT_DIR=str(out),
                             PROFILE="full", DEVICE="cpu", WEIGHTS=None, PSEUDO_LABELS=str(tmp_path / "data")),
             kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=300)
+
+
+@pytest.mark.slow
+def test_notebook_07_full_profile_on_voc_layout(tmp_path):
+    """Notebook 07 on the VOC path with the full-scale networks from scratch (step 1's ResNet-50
+    classifier as RRM's backbone, the paper's four CAM scales and sigma_xy 100, the DeepLabv3+
+    ResNet-50 of the two-step variant), one epoch each, 64-px crops, one ratio of Table 1."""
+    import papermill as pm
+
+    write_voc_layout(tmp_path / "data", n_train=6, n_val=3, seed=0, size=64)
+    out = tmp_path / "out"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "07_rrm_end_to_end.ipynb"), str(tmp_path / "07.ipynb"),
+        parameters=dict(DATASET="voc", DATA_ROOT=str(tmp_path / "data"), OUTPUT_DIR=str(out), PROFILE="full",
+                        DEVICE="cpu", WEIGHTS=None, WORKERS=0, EPOCHS=1, CROP=64, RRM_EPOCHS=1, RRM_CROP=64,
+                        RRM_BATCH=2, RATIOS=[0.4], SEG_EPOCHS=1, SEG_CROP=64, N_CURVE=6, SHOW=0),
+        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=900)
+    m = json.loads((out / "metrics" / "07_rrm_end_to_end.json").read_text())
+    for key in ("precision_cam_labels", "precision_reliable", "miou_rrm_ce", "miou_rrm_joint", "miou_cam_joint",
+                "miou_rrm_joint_crf", "miou_rrm_pseudo_train", "miou_rrm_two_step"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert len(list((out / "cache" / "rrm").glob("*.pt"))) == 4     # ratio 0.4 and CAM labels, CE and joint
+    pl = next((out / "cache" / "rrm_pseudo_labels").iterdir())
+    assert len(list(pl.glob("*.png"))) == 6 and (pl / "complete").exists()

@@ -29,3 +29,21 @@ def test_worker_state_setup_runs_once_on_the_state():
     assert parallel.worker_state() == {"a": 1, "b": 2}
     parallel.set_worker_state({"c": 3})
     assert parallel.worker_state() == {"c": 3}
+
+
+def _touch(path):
+    from pathlib import Path
+
+    Path(path).write_text("done")
+    return path
+
+
+def test_compute_missing_runs_only_the_missing_jobs(tmp_path):
+    done = tmp_path / "a"
+    done.write_text("old")
+    jobs = [str(tmp_path / n) for n in ("a", "b", "c")]
+    ran = parallel.compute_missing(_touch, jobs, lambda p: not (tmp_path / p).exists(), processes=2,
+                                   progress=False)
+    assert ran == 2 and done.read_text() == "old"
+    assert (tmp_path / "b").read_text() == (tmp_path / "c").read_text() == "done"
+    assert parallel.compute_missing(_touch, jobs, lambda p: not (tmp_path / p).exists(), 2, progress=False) == 0

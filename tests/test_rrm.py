@@ -40,20 +40,22 @@ def tiny(seed=0, c=3, h=4, w=5):
 def test_energy_equals_the_brute_force_double_sum(chunk):
     logits, image, labels = tiny()
     probs = logits.softmax(1)
-    e = rrm.dense_energy_loss(probs, image, labels, sigma_xy=2.0, sigma_rgb=40.0, normalize=False,
+    e = rrm.dense_energy_loss(probs, image, labels, sigma_xy=2.0, sigma_rgb=40.0, normalize="none",
                               chunk=chunk)
     ref = brute_energy(probs[0], image[0], labels[0], 2.0, 40.0)
     assert e.item() == pytest.approx(ref.item(), rel=1e-9)
     assert e.item() >= 0
     n = 4 * 5
-    assert rrm.dense_energy_loss(probs, image, labels, 2.0, 40.0, normalize=True, chunk=chunk).item() == \
+    assert rrm.dense_energy_loss(probs, image, labels, 2.0, 40.0, normalize="pixels", chunk=chunk).item() == \
         pytest.approx(ref.item() / n, rel=1e-9)
+    assert rrm.dense_energy_loss(probs, image, labels, 2.0, 40.0, normalize="pairs", chunk=chunk).item() == \
+        pytest.approx(ref.item() / n ** 2, rel=1e-9)
 
 
 def test_energy_gradient_matches_autograd_of_the_brute_force_with_the_filter_held_constant():
     logits, image, labels = tiny(1)
     a = logits.clone().requires_grad_(True)
-    rrm.dense_energy_loss(a.softmax(1), image, labels, 2.0, 40.0, normalize=False, chunk=5).backward()
+    rrm.dense_energy_loss(a.softmax(1), image, labels, 2.0, 40.0, normalize="none", chunk=5).backward()
     b = logits.clone().requires_grad_(True)
     probs = b.softmax(1)
     # the brute force with S(i) computed from detached probabilities, as the reference's backward
@@ -76,7 +78,7 @@ def test_dropping_the_constant_gives_the_references_negative_loss_with_the_same_
     """sum_c P_c(i)(1 - P_c(j)) = 1 - <P(i), P(j)>: the reference keeps only -<P(i), (GP)(i)>."""
     logits, image, _ = tiny(2)
     a = logits.clone().requires_grad_(True)
-    ours = rrm.dense_energy_loss(a.softmax(1), image, None, 2.0, 40.0, normalize=False)
+    ours = rrm.dense_energy_loss(a.softmax(1), image, None, 2.0, 40.0, normalize="none")
     ours.backward()
     b = logits.clone().requires_grad_(True)
     p = b.softmax(1)[0].reshape(3, -1).T
@@ -180,7 +182,8 @@ def test_rrm_net_and_one_joint_step_on_toy_images():
     logits, seg, _ = net(x)
     assert logits.shape == (4, k) and seg.shape == (4, k + 1, 32, 32)
     out = rrm.rrm_loss(net, {"image": x, "labels": tags}, sigma_xy=10.0, energy_weight=1.0)
-    assert all(torch.isfinite(v) for v in out.values())
+    assert all(torch.isfinite(v) for k, v in out.items() if k != "target")
+    assert out["target"].shape == (4, 32, 32)
     assert out["energy"] > 0 and 0 < out["labelled"] <= 1
     out["loss"].backward()
     for part in (net.classifier_net.backbone, net.classifier_net.classifier, net.seg_head):
@@ -208,3 +211,138 @@ def test_train_rrm_runs_end_to_end_and_predicts_one_step():
     net = rrm.train_rrm(ds, cfg, progress=False)
     m = pseudo.evaluate(rrm.SegmentationBranch(net), ds, progress=False)
     assert m.cm.sum() > 0 and 0 <= m.miou <= 1
+
+
+def test_energy_gradient_through_the_soft_filter_matches_autograd_of_the_brute_force():
+    """detach_filter=False: S(i) = 1 - max_c P(i) is differentiated too (the hand-written backward
+    returns dE/dS, autograd carries it through the max)."""
+    logits, image, labels = tiny(3)
+    a = logits.clone().requires_grad_(True)
+    rrm.dense_energy_loss(a.softmax(1), image, labels, 2.0, 40.0, normalize="none", chunk=4,
+                          detach_filter=False).backward()
+    b = logits.clone().requires_grad_(True)
+    brute_energy(b.softmax(1)[0], image[0], labels[0], 2.0, 40.0).backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_pair_normalised_energy_does_not_change_with_the_resolution():
+    """Two flat colour halves, labelled by halves with some mixing: at 16² and 32² px (sigma_xy
+    scaled with the image) the mean over pairs agrees within 5 %; the per-pixel mean grows 4×."""
+    def scene(n):
+        img = torch.zeros(1, 3, n, n)
+        img[:, :, :, : n // 2] = 200.0
+        p = torch.full((1, 2, n, n), 0.2)
+        p[0, 0, :, : n // 2] = 0.8
+        p[0, 1] = 1 - p[0, 0]
+        return p, img
+    e = {}
+    for n in (16, 32):
+        p, img = scene(n)
+        e[n] = {k: rrm.dense_energy_loss(p, img, None, sigma_xy=n / 4, sigma_rgb=15.0, normalize=k).item()
+                for k in ("pairs", "pixels")}
+    assert e[32]["pairs"] == pytest.approx(e[16]["pairs"], rel=0.05)
+    assert e[32]["pixels"] / e[16]["pixels"] == pytest.approx(4.0, rel=0.05)
+
+
+def test_reference_weight_turns_the_pair_mean_into_the_references_sum():
+    logits, image, labels = tiny(4, h=6, w=6)
+    p = logits.softmax(1)
+    plain = rrm.dense_energy_loss(p, image, labels, 2.0, 40.0, normalize="none")
+    w = rrm.reference_energy_weight(1e-7, side=6, lattice_gain=0.55)
+    pairs = rrm.dense_energy_loss(p, image, labels, 2.0, 40.0, weight=w, normalize="pairs")
+    assert pairs.item() == pytest.approx(1e-7 * 0.55 * plain.item(), rel=1e-9)
+    assert rrm.reference_energy_weight() == pytest.approx(1e-7 * 0.55 * 160.5 ** 4)
+    with pytest.raises(ValueError, match="pairs"):
+        rrm.dense_energy_loss(p, image, labels, normalize="mean")
+
+
+def test_gaussian_kernel_floors_the_exponent_instead_of_producing_subnormal_floats():
+    f = torch.tensor([[0.0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0], [30.0, 0, 0, 0, 0]])
+    g = rrm.gaussian_kernel(f, f)
+    assert g[0, 1].item() == pytest.approx(np.exp(-0.5), rel=1e-6)
+    assert torch.allclose(torch.diagonal(g), torch.ones(3))
+    assert g[0, 2].item() == pytest.approx(np.exp(-80.0), rel=1e-5)   # exact: exp(-450)
+    assert (g[g > 0] >= torch.finfo(torch.float32).tiny).all()
+
+
+def test_cam_source_is_eq6_alone_and_rrm_labels_lie_inside_it():
+    pytest.importorskip("pydensecrf")
+    from wsss_edu.data import images_to_tensor, tensor_to_images
+    from wsss_edu.toy import ToyDataset
+
+    ds = ToyDataset("train", n=3, seed=1, size=32)
+    x = images_to_tensor(np.stack([ds[i]["image"] for i in range(3)]))
+    tags = torch.as_tensor(np.stack([ds[i]["labels"] for i in range(3)])) > 0
+    cams = torch.rand(3, tags.shape[1], 32, 32, generator=torch.Generator().manual_seed(0))
+    rgb = tensor_to_images(x)
+    cam_l = rrm.batch_reliable_labels(rgb, cams, tags, source="cam")
+    rel = rrm.batch_reliable_labels(rgb, cams, tags, source="rrm")
+    from wsss_edu.cam import normalize_cams
+    p = rrm.cam_probabilities(normalize_cams(cams, tags))
+    for i in range(3):
+        present = [0] + (torch.nonzero(tags[i]).flatten() + 1).tolist()
+        assert torch.equal(cam_l[i], rrm.top_fraction_labels(p[i], present))
+    kept = rel != 255
+    assert torch.equal(rel[kept], cam_l[kept])
+    with pytest.raises(ValueError, match="rrm"):
+        rrm.batch_reliable_labels(rgb, cams, tags, source="crf")
+
+
+def test_param_groups_cover_every_parameter_once_with_faster_heads():
+    net = rrm.RRMNet(3, "small", dilation=2, seg_channels=8, width=4, depth=2)
+    groups = net.param_groups(1e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in net.parameters())
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-2)]
+
+
+def _tiny_rrm_setup(tmp_path):
+    from wsss_edu.cam import CAMClassifier
+    from wsss_edu.toy import ToyDataset
+
+    ds = ToyDataset("train", n=8, seed=0, size=32)
+    cfg = rrm.RRMConfig(width=4, depth=2, seg_channels=8, epochs=1, batch_size=4, sigma_xy=10.0)
+    init = CAMClassifier(len(ds.classes) - 1, "small", width=4, depth=2).state_dict()
+    return ds, cfg, init
+
+
+def test_cached_rrm_starts_from_the_classifier_and_reads_back_from_the_cache(tmp_path):
+    pytest.importorskip("pydensecrf")
+    from wsss_edu.errors import ParameterError
+
+    ds, cfg, init = _tiny_rrm_setup(tmp_path)
+    with pytest.raises(ParameterError, match="init_key"):
+        rrm.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init=init)
+    untrained = rrm.make_rrm(len(ds.classes) - 1, rrm.RRMConfig(width=4, depth=2, seg_channels=8, epochs=0))
+    untrained.classifier_net.load_state_dict(init)
+    net = rrm.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
+    again = rrm.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
+    for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    # trained from the given weights: one epoch moves the backbone away from them, not far
+    w0 = untrained.classifier_net.backbone.body[0].weight
+    w1 = net.classifier_net.backbone.body[0].weight
+    assert 0 < (w1 - w0).abs().max() < w0.abs().max()
+    assert len(list((tmp_path / "cache" / "rrm").glob("*.pt"))) == 1
+
+
+def test_write_pseudo_labels_keeps_the_image_tags_and_resumes(tmp_path):
+    pytest.importorskip("pydensecrf")
+    from wsss_edu.io import read_mask
+
+    ds, cfg, init = _tiny_rrm_setup(tmp_path)
+    net = rrm.make_rrm(len(ds.classes) - 1, cfg).eval()
+    folder = tmp_path / "pl"
+    rrm.write_pseudo_labels(net, ds, folder, progress=False)
+    assert (folder / "complete").exists()
+    for i in range(len(ds)):
+        s = ds[i]
+        allowed = {0} | {c + 1 for c in np.nonzero(np.asarray(s["labels"]))[0]}
+        assert set(np.unique(read_mask(folder / f"{s['name']}.png")).tolist()) <= allowed
+    # resumable: a removed file is written again, the others are left as they are
+    first = folder / f"{ds.names[0]}.png"
+    mtime = (folder / f"{ds.names[1]}.png").stat().st_mtime_ns
+    first.unlink()
+    (folder / "complete").unlink()
+    rrm.write_pseudo_labels(net, ds, folder, crf_params=None, progress=False)
+    assert first.exists() and (folder / f"{ds.names[1]}.png").stat().st_mtime_ns == mtime

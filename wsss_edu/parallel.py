@@ -62,3 +62,14 @@ def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: b
     work = [(fn, j, t) for j, t in zip(jobs, thread_shares(len(jobs), processes))]
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
         return list(tqdm(pool.map(_threaded_call, work), total=len(jobs), desc=desc, disable=not progress))
+
+
+def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jobs",
+                    progress: bool = True) -> int:
+    """Run ``fn(job)`` for each job with ``missing(job)`` true — e.g. a network not yet in the
+    artifact cache, which ``fn`` trains and stores — in ``processes`` spawned workers
+    (:func:`map_jobs`) when more than one is missing. Returns how many ran."""
+    todo = [j for j in jobs if missing(j)]
+    if todo:
+        map_jobs(fn, todo, processes if len(todo) > 1 else 1, desc, progress)
+    return len(todo)

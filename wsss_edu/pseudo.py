@@ -160,20 +160,24 @@ def _train_into_cache(job) -> None:
     cached_segmenter(output_dir, dataset, label_key, cfg, "cpu", progress=False)
 
 
+def _not_cached(job) -> bool:
+    from .cache import artifact_path
+
+    return not artifact_path(job[0], "segmenter", _segmenter_key(job[2], job[3])).exists()
+
+
 def cached_segmenters(output_dir, jobs, device=None, processes: int = 1, desc: str = "segmenters",
                       progress: bool = True) -> list:
     """Many :func:`cached_segmenter` calls (``jobs``: (dataset, label_key, cfg) triples), the
     networks missing from the cache trained first, on the CPU in ``processes`` worker processes
-    (:func:`wsss_edu.parallel.map_jobs`; the datasets must be picklable). Returns the networks, in
-    order, on ``device``."""
-    from .cache import artifact_path
-    from .parallel import map_jobs
+    (:func:`wsss_edu.parallel.compute_missing`; the datasets must be picklable). Returns the
+    networks, in order, on ``device``."""
+    from .parallel import compute_missing
 
     on_cpu = device is None or torch.device(device).type == "cpu"
-    todo = [(output_dir, *j) for j in jobs
-            if not artifact_path(output_dir, "segmenter", _segmenter_key(j[1], j[2])).exists()]
-    if on_cpu and processes > 1 and len(todo) > 1:
-        map_jobs(_train_into_cache, todo, processes, desc, progress)
+    if on_cpu and processes > 1:
+        compute_missing(_train_into_cache, [(output_dir, *j) for j in jobs], _not_cached, processes,
+                        desc, progress)
         return [cached_segmenter(output_dir, *j, device=device, progress=False) for j in jobs]
     from tqdm.auto import tqdm
 
@@ -202,10 +206,11 @@ def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig,
 
 @torch.no_grad()
 def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_size: int = 16,
-             device=None, progress: bool = True):
+             device=None, progress: bool = True, crf=None):
     """The confusion meter of ``model``'s argmax on ``dataset`` (its 'mask', 255 ignored), whole
     images batched where sizes agree; ``tta``: averaged softmax over ``scales`` × h-flip
-    (:func:`wsss_edu.models.tta_probs`, paper 001 §3.4)."""
+    (:func:`wsss_edu.models.tta_probs`, paper 001 §3.4); ``crf``: a :mod:`wsss_edu.crf` preset to
+    post-process the softmax with (e.g. 'rrm_test', paper 003's inference), None for none."""
     from tqdm.auto import tqdm
 
     from .cam import _same_size_batches
@@ -221,7 +226,14 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
     for _, group in _same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         out = tta_probs(model, x, scales) if tta else model(x)
-        for s, p in zip(group, out.argmax(1).cpu().numpy()):
+        if crf is not None:
+            from .crf import crf_on_scores
+
+            probs = out if tta else out.float().softmax(1)        # tta_probs are probabilities
+            pred = [crf_on_scores(s["image"], p, crf).argmax(0) for s, p in zip(group, probs.cpu().numpy())]
+        else:
+            pred = out.argmax(1).cpu().numpy()
+        for s, p in zip(group, pred):
             meter.update(s["mask"], p)
         bar.update(len(group))
     bar.close()

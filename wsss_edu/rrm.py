@@ -12,15 +12,22 @@ Reliable regions (the paper's eqs. 2-7), from a classifier's CAMs, per image:
 * :func:`reliable_region_labels`: eqs. 4-7 in one call.
 
 The dense energy loss (eqs. 10-14): :func:`gaussian_kernel` (eq. 11), :func:`soft_filter`
-(eq. 14) and :func:`dense_energy_loss` (eqs. 12-13), exact and chunked so memory stays bounded.
+(eq. 14) and :func:`dense_energy_loss` (eqs. 12-13), exact and chunked so memory stays bounded;
+:func:`reference_energy_weight` converts the reference code's weight.
+
+The network (Fig. 1, Algorithm 1): :class:`RRMNet` (shared backbone, classification and
+segmentation branches), :func:`rrm_loss` (one step: labels from the current CAMs, then
+L_cls + L_ce + L_energy), :func:`train_rrm` / :func:`cached_rrm` / :func:`cached_rrms` (started
+from step 1's classifier, cached, several in worker processes), :func:`write_pseudo_labels` (the
+two-step variant's pseudo-labels) and :func:`rrm_config` (notebook 07's profiles).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from .labels import IGNORE
 
@@ -128,11 +135,15 @@ def pixel_features(image: torch.Tensor, sigma_xy: float, sigma_rgb: float) -> to
 
 def gaussian_kernel(fi: torch.Tensor, fj: torch.Tensor) -> torch.Tensor:
     """Eq. (11) without its normaliser 1/W: G(i, j) = exp(-|D_i - D_j|²/2σ_d² - |I_i - I_j|²/2σ_r²)
-    between the rows of ``fi`` (n, 5) and ``fj`` (m, 5) of :func:`pixel_features` → (n, m)."""
-    # |a - b|² = |a|² + |b|² - 2 a·b: one matrix product, no (n, m, 5) temporary (in float32 the
-    # rounding is ~3e-4 in the exponent for 0-255 colours over sigma_rgb = 15)
-    d2 = fi.pow(2).sum(1)[:, None] + fj.pow(2).sum(1)[None, :] - 2 * fi @ fj.T
-    return torch.exp(-0.5 * d2.clamp(min=0))
+    between the rows of ``fi`` (n, 5) and ``fj`` (m, 5) of :func:`pixel_features` → (n, m).
+    The exponent is floored at -80: G below e^-80 ≈ 2e-35 reads as 2e-35 (the exact values would be
+    subnormal floats, which CPUs process about ten times slower)."""
+    # -|a - b|²/2 = a·b - |a|²/2 - |b|²/2 as one matrix product of augmented rows, no (n, m, 5)
+    # temporary (in float32 the rounding is ~3e-4 in the exponent for 0-255 colours over sigma_rgb 15)
+    hi, hj = -0.5 * fi.pow(2).sum(1, keepdim=True), -0.5 * fj.pow(2).sum(1, keepdim=True)
+    a = torch.cat([fi, hi, torch.ones_like(hi)], 1)
+    b = torch.cat([fj, torch.ones_like(hj), hj], 1)
+    return (a @ b.T).clamp_(-80.0, 0.0).exp_()
 
 
 def soft_filter(probs: torch.Tensor, labels: torch.Tensor, detach: bool = True) -> torch.Tensor:
@@ -144,46 +155,80 @@ def soft_filter(probs: torch.Tensor, labels: torch.Tensor, detach: bool = True) 
     return torch.where(labels != IGNORE, s, torch.ones_like(s))
 
 
+ENERGY_NORMALIZATIONS = ("pairs", "pixels", "none")
+
+
 def dense_energy_loss(probs: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None = None,
                       sigma_xy: float = 100.0, sigma_rgb: float = 15.0, weight: float = 1.0,
-                      normalize: bool = True, chunk: int = 1024, detach_filter: bool = True) -> torch.Tensor:
+                      normalize: str = "pairs", chunk: int = 1024, detach_filter: bool = True) -> torch.Tensor:
     """Eqs. (12-13), exactly: sum over i of S(i) · sum over j != i of G(i, j) · sum_c P_c(i)(1 - P_c(j)),
     for softmax outputs ``probs`` (N, C, H, W) and ``images`` (N, 3, H, W) on the 0-255 scale;
-    ``labels`` (N, H, W) for S (eq. 14; None: S ≡ 1). Averaged over the batch, times ``weight``;
-    ``normalize`` divides by the number of pixels H·W (eq. 11's 1/W, taken as a per-pixel mean, so
-    the value does not grow with the image). O((HW)²) work but only ``chunk`` × HW memory, in the
-    backward pass too (each chunk of G is recomputed there: activation checkpointing).
+    ``labels`` (N, H, W) for S (eq. 14; None: S ≡ 1). Averaged over the batch, times ``weight``.
+    ``normalize`` reads eq. (11)'s 1/W: ``'pairs'`` divides by (H·W)², the number of pairs, so the
+    value lies in [0, 1) and — with sigma_xy scaled with the image — does not change with the
+    resolution (a weight transfers from one image size to another, see
+    :func:`reference_energy_weight`); ``'pixels'`` divides by H·W; ``'none'`` is the plain sum,
+    as the reference code. O((HW)²) work but only ``chunk`` × HW memory: G is never stored whole,
+    and the backward pass needs no second pass over it (:class:`_PairwiseEnergy`).
 
     Why the reference's loss is negative: since sum_c P_c = 1, the inner sum equals
     g_i - <P(i), (G P)(i)> with g_i = sum_{j != i} G(i, j), which does not depend on P. The
     reference drops that constant and minimises -S(i)<P(i), (G P)(i)>, so its loss is negative and
     has the same gradient (with S detached); this function keeps it, so E >= 0."""
+    from .errors import check_choice
+
+    check_choice("normalize", normalize, ENERGY_NORMALIZATIONS)
     n, c, h, w = probs.shape
+    norm = {"pairs": float(h * w) ** 2, "pixels": float(h * w), "none": 1.0}[normalize]
     total = probs.new_zeros(())
     for b in range(n):
         p = probs[b].reshape(c, -1).T                          # (HW, C)
         f = pixel_features(images[b], sigma_xy, sigma_rgb).to(p.dtype)
         s = (soft_filter(probs[b], labels[b], detach_filter).reshape(-1) if labels is not None
              else p.new_ones(h * w))
-        e = p.new_zeros(())
-        for start in range(0, h * w, chunk):
-            stop = min(start + chunk, h * w)
-            args = (f, p, s, start, stop)
-            if torch.is_grad_enabled() and p.requires_grad:   # recompute G in backward: memory
-                e = e + checkpoint(_energy_rows, *args, use_reentrant=False)   # stays chunk × HW
-            else:
-                e = e + _energy_rows(*args)
-        total = total + (e / (h * w) if normalize else e)
+        total = total + _PairwiseEnergy.apply(p, s, f, chunk) / norm
     return weight * total / n
 
 
-def _energy_rows(f, p, s, start: int, stop: int) -> torch.Tensor:
-    """Rows start..stop of eq. (13): sum over those i of S(i) sum_{j != i} G(i, j) sum_c P_c(i)(1 - P_c(j))."""
-    g = gaussian_kernel(f[start:stop], f)                      # (rows, HW)
-    idx = torch.arange(start, stop, device=g.device)
-    g[idx - start, idx] = 0                                    # j != i
-    gq = g @ (1 - p)                                           # sum_j G(i, j) (1 - P_c(j))
-    return (s[start:stop] * (p[start:stop] * gq).sum(1)).sum()   # no cancellation: E >= 0
+class _PairwiseEnergy(torch.autograd.Function):
+    """E = sum_i S_i sum_{j != i} G_ij sum_c P_ic (1 - P_jc) = sum_i S_i <P_i, g_i - (G P)_i>, for
+    P (HW, C), S (HW,) and pixel features f (HW, 5), G built ``chunk`` rows at a time. G is
+    symmetric, so the gradients need only G (1 - P) and G (S P), gathered in the same pass:
+    dE/dP_k = S_k (G (1 - P))_k - (G (S P))_k and dE/dS_k = <P_k, (G (1 - P))_k>."""
+
+    @staticmethod
+    def forward(ctx, p, s, f, chunk):
+        hw = p.shape[0]
+        rhs = torch.cat([1 - p, s[:, None] * p], 1)                  # [1 - P, S P]
+        out = torch.empty_like(rhs)
+        for start in range(0, hw, chunk):
+            stop = min(start + chunk, hw)
+            g = gaussian_kernel(f[start:stop], f)                    # (rows, HW)
+            idx = torch.arange(start, stop, device=g.device)
+            g[idx - start, idx] = 0                                  # j != i
+            out[start:stop] = g @ rhs
+        c = p.shape[1]
+        q, gsp = out[:, :c], out[:, c:]            # q_ic = sum_j G_ij (1 - P_jc), without cancellation
+        ctx.save_for_backward(p, s, q, gsp)
+        return (s * (p * q).sum(1)).sum()                           # no cancellation: E >= 0
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, s, q, gsp = ctx.saved_tensors
+        grad_p = grad * (s[:, None] * q - gsp) if ctx.needs_input_grad[0] else None
+        grad_s = grad * (p * q).sum(1) if ctx.needs_input_grad[1] else None
+        return grad_p, grad_s, None, None
+
+
+def reference_energy_weight(weight: float = 1e-7, side: float = 321 * 0.5, lattice_gain: float = 0.55) -> float:
+    """The weight of the pair-normalised energy (:func:`dense_energy_loss` with
+    ``normalize='pairs'``) that gives the reference code's gradient: the reference multiplies the
+    plain sum over pixel pairs by ``weight`` (1e-7) on ``side`` × ``side`` images (its 321-px crops
+    at half resolution) with a permutohedral-lattice filter whose output is about ``lattice_gain``
+    times the exact Gaussian sum (reference/methods.md §4). Its loss is weight · gain · (side²)² ·
+    (mean over pairs), so the same strength on the pair mean is that product (≈ 37); with
+    sigma_xy scaled with the image, it carries over to any image size."""
+    return weight * lattice_gain * float(side) ** 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -225,6 +270,14 @@ class RRMNet(torch.nn.Module):
         """One-step prediction: the segmentation branch's logits (N, K + 1, H, W)."""
         return self.forward(x)[1]
 
+    def param_groups(self, lr: float, head_factor: float = 10.0) -> list:
+        """The backbone at ``lr``, the two branches' layers at ``head_factor`` × ``lr`` (the
+        reference trains its new layers 10× faster)."""
+        body = list(self.classifier_net.backbone.parameters())
+        ids = {id(p) for p in body}
+        heads = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": body, "lr": lr}, {"params": heads, "lr": head_factor * lr}]
+
 
 def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. (9) as the reference computes it: the cross-entropy of the background pixels averaged
@@ -240,27 +293,45 @@ def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return out
 
 
-def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Tensor, gamma: float = 4.0,
-                          fraction: float = 0.4, crf_params="irn_labels", two_crf=None) -> torch.Tensor:
-    """Eqs. (3-7) for a batch: ``cams`` (N, K, H, W) multi-scale CAMs (not normalised), ``tags``
-    (N, K) multi-hot, ``images`` (N, H, W, 3) uint8 → reliable labels (N, H, W) int64."""
-    from .cam import normalize_cams
+LABEL_SOURCES = ("rrm", "cam")
 
+
+def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Tensor, gamma: float = 4.0,
+                          fraction: float = 0.4, crf_params="irn_labels", two_crf=None,
+                          source: str = "rrm") -> torch.Tensor:
+    """Eqs. (3-7) for a batch: ``cams`` (N, K, H, W) multi-scale CAMs (not normalised), ``tags``
+    (N, K) multi-hot, ``images`` (N, H, W, 3) uint8 → labels (N, H, W) int64: ``source`` 'rrm'
+    the reliable labels (eq. 7), 'cam' the CAM labels of eq. (6) alone (no CRF: the paper's Table 2
+    "CAM" row, the same top fraction of each class)."""
+    from .cam import normalize_cams
+    from .errors import check_choice
+
+    check_choice("source", source, LABEL_SOURCES)
     p_fg = normalize_cams(cams.float().cpu(), tags.cpu())
-    out = [reliable_region_labels(images[i], p_fg[i], torch.nonzero(tags[i]).flatten().tolist(), gamma,
-                                  fraction, crf_params, two_crf)["reliable"] for i in range(len(images))]
+    out = []
+    for i in range(len(images)):
+        classes = torch.nonzero(tags[i]).flatten().tolist()
+        if source == "cam":
+            present = [0] + [c + 1 for c in classes]
+            out.append(top_fraction_labels(cam_probabilities(p_fg[i:i + 1], gamma)[0], present, fraction))
+        else:
+            out.append(reliable_region_labels(images[i], p_fg[i], classes, gamma, fraction, crf_params,
+                                              two_crf)["reliable"])
     return torch.stack(out)
 
 
 def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, fraction: float = 0.4,
-             crf_params="irn_labels", two_crf=None, energy_weight: float = 1.0, energy_scale: float = 0.5,
-             sigma_xy: float = 100.0, sigma_rgb: float = 15.0, joint: bool = True, chunk: int = 1024) -> dict:
+             crf_params="irn_labels", two_crf=None, energy_weight: float | None = None,
+             energy_scale: float = 0.5, sigma_xy: float = 100.0, sigma_rgb: float = 15.0, joint: bool = True,
+             chunk: int = 1024, source: str = "rrm") -> dict:
     """Algorithm 1, one step: the labels recomputed from the network's current CAMs (no gradient;
     ``cam_scales`` × flip, eq. 2), then L = L_cls + L_ce + L_energy (eq. 8; ``joint=False``: no
     energy term, Table 2's "CE loss" column). L_cls: multi-label soft margin on the image tags;
     L_ce: :func:`split_cross_entropy` on the reliable labels; L_energy: :func:`dense_energy_loss` of
     the segmentation branch's softmax at ``energy_scale`` of the resolution (the reference: half),
-    with sigma_xy scaled the same way. Returns {'loss', 'cls', 'ce', 'energy', 'labelled'}."""
+    with sigma_xy scaled the same way, normalised over the pixel pairs; ``energy_weight`` None:
+    :func:`reference_energy_weight`. ``source``: the labels, 'rrm' (eq. 7) or 'cam' (eq. 6 alone).
+    Returns {'loss', 'cls', 'ce', 'energy', 'labelled', 'target'}."""
     import torch.nn.functional as F
 
     from .cam import multiscale_cam
@@ -271,7 +342,8 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
     with torch.no_grad():
         cams = multiscale_cam(model.cam, x, cam_scales, flip=True)
         rgb = tensor_to_images(x.detach().cpu())
-        target = batch_reliable_labels(rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf).to(x.device)
+        target = batch_reliable_labels(rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf,
+                                       source).to(x.device)
     l_cls = F.multilabel_soft_margin_loss(logits, tags)
     l_ce = split_cross_entropy(seg, target)
     l_energy = seg.new_zeros(())
@@ -284,11 +356,11 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
             img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
             lab = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        l_energy = energy_weight * dense_energy_loss(probs, img, lab, sigma_xy * energy_scale, sigma_rgb,
-                                                     chunk=chunk)
+        weight = reference_energy_weight() if energy_weight is None else energy_weight
+        l_energy = weight * dense_energy_loss(probs, img, lab, sigma_xy * energy_scale, sigma_rgb, chunk=chunk)
     loss = l_cls + l_ce + l_energy
     return {"loss": loss, "cls": l_cls.detach(), "ce": l_ce.detach(), "energy": l_energy.detach(),
-            "labelled": (target != IGNORE).float().mean()}
+            "labelled": (target != IGNORE).float().mean(), "target": target}
 
 
 class SegmentationBranch(torch.nn.Module):
@@ -305,19 +377,22 @@ class SegmentationBranch(torch.nn.Module):
 
 @dataclass(frozen=True)
 class RRMConfig:
-    """Everything that decides an RRM training run (its cache key with the data). Quick-profile
-    defaults: the small backbone from scratch with Adam; the paper's: ResNet-38 (here a torchvision
-    backbone), SGD lr 1e-3, crop 321, random scale 0.7-1.3, sigma_xy 100 / sigma_rgb 15 at half
-    resolution."""
+    """Everything that decides an RRM training run (its cache key with the data and the init
+    weights). Defaults: the quick profile's (step 1's small CNN, Adam, 3 epochs of whole 64-px
+    images, sigma_xy 20); :func:`rrm_config` builds the full profile's too (the paper: ResNet-38 —
+    here a torchvision ResNet-50 —, SGD, crop 321, random scale 0.7-1.3, sigma_xy 100 / sigma_rgb
+    15 at half resolution). ``labels``: 'rrm' (eq. 7) or 'cam' (eq. 6 alone, Table 2);
+    ``energy_weight`` None: :func:`reference_energy_weight`."""
     backbone: str = "small"
     weights: str | None = None
     width: int = 16
+    depth: int = 2
     dilation: int = 2
     seg_channels: int = 128
-    epochs: int = 10
+    epochs: int = 3
     batch_size: int = 16
     optimizer: str = "adam"
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 5e-4
     crop: int | None = None
     scale: tuple = (0.7, 1.3)
@@ -326,18 +401,56 @@ class RRMConfig:
     fraction: float = 0.4
     crf_params: str = "irn_labels"
     two_crf: tuple | None = None
+    labels: str = "rrm"
     joint: bool = True
-    energy_weight: float = 1.0
+    energy_weight: float | None = None
     energy_scale: float = 0.5
-    sigma_xy: float = 100.0
+    sigma_xy: float = 20.0
     sigma_rgb: float = 15.0
     seed: int = 0
 
 
+# Notebook 07's knobs: {name: (quick, full)} (params.profile_values). Quick: step 1's small CNN
+# at 64 px, Adam, 3 epochs, one CAM scale (+ flip) per step, sigma_xy scaled with the image
+# (100 × 64 / 321 ≈ 20: the reference's kernel relative to its crop). Full: the paper's crop 321,
+# scale 0.7-1.3, CAM scales 0.5-2, dilation 12, sigma_xy 100, SGD 7e-4 (heads ×10); 8 epochs of
+# VOC's train_aug ≈ the reference's 20k steps of batch 4.
+RRM_PROFILE = dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(16, 8), RRM_OPTIMIZER=("adam", "sgd"), RRM_LR=(1e-3, 7e-4),
+                   RRM_CROP=(None, 321), RRM_DILATION=(2, 12), RRM_SEG_CHANNELS=(128, 256),
+                   CAM_SCALES=((1.0,), (0.5, 1.0, 1.5, 2.0)), SIGMA_XY=(20.0, 100.0),
+                   RATIOS=((0.1, 0.4, 1.0), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)))
+
+
+def rrm_config(profile: str, seed: int, classifier, **knobs) -> tuple:
+    """Notebook 07's RRM settings from its parameters: (:class:`RRMConfig`, the labelled ratios of
+    Table 1). ``classifier``: step 1's :class:`wsss_edu.cam.ClassifierConfig`, whose backbone
+    (and width / depth) the network takes so that the classifier's weights fit it (its ImageNet
+    weights come with them: ``weights`` stays None). ``knobs``: :data:`RRM_PROFILE`'s names and
+    GAMMA, FRACTION, TWO_CRF, ENERGY_WEIGHT, SIGMA_RGB (None = the profile's / the default)."""
+    from . import params
+
+    extra = {k: knobs.pop(k) for k in ("GAMMA", "FRACTION", "TWO_CRF", "ENERGY_WEIGHT", "SIGMA_RGB")
+             if k in knobs}
+    v = params.profile_values(profile, RRM_PROFILE, **knobs)
+    d = RRMConfig()
+    cfg = RRMConfig(backbone=classifier.backbone, weights=None, width=classifier.width,
+                    depth=classifier.depth, dilation=v["RRM_DILATION"], seg_channels=v["RRM_SEG_CHANNELS"],
+                    epochs=v["RRM_EPOCHS"], batch_size=v["RRM_BATCH"], optimizer=v["RRM_OPTIMIZER"],
+                    lr=v["RRM_LR"], crop=v["RRM_CROP"], cam_scales=tuple(v["CAM_SCALES"]),
+                    gamma=extra.get("GAMMA") or d.gamma, fraction=extra.get("FRACTION") or d.fraction,
+                    two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None,
+                    energy_weight=extra.get("ENERGY_WEIGHT"), sigma_xy=v["SIGMA_XY"],
+                    sigma_rgb=extra.get("SIGMA_RGB") or d.sigma_rgb, seed=seed)
+    return cfg, tuple(v["RATIOS"])
+
+
 def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint=None,
-              progress: bool = True) -> RRMNet:
+              progress: bool = True, init=None) -> RRMNet:
     """Train an :class:`RRMNet` end to end on ``dataset`` (samples with 'image' and the image
-    tags 'labels'; masks, if any, are never used) with :func:`rrm_loss`. Returns it in eval mode."""
+    tags 'labels'; masks, if any, are never used) with :func:`rrm_loss`. ``init``: a state dict of
+    a :class:`wsss_edu.cam.CAMClassifier` of the same backbone to start the shared backbone and
+    the classification branch from (the reference's recommended route starts from a classifier
+    trained on the dataset's tags). Returns the network in eval mode."""
     from functools import partial
 
     from torch.utils.data import DataLoader
@@ -348,21 +461,130 @@ def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint
 
     check_choice("optimizer", cfg.optimizer, ("sgd", "adam"))
     seed_everything(cfg.seed)
-    kw = {"width": cfg.width} if cfg.backbone == "small" else {}
-    net = RRMNet(len(dataset.classes) - 1, cfg.backbone, cfg.weights, cfg.dilation, cfg.seg_channels, **kw)
+    net = make_rrm(len(dataset.classes) - 1, cfg)
+    if init is not None:
+        net.classifier_net.load_state_dict(init)
     loader = DataLoader(SegTransformDataset(dataset, crop=cfg.crop, scale=cfg.scale, flip=True),
                         batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
                         num_workers=workers)
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(net.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    loss = partial(_rrm_step_loss, cfg=cfg)
+    loss = partial(rrm_step_loss, cfg=cfg)
     fit(net, loader, loss, opt, cfg.epochs, device, poly_schedule(opt, cfg.epochs * len(loader)),
         checkpoint=checkpoint, progress=progress, desc=f"RRM ({len(dataset)} images)")
     return net.eval()
 
 
-def _rrm_step_loss(model, batch, cfg: RRMConfig):
+def make_rrm(num_classes: int, cfg: RRMConfig) -> RRMNet:
+    """The :class:`RRMNet` ``cfg`` describes, for ``num_classes`` foreground classes (the small
+    backbone takes ``width`` / ``depth``, as step 1's classifier, so its weights fit)."""
+    kw = {"width": cfg.width, "depth": cfg.depth} if cfg.backbone == "small" else {}
+    return RRMNet(num_classes, cfg.backbone, cfg.weights, cfg.dilation, cfg.seg_channels, **kw)
+
+
+def rrm_key(data_key: dict, init_key, cfg: RRMConfig) -> dict:
+    """The cache key of an RRM network: its data, its init weights' key and its config."""
+    return {"data": data_key, "init": init_key, "rrm": dataclasses.asdict(cfg)}
+
+
+def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, init_key=None,
+               device=None, workers: int = 0, progress: bool = True) -> RRMNet:
+    """The RRM network of (``data_key``, ``init_key``, ``cfg``) from the artifact cache under
+    ``output_dir``, or trained (:func:`train_rrm`, resumable after each epoch) and stored.
+    ``init``: the classifier weights to start from, named by ``init_key`` (a dict: e.g. step 1's
+    cache key)."""
+    from .cache import cached, checkpoint_path
+    from .errors import ParameterError
+
+    if init is not None and init_key is None:
+        raise ParameterError("cached_rrm: give init_key, a dict naming the init weights (e.g. step 1's "
+                             "data key and ClassifierConfig), so the cache tells networks apart")
+    key = rrm_key(data_key, init_key, cfg)
+
+    def compute():
+        ckpt = checkpoint_path(output_dir, "rrm", key)
+        return train_rrm(dataset, cfg, device, workers, ckpt, progress, init).cpu().state_dict()
+
+    state = cached(output_dir, "rrm", key, compute)
+    net = make_rrm(len(dataset.classes) - 1, cfg)
+    net.load_state_dict(state)
+    return net.to(device or "cpu").eval()
+
+
+def _rrm_into_cache(job) -> None:
+    output_dir, dataset, data_key, cfg, init, init_key = job
+    cached_rrm(output_dir, dataset, data_key, cfg, init, init_key, "cpu", progress=False)
+
+
+def _rrm_not_cached(job) -> bool:
+    from .cache import artifact_path
+
+    return not artifact_path(job[0], "rrm", rrm_key(job[2], job[5], job[3])).exists()
+
+
+def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "RRM networks",
+                progress: bool = True, loader_workers: int = 0) -> list:
+    """Many :func:`cached_rrm` calls (``jobs``: (dataset, data_key, cfg, init, init_key) tuples):
+    on the CPU the networks missing from the cache are trained first in ``processes`` worker
+    processes (:func:`wsss_edu.parallel.compute_missing`), on a GPU one after the other with
+    ``loader_workers`` DataLoader workers. Returns the networks, in order, on ``device``."""
+    from tqdm.auto import tqdm
+
+    from .parallel import compute_missing
+
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if on_cpu and processes > 1:
+        compute_missing(_rrm_into_cache, [(output_dir, *j) for j in jobs], _rrm_not_cached, processes,
+                        desc, progress)
+    return [cached_rrm(output_dir, *j, device=device, workers=0 if on_cpu else loader_workers, progress=False)
+            for j in tqdm(jobs, desc=desc, disable=not progress)]
+
+
+@torch.no_grad()
+def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", batch_size: int = 16,
+                        device=None, progress: bool = True):
+    """The two-step variant's first step: the segmentation branch's prediction of every image of
+    ``dataset`` as a grey PNG named after it, restricted to the background and the image's tags
+    (the training images have them), refined by the dense CRF (``crf_params``; None: none) as the
+    reference's inference. Skips PNGs already written (resumable); a 'complete' marker says the
+    folder is whole. Returns the folder."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .cam import _same_size_batches
+    from .crf import crf_on_scores
+    from .data import images_to_tensor
+    from .io import write_mask
+
+    folder = Path(folder)
+    if (folder / "complete").exists():
+        return folder
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device).eval()
+    names = dataset.names
+    todo = [i for i in range(len(dataset)) if not (folder / f"{names[i]}.png").exists()]
+    bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
+    for idx, group in _same_size_batches(dataset, batch_size, todo):
+        x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
+        probs = net.segment(x).float().softmax(1).cpu()
+        for i, s, p in zip(idx, group, probs):
+            keep = torch.cat([torch.ones(1), torch.as_tensor(np.asarray(s["labels"]) > 0).float()])
+            p = p * keep[:, None, None]
+            p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
+            q = crf_on_scores(s["image"], p.numpy(), crf_params) if crf_params else p.numpy()
+            write_mask(folder / f"{names[i]}.png", q.argmax(0).astype(np.uint8))
+            bar.update(1)
+    bar.close()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "complete").write_text(f"{len(dataset)} images\n")
+    return folder
+
+
+def rrm_step_loss(model, batch, cfg: RRMConfig) -> torch.Tensor:
+    """The loss :func:`train_rrm` minimises: :func:`rrm_loss` with ``cfg``'s settings."""
     return rrm_loss(model, batch, cfg.cam_scales, cfg.gamma, cfg.fraction, cfg.crf_params, cfg.two_crf,
-                    cfg.energy_weight, cfg.energy_scale, cfg.sigma_xy, cfg.sigma_rgb, cfg.joint)["loss"]
+                    cfg.energy_weight, cfg.energy_scale, cfg.sigma_xy, cfg.sigma_rgb, cfg.joint,
+                    source=cfg.labels)["loss"]
