@@ -346,3 +346,67 @@ def test_write_pseudo_labels_keeps_the_image_tags_and_resumes(tmp_path):
     (folder / "complete").unlink()
     rrm.write_pseudo_labels(net, ds, folder, crf_params=None, progress=False)
     assert first.exists() and (folder / f"{ds.names[1]}.png").stat().st_mtime_ns == mtime
+
+
+def test_energy_is_computed_in_float32_inside_a_bfloat16_autocast_region():
+    """On a GPU the training runs under bfloat16 autocast; the kernel's exponents (hundreds)
+    would lose whole units there. The loss and its gradient must not change."""
+    logits, image, labels = tiny(5, h=8, w=8)
+    logits, image = logits.float(), image.float()
+    def run():
+        z = logits.clone().requires_grad_(True)
+        e = rrm.dense_energy_loss(z.softmax(1), image, labels, 3.0, 15.0)
+        e.backward()
+        return e.detach(), z.grad
+    e32, g32 = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e16, g16 = run()
+    assert e16.dtype == torch.float32
+    assert e16.item() == pytest.approx(e32.item(), rel=1e-6)
+    assert torch.allclose(g16, g32, rtol=1e-5, atol=1e-9)
+
+
+def test_pairwise_energy_backward_passes_gradcheck_on_unnormalised_inputs():
+    """The hand-written backward against finite differences, with P not summing to one (so an
+    error constant over the classes of a pixel, which the softmax would hide, shows) and S free."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(12, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    s = torch.rand(12, generator=g, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: rrm._PairwiseEnergy.apply(a, b, f, 5), (p, s))
+
+
+def test_rrm_loss_keeps_the_crop_padding_out_of_the_labels_and_the_energy():
+    pytest.importorskip("pydensecrf")
+    from wsss_edu.data import SegTransformDataset
+    from wsss_edu.toy import ToyDataset
+
+    ds = ToyDataset("train", n=2, seed=0, size=24)
+    batch = torch.utils.data.default_collate([SegTransformDataset(ds, crop=40, scale=(1.0, 1.0), flip=True)[i]
+                                              for i in range(2)])
+    valid = batch["valid"]
+    assert valid.dtype == torch.bool and valid.sum(dim=(1, 2)).tolist() == [24 * 24, 24 * 24]
+    net = rrm.RRMNet(ds.num_classes - 1, "small", dilation=2, seg_channels=8, width=4, depth=2)
+    out = rrm.rrm_loss(net, batch, sigma_xy=10.0)
+    assert (out["target"][~valid] == 255).all()
+    assert (out["target"][valid] != 255).any()
+
+
+def test_cache_keys_tell_configs_and_init_weights_apart(tmp_path):
+    from wsss_edu.cache import artifact_path
+
+    cfg = rrm.RRMConfig()
+    keys = {artifact_path(tmp_path, "rrm", rrm.rrm_key(d, i, c)) for d, i, c in [
+        ({"d": 1}, {"c": 1}, cfg), ({"d": 1}, {"c": 2}, cfg), ({"d": 2}, {"c": 1}, cfg),
+        ({"d": 1}, {"c": 1}, rrm.RRMConfig(joint=False)), ({"d": 1}, {"c": 1}, rrm.RRMConfig(labels="cam"))]}
+    assert len(keys) == 5
+
+
+def test_rrm_config_keeps_given_zeros_and_follows_step1s_backbone():
+    from wsss_edu.cam import ClassifierConfig
+
+    cfg, ratios = rrm.rrm_config("quick", 3, ClassifierConfig(width=8, depth=3), GAMMA=0.0, FRACTION=None)
+    assert cfg.gamma == 0.0 and cfg.fraction == 0.4 and cfg.width == 8 and cfg.depth == 3 and cfg.seed == 3
+    assert ratios == (0.1, 0.4, 1.0)
+    full, _ = rrm.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
+    assert full.backbone == "resnet50" and full.weights is None and full.crop == 321 and full.sigma_xy == 100.0

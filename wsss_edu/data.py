@@ -76,6 +76,8 @@ class SegTransformDataset(torch.utils.data.Dataset):
     with 0 (image) / 255 (mask) where the image is smaller; random horizontal flip. ``crop=None``:
     the whole image, flipped at random (p = 0.5) if ``flip`` (training), else unchanged
     (evaluation). A sample's optional 'weight' (per-pixel loss weight, (H, W)) follows the mask.
+    With ``crop``, 'valid' (bool (H, W)) marks the pixels that come from the image (False on the
+    padding): the mask's 255 cannot tell padding from an ignored object border.
     """
 
     def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False):
@@ -87,9 +89,11 @@ class SegTransformDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         s = self.dataset[i]
         img, mask, weight = s["image"], s["mask"], s.get("weight")
+        valid = None
         if self.crop is not None:
-            out = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng(), weight)
-            img, mask, weight = out if weight is not None else out + (None,)
+            out = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng(), weight, with_valid=True)
+            img, mask, valid = out[0], out[1], out[-1]
+            weight = out[2] if weight is not None else None
         elif self.flip and item_rng().random() < 0.5:
             img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
             weight = None if weight is None else np.ascontiguousarray(weight[:, ::-1])
@@ -97,14 +101,18 @@ class SegTransformDataset(torch.utils.data.Dataset):
                "labels": torch.as_tensor(s["labels"])}
         if weight is not None:
             out["weight"] = torch.from_numpy(np.asarray(weight, np.float32))
+        if valid is not None:
+            out["valid"] = torch.from_numpy(valid)
         return out
 
 
-def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, gen, weight=None):
+def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, gen, weight=None,
+                           with_valid: bool = False):
     """Rescale by a random factor in ``scale`` (bilinear image, nearest mask), pad to at least
     ``crop`` (image 0, mask 255), take a random ``crop``×``crop`` window, flip with p = 0.5.
     ``weight`` (a per-pixel float map, e.g. URN's loss weight) follows the mask (nearest, padded
-    with 0) and is returned third."""
+    with 0) and is returned third. ``with_valid``: also return, last, a bool map that is False on
+    the padding."""
     from PIL import Image
 
     f = gen.uniform(*scale)
@@ -115,6 +123,8 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, 
     if weight is not None:
         weight = np.asarray(Image.fromarray(np.asarray(weight, np.float32)).resize((nw, nh), Image.NEAREST))
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
+    valid = np.ones((nh + ph, nw + pw), bool)
+    valid[nh:], valid[:, nw:] = False, False
     if ph or pw:
         img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
         mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=255)
@@ -123,11 +133,13 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, 
     x = gen.integers(0, mask.shape[1] - crop + 1)
     img, mask = img[y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
     weight = None if weight is None else weight[y:y + crop, x:x + crop]
+    valid = valid[y:y + crop, x:x + crop]
     if gen.random() < 0.5:
-        img, mask = img[:, ::-1], mask[:, ::-1]
+        img, mask, valid = img[:, ::-1], mask[:, ::-1], valid[:, ::-1]
         weight = None if weight is None else weight[:, ::-1]
     out = np.ascontiguousarray(img), np.ascontiguousarray(mask)
-    return out if weight is None else out + (np.ascontiguousarray(weight),)
+    out = out if weight is None else out + (np.ascontiguousarray(weight),)
+    return out + (np.ascontiguousarray(valid),) if with_valid else out
 
 
 def resize_sample(sample: dict, size) -> dict:

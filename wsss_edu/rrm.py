@@ -53,8 +53,13 @@ def top_fraction_labels(probs: torch.Tensor, present, fraction: float = 0.4,
     ``probs`` (1 + K, H, W) (background included); within each class's argmax region, only the
     ``fraction`` of its pixels with the highest score (and above ``min_score``) keep the label,
     the rest become 255: alpha is the class's score at that rank, and pixels tied with it are kept
-    too (a flat background, P_bg = 1 wherever no CAM fires, is kept whole). Returns (H, W) int64."""
-    present = torch.as_tensor(list(present), dtype=torch.long)
+    too (a flat background, P_bg = 1 wherever no CAM fires, is kept whole). Returns (H, W) int64.
+
+    The same rule for every class, background included, as eq. (6) reads. The reference code
+    differs for the background (it keeps P_bg > 0.8 with gamma 32 inside the background's argmax
+    region) and also drops pixels where the CRF's own top probability is below 0.8; neither is
+    done here."""
+    present = torch.as_tensor(list(present), dtype=torch.long, device=probs.device)
     sub = probs[present]
     score, idx = sub.max(0)
     label = present[idx]
@@ -70,19 +75,20 @@ def top_fraction_labels(probs: torch.Tensor, present, fraction: float = 0.4,
     return out
 
 
-def crf_label(image: np.ndarray, probs: torch.Tensor, present, crf_params="irn_labels") -> torch.Tensor:
+def crf_label(image: np.ndarray, probs: torch.Tensor, present, crf_params="rrm_train") -> torch.Tensor:
     """Eq. (5): the dense CRF's label map for [P_bg, P_fg] over the ``present`` channels (the
-    image's classes and the background; the reference uses AffinityNet's CRF settings). ``image``
-    (H, W, 3) uint8, ``probs`` (1 + K, H, W). Returns (H, W) int64 class indices."""
+    image's classes and the background; the paper and the reference use AffinityNet's CRF settings,
+    the ``'rrm_train'`` preset). ``image`` (H, W, 3) uint8, ``probs`` (1 + K, H, W). Returns (H, W)
+    int64 class indices on ``probs``' device."""
     from .crf import crf_on_scores
 
     present = np.asarray(list(present))
     q = crf_on_scores(image, np.ascontiguousarray(probs[present].cpu().numpy(), np.float32), crf_params)
-    return torch.as_tensor(present[q.argmax(0)], dtype=torch.long)
+    return torch.as_tensor(present[q.argmax(0)], dtype=torch.long, device=probs.device)
 
 
 def two_crf_label(image: np.ndarray, p_fg: torch.Tensor, present, gammas=(4.0, 32.0),
-                  crf_params="irn_labels") -> torch.Tensor:
+                  crf_params="rrm_train") -> torch.Tensor:
     """The reference code's variant of eq. (5): two CRFs, one with a strong background (gamma
     ``gammas[0]``) whose foreground labels are kept as confident foreground, one with a weak
     background (``gammas[1]``) whose background labels are kept as confident background; pixels
@@ -103,7 +109,7 @@ def reliable_labels(cam_label: torch.Tensor, crf_label_map: torch.Tensor) -> tor
 
 
 def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma: float = 4.0,
-                           fraction: float = 0.4, crf_params="irn_labels", two_crf=None) -> dict:
+                           fraction: float = 0.4, crf_params="rrm_train", two_crf=None) -> dict:
     """Eqs. (4-7) for one image: ``p_fg`` (K, H, W) normalised multi-scale CAMs, ``classes`` the
     image's tags as 0-based foreground indices. Returns the CAM label (eq. 6), the CRF label
     (eq. 5; the reference's two-CRF variant with ``two_crf=(4, 32)``) and the reliable label
@@ -136,14 +142,15 @@ def pixel_features(image: torch.Tensor, sigma_xy: float, sigma_rgb: float) -> to
 def gaussian_kernel(fi: torch.Tensor, fj: torch.Tensor) -> torch.Tensor:
     """Eq. (11) without its normaliser 1/W: G(i, j) = exp(-|D_i - D_j|²/2σ_d² - |I_i - I_j|²/2σ_r²)
     between the rows of ``fi`` (n, 5) and ``fj`` (m, 5) of :func:`pixel_features` → (n, m).
-    The exponent is floored at -80: G below e^-80 ≈ 2e-35 reads as 2e-35 (the exact values would be
-    subnormal floats, which CPUs process about ten times slower)."""
+    The exponent is floored at -60: G below e^-60 ≈ 9e-27 reads as 9e-27 (the exact values, and
+    their products with small probabilities, would be subnormal floats, which CPUs process about
+    ten times slower; summed over every pair the difference stays below 1e-17 of the pair mean)."""
     # -|a - b|²/2 = a·b - |a|²/2 - |b|²/2 as one matrix product of augmented rows, no (n, m, 5)
     # temporary (in float32 the rounding is ~3e-4 in the exponent for 0-255 colours over sigma_rgb 15)
     hi, hj = -0.5 * fi.pow(2).sum(1, keepdim=True), -0.5 * fj.pow(2).sum(1, keepdim=True)
     a = torch.cat([fi, hi, torch.ones_like(hi)], 1)
     b = torch.cat([fj, torch.ones_like(hj), hj], 1)
-    return (a @ b.T).clamp_(-80.0, 0.0).exp_()
+    return (a @ b.T).clamp_(-60.0, 0.0).exp_()
 
 
 def soft_filter(probs: torch.Tensor, labels: torch.Tensor, detach: bool = True) -> torch.Tensor:
@@ -173,11 +180,22 @@ def dense_energy_loss(probs: torch.Tensor, images: torch.Tensor, labels: torch.T
 
     Why the reference's loss is negative: since sum_c P_c = 1, the inner sum equals
     g_i - <P(i), (G P)(i)> with g_i = sum_{j != i} G(i, j), which does not depend on P. The
-    reference drops that constant and minimises -S(i)<P(i), (G P)(i)>, so its loss is negative and
-    has the same gradient (with S detached); this function keeps it, so E >= 0."""
+    reference drops that constant and minimises -S(i)<P(i), (G P)(i)>, so its loss is negative;
+    with S held constant the two have the same gradient with respect to the logits (the dropped
+    term's gradient, S(i) g_i, is the same for every class of pixel i, and the softmax cancels it).
+    (The reference's hand-written backward, -2 S(i) (G P)(i), is that gradient only where S ≡ 1.)
+    This function keeps the constant, so E >= 0. It runs in float32 even inside an autocast region
+    (bfloat16 would round the kernel's exponents of hundreds to whole units)."""
     from .errors import check_choice
 
     check_choice("normalize", normalize, ENERGY_NORMALIZATIONS)
+    with torch.autocast(probs.device.type, enabled=False):
+        return _dense_energy(probs if probs.dtype == torch.float64 else probs.float(),
+                             images.to(torch.float64 if probs.dtype == torch.float64 else torch.float32),
+                             labels, sigma_xy, sigma_rgb, weight, normalize, chunk, detach_filter)
+
+
+def _dense_energy(probs, images, labels, sigma_xy, sigma_rgb, weight, normalize, chunk, detach_filter):
     n, c, h, w = probs.shape
     norm = {"pairs": float(h * w) ** 2, "pixels": float(h * w), "none": 1.0}[normalize]
     total = probs.new_zeros(())
@@ -297,7 +315,7 @@ LABEL_SOURCES = ("rrm", "cam")
 
 
 def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Tensor, gamma: float = 4.0,
-                          fraction: float = 0.4, crf_params="irn_labels", two_crf=None,
+                          fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
                           source: str = "rrm") -> torch.Tensor:
     """Eqs. (3-7) for a batch: ``cams`` (N, K, H, W) multi-scale CAMs (not normalised), ``tags``
     (N, K) multi-hot, ``images`` (N, H, W, 3) uint8 → labels (N, H, W) int64: ``source`` 'rrm'
@@ -321,7 +339,7 @@ def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Te
 
 
 def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, fraction: float = 0.4,
-             crf_params="irn_labels", two_crf=None, energy_weight: float | None = None,
+             crf_params="rrm_train", two_crf=None, energy_weight: float | None = None,
              energy_scale: float = 0.5, sigma_xy: float = 100.0, sigma_rgb: float = 15.0, joint: bool = True,
              chunk: int = 1024, source: str = "rrm") -> dict:
     """Algorithm 1, one step: the labels recomputed from the network's current CAMs (no gradient;
@@ -331,6 +349,10 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
     the segmentation branch's softmax at ``energy_scale`` of the resolution (the reference: half),
     with sigma_xy scaled the same way, normalised over the pixel pairs; ``energy_weight`` None:
     :func:`reference_energy_weight`. ``source``: the labels, 'rrm' (eq. 7) or 'cam' (eq. 6 alone).
+    The CAMs are computed with batch norm in eval mode (the running statistics, as the reference's
+    frozen batch norm; the extra forward passes do not update them). A batch's 'valid' map (the
+    crop's padding is False, see :class:`wsss_edu.data.SegTransformDataset`) keeps the padding
+    out of both losses, as the reference's crop mask does.
     Returns {'loss', 'cls', 'ce', 'energy', 'labelled', 'target'}."""
     import torch.nn.functional as F
 
@@ -338,17 +360,25 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
     from .data import tensor_to_images
 
     x, tags = batch["image"], batch["labels"].float()
+    valid = batch.get("valid")
     logits, seg, _ = model(x)
     with torch.no_grad():
+        training = model.training
+        model.eval()
         cams = multiscale_cam(model.cam, x, cam_scales, flip=True)
+        model.train(training)
         rgb = tensor_to_images(x.detach().cpu())
         target = batch_reliable_labels(rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf,
                                        source).to(x.device)
+        if valid is not None:
+            target[~valid.bool()] = IGNORE
     l_cls = F.multilabel_soft_margin_loss(logits, tags)
     l_ce = split_cross_entropy(seg, target)
     l_energy = seg.new_zeros(())
     if joint:
         probs = seg.float().softmax(1)
+        if valid is not None:                       # padded pixels: P = 0, no pair through them moves P
+            probs = probs * valid[:, None].to(probs.dtype)
         img = torch.as_tensor(rgb, device=x.device).permute(0, 3, 1, 2).float()
         lab = target
         if energy_scale != 1:
@@ -399,7 +429,7 @@ class RRMConfig:
     cam_scales: tuple = (1.0,)
     gamma: float = 4.0
     fraction: float = 0.4
-    crf_params: str = "irn_labels"
+    crf_params: str = "rrm_train"
     two_crf: tuple | None = None
     labels: str = "rrm"
     joint: bool = True
@@ -437,17 +467,20 @@ def rrm_config(profile: str, seed: int, classifier, **knobs) -> tuple:
                     depth=classifier.depth, dilation=v["RRM_DILATION"], seg_channels=v["RRM_SEG_CHANNELS"],
                     epochs=v["RRM_EPOCHS"], batch_size=v["RRM_BATCH"], optimizer=v["RRM_OPTIMIZER"],
                     lr=v["RRM_LR"], crop=v["RRM_CROP"], cam_scales=tuple(v["CAM_SCALES"]),
-                    gamma=extra.get("GAMMA") or d.gamma, fraction=extra.get("FRACTION") or d.fraction,
+                    gamma=d.gamma if extra.get("GAMMA") is None else float(extra["GAMMA"]),
+                    fraction=d.fraction if extra.get("FRACTION") is None else float(extra["FRACTION"]),
                     two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None,
                     energy_weight=extra.get("ENERGY_WEIGHT"), sigma_xy=v["SIGMA_XY"],
-                    sigma_rgb=extra.get("SIGMA_RGB") or d.sigma_rgb, seed=seed)
+                    sigma_rgb=d.sigma_rgb if extra.get("SIGMA_RGB") is None else float(extra["SIGMA_RGB"]),
+                    seed=seed)
     return cfg, tuple(v["RATIOS"])
 
 
 def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint=None,
               progress: bool = True, init=None) -> RRMNet:
-    """Train an :class:`RRMNet` end to end on ``dataset`` (samples with 'image' and the image
-    tags 'labels'; masks, if any, are never used) with :func:`rrm_loss`. ``init``: a state dict of
+    """Train an :class:`RRMNet` end to end on ``dataset`` (samples with 'image', the image tags
+    'labels' and a 'mask', which the data transform carries along but the loss never reads) with
+    :func:`rrm_loss`. ``init``: a state dict of
     a :class:`wsss_edu.cam.CAMClassifier` of the same backbone to start the shared backbone and
     the classification branch from (the reference's recommended route starts from a classifier
     trained on the dataset's tags). Returns the network in eval mode."""
