@@ -430,6 +430,10 @@ ax.set_xticks(xs); ax.set_xticklabels(CLASSES, rotation=30); ax.set_ylabel("val 
 plt.show(); plt.close(fig)
 
 # %% [markdown]
+# *Person* stays low with either loss: half of its tags are missing from the toy world's training
+# images (`MISSING_RATE`, the missing-label problem of paper 001), so its CAMs — and every label
+# RRM derives from them — are weak; an untagged person is trained as background.
+#
 # Where the gain comes from: the share of the validation pixels each network calls foreground,
 # against the truth. The split cross-entropy weighs the few foreground pixels as much as the many
 # background ones, and nothing tells the unlabelled band around an object what it is: CE alone
