@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ParameterError, check_choice
+from .io import folder_complete, mark_folder_complete
 
 BACKBONES = ("small", "resnet50", "vgg16")
 NORMALIZATIONS = ("per_class", "global")
@@ -595,13 +596,12 @@ def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfi
     folder = cam_folder(output_dir, data_key, cfg, scales=list(scales), flip=flip,
                         normalization=normalization, cam=cam,
                         layer=layer)
-    done = folder / "complete"
-    if not done.exists():
+    if not folder_complete(folder):
         module = model.get_submodule(layer) if layer else None
         fn = model.cam if cam == "cam" else (lambda x: grad_cams(model, x, module))
         extract_cams(model, dataset, folder, scales, flip, normalization, fn, device=device,
                      progress=progress)
-        done.write_text(f"{len(dataset)} images\n")
+        mark_folder_complete(folder, len(dataset))
     return folder
 
 

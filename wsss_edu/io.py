@@ -83,3 +83,15 @@ def write_image(path, image: np.ndarray, quality: int = 95) -> None:
         im.save(path, quality=quality, subsampling=0)
     else:
         im.save(path)
+
+
+def folder_complete(folder) -> bool:
+    """Whether a folder of per-image files (CAMs, pseudo-labels, ...) was written whole: its
+    'complete' marker exists (:func:`mark_folder_complete`)."""
+    return (Path(folder) / "complete").exists()
+
+
+def mark_folder_complete(folder, n: int) -> None:
+    """Write the 'complete' marker of a folder of ``n`` per-image files: a resumed pass skips it."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "complete").write_text(f"{n} images\n")

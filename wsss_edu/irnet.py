@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .io import folder_complete, mark_folder_complete
 from .labels import IGNORE
 from .parallel import set_worker_state, worker_state
 
@@ -382,15 +383,6 @@ def labels_at_stride(labels: torch.Tensor, stride: int = 4) -> torch.Tensor:
     return out
 
 
-def _folder_done(folder) -> bool:
-    return (Path(folder) / "complete").exists()
-
-
-def _mark_done(folder, n: int) -> None:
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / "complete").write_text(f"{n} images\n")
-
-
 def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig,
                           progress: bool = True, processes: int = 1) -> int:
     """IRNet's relation labels (:func:`relation_labels`) of the images ``indices`` of ``dataset``
@@ -618,9 +610,9 @@ def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetC
     key = {"cams": Path(cam_folder).name, "fg": cfg.fg_threshold, "bg": cfg.bg_threshold,
            "images": params_key({"i": [int(i) for i in indices]})}
     folder = artifact_path(output_dir, "relations", key).with_suffix("")
-    if not _folder_done(folder):
+    if not folder_complete(folder):
         write_relation_labels(dataset, cam_folder, folder, indices, cfg, progress, processes)
-        _mark_done(folder, len(indices))
+        mark_folder_complete(folder, len(indices))
     return folder
 
 
@@ -663,7 +655,7 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
     from .io import write_mask
 
     folder = pseudo_label_folder(output_dir, key, walk)
-    if _folder_done(folder):
+    if folder_complete(folder):
         return folder
     names = dataset.names
     todo = [i for i in range(len(dataset)) if not (folder / f"{names[i]}.png").exists()]
@@ -677,7 +669,7 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
             write_mask(folder / f"{names[idx[j]]}.png", lab.astype(np.uint8))
             bar.update(1)
     bar.close()
-    _mark_done(folder, len(dataset))
+    mark_folder_complete(folder, len(dataset))
     return folder
 
 

@@ -68,8 +68,8 @@ def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jo
                     progress: bool = True) -> int:
     """Run ``fn(job)`` for each job with ``missing(job)`` true — e.g. a network not yet in the
     artifact cache, which ``fn`` trains and stores — in ``processes`` spawned workers
-    (:func:`map_jobs`) when more than one is missing. Returns how many ran."""
+    (:func:`map_jobs`; a single missing job runs here). Returns how many ran."""
     todo = [j for j in jobs if missing(j)]
     if todo:
-        map_jobs(fn, todo, processes if len(todo) > 1 else 1, desc, progress)
+        map_jobs(fn, todo, processes, desc, progress)
     return len(todo)

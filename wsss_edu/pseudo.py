@@ -214,6 +214,7 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
     from tqdm.auto import tqdm
 
     from .cam import _same_size_batches
+    from .crf import crf_on_scores
     from .data import images_to_tensor
     from .metrics import ConfusionMeter
     from .models import tta_probs
@@ -227,8 +228,6 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         out = tta_probs(model, x, scales) if tta else model(x)
         if crf is not None:
-            from .crf import crf_on_scores
-
             probs = out if tta else out.float().softmax(1)        # tta_probs are probabilities
             pred = [crf_on_scores(s["image"], p, crf).argmax(0) for s, p in zip(group, probs.cpu().numpy())]
         else:

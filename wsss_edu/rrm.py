@@ -590,10 +590,10 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     from .cam import _same_size_batches
     from .crf import crf_on_scores
     from .data import images_to_tensor
-    from .io import write_mask
+    from .io import folder_complete, mark_folder_complete, write_mask
 
     folder = Path(folder)
-    if (folder / "complete").exists():
+    if folder_complete(folder):
         return folder
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
@@ -611,8 +611,7 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
             write_mask(folder / f"{names[i]}.png", q.argmax(0).astype(np.uint8))
             bar.update(1)
     bar.close()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "complete").write_text(f"{len(dataset)} images\n")
+    mark_folder_complete(folder, len(dataset))
     return folder
 
 
