@@ -134,14 +134,20 @@ print(CFG, "\nTable 1 ratios:", RATIOS)
 # same, the label is rarely wrong.
 
 # %%
+def cams_of(s):
+    """Eqs. (2-3) for one training sample with step 1's classifier: its normalised CAMs P_fg
+    (K, H, W) and its tags as 0-based class indices (the argument order of
+    `rrm.reliable_region_labels`)."""
+    tags = torch.as_tensor(s["labels"][None]) > 0
+    x = images_to_tensor(s["image"][None]).to(S.device)
+    p_fg = cam.normalize_cams(cam.multiscale_cam(ST.model.cam, x, CFG.cam_scales).cpu(), tags)[0]
+    return p_fg, torch.nonzero(tags[0]).flatten().tolist()
+
 def region_panels(index=SHOW, fraction=CFG.fraction, gamma=CFG.gamma):
     """Figure 3 for one training image: CAM of its first class, CAM label (eq. 6), CRF label
     (eq. 5), reliable label (eq. 7), and the reliable label's wrong pixels."""
     s = TRAIN[index]
-    x = images_to_tensor(s["image"][None]).to(S.device)
-    tags = torch.as_tensor(s["labels"][None]) > 0
-    p_fg = cam.normalize_cams(cam.multiscale_cam(ST.model.cam, x, CFG.cam_scales).cpu(), tags)[0]
-    classes = torch.nonzero(tags[0]).flatten().tolist()
+    p_fg, classes = cams_of(s)
     out = rrm.reliable_region_labels(s["image"], p_fg, classes, gamma, fraction, CFG.crf_params, CFG.two_crf)
     rel = out["reliable"].numpy()
     wrong = (rel != 255) & (rel != s["mask"]) & (s["mask"] != 255)
@@ -178,10 +184,8 @@ def label_stats(indices, fractions, gamma=CFG.gamma):
     stats = {f: {"cam": np.zeros(5), "reliable": np.zeros(5)} for f in fractions}
     for i in tqdm(indices, desc="reliable regions", leave=False):
         s = TRAIN[i]
-        x = images_to_tensor(s["image"][None]).to(S.device)
-        tags = torch.as_tensor(s["labels"][None]) > 0
-        p_fg = cam.normalize_cams(cam.multiscale_cam(ST.model.cam, x, CFG.cam_scales).cpu(), tags)[0]
-        present = [0] + [c + 1 for c in torch.nonzero(tags[0]).flatten().tolist()]
+        p_fg, classes = cams_of(s)
+        present = [0] + [c + 1 for c in classes]
         probs = rrm.cam_probabilities(p_fg[None], gamma)[0]
         crf_l = (rrm.two_crf_label(s["image"], p_fg, present, CFG.two_crf, CFG.crf_params) if CFG.two_crf
                  else rrm.crf_label(s["image"], probs, present, CFG.crf_params))
@@ -287,10 +291,8 @@ def fit_logits(s, labels, joint, steps=120):
 
 def energy_demo(index=SHOW):
     s = TRAIN[index]
-    x = images_to_tensor(s["image"][None]).to(S.device)
-    tags = torch.as_tensor(s["labels"][None]) > 0
-    cams = cam.multiscale_cam(ST.model.cam, x, CFG.cam_scales).cpu()
-    rel = rrm.batch_reliable_labels(s["image"][None], cams, tags, CFG.gamma, CFG.fraction, CFG.crf_params, CFG.two_crf)[0]
+    rel = rrm.reliable_region_labels(s["image"], *cams_of(s), CFG.gamma, CFG.fraction, CFG.crf_params,
+                                     CFG.two_crf)["reliable"]
     viz.show_grid([[s["image"], s["mask"], rel.numpy(), fit_logits(s, rel, False), fit_logits(s, rel, True)]],
                   titles=["image", "true mask", "reliable labels", "CE only", "CE + energy"])
     plt.show(); plt.close()
