@@ -23,7 +23,8 @@ def parse(text):
                 cells.append(cur)
             arg = m.group(1).strip()
             kind = "markdown" if arg.startswith("[markdown]") else "code"
-            tags = json.loads(arg.split("=", 1)[1]) if arg.startswith("tags=") else []
+            t = re.search(r"tags=(\[.*\])", arg)  # '# %% tags=[...]' or '# %% [markdown] tags=[...]'
+            tags = json.loads(t.group(1)) if t else []
             cur = {"kind": kind, "tags": tags, "lines": []}
             continue
         if cur is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,17 @@ def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
             return load_artifact(path)
         except Exception:  # an interrupted or foreign file: compute again
             path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
     obj = compute()
     save_artifact(path, obj, params)
+    path.with_suffix(".seconds").write_text(f"{time.perf_counter() - t0:.2f}\n")
     checkpoint_path(output_dir, name, params).unlink(missing_ok=True)
     return load_artifact(path)
+
+
+def compute_seconds(output_dir, name: str) -> list[float]:
+    """How long each artifact ``name`` under ``output_dir`` took to compute (seconds, as
+    :func:`cached` measured it; artifacts stored before it measured are left out). A resumed
+    computation counts only its last part."""
+    folder = Path(output_dir) / "cache" / name
+    return [float(p.read_text()) for p in sorted(folder.glob("*.seconds"))] if folder.exists() else []

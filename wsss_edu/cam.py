@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ParameterError, check_choice
-from .io import folder_complete, mark_folder_complete
+from .io import folder_complete
 
 BACKBONES = ("small", "resnet50", "vgg16")
 NORMALIZATIONS = ("per_class", "global")
@@ -388,20 +388,23 @@ def load_cams(folder, name: str, num_classes: int) -> torch.Tensor:
 
 def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True,
                  normalization: str = "per_class", cam_fn=None, batch_size: int = 32, device=None,
-                 progress: bool = True) -> int:
+                 progress: bool = True, shard=None) -> int:
     """Multi-scale CAMs (:func:`multiscale_cam`) of every image of ``dataset``, normalised
     (:func:`normalize_cams`) over the image's own labels (sample 'labels'), written to ``folder``
     with :func:`save_cams` under the sample's 'name'. Images whose file exists are skipped, so an
     interrupted extraction resumes. ``cam_fn`` defaults to ``model.cam`` (e.g. a Grad-CAM instead).
-    Returns the number of images computed."""
+    ``shard`` ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all): this machine's share of the
+    images (:func:`wsss_edu.parallel.shard`). Returns the number of images computed."""
     from tqdm.auto import tqdm
 
     from .data import images_to_tensor
+    from .parallel import shard as share
+    from .parallel import shard_spec
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     cam_fn = cam_fn or model.cam
-    todo = [i for i in range(len(dataset))
+    todo = [i for i in share(range(len(dataset)), *shard_spec(shard))
             if not cam_path(folder, _sample_name(dataset, i)).exists()]
     bar = tqdm(total=len(todo), desc="CAMs", disable=not progress, leave=False)
     for _, group in _same_size_batches(dataset, batch_size, todo):
@@ -560,15 +563,18 @@ def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, dev
                  workers: int = 0, progress: bool = True) -> CAMClassifier:
     """Step 1's classifier for (``data_key``, ``cfg``) from the artifact cache under
     ``output_dir``, or trained (:func:`train_step1`, resumable) and stored. ``data_key`` names the
-    training data (dataset, split, size, seed, knobs...)."""
+    training data (dataset, split, size, seed, knobs...). Trains on every visible GPU, or on
+    ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
     from .cache import cached, checkpoint_path
+    from .distributed import trained_state
 
     key = {"data": data_key, "classifier": dataclasses.asdict(cfg)}
     labels0 = dataset[0]["labels"]
 
-    def compute():
+    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "classifier", key)
-        return train_step1(dataset, cfg, device, workers, ckpt, progress).cpu().state_dict()
+        return trained_state(train_step1, dataset=dataset, cfg=cfg, device=device, workers=workers,
+                             checkpoint=ckpt, progress=progress)
 
     state = cached(output_dir, "classifier", key, compute)
     model = make_classifier(len(labels0), cfg)
@@ -587,11 +593,14 @@ def cam_folder(output_dir, data_key: dict, cfg: ClassifierConfig, **cam_params) 
 def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfig,
                 scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True, normalization: str = "per_class",
                 cam: str = "cam", layer: str | None = None, device=None,
-                progress: bool = True) -> Path:
+                progress: bool = True, shard=None) -> Path:
     """Extract (or find) the CAMs of every image of ``dataset`` with ``model`` into their cache
     folder (:func:`cam_folder`) and return it. ``cam``: 'cam' (the classifier's CAM) or 'grad_cam'
     (at ``layer``, a submodule name such as ``'backbone.body.5'``; None: the backbone's output).
-    Interrupted extractions resume image by image."""
+    Interrupted extractions resume image by image. ``shard`` (default ``WSSS_SHARD``): this
+    machine's share of the images; the folder is complete once every image is there."""
+    from .parallel import finish_folder, shard_spec
+
     check_choice("cam", cam, ("cam", "grad_cam"))
     folder = cam_folder(output_dir, data_key, cfg, scales=list(scales), flip=flip,
                         normalization=normalization, cam=cam,
@@ -599,9 +608,12 @@ def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfi
     if not folder_complete(folder):
         module = model.get_submodule(layer) if layer else None
         fn = model.cam if cam == "cam" else (lambda x: grad_cams(model, x, module))
+        spec = shard_spec(shard)
         extract_cams(model, dataset, folder, scales, flip, normalization, fn, device=device,
-                     progress=progress)
-        mark_folder_complete(folder, len(dataset))
+                     progress=progress, shard=spec)
+        names = getattr(dataset, "names", None)
+        names = list(names) if names is not None else [dataset[i]["name"] for i in range(len(dataset))]
+        finish_folder(folder, names, ".npz", spec)
     return folder
 
 

@@ -25,6 +25,11 @@ class DownloadError(WsssError, RuntimeError):
     """A download failed on every mirror, or its checksum did not match."""
 
 
+class ShardIncomplete(WsssError, RuntimeError):
+    """This machine wrote its shard of a per-image pass, but other shards' files are still
+    missing; the message says how many and how to go on."""
+
+
 def check_choice(name: str, value, valid: Iterable) -> None:
     """Raise :class:`ParameterError` listing ``valid`` unless ``value`` is one of them."""
     valid = list(valid)

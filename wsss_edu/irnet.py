@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import folder_complete, mark_folder_complete
+from .io import folder_complete
 from .labels import IGNORE
 from .parallel import set_worker_state, worker_state
 
@@ -129,7 +129,13 @@ def pair_affinity(boundary: torch.Tensor, offsets) -> torch.Tensor:
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the pairs in ``mask``; 0 for an empty mask."""
+    """Mean of ``x`` over the pairs in ``mask``; 0 for an empty mask. Training on several
+    processes, the mean over the pairs of the *global* batch (:func:`wsss_edu.distributed.batch_mean`):
+    the loss balances its pair sets by their counts, which differ from rank to rank."""
+    from .distributed import active, batch_mean
+
+    if active():
+        return batch_mean((x * mask).sum(), mask.sum())
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -384,16 +390,21 @@ def labels_at_stride(labels: torch.Tensor, stride: int = 4) -> torch.Tensor:
 
 
 def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig,
-                          progress: bool = True, processes: int = 1) -> int:
+                          progress: bool = True, processes: int = 1, shard=None) -> int:
     """IRNet's relation labels (:func:`relation_labels`) of the images ``indices`` of ``dataset``
     (samples with 'image', 'name'; ``dataset.num_classes`` counts the background) from their CAMs
     in ``cam_folder``, one grey PNG per image in ``folder`` (0 bg, c + 1 class c, 255 unsure).
     Images whose PNG exists are skipped (resumable); ``processes`` > 1 spreads the CRFs over
-    that many processes. Returns the number written."""
+    that many processes; ``shard`` ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all): this
+    machine's share of ``indices`` (:func:`wsss_edu.parallel.shard`). Returns the number written."""
     from tqdm.auto import tqdm
 
+    from .parallel import shard as share
+    from .parallel import shard_spec
+
     names = dataset.names
-    todo = [int(i) for i in indices if not (Path(folder) / f"{names[i]}.png").exists()]
+    todo = [int(i) for i in share(indices, *shard_spec(shard))
+            if not (Path(folder) / f"{names[i]}.png").exists()]
     bar = tqdm(total=len(todo), desc="relation labels", disable=not progress, leave=False)
     job = dict(dataset=dataset, cam_folder=cam_folder, folder=folder, cfg=cfg)
     if processes > 1 and len(todo) > 16:
@@ -601,18 +612,21 @@ def step2_key(cam_folder, cfg: IRNetConfig, backbone: str, weights=None, **extra
 
 
 def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetConfig,
-                           progress: bool = True, processes: int = 1) -> Path:
+                           progress: bool = True, processes: int = 1, shard=None) -> Path:
     """The relation-label folder of (CAMs, ``cfg``'s thresholds, ``indices``) under
     ``output_dir``/cache/relations, written by :func:`write_relation_labels` (over ``processes``
-    processes) if not complete."""
+    processes; this machine's ``shard`` of the images, default ``WSSS_SHARD``) if not complete;
+    complete once every image's PNG is there (:func:`wsss_edu.parallel.finish_folder`)."""
     from .cache import artifact_path, params_key
+    from .parallel import finish_folder, shard_spec
 
     key = {"cams": Path(cam_folder).name, "fg": cfg.fg_threshold, "bg": cfg.bg_threshold,
            "images": params_key({"i": [int(i) for i in indices]})}
     folder = artifact_path(output_dir, "relations", key).with_suffix("")
     if not folder_complete(folder):
-        write_relation_labels(dataset, cam_folder, folder, indices, cfg, progress, processes)
-        mark_folder_complete(folder, len(indices))
+        spec = shard_spec(shard)
+        write_relation_labels(dataset, cam_folder, folder, indices, cfg, progress, processes, spec)
+        finish_folder(folder, [dataset.names[i] for i in indices], ".png", spec)
     return folder
 
 
@@ -620,13 +634,15 @@ def cached_step2(output_dir, stages, dataset, key: dict, cfg: IRNetConfig, devic
                  workers: int = 0, progress: bool = True) -> IRNet:
     """Step 2's network for ``key`` (:func:`step2_key`) from the artifact cache under
     ``output_dir``, or trained (:func:`train_irnet` on the :class:`RelationDataset` ``dataset``,
-    resumable) and stored. ``stages``: the frozen backbone (:func:`backbone_stages`)."""
+    resumable) and stored. ``stages``: the frozen backbone (:func:`backbone_stages`). Trains on every
+    visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
     from .cache import cached, checkpoint_path
+    from .distributed import trained_state
 
-    def compute():
+    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "irnet", key)
-        net = train_irnet(stages, dataset, cfg, device, workers, ckpt, progress)
-        return net.cpu().state_dict()
+        return trained_state(train_irnet, stages=stages, dataset=dataset, cfg=cfg, device=device,
+                             workers=workers, checkpoint=ckpt, progress=progress)
 
     state = cached(output_dir, "irnet", key, compute)
     net = IRNet(stages, cfg.width)
@@ -645,20 +661,24 @@ def pseudo_label_folder(output_dir, key: dict, walk: WalkConfig) -> Path:
 
 
 def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict, walk: WalkConfig,
-                         chunk: int = 256, device=None, progress: bool = True) -> Path:
+                         chunk: int = 256, device=None, progress: bool = True, shard=None) -> Path:
     """Step 2's output: the random-walk pseudo-labels of every image of ``dataset`` as grey PNGs
     named after the images (0 background, c + 1 class c), in :func:`pseudo_label_folder`. Works
     through the images ``chunk`` at a time (memory bounded) and skips PNGs already written, so an
-    interrupted pass resumes; a 'complete' marker says the folder is whole."""
+    interrupted pass resumes; a 'complete' marker says the folder is whole. ``shard`` ((i, n) or
+    'i/n'; default: ``WSSS_SHARD``, else all): this machine's share of the images when several
+    share the output folder; the marker comes once every image is there."""
     from tqdm.auto import tqdm
 
     from .io import write_mask
+    from .parallel import finish_folder, shard_spec
+    from .parallel import shard as share
 
     folder = pseudo_label_folder(output_dir, key, walk)
     if folder_complete(folder):
         return folder
-    names = dataset.names
-    todo = [i for i in range(len(dataset)) if not (folder / f"{names[i]}.png").exists()]
+    names, spec = dataset.names, shard_spec(shard)
+    todo = [i for i in share(range(len(dataset)), *spec) if not (folder / f"{names[i]}.png").exists()]
     bar = tqdm(total=len(todo), desc="random walk", disable=not progress, leave=False)
     for c in range(0, len(todo), chunk):
         idx = todo[c:c + chunk]
@@ -669,7 +689,7 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
             write_mask(folder / f"{names[idx[j]]}.png", lab.astype(np.uint8))
             bar.update(1)
     bar.close()
-    mark_folder_complete(folder, len(dataset))
+    finish_folder(folder, names, ".png", spec)
     return folder
 
 

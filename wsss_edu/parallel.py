@@ -10,10 +10,22 @@ Two patterns recur in the package:
   themselves carry only indices (IRNet's relation labels, URN's uncertainty pass).
 
 Spawned, not forked, processes: a forked child of a process that has run torch can hang.
+
+Several machines sharing one output folder split a per-image pass (CRFs, random walks, CAMs) with
+:func:`shard_spec` / :func:`shard` (``WSSS_SHARD=i/n``: this machine takes every n-th image from
+the i-th, 0-based) and :func:`finish_folder` (the folder's 'complete' marker only once every image
+is there).
 """
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import torch
+
+SHARD_ENV = "WSSS_SHARD"            # 'i/n': this machine's share of the per-image passes
+SHARD_WAIT_ENV = "WSSS_SHARD_WAIT"  # seconds to wait for the other shards (default 0: stop at once)
 
 _STATE = {}   # this worker's share of the pool's arguments (set once per worker by the initializer)
 
@@ -73,3 +85,60 @@ def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jo
     if todo:
         map_jobs(fn, todo, processes, desc, progress)
     return len(todo)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-image passes split over machines
+# ------------------------------------------------------------------------------------------------
+
+def shard_spec(shard=None) -> tuple:
+    """This machine's share of a per-image pass as (index, count), 0 <= index < count: ``shard``
+    given as (i, n) or 'i/n', else the ``WSSS_SHARD`` environment variable ('i/n'), else (0, 1),
+    the whole pass. A malformed value raises an error naming the form."""
+    from .errors import ParameterError
+
+    text = os.environ.get(SHARD_ENV, "").strip() if shard is None else shard
+    if text in ("", None):
+        return 0, 1
+    try:
+        i, n = (int(v) for v in (text.split("/") if isinstance(text, str) else text))
+    except (TypeError, ValueError):
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ParameterError(f"shard {text!r} is not valid: give 'i/n' with 0 <= i < n (e.g. {SHARD_ENV}=0/2 "
+                             "and 1/2 on two machines sharing the output folder)")
+    return i, n
+
+
+def shard(items, index: int = 0, count: int = 1) -> list:
+    """Machine ``index``'s share of ``items`` among ``count``: every ``count``-th item from the
+    ``index``-th (interleaved, so costly and cheap stretches of a split spread over the machines).
+    The shares of 0..count-1 are disjoint and together hold every item."""
+    return list(items)[index::count]
+
+
+def finish_folder(folder, names, suffix: str = ".png", spec=(0, 1)) -> None:
+    """After this machine's share (``spec`` = (index, count)) of a per-image pass into ``folder``:
+    write the 'complete' marker (:func:`wsss_edu.io.mark_folder_complete`) once every file
+    ``<name><suffix>`` exists. Files of other shards still missing: wait up to ``WSSS_SHARD_WAIT``
+    seconds for them (default 0), then raise :class:`wsss_edu.errors.ShardIncomplete` saying how
+    many are missing and how to go on."""
+    from .errors import ShardIncomplete
+    from .io import mark_folder_complete
+
+    folder = Path(folder)
+    deadline = time.monotonic() + float(os.environ.get(SHARD_WAIT_ENV, "0") or 0)
+    while True:
+        missing = [n for n in names if not (folder / f"{n}{suffix}").exists()]
+        if not missing:
+            mark_folder_complete(folder, len(names))
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(10.0, max(0.1, deadline - time.monotonic())))
+    i, n = spec
+    raise ShardIncomplete(f"shard {i}/{n} is written, but {len(missing)} of {len(names)} files of the other "
+                          f"shards are still missing in {folder} (first: {missing[0]}{suffix}): run the "
+                          f"other shards ({SHARD_ENV}=j/{n}) on the machines sharing this folder, then "
+                          f"run again (any shard, or none: the written files are kept); or set "
+                          f"{SHARD_WAIT_ENV}=<seconds> to wait for them")

@@ -51,6 +51,13 @@ class Setup:
         """Write this notebook's headline numbers to ``<output_dir>/metrics/<notebook>.json``."""
         return record_metrics(self.output_dir, self.notebook, metrics)
 
+    def save_model(self, name: str, model) -> Path:
+        """Keep this notebook's final network ``name`` for later notebooks (notebook 08's
+        gallery): ``<output_dir>/models/<notebook>/<name>.pt``; read back with
+        :func:`wsss_edu.results.load_model`."""
+        from .results import save_model
+        return save_model(self.output_dir, self.notebook, name, model)
+
     def path(self, *parts) -> Path:
         """A path under this notebook's own output folder (created)."""
         p = self.output_dir / self.notebook

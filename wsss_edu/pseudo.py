@@ -189,14 +189,17 @@ def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig,
                      workers: int = 0, progress: bool = True):
     """The segmenter of (``label_key`` — what names the training labels, e.g. the pseudo-label
     folder — and ``cfg``) from the artifact cache under ``output_dir``, or trained
-    (:func:`train_segmenter`, resumable) and stored."""
+    (:func:`train_segmenter`, resumable) and stored. Trains on every visible GPU, or on
+    ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
     from .cache import cached, checkpoint_path
+    from .distributed import trained_state
 
     key = _segmenter_key(label_key, cfg)
 
-    def compute():
+    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "segmenter", key)
-        return train_segmenter(dataset, cfg, device, workers, ckpt, progress).cpu().state_dict()
+        return trained_state(train_segmenter, dataset=dataset, cfg=cfg, device=device, workers=workers,
+                             checkpoint=ckpt, progress=progress)
 
     state = cached(output_dir, "segmenter", key, compute)
     net = make_model(dataset.num_classes, cfg)

@@ -72,3 +72,35 @@ def _fmt(v):
     if v is None:
         return "—"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def model_path(output_dir, notebook: str, name: str) -> Path:
+    """Where notebook ``notebook`` keeps its final network ``name``."""
+    return Path(output_dir) / "models" / notebook / f"{name}.pt"
+
+
+def save_model(output_dir, notebook: str, name: str, model) -> Path:
+    """Save the whole module (its class and weights, on the CPU, in eval mode) atomically, so a
+    later notebook can run it without knowing how it was configured."""
+    import copy
+
+    import torch
+
+    path = model_path(output_dir, notebook, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(copy.deepcopy(model).cpu().eval(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_model(output_dir, notebook: str, name: str, device="cpu"):
+    """The network :func:`save_model` kept; a missing file names the notebook to run. The file
+    holds a pickled module (``weights_only=False``): load only folders you wrote yourself."""
+    import torch
+
+    path = model_path(output_dir, notebook, name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebooks/{notebook}.ipynb with "
+                                f"OUTPUT_DIR={output_dir} first")
+    return torch.load(path, map_location=device, weights_only=False).eval()

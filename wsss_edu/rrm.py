@@ -300,12 +300,22 @@ class RRMNet(torch.nn.Module):
 def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. (9) as the reference computes it: the cross-entropy of the background pixels averaged
     over them, plus that of the foreground pixels averaged over them (255 ignored), so the many
-    background pixels do not drown the few foreground ones. 0 for a part with no pixel."""
+    background pixels do not drown the few foreground ones. 0 for a part with no pixel. On several
+    processes, each part's mean over the global batch's pixels."""
     import torch.nn.functional as F
+
+    from .distributed import active, sum_over_ranks, world
 
     ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
     out = ce.new_zeros(())
-    for part in (target == 0, (target != 0) & (target != IGNORE)):
+    parts = (target == 0, (target != 0) & (target != IGNORE))
+    if active():     # each part's mean over the global batch (see wsss_edu.distributed.batch_mean)
+        counts = sum_over_ranks(torch.stack([p.sum() for p in parts]).double())
+        for part, n in zip(parts, counts.tolist()):
+            if n > 0:
+                out = out + ce[part].sum() * world() / n
+        return out
+    for part in parts:
         if part.any():
             out = out + ce[part].mean()
     return out
@@ -527,8 +537,10 @@ def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, i
     """The RRM network of (``data_key``, ``init_key``, ``cfg``) from the artifact cache under
     ``output_dir``, or trained (:func:`train_rrm`, resumable after each epoch) and stored.
     ``init``: the classifier weights to start from, named by ``init_key`` (a dict: e.g. step 1's
-    cache key)."""
+    cache key). Trains on every visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes
+    (:func:`wsss_edu.distributed.trained_state`)."""
     from .cache import cached, checkpoint_path
+    from .distributed import trained_state
     from .errors import ParameterError
 
     if init is not None and init_key is None:
@@ -536,9 +548,10 @@ def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, i
                              "data key and ClassifierConfig), so the cache tells networks apart")
     key = rrm_key(data_key, init_key, cfg)
 
-    def compute():
+    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "rrm", key)
-        return train_rrm(dataset, cfg, device, workers, ckpt, progress, init).cpu().state_dict()
+        return trained_state(train_rrm, dataset=dataset, cfg=cfg, device=device, workers=workers,
+                             checkpoint=ckpt, progress=progress, init=init)
 
     state = cached(output_dir, "rrm", key, compute)
     net = make_rrm(len(dataset.classes) - 1, cfg)
@@ -575,43 +588,75 @@ def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "
             for j in tqdm(jobs, desc=desc, disable=not progress)]
 
 
+def _crf_label_png(job) -> None:
+    """One image of :func:`write_pseudo_labels`: the CRF (if any) on its probabilities, the argmax
+    written as a grey PNG (in a worker process or here)."""
+    from .crf import crf_on_scores
+    from .io import write_mask
+
+    image, probs, crf_params, path = job
+    q = crf_on_scores(image, probs, crf_params) if crf_params else probs
+    write_mask(path, q.argmax(0).astype(np.uint8))
+
+
 @torch.no_grad()
 def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", batch_size: int = 16,
-                        device=None, progress: bool = True):
+                        device=None, progress: bool = True, processes: int = 1, shard=None):
     """The two-step variant's first step: the segmentation branch's prediction of every image of
     ``dataset`` as a grey PNG named after it, restricted to the background and the image's tags
     (the training images have them), refined by the dense CRF (``crf_params``; None: none) as the
     reference's inference. Skips PNGs already written (resumable); a 'complete' marker says the
-    folder is whole. Returns the folder."""
+    folder is whole. ``processes`` > 1 runs the CRFs in that many spawned processes; ``shard``
+    ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all) writes this machine's share of the images
+    (:func:`wsss_edu.parallel.shard`), the marker coming once every image is there. Returns the
+    folder."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
     from .cam import _same_size_batches
-    from .crf import crf_on_scores
     from .data import images_to_tensor
-    from .io import folder_complete, mark_folder_complete, write_mask
+    from .io import folder_complete
+    from .parallel import finish_folder, shard_spec
+    from .parallel import shard as share
 
     folder = Path(folder)
     if folder_complete(folder):
         return folder
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
-    names = dataset.names
-    todo = [i for i in range(len(dataset)) if not (folder / f"{names[i]}.png").exists()]
+    names, spec = dataset.names, shard_spec(shard)
+    todo = [i for i in share(range(len(dataset)), *spec) if not (folder / f"{names[i]}.png").exists()]
     bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
-    for idx, group in _same_size_batches(dataset, batch_size, todo):
-        x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
-        probs = net.segment(x).float().softmax(1).cpu()
-        for i, s, p in zip(idx, group, probs):
-            keep = torch.cat([torch.ones(1), torch.as_tensor(np.asarray(s["labels"]) > 0).float()])
-            p = p * keep[:, None, None]
-            p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
-            q = crf_on_scores(s["image"], p.numpy(), crf_params) if crf_params else p.numpy()
-            write_mask(folder / f"{names[i]}.png", q.argmax(0).astype(np.uint8))
+    pool = ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) if processes > 1 else None
+    pending = []
+    try:
+        for idx, group in _same_size_batches(dataset, batch_size, todo):
+            x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
+            probs = net.segment(x).float().softmax(1).cpu()
+            for i, s, p in zip(idx, group, probs):
+                keep = torch.cat([torch.ones(1), torch.as_tensor(np.asarray(s["labels"]) > 0).float()])
+                p = p * keep[:, None, None]
+                p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
+                job = (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png")
+                if pool is None:
+                    _crf_label_png(job)
+                    bar.update(1)
+                else:
+                    pending.append(pool.submit(_crf_label_png, job))
+            while len(pending) > 4 * processes * batch_size:      # bound the maps in memory
+                pending.pop(0).result()
+                bar.update(1)
+        for f in pending:
+            f.result()
             bar.update(1)
-    bar.close()
-    mark_folder_complete(folder, len(dataset))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        bar.close()
+    finish_folder(folder, names, ".png", spec)
     return folder
 
 

@@ -95,41 +95,76 @@ def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=N
     run that finds the file resumes after its last finished epoch (a finished run trains no more).
     AMP (bfloat16 autocast) is used on CUDA when ``amp``. ``on_epoch_end(epoch, model)`` may return
     a dict of numbers to add to the history. Returns the history {name: [value per epoch]}.
+
+    Inside a process group of several processes (:mod:`wsss_edu.distributed`, e.g. under
+    ``torchrun``) each rank trains on its shard of the data with batch = ``loader``'s batch / world
+    (so the global batch and learning rate are the one-process run's), gradients are averaged over
+    the ranks, batch norm uses the global batch's statistics, the history holds the mean over the
+    ranks, and rank 0 alone writes the checkpoint and shows progress. Random augmentations are
+    then drawn from a seed per rank and epoch, so they differ from the one-process run's draws.
     """
+    from . import distributed as D
+
+    several = D.active()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = D.rank_device(device) if several else device
     model.to(device)
+    seed = torch.initial_seed() % 2 ** 62 if several else None   # orders shuffles and augmentations
     history, start = {"loss": []}, 0
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, model, optimizer, scheduler, map_location=device)
         start, history = state["epoch"] + 1, state.get("history") or {"loss": []}
+    undo = None
+    if several:
+        loader, undo = D.prepare_training(model, loader, seed)
     use_amp = amp and device.type == "cuda"
     bar = tqdm(total=epochs * len(loader), initial=start * len(loader), desc=desc,
-               disable=not progress, leave=False)
-    for epoch in range(start, epochs):
-        model.train()
-        total, count = 0.0, 0
-        for batch in loader:
-            batch = to_device(batch, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += float(loss.detach())
-            count += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
-        history.setdefault("loss", []).append(total / max(count, 1))
-        if on_epoch_end is not None:
-            extra = on_epoch_end(epoch, model) or {}
-            for k, v in extra.items():
-                history.setdefault(k, []).append(float(v))
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, history)
+               disable=not progress or not D.is_main(), leave=False)
+    try:
+        for epoch in range(start, epochs):
+            if several:
+                D.start_epoch(loader, epoch, seed)
+            loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, use_amp, bar, epoch)
+            history.setdefault("loss", []).append(D.mean_over_ranks(loss))
+            if on_epoch_end is not None:
+                extra = on_epoch_end(epoch, model) or {}
+                for k, v in extra.items():
+                    history.setdefault(k, []).append(float(v))
+            if checkpoint is not None and D.is_main():
+                save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, history)
+            D.barrier()
+    finally:
+        if undo is not None:
+            undo()
     bar.close()
     return history
+
+
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, use_amp: bool, bar,
+                 epoch: int) -> float:
+    """One epoch of :func:`fit`: a step per batch (gradients averaged over the ranks when there
+    are several), the scheduler stepped per batch. Returns this process's mean batch loss."""
+    from . import distributed as D
+
+    several = D.active()
+    model.train()
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if several:
+            D.average_gradients(model)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += float(loss.detach())
+        count += 1
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
+    return total / max(count, 1)
 
 
 def poly_schedule(optimizer, total_steps: int, power: float = 0.9):
@@ -142,6 +177,11 @@ def poly_schedule(optimizer, total_steps: int, power: float = 0.9):
 def cross_entropy_loss(model, batch):
     """Per-pixel cross-entropy of ``model(batch['image'])`` against ``batch['mask']``, ignoring 255:
     the ``loss_fn`` of fully-supervised training."""
+    from . import distributed as D
+
+    if D.active():   # the mean over the global batch's labelled pixels (see distributed.batch_mean)
+        total = F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE, reduction="sum")
+        return D.batch_mean(total, (batch["mask"] != IGNORE).sum())
     return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE)
 
 

@@ -20,6 +20,8 @@ of Table 5 (:func:`probability_weight`). :func:`write_label_and_weight` /
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +221,7 @@ def write_label_and_weight(path, label: np.ndarray, w: np.ndarray) -> None:
                          mode="LA")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")   # per process: shards may overlap
     im.save(tmp, format="PNG")
     tmp.replace(path)
 
@@ -299,7 +301,8 @@ def _urn_chunk(indices) -> int:
 
 def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA_SCALES,
                      crf_params="urn", include_background: bool = False, processes: int = 1,
-                     batch_size: int = 16, device=None, model_factory=None, progress: bool = True) -> int:
+                     batch_size: int = 16, device=None, model_factory=None, progress: bool = True,
+                     shard=None) -> int:
     """URN over a training set: for every sample of ``dataset`` ('image' uint8, 'mask' = the
     pseudo-mask the network was trained on, 'name'), the network's averaged softmax P over
     ``scales`` × flip (:func:`wsss_edu.models.tta_probs`), then :func:`urn_uncertainty`; the cyclic
@@ -309,18 +312,24 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     spreads the work over that many spawned processes: on the CPU each worker computes P for its
     own chunk of images too (``model_factory()`` must rebuild the network's architecture; the
     weights travel once per worker), on a GPU the main process computes P and the workers run the
-    CRFs (1 + len(factors) per scaled class, per image: the cost). Returns the number of images
-    written."""
+    CRFs (1 + len(factors) per scaled class, per image: the cost). ``shard`` ((i, n) or 'i/n';
+    default: the ``WSSS_SHARD`` environment variable, else the whole set): this machine's share
+    of the images when several machines share ``folder`` (:func:`wsss_edu.parallel.shard`). The
+    folder's 'complete' marker is written once every image is there
+    (:func:`wsss_edu.parallel.finish_folder`). Returns the number of images written."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
 
-    from .parallel import set_worker_state
+    from .parallel import finish_folder, set_worker_state, shard_spec
+    from .parallel import shard as share
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [i for i, n in enumerate(dataset.names) if not (folder / f"{n}.png").exists()]
+    spec = shard_spec(shard)
+    names = dataset.names
+    todo = [i for i in share(range(len(names)), *spec) if not (folder / f"{names[i]}.png").exists()]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     job = dict(folder=str(folder), factors=tuple(factors), crf_params=crf_params,
@@ -357,6 +366,7 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                     bar.update(1)
     finally:
         bar.close()
+    finish_folder(folder, names, ".png", spec)
     return len(todo)
 
 

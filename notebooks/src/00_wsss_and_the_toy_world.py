@@ -355,14 +355,188 @@ if DATASET == "toy" and S.quick:
 #   context bias (boat on water), small discriminative parts (cat vs dog), co-occurrence and missing
 #   labels (person), imbalance and label noise as knobs.
 # * `miou_full_supervision` is the upper bound the next notebooks measure themselves against.
-#
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Set `missing_label_rate=1.0`: which statistic above changes, and which does not? Why is that a
-#    problem for a classifier-based method (notebook 03)?
-# 2. Compute the fill fraction of each class's boxes at `IMAGE_SIZE = 64` and `128`. Which class gets
-#    worse at low resolution, and why?
-# 3. Train the reference with only 100 images (`N_TRAIN = 100`). How far does mIoU fall? Keep this
-#    number in mind for paper 000's "few pixel-perfect masks" setting.
-# 4. The ignore band (`border`) removes object edges from training and evaluation. Train and evaluate
-#    with `border=0`: does mIoU go up or down, and is the comparison fair?
+# Each exercise is one code cell: write your answer between the markers and run it; the `assert`
+# lines below the answer check it. They reuse this notebook's reference network and draw small
+# toy worlds (seconds each): nothing is retrained.
+
+# %% [markdown]
+# ### Exercise 1 — mIoU by hand, and why over the whole split
+#
+# Recompute §5's number without the package: run `net` over `val_loader` and define `cm`, the
+# C × C confusion matrix (rows = true class, columns = predicted class, pixels labelled 255 left
+# out), `my_iou` (C,), the IoU of every class from `cm`, and `my_miou`, their mean. Then define
+# `per_image_miou`: the mean over the validation images of each image's *own* mIoU (over the
+# classes that occur in its mask or its prediction). Which is larger? Why do VOC and this course
+# accumulate one matrix over the split instead?
+
+# %% tags=["exercise"]
+C = len(CLASSES)
+### BEGIN SOLUTION
+def image_ious(c):   # IoU per class from a confusion matrix; NaN for a class absent from both
+    tp = np.diag(c).astype(float)
+    union = c.sum(0) + c.sum(1) - tp
+    return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+cm, per_image = np.zeros((C, C), np.int64), []
+net.eval()
+with torch.no_grad():
+    for batch in val_loader:
+        preds = net(batch["image"].to(S.device)).argmax(1).cpu().numpy()
+        for gt, pred in zip(batch["mask"].numpy(), preds):
+            keep = gt != 255
+            c = np.bincount(gt[keep] * C + pred[keep], minlength=C * C).reshape(C, C)
+            cm += c
+            per_image.append(np.nanmean(image_ious(c)))
+my_iou = image_ious(cm)
+my_miou = float(np.nanmean(my_iou))
+per_image_miou = float(np.mean(per_image))
+print(f"mIoU over the split {my_miou:.3f}, mean of per-image mIoUs {per_image_miou:.3f}")
+### END SOLUTION
+assert cm.shape == (C, C) and cm.sum() == meter.cm.sum(), "every non-ignored pixel counted once"
+assert np.allclose(my_iou, meter.iou, atol=1e-3, equal_nan=True) and abs(my_miou - miou_full) < 1e-3
+assert 0 < per_image_miou < 1
+if DATASET == "toy" and S.quick:
+    assert per_image_miou < my_miou   # small objects weigh as much as large ones in their image
+
+# %% [markdown] tags=["solution"]
+# The mean of the per-image mIoUs is lower (0.90 against 0.97 here). In one image, a class is
+# often a single small object: the few misclassified pixels on its outline are a large share of
+# *its* IoU, and that image's mIoU weighs it as much as the background. The split-level matrix
+# weighs every pixel equally, so a class's IoU is dominated by its large instances. Neither is
+# wrong, but they are different numbers: the split-level one is the convention (VOC, Cityscapes)
+# and does not depend on how the split is cut into images or batches — the per-image mean would
+# also be undefined for an image whose every pixel is ignored.
+
+# %% [markdown]
+# ### Exercise 2 — The water shortcut
+#
+# Boats always float on water, and water appears without a boat with probability
+# `water_without_boat`. A classifier trained on tags may therefore learn "water ⇒ boat". How good is
+# that shortcut? For the two worlds `worlds` below (400 training images each), define
+# `shortcut_acc`, a dict {w: share of the images where "the image has water" (`has_water`) equals
+# "the image is tagged boat"}, and `p_boat_given_water`, a dict {w: P(boat tag | water)}. Which
+# world makes the shortcut attractive, and what does the boat's CAM then highlight?
+
+# %% tags=["exercise"]
+BOAT = toy.CLASSES.index("boat") - 1          # the boat's position in the tag vector
+worlds = {w: toy.ToyDataset("train", n=400, seed=SEED, size=64, water_without_boat=w) for w in (0.1, 0.5)}
+### BEGIN SOLUTION
+shortcut_acc, p_boat_given_water = {}, {}
+for w, d in worlds.items():
+    water = np.array([d[i]["has_water"] for i in range(len(d))])
+    boat = np.array([d[i]["labels"][BOAT] for i in range(len(d))]) > 0
+    shortcut_acc[w] = float((water == boat).mean())
+    p_boat_given_water[w] = float(boat[water].mean())
+print({w: round(v, 3) for w, v in shortcut_acc.items()}, {w: round(v, 3) for w, v in p_boat_given_water.items()})
+### END SOLUTION
+for w, d in worlds.items():
+    p = stats.tag_frequency(d)[BOAT]                                # P(boat)
+    p_water = np.mean([d[i]["has_water"] for i in range(len(d))])  # P(water)
+    # boats always float on water: the shortcut errs only on water without a boat, and Bayes
+    # gives P(boat | water) = P(water | boat) P(boat) / P(water) with P(water | boat) = 1
+    assert abs((1 - shortcut_acc[w]) - (p_water - p)) < 1e-6, (w, shortcut_acc[w])
+    assert abs(p_boat_given_water[w] - p / p_water) < 1e-6, (w, p_boat_given_water[w])
+assert shortcut_acc[0.1] > shortcut_acc[0.5] and p_boat_given_water[0.1] > p_boat_given_water[0.5]
+
+# %% [markdown] tags=["solution"]
+# In the default world (`water_without_boat = 0.1`) "water ⇒ boat" gets the boat tag right on about
+# 93 % of the images: 80 % of the images with water do show a boat. A classifier minimising its
+# loss on tags has every reason to use the water, and its class activation map for *boat* then
+# lights the water around the boat as well (notebook 03). At 0.5 the shortcut falls to about 68 %
+# accuracy and the classifier must find the boat itself. The rarer the context appears alone, the
+# stronger the bias; in VOC, boats on water and trains on rails are the textbook cases.
+
+# %% [markdown]
+# ### Exercise 3 — What the ignore band hides, and how it flatters the boxes
+#
+# §3 measured how much of its box an object fills at 64 px. For image sides 32, 64 and 128, draw 200
+# training images with the default ignore band and, as `border=0`, without (the scenes are the same:
+# the band is cut out after drawing). Define `hidden`, a dict {size: array (C,)}: the share of each
+# class's pixels that the band turns into 255, and `fill`, a dict {size: `stats.box_fill_fraction`
+# of the images with the band}. Which classes lose most to the band, how does it scale with the
+# size, and why does the *bottle's* box look better filled at 32 px than at 128?
+
+# %% tags=["exercise"]
+SIZES, NC = (32, 64, 128), len(toy.CLASSES)
+### BEGIN SOLUTION
+hidden, fill = {}, {}
+for size in SIZES:
+    banded = toy.ToyDataset("train", n=200, seed=SEED, size=size)
+    plain = toy.ToyDataset("train", n=200, seed=SEED, size=size, border=0)
+    kept, total = np.zeros(NC), np.zeros(NC)
+    for i in range(len(banded)):
+        m, m0 = banded[i]["mask"], plain[i]["mask"]
+        kept += np.bincount(m[m != 255].ravel(), minlength=NC)[:NC]
+        total += np.bincount(m0.ravel(), minlength=NC)[:NC]
+    hidden[size] = 1 - kept / total
+    fill[size] = stats.box_fill_fraction(banded, NC)
+for size in SIZES:
+    print(size, dict(zip(toy.CLASSES, np.round(hidden[size], 2).tolist())))
+### END SOLUTION
+for size in SIZES:
+    assert hidden[size].shape == (NC,) and ((hidden[size] > 0) & (hidden[size] < 1)).all()
+    assert hidden[size][0] == hidden[size].min()        # background regions are large: least hidden
+for small, large in zip(SIZES, SIZES[1:]):
+    assert (hidden[small][1:] > hidden[large][1:]).all()  # a 1-px band is a larger share of a small object
+bottle = toy.CLASSES.index("bottle")
+assert fill[32][bottle] > fill[128][bottle]
+
+# %% [markdown] tags=["solution"]
+# The band is one pixel on each side of every object edge, so the share it hides is about
+# perimeter / area: roughly halved each time the side doubles. The thin classes lose most (boat
+# masts and sails, persons, bottles: 40-47 % of their pixels at 64 px, 60-70 % at 32 px), the
+# background least. And the ignored pixels are exactly where a box and its object disagree most
+# (along the box's edges), so the fill fraction, measured on labelled pixels only, *rises* at low
+# resolution: the bottle seems to fill 97 % of its box at 32 px and 77 % at 128 px, the person 82 %
+# and 69 %. No class "gets worse" by this measure: the box's error is hidden in the band, not gone.
+# The same holds for every later number computed on labelled pixels only (notebook 02 prints the
+# share of box pixels in the band for this reason).
+
+# %% [markdown]
+# ### Exercise 4 — Evaluating without the ignore band
+#
+# The band is left out of training *and* of the evaluation. Evaluate the reference `net` on the
+# same validation images drawn with `border=0` (`val_plain` below; toy world only): define `pred`
+# (N, H, W), the network's labels for them, `miou_no_band`, its mIoU there, and `err_band` and
+# `err_rest`, the share of misclassified pixels among the pixels the band hides (`band`: 255 in
+# `val_set`'s masks) and among all others. Does mIoU go up or down, and is it fair to
+# compare a method evaluated with the band against one evaluated without?
+
+# %% tags=["exercise"]
+from wsss_edu.metrics import ConfusionMeter
+if DATASET == "toy":
+    val_plain = params.load_splits(S, 1, N_VAL, size=IMAGE_SIZE, border=0)[1]
+    band = val_set.arrays(("mask",))["mask"] == 255   # the pixels the band hides, (N, H, W)
+    ### BEGIN SOLUTION
+    preds, truths = [], []
+    with torch.no_grad():
+        for batch in make_loader(val_plain, False):
+            preds.append(net(batch["image"].to(S.device)).argmax(1).cpu().numpy())
+            truths.append(batch["mask"].numpy())
+    pred, truth = np.concatenate(preds), np.concatenate(truths)
+    miou_no_band = ConfusionMeter(len(CLASSES)).update(truth, pred).miou
+    err_band = float((pred[band] != truth[band]).mean())
+    err_rest = float((pred[~band] != truth[~band]).mean())
+    print(f"mIoU with the band ignored {miou_full:.3f}, without {miou_no_band:.3f}; "
+          f"error on band pixels {err_band:.1%}, elsewhere {err_rest:.1%}")
+    ### END SOLUTION
+    plain_masks = val_plain.arrays(("mask",))["mask"]
+    assert pred.shape == band.shape == plain_masks.shape
+    # the same images as val_set: with the band ignored again, pred must give §5's number
+    assert abs(ConfusionMeter(len(CLASSES)).update(val_set.arrays(("mask",))["mask"], pred).miou - miou_full) < 1e-3
+    # the overall error is the two rates weighted by the number of pixels each covers
+    assert abs((pred != plain_masks).mean() - (err_band * band.sum() + err_rest * (~band).sum()) / band.size) < 1e-9
+    assert err_band > 5 * err_rest and miou_no_band < miou_full
+
+# %% [markdown] tags=["solution"]
+# The mIoU falls (0.97 → 0.82 here): about a quarter of the band's pixels are misclassified,
+# against a fraction of a percent elsewhere. Object edges are where segmentation is hard — the
+# label itself is ambiguous there, which is why VOC draws the band — so leaving them out raises
+# every method's score. A number evaluated with the band and one evaluated without are different
+# metrics: compare methods only on the same evaluation masks. (Training without the band would
+# also change the network, adding ambiguous edge labels to its targets; the course keeps the band
+# throughout, as VOC does.)

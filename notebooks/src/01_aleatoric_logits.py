@@ -223,13 +223,187 @@ assert line[3.0][-1] > line[3.0][0]         # agreeing: uncertainty only costs
 #   (eq. 3-4) also turns the gradient towards the network's belief, so the combined loss has two valleys.
 # * Detach $W$: otherwise $\sigma^2$ learns to buy cheap targets everywhere.
 # * With more classes, $E[\mathrm{softmax}]$ is sampled; use log-mean-exp, not the mean of the logs.
-#
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Find the $(\mu, \sigma^2)$ where eq. (1) is worst. Why does the probit approximation fail there?
-#    (Compare the tails of sigmoid and of the Gaussian CDF.)
-# 2. Redraw the combined-loss surface for $y = 0$ and for $\tau = 3$. Where do the valleys move?
-# 3. Replace `target="flip"` with `"soft_belief"` in `combined_loss_surface`. Does the second valley
-#    survive? What does that mean for training?
-# 4. With `detach_weight=False`, follow gradient descent on $(\mu, \sigma^2)$ from $(\mu, \sigma^2) = (0.5, 0.1)$
-#    for a pixel labelled 1. Where does it end? (This is the collapse notebook 02 shows at scale.)
+# Each exercise is one code cell: write your answer between the markers and run it; the `assert`
+# lines below the answer check it. Everything here is single pixels: each cell runs in seconds.
+
+# %% [markdown]
+# ### Exercise 1 — Where the probit approximation is worst
+#
+# For each σ² in `SIGMA2S`, find the μ ≥ 0 on `mu_line` where eq. (1) is furthest from the exact
+# $E[\hat p]$ (`lu.quadrature_expected_probability`): define the dicts `worst_mu` {σ²: that μ} and
+# `worst_err` {σ²: the largest \|eq. (1) − exact\|}. Then compare the two functions the
+# approximation swaps: define `tail_ratio`, the array $(1 - \mathrm{sigmoid}(x)) / (1 - \Phi(x\sqrt{\pi/8}))$
+# for `x = np.arange(1, 9)` ($\Phi$: `scipy.special.ndtr`). How do the worst μ and the worst error
+# move with σ², and why there?
+
+# %% tags=["exercise"]
+mu_line = np.linspace(0, 30, 3001)
+SIGMA2S = (1.0, 4.0, 16.0)
+### BEGIN SOLUTION
+from scipy.special import ndtr
+
+def probit_error(mu_, s2_):
+    mu_ = np.asarray(mu_, np.float64)
+    s2_ = np.full_like(mu_, s2_)
+    return (lu.expected_probability(torch.tensor(mu_), torch.tensor(s2_)).numpy()
+            - lu.quadrature_expected_probability(mu_, s2_))
+
+worst_mu, worst_err = {}, {}
+for v in SIGMA2S:
+    e = np.abs(probit_error(mu_line, v))
+    worst_mu[v], worst_err[v] = float(mu_line[e.argmax()]), float(e.max())
+x = np.arange(1, 9)
+tail_ratio = (1 - 1 / (1 + np.exp(-x))) / ndtr(-x * np.sqrt(np.pi / 8))   # 1 - Φ(z) = Φ(-z)
+print({v: (worst_mu[v], round(worst_err[v], 4), round(worst_mu[v] / np.sqrt(1 + np.pi * v / 8), 2)) for v in SIGMA2S})
+print(np.round(tail_ratio, 1))
+### END SOLUTION
+rng = np.random.default_rng(SEED)
+for v in SIGMA2S:   # brute force: no μ in [0, 30] may be worse than the one found
+    probe = np.append(rng.uniform(0, 30, 400), worst_mu[v])
+    gap = np.abs(lu.expected_probability(torch.tensor(probe), torch.full((len(probe),), v, dtype=torch.float64)).numpy()
+                 - lu.quadrature_expected_probability(probe, np.full_like(probe, v)))
+    assert gap[:-1].max() <= worst_err[v] + 1e-5 and abs(gap[-1] - worst_err[v]) < 1e-9, v
+assert worst_err[1.0] < worst_err[4.0] < worst_err[16.0] and worst_mu[1.0] < worst_mu[4.0] < worst_mu[16.0]
+assert np.shape(tail_ratio) == (8,) and (np.diff(tail_ratio) > 0).all() and tail_ratio[-1] > 100
+
+# %% [markdown] tags=["solution"]
+# The error is worst at μ ≈ 3 √(1 + πσ²/8), where eq. (1) gives $E[\hat p] \approx$ sigmoid(3) ≈ 0.95,
+# and it grows with σ² (about 0.005, 0.010 and 0.015 for σ² = 1, 4, 16). The probit trick replaces
+# the sigmoid by a Gaussian CDF with the same slope at 0. The two agree at 0 and at ±∞, but their
+# tails differ: the sigmoid's tail falls like $e^{-x}$, the CDF's like $e^{-\pi x^2/16}$, so the
+# ratio of the tails grows without bound (about 1,000 at x = 8). A wide logit distribution (large
+# σ²) sends much of its mass into those tails, and a mean μ a few slopes from 0 places the
+# distribution where they matter most. Near μ = 0 the symmetric errors cancel, and at very large
+# μ both probabilities are 1. In practice pixels live at |μ| ≲ 3 and σ² ≲ 4, where the error stays
+# below 5·10⁻³ (§1).
+
+# %% [markdown]
+# ### Exercise 2 — Moving the valleys: the label and τ
+#
+# Define `Z0`, the combined-loss surface (eq. 2 + eq. 4, τ = 1, `lu.combined_loss_surface`) for a
+# pixel labelled **y = 0**, on the grid `M, V` of §2. Then, for each τ in `TAUS`, take the pixel of
+# §2 that firmly disagrees with its label (μ = −3, y = 1) and find where along `s2_line` its
+# combined loss falls fastest: define `steepest`, a dict {τ: that σ²} (the midpoint of the two
+# neighbouring points of `s2_line` with the largest drop). Where do the valleys go?
+
+# %% tags=["exercise"]
+TAUS = (0.5, 1.0, 2.0, 3.0)
+### BEGIN SOLUTION
+Z0 = lu.combined_loss_surface(M, V, y=0.0, tau=1.0)
+steepest = {}
+for tau in TAUS:
+    L = lu.combined_loss_surface(np.full_like(s2_line, -3.0), s2_line, y=1.0, tau=tau)
+    k = int(np.diff(L).argmin())
+    steepest[tau] = float(s2_line[k:k + 2].mean())
+print(steepest)
+### END SOLUTION
+assert Z0.shape == M.shape
+assert np.allclose(Z0, Z[:, ::-1])   # y = 0 is §2's y = 1 surface mirrored in μ (M's grid is symmetric)
+assert all(abs(steepest[t] - t) <= 0.1 for t in TAUS), steepest
+
+# %% [markdown] tags=["solution"]
+# For y = 0 the surface is the y = 1 surface mirrored in μ: the certain valley is now at μ < 0 and
+# the uncertain one at μ > 0 (the network says "object" inside a region labelled background). τ
+# does not move the valleys' floors, it moves the *door* between them: the disagreeing pixel's loss
+# drops by about BCE(−3, 1) ≈ 3 as σ² crosses τ, where W (eq. 3) switches from the label to the
+# flipped target, within the slope 0.2 of eq. (3). A larger τ demands more uncertainty before a
+# label may be contradicted: more box labels are followed, fewer corrected.
+
+# %% [markdown]
+# ### Exercise 3 — Which way does eq. (4) push μ?
+#
+# A loss surface shows the loss's *value*; gradient descent follows the *gradient* the loss gives
+# the network, and the target $y^*$ is detached. Take a pixel labelled y = 1 with σ² = `S2_HIGH`
+# (W ≈ 2·10⁻⁹: eq. 4 follows $y^*$). For each target in `TARGETS`, define `grads[target]`, the
+# autograd derivative of `lu.bootstrapped_bce` with respect to μ at every μ of `mu_grid`, and
+# `fd[target]`, the slope of the same loss *value* by central differences (step 1e-4). Which way
+# does each target push μ, and which one's surface lies about its gradient?
+
+# %% tags=["exercise"]
+mu_grid = torch.linspace(-4, 4, 81, dtype=torch.float64)
+S2_HIGH, TAU_3 = 5.0, 1.0
+TARGETS = ("flip", "hard_belief", "soft_belief")
+### BEGIN SOLUTION
+def eq4(m, target):
+    return lu.bootstrapped_bce(m, torch.full_like(m, S2_HIGH), torch.ones_like(m), TAU_3, target=target)
+
+grads, fd = {}, {}
+for t in TARGETS:
+    m = mu_grid.clone().requires_grad_(True)
+    grads[t] = torch.autograd.grad(eq4(m, t).sum(), m)[0]
+    fd[t] = (eq4(mu_grid + 1e-4, t) - eq4(mu_grid - 1e-4, t)) / 2e-4
+print({t: [round(grads[t][k].item(), 3) for k in (10, 40, 70)] for t in TARGETS}, "(at μ = -3, 0, 3)")
+### END SOLUTION
+away = mu_grid.abs() > 0.05   # the hard belief jumps at μ = 0
+assert all(grads[t].shape == fd[t].shape == mu_grid.shape for t in TARGETS)
+assert (grads["flip"] > 0.01).all()       # descent lowers every μ, even where the network agrees with y = 1
+assert (grads["hard_belief"][mu_grid > 0.05] < 0).all() and (grads["hard_belief"][mu_grid < -0.05] > 0).all()
+assert grads["soft_belief"].abs().max() < 1e-6
+for t in ("flip", "hard_belief"):          # a target that does not move with μ: the surface is honest
+    assert torch.allclose(fd[t][away], grads[t][away], atol=1e-5)
+assert (fd["soft_belief"] - grads["soft_belief"]).abs().max() > 0.1   # one that moves: it is not
+
+# %% [markdown] tags=["solution"]
+# * `flip`: y* = 0 everywhere, so every uncertain pixel is pushed towards background, including the
+#   ones that agree with a correct label: the collapse of notebook 02 §6.
+# * `hard_belief`: y* = 1[μ > 0], so the gradient pushes μ further the way it already points. An
+#   uncertain pixel keeps, and sharpens, its own belief (self-training).
+# * `soft_belief`: y* = sigmoid(μ) detached, and BCE(μ, sigmoid(μ)) has gradient sigmoid(μ) −
+#   sigmoid(μ) = 0. Where W ≈ 0 the bootstrapped term gives μ nothing at all: it neither corrects
+#   nor confirms. Its loss *value* is the entropy of sigmoid(μ), which does fall away from μ = 0 —
+#   so the surface (exercise 2's picture with `target="soft_belief"`) shows a second valley that
+#   training never descends into. With a detached target, read gradients, not surfaces.
+
+# %% [markdown]
+# ### Exercise 4 — Where gradient descent ends: W detached or not
+#
+# Follow plain gradient descent on one pixel labelled y = 1, on the combined loss eq. (2) + eq. (4)
+# (`lu.uncertain_bce` + `lu.bootstrapped_bce`, hard belief, τ = `TAU_4`), with σ² = softplus(raw)
+# as in the network's head, from every start point of the grid `mu0, s20` (μ₀ across, σ²₀ down;
+# 400 steps of size 0.25 on (μ, raw); all start points at once, as one tensor). Define `end_mu`, a
+# dict {detach_weight: the final μ, shaped like `mu0`} for `detach_weight` True and False. Which
+# start points end up contradicting their label (μ < 0)? Where does the start (0.5, 0.1) end?
+
+# %% tags=["exercise"]
+TAU_4 = 1.0
+mu0, s20 = np.meshgrid(np.linspace(-4, 4, 17), np.linspace(0.1, 3.0, 30))
+### BEGIN SOLUTION
+def descend(detach, steps=400, lr=0.25):
+    m = torch.tensor(mu0.ravel(), requires_grad=True)
+    raw = torch.tensor(np.log(np.expm1(s20.ravel())), requires_grad=True)   # softplus(raw) = σ²₀
+    y = torch.ones_like(m)
+    for _ in range(steps):
+        v = torch.nn.functional.softplus(raw)
+        loss = lu.uncertain_bce(m, v, y) + lu.bootstrapped_bce(m, v, y, TAU_4, detach_weight=detach)
+        g_m, g_raw = torch.autograd.grad(loss.sum(), (m, raw))
+        with torch.no_grad():
+            m -= lr * g_m
+            raw -= lr * g_raw
+    return m.detach().numpy().reshape(mu0.shape)
+
+end_mu = {d: descend(d) for d in (True, False)}
+for d in (True, False):   # D: ends contradicting its label; one row per σ²₀, μ₀ from -4 to 4
+    print(f"detach_weight={d}\n" + "\n".join(f"  σ²₀ = {s20[i, 0]:.1f}  " + "".join("D" if e < 0 else "."
+                                                for e in end_mu[d][i]) for i in range(0, len(s20), 3)))
+### END SOLUTION
+below = s20 < 0.9 * TAU_4
+assert end_mu[True].shape == end_mu[False].shape == mu0.shape
+for d in (True, False):
+    assert not (end_mu[d][mu0 > 0] < 0).any()     # the hard belief never turns a pixel that agrees
+assert not (end_mu[True][below] < 0).any()         # detached: below τ, every pixel returns to its label
+assert (end_mu[False][below] < 0).any()            # not detached: some climb past τ through W
+assert (end_mu[False] < 0).sum() > (end_mu[True] < 0).sum()
+
+# %% [markdown] tags=["solution"]
+# The start (0.5, 0.1) agrees with its label and ends there, detached or not: a single pixel with a
+# right label cannot collapse. With W detached, only pixels that *start* at τ or above and disagree
+# end disagreeing: σ² is trained by eq. (2) alone, and below τ eq. (4) pulls μ to the label. Not
+# detached, W hands σ² a second gradient: raising σ² swaps the expensive label for the cheap target,
+# so disagreeing pixels well below τ (σ²₀ = 0.4, μ₀ = −4) climb over it. In a network the pixels
+# share weights: a σ² head that learns "raise σ² where I disagree" on the wrong box labels raises it
+# on right labels as well, and with `target="flip"` (exercise 3) those are then pushed to background
+# — the collapse notebook 02 §6 shows at scale.

@@ -479,14 +479,189 @@ if DATASET == "toy" and S.quick:
 # * The random walk spreads CAM scores inside regions the boundaries close off. How far it should
 #   walk depends on the image's size in cells: the reference's 256 steps over-smooth a 16×16 grid,
 #   which is why the settings are chosen on held-out data.
-#
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Train IRNet with `IR_LR = 0.005` (paper 001's boundary rate). What happens to $B$ and to
-#    `miou_irnet`? Why might the paper's batch and dataset have needed a smaller rate?
-# 2. Set `CONFIDENCE = 0` (every image trains IRNet). More images, noisier relation labels: which
-#    wins here?
-# 3. Add $\beta = 1$ to `WALK_BETAS`. Plot the column of $T^{16}$ of §4 for $\beta = 1$ and 10:
-#    what does $\beta$ do to a faint boundary?
-# 4. The displacement field is unused by the semantic walk. Group the foreground cells of one
-#    image by where $x + D(x)$ lands: do you get one group per object (IRNet's instance masks)?
+# Each exercise is one code cell: write your answer between the markers and run it; the `assert`
+# lines below the answer check it. They reuse this notebook's relation labels, IRNet and walk:
+# nothing is retrained.
+
+# %% [markdown]
+# ### Exercise 1 — Counting the pairs by hand
+#
+# §3 counted the background-positive, foreground-positive and negative pairs of one image with
+# `irnet.pair_label_masks`. Count them yourself from the relation label `lab` below (§3's `rel4`,
+# one label per stride-4 cell, 255 = unsure): loop over every cell $(y, x)$ and every offset
+# $(dy, dx)$ of `offs`, skip the pairs whose partner $(y + dy, x + dx)$ leaves the grid or where
+# either cell is unsure, and define `n_bg_pos`, `n_fg_pos` and `n_neg`. Which kind dominates, and
+# why does `irnet.affinity_loss` average each kind separately instead of over all pairs?
+
+# %% tags=["exercise"]
+lab = rel4.numpy()
+h, w = lab.shape
+### BEGIN SOLUTION
+n_bg_pos = n_fg_pos = n_neg = 0
+for y in range(h):
+    for x in range(w):
+        for dy, dx in offs:
+            yy, xx = y + dy, x + dx
+            if not (0 <= yy < h and 0 <= xx < w) or lab[y, x] == 255 or lab[yy, xx] == 255:
+                continue
+            if lab[y, x] != lab[yy, xx]:
+                n_neg += 1
+            elif lab[y, x] == 0:
+                n_bg_pos += 1
+            else:
+                n_fg_pos += 1
+print(f"background-positive {n_bg_pos}, foreground-positive {n_fg_pos}, negative {n_neg}")
+# Background pairs dominate by far: most cells are background, and an object's pairs need two
+# confident cells of it (small objects give a handful); negatives need confident cells on either
+# side of the unsure band. A plain mean over all pairs would mostly teach "no boundary inside the
+# background"; averaging each kind on its own gives the few negative pairs -- the only ones that
+# ask for a boundary -- half of the affinity loss, and the object pairs a quarter.
+### END SOLUTION
+assert (n_bg_pos, n_fg_pos, n_neg) == (int(pos_bg.sum()), int(pos_fg.sum()), int(neg.sum()))
+
+# %% [markdown]
+# ### Exercise 2 — An affinity is the highest boundary on the path
+#
+# Eq. 4 reads a pair's affinity off the boundary map: $a_{ij} = 1 - \max_{k \in \Pi_{ij}} B(k)$.
+# Compute it by hand for the boundary map `bmap` of §4 (`b0`, the second image of §3's figure):
+# define `aff_manual` (P, h, w) with `aff_manual[p, y, x]` the affinity between cell $(y, x)$ and
+# its partner at offset `offs[p]`, the path given by `irnet.path_points(dy, dx)` (shifted to start
+# at $(y, x)$), and 0 for the pairs whose partner leaves the grid (IRNet pads the map with
+# boundary). Then: which pairs does a single boundary cell cut?
+
+# %% tags=["exercise"]
+bmap = b0.numpy()
+h, w = bmap.shape
+### BEGIN SOLUTION
+aff_manual = np.zeros((len(offs), h, w))
+for p, (dy, dx) in enumerate(offs):
+    path = irnet.path_points(dy, dx)
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y + dy < h and 0 <= x + dx < w:
+                aff_manual[p, y, x] = 1 - max(bmap[y + py, x + px] for py, px in path)
+# A boundary cell lowers the affinity of every pair whose straight path crosses it -- pairs up
+# to the radius away on either side. That is why one map of B explains every pair, and why a
+# negative pair (a boundary somewhere on its path) and a positive pair (none anywhere on it)
+# together locate the boundary.
+### END SOLUTION
+assert aff_manual.shape == (len(offs), h, w)
+assert np.allclose(aff_manual, irnet.pair_affinity(b0, offs).numpy(), atol=1e-6)
+
+# %% [markdown]
+# ### Exercise 3 — Every step of the walk is an average
+#
+# $T$ is column-stochastic, and a step computes $v_{new}(j) = \sum_i v(i)\,T_{ij}$: a weighted
+# average of the scores around $j$. Check both on §4's example: define `col_sums`, the column sums
+# of `T` (§4's dense matrix), `start_max`, the largest value of the walk's input for the first
+# class of `inp1` (its CAM times $1 - B$, as `irnet.random_walk` starts), and `walked_max`, a list
+# of the largest value after $2^t$ steps, $t = 0, \dots, 8$ (`irnet.random_walk`, radius 5,
+# $\beta$ = 10). What can the walk never do to a score, and why must §6 divide each walked map by
+# its maximum before the background threshold?
+
+# %% tags=["exercise"]
+### BEGIN SOLUTION
+col_sums = T.sum(0)
+start = inp1["cams"][:1] * (1 - inp1["boundary"])
+start_max = start.max().item()
+walked_max = [irnet.random_walk(inp1["cams"][None, :1], inp1["boundary"][None], 5, 10.0, t).max().item()
+              for t in range(9)]
+print(f"max of the input {start_max:.3f}; after 2^t steps:", np.round(walked_max, 3).tolist())
+# An average never exceeds its largest term: the walk cannot raise the maximum (nor lower the
+# minimum) of a map, it only spreads the scores out. As the mass spreads over the object, and
+# leaks through weak boundaries, the peak falls steadily, so an absolute threshold would label
+# less and less foreground the longer the walk; dividing by the maximum makes the threshold
+# relative to the map's own peak.
+### END SOLUTION
+assert torch.allclose(col_sums, torch.ones_like(col_sums), atol=1e-5)
+assert len(walked_max) == 9 and all(m <= start_max + 1e-6 for m in walked_max)
+assert all(b <= a + 1e-6 for a, b in zip(walked_max, walked_max[1:]))   # T^(2^(t+1)) = T^(2^t) T^(2^t)
+
+# %% [markdown]
+# ### Exercise 4 — What $\beta$ does to a faint boundary
+#
+# The walk raises every affinity to the power $\beta$. Compare $\beta = 1$ with IRNet's
+# $\beta = 10$ on the four images of `show`: `walk_show` below holds each one's boundary map
+# (`["boundary"]`, at most 32 × 32 cells), `cells4` an object cell of each (by the true mask,
+# where the CAM is strong and $B$ low) and `truth4` each one's true label per cell (flattened;
+# 255 = unknown). Define `leak`, a dict {β: the mean over the four images of the share of the
+# weight of column `cells4[n]` of $T^{16}$ (`irnet.transition_weights(boundary, 5, β)`,
+# `irnet.transition_matrix`) that lies on cells of *another* class (255 does not count as another
+# class)}. Why does a larger $\beta$ keep the score inside its object?
+
+# %% tags=["exercise"]
+def central(a):             # at most 32x32 cells, as in §4 (the matrices here are dense)
+    y, x = max(0, a.shape[-2] // 2 - 16), max(0, a.shape[-1] // 2 - 16)
+    return a[..., y:y + 32, x:x + 32]
+
+walk_show = [{k: central(w[k]) for k in ("boundary", "cams")}
+             for w in irnet.walk_inputs(net, ST.train_view, ST.folder, show, device=S.device, progress=False)]
+truth4 = [central(irnet.labels_at_stride(torch.as_tensor(ST.train_view[i]["mask"]).long())) for i in show]
+cells4 = [int(torch.argmax(w["cams"].amax(0) * (1 - w["boundary"]) * ((t > 0) & (t != 255))))
+          for w, t in zip(walk_show, truth4)]
+truth4 = [t.flatten() for t in truth4]
+### BEGIN SOLUTION
+leak = {}
+for beta in (1.0, 10.0):
+    shares = []
+    for w, cell, lab in zip(walk_show, cells4, truth4):
+        t16 = torch.linalg.matrix_power(irnet.transition_matrix(*irnet.transition_weights(w["boundary"], 5, beta)), 16)
+        other = (lab != lab[cell]) & (lab != 255)
+        shares.append(float(t16[other, cell].sum() / t16[:, cell].sum()))
+    leak[beta] = float(np.mean(shares))
+print({b: round(v, 3) for b, v in leak.items()})
+# With beta = 1 an affinity of 0.5 across a faint boundary keeps half its weight and the walk
+# crosses it easily; 0.5^10 is 0.001: raising to beta turns every affinity clearly below 1 into
+# a wall, while the affinities close to 1 inside an object lose little. (It also makes the walk
+# lazier -- the self-loop has affinity 1 -- which keeps the score near its start too.) On a
+# single image beta = 10 can leak more, where IRNet drew a false wall between a cell and the
+# rest of its own object.
+### END SOLUTION
+assert set(leak) == {1.0, 10.0} and all(0 <= v <= 1 for v in leak.values())
+if DATASET == "toy" and S.quick:       # measured there: on 57 of 60 single images, every random group of four
+    assert leak[1.0] > leak[10.0], leak
+
+# %% [markdown]
+# ### Exercise 5 — Does the displacement field point at object centres?
+#
+# The displacement loss asks two cells of one object to point at the same place,
+# $x_i + D_i = x_j + D_j$. Test it on the first 16 tagged training images (`imgs16`): for every
+# object instance (the sample's `instances` map at stride 4, `irnet.labels_at_stride`, restricted
+# to cells whose true class is a known object class), compare how spread out its cells' positions
+# $x$ are with how spread out their targets $x + D(x)$ are. Define `spread_x` and `spread_target`,
+# lists with one number per instance of at least 4 cells: the mean distance (in cells) of the
+# points to their centroid.
+
+# %% tags=["exercise"]
+net.eval()
+imgs16 = tagged(range(len(ST.train_view)))[:16]
+### BEGIN SOLUTION
+spread_x, spread_target = [], []
+for i in imgs16:
+    s = ST.train_view[i]
+    with torch.no_grad():
+        disp = net(images_to_tensor(s["image"]).to(S.device))[1][0].cpu().numpy()     # (2, h, w): dy, dx
+    inst = irnet.labels_at_stride(torch.as_tensor(s["instances"].astype(np.int64))).numpy()
+    sem = irnet.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
+    yy, xx = np.mgrid[0:inst.shape[0], 0:inst.shape[1]]
+    for k in np.unique(inst[(sem > 0) & (sem != 255)]):
+        m = (inst == k) & (sem > 0) & (sem != 255)
+        if k == 0 or m.sum() < 4:
+            continue
+        pos = np.stack([yy[m], xx[m]], 1).astype(float)
+        target = pos + disp[:, m].T
+        spread_x.append(np.linalg.norm(pos - pos.mean(0), axis=1).mean())
+        spread_target.append(np.linalg.norm(target - target.mean(0), axis=1).mean())
+print(f"{len(spread_x)} instances: mean spread of x {np.mean(spread_x):.2f} cells, of x + D {np.mean(spread_target):.2f}")
+# The targets gather: D points towards the object's centre, so grouping the foreground cells by
+# where x + D lands (IRNet's instance step, with its own clustering) would separate objects of
+# one class. They do not collapse onto one point: the field is trained on confident cells only
+# and a few epochs, and a 16x16 grid leaves little room.
+### END SOLUTION
+assert len(spread_x) == len(spread_target) > 0
+if DATASET == "toy" and S.quick:       # measured there: 99.9 % of random groups of 4 images, 84 % of single instances
+    assert np.mean(spread_target) < np.mean(spread_x), (np.mean(spread_target), np.mean(spread_x))

@@ -368,6 +368,8 @@ metrics = {"auroc_uncertainty": auroc_uncertainty, "auroc_one_minus_max_probabil
 metrics |= {f"miou_t_{t:g}": table3[f"t = {t:g}"].mean() for t in T_GRID}
 metrics = {k: None if v is None else float(v) for k, v in metrics.items()}
 S.record(metrics)
+for row, name in ((URN_ROW, "urn"), ("plain", "plain")):   # the first seed's networks, for notebook 08
+    S.save_model(name, nets[JOBS.index((row, S.seed))])
 print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
@@ -431,16 +433,132 @@ if DATASET == "toy" and S.quick:
 #   seventh of them, and at 64 px the band swallows thin objects: the weights cost a whole class
 #   and the paper's gain does not appear. Whether a weight helps depends on how the band compares
 #   with the objects — measure it before trusting it.
-#
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Switch to `FACTORS = "coco"` (the milder factors the paper uses on COCO, whose objects are
-#    smaller). How do the down-weighted band and `auroc_uncertainty` change?
-# 2. Set `INCLUDE_BACKGROUND = True` (the reference code scales the background channel as well).
-#    Which errors does the band now find — look at the figure of §4?
-# 3. Replace $U$ by $1 - \max_c P_c$ in eq. (12) (write a folder of label + weight PNGs with
-#    `urn.write_label_and_weight`) and retrain: is the better detector of §4 also the better weight?
-# 4. The failed trend of §5 blames the size of the objects against the band. Test it: run
-#    notebooks 03-06 with `IMAGE_SIZE = 128` (four times the compute; the CRF and the network keep
-#    their pixel scales, so the band gets thinner relative to the objects). Does bottle's
-#    down-weighted share fall, and does URN still lose to plain training?
+# Each exercise is one code cell: write your answer between the markers and run it; the `assert`
+# lines below the answer check it. They reuse this notebook's network $\mathcal{F}_S$ and the
+# per-pixel arrays of §4 (`U_ALL`, `CONF_ALL`, `WRONG`, `band`): nothing is retrained.
+
+# %% [markdown]
+# ### Exercise 1 — Which values can $U$ take?
+#
+# §3 says that with six binary masks $U$ has only a few levels. Derive them: with $N$ =
+# `len(FACTORS)` masks of which $k$ are on, a pixel's variance is $k(N-k)/N^2$; eq. (10) takes the
+# maximum over the classes and divides by the image's largest value (its minimum is 0 wherever a
+# pixel's label never flips). Define `possible_levels`, the sorted array of every value $U$ can
+# take in *some* image (a variance divided by a variance at least as large, or 0). The check
+# compares it with the levels observed over the training images (`levels`, §4; stored in steps of
+# 1/255). Which of your levels actually occur, and what does $U = 1$ mean for a pixel?
+
+# %% tags=["exercise"]
+### BEGIN SOLUTION
+n_f = len(FACTORS)
+variances = sorted({k * (n_f - k) / n_f ** 2 for k in range(n_f + 1)})
+possible_levels = np.array(sorted({0.0} | {v / m for m in variances if m > 0 for v in variances if v <= m}))
+print("possible:", np.round(possible_levels, 3).tolist(), "\nobserved:", np.round(levels, 3).tolist())
+# With six masks: variances 0, 5/36, 8/36, 9/36. In an image where some pixel is on in exactly
+# three masks (the usual case) U takes 0, 5/9, 8/9 and 1; U = 1 marks the pixels whose label
+# flips halfway through the factors -- in for the widening factors, out for the narrowing ones:
+# the class's response there is neither clearly in nor clearly out.
+### END SOLUTION
+gap = np.abs(levels[:, None] - np.asarray(possible_levels)[None, :]).min(1)
+assert gap.max() <= 0.5 / 255 + 1e-6, levels[gap.argmax()]
+assert np.isclose(np.min(possible_levels), 0) and np.isclose(np.max(possible_levels), 1)
+
+# %% [markdown]
+# ### Exercise 2 — What the CRF adds to response scaling
+#
+# Without a CRF, raising channel $c$ to a larger power can only shrink class $c$'s argmax region
+# ($P_c^n$ falls with $n$ when $P_c < 1$; the other channels stay), so the masks of eq. (8) are
+# *nested*, and the number of masks a pixel is in, $k$, follows from its own probabilities alone.
+# On the first ten training images (`probs_of(range(10))`, §2), for every foreground class of an
+# image's pseudo-mask (`urn.present_classes(..., include_background=False)`), compute the masks at
+# the factors in increasing order (`factors_up`) with `urn.scaled_masks`, once with
+# `crf_params=None` and once with `"urn"`. Define `violations`, the number of pixels (over all
+# images, classes and factors) that are in a no-CRF mask but not in the no-CRF mask of the next
+# smaller factor, and `k_plain`, `k_crf`: 1-D arrays, for every (image, class, pixel) in that
+# order, the number of masks the pixel is in without and with the CRF. Without the CRF, $U$ would
+# be a function of what alone — and what does the CRF change?
+
+# %% tags=["exercise"]
+factors_up = np.sort(np.asarray(FACTORS))
+### BEGIN SOLUTION
+violations, k_plain, k_crf = 0, [], []
+for s, p in probs_of(range(10)):
+    fg = urn.present_classes(s["mask"], include_background=False)
+    plain = urn.scaled_masks(s["image"], p, fg, factors_up, None)       # (classes, factors, H, W)
+    crf = urn.scaled_masks(s["image"], p, fg, factors_up, "urn")
+    violations += int((plain[:, 1:] & ~plain[:, :-1]).sum())
+    k_plain.append(plain.sum(1).ravel())
+    k_crf.append(crf.sum(1).ravel())
+k_plain, k_crf = np.concatenate(k_plain), np.concatenate(k_crf)
+print(f"violations without the CRF: {violations}; the CRF changes k on {(k_plain != k_crf).mean():.1%} of the "
+      f"pixels; pixels with 0 < k < {len(FACTORS)}: {((k_plain % len(FACTORS)) > 0).mean():.1%} without, "
+      f"{((k_crf % len(FACTORS)) > 0).mean():.1%} with the CRF")
+# Without the CRF, k -- and so U -- is a fixed function of the pixel's own P (P_c against the
+# largest other channel): U would only re-code the network's confidence, as 1 - max P does. The
+# CRF makes each mask depend on the image, colours and neighbours: a pixel flips where the
+# *labelling of its region* is unstable, which moves k on a part of the pixels. (On these images
+# the CRF's masks happen to stay nested too, but nothing guarantees it.)
+### END SOLUTION
+assert violations == 0 and k_plain.shape == k_crf.shape
+k_check = []                        # k from the probabilities alone: the factors at which P_c^n beats every other channel
+for s, p in probs_of(range(10)):
+    for c in urn.present_classes(s["mask"], include_background=False):
+        others = np.delete(p, c, 0).max(0)
+        k_check.append(np.sum([p[c] ** n > others for n in factors_up], 0).ravel())
+assert (k_plain != np.concatenate(k_check)).mean() < 1e-4      # (exact ties aside)
+
+# %% [markdown]
+# ### Exercise 3 — The AUROC from a table of four rows
+#
+# `metrics.auroc` ranks millions of pixels. Because $U$ takes only a few values, the same number
+# follows from a small table: for each level $u$ of `U_ALL`, the number of wrong and right pixels
+# there (`WRONG`). The AUROC is the probability that a random wrong pixel has a higher $U$ than a
+# random right one, ties counting one half. Define `auroc_levels` from that table (no ranking, no
+# sampling). What makes it so low, although the band $U = 1$ is many times richer in errors?
+
+# %% tags=["exercise"]
+### BEGIN SOLUTION
+lv = np.unique(U_ALL)
+n_wrong = np.array([(WRONG & (U_ALL == u)).sum() for u in lv], float)
+n_right = np.array([(~WRONG & (U_ALL == u)).sum() for u in lv], float)
+right_below = np.cumsum(n_right) - n_right                       # right pixels strictly below each level
+auroc_levels = float((n_wrong * (right_below + n_right / 2)).sum() / (n_wrong.sum() * n_right.sum()))
+print("| U | wrong | right |\n| --- | --- | --- |\n" + "\n".join(f"| {u:.3f} | {a:.0f} | {b:.0f} |" for u, a, b in zip(lv, n_wrong, n_right)))
+# Most wrong pixels sit at U = 0 together with almost all the right ones: they tie, and a tie
+# counts one half. The rarer levels rank their wrong pixels well, but they hold only a small
+# share of them -- whole missed objects are confidently wrong and never flip.
+### END SOLUTION
+assert abs(auroc_levels - auroc_uncertainty) < 1e-9, (auroc_levels, auroc_uncertainty)
+
+# %% [markdown]
+# ### Exercise 4 — The same budget, another detector
+#
+# $Y$ down-weights `band.sum()` pixels. Give the simpler detector of §4, $1 - \max_c P_c$
+# (`CONF_ALL`), the same budget: define `conf_band` (bool, the shape of `band`), the `band.sum()`
+# pixels with the highest `CONF_ALL`; `wrong_in_conf_band`, the share of them that are wrong; and
+# `caught_conf`, the share of all wrong pixels they hold. Compare with $U$'s band
+# (`WRONG[band].mean()`, `band[WRONG].mean()`): at this budget, which would have been the better
+# weight to try?
+
+# %% tags=["exercise"]
+### BEGIN SOLUTION
+budget = int(band.sum())
+conf_band = np.zeros_like(band)
+conf_band[np.argsort(-CONF_ALL, kind="stable")[:budget]] = True
+wrong_in_conf_band, caught_conf = WRONG[conf_band].mean(), conf_band[WRONG].mean()
+print(f"U's band: {WRONG[band].mean():.1%} wrong, {band[WRONG].mean():.1%} of the errors; "
+      f"1 - max P's: {wrong_in_conf_band:.1%} wrong, {caught_conf:.1%} of the errors")
+# At the quick defaults U's band is the richer one (~47 % wrong against ~29 %, and ~18 % of the
+# errors against ~11 %): the detector with the better AUROC (1 - max P, 0.86 vs 0.59) is worse at
+# the top of its ranking, which is all a threshold weight uses. AUROC scores the whole ranking;
+# U ranks few pixels, but those well. Exercise: write a folder of label + weight PNGs
+# with urn.write_label_and_weight and this band's weights, and retrain (as ROWS in §5) to see
+# whether the better detector is also the better weight.
+### END SOLUTION
+assert conf_band.dtype == bool and conf_band.shape == band.shape and conf_band.sum() == band.sum()
+assert CONF_ALL[conf_band].min() >= CONF_ALL[~conf_band].max()          # the most uncertain pixels by 1 - max P
+assert np.isclose(wrong_in_conf_band, WRONG[conf_band].mean()) and np.isclose(caught_conf, wrong_in_conf_band * band.sum() / WRONG.sum())

@@ -511,6 +511,7 @@ metrics = {"precision_cam_labels": precision_cam_labels, "precision_reliable": p
 metrics |= {f"miou_rrm_{'joint' if j else 'ce'}_ratio_{r}": scores[(r, "rrm", j)].miou for r in RATIOS for j in (False, True)}
 metrics = {k: float(v) for k, v in metrics.items()}
 S.record(metrics)
+S.save_model("rrm_joint", rrm.SegmentationBranch(main_net))   # for notebook 08
 print({k: round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
@@ -565,17 +566,141 @@ if DATASET == "toy" and S.quick:
 #   objects.
 # * The energy is an exact double sum over pixel pairs; normalised over the pairs its weight
 #   carries over between image sizes, and the reference's strength converts to about 37.
-#
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Set `TWO_CRF = (4, 32)` (the reference code's two CRFs: a strong background for confident
-#    foreground, a weak one for confident background). How do the precision and coverage of §3
-#    change?
-# 2. Scale the energy: train the joint network with `ENERGY_WEIGHT` at a tenth and at ten times
-#    the reference's strength (`rrm.reference_energy_weight()`). Which way does it fail when the
-#    energy dominates — look at the predicted background share?
-# 3. Hold $S(i) \equiv 1$ (pass `labels=None` to `rrm.dense_energy_loss` in `fit_logits` of §4).
-#    What changes on the labelled pixels?
-# 4. Run Table 1 with the paper's seven ratios (`RATIOS = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)`)
-#    and two seeds (`SEED = 1`): where does the joint loss peak, and how large is the seed-to-seed
-#    spread against the gaps of Table 2?
+# Each exercise is one code cell: write your answer between the markers and run it; the `assert`
+# lines below the answer check it. They reuse this notebook's images, statistics and networks:
+# nothing is retrained.
+
+# %% [markdown]
+# ### Exercise 1 — The dense energy by brute force
+#
+# Compute eqs. (11-14) yourself on a 10 × 10 patch: for the image patch `patch10` (RGB, 0-255),
+# the soft labels `p10` (1, C, 10, 10) and the partial labels `lab10` (255 = unlabelled) below,
+# build $G(i, j)$ from the pixels' positions (x, y) and colours with `sxy` and `srgb` (eq. 11
+# without $\frac1W$, and $G(i, i) = 0$), the soft filter $S(i)$ (eq. 14), and the double sum
+# $\sum_i \sum_{j \ne i} S(i)\,G(i, j) \sum_c P_c(i)(1 - P_c(j))$ divided by the number of pairs
+# $(HW)^2$. Define `energy_manual` (a number). The check compares it with
+# `rrm.dense_energy_loss`.
+
+# %% tags=["exercise"]
+gen = torch.Generator().manual_seed(1)
+patch10 = img[..., :10, :10].double().cpu()                            # (1, 3, 10, 10), §4's half-resolution image
+p10 = torch.randn(1, len(CLASSES), 10, 10, generator=gen, dtype=torch.float64).softmax(1)
+lab10 = torch.where(torch.rand(1, 10, 10, generator=gen) < 0.3,
+                    torch.randint(0, len(CLASSES), (1, 10, 10), generator=gen), torch.tensor(255))
+sxy, srgb = CFG.sigma_xy / 2, CFG.sigma_rgb
+### BEGIN SOLUTION
+probs = p10[0].reshape(len(CLASSES), -1).T                                # (HW, C)
+yy, xx = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
+pos = torch.stack([xx.flatten(), yy.flatten()], 1).double()               # (HW, 2)
+rgb = patch10[0].reshape(3, -1).T                                          # (HW, 3)
+G = torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * sxy ** 2) - torch.cdist(rgb, rgb) ** 2 / (2 * srgb ** 2))
+G.fill_diagonal_(0)
+s_filter = torch.where(lab10[0].flatten() != 255, 1 - probs.max(1).values, torch.ones(100, dtype=torch.float64))
+potts = probs @ (1 - probs).T                                              # sum_c P_c(i) (1 - P_c(j))
+energy_manual = float((s_filter[:, None] * G * potts).sum() / 100 ** 2)
+### END SOLUTION
+assert np.isclose(energy_manual, rrm.dense_energy_loss(p10, patch10, lab10, sxy, srgb).item(), rtol=1e-6, atol=0)
+
+# %% [markdown]
+# ### Exercise 2 — Why the reference's negative loss trains the same network
+#
+# §4 claims that eq. (13) and the reference's form $-\sum_i \langle P(i), (GP)(i)\rangle$ differ by
+# a constant and, with $S \equiv 1$, have the same gradient with respect to the logits — but not
+# with respect to the probabilities. Check all three on the patch below with logits `z`
+# ($P$ = softmax of `z` over the classes): define `const`, the value of eq. (13) (plain sum,
+# `normalize="none"`, no labels) minus the reference's value; `grad_z_ours` and `grad_z_ref`, the
+# gradients of the two with respect to `z`; and `grad_p_ours`, `grad_p_ref`, with respect to $P$.
+# How do the last two differ?
+
+# %% tags=["exercise"]
+gen = torch.Generator().manual_seed(2)
+patch10 = img[..., 10:20, 10:20].double().cpu()
+z = torch.randn(1, len(CLASSES), 10, 10, generator=gen, dtype=torch.float64)
+sxy, srgb = CFG.sigma_xy / 2, CFG.sigma_rgb
+feat = rrm.pixel_features(patch10[0], sxy, srgb)
+### BEGIN SOLUTION
+def energies(zz):
+    """(P, eq. 13 as a plain sum, the reference's form) for logits zz."""
+    P = zz.softmax(1)
+    flat = P[0].reshape(len(CLASSES), -1).T
+    Gm = rrm.gaussian_kernel(feat, feat).fill_diagonal_(0)
+    return P, rrm.dense_energy_loss(P, patch10, None, sxy, srgb, normalize="none"), -(flat * (Gm @ flat)).sum()
+
+zz = z.clone().requires_grad_(True)
+P, e_ours, e_ref = energies(zz)
+const = (e_ours - e_ref).item()
+grad_z_ours, = torch.autograd.grad(e_ours, zz, retain_graph=True)
+grad_z_ref, = torch.autograd.grad(e_ref, zz, retain_graph=True)
+grad_p_ours, = torch.autograd.grad(e_ours, P, retain_graph=True)
+grad_p_ref, = torch.autograd.grad(e_ref, P)
+# The constant is sum_i sum_{j != i} G(i, j). With respect to P the two gradients differ, at
+# each pixel i, by g_i = sum_{j != i} G(i, j) -- the same number for every class of that pixel.
+# The softmax's Jacobian maps a shift common to all classes to zero (probabilities sum to 1), so
+# the gradients with respect to the logits, the ones that train the network, are equal.
+### END SOLUTION
+G_check = rrm.gaussian_kernel(feat, feat).fill_diagonal_(0)
+assert np.isclose(const, G_check.sum().item(), rtol=1e-6)
+assert torch.allclose(grad_z_ours, grad_z_ref, atol=1e-8)
+diff = (grad_p_ours - grad_p_ref)[0]                                        # (C, H, W)
+assert torch.allclose(diff, G_check.sum(1).reshape(1, 10, 10).expand_as(diff), rtol=1e-6)
+assert not torch.allclose(grad_p_ours, grad_p_ref)
+
+# %% [markdown]
+# ### Exercise 3 — The energy of a misplaced mask
+#
+# §4 showed that a constant map has zero energy and the true mask a small one. What does the
+# energy say about a mask that is *right but misplaced*? With §4's `truth` (the half-resolution
+# true mask of the training image `SHOW`), `onehot` and `img`, define `shift_energy`, the energy
+# (mean over pairs, `CFG.sigma_xy / 2` and `CFG.sigma_rgb`, as §4) of the true mask rolled by
+# 0, 1, 2, 3 and 4 pixels to the right (`torch.roll(truth, d, 1)`). Why does the energy grow with
+# the shift, while the *amount* of each class stays the same?
+
+# %% tags=["exercise"]
+### BEGIN SOLUTION
+shift_energy = [rrm.dense_energy_loss(onehot(torch.roll(truth, d, 1)), img, None, CFG.sigma_xy / 2,
+                                      CFG.sigma_rgb).item() for d in range(5)]
+print(np.round(shift_energy, 5).tolist())
+# The true mask's label changes where the colour changes, where G is small, so those pairs cost
+# little. A shifted mask changes label inside flat colour regions, on pixels of one colour, where
+# G is large: the energy measures how well label edges sit on colour edges, not how much of each
+# class there is. That is the signal it gives the unlabelled pixels in training.
+### END SOLUTION
+assert len(shift_energy) == 5
+if DATASET == "toy" and S.quick:
+    assert np.argmin(shift_energy) == 0 and shift_energy[4] > shift_energy[1] > shift_energy[0], shift_energy
+
+# %% [markdown]
+# ### Exercise 4 — What does eq. (7) throw away?
+#
+# §3's precision rises from the CAM labels to the reliable labels because eq. (7) removes pixels.
+# From `stats[FRACTION]` (per label map: right, labelled, right foreground, labelled foreground,
+# pixels; the reliable labels are a subset of the CAM labels, with the same class where kept)
+# define `removed`, the number of labelled pixels eq. (7) removes, `removed_wrong_share`, the
+# share of them that were wrong, and the same two for the foreground alone, `removed_fg` and
+# `removed_fg_wrong_share`. When does removing pixels raise the precision — compare with the CAM
+# labels' own error rate?
+
+# %% tags=["exercise"]
+c_st, r_st = stats[FRACTION]["cam"], stats[FRACTION]["reliable"]
+### BEGIN SOLUTION
+removed = c_st[1] - r_st[1]
+removed_wrong_share = 1 - (c_st[0] - r_st[0]) / removed
+removed_fg = c_st[3] - r_st[3]
+removed_fg_wrong_share = 1 - (c_st[2] - r_st[2]) / removed_fg
+print(f"removed {removed:.0f} pixels, {removed_wrong_share:.1%} of them wrong (CAM labels: "
+      f"{1 - precision_cam_labels:.1%} wrong); foreground: {removed_fg:.0f}, {removed_fg_wrong_share:.1%} wrong "
+      f"({1 - precision_cam_labels_fg:.1%})")
+# Removing pixels raises the precision exactly when the removed ones are wrong more often than
+# the labels on average: the CRF's disagreements must fall on the CAM's errors (its spill over
+# object edges) more than on its right pixels. The precision is a weighted mean of the kept and
+# the removed pixels' precision (a mediant), so the two comparisons always go together.
+### END SOLUTION
+assert 0 <= removed <= c_st[1] and 0 <= removed_wrong_share <= 1
+assert (removed_wrong_share > 1 - precision_cam_labels) == (precision_reliable > precision_cam_labels)
+assert (removed_fg_wrong_share > 1 - precision_cam_labels_fg) == (precision_reliable_fg > precision_cam_labels_fg)
+kept_wrong = r_st[1] - r_st[0]                 # wrong pixels: removed ones + kept ones = the CAM labels' wrong pixels
+assert np.isclose(removed * removed_wrong_share + kept_wrong, c_st[1] - c_st[0])

@@ -1,0 +1,242 @@
+"""The whole course at full scale, in one command: every notebook through papermill, in order,
+with PROFILE, DATASET and DATA_ROOT given once, into one OUTPUT_DIR whose artifact cache chains
+the steps (CAMs → IRNet → DeepLabv3+; URN on those pseudo-masks; RRM from step 1's classifier;
+notebook 08 side by side), then a report that puts the numbers next to the papers' tables.
+
+    python -m wsss_edu.pipeline --dataset voc --data-root /data/voc --output runs/full
+    python -m wsss_edu.pipeline ... --only 03 04 05       # some steps (02 also runs 02b)
+    python -m wsss_edu.pipeline ... -p SEG_EPOCHS=30 -p 07:RRM_EPOCHS=4   # all / one notebook
+
+Resumable: a step that finished with the same parameters has ``steps/<notebook>/done.json`` and is
+skipped; an interrupted one runs again, and inside it the cached artifacts and the per-epoch
+training checkpoints are picked up where they stopped. Each step keeps its executed notebook and
+its log (``steps/<notebook>/``). ``--train-processes N`` (default: one per visible GPU) runs the
+training steps under torchrun; ``--shard i/n`` lets n machines sharing OUTPUT_DIR split the
+CRF-heavy per-image passes. Paper 000's notebooks (02, 02b) need a street-scene dataset: they take
+``--boxes-dataset`` / ``--boxes-data-root`` (default: DATASET when it is cityscapes or camvid,
+else the toy world at the full profile's size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .errors import ParameterError
+from .runner import notebook_paths, parse_params
+
+BOXES_NOTEBOOKS = ("02_", "02b_")           # paper 000: boxes + a few masks, street scenes
+BOXES_DATASETS = ("toy", "cityscapes", "camvid")
+
+
+def notebook_parameters(path) -> set:
+    """The names a notebook's ``parameters`` cell defines."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
+
+
+def split_overrides(pairs) -> dict:
+    """['KEY=V', 'NN:KEY=V', ...] → {'*': {KEY: V}, 'NN': {KEY: V}} (values read as JSON when
+    they parse, as :func:`wsss_edu.runner.parse_params`)."""
+    out = {}
+    for pair in pairs or []:
+        target, kv = ("*", pair)
+        head = pair.split("=", 1)[0]
+        if ":" in head:
+            target, kv = pair.split(":", 1)
+        out.setdefault(target, {}).update(parse_params([kv]))
+    return out
+
+
+def step_parameters(path, shared: dict, overrides: dict, valid: set | None = None) -> dict:
+    """What notebook ``path`` is given: the shared parameters it defines (paper 000's notebooks
+    take the boxes dataset), the global overrides it defines, then its own ('NN:KEY=V'; a name it
+    does not define is an error naming its parameters)."""
+    name = Path(path).name
+    valid = notebook_parameters(path) if valid is None else valid
+    p = {k: v for k, v in shared.items() if k in valid}
+    if name.startswith(BOXES_NOTEBOOKS):
+        p.update({k: shared[f"BOXES_{k}"] for k in ("DATASET", "DATA_ROOT")
+                  if f"BOXES_{k}" in shared and k in valid})
+    p.update({k: v for k, v in overrides.get("*", {}).items() if k in valid})
+    for target, given in overrides.items():
+        if target != "*" and name.startswith(target + "_"):
+            unknown = sorted(set(given) - valid)
+            if unknown:
+                raise ParameterError(f"{name} has no parameter(s) {unknown}; its parameters: {sorted(valid)}")
+            p.update(given)
+    return p
+
+
+def check_overrides(paths, overrides: dict, valids: dict) -> None:
+    """Every global override is defined by at least one notebook, every 'NN:' names a notebook."""
+    names = [p.name for p in paths]
+    for key in overrides.get("*", {}):
+        if not any(key in valids[n] for n in names):
+            raise ParameterError(f"no notebook has a parameter {key!r}; check the spelling "
+                                 f"(each notebook's first code cell lists its parameters)")
+    for target in overrides:
+        if target != "*" and not any(n.startswith(target + "_") for n in names):
+            raise ParameterError(f"'{target}:' matches no notebook among {names}")
+
+
+def _done(step_dir: Path, params: dict) -> bool:
+    marker = step_dir / "done.json"
+    if not marker.exists():
+        return False
+    return json.loads(marker.read_text()).get("parameters") == json.loads(json.dumps(params))
+
+
+def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None) -> float:
+    """Execute one notebook into ``step_dir`` (executed notebook, log.txt); returns seconds.
+    ``execute`` (tests): a replacement for papermill.execute_notebook."""
+    import papermill as pm
+
+    execute = execute or pm.execute_notebook
+    step_dir.mkdir(parents=True, exist_ok=True)
+    (step_dir / "done.json").unlink(missing_ok=True)
+    t0 = time.time()
+    with open(step_dir / "log.txt", "w") as log:
+        log.write(f"# {Path(path).name} with {json.dumps(params, default=str)}\n")
+        log.flush()
+        execute(str(path), str(step_dir / Path(path).name), parameters=params, kernel_name="python3",
+                cwd=str(Path(path).parent), progress_bar=False, execution_timeout=timeout,
+                log_output=True, stdout_file=log, stderr_file=log)
+    seconds = time.time() - t0
+    (step_dir / "done.json").write_text(json.dumps(
+        {"parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+        indent=2, default=str))
+    return seconds
+
+
+def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str = "full",
+                 device: str = "auto", seed: int = 0, only=None, overrides=None,
+                 boxes_dataset: str | None = None, boxes_data_root: str = "", force: bool = False,
+                 timeout: int = 86400, notebooks_dir=None, execute=None, log=print) -> dict:
+    """Run the course's notebooks in order into ``output`` (see the module docstring); returns
+    {notebook: 'ran' | 'skipped'}. Stops at the first failing step, naming its log."""
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    if boxes_dataset is None:
+        boxes_dataset, boxes_data_root = ((dataset, data_root) if dataset in BOXES_DATASETS
+                                          else ("toy", ""))
+    if boxes_dataset not in BOXES_DATASETS:
+        raise ParameterError(f"--boxes-dataset {boxes_dataset!r}: paper 000's notebooks take one of "
+                             f"{BOXES_DATASETS}")
+    shared = dict(DATASET=dataset, DATA_ROOT=str(data_root or ""), OUTPUT_DIR=str(output),
+                  PROFILE=profile, DEVICE=device, SEED=seed, BOXES_DATASET=boxes_dataset,
+                  BOXES_DATA_ROOT=str(boxes_data_root or ""))
+    overrides = overrides or {}
+    paths = notebook_paths(notebooks_dir, only)
+    valids = {p.name: notebook_parameters(p) for p in paths}
+    check_overrides(paths, overrides, valids)
+    plan = [(p, step_parameters(p, shared, overrides, valids[p.name])) for p in paths]
+    status, times = {}, {}
+    for path, params in plan:
+        step_dir = output / "steps" / path.stem
+        if not force and _done(step_dir, params):
+            status[path.stem] = "skipped"
+            log(f"{path.stem}: done before with the same parameters, skipped")
+            continue
+        log(f"{path.stem}: running (log: {step_dir / 'log.txt'})")
+        try:
+            times[path.stem] = run_step(path, params, step_dir, timeout, execute)
+        except Exception as e:
+            write_report(output)
+            raise RuntimeError(f"step {path.stem} failed ({type(e).__name__}); its log: "
+                               f"{step_dir / 'log.txt'}, the executed notebook: "
+                               f"{step_dir / path.name}. Fix and rerun the same command: finished "
+                               f"steps are skipped.") from e
+        status[path.stem] = "ran"
+        log(f"{path.stem}: done in {times[path.stem]:.0f} s")
+    report = write_report(output)
+    log(f"report: {report}")
+    return status
+
+
+def step_times(output) -> dict:
+    """{notebook: seconds} from the steps' done.json."""
+    out = {}
+    for marker in sorted(Path(output).glob("steps/*/done.json")):
+        out[marker.parent.name] = json.loads(marker.read_text()).get("seconds")
+    return out
+
+
+def machine() -> str:
+    """One line: the host, Python, torch and the GPUs seen."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    names = sorted({torch.cuda.get_device_name(i) for i in range(gpus)}) if gpus else []
+    return (f"{platform.node()} · Python {platform.python_version()} · torch {torch.__version__} · "
+            f"{gpus} GPU(s) {', '.join(names)}".rstrip())
+
+
+def write_report(output) -> Path:
+    """``<output>/report.md``: the steps and their times, each notebook's numbers, the methods
+    side by side (notebook 08's table, when it ran) and the papers' tables next to the numbers
+    measured here."""
+    from . import compare
+    from .results import load_all_metrics, results_table
+
+    output = Path(output)
+    metrics = load_all_metrics(output)
+    times = step_times(output)
+    lines = ["# Full-scale run: report", "", f"Output folder: `{output}`  ", f"Machine: {machine()}", "",
+             "## Steps", "", "| notebook | seconds | executed notebook |", "| --- | ---: | --- |"]
+    for nb, s in times.items():
+        lines.append(f"| {nb} | {s} | `steps/{nb}/{nb}.ipynb` |")
+    lines += ["", "## The methods side by side", ""]
+    side = output / "08_side_by_side" / "side_by_side.md"
+    lines.append(side.read_text() if side.exists() else "*Notebook 08 has not run yet.*")
+    lines += ["", "## Next to the papers", "",
+              "The papers measured on their datasets (named in each heading) with their networks; "
+              "compare the trend between rows, and the numbers only where the dataset is the same.",
+              "", compare.paper_comparison(metrics), "## Every recorded number", "",
+              results_table(metrics, times)]
+    path = output / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--dataset", default="voc", help="toy | voc | cityscapes | camvid | coco")
+    ap.add_argument("--data-root", default="", help="the dataset's folder (see data_scripts/)")
+    ap.add_argument("--output", default="runs/full", help="OUTPUT_DIR shared by every step")
+    ap.add_argument("--profile", default="full", help="full (the papers' settings) | quick")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="*", help="notebook prefixes, e.g. 03 04 05")
+    ap.add_argument("-p", "--param", action="append", default=[],
+                    help="KEY=VALUE for every notebook defining KEY, or NN:KEY=VALUE for one")
+    ap.add_argument("--boxes-dataset", default=None, help="paper 000's dataset (toy | cityscapes | camvid)")
+    ap.add_argument("--boxes-data-root", default="")
+    ap.add_argument("--train-processes", type=int, default=None,
+                    help="processes per training step under torchrun (default: one per GPU)")
+    ap.add_argument("--shard", default=None, help="i/n: this machine's share of the CRF passes")
+    ap.add_argument("--shard-wait", type=int, default=None,
+                    help="seconds a machine waits for the other shards of a pass (default: stop)")
+    ap.add_argument("--force", action="store_true", help="rerun finished steps too")
+    ap.add_argument("--timeout", type=int, default=86400, help="per-cell timeout, seconds")
+    args = ap.parse_args(argv)
+    if args.train_processes is not None:
+        os.environ["WSSS_TRAIN_PROCESSES"] = str(args.train_processes)   # the kernels inherit it
+    if args.shard is not None:
+        os.environ["WSSS_SHARD"] = args.shard
+    if args.shard_wait is not None:
+        os.environ["WSSS_SHARD_WAIT"] = str(args.shard_wait)
+    print(machine())
+    run_pipeline(args.output, args.dataset, args.data_root, args.profile, args.device, args.seed,
+                 args.only, split_overrides(args.param), args.boxes_dataset, args.boxes_data_root,
+                 args.force, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
