@@ -338,6 +338,10 @@ def _open(driver, lab, name):
 def _run_all(driver, name):
     from selenium.webdriver.common.by import By
 
+    # start from no outputs and no execution counts, whatever the file holds (make strip keeps counts)
+    driver.execute_script("return window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    _wait("the cleared notebook", lambda: all(
+        c["count"] is None and not c["outputs"] for c in driver.execute_script(NOTEBOOK_STATE)["cells"]), 10, 0.2)
     [menu] = [e for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if e.text.strip() == "Run"]
     menu.click()
     item = _wait("Run > Run All Cells", lambda: driver.find_elements(
@@ -374,6 +378,8 @@ def _interact_errors(box) -> list[str]:
 def _press_run_interact(driver, box, before, what):
     button = [b for b in box.find_elements("css selector", "button") if b.text.strip() == "Run Interact"]
     assert button, f"{what}: no 'Run Interact' button"
+    # interact_manual disables the button while its function runs: a click then would be lost
+    _wait(f"{what}: 'Run Interact' enabled", button[0].is_enabled, 60, 0.2)
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button[0])
     button[0].click()
 
@@ -384,7 +390,13 @@ def _press_run_interact(driver, box, before, what):
         src = _interact_image(box)
         return src if src and src != before else None
 
-    return _wait(f"{what}: a new figure under the sliders", drawn, INTERACT_TIMEOUT, 0.5)
+    try:
+        src = _wait(f"{what}: a new figure under the sliders", drawn, INTERACT_TIMEOUT, 0.5)
+    except AssertionError as exc:
+        shown = [e.text for e in box.find_elements("css selector", ".widget-output .jp-OutputArea-output")]
+        raise AssertionError(f"{exc}; the output shows {shown}") from None
+    _wait(f"{what}: 'Run Interact' enabled again (the function returned)", button[0].is_enabled, 60, 0.2)
+    return src
 
 
 def _move_slider(driver, box, what):
@@ -419,6 +431,8 @@ def test_notebook_in_jupyterlab(name, lab, browser):
 
         assert state["kernel"] == "idle"
         assert not _errors(state)
+        counts = [c["count"] for c in state["cells"] if not c["empty"]]
+        assert counts == list(range(1, len(counts) + 1)), f"{name}: cells ran out of order: {counts}"
         model_images = sum("image/png" in o["mimes"] for c in state["cells"] for o in c["outputs"])
         model_widgets = sum("application/vnd.jupyter.widget-view+json" in o["mimes"]
                             for c in state["cells"] for o in c["outputs"])

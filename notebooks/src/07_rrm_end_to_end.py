@@ -688,9 +688,9 @@ if DATASET == "toy" and S.quick:
 c_st, r_st = stats[FRACTION]["cam"], stats[FRACTION]["reliable"]
 ### BEGIN SOLUTION
 removed = c_st[1] - r_st[1]
-removed_wrong_share = 1 - (c_st[0] - r_st[0]) / removed
+removed_wrong_share = 1 - (c_st[0] - r_st[0]) / max(removed, 1)
 removed_fg = c_st[3] - r_st[3]
-removed_fg_wrong_share = 1 - (c_st[2] - r_st[2]) / removed_fg
+removed_fg_wrong_share = 1 - (c_st[2] - r_st[2]) / max(removed_fg, 1)
 print(f"removed {removed:.0f} pixels, {removed_wrong_share:.1%} of them wrong (CAM labels: "
       f"{1 - precision_cam_labels:.1%} wrong); foreground: {removed_fg:.0f}, {removed_fg_wrong_share:.1%} wrong "
       f"({1 - precision_cam_labels_fg:.1%})")
@@ -699,8 +699,11 @@ print(f"removed {removed:.0f} pixels, {removed_wrong_share:.1%} of them wrong (C
 # object edges) more than on its right pixels. The precision is a weighted mean of the kept and
 # the removed pixels' precision (a mediant), so the two comparisons always go together.
 ### END SOLUTION
-assert 0 <= removed <= c_st[1] and 0 <= removed_wrong_share <= 1
-assert (removed_wrong_share > 1 - precision_cam_labels) == (precision_reliable > precision_cam_labels)
-assert (removed_fg_wrong_share > 1 - precision_cam_labels_fg) == (precision_reliable_fg > precision_cam_labels_fg)
-kept_wrong = r_st[1] - r_st[0]                 # wrong pixels: removed ones + kept ones = the CAM labels' wrong pixels
-assert np.isclose(removed * removed_wrong_share + kept_wrong, c_st[1] - c_st[0])
+assert 0 <= removed <= c_st[1]
+if removed > 0 and r_st[1] > 0:   # a tiny full-profile run may remove nothing
+    assert 0 <= removed_wrong_share <= 1
+    assert (removed_wrong_share > 1 - precision_cam_labels) == (precision_reliable > precision_cam_labels)
+    kept_wrong = r_st[1] - r_st[0]             # wrong pixels: removed ones + kept ones = the CAM labels' wrong pixels
+    assert np.isclose(removed * removed_wrong_share + kept_wrong, c_st[1] - c_st[0])
+if removed_fg > 0 and r_st[3] > 0:
+    assert (removed_fg_wrong_share > 1 - precision_cam_labels_fg) == (precision_reliable_fg > precision_cam_labels_fg)
