@@ -23,6 +23,14 @@ def test_shards_are_disjoint_and_cover_everything(monkeypatch):
             parallel.shard_spec(bad)
 
 
+def test_pending_is_this_shards_missing_work(tmp_path):
+    for k in (0, 3):
+        (tmp_path / f"{k}.png").write_text("x")
+    path_of = lambda k: tmp_path / f"{k}.png"  # noqa: E731
+    assert parallel.pending(range(7), path_of, (0, 1)) == [1, 2, 4, 5, 6]
+    assert parallel.pending(range(7), path_of, "0/2") == [2, 4, 6] and parallel.pending(range(7), path_of, (1, 2)) == [1, 5]
+
+
 def test_finish_folder_marks_complete_only_when_every_file_is_there(tmp_path, monkeypatch):
     (tmp_path / "a.png").write_text("x")
     with pytest.raises(ShardIncomplete, match=r"1 of 2 .*b\.png.*WSSS_SHARD=j/2"):

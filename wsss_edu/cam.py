@@ -398,14 +398,12 @@ def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0),
     from tqdm.auto import tqdm
 
     from .data import images_to_tensor
-    from .parallel import shard as share
-    from .parallel import shard_spec
+    from .parallel import pending
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     cam_fn = cam_fn or model.cam
-    todo = [i for i in share(range(len(dataset)), *shard_spec(shard))
-            if not cam_path(folder, _sample_name(dataset, i)).exists()]
+    todo = pending(range(len(dataset)), lambda i: cam_path(folder, _sample_name(dataset, i)), shard)
     bar = tqdm(total=len(todo), desc="CAMs", disable=not progress, leave=False)
     for _, group in _same_size_batches(dataset, batch_size, todo):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)

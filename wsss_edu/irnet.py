@@ -399,12 +399,10 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
     machine's share of ``indices`` (:func:`wsss_edu.parallel.shard`). Returns the number written."""
     from tqdm.auto import tqdm
 
-    from .parallel import shard as share
-    from .parallel import shard_spec
+    from .parallel import pending
 
     names = dataset.names
-    todo = [int(i) for i in share(indices, *shard_spec(shard))
-            if not (Path(folder) / f"{names[i]}.png").exists()]
+    todo = pending(indices, lambda i: Path(folder) / f"{names[i]}.png", shard)
     bar = tqdm(total=len(todo), desc="relation labels", disable=not progress, leave=False)
     job = dict(dataset=dataset, cam_folder=cam_folder, folder=folder, cfg=cfg)
     if processes > 1 and len(todo) > 16:
@@ -671,14 +669,13 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
     from tqdm.auto import tqdm
 
     from .io import write_mask
-    from .parallel import finish_folder, shard_spec
-    from .parallel import shard as share
+    from .parallel import finish_folder, pending, shard_spec
 
     folder = pseudo_label_folder(output_dir, key, walk)
     if folder_complete(folder):
         return folder
     names, spec = dataset.names, shard_spec(shard)
-    todo = [i for i in share(range(len(dataset)), *spec) if not (folder / f"{names[i]}.png").exists()]
+    todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
     bar = tqdm(total=len(todo), desc="random walk", disable=not progress, leave=False)
     for c in range(0, len(todo), chunk):
         idx = todo[c:c + chunk]

@@ -12,8 +12,8 @@ Two patterns recur in the package:
 Spawned, not forked, processes: a forked child of a process that has run torch can hang.
 
 Several machines sharing one output folder split a per-image pass (CRFs, random walks, CAMs) with
-:func:`shard_spec` / :func:`shard` (``WSSS_SHARD=i/n``: this machine takes every n-th image from
-the i-th, 0-based) and :func:`finish_folder` (the folder's 'complete' marker only once every image
+:func:`pending` (``WSSS_SHARD=i/n``: this machine takes every n-th image from the i-th, 0-based,
+:func:`shard_spec` / :func:`shard`) and :func:`finish_folder` (the folder's 'complete' marker only once every image
 is there).
 """
 from __future__ import annotations
@@ -115,6 +115,13 @@ def shard(items, index: int = 0, count: int = 1) -> list:
     ``index``-th (interleaved, so costly and cheap stretches of a split spread over the machines).
     The shares of 0..count-1 are disjoint and together hold every item."""
     return list(items)[index::count]
+
+
+def pending(indices, path_of, spec=None) -> list:
+    """The work a resumable, sharded per-image pass still has: this machine's share
+    (:func:`shard_spec` of ``spec``) of ``indices`` whose output file ``path_of(i)`` does not exist."""
+    i, n = shard_spec(spec)
+    return [int(k) for k in shard(indices, i, n) if not Path(path_of(k)).exists()]
 
 
 def finish_folder(folder, names, suffix: str = ".png", spec=(0, 1)) -> None:

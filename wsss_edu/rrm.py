@@ -304,17 +304,13 @@ def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     processes, each part's mean over the global batch's pixels."""
     import torch.nn.functional as F
 
-    from .distributed import active, sum_over_ranks, world
+    from .distributed import active, batch_mean
 
     ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
     out = ce.new_zeros(())
     parts = (target == 0, (target != 0) & (target != IGNORE))
-    if active():     # each part's mean over the global batch (see wsss_edu.distributed.batch_mean)
-        counts = sum_over_ranks(torch.stack([p.sum() for p in parts]).double())
-        for part, n in zip(parts, counts.tolist()):
-            if n > 0:
-                out = out + ce[part].sum() * world() / n
-        return out
+    if active():     # each part's mean over the global batch's pixels
+        return sum((batch_mean(ce[part].sum(), part.sum()) for part in parts), out)
     for part in parts:
         if part.any():
             out = out + ce[part].mean()
@@ -619,8 +615,7 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     from .cam import _same_size_batches
     from .data import images_to_tensor
     from .io import folder_complete
-    from .parallel import finish_folder, shard_spec
-    from .parallel import shard as share
+    from .parallel import finish_folder, pending, shard_spec
 
     folder = Path(folder)
     if folder_complete(folder):
@@ -628,7 +623,7 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
     names, spec = dataset.names, shard_spec(shard)
-    todo = [i for i in share(range(len(dataset)), *spec) if not (folder / f"{names[i]}.png").exists()]
+    todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
     bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
     pool = ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) if processes > 1 else None
     pending = []

@@ -21,7 +21,6 @@ of Table 5 (:func:`probability_weight`). :func:`write_label_and_weight` /
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import numpy as np
@@ -322,14 +321,13 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
 
     from tqdm.auto import tqdm
 
-    from .parallel import finish_folder, set_worker_state, shard_spec
-    from .parallel import shard as share
+    from .parallel import finish_folder, pending, set_worker_state, shard_spec
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     spec = shard_spec(shard)
     names = dataset.names
-    todo = [i for i in share(range(len(names)), *spec) if not (folder / f"{names[i]}.png").exists()]
+    todo = pending(range(len(names)), lambda i: folder / f"{names[i]}.png", spec)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     job = dict(folder=str(folder), factors=tuple(factors), crf_params=crf_params,
