@@ -177,6 +177,22 @@ def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
         pseudo.PseudoLabeled(ds, tmp_path / "nothing")
 
 
+def test_pseudo_labels_of_another_resolution_are_resized_only_when_asked(tmp_path):
+    """The toy world draws the same scenes at any size: 32-px labels serve the 64-px images
+    with resize=True (nearest, so every 2x2 block repeats one label), and are refused without."""
+    from wsss_edu import pseudo
+    from wsss_edu.errors import DataFileError
+    from wsss_edu.toy import ToyDataset
+    small, _ = _toy_pseudo_labeled(tmp_path / "pl", 4)
+    big = ToyDataset("train", n=4, seed=0, size=64)
+    s = pseudo.PseudoLabeled(big, tmp_path / "pl", resize=True)[1]
+    assert s["image"].shape[:2] == s["mask"].shape == (64, 64)
+    assert np.array_equal(s["mask"], np.kron(small[1]["mask"], np.ones((2, 2), np.uint8)))
+    assert np.array_equal(s["true_mask"], big[1]["mask"])
+    with pytest.raises(DataFileError, match="does not belong"):
+        pseudo.PseudoLabeled(big, tmp_path / "pl")[1]
+
+
 def test_segmenters_trained_in_worker_processes_equal_those_trained_in_turn(tmp_path):
     from wsss_edu import pseudo
     ds, pl = _toy_pseudo_labeled(tmp_path / "pl", 8)

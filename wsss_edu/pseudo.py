@@ -22,12 +22,14 @@ from .errors import check_choice
 class PseudoLabeled(torch.utils.data.Dataset):
     """``dataset`` with each sample's 'mask' replaced by the PNG ``<folder>/<name>.png`` (written
     by e.g. :func:`wsss_edu.irnet.cached_pseudo_labels`); the true mask stays under 'true_mask'.
-    Keeps ``names``, ``classes`` and ``num_classes``."""
+    Keeps ``names``, ``classes`` and ``num_classes``. A PNG whose size differs from its image is
+    an error, unless ``resize``: then it is resized to the image (nearest neighbour) — for the
+    same scenes drawn at another resolution (the toy world's ``size``)."""
 
     missing_hint = "run the notebook that writes this folder (04 for IRNet's) first"
 
-    def __init__(self, dataset, folder):
-        self.dataset, self.folder = dataset, Path(folder)
+    def __init__(self, dataset, folder, resize: bool = False):
+        self.dataset, self.folder, self.resize = dataset, Path(folder), resize
         self.classes = getattr(dataset, "classes", None)
         self.num_classes = getattr(dataset, "num_classes", None)
         missing = [n for n in (dataset.names or [])[:1] if not (self.folder / f"{n}.png").exists()]
@@ -47,6 +49,11 @@ class PseudoLabeled(torch.utils.data.Dataset):
         s = dict(self.dataset[i])
         path = self.folder / f"{s['name']}.png"
         s["true_mask"], s["mask"] = s["mask"], read_mask(path)
+        if self.resize and s["mask"].shape != s["image"].shape[:2]:
+            from PIL import Image
+
+            h, w = s["image"].shape[:2]
+            s["mask"] = np.asarray(Image.fromarray(s["mask"]).resize((w, h), Image.NEAREST))
         check_same_size(s["image"], s["mask"], s["name"], path)
         return s
 

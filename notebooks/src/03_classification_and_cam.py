@@ -216,7 +216,7 @@ ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30); ax.set_ylabel("train I
 plt.show(); plt.close(fig)
 
 # %% [markdown]
-# At the quick defaults the two are close (0.390 per class vs 0.377 global): with a global maximum
+# At the quick defaults the two are close (0.428 per class vs 0.423 global): with a global maximum
 # the smaller, weaker classes of an image (bottle, boat) lose pixels to the background plane, and
 # a lower θ (chosen on val) only partly makes up for it.
 
@@ -318,16 +318,17 @@ plt.show(); plt.close(fig)
 #
 # * **Dropping the person tags did not cost the person anything**: with half its tags missing the
 #   classifier had barely learned it anyway (person IoU 0.04), and without the contradictory
-#   tags the other classes' CAMs got slightly better (mean 0.43 → 0.46, within the spread of the
-#   first row, whose two seeds differ by 0.10).
-# * **Down-sampling cost more than it gave**: the rarest class (bottle) is no better off, and the
-#   classes that lost most of their images (cat) lost IoU: 0.46 → 0.39, consistent over both seeds.
+#   tags the other classes' CAMs got better (mean 0.44 → 0.48; bottle most, 0.26 → 0.47), by
+#   about the spread of the seeds (0.45 and 0.51 for the same recipe).
+# * **Down-sampling cost more than it gave**: the rarest class (bottle) is no better off
+#   (0.47 → 0.38), and the classes that lost most of their images lost IoU (cat 0.53 → 0.35, car
+#   0.48 → 0.38); the mean fell in both seeds (0.45 → 0.43 and 0.51 → 0.40).
 #   The paper says its down-sampling was "dictated by resource limitations"; on a small dataset,
 #   the images it throws away are worth more than the balance it buys. Set `BALANCE = False` to
 #   carry the better CAMs into notebooks 04-05; the default follows the paper.
 #
-# One lesson about measuring: two seeds of the same recipe differ by up to 0.10 mIoU here (the
-# first row). A single run would have "shown" anything.
+# One lesson about measuring: two seeds of the same recipe differ by up to 0.06 mIoU here, as
+# much as the effects measured. A single run could have "shown" either answer.
 
 # %% [markdown]
 # ## 6 · The confidence filter for IRNet
@@ -351,11 +352,11 @@ ax.set_xlabel("train mIoU of CAM pseudo-labels"); ax.set_xlim(0, 1)
 plt.show(); plt.close(fig)
 
 # %% [markdown]
-# At the quick defaults about half the images pass, and their CAMs are *not* better (0.37 vs
-# 0.37). Confidence says the classifier is sure *that* a class is present, not *where*: a CAM
-# that covers only a cat's head is as confident as one covering the whole cat. What the filter
-# does buy IRNet is fewer images with a wrong or missing class — a question of its training
-# labels, which notebook 04 measures.
+# At the quick defaults 45 % of the images pass, and their CAMs are better, but not by much
+# (0.45 vs 0.39) and far from clean. Confidence says the classifier is sure *that* a class is
+# present, not *where*: a CAM that covers only a cat's head is as confident as one covering the
+# whole cat. What the filter mostly buys IRNet is fewer images with a wrong or missing class — a
+# question of its training labels, which notebook 04 measures.
 
 # %% [markdown]
 # ## 7 · Grad-CAM

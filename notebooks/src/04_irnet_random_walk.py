@@ -387,8 +387,8 @@ viz.bar_table({"CAM": [miou_cam], "CAM + CRF (step 1)": [miou_cam_crf], "IRNet":
               row_header="pseudo-labels")
 
 # %% [markdown]
-# What the quick defaults gave (the table above is the live version): CAM 0.390 → IRNet 0.467, and
-# after the CRF 0.500 → 0.516. The CRF alone does more than the walk alone here: at 64 px it
+# What the quick defaults gave (the table above is the live version): CAM 0.428 → IRNet 0.515, and
+# after the CRF 0.554 → 0.577. The CRF alone does more than the walk alone here: at 64 px it
 # works on every pixel, while IRNet's boundaries live on 4-px cells, so the CRF cleans object edges
 # better than the walk can. What the walk adds on top of the CRF is small — as was the paper's gain
 # from this step (31.06 → 31.87 on LID val). The cached pseudo-labels that notebook 05 trains on are
@@ -438,10 +438,10 @@ if DROP_CLASS:
 
 # %% [markdown]
 # What the quick defaults gave: keeping the person tags buys the person almost nothing (IoU 0.05:
-# with half of its tags missing the classifier hardly learns it), and the mean drops (0.462 →
-# 0.442), mostly through the background (0.95 → 0.80: persons and the ground they stand on get
-# claimed by the classes of the images they appear in). Some classes gain (car, dog, bottle) and
-# others lose (boat, cat): the two pipelines also train on different class-balanced subsets, so
+# with half of its tags missing the classifier hardly learns it), and the mean drops (0.515 →
+# 0.498), through the background (0.96 → 0.85: persons and the ground they stand on get claimed
+# by the classes of the images they appear in) and the cat (0.55 → 0.26). Other classes gain
+# (car, boat, bottle): the two pipelines also train on different class-balanced subsets, so
 # single classes move for more than one reason. Notebook 05 asks what this does to step 3.
 
 # %% [markdown]

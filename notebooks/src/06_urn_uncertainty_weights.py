@@ -352,6 +352,10 @@ ax.bar(np.arange(K) - 0.2, share, 0.4, label="share of its M_c pixels down-weigh
 ax.bar(np.arange(K) + 0.2, np.nan_to_num(iou_drop), 0.4, label="val IoU lost, plain → URN", color="C2")
 ax.set_xticks(np.arange(K), CLASSES, rotation=30); ax.axhline(0, color="k", lw=0.6); ax.legend(fontsize=7)
 plt.show(); plt.close(fig)
+iou_of = {row: np.mean([m.iou for m in METERS[row]], 0) for row in ("plain", URN_ROW)}
+print("| class | share of M_c down-weighted | val IoU, plain | val IoU, URN |\n| --- | --- | --- | --- |\n" +
+      "\n".join(f"| {c} | {share[k]:.2f} | {iou_of['plain'][k]:.3f} | {iou_of[URN_ROW][k]:.3f} |"
+                for k, c in enumerate(CLASSES)))
 
 # %% [markdown]
 # ## 6 · Headline numbers
@@ -379,40 +383,43 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 #
 # * **The observation behind the method holds** (§2): narrowing a class's response ($n > 1$)
 #   misses more of it, widening it ($n < 1$) invents more — the curves cross, as Figure 2 says.
-# * **$U$ finds wrong pixels, but few of them** (§4): the down-weighted band ($U = 1$, 1.1 % of the
-#   pixels) is 50 % wrong against 3.4 % elsewhere — fifteen times richer in errors — yet it holds
-#   only 14 % of the errors of $M_c$: AUROC 0.59, against 0.86 for plain $1 - \max P$. Most
+# * **$U$ finds wrong pixels, but few of them** (§4): the down-weighted band ($U = 1$, 1.3 % of the
+#   pixels) is 47 % wrong against 2.8 % elsewhere — seventeen times richer in errors — yet it
+#   holds only 18 % of the errors of $M_c$: AUROC 0.61, against 0.82 for plain $1 - \max P$. Most
 #   errors of these pseudo-masks are not boundary errors but whole objects or parts missing (the
 #   dropped person, the cat's body in §3's panels), which the network is confidently wrong about;
 #   scaling a class that is absent from the pseudo-mask is not even tried (eq. 5).
-# * **Tables 3 and 5 do not reproduce**: plain 0.45 ± 0.01, URN 0.41 ± 0.01, probability weights
-#   0.40 ± 0.01; every $t < 1$ of Table 3 lands at 0.41 (paper: 70.0 → 71.2, the best at
-#   $t = 0.05$). The per-class bars say where the loss comes from: **bottle** — 0.29 IoU with
-#   plain training, 0.00 with URN in both seeds — while the other classes move by 0.03 or less.
-#   Bottles are the thinnest and rarest class (0.13 % of the pixels): at 64 px half of a bottle
-#   lies inside the boundary band — Y down-weights 54 % of its labelled pixels, the most of any
-#   class (the others 10-38 %). A network trained from scratch, which barely learns bottles even
-#   with full weight, then does not learn them at all; boats lose a third of their weight too but
-#   have seven times the pixels. On VOC an object is hundreds of pixels across and the band a thin
-#   rim. Training twice as long (20 epochs, both seeds, measured once) changes the level, not the
-#   order: plain 0.51 / 0.53, URN 0.49 / 0.48, bottle 0.58 / 0.59 vs 0.43 / 0.42.
-# * **What was tried** (one run each, same recipe): COCO's milder factors halve the band (and
-#   bottle's down-weighted share) and still lose bottles (URN 0.42 / 0.41 vs plain 0.46 / 0.45); on notebook
-#   03's CAM pseudo-labels instead of IRNet's, URN was within a point of plain (0.48-0.49 vs 0.49-0.50,
-#   with VOC or COCO factors or the background channel scaled too), never above it. The
-#   probability weight read as the trained network's own softmax (`loss="probability"`) collapsed
-#   to 0.24 (6-epoch networks).
-# * **Pseudo-mask distillation needs the longer training**: $M_c$ scores better than the
-#   pseudo-masks on the training images (0.53 vs 0.47 mIoU), but with this notebook's 10 epochs the
-#   network trained on it is worse than $\mathcal{F}_S$ (0.45 vs 0.50 on val): the CRF trims thin
-#   parts, so $M_c$ calls fewer pixels foreground (3.9 % vs 5.2 %; truth 5.7 %) and the network
-#   learns bottles late. With 20 epochs it beats $\mathcal{F}_S$ (0.52 vs 0.50), the paper's
-#   Table 4 trend.
+# * **Pseudo-mask distillation (Table 4) holds**: the cyclic masks $M_c$ score better than the
+#   pseudo-masks on the training images (0.63 vs 0.52 mIoU), and the network trained on them
+#   beats $\mathcal{F}_S$ on val (plain 0.59 ± 0.01 vs 0.57).
+# * **Tables 3 and 5 do not reproduce**: plain 0.59 ± 0.01, probability weights 0.58, URN
+#   0.57 (paper: 70.0, 70.5, 71.2); Table 3's $t$ = 0.5 / 0.1 / 0.05 / 0 give 0.56 / 0.58 / 0.57 /
+#   0.57, every one below $t = 1$ (paper: 70.3 / 70.8 / 71.2 / 70.2 above 70.0). The per-class
+#   table of §5 says where the loss comes from: URN *gains* on car, boat, cat and dog (by 0.01 to
+#   0.03) and loses **bottle** (0.63 → 0.45). Bottles are the thinnest and rarest class (0.13 %
+#   of the pixels): at 64 px much of a bottle lies inside the band — $Y$ down-weights 35 % of
+#   its labelled pixels, the most of any class (the others 12-30 %), and a network trained from
+#   scratch then learns bottles worse. On VOC an object is hundreds of pixels across and the band
+#   a thin rim.
+# * **Is it the image size?** Measured with `tools/image_size_check.py urn` (the same scenes drawn
+#   at 128 px, notebook 04's pseudo-labels resized to them, $\mathcal{F}_S$ and the pass at
+#   128 px, seeds 0 / 1): the band takes a third of bottle's pixels (the other classes 15-24 %),
+#   Table 4's trend holds again (plain 0.61 / 0.60 vs $\mathcal{F}_S$ 0.55), and URN loses
+#   three points (0.58 / 0.57) — bottle most (0.70 / 0.72 → 0.57 / 0.62), cat and dog too.
+#   Doubling the resolution does not turn the sign: the band is half right and half wrong here,
+#   so down-weighting it removes about as much correct supervision (the objects' true borders) as
+#   noise.
+# * **What else was tried** (an earlier version of steps 1-2, whose $\mathcal{F}_S$ scored 0.50;
+#   one run each, same recipe): COCO's milder factors halved the band and still lost bottles;
+#   on notebook 03's CAM pseudo-labels instead of IRNet's, URN was within a point of plain, never
+#   above it; 20-epoch networks changed the level, not the order. The probability weight read as
+#   the trained network's own softmax (`loss="probability"`) collapsed to 0.24 (6-epoch
+#   networks).
 #
 # Checked at the quick defaults: Figure 2's observation, that $U$ locates errors (AUROC above
 # 0.55, the band at least five times richer in errors than the rest), and the explanation of the
 # failed trend — the class with the largest down-weighted share is the class URN loses most on.
-# `miou_urn` ≥ `miou_plain` is *not* asserted: it does not hold at this image size.
+# `miou_urn` ≥ `miou_plain` is *not* asserted: it does not hold here, at 64 px or at 128 px.
 
 # %%
 if DATASET == "toy" and S.quick:
@@ -429,10 +436,10 @@ if DATASET == "toy" and S.quick:
 #   down, and the pixels whose label flips are the ones to distrust.
 # * The uncertainty becomes a per-pixel loss weight ($Y = t$ on the most uncertain pixels), and
 #   the network is trained again on its own CRF-refined prediction (the cyclic pseudo-mask).
-# * On the toy world, $U$ does mark likely errors (a band fifteen times richer in them) but only a
-#   seventh of them, and at 64 px the band swallows thin objects: the weights cost a whole class
-#   and the paper's gain does not appear. Whether a weight helps depends on how the band compares
-#   with the objects — measure it before trusting it.
+# * On the toy world, $U$ does mark likely errors (a band seventeen times richer in them) but
+#   only a sixth of them, and the band is half right: the weights help the large classes a little,
+#   cost the thinnest one much more, and the paper's gain does not appear. Whether a weight
+#   helps depends on how the band compares with the objects — measure it before trusting it.
 
 # %% [markdown]
 # ## Exercises
@@ -553,7 +560,7 @@ wrong_in_conf_band, caught_conf = WRONG[conf_band].mean(), conf_band[WRONG].mean
 print(f"U's band: {WRONG[band].mean():.1%} wrong, {band[WRONG].mean():.1%} of the errors; "
       f"1 - max P's: {wrong_in_conf_band:.1%} wrong, {caught_conf:.1%} of the errors")
 # At the quick defaults U's band is the richer one (~47 % wrong against ~29 %, and ~18 % of the
-# errors against ~11 %): the detector with the better AUROC (1 - max P, 0.86 vs 0.59) is worse at
+# errors against ~11 %): the detector with the better AUROC (1 - max P, 0.82 vs 0.61) is worse at
 # the top of its ranking, which is all a threshold weight uses. AUROC scores the whole ranking;
 # U ranks few pixels, but those well. Exercise: write a folder of label + weight PNGs
 # with urn.write_label_and_weight and this band's weights, and retrain (as ROWS in §5) to see
