@@ -12,7 +12,8 @@ the scenes. This script reuses what notebooks 03-05 cached in OUTPUT at the quic
     python tools/image_size_check.py urn --output runs/size --size 128 --seeds 0 1
 
 ``tta``: per seed, one network trained with DeepLab's usual augmentation (random rescale 0.5-2,
-a crop of the image's size, flips; ``--no-rescale``: flips only, as the quick profile); val mIoU
+a crop of the image's size, flips; ``--no-rescale``: flips only, as the quick profile; ``--epochs``:
+longer training than notebook 05's 10 epochs); val mIoU
 without TTA, each scale alone (+ flip) and the paper's TTA (0.5, 1, 2 × flip).
 ``urn``: F_S = the network trained with flips only (seed 0), the uncertainty pass (notebook 06's
 settings), then per seed the plain (Y = 1) and the URN (t = 0.05) networks on the cyclic masks;
@@ -52,18 +53,18 @@ def resized_splits(s, st, ir, size):
     return pseudo.PseudoLabeled(cam.tagged_view(train, st.cfg), ir.folder, resize=True), val
 
 
-def network(s, data, ir, size, seed, rescale):
-    cfg = pseudo.step3_config("quick", seed, SEG_CROP=size if rescale else None)
+def network(s, data, ir, size, seed, rescale, epochs=None):
+    cfg = pseudo.step3_config("quick", seed, SEG_CROP=size if rescale else None, SEG_EPOCHS=epochs)
     key = {"pseudo_labels": ir.folder.name, "size": size}
     return pseudo.cached_segmenter(s.output_dir, data, key, cfg, "cpu", progress=False), cfg
 
 
-def tta(output, size, seeds, rescale=True):
+def tta(output, size, seeds, rescale=True, epochs=None):
     s, st, ir = pipeline(output)
     data, val = resized_splits(s, st, ir, size)
     out = {}
     for seed in seeds:
-        net, _ = network(s, data, ir, size, seed, rescale)
+        net, _ = network(s, data, ir, size, seed, rescale, epochs)
         row = {"no TTA": pseudo.evaluate(net, val, progress=False).miou}
         row |= {f"scale {x} + flip": pseudo.evaluate(net, val, tta=True, scales=(x,), progress=False).miou
                 for x in TTA_SCALES}
@@ -111,12 +112,14 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--no-rescale", action="store_true", help="tta: train with flips only")
+    ap.add_argument("--epochs", type=int, default=None, help="tta: training epochs (default: notebook 05's, 10)")
     a = ap.parse_args(argv)
     if a.kind == "tta":
-        res = tta(a.output, a.size, a.seeds, rescale=not a.no_rescale)
+        res = tta(a.output, a.size, a.seeds, rescale=not a.no_rescale, epochs=a.epochs)
     else:
         res = urn_check(a.output, a.size, a.seeds)
-    path = Path(a.output) / "size_check" / f"{a.kind}{'_no_rescale' if a.no_rescale else ''}_{a.size}px.json"
+    tag = ("_no_rescale" if a.no_rescale else "") + (f"_{a.epochs}epochs" if a.epochs else "")
+    path = Path(a.output) / "size_check" / f"{a.kind}{tag}_{a.size}px.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     print("written", path)

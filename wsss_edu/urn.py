@@ -344,12 +344,15 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                 raise ValueError("uncertainty_pass on the CPU with processes > 1 needs model_factory, a "
                                  "function (picklable: e.g. functools.partial(make_segmenter, ...)) that "
                                  "rebuilds the network; or pass processes=1")
-            chunk = max(1, min(batch_size, len(todo) // (4 * processes)))
+            # chunks of at most batch_size images, as many per worker (at least 4, for the pool to
+            # balance the uneven CRF counts): unequal last chunks would leave one worker idle
+            n_chunks = processes * max(4, -(-len(todo) // (processes * batch_size)))
+            chunks = [[int(i) for i in c] for c in np.array_split(np.asarray(todo), min(n_chunks, len(todo)))]
             state = {k: v.cpu() for k, v in model.state_dict().items()}
             work = dict(job, dataset=dataset, model_factory=model_factory, state=state)
             with ProcessPoolExecutor(processes, mp_context=ctx, initializer=set_worker_state,
                                      initargs=(work, _rebuild_model)) as pool:
-                for n in pool.map(_urn_chunk, [todo[c:c + chunk] for c in range(0, len(todo), chunk)]):
+                for n in pool.map(_urn_chunk, chunks):
                     bar.update(n)
         else:
             with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
