@@ -48,7 +48,7 @@ def pipeline(output):
 def resized_splits(s, st, ir, size):
     """The training scenes drawn at ``size`` px with step 2's pseudo-labels resized to them, and
     the validation scenes at ``size`` px (true masks)."""
-    knobs = dict(size=size, missing_label_rate=0.5, imbalance=4.0)     # notebook 03's defaults
+    knobs = {k: st.data_key[k] for k in ("missing_label_rate", "imbalance")} | {"size": size}   # step 1's
     train, val = params.load_splits(s, len(st.train), len(st.val), **knobs)
     return pseudo.PseudoLabeled(cam.tagged_view(train, st.cfg), ir.folder, resize=True), val
 
