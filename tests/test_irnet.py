@@ -35,9 +35,24 @@ def test_pair_offsets_match_brute_force(radius):
 
 
 @pytest.mark.parametrize("radius", [5, 10])
-def test_path_points_are_the_nearest_grid_points_of_the_segment(radius):
+def test_thick_path_is_every_box_pixel_within_distance_one_of_the_line(radius):
     for dy, dx in I.pair_offsets(radius, half=False):
         pts = I.path_points(dy, dx)
+        assert pts[0] == (0, 0) and pts[-1] == (dy, dx) and len(set(pts)) == len(pts)
+        box = [(y, x) for y in range(-radius, radius + 1) for x in range(-radius, radius + 1)
+               if min(0, dy) <= y <= max(0, dy) and min(0, dx) <= x <= max(0, dx)]
+        # distance of (y, x) to the line through 0 and (dy, dx), in floating point
+        near = {(y, x) for y, x in box if abs(dy * x - dx * y) / np.hypot(dy, dx) < 1 - 1e-12}
+        assert set(pts) == near
+        assert set(I.path_points(dy, dx, "thin")) <= set(pts)    # the digital line lies inside it
+        back = {(dy + a, dx + b) for a, b in I.path_points(-dy, -dx)}
+        assert back == set(pts)
+
+
+@pytest.mark.parametrize("radius", [5, 10])
+def test_thin_path_points_are_the_nearest_grid_points_of_the_segment(radius):
+    for dy, dx in I.pair_offsets(radius, half=False):
+        pts = I.path_points(dy, dx, "thin")
         assert pts[0] == (0, 0) and pts[-1] == (dy, dx)
         m = max(abs(dy), abs(dx))
         assert len(pts) == m + 1 and len(set(pts)) == m + 1
@@ -51,7 +66,7 @@ def test_path_points_are_the_nearest_grid_points_of_the_segment(radius):
             best = min(cands, key=lambda c: (abs(c - exact), -c))
             assert (b if major_y else a) == best
         # the path from the other end covers the same pixels
-        back = {(dy + a, dx + b) for a, b in I.path_points(-dy, -dx)}
+        back = {(dy + a, dx + b) for a, b in I.path_points(-dy, -dx, "thin")}
         assert back == set(pts)
 
 

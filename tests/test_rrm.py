@@ -155,7 +155,9 @@ def test_reliable_region_labels_on_a_drawn_object():
     cam = np.exp(-((yy - 16) ** 2 + (xx - 14) ** 2) / (2 * 7.0 ** 2))   # a blurry, off-centre CAM
     p_fg = torch.zeros(2, h, w)
     p_fg[1] = torch.as_tensor(cam / cam.max(), dtype=torch.float32)   # class 1 of 2
-    out = rrm.reliable_region_labels(image, p_fg, [1], gamma=4.0, fraction=0.4)
+    # rule='paper' (eqs. 4-7: the precision can only rise from the CAM label to eq. 7's); the
+    # default rule is now the reference code's, checked below and in tests/test_reference_rrm.py
+    out = rrm.reliable_region_labels(image, p_fg, [1], gamma=4.0, fraction=0.4, rule="paper")
     truth = np.zeros((h, w), int)
     truth[8:24, 8:24] = 2
     for key in ("cam", "crf", "reliable"):
@@ -164,8 +166,17 @@ def test_reliable_region_labels_on_a_drawn_object():
     assert (rel != 255).sum() <= (cam_l != 255).sum()
     precision = lambda lab: (lab[lab != 255] == truth[lab != 255]).mean()
     assert precision(rel) >= precision(cam_l)
-    two = rrm.reliable_region_labels(image, p_fg, [1], two_crf=(4.0, 32.0))
+    two = rrm.reliable_region_labels(image, p_fg, [1], two_crf=(4.0, 32.0), rule="paper")
     assert set(two["crf"].unique().tolist()) <= {0, 2, 255}
+    ref = rrm.reliable_region_labels(image, p_fg, [1])               # rule='reference'
+    for key in ("cam", "crf", "reliable"):
+        assert set(ref[key].unique().tolist()) <= {0, 2, 255}, key
+    ref_rel = ref["reliable"].numpy()
+    assert (ref_rel == 2).any() and precision(ref_rel) > 0.9
+    # its background is strict: CAM-sure needs (1 - CAM)^32 > 0.8, i.e. CAM < 1 - 0.8^(1/32) ≈
+    # 0.007 (a few corner pixels of this blurry CAM), and the gamma-32 CRF, whose background score
+    # is that small wherever the CAM is not ≈ 0, labels no pixel background: none is kept
+    assert (ref["cam"] == 0).sum() < 10 and not (ref_rel == 0).any()
 
 
 def test_rrm_net_and_one_joint_step_on_toy_images():
@@ -275,8 +286,10 @@ def test_cam_source_is_eq6_alone_and_rrm_labels_lie_inside_it():
     tags = torch.as_tensor(np.stack([ds[i]["labels"] for i in range(3)])) > 0
     cams = torch.rand(3, tags.shape[1], 32, 32, generator=torch.Generator().manual_seed(0))
     rgb = tensor_to_images(x)
-    cam_l = rrm.batch_reliable_labels(rgb, cams, tags, source="cam")
-    rel = rrm.batch_reliable_labels(rgb, cams, tags, source="rrm")
+    # rule='paper' (eqs. 6-7): the default rule is now the reference code's, whose labels need not
+    # lie inside eq. (6)'s (tests/test_reference_rrm.py tests it)
+    cam_l = rrm.batch_reliable_labels(rgb, cams, tags, source="cam", rule="paper")
+    rel = rrm.batch_reliable_labels(rgb, cams, tags, source="rrm", rule="paper")
     from wsss_edu.cam import normalize_cams
     p = rrm.cam_probabilities(normalize_cams(cams, tags))
     for i in range(3):
@@ -398,8 +411,9 @@ def test_cache_keys_tell_configs_and_init_weights_apart(tmp_path):
     cfg = rrm.RRMConfig()
     keys = {artifact_path(tmp_path, "rrm", rrm.rrm_key(d, i, c)) for d, i, c in [
         ({"d": 1}, {"c": 1}, cfg), ({"d": 1}, {"c": 2}, cfg), ({"d": 2}, {"c": 1}, cfg),
-        ({"d": 1}, {"c": 1}, rrm.RRMConfig(joint=False)), ({"d": 1}, {"c": 1}, rrm.RRMConfig(labels="cam"))]}
-    assert len(keys) == 5
+        ({"d": 1}, {"c": 1}, rrm.RRMConfig(joint=False)), ({"d": 1}, {"c": 1}, rrm.RRMConfig(labels="cam")),
+        ({"d": 1}, {"c": 1}, rrm.RRMConfig(rule="paper"))]}
+    assert len(keys) == 6
 
 
 def test_rrm_config_keeps_given_zeros_and_follows_step1s_backbone():
@@ -407,6 +421,7 @@ def test_rrm_config_keeps_given_zeros_and_follows_step1s_backbone():
 
     cfg, ratios = rrm.rrm_config("quick", 3, ClassifierConfig(width=8, depth=3), GAMMA=0.0, FRACTION=None)
     assert cfg.gamma == 0.0 and cfg.fraction == 0.4 and cfg.width == 8 and cfg.depth == 3 and cfg.seed == 3
-    assert ratios == (0.1, 0.4, 1.0)
+    assert ratios == (0.1, 0.4, 1.0) and cfg.rule == "reference"
     full, _ = rrm.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
     assert full.backbone == "resnet50" and full.weights is None and full.crop == 321 and full.sigma_xy == 100.0
+    assert full.rule == "reference"

@@ -53,14 +53,22 @@ def test_variance_on_a_hand_made_example():
     k = np.arange(7)
     assert np.allclose(urn.scaling_variance(masks)[0, 0], k * (6 - k) / 36)
     assert np.allclose(urn.scaling_variance(masks, ddof=1)[0, 0], k * (6 - k) / 30)
-    u0 = urn.uncertainty_map(urn.scaling_variance(masks))
-    u1 = urn.uncertainty_map(urn.scaling_variance(masks, ddof=1))
-    assert np.allclose(u0, u1)                                   # Norm removes the constant factor
-    assert np.allclose(u0[0], (k * (6 - k)) / 9)                 # max k(6-k) = 9 at k = 3; min 0
+    # eps=0: the plain min-max, which removes the constant factor exactly
+    u0 = urn.uncertainty_map(urn.scaling_variance(masks), eps=0)
+    u1 = urn.uncertainty_map(urn.scaling_variance(masks, ddof=1), eps=0)
+    assert np.allclose(u0, u1, rtol=0, atol=1e-15)               # Norm removes the constant factor
+    assert np.allclose(u0[0], (k * (6 - k)) / 9, rtol=0, atol=1e-15)   # max k(6-k) = 9 at k = 3; min 0
+    # the default, the reference's (U - min) / (max - min + 1e-6): the top level is 0.999996, not 1,
+    # and the constant factor no longer cancels exactly (a few 1e-6 apart)
+    ur = urn.uncertainty_map(urn.scaling_variance(masks))
+    assert np.allclose(ur[0], (k * (6 - k) / 36) / (9 / 36 + 1e-6), rtol=0, atol=1e-15)
+    assert ur.max() == pytest.approx(0.999996, abs=1e-7)
+    assert np.allclose(ur, urn.uncertainty_map(urn.scaling_variance(masks, ddof=1)), rtol=0, atol=1e-5)
     # max over classes: a second class that varies only where the first does not
     two = np.concatenate([masks, np.zeros_like(masks)])
     two[1, :3, 0, 0] = True                                      # pixel 0: class 1 on in 3 of 6
-    assert urn.uncertainty_map(urn.scaling_variance(two))[0, 0] == pytest.approx(1.0)
+    assert urn.uncertainty_map(urn.scaling_variance(two), eps=0)[0, 0] == 1.0
+    assert urn.uncertainty_map(urn.scaling_variance(two))[0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_loss_weight_takes_only_t_and_one():
@@ -133,7 +141,11 @@ def test_label_and_weight_png_round_trip(tmp_path):
     back, w_back = urn.read_label_and_weight(path)
     assert np.array_equal(back, label)
     assert np.array_equal(urn.weight_to_uint8(w_back), urn.weight_to_uint8(w))   # the stored bytes, exactly
-    assert np.abs(w_back - w).max() <= 0.5 / 255 + 1e-7
+    # the byte is int(255 W) (truncation, as the reference), so W comes back at most 1/255 lower
+    assert np.all(w_back <= w + 1e-7) and np.abs(w_back - w).max() < 1 / 255 + 1e-7
+    urn.write_label_and_weight(path, label, w, rounding="round")                # the nearest byte
+    back, w_round = urn.read_label_and_weight(path)
+    assert np.array_equal(back, label) and np.abs(w_round - w).max() <= 0.5 / 255 + 1e-7
     assert not list(path.parent.glob(".*tmp*"))
     from wsss_edu.errors import DataFileError
     from wsss_edu.io import write_mask
@@ -152,13 +164,21 @@ def test_uncertainty_marks_the_ambiguous_band_with_the_crf():
     probs = np.stack([1 - p1, p1]).astype(np.float32)
     mask = (x >= 20).astype(np.uint8)
     for include_background in (False, True):
-        cyclic, u = urn.urn_uncertainty(image, probs, mask, include_background=include_background)
-        assert cyclic.shape == (h, w) and u.shape == (h, w)
-        assert u.min() == 0 and u.max() == pytest.approx(1.0)
-        assert u[:, 16:24].mean() > 0.5 and u[:, :3].max() == 0 and u[:, -3:].max() == 0   # far from it: certain
-        assert np.array_equal(cyclic, mask)
-    cyclic, u = urn.urn_uncertainty(image, probs, np.full((h, w), 255, np.uint8))   # nothing labelled
+        for present_from in ("crf", "pseudo_mask"):
+            cyclic, u = urn.urn_uncertainty(image, probs, mask, include_background=include_background,
+                                            present_from=present_from)
+            assert cyclic.shape == (h, w) and u.shape == (h, w)
+            # the top level is 1 - 4e-6 with the reference's + 1e-6 in Norm (eps), 1 with eps=0
+            assert u.min() == 0 and u.max() == pytest.approx(1.0, abs=1e-5)
+            assert u[:, 16:24].mean() > 0.5
+            assert u[:, :3].max() == 0 and u[:, -3:].max() == 0   # far from it: certain
+            assert np.array_equal(cyclic, mask)
+    # nothing labelled (eq. 5 read from the pseudo-mask): nothing to learn from; the reference's
+    # reading takes the classes from argmax CRF(P) and never finds none
+    cyclic, u = urn.urn_uncertainty(image, probs, np.full((h, w), 255, np.uint8), present_from="pseudo_mask")
     assert np.all(cyclic == 255) and np.all(u == 0)
+    cyclic, u = urn.urn_uncertainty(image, probs, np.full((h, w), 255, np.uint8))
+    assert np.array_equal(cyclic, mask)
 
 
 class TinySet:
@@ -217,8 +237,45 @@ def test_uncertainty_pass_writes_every_image_resumes_and_matches_in_workers(tmp_
         from wsss_edu.data import images_to_tensor
         from wsss_edu.models import tta_probs
         p = tta_probs(net, images_to_tensor(s["image"][None]), (1.0,))[0].numpy()
-        cyclic, u = urn.urn_uncertainty(s["image"], p, s["mask"], factors)
-        assert np.array_equal(cyclic, label) and np.abs((1 - u) - w).max() <= 0.5 / 255 + 1e-6
+        # (the pass's defaults: the pseudo-mask's classes, foreground scaled; urn_uncertainty's
+        # are the reference's, so they are passed here)
+        cyclic, u = urn.urn_uncertainty(s["image"], p, s["mask"], factors, include_background=False,
+                                        present_from="pseudo_mask")
+        assert np.array_equal(cyclic, label) and np.array_equal(urn.weight_to_uint8(1 - u), w * 255)
+
+
+def test_uncertainty_pass_options_and_its_settings_record(tmp_path):
+    import json
+
+    from wsss_edu.data import images_to_tensor
+    from wsss_edu.errors import ParameterError
+    from wsss_edu.models import tta_probs
+
+    ds, net = TinySet(n=3), tiny_model()
+    factors = (0.25, 4.0)
+    kw = dict(factors=factors, scales=(1.0,), progress=False)
+    ref = dict(include_background=True, present_from="crf", layout="RGB")   # the reference's choices
+    assert urn.uncertainty_pass(net, ds, tmp_path / "ref", **kw, **ref) == 3
+    record = json.loads((tmp_path / "ref" / urn.SETTINGS_FILE).read_text())
+    assert record == urn.pass_settings(factors, (1.0,), "urn", **ref)
+    assert record["eps"] == 1e-6 and record["rounding"] == "truncate"
+    for smp in ds:
+        p = tta_probs(net, images_to_tensor(smp["image"][None]), (1.0,))[0].numpy()
+        steps = urn.urn_steps(smp["image"], p, None, factors)
+        label, w = urn.read_label_and_weight(tmp_path / "ref" / f"{smp['name']}.png")
+        assert np.array_equal(label, steps.cyclic) and np.array_equal(w * 255, steps.weight)
+    # the same folder with another setting is refused, naming it; the same settings resume
+    with pytest.raises(ParameterError, match="present_from"):
+        urn.uncertainty_pass(net, ds, tmp_path / "ref", **kw, include_background=True, layout="RGB")
+    assert urn.uncertainty_pass(net, ds, tmp_path / "ref", **kw, **ref) == 0
+    # a folder written before the record existed: a warning, no record
+    (tmp_path / "old").mkdir()
+    urn.write_label_and_weight(tmp_path / "old" / "im0.png", ds[0]["mask"], np.ones((24, 24)))
+    with pytest.warns(UserWarning, match="earlier wsss_edu"):
+        assert urn.uncertainty_pass(net, ds, tmp_path / "old", **kw) == 2
+    assert not (tmp_path / "old" / urn.SETTINGS_FILE).exists()
+    with pytest.raises(ParameterError, match="rounding"):
+        urn.pass_settings(rounding="nearest")
 
 
 def test_weight_follows_the_mask_through_flip_and_crop():

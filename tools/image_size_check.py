@@ -42,7 +42,7 @@ def pipeline(output):
     s = params.setup("image_size_check", "toy", "", output, "quick", "cpu", 0)
     st = cam.step1(s, progress=False)
     ircfg, backbone, weights = irnet.step2_config("quick", s.seed)
-    return s, st, irnet.step2(s, st, ircfg, backbone, weights, progress=False)
+    return s, st, irnet.step2(s, st, ircfg, backbone, weights, progress=False, labels_bg=0.3)  # notebook 05's labels
 
 
 def resized_splits(s, st, ir, size):

@@ -66,7 +66,7 @@ METHODS = (
     Method("CAM → IRNet → DeepLabv3+", "001", "tags", SECONDS_TAGS,
            ("classifier", "IRNet", "DeepLabv3+"),
            final=("05_deeplab_and_results", "miou_deeplab"),
-           pseudo=("04_irnet_random_walk", "miou_irnet"),
+           pseudo=("05_deeplab_and_results", "miou_irnet_step3_labels"),
            cache=("classifier", "irnet", "segmenter"), note="'person' tags dropped, as the paper"),
     Method("URN: uncertainty weights", "002", "tags", SECONDS_TAGS,
            ("classifier", "IRNet", "DeepLabv3+ (F_S)", "DeepLabv3+ (weighted)"),

@@ -73,12 +73,13 @@ def _inference(unary: np.ndarray, image: np.ndarray, p: CRFParams) -> np.ndarray
 
 def crf_on_scores(image: np.ndarray, probs: np.ndarray, params="rrm_train") -> np.ndarray:
     """Dense CRF on class probabilities ``probs`` (C, H, W) for ``image`` (H, W, 3) uint8 RGB.
-    Unary = -log(clip(p, 1e-5)), probabilities used as given (not renormalised)."""
+    Unary = -log(clip(p, 1e-5, 1)) — pydensecrf's ``unary_from_softmax``, which the RRM and URN
+    reference codes call —, probabilities used as given (not renormalised)."""
     probs = np.asarray(probs, np.float32)
     img = _image(image)
     if probs.shape[1:] != img.shape[:2]:
         raise ValueError(f"probs are {probs.shape[1:]} but the image is {img.shape[:2]}")
-    unary = -np.log(np.clip(probs, 1e-5, None))
+    unary = -np.log(np.clip(probs, np.float32(1e-5), np.float32(1.0)))
     return _inference(unary, img, _params(params))
 
 

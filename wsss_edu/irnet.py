@@ -16,7 +16,26 @@ few MB (the reference builds the dense (HW)² transition matrix: ~0.5 GB per cop
 * :func:`affinity_loss`, :func:`displacement_loss`: IRNet eq. 5-8;
 * :class:`IRNet`: boundary and displacement branches on a frozen backbone;
 * :func:`random_walk`: T = column-normalised A^beta (with self-loops), CAMs times (1 - B) walked
-  2^exp_times steps (IRNet eq. 10-11), as repeated sparse products instead of matrix squaring.
+  2^exp_times steps (IRNet eq. 10-11), as repeated sparse products instead of matrix squaring;
+* :func:`walk_to_image`, :func:`walk_to_labels`: the walked maps brought to the image and the
+  background plane, IRNet's pseudo-labels.
+
+Differences from the reference code (``jiwoon-ahn/irn``; what is equal is tested on its outputs
+in tests/test_reference_irn.py: directions, paths, affinities, T, the walk, the walk's labels):
+
+* Paths: the reference's thick paths by default; ``path='thin'`` (:func:`path_points`,
+  :class:`IRNetConfig` / :class:`WalkConfig`) uses the one-pixel digital line instead, which leaks
+  through diagonal boundaries — kept to show why the reference's paths are thick.
+* Training pairs: the reference pairs only its ``PathIndex`` sources (not the bottom r_f rows nor
+  the side r_f columns of each 512-px crop, r_f = radius - 1); the package pairs every pixel of the
+  grid by default, because on the toy world's 16×16 grid the reference's rule would drop 62 % of
+  the sources at radius 5. ``sources='reference'`` (:class:`IRNetConfig`) restores it.
+* The walk: the reference squares a dense (HW)² float32 T; maps larger than ``max_dense`` pixels
+  walk 2^exp_times sparse steps in float64 instead (memory), equal within 1e-10 of the
+  reference's float64 walk; ``pair_dtype=None`` walks them in float32 (6e-5 of the maximum off).
+* The network (:class:`IRNet`) is a simplified two-branch head, and the relation labels, losses
+  and optimiser follow the reference's code as read, untested against its outputs (no golden data
+  covers them); the notebooks' learning rates are paper 001's.
 """
 from __future__ import annotations
 
@@ -38,7 +57,8 @@ from .parallel import set_worker_state, worker_state
 
 
 def pair_offsets(radius: int, half: bool = True) -> list:
-    """Offsets (dy, dx) with 0 < dy² + dx² < radius², as IRNet's ``PathIndex``. ``half=True``
+    """Offsets (dy, dx) with 0 < dy² + dx² < radius²: with ``half=True`` the directions of IRNet's
+    ``PathIndex`` (tested on its outputs, in another order: it groups them by path length). ``half=True``
     keeps one of each pair of opposite offsets (dy > 0, or dy == 0 and dx > 0), so every unordered
     pixel pair is counted once; ``half=False`` keeps both directions. Ordered by (dy, dx)."""
     r = int(np.ceil(radius))
@@ -50,14 +70,33 @@ def pair_offsets(radius: int, half: bool = True) -> list:
     return out
 
 
-def path_points(dy: int, dx: int) -> list:
-    """The grid points on the segment from (0, 0) to (dy, dx), both ends included: one point per
-    step along the longer axis, the other coordinate rounded to the nearest integer (halves up:
-    ``floor(v + 0.5)``, which makes the path from j to i the same pixels as from i to j)."""
-    m = max(abs(dy), abs(dx))
-    if m == 0:
+PATHS = ("thick", "thin")
+
+
+def path_points(dy: int, dx: int, path: str = "thick") -> list:
+    """The grid points between (0, 0) and (dy, dx) whose boundary values decide the pair's affinity
+    (IRNet eq. 4's "path"), both ends included.
+
+    ``'thick'`` (default): every point (y, x) of the segment's bounding box whose squared distance
+    to the line through (0, 0) and (dy, dx) is below 1, i.e. (dy·x - dx·y)² < dy² + dx²: the pixels
+    the reference's ``PathIndex`` keeps (tested on its outputs). A diagonal step then includes both
+    pixels beside the diagonal, so a one-pixel 8-connected boundary line cannot be slipped through.
+    ``'thin'``: one point per step along the longer axis, the other coordinate rounded
+    (``floor(v + 0.5)``): the digital line, which leaks through such a boundary (a deliberate
+    simplification kept for notebook 04's comparison). Both are symmetric: the path of (-dy, -dx)
+    is the negated path of (dy, dx). Points are sorted from (0, 0) outwards."""
+    from .errors import check_choice
+
+    check_choice("path", path, PATHS)
+    if dy == 0 and dx == 0:
         return [(0, 0)]
-    return [(int(np.floor(k * dy / m + 0.5)), int(np.floor(k * dx / m + 0.5))) for k in range(m + 1)]
+    if path == "thin":
+        m = max(abs(dy), abs(dx))
+        return [(int(np.floor(k * dy / m + 0.5)), int(np.floor(k * dx / m + 0.5))) for k in range(m + 1)]
+    length_sq = dy * dy + dx * dx
+    pts = [(y, x) for y in range(min(0, dy), max(0, dy) + 1) for x in range(min(0, dx), max(0, dx) + 1)
+           if (dy * x - dx * y) ** 2 < length_sq]
+    return sorted(pts, key=lambda p: (abs(p[0]) + abs(p[1]), p))
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
@@ -93,7 +132,8 @@ def relation_labels(image: np.ndarray, cams: torch.Tensor, fg_threshold: float =
     fg = crf_cam_labels(image, cams, fg_threshold, params=crf_params)
     bg = crf_cam_labels(image, cams, bg_threshold, params=crf_params)
     out = np.where(fg == 0, IGNORE, fg)
-    out[(bg == 0) & (fg == 0)] = 0      # as the reference: background only where both say so
+    out[(bg == 0) & (fg == 0)] = 0      # background only where both say so (IRN's cam_to_ir_label
+    #                                     as read; no golden data covers this step)
     return out.astype(np.int64)
 
 
@@ -114,14 +154,17 @@ def pair_label_masks(labels: torch.Tensor, offsets) -> tuple:
 # ------------------------------------------------------------------------------------------------
 
 
-def pair_affinity(boundary: torch.Tensor, offsets) -> torch.Tensor:
+def pair_affinity(boundary: torch.Tensor, offsets, path: str = "thick") -> torch.Tensor:
     """IRNet eq. 4: a_ij = 1 - max_{k on the path from i to j} B(k), for every pixel i and offset
-    (j = i + offset). ``boundary`` (..., H, W) in [0, 1]; pairs leaving the image get 0 (the
-    outside counts as boundary, as the reference pads with 1). Returns (..., P, H, W)."""
+    (j = i + offset), with the path of :func:`path_points` (``path``: 'thick', the reference's
+    pixels, or 'thin'). ``boundary`` (..., H, W) in [0, 1]; pairs leaving the image get 0 (the
+    outside counts as boundary, as the reference's walk pads with 1 and crops those pairs away).
+    Equals the reference's ``edge_to_affinity`` on every pair inside the image (tested on its
+    outputs). Returns (..., P, H, W)."""
     planes = []
     for dy, dx in offsets:
         peak = None
-        for py, px in path_points(dy, dx):
+        for py, px in path_points(dy, dx, path):
             b = _shift(boundary, py, px, 1.0)
             peak = b if peak is None else torch.maximum(peak, b)
         planes.append(1 - peak)
@@ -153,8 +196,8 @@ def displacement_loss(disp: torch.Tensor, offsets, pos_fg, pos_bg) -> tuple:
     """IRNet eq. 8-9 on a displacement field ``disp`` (N, 2, H, W) (dy, dx in grid cells): two
     pixels i, j of one object should point at one centroid, x_i + D_i = x_j + D_j, so for
     foreground pairs |D_i - D_j - (x_j - x_i)|_1 is minimised; for background pairs |D_i - D_j|_1.
-    Each is averaged over pairs and over the two components, as the reference. Returns
-    (L_fg, L_bg)."""
+    Each is averaged over pairs and over the two components (IRN's train_irn as read; not tested
+    against its outputs). Returns (L_fg, L_bg)."""
     off = torch.tensor(offsets, dtype=disp.dtype, device=disp.device)          # (P, 2)
     d_j = torch.stack([shifted(disp[:, k], offsets) for k in range(2)], 1)      # (N, 2, P, H, W)
     delta = disp.unsqueeze(2) - d_j                                              # D_i - D_j
@@ -168,14 +211,16 @@ def displacement_loss(disp: torch.Tensor, offsets, pos_fg, pos_bg) -> tuple:
 # ------------------------------------------------------------------------------------------------
 
 
-def transition_weights(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0) -> tuple:
+def transition_weights(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0,
+                       path: str = "thick") -> tuple:
     """The transition matrix of IRNet eq. 10 in pair form. Affinities a_ij (:func:`pair_affinity`)
     for both directions of every offset within ``radius`` plus a self-loop (a_ii = 1), raised to
-    ``beta`` and divided by their sum over i for each j, so T is column-stochastic:
+    ``beta`` and divided by their sum over i for each j, so T is column-stochastic
+    (the reference's ``to_transition_matrix`` on its dense affinities, tested on its outputs):
     ``T[i, j] = a_ij^beta / sum_k a_kj^beta``. Returns (offsets incl. (0, 0), weights (..., P, H, W))
     where ``weights[..., p, y, x]`` = T[(y, x) + offset_p, (y, x)]."""
     pairs = pair_offsets(radius, half=False)
-    aff = pair_affinity(boundary, pairs)              # symmetric paths: a(j, j+o) = a(j+o, j)
+    aff = pair_affinity(boundary, pairs, path)        # symmetric paths: a(j, j+o) = a(j+o, j)
     aff = torch.cat([torch.ones_like(aff[..., :1, :, :]), aff], -3).clamp(min=0) ** beta
     return [(0, 0)] + pairs, aff / aff.sum(-3, keepdim=True).clamp(min=1e-12)
 
@@ -195,38 +240,66 @@ def transition_matrix(offsets, weights: torch.Tensor) -> torch.Tensor:
 
 
 def random_walk(cams: torch.Tensor, boundary: torch.Tensor, radius: int = 5, beta: float = 10.0,
-                exp_times: int = 8, max_dense: int = 1024) -> torch.Tensor:
+                exp_times: int = 8, max_dense: int = 1024, path: str = "thick",
+                pair_dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
     """IRNet eq. 11: the CAMs (K, H, W), first damped by (1 - B), walked 2^exp_times steps:
-    v <- v T, i.e. ``v_new[j] = sum_i v[i] T[i, j]`` with T from :func:`transition_weights`. Each
-    step is a sum over P shifted copies (memory O(K·P·H·W)); it equals multiplying by the matrix T
-    squared ``exp_times`` times, as the reference does. Batched: ``cams`` (N, K, H, W) with
-    ``boundary`` (N, H, W). Maps of at most ``max_dense`` pixels (the toy world's) take the
-    reference's route instead, T squared ``exp_times`` times as a dense matrix, which is faster
-    there; both give the same result (tested). Returns the shape of ``cams``."""
-    offsets, w = transition_weights(boundary, radius, beta)
+    v <- v T, i.e. ``v_new[j] = sum_i v[i] T[i, j]`` with T from :func:`transition_weights`
+    (reference: ``propagate_to_edge``; equal within its float32 rounding, tested on its outputs).
+    Batched: ``cams`` (N, K, H, W) with ``boundary`` (N, H, W). Returns the shape and dtype of
+    ``cams``, not normalised.
+
+    Two routes, the same result. Maps of at most ``max_dense`` pixels (the toy world's) take the
+    reference's: the dense T squared ``exp_times`` times, in the input's dtype. Larger maps take
+    the pair route: 2^exp_times sums over the P shifted copies (memory O(K·P·H·W) instead of the
+    dense (HW)² matrix, ~0.5 GB per copy for a 500×375 image), computed in ``pair_dtype``
+    (default float64, T included): 256 sequential float32 steps drift from the exact walk by
+    6e-5 of its maximum (2.5e-4 of a value, outside the reference's tolerance rtol 1e-4), five
+    times the reference's own float32 error, while float64 stays within 1e-10 of the reference's
+    float64 walk (measured in tests/test_reference_irn.py). ``pair_dtype=None`` walks in the
+    input's dtype (half the memory, that error)."""
     h, wd = boundary.shape[-2:]
-    if h * wd <= max_dense:
+    dense = h * wd <= max_dense
+    dtype = cams.dtype if dense or pair_dtype is None else pair_dtype
+    offsets, w = transition_weights(boundary.to(dtype), radius, beta, path)
+    if dense:
         t = transition_matrix(offsets, w)
         for _ in range(exp_times):
             t = t @ t
         v = (cams * (1 - boundary).unsqueeze(-3)).flatten(-2)      # (..., K, HW)
         return (v @ t).view_as(cams)
-    v = cams * (1 - boundary).unsqueeze(-3)          # (..., K, H, W) times (..., 1, H, W)
+    v = cams.to(dtype) * (1 - boundary.to(dtype)).unsqueeze(-3)   # (..., K, H, W) times (..., 1, H, W)
     w = w.unsqueeze(-4)                               # (..., 1, P, H, W): the same for every class
     for _ in range(2 ** exp_times):
         v = (shifted(v, offsets) * w).sum(-3)
-    return v
+    return v.to(cams.dtype)
 
 
-def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float = 0.25, size=None) -> torch.Tensor:
-    """Pseudo-labels from walked CAMs (K, h, w) as IRNet: upsample to ``size`` (bilinear), divide
-    by the global maximum, put a background plane at ``bg_threshold`` in front, argmax; only the
-    image's classes ``keys`` (indices into K) compete. Returns (H, W) int64 in 0..K."""
+def walk_to_image(walked: torch.Tensor, size, stride: int = 4) -> torch.Tensor:
+    """Walked maps (K, h, w) on the feature grid brought to the image, as IRNet's
+    ``make_sem_seg_labels`` does (tested on its outputs): upsampled by ``stride`` (bilinear,
+    align_corners=False), cropped to ``size`` (H, W) from the top-left (the grid has
+    ceil(H / stride) cells, so the upsampled map covers the image and a little more), divided by
+    the global maximum over classes and pixels. Resizing straight to (H, W) instead would differ
+    wherever a side is not a multiple of ``stride`` (10 % of a 45×61 image's labels).
+    Returns (K, H, W)."""
+    h, w = walked.shape[-2:]
+    if h * stride < size[0] or w * stride < size[1]:
+        raise ValueError(f"walked maps of {h}×{w} cells at stride {stride} do not cover an image of "
+                         f"{size[0]}×{size[1]}: the grid must have ceil(side / {stride}) cells")
+    v = F.interpolate(walked[None], scale_factor=stride, mode="bilinear", align_corners=False)
+    v = v[0, :, :size[0], :size[1]]
+    return v / v.max().clamp(min=1e-12)
+
+
+def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float = 0.25, size=None,
+                   stride: int = 4) -> torch.Tensor:
+    """Pseudo-labels from walked CAMs (K, h, w) as IRNet: the image's classes ``keys`` (indices
+    into K) brought to the image ``size`` (:func:`walk_to_image`; ``size=None``: stay on the grid,
+    divided by the global maximum), a background plane at ``bg_threshold`` in front, argmax.
+    Returns (H, W) int64 in 0..K (0 background, k + 1 for channel k)."""
     keys = torch.as_tensor(keys, dtype=torch.long)
-    v = walked[keys][None]
-    if size is not None:
-        v = F.interpolate(v, size=size, mode="bilinear", align_corners=False)
-    v = v[0] / v.max().clamp(min=1e-12)
+    v = walked[keys]
+    v = walk_to_image(v, size, stride) if size is not None else v / v.max().clamp(min=1e-12)
     lab = torch.cat([torch.full_like(v[:1], bg_threshold), v]).argmax(0)
     ids = torch.cat([torch.zeros(1, dtype=torch.long), keys + 1])
     return ids[lab]
@@ -325,12 +398,37 @@ class IRNet(nn.Module):
         return [{"params": b, "lr": lr_boundary}, {"params": d, "lr": lr_displacement}]
 
 
-def irnet_loss(model: IRNet, batch, offsets) -> torch.Tensor:
+SOURCES = ("all", "reference")
+
+
+def reference_source_mask(h: int, w: int, radius: float) -> torch.Tensor:
+    """The pixels of an (h, w) grid that IRNet's ``PathIndex`` pairs with their partners during
+    training (tested on its outputs): rows 0 .. h - r_f - 1 and columns r_f .. w - r_f - 1, with
+    r_f = ceil(radius) - 1, so that every partner of the half disc stays on the grid. The pairs
+    from the bottom r_f rows and the side r_f columns are never used. (h, w) bool."""
+    rf = int(np.ceil(radius)) - 1
+    m = torch.zeros(h, w, dtype=torch.bool)
+    m[:max(0, h - rf), rf:max(rf, w - rf)] = True
+    return m
+
+
+def irnet_loss(model: IRNet, batch, offsets, path: str = "thick", sources: str = "all",
+               radius: float | None = None) -> torch.Tensor:
     """IRNet's training loss on a batch {'image', 'relation'} (relation labels at the output
-    stride, 255 = unsure): (L_aff_pos + L_aff_neg) / 2 + (L_D_fg + L_D_bg) / 2, as the reference."""
+    stride, 255 = unsure): (L_aff_pos + L_aff_neg) / 2 + (L_D_fg + L_D_bg) / 2 (the combination
+    of IRN's train_irn as read; not tested against its outputs). Pairs from every pixel of the
+    grid (``sources='all'``) or only from the reference's source pixels (``'reference'``,
+    :func:`reference_source_mask` for the ``radius`` the offsets were drawn with); affinities
+    along ``path`` (:func:`path_points`)."""
+    from .errors import check_choice
+
+    check_choice("sources", sources, SOURCES)
     boundary, disp = model(batch["image"])
     pos_bg, pos_fg, neg = pair_label_masks(batch["relation"], offsets)
-    l_aff = affinity_loss(pair_affinity(boundary, offsets), pos_bg, pos_fg, neg)
+    if sources == "reference":      # ``radius``: the one ``offsets`` were drawn with
+        keep = reference_source_mask(*batch["relation"].shape[-2:], radius).to(pos_bg.device)
+        pos_bg, pos_fg, neg = pos_bg & keep, pos_fg & keep, neg & keep
+    l_aff = affinity_loss(pair_affinity(boundary, offsets, path), pos_bg, pos_fg, neg)
     l_fg, l_bg = displacement_loss(disp, offsets, pos_fg, pos_bg)
     return l_aff + (l_fg + l_bg) / 2
 
@@ -348,7 +446,10 @@ class IRNetConfig:
     images whose every tag has a classifier probability above ``confidence`` (paper 001).
     Training: pairs within ``radius`` grid cells at stride 4, SGD with momentum and polynomial
     decay at ``lr_boundary`` / ``lr_displacement`` (IRNet 0.1 / 1.0; paper 001 says 0.005 / 0.05),
-    ``crop``: random rescale in ``scale`` + crop (real datasets; None: whole images, flipped)."""
+    ``crop``: random rescale in ``scale`` + crop (real datasets; None: whole images, flipped).
+    ``path``: the pixels between two pixels whose boundary values give their affinity, in the
+    training loss (:func:`path_points`: 'thick', the reference's, or 'thin'); ``sources``: the
+    pixels whose pairs teach ('all', or 'reference': :func:`reference_source_mask`)."""
     fg_threshold: float = 0.30
     bg_threshold: float = 0.05
     confidence: float = 0.8
@@ -363,22 +464,25 @@ class IRNetConfig:
     crop: int | None = None
     scale: tuple = (0.5, 1.5)
     seed: int = 0
+    path: str = "thick"
+    sources: str = "all"
 
 
 @dataclass(frozen=True)
 class WalkConfig:
     """The random walk's settings (IRNet's defaults): pairs within ``radius`` at stride 4,
     affinities to the power ``beta``, T squared ``exp_times`` times, background plane
-    ``bg_threshold`` on the walked maps."""
+    ``bg_threshold`` on the walked maps; ``path``: the affinities' paths (:func:`path_points`)."""
     radius: int = 5
     beta: float = 10.0
     exp_times: int = 8
     bg_threshold: float = 0.25
+    path: str = "thick"
 
 
 def labels_at_stride(labels: torch.Tensor, stride: int = 4) -> torch.Tensor:
     """A label map (..., H, W) on the network's output grid (ceil(H / stride) cells per side):
-    the label at the centre pixel of each cell, as IRNet's nearest-neighbour rescale does; cells
+    the label at the centre pixel of each cell (a nearest-neighbour rescale, as IRN's is read); cells
     whose centre falls outside the image are 255."""
     h, w = labels.shape[-2:]
     oh, ow = -(-h // stride), -(-w // stride)
@@ -470,7 +574,8 @@ def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0
                 checkpoint=None, progress: bool = True) -> IRNet:
     """Train IRNet's two branches on frozen ``stages`` (:func:`backbone_stages`) with the samples of
     a :class:`RelationDataset`: :func:`irnet_loss` over pairs within ``cfg.radius``, SGD with
-    polynomial decay (power 0.9, as IRNet's optimiser). Returns the network in eval mode."""
+    polynomial decay (power 0.9, IRN's PolyOptimizer's; unlike that optimiser, real momentum:
+    reference/methods.md §0). Returns the network in eval mode."""
     from torch.utils.data import DataLoader
 
     from .train import fit, poly_schedule, seed_everything
@@ -483,7 +588,7 @@ def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0
                           lr=cfg.lr_boundary, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = poly_schedule(opt, cfg.epochs * len(loader))
     offsets = pair_offsets(cfg.radius)
-    fit(net, loader, lambda m, b: irnet_loss(m, b, offsets), opt, cfg.epochs, device, sched,
+    fit(net, loader, lambda m, b: irnet_loss(m, b, offsets, cfg.path, cfg.sources, cfg.radius), opt, cfg.epochs, device, sched,
         checkpoint=checkpoint, progress=progress, desc=f"IRNet ({len(dataset)} images)")
     return net.eval()
 
@@ -548,7 +653,7 @@ def walk_all(inputs, walk: WalkConfig, batch_size: int = 64, device=None):
             cams[n, :len(g["keys"])] = g["cams"]
         bnd = torch.stack([g["boundary"] for g in group])
         walked = random_walk(cams.to(device), bnd.to(device), walk.radius, walk.beta,
-                             walk.exp_times).cpu()
+                             walk.exp_times, path=walk.path).cpu()
         for n, g in enumerate(group):
             yield j + n, walked[n, :len(g["keys"])]
         j = e
@@ -720,9 +825,10 @@ WALK_GRID = dict(WALK_RADII=([2, 3, 5], [5]), WALK_EXP_TIMES=([1, 2, 4, 8], [8])
 
 
 def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas, bg_thresholds,
-                device=None, progress: bool = True) -> tuple:
+                device=None, progress: bool = True, path: str = "thick") -> tuple:
     """The walk settings with the best mIoU of the walked pseudo-labels on a labelled *validation*
-    split, over the grid radii × exp_times × betas × bg_thresholds (:func:`walk_confusions`).
+    split, over the grid radii × exp_times × betas × bg_thresholds (:func:`walk_confusions`), the
+    affinities along ``path`` (:func:`path_points`).
     Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): mIoU})."""
     import itertools
 
@@ -733,15 +839,15 @@ def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas
     grid = {}
     for r, t, b in tqdm(list(itertools.product(radii, exp_times, betas)), desc="walk grid",
                         disable=not progress, leave=False):
-        for bg, m in zip(bg_thresholds, walk_confusions(val_dataset, idx, inputs, WalkConfig(r, b, t),
+        for bg, m in zip(bg_thresholds, walk_confusions(val_dataset, idx, inputs, WalkConfig(r, b, t, path=path),
                                                         bg_thresholds, device=device)):
             grid[(r, t, b, bg)] = m.miou
     r, t, b, bg = max(grid, key=grid.get)
-    return WalkConfig(radius=r, beta=b, exp_times=t, bg_threshold=bg), grid
+    return WalkConfig(radius=r, beta=b, exp_times=t, bg_threshold=bg, path=path), grid
 
 
 def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key: dict, grid: dict,
-                       device=None, progress: bool = True) -> tuple:
+                       device=None, progress: bool = True, path: str = "thick") -> tuple:
     """:func:`choose_walk` over ``grid`` ({'WALK_RADII', 'WALK_EXP_TIMES', 'WALK_BETAS',
     'WALK_BG'}: lists) for the network of ``key``, from the artifact cache or searched and stored.
     Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): val mIoU})."""
@@ -750,12 +856,12 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
     def search():
         walk, scores = choose_walk(net, val_dataset, val_cam_folder, grid["WALK_RADII"],
                                    grid["WALK_EXP_TIMES"], grid["WALK_BETAS"], grid["WALK_BG"],
-                                   device, progress)
-        return {"walk": [walk.radius, walk.beta, walk.exp_times, walk.bg_threshold],
+                                   device, progress, path)
+        return {"walk": [walk.radius, walk.beta, walk.exp_times, walk.bg_threshold, walk.path],
                 "grid": [list(k) + [v] for k, v in scores.items()]}
 
-    found = cached(output_dir, "walk_choice", {**key, "grid": grid, "val_cams": Path(val_cam_folder).name},
-                   search)
+    found = cached(output_dir, "walk_choice", {**key, "grid": grid, "val_cams": Path(val_cam_folder).name,
+                                               "path": path}, search)
     return WalkConfig(*found["walk"]), {tuple(r[:4]): r[4] for r in found["grid"]}
 
 
@@ -765,7 +871,7 @@ STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), I
 
 
 def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float = 0.1,
-                 WEIGHTS="imagenet", **knobs) -> tuple:
+                 WEIGHTS="imagenet", IR_PATH: str = "thick", IR_SOURCES: str = "all", **knobs) -> tuple:
     """Notebook 04's IRNet settings from its parameters (same names; ``knobs``: the
     :data:`STEP2_PROFILE` names, None = the profile's value): (:class:`IRNetConfig`, backbone,
     backbone weights) as :func:`step2` takes them. The displacement branch learns at 10 x IR_LR."""
@@ -774,14 +880,15 @@ def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float 
     v = params.profile_values(profile, STEP2_PROFILE, **knobs)
     cfg = IRNetConfig(confidence=CONFIDENCE, radius=v["IR_RADIUS"], epochs=v["IR_EPOCHS"],
                       batch_size=v["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                      crop=v["IR_CROP"], seed=seed)
+                      crop=v["IR_CROP"], seed=seed, path=IR_PATH, sources=IR_SOURCES)
     return cfg, v["IR_BACKBONE"], WEIGHTS if v["IR_BACKBONE"] == "resnet50" else None
 
 
 @dataclass
 class Step2:
     """Notebook 04's result as later notebooks need it: the trained network, its cache key, the
-    walk chosen on val (with the grid's scores) and the pseudo-label folder of the training split."""
+    walk chosen on val (with the grid's scores) and the pseudo-label folder of the training split
+    (the chosen walk's, or at the background threshold :func:`step2` was given)."""
     net: IRNet
     key: dict
     walk: WalkConfig
@@ -790,13 +897,16 @@ class Step2:
 
 
 def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=None,
-          walk_grid: dict | None = None, workers: int = 0, progress: bool = True) -> Step2:
+          walk_grid: dict | None = None, workers: int = 0, progress: bool = True,
+          labels_bg: float | None = None) -> Step2:
     """Notebook 04 in one call, from step 1's result ``st`` (:func:`wsss_edu.cam.step1`): relation
     labels of the confident images, IRNet on the frozen ``backbone`` ('classifier': step 1's
     stages; 'resnet50'), the walk chosen on val over ``walk_grid`` (:data:`WALK_GRID`'s names ->
     lists; None: the profile's defaults) and the training split's pseudo-labels. Everything comes
     from the cache when notebook 04 ran with the same parameters. ``workers``: DataLoader workers,
-    and processes for the relation labels' CRFs."""
+    and processes for the relation labels' CRFs. ``labels_bg``: the background threshold of the
+    returned pseudo-labels (the chosen walk with that plane; None: the walk's own, chosen on val) —
+    notebooks 05-06 train step 3 on paper 001's 0.3."""
     from . import params
 
     check = ("classifier", "resnet50")
@@ -812,7 +922,8 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
     net = cached_step2(setup.output_dir, stages, data, key, cfg, setup.device, workers, progress)
 
     walk, grid = cached_walk_choice(setup.output_dir, net, st.val_view, st.val_folder, key, g,
-                                    setup.device, progress)
-    folder = cached_pseudo_labels(setup.output_dir, net, st.train_view, st.folder, key, walk,
+                                    setup.device, progress, cfg.path)
+    labelled = walk if labels_bg is None else replace(walk, bg_threshold=labels_bg)
+    folder = cached_pseudo_labels(setup.output_dir, net, st.train_view, st.folder, key, labelled,
                                   device=setup.device, progress=progress)
     return Step2(net, key, walk, grid, folder)

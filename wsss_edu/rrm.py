@@ -1,15 +1,66 @@
 """RRM (paper 003, Zhang et al., AAAI 2020): reliable region mining and the dense energy loss.
 
-Reliable regions (the paper's eqs. 2-7), from a classifier's CAMs, per image:
+Reliable regions (the paper's eqs. 2-7), from a classifier's CAMs, per image, under two rules
+(:func:`reliable_region_labels`'s ``rule``):
 
-* :func:`wsss_edu.cam.multiscale_cam` (eq. 2: the sum over scales, the average up to a constant
-  that eq. 3 removes) and :func:`wsss_edu.cam.normalize_cams` (eq. 3: each class by its max);
-* :func:`background_probability` (eq. 4) and :func:`cam_probabilities` ([P_bg, P_fg]);
-* :func:`crf_label` (eq. 5), or the reference code's two CRFs (:func:`two_crf_label`);
-* :func:`top_fraction_labels` (eq. 6: alpha chosen per class so that a fraction of its pixels is
-  kept);
-* :func:`reliable_labels` (eq. 7: keep a label only where the CAM and the CRF agree);
-* :func:`reliable_region_labels`: eqs. 4-7 in one call.
+* eqs. 2-3: :func:`wsss_edu.cam.multiscale_cam` (the sum over scales, the average up to a constant
+  that eq. 3 removes) and :func:`wsss_edu.cam.normalize_cams` (each class by its max);
+* ``rule='reference'`` (the default): the original code's ``tool/myTool.py::compute_seg_label``
+  (zbf1991/RRM), reproduced exactly (in numpy float32, as it computes): the two CRFs
+  (:func:`reference_crf_marginals`), their label (:func:`reference_crf_label`), the CAM argmax
+  map (:func:`reference_cam_argmax`), the CAM-sure region (:func:`reference_class_sure_region`,
+  :func:`reference_cam_sure_region`), the CRF-sure region (:func:`reference_crf_sure_region`),
+  all in :func:`reference_reliable_labels`;
+* ``rule='paper'``: the literal reading of eqs. 4-7: :func:`background_probability` (eq. 4) and
+  :func:`cam_probabilities` ([P_bg, P_fg]); :func:`crf_label` (eq. 5), or two CRFs
+  (:func:`two_crf_label`); :func:`top_fraction_labels` (eq. 6: alpha chosen per class so that a
+  fraction of its pixels is kept); :func:`reliable_labels` (eq. 7: keep a label only where the
+  CAM and the CRF agree).
+
+Differences from the reference code (what it does; what this package does by default; the
+argument that switches it):
+
+1. *Which pixels keep a label.* Reference: the label comes from the CRFs alone, and a pixel keeps
+   it if it is CAM-sure for *some* class (not necessarily its own) and CRF-sure; the CAM label and
+   the CRF label never have to agree. Eq. 7 instead keeps only pixels where the two labels agree.
+   Default: the reference (``rule='reference'``), because it is the code the authors released
+   with the paper, the one its users run and reproduce; ``rule='paper'`` gives eq. 7.
+2. *The CAM side's cut.* Reference: per class, the values > 0.1 inside its argmax region, sorted,
+   ``thr = sorted[int(0.6 n)]``, sure = CAM > thr (strict: the value at the cut and its ties are
+   dropped, about the top 40 %); the comparisons are float32 (``> 0.1`` means ``> float32(0.1)``).
+   Eq. 6 / ``rule='paper'``: the top ``round(0.4 n)`` values, ties with alpha kept (>=). Both
+   rules read ``fraction`` (the reference's position is ``int(n · (1 - fraction))``, which for 0.4
+   is bit for bit the reference's ``int(n · 0.6)``: ``1 - 0.4 == 0.6`` in float64).
+3. *The background on the CAM side.* Reference: sure = (1 - max cam)^32 > 0.8 inside the
+   background's argmax region, not a fraction. ``rule='paper'``: the same top-fraction rule as the
+   classes, on (1 - max cam)^gamma.
+4. *gamma on the CAM side.* Reference: the argmax regions come from [(1 - max cam)^32, cams], for
+   every class. ``rule='paper'``: ``gamma`` (4). Under ``rule='reference'`` the CAM side takes the
+   second (weak-background) CRF's gamma, ``two_crf[1]`` (default 32).
+5. *The CRF label.* Reference: two CRFs, on [(1 - max cam)^4, cams] and [(1 - max cam)^32, cams]
+   of the image's classes only; label = the gamma-4 CRF's foreground argmax, 255 where that is
+   background, then 0 wherever the gamma-32 CRF's argmax is background (so the gamma-32
+   background wins over a gamma-4 foreground). ``rule='paper'``: one CRF at ``gamma`` (eq. 5), or
+   with ``two_crf=(4, 32)`` :func:`two_crf_label`, whose gamma-4 foreground wins instead. Under
+   ``rule='reference'`` the two gammas are ``two_crf``, else (``gamma``, 32): the defaults are the
+   reference's 4 and 32.
+6. *The CRF-confidence filter.* Reference: a pixel is dropped unless the largest of [gamma-32
+   background marginal, gamma-4 foreground marginals] is >= 0.8. ``rule='paper'``: no such filter.
+7. *Which classes contribute CAM-sure pixels.* Reference: only the classes (background included)
+   that win somewhere in the gamma-4 CRF's argmax. A foreground class that wins there but has no
+   CAM value > 0.1 inside its CAM argmax region makes the reference crash (IndexError on an empty
+   sort); here it contributes no sure pixel (its CRF pixels are then kept only where another
+   class makes them CAM-sure). An image without tags crashes the reference too (the max of an
+   empty stack); here it is all background, under both rules.
+8. *The CAMs themselves.* Reference: the ReLU'd CAMs of the training step's own forward pass on
+   the crop plus three no-grad passes at scales 0.5, 1.5, 2, averaged at the feature map's size,
+   no flip, upsampled, times the tags, divided by (max + 1e-5). Here: :func:`rrm_loss` computes
+   them with :func:`wsss_edu.cam.multiscale_cam` at ``cam_scales`` with flips, in eval mode, each
+   scale upsampled to the image before summing, then :func:`wsss_edu.cam.normalize_cams` (clamp at
+   0, times the tags, divided by max + 1e-5). Not switchable beyond ``cam_scales``
+   (:class:`RRMConfig`); the reliable-region functions take whatever CAMs they are given.
+9. *Tags.* Reference: ``cam_label.astype(np.uint8)``, so a soft tag below 1 is dropped; here any
+   tag > 0 counts (:func:`batch_reliable_labels`).
 
 The dense energy loss (eqs. 10-14): :func:`gaussian_kernel` (eq. 11), :func:`soft_filter`
 (eq. 14) and :func:`dense_energy_loss` (eqs. 12-13), exact and chunked so memory stays bounded;
@@ -31,12 +82,16 @@ import torch
 
 from .labels import IGNORE
 
+RULES = ("reference", "paper")
+
 
 def background_probability(p_fg: torch.Tensor, gamma: float = 4.0) -> torch.Tensor:
     """Eq. (4): P_bg = (1 - max_c P_fg^c)^gamma, from the normalised CAMs ``p_fg`` (N, K, H, W)
     → (N, 1, H, W). gamma > 1 shrinks the background score, so only pixels far from every class
     stay background (AffinityNet's convention, which the reference code follows; the paper's
-    typeset eq. 4 places the exponent ambiguously)."""
+    typeset eq. 4 places the exponent ambiguously). ``rule='paper'``'s version (torch; the max is
+    clamped to [0, 1]); ``rule='reference'`` computes the same formula in numpy float32 with the
+    reference's two gammas (:func:`reference_crf_marginals`, :func:`reference_cam_argmax`)."""
     return (1 - p_fg.amax(1, keepdim=True).clamp(0, 1)) ** gamma
 
 
@@ -46,19 +101,25 @@ def cam_probabilities(p_fg: torch.Tensor, gamma: float = 4.0) -> torch.Tensor:
     return torch.cat([background_probability(p_fg, gamma), p_fg], 1)
 
 
+# ------------------------------------------------------------------------------------------------
+# rule='paper': the literal reading of eqs. 4-7
+# ------------------------------------------------------------------------------------------------
+
 def top_fraction_labels(probs: torch.Tensor, present, fraction: float = 0.4,
                         min_score: float = 0.1) -> torch.Tensor:
     """Eq. (6) with the paper's choice of alpha "such that 40 % of the pixels are labelled", per
-    class as the reference code does: each pixel takes the argmax over the ``present`` channels of
-    ``probs`` (1 + K, H, W) (background included); within each class's argmax region, only the
-    ``fraction`` of its pixels with the highest score (and above ``min_score``) keep the label,
-    the rest become 255: alpha is the class's score at that rank, and pixels tied with it are kept
-    too (a flat background, P_bg = 1 wherever no CAM fires, is kept whole). Returns (H, W) int64.
+    class: each pixel takes the argmax over the ``present`` channels of ``probs`` (1 + K, H, W)
+    (background included); within each class's argmax region, only the ``fraction`` of its pixels
+    above ``min_score`` with the highest score keep the label, the rest become 255: alpha is the
+    class's score at rank ``round(fraction · n)``, and pixels tied with it are kept too (a flat
+    background, P_bg = 1 wherever no CAM fires, is kept whole). Returns (H, W) int64.
 
-    The same rule for every class, background included, as eq. (6) reads. The reference code
-    differs for the background (it keeps P_bg > 0.8 with gamma 32 inside the background's argmax
-    region) and also drops pixels where the CRF's own top probability is below 0.8; neither is
-    done here."""
+    ``rule='paper'``'s CAM label: the same rule for every class, background included, as eq. (6)
+    reads. The reference code (:func:`reference_cam_sure_region`) differs: its argmax regions use
+    P_bg at gamma 32 whatever ``probs`` used; its cut for a class is strict, ``score >
+    sorted[int(0.6 n)]`` (the value at the cut and its ties are dropped); its background keeps
+    P_bg(gamma 32) > 0.8 instead of a fraction; it only looks at the classes that win in its
+    gamma-4 CRF; and it compares in float32."""
     present = torch.as_tensor(list(present), dtype=torch.long, device=probs.device)
     sub = probs[present]
     score, idx = sub.max(0)
@@ -79,7 +140,8 @@ def crf_label(image: np.ndarray, probs: torch.Tensor, present, crf_params="rrm_t
     """Eq. (5): the dense CRF's label map for [P_bg, P_fg] over the ``present`` channels (the
     image's classes and the background; the paper and the reference use AffinityNet's CRF settings,
     the ``'rrm_train'`` preset). ``image`` (H, W, 3) uint8, ``probs`` (1 + K, H, W). Returns (H, W)
-    int64 class indices on ``probs``' device."""
+    int64 class indices on ``probs``' device. ``rule='paper'``'s CRF label (one CRF, at the CAM
+    side's gamma); the reference runs two (:func:`reference_crf_label`)."""
     from .crf import crf_on_scores
 
     present = np.asarray(list(present))
@@ -89,10 +151,14 @@ def crf_label(image: np.ndarray, probs: torch.Tensor, present, crf_params="rrm_t
 
 def two_crf_label(image: np.ndarray, p_fg: torch.Tensor, present, gammas=(4.0, 32.0),
                   crf_params="rrm_train") -> torch.Tensor:
-    """The reference code's variant of eq. (5): two CRFs, one with a strong background (gamma
-    ``gammas[0]``) whose foreground labels are kept as confident foreground, one with a weak
-    background (``gammas[1]``) whose background labels are kept as confident background; pixels
-    neither keeps are 255. ``p_fg`` (K, H, W) normalised CAMs of one image."""
+    """``rule='paper'`` with ``two_crf``: eq. (5) run twice, as the reference does, one CRF with a
+    strong background (gamma ``gammas[0]``) whose foreground labels are kept as confident
+    foreground, one with a weak background (``gammas[1]``) whose background labels are kept as
+    confident background; pixels neither keeps are 255. ``p_fg`` (K, H, W) normalised CAMs of one
+    image. Not the reference's combination: where the two disagree (gamma-4 foreground, gamma-32
+    background) this keeps the foreground, the reference the background
+    (:func:`reference_crf_label`); and this label then goes through eq. (7)'s agreement test, not
+    the reference's CAM-sure / CRF-sure filters."""
     strong = crf_label(image, cam_probabilities(p_fg[None], gammas[0])[0], present, crf_params)
     weak = crf_label(image, cam_probabilities(p_fg[None], gammas[1])[0], present, crf_params)
     out = torch.full_like(strong, IGNORE)
@@ -103,18 +169,209 @@ def two_crf_label(image: np.ndarray, p_fg: torch.Tensor, present, gammas=(4.0, 3
 
 def reliable_labels(cam_label: torch.Tensor, crf_label_map: torch.Tensor) -> torch.Tensor:
     """Eq. (7): the CAM label where it agrees with the CRF label, 255 elsewhere (and wherever
-    either is 255)."""
+    either is 255). ``rule='paper'``'s final step; the reference never compares the two labels
+    (:func:`reference_reliable_labels`)."""
     agree = (cam_label == crf_label_map) & (cam_label != IGNORE)
     return torch.where(agree, cam_label, torch.full_like(cam_label, IGNORE))
 
 
+# ------------------------------------------------------------------------------------------------
+# rule='reference': zbf1991/RRM's tool/myTool.py::compute_seg_label, step by step, in numpy float32
+# ------------------------------------------------------------------------------------------------
+
+REFERENCE_GAMMAS = (4.0, 32.0)    # the two CRFs' background exponents (compute_seg_label's 4 and 32)
+REFERENCE_MIN_SCORE = 0.1         # a class's CAM values that enter its cut
+REFERENCE_SURE_BACKGROUND = 0.8   # CAM-sure background: P_bg(gamma 32) > 0.8
+REFERENCE_SURE_CRF = 0.8          # CRF-sure: top marginal >= 0.8
+
+
+def _float32_cams(p_fg) -> np.ndarray:
+    """``p_fg`` (K, H, W), a tensor or an array, as a numpy float32 array (the reference's dtype:
+    torch's float32 CAMs handed to numpy)."""
+    if isinstance(p_fg, torch.Tensor):
+        p_fg = p_fg.detach().cpu().numpy()
+    return np.ascontiguousarray(p_fg, dtype=np.float32)
+
+
+def _classes(classes) -> list:
+    """The image's tags as sorted, distinct 0-based foreground indices (the reference walks its
+    tag vector in increasing class order)."""
+    return sorted({int(c) for c in classes})
+
+
+def reference_crf_marginals(image: np.ndarray, p_fg, classes, gamma: float,
+                            crf_params="rrm_train") -> np.ndarray:
+    """Eqs. (4-5) as the reference's ``_crf_with_alpha``: the dense CRF's marginals for
+    [P_bg, P_fg of the image's classes], P_bg = (1 - max over those classes)^gamma, in numpy
+    float32 (no clamp, no renormalisation; ``unary_from_softmax``'s clip to [1e-5, 1] inside
+    :func:`wsss_edu.crf.crf_on_scores`), scattered to (1 + K, H, W) float32: channel 0 background,
+    c + 1 class c, the absent classes 0. ``p_fg`` (K, H, W) normalised CAMs, ``classes`` 0-based.
+    The reference calls it twice, gamma 4 ('crf_la', confident foreground) and 32 ('crf_ha',
+    confident background); eq. (5) runs one CRF at the CAM side's gamma.
+    With no class, the CRF has only the background channel (all 1)."""
+    from .crf import crf_on_scores
+
+    cams = _float32_cams(p_fg)
+    cls = _classes(classes)
+    out = np.zeros((cams.shape[0] + 1,) + cams.shape[1:], np.float32)
+    if not cls:
+        out[0] = 1
+        return out
+    v = cams[cls]
+    bg = np.power(1 - v.max(0, keepdims=True), np.float32(gamma))     # float32, as numpy on float32
+    q = crf_on_scores(image, np.concatenate([bg, v]), crf_params)
+    out[0] = q[0]
+    out[[c + 1 for c in cls]] = q[1:]
+    return out
+
+
+def reference_crf_label(crf_la: np.ndarray, crf_ha: np.ndarray) -> np.ndarray:
+    """The reference's CRF label (its variant of eq. 5 with two CRFs): argmax of the gamma-4
+    marginals ``crf_la`` (1 + K, H, W); where that is background, 255; then 0 wherever the
+    gamma-32 marginals ``crf_ha`` have their argmax on the background — the gamma-32 background
+    wins over a gamma-4 foreground (:func:`two_crf_label`, ``rule='paper'``'s two CRFs, keeps the
+    foreground there). (H, W) int64, before the sure-region filters."""
+    la, ha = crf_la.argmax(0), crf_ha.argmax(0)
+    out = np.where(la == 0, IGNORE, la).astype(np.int64)
+    out[ha == 0] = 0
+    return out
+
+
+def reference_cam_argmax(p_fg, classes, gamma: float = 32.0) -> tuple:
+    """The reference's CAM map for the CAM-sure regions: ``cam_all`` = [(1 - max cam)^gamma,
+    cams], (1 + K, H, W) float32, the absent classes' channels 0 (so the max includes their zeros,
+    as the reference's), and its argmax ``cam_img`` (H, W) int64 (ties to the lower channel). Eq.
+    (4)'s P_bg and eq. (6)'s argmax, but at gamma 32 (the reference hard-codes it) where the paper
+    says gamma 4."""
+    cams = _float32_cams(p_fg)
+    cam_np = np.zeros_like(cams)
+    cls = _classes(classes)
+    cam_np[cls] = cams[cls]
+    bg = np.power(1 - cam_np.max(0, keepdims=True), np.float32(gamma))
+    cam_all = np.concatenate([bg, cam_np])
+    return cam_all, cam_all.argmax(0)
+
+
+def reference_cut_position(n: int, fraction: float = 0.4) -> int:
+    """Where the reference cuts a class's n sorted CAM values: ``int(n · (1 - fraction))``; for
+    the reference's 0.4 this is bit for bit its ``int(n · 0.6)`` (``1 - 0.4 == 0.6`` in float64,
+    checked for every n up to 10^6 in the tests)."""
+    return int(n * (1.0 - float(fraction)))
+
+
+def reference_class_sure_region(score: np.ndarray, region: np.ndarray, fraction: float = 0.4,
+                                min_score: float = REFERENCE_MIN_SCORE) -> np.ndarray:
+    """Eq. (6) for one foreground class, the reference's way: of the class's CAM ``score``
+    (H, W) float32 inside its argmax ``region`` (H, W) bool, the values > ``min_score`` (compared
+    in float32: a value equal to float32(0.1) is not above 0.1) are sorted, thr = sorted[
+    :func:`reference_cut_position`], and sure = score > thr (strict) inside the region: about the
+    top ``fraction`` of them, minus the value at the cut and its ties. Eq. (6) as
+    :func:`top_fraction_labels` reads it keeps round(fraction · n) pixels and the ties at alpha.
+    No value > ``min_score`` in the region: the reference raises IndexError (an empty sort);
+    here no pixel is sure. The same for ``fraction`` 0 (the cut falls past the end)."""
+    score = np.asarray(score)
+    s = np.where(region, score, score.dtype.type(0))
+    vals = np.sort(s[s > score.dtype.type(min_score)])
+    pos = reference_cut_position(vals.size, fraction)
+    if pos >= vals.size:                    # no candidate (the reference's IndexError), or fraction 0
+        return np.zeros(s.shape, bool)
+    return s > vals[pos]
+
+
+def reference_cam_sure_region(p_fg, classes, crf_classes, gamma: float = 32.0, fraction: float = 0.4,
+                              min_score: float = REFERENCE_MIN_SCORE,
+                              bg_threshold: float = REFERENCE_SURE_BACKGROUND) -> tuple:
+    """The reference's CAM side (its reading of eqs. 4 and 6): the union over ``crf_classes``
+    (label indices, 0 background, c + 1 class c: the reference takes the classes of the gamma-4
+    CRF's argmax) of each class's sure pixels in :func:`reference_cam_argmax` (``gamma``, 32):
+    a foreground class by :func:`reference_class_sure_region`, the background where P_bg > 
+    ``bg_threshold`` (float32, strict) inside its argmax region. Returns (cam-sure (H, W) bool,
+    ``cam_img`` (H, W) int64). Eq. (6) instead keeps the top fraction of every class, background
+    included, of the argmax at gamma 4, and eq. (7) then asks the CRF to agree."""
+    cam_all, cam_img = reference_cam_argmax(p_fg, classes, gamma)
+    sure = np.zeros(cam_img.shape, bool)
+    for c in sorted({int(c) for c in crf_classes}):
+        region = cam_img == c
+        if c == 0:
+            sure |= region & (cam_all[0] > np.float32(bg_threshold))
+        else:
+            sure |= reference_class_sure_region(cam_all[c], region, fraction, min_score)
+    return sure, cam_img
+
+
+def reference_crf_sure_region(crf_la: np.ndarray, crf_ha: np.ndarray,
+                              threshold: float = REFERENCE_SURE_CRF) -> np.ndarray:
+    """The reference's CRF confidence filter (not in the paper's equations): sure where the
+    largest of [the gamma-32 CRF's background marginal, the gamma-4 CRF's foreground marginals]
+    is >= ``threshold`` (0.8), compared in float64 as the reference's arrays are. (H, W) bool."""
+    q = np.concatenate([crf_ha[:1], crf_la[1:]]).astype(np.float64)
+    return q.max(0) >= threshold
+
+
+def reference_reliable_labels(image: np.ndarray, p_fg, classes, gammas=REFERENCE_GAMMAS,
+                              fraction: float = 0.4, crf_params="rrm_train", cam_gamma=None) -> dict:
+    """The reference's ``compute_seg_label`` (its eqs. 4-7), exactly: ``image`` (H, W, 3) uint8
+    RGB, ``p_fg`` (K, H, W) normalised CAMs (computed in float32), ``classes`` the image's tags as
+    0-based indices. ``gammas``: the two CRFs' (4, 32); ``cam_gamma``: the CAM side's (None:
+    ``gammas[1]``, the reference's 32); ``fraction``: the CAM cut (0.4). Steps:
+
+    1. :func:`reference_crf_marginals` at gammas[0] ('crf_la') and gammas[1] ('crf_ha');
+    2. :func:`reference_crf_label` (label = gamma-4 foreground, gamma-32 background);
+    3. :func:`reference_cam_sure_region` for the classes of argmax(crf_la);
+    4. :func:`reference_crf_sure_region`;
+    5. the label, 255 wherever not CAM-sure or not CRF-sure.
+
+    Returns numpy arrays: 'reliable' (H, W) int64 (0 background, c + 1 class c, 255), 'crf' (step
+    2), 'cam' (the CAM argmax where CAM-sure, else 255: the reference's analogue of eq. 6's
+    label), 'cam_sure', 'crf_sure' (H, W) bool, 'cam_argmax' (H, W) int64, 'crf_la', 'crf_ha'
+    (1 + K, H, W) float32."""
+    cam_gamma = gammas[1] if cam_gamma is None else cam_gamma
+    crf_la = reference_crf_marginals(image, p_fg, classes, gammas[0], crf_params)
+    crf_ha = reference_crf_marginals(image, p_fg, classes, gammas[1], crf_params)
+    crf_l = reference_crf_label(crf_la, crf_ha)
+    cam_sure, cam_img = reference_cam_sure_region(p_fg, classes, np.unique(crf_la.argmax(0)), cam_gamma,
+                                                  fraction)
+    crf_sure = reference_crf_sure_region(crf_la, crf_ha)
+    final = np.where(cam_sure & crf_sure, crf_l, IGNORE).astype(np.int64)
+    return {"cam": np.where(cam_sure, cam_img, IGNORE).astype(np.int64), "crf": crf_l, "reliable": final,
+            "cam_sure": cam_sure, "crf_sure": crf_sure, "cam_argmax": cam_img.astype(np.int64),
+            "crf_la": crf_la, "crf_ha": crf_ha}
+
+
+def reference_cam_labels(p_fg, classes, gamma: float = 32.0, fraction: float = 0.4) -> np.ndarray:
+    """The reference rule's CAM side alone (no CRF; ``source='cam'`` of :func:`batch_reliable_labels`,
+    the paper's Table 2 "CAM" row, which the reference code does not contain): the CAM argmax
+    (:func:`reference_cam_argmax`) where CAM-sure for the background or any tagged class
+    (:func:`reference_cam_sure_region` over all of them), 255 elsewhere. (H, W) int64."""
+    sure, cam_img = reference_cam_sure_region(p_fg, classes, [0] + [c + 1 for c in _classes(classes)],
+                                              gamma, fraction)
+    return np.where(sure, cam_img, IGNORE).astype(np.int64)
+
+
 def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma: float = 4.0,
-                           fraction: float = 0.4, crf_params="rrm_train", two_crf=None) -> dict:
+                           fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
+                           rule: str = "reference") -> dict:
     """Eqs. (4-7) for one image: ``p_fg`` (K, H, W) normalised multi-scale CAMs, ``classes`` the
-    image's tags as 0-based foreground indices. Returns the CAM label (eq. 6), the CRF label
-    (eq. 5; the reference's two-CRF variant with ``two_crf=(4, 32)``) and the reliable label
-    (eq. 7), each (H, W) int64 in the package's convention (0 background, c + 1 class c, 255
-    unlabelled)."""
+    image's tags as 0-based foreground indices. Labels (H, W) int64 in the package's convention (0
+    background, c + 1 class c, 255 unlabelled), tensors on ``p_fg``'s device.
+
+    ``rule='reference'`` (default): the original code's ``compute_seg_label``
+    (:func:`reference_reliable_labels`), exactly with the defaults (gamma 4, two_crf None or
+    (4, 32), fraction 0.4, crf_params 'rrm_train'); its two CRFs use gammas ``two_crf`` or
+    (``gamma``, 32), its CAM side the second of them; ``fraction`` sets its cut. Returns 'reliable' (the final
+    label), 'crf' (the two CRFs' label), 'cam' (the CAM argmax where CAM-sure), 'cam_sure',
+    'crf_sure' (bool), 'cam_argmax', 'crf_la', 'crf_ha' ((1 + K, H, W) float32 marginals).
+
+    ``rule='paper'``: the literal equations: 'cam' (eq. 6, :func:`top_fraction_labels` at
+    ``gamma``), 'crf' (eq. 5, :func:`crf_label`; :func:`two_crf_label` with ``two_crf=(4, 32)``)
+    and 'reliable' (eq. 7, :func:`reliable_labels`)."""
+    from .errors import check_choice
+
+    check_choice("rule", rule, RULES)
+    if rule == "reference":
+        gammas = tuple(two_crf) if two_crf else (gamma, REFERENCE_GAMMAS[1])
+        out = reference_reliable_labels(image, p_fg, classes, gammas, fraction, crf_params)
+        return {k: torch.as_tensor(v, device=p_fg.device) for k, v in out.items()}
     present = [0] + [int(c) + 1 for c in classes]
     probs = cam_probabilities(p_fg[None], gamma)[0]
     cam_l = top_fraction_labels(probs, present, fraction)
@@ -322,39 +579,48 @@ LABEL_SOURCES = ("rrm", "cam")
 
 def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Tensor, gamma: float = 4.0,
                           fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
-                          source: str = "rrm") -> torch.Tensor:
+                          source: str = "rrm", rule: str = "reference") -> torch.Tensor:
     """Eqs. (3-7) for a batch: ``cams`` (N, K, H, W) multi-scale CAMs (not normalised), ``tags``
     (N, K) multi-hot, ``images`` (N, H, W, 3) uint8 → labels (N, H, W) int64: ``source`` 'rrm'
-    the reliable labels (eq. 7), 'cam' the CAM labels of eq. (6) alone (no CRF: the paper's Table 2
-    "CAM" row, the same top fraction of each class)."""
+    the reliable labels (:func:`reliable_region_labels` under ``rule``), 'cam' the CAM side alone
+    (no CRF: the paper's Table 2 "CAM" row): under ``rule='paper'`` eq. (6)'s labels, the same top
+    fraction of each class (:func:`top_fraction_labels`), under ``rule='reference'`` the
+    reference's CAM-sure pixels of the background and every tagged class
+    (:func:`reference_cam_labels`)."""
     from .cam import normalize_cams
     from .errors import check_choice
 
     check_choice("source", source, LABEL_SOURCES)
+    check_choice("rule", rule, RULES)
     p_fg = normalize_cams(cams.float().cpu(), tags.cpu())
     out = []
     for i in range(len(images)):
         classes = torch.nonzero(tags[i]).flatten().tolist()
-        if source == "cam":
+        if source == "cam" and rule == "reference":
+            cam_gamma = two_crf[1] if two_crf else REFERENCE_GAMMAS[1]
+            out.append(torch.as_tensor(reference_cam_labels(p_fg[i], classes, cam_gamma, fraction)))
+        elif source == "cam":
             present = [0] + [c + 1 for c in classes]
             out.append(top_fraction_labels(cam_probabilities(p_fg[i:i + 1], gamma)[0], present, fraction))
         else:
             out.append(reliable_region_labels(images[i], p_fg[i], classes, gamma, fraction, crf_params,
-                                              two_crf)["reliable"])
+                                              two_crf, rule)["reliable"])
     return torch.stack(out)
 
 
 def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, fraction: float = 0.4,
              crf_params="rrm_train", two_crf=None, energy_weight: float | None = None,
              energy_scale: float = 0.5, sigma_xy: float = 100.0, sigma_rgb: float = 15.0, joint: bool = True,
-             chunk: int = 1024, source: str = "rrm") -> dict:
+             chunk: int = 1024, source: str = "rrm", rule: str = "reference") -> dict:
     """Algorithm 1, one step: the labels recomputed from the network's current CAMs (no gradient;
     ``cam_scales`` × flip, eq. 2), then L = L_cls + L_ce + L_energy (eq. 8; ``joint=False``: no
     energy term, Table 2's "CE loss" column). L_cls: multi-label soft margin on the image tags;
     L_ce: :func:`split_cross_entropy` on the reliable labels; L_energy: :func:`dense_energy_loss` of
     the segmentation branch's softmax at ``energy_scale`` of the resolution (the reference: half),
     with sigma_xy scaled the same way, normalised over the pixel pairs; ``energy_weight`` None:
-    :func:`reference_energy_weight`. ``source``: the labels, 'rrm' (eq. 7) or 'cam' (eq. 6 alone).
+    :func:`reference_energy_weight`. ``source``: the labels, 'rrm' (the reliable labels) or 'cam'
+    (the CAM side alone); ``rule``: 'reference' (the original code's rule) or 'paper' (eqs. 4-7
+    literally), see :func:`batch_reliable_labels`.
     The CAMs are computed with batch norm in eval mode (the running statistics, as the reference's
     frozen batch norm; the extra forward passes do not update them). A batch's 'valid' map (the
     crop's padding is False, see :class:`wsss_edu.data.SegTransformDataset`) keeps the padding
@@ -375,7 +641,7 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
         model.train(training)
         rgb = tensor_to_images(x.detach().cpu())
         target = batch_reliable_labels(rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf,
-                                       source).to(x.device)
+                                       source, rule).to(x.device)
         if valid is not None:
             target[~valid.bool()] = IGNORE
     l_cls = F.multilabel_soft_margin_loss(logits, tags)
@@ -417,8 +683,11 @@ class RRMConfig:
     weights). Defaults: the quick profile's (step 1's small CNN, Adam, 3 epochs of whole 64-px
     images, sigma_xy 20); :func:`rrm_config` builds the full profile's too (the paper: ResNet-38 —
     here a torchvision ResNet-50 —, SGD, crop 321, random scale 0.7-1.3, sigma_xy 100 / sigma_rgb
-    15 at half resolution). ``labels``: 'rrm' (eq. 7) or 'cam' (eq. 6 alone, Table 2);
-    ``energy_weight`` None: :func:`reference_energy_weight`."""
+    15 at half resolution). ``labels``: 'rrm' (the reliable labels) or 'cam' (the CAM side alone,
+    Table 2); ``rule``: 'reference' (the original code's labels, the default of both profiles) or
+    'paper' (eqs. 4-7 literally; ``two_crf`` applies to it, and to 'reference' as its two
+    gammas), see :func:`reliable_region_labels`; ``energy_weight`` None:
+    :func:`reference_energy_weight`."""
     backbone: str = "small"
     weights: str | None = None
     width: int = 16
@@ -437,6 +706,7 @@ class RRMConfig:
     fraction: float = 0.4
     crf_params: str = "rrm_train"
     two_crf: tuple | None = None
+    rule: str = "reference"
     labels: str = "rrm"
     joint: bool = True
     energy_weight: float | None = None
@@ -450,24 +720,29 @@ class RRMConfig:
 # at 64 px, Adam, 3 epochs, one CAM scale (+ flip) per step, sigma_xy scaled with the image
 # (100 × 64 / 321 ≈ 20: the reference's kernel relative to its crop). Full: the paper's crop 321,
 # scale 0.7-1.3, CAM scales 0.5-2, dilation 12, sigma_xy 100, SGD 7e-4 (heads ×10); 8 epochs of
-# VOC's train_aug ≈ the reference's 20k steps of batch 4.
+# VOC's train_aug ≈ the reference's 20k steps of batch 4. Both take the reference code's
+# reliable-region rule (RULE; 'paper': eqs. 4-7 literally).
 RRM_PROFILE = dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(16, 8), RRM_OPTIMIZER=("adam", "sgd"), RRM_LR=(1e-3, 7e-4),
                    RRM_CROP=(None, 321), RRM_DILATION=(2, 12), RRM_SEG_CHANNELS=(128, 256),
                    CAM_SCALES=((1.0,), (0.5, 1.0, 1.5, 2.0)), SIGMA_XY=(20.0, 100.0),
-                   RATIOS=((0.1, 0.4, 1.0), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)))
+                   RATIOS=((0.1, 0.4, 1.0), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
+                   RULE=("reference", "reference"))
 
 
 def rrm_config(profile: str, seed: int, classifier, **knobs) -> tuple:
     """Notebook 07's RRM settings from its parameters: (:class:`RRMConfig`, the labelled ratios of
     Table 1). ``classifier``: step 1's :class:`wsss_edu.cam.ClassifierConfig`, whose backbone
     (and width / depth) the network takes so that the classifier's weights fit it (its ImageNet
-    weights come with them: ``weights`` stays None). ``knobs``: :data:`RRM_PROFILE`'s names and
-    GAMMA, FRACTION, TWO_CRF, ENERGY_WEIGHT, SIGMA_RGB (None = the profile's / the default)."""
+    weights come with them: ``weights`` stays None). ``knobs``: :data:`RRM_PROFILE`'s names (RULE
+    among them) and GAMMA, FRACTION, TWO_CRF, ENERGY_WEIGHT, SIGMA_RGB (None = the profile's / the
+    default)."""
     from . import params
+    from .errors import check_choice
 
     extra = {k: knobs.pop(k) for k in ("GAMMA", "FRACTION", "TWO_CRF", "ENERGY_WEIGHT", "SIGMA_RGB")
              if k in knobs}
     v = params.profile_values(profile, RRM_PROFILE, **knobs)
+    check_choice("RULE", v["RULE"], RULES)
     d = RRMConfig()
     cfg = RRMConfig(backbone=classifier.backbone, weights=None, width=classifier.width,
                     depth=classifier.depth, dilation=v["RRM_DILATION"], seg_channels=v["RRM_SEG_CHANNELS"],
@@ -475,7 +750,7 @@ def rrm_config(profile: str, seed: int, classifier, **knobs) -> tuple:
                     lr=v["RRM_LR"], crop=v["RRM_CROP"], cam_scales=tuple(v["CAM_SCALES"]),
                     gamma=d.gamma if extra.get("GAMMA") is None else float(extra["GAMMA"]),
                     fraction=d.fraction if extra.get("FRACTION") is None else float(extra["FRACTION"]),
-                    two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None,
+                    two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None, rule=v["RULE"],
                     energy_weight=extra.get("ENERGY_WEIGHT"), sigma_xy=v["SIGMA_XY"],
                     sigma_rgb=d.sigma_rgb if extra.get("SIGMA_RGB") is None else float(extra["SIGMA_RGB"]),
                     seed=seed)
@@ -659,4 +934,4 @@ def rrm_step_loss(model, batch, cfg: RRMConfig) -> torch.Tensor:
     """The loss :func:`train_rrm` minimises: :func:`rrm_loss` with ``cfg``'s settings."""
     return rrm_loss(model, batch, cfg.cam_scales, cfg.gamma, cfg.fraction, cfg.crf_params, cfg.two_crf,
                     cfg.energy_weight, cfg.energy_scale, cfg.sigma_xy, cfg.sigma_rgb, cfg.joint,
-                    source=cfg.labels)["loss"]
+                    source=cfg.labels, rule=cfg.rule)["loss"]

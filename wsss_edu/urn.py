@@ -3,23 +3,68 @@ when a segmentation network is retrained on noisy pseudo-masks.
 
 The pipeline (the paper's Fig. 3): a network trained on pseudo-masks predicts, over the training
 images, the averaged softmax P (multi-scale + flip: :func:`wsss_edu.models.tta_probs`); then, per
-image,
+image (:func:`urn_steps` runs them in order and keeps every intermediate result):
 
-* :func:`present_classes` (eq. 5) keeps the channels of the classes in the pseudo-mask;
+* :func:`crf_marginals` and :func:`cyclic_pseudo_mask`: CRF(P) and its argmax M_c, the new training
+  target (PMM's cyclic pseudo-mask);
+* :func:`present_classes` (eq. 5) keeps the channels of the classes present in a mask;
 * :func:`scale_response` (eq. 6) raises one channel to a power, the others unchanged;
 * :func:`scaled_masks` (eqs. 7-8) runs the dense CRF on every scaled map and takes the binary mask
   of the scaled class;
 * :func:`scaling_variance` (eq. 9), :func:`uncertainty_map` (eq. 10): the variance over the factors,
   max over classes, min-max normalised per image → U;
-* :func:`loss_weight` (eqs. 11-12): W = 1 - U, Y = 1 where W >= t else t;
-* :func:`cyclic_pseudo_mask`: the new training target argmax(CRF(P)) (PMM's cyclic pseudo-mask);
+* :func:`weight_to_uint8` (eq. 11): W = 1 - U as the byte stored in the PNG;
+* :func:`loss_weight` (eqs. 11-12): Y = 1 where W >= t else t;
 
 and the retraining loss :func:`weighted_cross_entropy` (eq. 13), with the probability-weight baseline
 of Table 5 (:func:`probability_weight`). :func:`write_label_and_weight` /
-:func:`read_label_and_weight` store W next to the cyclic mask in one PNG, as the reference does.
+:func:`read_label_and_weight` store W next to the cyclic mask in one PNG.
+
+Differences from the reference code (XMed-Lab/URN ``5e56e5e``, ``EncoderDecoder.aug_test``, the
+uncertainty block). ``tests/test_reference_urn.py`` checks every step against that code's outputs
+on two 48×64 three-class cases (CRF(P), cyclic mask, present classes, per-class variances, U, the
+weight byte, the array written), and the same rule, written out in the test, on cases beyond
+them (an absent channel, five classes). What differs, and the switch:
+
+* **Normalisation** (eq. 10). Reference: ``(U - U.min()) / (U.max() - U.min() + 1e-6)``, float64.
+  Package default: the same (:func:`uncertainty_map` ``eps=1e-6``, float64); ``eps=0`` is the plain
+  min-max of the paper's Norm (an image whose U is constant then gets 0). The eps makes the most
+  uncertain level 0.999996 rather than 1.
+* **Weight to a byte.** Reference: ``((1 - u) * 255).astype(uint8)``, truncation. Package default:
+  the same (:func:`weight_to_uint8` ``rounding='truncate'``); ``rounding='round'`` rounds to the
+  nearest byte (the package's behaviour before; e.g. W = 0.375 gives 95 truncated, 96 rounded).
+* **Which classes are present** (eq. 5). Reference: the classes of argmax(CRF(P)) with the CRF run
+  over **all** channels, and that argmax is the cyclic mask. Package: :func:`urn_uncertainty` /
+  :func:`urn_steps` default ``present_from='crf'``, the same; ``present_from='pseudo_mask'`` reads
+  eq. (5) literally (the classes of the pseudo-mask M the network was trained on; the cyclic mask
+  is then the argmax of the CRF over those channels only). :func:`uncertainty_pass` keeps
+  ``present_from='pseudo_mask'`` as its default, the behaviour notebook 06's cached folders were
+  computed with.
+* **Which classes are scaled.** Reference: every present class, the background included.
+  Package: :func:`urn_uncertainty` / :func:`urn_steps` default ``include_background=True``, the
+  same; ``False`` scales only the foreground classes (eq. 9: "for each foreground category"; the
+  background channel still enters every CRF). :func:`uncertainty_pass` keeps its default ``False``.
+* **Storage.** Reference: ``cv2.imwrite`` of ``np.stack([label, weight, weight], 2)``, a 3-channel
+  PNG, BGR order, so B = label and G = R = weight as PIL reads it (mode 'RGB'). Package default: a
+  2-channel PNG, mode 'LA' (grey = label, alpha = weight); ``layout='RGB'`` of
+  :func:`write_label_and_weight` / :func:`uncertainty_pass` writes the reference's file, and
+  :func:`read_label_and_weight` reads both. The reference's array is int64 (numpy promotes the
+  stack); the shared reference notes say, from memory and unchecked, that OpenCV casts it to
+  int32 and saturates to uint8, so labels and weights 0-255 survive.
+* **P** (the input). Reference: softmax averaged over scales 0.5-1.75, each with its h-flip
+  (:data:`URN_TTA_SCALES`, the default of :func:`uncertainty_pass`'s ``scales``); not checked
+  against the reference here (the golden files start from P).
+* **Eq. (9)'s variance.** Reference: ``np.var`` (population, 1/N); the paper writes 1/(N-1).
+  Package default: 1/N (:func:`scaling_variance` ``ddof=0``); U does not depend on it after Norm
+  except through the eps.
+* **Eq. (12)'s threshold** (downstream, not in the golden files). The shared reference notes say
+  the reference's loss sets w = 0.05 where ``w <= 0.05``; :func:`loss_weight` follows the
+  equation, Y = t where W < t. They differ only where W equals t exactly, which a stored byte
+  b/255 never does for t = 0.05 (0.05 · 255 is not an integer). No switch.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -65,20 +110,30 @@ def check_pseudo_mask_folder(folder, dataset) -> Path:
     return folder
 
 
+PRESENT_FROM = ("crf", "pseudo_mask")   # where urn_steps takes the present classes (eq. 5) from
+NORM_EPS = 1e-6                          # the reference's + 1e-6 in eq. (10)'s min-max
+ROUNDINGS = ("truncate", "round")        # W → byte: the reference's astype(uint8), or nearest
+LAYOUTS = ("LA", "RGB")                  # the package's 2-channel PNG, or the reference's 3-channel one
+
+
 def present_classes(mask: np.ndarray, include_background: bool = True,
                     ignore_index: int = 255) -> np.ndarray:
-    """Eq. (5): the classes that appear in the pseudo-mask ``mask`` (H, W), sorted; only their
-    channels of the prediction are scaled (and only they enter the CRF). The paper's eq. (9) speaks
-    of foreground categories; ``include_background=False`` drops class 0 from the list."""
-    classes = np.unique(np.asarray(mask))
+    """Eq. (5): the classes that appear in ``mask`` (H, W), sorted (int64); only their channels of
+    the prediction enter the scaling CRFs. The paper takes them from the pseudo-mask M; the
+    reference takes ``list(set(...))`` of the cyclic mask argmax(CRF(P)) (sorted, background
+    included): pass that mask for the reference's reading (:func:`urn_steps` does, with
+    ``present_from='crf'``). ``include_background=False`` drops class 0 (eq. 9 scales "each
+    foreground category"); ``ignore_index`` is never a class."""
+    classes = np.unique(np.asarray(mask)).astype(np.int64)
     classes = classes[classes != ignore_index]
     return classes if include_background else classes[classes != 0]
 
 
 def scale_response(probs, channel: int, factor: float):
     """Eq. (6): ``probs`` (C, H, W) with channel ``channel`` raised to the power ``factor`` and the
-    other channels unchanged (no renormalisation). A factor < 1 widens that class's response (fewer
-    missed pixels), > 1 narrows it (fewer false positives). numpy or torch in, the same out."""
+    other channels unchanged (no renormalisation; the reference does the same on a copy of the
+    present channels). A factor < 1 widens that class's response (fewer missed pixels), > 1 narrows
+    it (fewer false positives). numpy or torch in, the same out."""
     out = probs.copy() if isinstance(probs, np.ndarray) else probs.clone()
     out[channel] = probs[channel] ** factor
     return out
@@ -88,7 +143,8 @@ def scaled_masks(image: np.ndarray, probs: np.ndarray, channels, factors=VOC_FAC
                  crf_params="urn") -> np.ndarray:
     """Eqs. (7-8): for each channel c in ``channels`` (indices into ``probs``, (C', H, W)) and each
     factor n, the binary mask argmax(CRF(scale_response(probs, c, n))) == c, as a bool array
-    (len(channels), len(factors), H, W). ``image``: (H, W, 3) uint8; ``crf_params``: a
+    (len(channels), len(factors), H, W). The reference does this with ``probs`` = the present
+    channels of P and c an index into them. ``image``: (H, W, 3) uint8; ``crf_params``: a
     :data:`wsss_edu.crf.PRESETS` name or :class:`wsss_edu.crf.CRFParams`. ``crf_params=None``
     skips the CRF (argmax of the scaled map itself: for tests and the figure that shows why the
     CRF matters)."""
@@ -107,18 +163,25 @@ def scaled_masks(image: np.ndarray, probs: np.ndarray, channels, factors=VOC_FAC
 
 def scaling_variance(masks, ddof: int = 0) -> np.ndarray:
     """Eq. (9): the variance of the binary masks over the scale factors (axis 1 of
-    (classes, factors, H, W)) → (classes, H, W). The paper writes 1/(N-1) (``ddof=1``); the
-    default is the plain variance (with N binary masks of which k are on: k(N-k)/N²). Either way
-    eq. (10)'s min-max normalisation removes the constant factor, so U does not depend on it."""
+    (classes, factors, H, W)) → (classes, H, W) float64. The paper writes 1/(N-1) (``ddof=1``);
+    the default is the population variance the reference computes (``np.var``: with N binary masks
+    of which k are on, k(N-k)/N²). Eq. (10)'s min-max removes the constant factor (up to its eps),
+    so U hardly depends on it."""
     return np.asarray(masks, np.float64).var(axis=1, ddof=ddof)
 
 
-def uncertainty_map(variance: np.ndarray) -> np.ndarray:
-    """Eq. (10): U = Norm(max over classes of the variance), min-max normalised over the image
-    to [0, 1] (float32, (H, W)). An image whose masks never change gets U = 0 everywhere."""
+def uncertainty_map(variance: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
+    """Eq. (10): U = Norm(max over classes of ``variance`` (classes, H, W)), (H, W) float64, with
+    the reference's min-max ``(U - U.min()) / (U.max() - U.min() + eps)``, eps = 1e-6 (the most
+    uncertain level comes out 0.999996, not 1). ``eps=0`` is the plain min-max of the paper's Norm
+    (the package's behaviour before), with U = 0 where the image's variance is constant; with
+    eps > 0 a constant image gives 0 by itself. Kept in float64: the byte of :func:`weight_to_uint8`
+    truncates, and float32 could move a value across an integer."""
     u = np.asarray(variance, np.float64).max(axis=0)
     lo, hi = u.min(), u.max()
-    return ((u - lo) / (hi - lo) if hi > lo else np.zeros_like(u)).astype(np.float32)
+    if eps == 0:
+        return (u - lo) / (hi - lo) if hi > lo else np.zeros_like(u)
+    return (u - lo) / (hi - lo + eps)
 
 
 def loss_weight(uncertainty, t: float = T_DEFAULT, split: float | None = None):
@@ -135,37 +198,99 @@ def loss_weight(uncertainty, t: float = T_DEFAULT, split: float | None = None):
     return np.where(w >= split, 1.0, t).astype(np.float32)
 
 
-def cyclic_pseudo_mask(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn"):
-    """The cyclic pseudo-mask M_c = argmax(CRF(P)) (PMM; the paper's retraining target), over the
-    ``channels`` of P kept by eq. (5) (all when None), as class indices (H, W) uint8."""
+def crf_marginals(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn") -> np.ndarray:
+    """The dense CRF on the unscaled P: CRF(P[channels]) (C', H, W) float32 (all channels when
+    ``channels`` is None, as the reference's first CRF; ``crf_params=None``: P[channels] itself).
+    Its argmax is the cyclic pseudo-mask (:func:`cyclic_pseudo_mask`)."""
     from .crf import crf_on_scores
 
     probs = np.asarray(probs, np.float32)
+    sub = probs if channels is None else probs[np.asarray(channels)]
+    return crf_on_scores(image, sub, crf_params) if crf_params is not None else sub
+
+
+def cyclic_pseudo_mask(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn"):
+    """The cyclic pseudo-mask M_c = argmax(CRF(P)) (PMM; the paper's retraining target), over the
+    ``channels`` of P (all when None, the reference's), as class indices (H, W) uint8."""
     channels = np.arange(len(probs)) if channels is None else np.asarray(channels)
-    sub = probs[channels]
-    if crf_params is not None:
-        sub = crf_on_scores(image, sub, crf_params)
-    return channels[sub.argmax(0)].astype(np.uint8)
+    return channels[crf_marginals(image, probs, channels, crf_params).argmax(0)].astype(np.uint8)
 
 
-def urn_uncertainty(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray,
-                    factors=VOC_FACTORS, crf_params="urn", include_background: bool = False):
-    """Eqs. (5-10) for one image: the cyclic pseudo-mask and U, both (H, W). ``probs``: the
-    averaged softmax P (C, H, W) of the network trained on ``pseudo_mask``. Every class of the
-    pseudo-mask enters the CRFs; the scaled ones are its foreground classes (eq. 9: "for each
-    foreground category"), or the background too with ``include_background``. Cost: 1 CRF for the
-    cyclic mask + len(factors) per scaled class."""
-    classes = present_classes(pseudo_mask)
-    if len(classes) == 0:   # nothing labelled: nothing to learn from this image either way
-        return np.full(np.shape(pseudo_mask), 255, np.uint8), np.zeros(np.shape(pseudo_mask), np.float32)
-    cyclic = cyclic_pseudo_mask(image, probs, classes, crf_params)
+class URNSteps:
+    """Every intermediate result of :func:`urn_steps` for one image (attributes):
+
+    * ``marginals`` (C', H, W) float32: CRF(P) over the channels the cyclic mask is taken from
+      (all channels with ``present_from='crf'``, the present ones with 'pseudo_mask'; None when
+      the pseudo-mask is empty); the reference's ``crf_Q`` with 'crf';
+    * ``cyclic`` (H, W) uint8: the cyclic pseudo-mask (255 everywhere when nothing is present);
+    * ``classes`` int64: the present classes (eq. 5), the reference's ``labels`` with 'crf';
+    * ``scaled`` int64: the classes whose channel was scaled (all of ``classes``, or their
+      foreground ones with ``include_background=False``);
+    * ``variance`` (len(scaled), H, W) float64: eq. (9) per scaled class, the reference's ``u_c``;
+    * ``u`` (H, W) float64: eq. (10), the reference's ``u``;
+    * ``weight`` (H, W) uint8: W = 1 - U as stored (:func:`weight_to_uint8`), the reference's
+      ``weight``."""
+
+    def __init__(self, marginals, cyclic, classes, scaled, variance, u, weight):
+        self.marginals, self.cyclic, self.classes, self.scaled = marginals, cyclic, classes, scaled
+        self.variance, self.u, self.weight = variance, u, weight
+
+    def __repr__(self):
+        return (f"URNSteps(classes={self.classes.tolist()}, scaled={self.scaled.tolist()}, "
+                f"shape={self.cyclic.shape})")
+
+
+def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | None = None,
+              factors=VOC_FACTORS, crf_params="urn", include_background: bool = True,
+              present_from: str = "crf", eps: float = NORM_EPS, rounding: str = "truncate") -> URNSteps:
+    """Eqs. (5-11) for one image, every step kept (:class:`URNSteps`). ``probs``: the averaged
+    softmax P (C, H, W) over all classes, background at 0.
+
+    ``present_from='crf'`` (default, the reference): the cyclic mask is argmax(CRF(P)) over all
+    channels and the present classes are its classes (``pseudo_mask`` is not used and may be
+    None). ``'pseudo_mask'`` (eq. 5 as written): the classes of ``pseudo_mask`` (255 = ignore),
+    and the cyclic mask the argmax of the CRF over their channels; an empty pseudo-mask gives
+    cyclic = 255 and U = 0. Then, for each scaled class (all present ones with
+    ``include_background=True``, the reference; only the foreground ones with False) and factor,
+    the masks of eqs. (6-8) on the present channels, the variance (eq. 9), U (eq. 10, ``eps``) and
+    the stored byte of W (``rounding``). Cost: 1 CRF + len(factors) per scaled class."""
+    from .errors import check_choice
+
+    check_choice("present_from", present_from, PRESENT_FROM)
+    check_choice("rounding", rounding, ROUNDINGS)
+    probs = np.asarray(probs, np.float32)
+    shape = probs.shape[1:]
+    if present_from == "crf":
+        marginals = crf_marginals(image, probs, None, crf_params)
+        cyclic = marginals.argmax(0).astype(np.uint8)
+        classes = present_classes(cyclic)
+    else:
+        if pseudo_mask is None:
+            raise ValueError("present_from='pseudo_mask' needs the pseudo_mask")
+        classes = present_classes(pseudo_mask)
+        if len(classes) == 0:   # nothing labelled: nothing to learn from this image either way
+            empty = np.zeros((0,) + shape)
+            return URNSteps(None, np.full(shape, 255, np.uint8), classes, classes, empty,
+                            np.zeros(shape), np.full(shape, 255, np.uint8))
+        marginals = crf_marginals(image, probs, classes, crf_params)
+        cyclic = classes[marginals.argmax(0)].astype(np.uint8)
     scaled = classes if include_background else classes[classes != 0]
-    if len(scaled) == 0:
-        return cyclic, np.zeros(cyclic.shape, np.float32)
-    sub = np.asarray(probs, np.float32)[classes]
     idx = [int(np.flatnonzero(classes == c)[0]) for c in scaled]
-    masks = scaled_masks(image, sub, idx, factors, crf_params)
-    return cyclic, uncertainty_map(scaling_variance(masks))
+    masks = scaled_masks(image, probs[classes], idx, factors, crf_params)
+    variance = scaling_variance(masks)
+    u = uncertainty_map(variance, eps) if len(scaled) else np.zeros(shape)
+    return URNSteps(marginals, cyclic, classes, scaled, variance, u, weight_to_uint8(1 - u, rounding))
+
+
+def urn_uncertainty(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | None = None,
+                    factors=VOC_FACTORS, crf_params="urn", include_background: bool = True,
+                    present_from: str = "crf", eps: float = NORM_EPS):
+    """Eqs. (5-10) for one image: the cyclic pseudo-mask (H, W) uint8 and U (H, W) float64
+    (:func:`urn_steps`, whose docstring explains the options; the defaults follow the reference:
+    present classes from argmax(CRF(P)), the background scaled too, eps = 1e-6). ``probs``: the
+    averaged softmax P (C, H, W) of the network trained on ``pseudo_mask``."""
+    s = urn_steps(image, probs, pseudo_mask, factors, crf_params, include_background, present_from, eps)
+    return s.cyclic, s.u
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -201,23 +326,51 @@ def label_probability(probs: np.ndarray, label: np.ndarray, ignore_index: int = 
     return np.where(label == ignore_index, 0, p).astype(np.float32)
 
 
-def weight_to_uint8(w: np.ndarray) -> np.ndarray:
-    """W in [0, 1] as uint8 round(255·W), the form stored in the PNG (steps of 1/255)."""
-    return np.round(np.clip(np.asarray(w, np.float64), 0, 1) * 255).astype(np.uint8)
+def weight_to_uint8(w: np.ndarray, rounding: str = "truncate") -> np.ndarray:
+    """W in [0, 1] (clipped) as the uint8 stored in the PNG: ``rounding='truncate'`` (default)
+    int(255·W), the reference's ``((1 - u) * 255).astype(uint8)``; ``'round'`` round(255·W), the
+    package's behaviour before (e.g. W = 0.375: 95 truncated, 96 rounded). A stored byte b read
+    back as b/255 (float32 or float64) gives b again either way."""
+    from .errors import check_choice
+
+    check_choice("rounding", rounding, ROUNDINGS)
+    x = np.clip(np.asarray(w, np.float64), 0, 1) * 255
+    return (np.round(x) if rounding == "round" else np.floor(x)).astype(np.uint8)
 
 
-def write_label_and_weight(path, label: np.ndarray, w: np.ndarray) -> None:
-    """One PNG holding the cyclic pseudo-mask (grey channel) and W = 1 - U (alpha channel, as
-    :func:`weight_to_uint8`), written atomically (a half-written file never looks done). The
-    reference stores its weight mask as a channel next to the label the same way; W rather than
-    Y is stored, so any t can be applied when reading."""
+def label_weight_array(label: np.ndarray, weight: np.ndarray, layout: str = "LA") -> np.ndarray:
+    """The pixel array of the label + weight PNG from ``label`` (H, W) and the stored ``weight``
+    byte (H, W) (:func:`weight_to_uint8`), uint8, in PIL's channel order: ``layout='LA'`` (H, W, 2)
+    [label, weight], the package's file; ``'RGB'`` (H, W, 3) [weight, weight, label], the
+    reference's file (it hands [label, weight, weight] to ``cv2.imwrite``, which reads the channels
+    as BGR). Labels must be 0-255."""
+    from .errors import check_choice
+
+    check_choice("layout", layout, LAYOUTS)
+    label, weight = np.asarray(label), np.asarray(weight)
+    if label.shape != weight.shape:
+        raise ValueError(f"label {label.shape} and weight {weight.shape} differ in size")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"labels must lie in 0..255 to be stored; got {label.min()}..{label.max()}")
+    label, weight = label.astype(np.uint8), weight.astype(np.uint8)
+    channels = [label, weight] if layout == "LA" else [weight, weight, label]
+    return np.ascontiguousarray(np.stack(channels, -1))
+
+
+def write_label_and_weight(path, label: np.ndarray, w: np.ndarray, rounding: str = "truncate",
+                           layout: str = "LA") -> None:
+    """One PNG holding the cyclic pseudo-mask and W = 1 - U (:func:`weight_to_uint8` with
+    ``rounding``), written atomically (a half-written file never looks done). ``layout``
+    (:func:`label_weight_array`): 'LA' (default) grey = label, alpha = W; 'RGB' the reference's
+    3-channel file, B = label, G = R = W. W rather than Y is stored, so any t can be applied when
+    reading (:func:`read_label_and_weight` reads both layouts)."""
     from PIL import Image
 
     label = np.asarray(label)
     if label.shape != np.shape(w):
         raise ValueError(f"label {label.shape} and weight {np.shape(w)} differ in size")
-    im = Image.fromarray(np.ascontiguousarray(np.stack([label.astype(np.uint8), weight_to_uint8(w)], -1)),
-                         mode="LA")
+    im = Image.fromarray(label_weight_array(label, weight_to_uint8(w, rounding), layout))
+    assert im.mode == layout, im.mode   # PIL infers 'LA' from 2 uint8 channels, 'RGB' from 3
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")   # per process: shards may overlap
@@ -226,22 +379,34 @@ def write_label_and_weight(path, label: np.ndarray, w: np.ndarray) -> None:
 
 
 def read_label_and_weight(path):
-    """The (label uint8 (H, W), W float32 (H, W) in [0, 1]) written by
-    :func:`write_label_and_weight`; exactly the stored bytes (PNG is lossless)."""
+    """The (label uint8 (H, W), W float32 (H, W) in [0, 1]) of a label + weight PNG, exactly the
+    stored bytes (PNG is lossless; W = byte / 255). Two layouts: the package's (mode 'LA': grey =
+    label, alpha = W, :func:`write_label_and_weight`) and the reference's (mode 'RGB': B = label,
+    G = R = W, as ``cv2.imwrite`` of [label, weight, weight] leaves it). An RGB file whose R and G
+    differ, or any other mode, is refused."""
     from PIL import Image
 
     from .errors import DataFileError
 
+    layouts = ("expected a label + weight PNG: mode 'LA' (grey = label, alpha = weight, what "
+               "wsss_edu.urn writes) or the reference's mode 'RGB' (B = label, G = R = weight)")
     try:
         with Image.open(path) as im:
-            if im.mode != "LA":
-                raise DataFileError(f"{path} has mode {im.mode}; expected the label + weight PNG "
-                                    "(mode 'LA') that wsss_edu.urn writes: run its uncertainty pass")
+            mode = im.mode
+            if mode not in LAYOUTS:
+                raise DataFileError(f"{path} has mode {mode}; {layouts}. Run the uncertainty pass "
+                                    "(urn.uncertainty_pass) to write one")
             arr = np.asarray(im)
     except OSError as e:
         raise DataFileError(f"cannot read {path}: {e}. Remove it and run the uncertainty pass again "
                             "(it resumes, rewriting only missing files).") from e
-    return np.ascontiguousarray(arr[..., 0]), arr[..., 1].astype(np.float32) / 255
+    if mode == "LA":
+        return np.ascontiguousarray(arr[..., 0]), arr[..., 1].astype(np.float32) / 255
+    if not np.array_equal(arr[..., 0], arr[..., 1]):
+        raise DataFileError(f"{path} is an RGB PNG whose R and G channels differ "
+                            f"({int((arr[..., 0] != arr[..., 1]).sum())} pixels), so it is not a "
+                            f"label + weight file; {layouts}")
+    return np.ascontiguousarray(arr[..., 2]), arr[..., 0].astype(np.float32) / 255
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,11 +416,64 @@ def read_label_and_weight(path):
 URN_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)   # the reference's scales for P (each + flip)
 
 
+SETTINGS_FILE = "urn_settings.json"   # what uncertainty_pass computed a folder with
+
+
+def pass_settings(factors=VOC_FACTORS, scales=URN_TTA_SCALES, crf_params="urn",
+                  include_background: bool = False, present_from: str = "pseudo_mask",
+                  eps: float = NORM_EPS, rounding: str = "truncate", layout: str = "LA") -> dict:
+    """Every setting of :func:`uncertainty_pass` that changes the files it writes, as a JSON-able
+    dict (the pass's defaults by default): put it in the cache key of the pass's output folder,
+    so that a change of any of them gets a folder of its own. The pass stores it in the folder
+    (``urn_settings.json``) and refuses a folder computed with other settings."""
+    from .errors import check_choice
+
+    check_choice("present_from", present_from, PRESENT_FROM)
+    check_choice("rounding", rounding, ROUNDINGS)
+    check_choice("layout", layout, LAYOUTS)
+    crf = crf_params if crf_params is None or isinstance(crf_params, str) else dataclasses.asdict(crf_params)
+    return {"factors": [float(f) for f in factors], "scales": [float(s) for s in scales], "crf": crf,
+            "include_background": bool(include_background), "present_from": present_from,
+            "eps": float(eps), "rounding": rounding, "layout": layout}
+
+
+def _check_folder_settings(folder: Path, settings: dict) -> None:
+    """Refuse to resume in ``folder`` if it was computed with other settings; record ``settings``
+    in a new folder. A folder of PNGs without the record (written before the package recorded
+    them, with plain min-max and rounded weights) gets a warning and stays unrecorded."""
+    import json
+    import warnings
+
+    from .errors import ParameterError
+
+    record = folder / SETTINGS_FILE
+    if record.exists():
+        old = json.loads(record.read_text())
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
+            raise ParameterError(f"{folder} was computed with other URN settings ({shown}); give each "
+                                 "setting a folder of its own (put urn.pass_settings(...) in the "
+                                 "folder's cache key) or delete the folder")
+        return
+    if any(folder.glob("*.png")):
+        warnings.warn(f"{folder} holds URN files but no {SETTINGS_FILE}: they were written by an "
+                      "earlier wsss_edu (plain min-max, eps = 0, weights rounded to the nearest "
+                      "byte, present classes from the pseudo-mask), and may differ from these "
+                      f"settings ({settings}) by one byte of weight. Delete the folder to "
+                      "recompute it; new files are added with the current settings", stacklevel=3)
+        return
+    tmp = folder / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+    tmp.replace(record)
+
+
 def _urn_job(args) -> str:
     """One image's CRF work of :func:`uncertainty_pass` (in a worker or in the main process)."""
-    name, image, probs, pseudo_mask, folder, factors, crf_params, include_background = args
-    cyclic, u = urn_uncertainty(image, probs, pseudo_mask, factors, crf_params, include_background)
-    write_label_and_weight(Path(folder) / f"{name}.png", cyclic, 1 - u)
+    name, image, probs, pseudo_mask, folder, job = args
+    cyclic, u = urn_uncertainty(image, probs, pseudo_mask, job["factors"], job["crf_params"],
+                                job["include_background"], job["present_from"], job["eps"])
+    write_label_and_weight(Path(folder) / f"{name}.png", cyclic, 1 - u, job["rounding"], job["layout"])
     return name
 
 
@@ -275,9 +493,12 @@ def averaged_probs(model, dataset, indices, scales=URN_TTA_SCALES, batch_size: i
         yield from zip(group, probs)
 
 
+_JOB_KEYS = ("factors", "crf_params", "include_background", "present_from", "eps", "rounding", "layout")
+
+
 def _job_args(sample, probs, job):
-    return (sample["name"], sample["image"], probs, sample["mask"], job["folder"], job["factors"],
-            job["crf_params"], job["include_background"])
+    return (sample["name"], sample["image"], probs, sample["mask"], job["folder"],
+            {k: job[k] for k in _JOB_KEYS})
 
 
 def _rebuild_model(job: dict) -> None:
@@ -301,11 +522,20 @@ def _urn_chunk(indices) -> int:
 def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA_SCALES,
                      crf_params="urn", include_background: bool = False, processes: int = 1,
                      batch_size: int = 16, device=None, model_factory=None, progress: bool = True,
-                     shard=None) -> int:
+                     shard=None, present_from: str = "pseudo_mask", eps: float = NORM_EPS,
+                     rounding: str = "truncate", layout: str = "LA") -> int:
     """URN over a training set: for every sample of ``dataset`` ('image' uint8, 'mask' = the
     pseudo-mask the network was trained on, 'name'), the network's averaged softmax P over
     ``scales`` × flip (:func:`wsss_edu.models.tta_probs`), then :func:`urn_uncertainty`; the cyclic
     pseudo-mask and W = 1 - U are written to ``folder/<name>.png`` (:func:`write_label_and_weight`).
+
+    ``include_background``, ``present_from``, ``eps`` (eq. 10) and ``rounding`` / ``layout`` (the
+    stored file) as in :func:`urn_steps` / :func:`write_label_and_weight`. Unlike
+    :func:`urn_uncertainty`, the pass keeps ``include_background=False`` and
+    ``present_from='pseudo_mask'`` by default (what notebook 06's folders were computed with); the
+    reference's choices are ``include_background=True, present_from='crf'`` (and ``layout='RGB'``
+    for its file). :func:`pass_settings` of the same arguments is what to put in ``folder``'s cache
+    key: the pass records it in the folder and refuses a folder computed with other settings.
 
     Resumable: images whose PNG exists are skipped (files are written atomically). ``processes`` > 1
     spreads the work over that many spawned processes: on the CPU each worker computes P for its
@@ -331,7 +561,10 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     job = dict(folder=str(folder), factors=tuple(factors), crf_params=crf_params,
-               include_background=include_background, scales=tuple(scales))
+               include_background=include_background, scales=tuple(scales), present_from=present_from,
+               eps=eps, rounding=rounding, layout=layout)
+    _check_folder_settings(folder, pass_settings(factors, scales, crf_params, include_background,
+                                                 present_from, eps, rounding, layout))
     bar = tqdm(total=len(todo), desc="URN uncertainty", disable=not progress, leave=False)
     ctx = mp.get_context("spawn")   # not fork: a forked child of a process that ran torch can hang
     try:

@@ -49,6 +49,8 @@ IR_RADIUS = None       # training pairs within this many stride-4 cells (5 | 10)
 IR_BATCH = None        # (16 | 32)
 IR_CROP = None         # random rescale 0.5-1.5 + crop on real images (None | 512)
 IR_LR = 0.1            # boundary branch; the displacement branch gets 10x (IRNet's 0.1 / 1.0)
+IR_PATH = "thick"      # the pixels between a pair: thick (as in the reference code) | thin (a one-pixel line)
+IR_SOURCES = "all"     # pairs from every cell | reference (not the border cells its PathIndex skips)
 # The random walk: a grid of settings, the best chosen on the validation split.
 WALK_RADII = None      # ([2, 3, 5] | [5])
 WALK_EXP_TIMES = None  # ([1, 2, 4, 8] | [8])
@@ -106,7 +108,7 @@ print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the tra
 # %%
 IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
                           batch_size=P["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                          crop=P["IR_CROP"], seed=S.seed)
+                          crop=P["IR_CROP"], seed=S.seed, path=IR_PATH, sources=IR_SOURCES)
 confident = irnet.confident_images(ST.model, ST.train_view, IRCFG.confidence)   # cam.confident_image_mask
 rel_folder = irnet.cached_relation_labels(S.output_dir, ST.train_view, ST.folder, confident, IRCFG,
                                           processes=max(1, WORKERS))   # the CRFs over WORKERS processes
@@ -153,6 +155,17 @@ plt.show(); plt.close()
 #
 # A negative pair therefore forces a boundary *somewhere* on its path, a positive pair forbids one
 # anywhere on its path — the boundary ends up where only negatives cross.
+#
+# Which cells are "on the path"? IRNet's code (its `PathIndex`, reproduced here and tested on its
+# outputs) keeps every cell of the segment's bounding box within distance 1 of the line — a
+# *thick* path, both ends included. A one-cell digital line (`path="thin"`, one cell per step) looks
+# equivalent but is not: a diagonal step passes *between* two cells, so a one-cell-wide diagonal
+# boundary has gaps the thin path slips through (the cell below: across a one-cell diagonal wall
+# the thin path sees affinity 1, the thick path 0). On the toy world the thin paths' walk scored
+# 0.498 train mIoU against the thick paths' 0.488 (§6); the course follows IRNet's code.
+# `IR_SOURCES="reference"` also keeps IRNet's training-pair sources (its `PathIndex` skips the
+# bottom and side $r-1$ cells of each crop; here every cell is a source by default, since at
+# radius 5 that rule would skip 62 % of a 16×16 grid).
 
 # %%
 offs = irnet.pair_offsets(IRCFG.radius)
@@ -173,11 +186,21 @@ for dy, dx in offs:
 axes[0].imshow(grid, cmap="Blues", vmin=0, vmax=2); axes[0].plot(r, r, "r*")
 axes[0].set_title(f"partners of a cell (radius {r})\ndark: the half used in the loss", fontsize=9)
 path = np.zeros_like(grid)
-for py, px in irnet.path_points(3, -4 if r > 4 else -r + 1):
-    path[py + r, px + r] = 1
-axes[1].imshow(path, cmap="Greys"); axes[1].set_title("the path from the centre to one partner", fontsize=9)
+for kind, v in (("thick", 1), ("thin", 2)):
+    for py, px in irnet.path_points(3, -4 if r > 4 else -r + 1, kind):
+        path[py + r, px + r] = v
+axes[1].imshow(path, cmap="Greys", vmin=0, vmax=2)
+axes[1].set_title("the path to one partner\nblack: thin line; grey + black: thick", fontsize=9)
 for ax in axes: ax.set_xticks([]); ax.set_yticks([])
 plt.show(); plt.close(fig)
+
+wall = torch.zeros(6, 6)
+for k in range(6):
+    wall[k, 5 - k] = 1.0                    # a one-cell 8-connected diagonal boundary
+for kind in irnet.PATHS:
+    print(f"{kind:5s} path: affinity across the diagonal wall = "
+          f"{irnet.pair_affinity(wall, [(1, 1)], kind)[0, 1, 3]:.1f}")
+assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_affinity(wall, [(1, 1)], "thin")[0, 1, 3]
 
 # %% [markdown]
 # The two losses (IRNet eq. 5-9, `irnet.affinity_loss`, `irnet.displacement_loss`):
@@ -251,7 +274,7 @@ inp1 = irnet.walk_inputs(net, ST.train_view, ST.folder, [show[1]], device=S.devi
 b0, c0 = inp1["boundary"], inp1["cams"].amax(0)       # the second image above (tagged): B and its CAM
 y0, x0 = max(0, b0.shape[0] // 2 - 16), max(0, b0.shape[1] // 2 - 16)   # at most 32x32 cells: T is dense here
 b0, c0 = b0[y0:y0 + 32, x0:x0 + 32], c0[y0:y0 + 32, x0:x0 + 32]
-offsets_all, wts = irnet.transition_weights(b0, 5, 10.0)
+offsets_all, wts = irnet.transition_weights(b0, 5, 10.0, IRCFG.path)
 T = irnet.transition_matrix(offsets_all, wts)
 h, w = b0.shape
 cells = [int(torch.argmax(c0 * (1 - b0))), int(torch.argmax((1 - c0) * (1 - b0)))]   # object / background
@@ -281,7 +304,7 @@ rows = []
 for inp, i in zip(irnet.walk_inputs(net, ST.train_view, ST.folder, show[:2], device=S.device, progress=False), show):
     row = [ST.train_view[i]["image"], inp["cams"][0].numpy()]
     for t in STEPS:
-        walked = irnet.random_walk(inp["cams"][None, :1], inp["boundary"][None], 5, 10.0, t)[0, 0]
+        walked = irnet.random_walk(inp["cams"][None, :1], inp["boundary"][None], 5, 10.0, t, path=IRCFG.path)[0, 0]
         row.append((walked / walked.max()).numpy())
     rows.append(row)
 viz.show_grid(rows, titles=["image", "CAM"] + [f"{2 ** t} step" + "s" * (t > 0) for t in STEPS], size=1.5, cmap="jet")
@@ -309,7 +332,8 @@ plt.show(); plt.close()
 
 # %%
 GRID = {k: P[k] for k in irnet.WALK_GRID}
-WALK, grid = irnet.cached_walk_choice(S.output_dir, net, ST.val_view, ST.val_folder, key, GRID, S.device)
+WALK, grid = irnet.cached_walk_choice(S.output_dir, net, ST.val_view, ST.val_folder, key, GRID, S.device,
+                                      path=IRCFG.path)
 best = (WALK.radius, WALK.exp_times, WALK.beta, WALK.bg_threshold)
 print(f"best on val: {WALK} -> val mIoU {grid[best]:.3f}")
 
@@ -387,13 +411,18 @@ viz.bar_table({"CAM": [miou_cam], "CAM + CRF (step 1)": [miou_cam_crf], "IRNet":
               row_header="pseudo-labels")
 
 # %% [markdown]
-# What the quick defaults gave (the table above is the live version): CAM 0.428 → IRNet 0.515, and
-# after the CRF 0.554 → 0.577. The CRF alone does more than the walk alone here: at 64 px it
+# What the quick defaults gave (the table above is the live version): CAM 0.413 → IRNet 0.488, and
+# after the CRF 0.527 → 0.548. With the one-cell paths (`IR_PATH="thin"`, §3), the same step 1:
+# IRNet 0.498, with the CRF 0.542 — the leaky paths score a hair higher here (their val-chosen
+# walk: radius 5, 4 steps, background 0.4; IRNet's paths: radius 3, 16 steps, background 0.5). The CRF alone does more than the walk alone here: at 64 px it
 # works on every pixel, while IRNet's boundaries live on 4-px cells, so the CRF cleans object edges
 # better than the walk can. What the walk adds on top of the CRF is small — as was the paper's gain
 # from this step (31.06 → 31.87 on LID val). The cached pseudo-labels that notebook 05 trains on are
 # IRNet's
-# without a CRF, as in IRNet's reference.
+# without a CRF, with the background plane at 0.3 (paper 001's; notebook 05 §1 says why), like
+# IRNet's `make_sem_seg_labels` (upsampled ×4, cropped to the image, divided by
+# the global maximum, background plane: `irnet.walk_labels` gives its labels for the same walked
+# maps, tested on the original code's outputs, images of any size).
 
 # %% [markdown]
 # ### IRNet's background threshold: paper 001's Table 3
@@ -435,13 +464,15 @@ if DROP_CLASS:
     ax.bar(xs + 0.2, kept_meter.iou, 0.4, label=f"every tag kept: {kept_meter.miou:.3f}")
     ax.set_xticks(xs, CLASSES, rotation=30); ax.set_ylabel("train IoU (bg 0.3)"); ax.legend(fontsize=8)
     plt.show(); plt.close(fig)
+    print(" | ".join(f"{c} {a:.2f} → {b:.2f}" for c, a, b in zip(CLASSES, drop_meter.iou, kept_meter.iou)))
 
 # %% [markdown]
-# What the quick defaults gave: keeping the person tags buys the person almost nothing (IoU 0.05:
-# with half of its tags missing the classifier hardly learns it), and the mean drops (0.515 →
-# 0.498), through the background (0.96 → 0.85: persons and the ground they stand on get claimed
-# by the classes of the images they appear in) and the cat (0.55 → 0.26). Other classes gain
-# (car, boat, bottle): the two pipelines also train on different class-balanced subsets, so
+# What the quick defaults gave: keeping the person tags buys the person almost nothing (IoU 0.00 →
+# 0.05: with half of its tags missing the classifier hardly learns it), and the mean drops (0.458
+# → 0.420), through the background (0.95 → 0.77: persons and the ground they stand on get claimed
+# by the classes of the images they appear in), the boat (0.34 → 0.12) and the cat (0.44 → 0.32).
+# Other classes gain (car, bottle): the two pipelines also train on different class-balanced
+# subsets, so
 # single classes move for more than one reason. Notebook 05 asks what this does to step 3.
 
 # %% [markdown]

@@ -30,6 +30,7 @@ DEVICE = "auto"
 SEED = 0
 WORKERS = 2            # processes for the uncertainty pass and the retrainings (CPU); DataLoader workers on a GPU
 PSEUDO_LABELS = "irnet"  # irnet (notebooks 03-05's pipeline) | a folder of PNG pseudo-masks named after the training images
+STEP3_BG = 0.3         # with irnet: the background threshold of the pseudo-masks, as notebook 05
 # Steps 1-2, as notebooks 03-05 ran them (read only with PSEUDO_LABELS = "irnet"; the same values find the cache):
 DROP_CLASS = "person"
 BALANCE = True
@@ -48,6 +49,7 @@ STUDENT_EPOCHS = None  # the retrained networks (10 | 30)
 # URN:
 FACTORS = "voc"        # voc {0.15, 0.2, 0.25, 4, 5, 6} | coco {0.4, 0.5, 0.6, 2, 3, 4} | a list
 INCLUDE_BACKGROUND = False  # scale the background channel too (the reference code) or only the foreground classes (eq. 9)
+PRESENT_FROM = "pseudo_mask"  # the classes scaled: those of the pseudo-mask (eq. 5) | "crf": of argmax CRF(P) (the reference code)
 P_SCALES = None        # scales of P, each with its flip ((1.0,) | (0.5, 0.75, 1.0, 1.25, 1.5, 1.75))
 T = 0.05               # eq. (12)
 T_GRID = (1.0, 0.5, 0.1, 0.05, 0.0)   # Table 3 (t 0: drop the pixels T down-weights, see §5)
@@ -86,7 +88,7 @@ if PSEUDO_LABELS == "irnet":
     ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                    IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
     IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(PROFILE, S.seed, CONFIDENCE, WEIGHTS=WEIGHTS)
-    PL_FOLDER = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, workers=WORKERS).folder
+    PL_FOLDER = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, workers=WORKERS, labels_bg=STEP3_BG).folder
     TRAIN, VAL = ST.train_view, ST.val
 else:
     SIZES = params.profile_values(PROFILE, cam.STEP1_PROFILE, IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
@@ -182,9 +184,10 @@ missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / co
 # $$\text{Var}_c = \operatorname{Var}_n\big(\bar M_{c,n}\big), \qquad
 #   U = \operatorname{Norm}\big(\max_c \text{Var}_c\big)$$
 #
-# (`urn.scaling_variance`, `urn.uncertainty_map`; Norm = min-max over the image). With six binary
+# (`urn.scaling_variance`, `urn.uncertainty_map`; Norm = min-max over the image, with the
+# reference code's $+10^{-6}$ in the denominator, so the top level is $1 - 4\cdot10^{-6}$). With six binary
 # masks the variance takes only the values $k(6-k)/36$ ($k$ masks on), so $U$ has four levels and
-# $U = 1$ marks the pixels that are on in exactly half of the masks. Eqs. (11-12) turn it into
+# $U \approx 1$ marks the pixels that are on in exactly half of the masks. Eqs. (11-12) turn it into
 # the loss weight:
 #
 # $$W = 1 - U, \qquad Y = \begin{cases} 1 & W \ge t \\ t & W < t \end{cases}$$
@@ -192,16 +195,18 @@ missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / co
 # (`urn.loss_weight`). The cyclic pseudo-mask $M_c = \text{argmax}\,\text{CRF}(P)$ is computed on
 # the way (`urn.cyclic_pseudo_mask`). The **uncertainty pass** (`urn.uncertainty_pass`) does all
 # this for every training image — $1 + 6\,|\text{classes}|$ CRFs each — in `WORKERS` processes,
-# and stores $M_c$ and $W$ in one PNG per image (grey = label, alpha = $255\,W$), as the reference
-# code does. It resumes where it stopped.
+# and stores $M_c$ and $W$ in one PNG per image (grey = label, alpha = $\lfloor 255\,W \rfloor$,
+# truncated like the reference code's uint8 cast). The reference stores the same two maps in a
+# 3-channel PNG instead (blue = label, green = red = weight), which `urn.read_label_and_weight`
+# reads too. It resumes where it stopped.
 
 # %%
-URN_KEY = {"teacher": TEACHER_KEY | {"segmenter": params_key(dataclasses.asdict(SEG))}, "factors": list(FACTORS),
-           "p_scales": list(V["P_SCALES"]), "crf": "urn", "background": INCLUDE_BACKGROUND}
+URN_KEY = {"teacher": TEACHER_KEY | {"segmenter": params_key(dataclasses.asdict(SEG))},
+           "pass": urn.pass_settings(FACTORS, V["P_SCALES"], "urn", INCLUDE_BACKGROUND, PRESENT_FROM)}
 URN_FOLDER = S.output_dir / "cache" / "urn" / params_key(URN_KEY)
 factory = partial(pseudo.make_model, K, SEG)
 urn.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, V["P_SCALES"], "urn", INCLUDE_BACKGROUND,
-                     processes=WORKERS, device=S.device, model_factory=factory)
+                     present_from=PRESENT_FROM, processes=WORKERS, device=S.device, model_factory=factory)
 URN_FOLDER.joinpath("key.json").write_text(json.dumps(URN_KEY, indent=1))
 print(URN_FOLDER)
 
@@ -383,25 +388,30 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 #
 # * **The observation behind the method holds** (§2): narrowing a class's response ($n > 1$)
 #   misses more of it, widening it ($n < 1$) invents more — the curves cross, as Figure 2 says.
-# * **$U$ finds wrong pixels, but few of them** (§4): the down-weighted band ($U = 1$, 1.3 % of the
-#   pixels) is 47 % wrong against 2.8 % elsewhere — seventeen times richer in errors — yet it
-#   holds only 18 % of the errors of $M_c$: AUROC 0.61, against 0.82 for plain $1 - \max P$. Most
+# * **$U$ finds wrong pixels, but few of them** (§4): the down-weighted band ($U \approx 1$, 1.6 % of
+#   the pixels) is 48 % wrong against 2.8 % elsewhere — seventeen times richer in errors — yet it
+#   holds only 22 % of the errors of $M_c$: AUROC 0.63, against 0.83 for plain $1 - \max P$. Most
 #   errors of these pseudo-masks are not boundary errors but whole objects or parts missing (the
 #   dropped person, the cat's body in §3's panels), which the network is confidently wrong about;
 #   scaling a class that is absent from the pseudo-mask is not even tried (eq. 5).
 # * **Pseudo-mask distillation (Table 4) holds**: the cyclic masks $M_c$ score better than the
-#   pseudo-masks on the training images (0.63 vs 0.52 mIoU), and the network trained on them
-#   beats $\mathcal{F}_S$ on val (plain 0.59 ± 0.01 vs 0.57).
-# * **Tables 3 and 5 do not reproduce**: plain 0.59 ± 0.01, probability weights 0.58, URN
-#   0.57 (paper: 70.0, 70.5, 71.2); Table 3's $t$ = 0.5 / 0.1 / 0.05 / 0 give 0.56 / 0.58 / 0.57 /
+#   pseudo-masks on the training images (0.60 vs 0.46 mIoU), and the network trained on them
+#   beats $\mathcal{F}_S$ on val (plain 0.60 ± 0.01 vs 0.53).
+# * **Tables 3 and 5 do not reproduce**: plain 0.60 ± 0.01, probability weights 0.58, URN
+#   0.57 (paper: 70.0, 70.5, 71.2); Table 3's $t$ = 0.5 / 0.1 / 0.05 / 0 give 0.58 / 0.58 / 0.57 /
 #   0.57, every one below $t = 1$ (paper: 70.3 / 70.8 / 71.2 / 70.2 above 70.0). The per-class
-#   table of §5 says where the loss comes from: URN *gains* on car, boat, cat and dog (by 0.01 to
-#   0.03) and loses **bottle** (0.63 → 0.45). Bottles are the thinnest and rarest class (0.13 %
-#   of the pixels): at 64 px much of a bottle lies inside the band — $Y$ down-weights 35 % of
-#   its labelled pixels, the most of any class (the others 12-30 %), and a network trained from
-#   scratch then learns bottles worse. On VOC an object is hundreds of pixels across and the band
-#   a thin rim.
-# * **Is it the image size?** Measured with `tools/image_size_check.py urn` (the same scenes drawn
+#   table of §5 says where the loss comes from: URN *gains* on car and boat (+0.00, +0.04) and
+#   loses cat and dog (−0.04, −0.03) and most of all **bottle** (0.63 → 0.50). Bottles are the
+#   thinnest and rarest class (0.13 % of the pixels): at 64 px much of a bottle lies inside the
+#   band — $Y$ down-weights 32 % of its labelled pixels, the most of any class (the others
+#   12-24 %), and a network trained from scratch then learns bottles worse. On VOC an object is
+#   hundreds of pixels across and the band a thin rim.
+# * **The reference code's choices** (`PRESENT_FROM="crf"`, `INCLUDE_BACKGROUND=True`: the classes
+#   of argmax CRF(P), the background scaled too — the original code's uncertainty block,
+#   reproduced and tested on its outputs, `urn.urn_steps`) against this notebook's reading of
+#   eqs. (5) and (9): MEASURE_REFERENCE_SETTINGS.
+# * **Is it the image size?** Measured with `tools/image_size_check.py urn` (an earlier version of
+#   steps 1-2, with one-cell IRNet paths and the val-chosen threshold; the same scenes drawn
 #   at 128 px, notebook 04's pseudo-labels resized to them, $\mathcal{F}_S$ and the pass at
 #   128 px, seeds 0 / 1): the band takes a third of bottle's pixels (the other classes 15-24 %),
 #   Table 4's trend holds again (plain 0.61 / 0.60 vs $\mathcal{F}_S$ 0.55), and URN loses
