@@ -365,13 +365,19 @@ def _run_all(driver, name):
 
 
 def _interact_image(box):
-    imgs = box.find_elements("css selector", ".widget-output img")
-    return imgs[-1].get_attribute("src") if imgs else None
+    """The newest figure's ``src`` under the sliders, read in one script call: the widget output
+    is cleared and redrawn while we poll, and an element found in one call can be gone by the next
+    (StaleElementReferenceException, seen on CI)."""
+    return box.parent.execute_script(
+        "const imgs = arguments[0].querySelectorAll('.widget-output img');"
+        "return imgs.length ? imgs[imgs.length - 1].getAttribute('src') : null;", box)
 
 
 def _interact_errors(box) -> list[str]:
-    texts = [e.text for e in box.find_elements(
-        "css selector", '.widget-output .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+    texts = box.parent.execute_script(
+        "return Array.from(arguments[0].querySelectorAll("
+        "'.widget-output .jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]'))"
+        ".map(e => e.innerText);", box)
     return [t for t in texts if TRACEBACK.search(t)]
 
 
@@ -393,7 +399,9 @@ def _press_run_interact(driver, box, before, what):
     try:
         src = _wait(f"{what}: a new figure under the sliders", drawn, INTERACT_TIMEOUT, 0.5)
     except AssertionError as exc:
-        shown = [e.text for e in box.find_elements("css selector", ".widget-output .jp-OutputArea-output")]
+        shown = driver.execute_script(
+            "return Array.from(arguments[0].querySelectorAll('.widget-output .jp-OutputArea-output'))"
+            ".map(e => e.innerText);", box)
         raise AssertionError(f"{exc}; the output shows {shown}") from None
     _wait(f"{what}: 'Run Interact' enabled again (the function returned)", button[0].is_enabled, 60, 0.2)
     return src
