@@ -8,11 +8,18 @@ def _threads_and_square(x):
     return torch.get_num_threads(), x * x
 
 
-def test_thread_shares_split_evenly_and_give_the_last_round_everything():
-    assert parallel.thread_shares(5, 2, threads=4) == [2, 2, 2, 2, 4]
-    assert parallel.thread_shares(4, 2, threads=4) == [2, 2, 2, 2]
-    assert parallel.thread_shares(3, 4, threads=2) == [2, 2, 2]     # one round, incomplete
+def test_thread_shares_are_the_same_for_every_job_whatever_the_number_of_jobs():
+    assert parallel.thread_shares(5, 2, threads=4) == [2] * 5
+    assert parallel.thread_shares(1, 2, threads=4) == [2]      # alone: still its share
+    assert parallel.thread_shares(3, 4, threads=2) == [1, 1, 1]
     assert parallel.thread_shares(2, 1, threads=3) == [3, 3]
+
+
+def test_a_single_job_runs_here_with_its_share_and_the_threads_are_restored():
+    before = torch.get_num_threads()
+    [(threads, nine)] = parallel.map_jobs(_threads_and_square, [3], 2, progress=False)
+    assert nine == 9 and threads == parallel.thread_shares(1, 2)[0]
+    assert torch.get_num_threads() == before
 
 
 def test_map_jobs_in_processes_matches_the_loop():

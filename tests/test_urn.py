@@ -111,6 +111,31 @@ def test_weighted_cross_entropy_is_plain_ce_when_weight_is_one():
     assert torch.isfinite(logits.grad).all()
 
 
+def test_every_table_row_trains_one_loss_and_plain_is_weight_one_with_ignored_pixels():
+    """Tables 3/5 compare like with like: the plain row's loss equals the weighted loss with Y = 1
+    on a batch with ignored pixels (crop padding), where a mean over labelled pixels would not."""
+    from wsss_edu import pseudo
+
+    rows = urn.table_rows((0, 0.05, 1), 0.05, "u", "p")
+    assert {r[0] for r in rows.values()} == {urn.TABLE_LOSS}
+    loss, t, split, _ = rows["plain"]
+    assert t == 1 and split is None and rows["t = 0"][1:3] == (0, 0.05)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 5, 6, generator=g)
+    target = torch.randint(0, 4, (2, 5, 6), generator=g)
+    target[:, :2] = 255                                     # 40% padding
+    uncertainty = torch.rand(2, 5, 6, generator=g)
+    batch = {"image": torch.zeros(2, 3, 5, 6), "mask": target, "weight": urn.loss_weight(uncertainty, t, split)}
+    model = lambda x: logits                                # noqa: E731
+    plain = pseudo.LOSSES[loss](model, batch)
+    ones = urn.weighted_cross_entropy(logits, target, torch.ones(2, 5, 6))
+    assert plain.item() == pytest.approx(ones.item(), rel=1e-6)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    assert plain.item() == pytest.approx(per_pixel.sum().item() / target.numel(), rel=1e-6)
+    labelled_mean = pseudo.LOSSES["ce"](model, batch)
+    assert abs(labelled_mean.item() - plain.item()) > 0.3 * plain.item()   # what the old plain row trained
+
+
 def test_probability_weight_is_the_detached_target_probability():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(1, 3, 4, 5, generator=g, requires_grad=True)

@@ -630,7 +630,9 @@ STEP1_PROFILE = dict(IMAGE_SIZE=(64, 320), N_TRAIN=(800, 5000), N_VAL=(200, 1000
 class Step1:
     """Notebook 03's result as later notebooks need it: the splits (``scored``: where pseudo-labels
     are scored — the toy train split, VOC's ``train``), the tagged views (``DROP_CLASS`` removed),
-    the classifier, its CAM folders and the cache keys."""
+    the classifier, its CAM folders and the cache keys. Settings are chosen on ``val``; final
+    numbers are reported on ``test`` (split ``test_split``: the toy world's ``test``, or ``val``
+    itself for a dataset without public test masks, :data:`wsss_edu.params.TEST_SPLITS`)."""
     train: object
     val: object
     scored: object
@@ -642,6 +644,10 @@ class Step1:
     model: CAMClassifier
     folder: Path
     val_folder: Path
+    test: object = None
+    test_view: object = None
+    test_folder: Path | None = None
+    test_split: str = "val"
 
     @property
     def classes(self) -> list:
@@ -666,6 +672,8 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
         scored = train
         data_key = dict(dataset="toy", n=v["N_TRAIN"], seed=setup.seed, **knobs)
         val_key = data_key | {"split": "val", "n": v["N_VAL"]}
+        test, test_split = params.load_test(setup, v["N_VAL"], **knobs)
+        test_key = data_key | {"split": test_split, "n": v["N_VAL"]}
     else:
         train, val = params.load_splits(setup)
         scored = (get_dataset(DATASET, setup.data_root, split="train") if DATASET == "voc"
@@ -673,6 +681,8 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
         data_key = dict(dataset=DATASET, root=str(setup.data_root),
                         split="train_aug" if DATASET == "voc" else "train")
         val_key = data_key | {"split": "val"}
+        test, test_split = params.load_test(setup)
+        test_key = data_key | {"split": test_split}
     classes = list(train.classes)
     drop = None
     if DROP_CLASS:
@@ -690,5 +700,11 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
                          progress=progress)
     val_folder = cached_cams(setup.output_dir, model, views[1], val_key, cfg,
                              device=setup.device, progress=progress)
+    if test is None:   # no public test masks: report on val (the notebooks say so)
+        test, test_view, test_folder, test_split = val, views[1], val_folder, "val"
+    else:
+        test_view = tagged_view(test, cfg)
+        test_folder = cached_cams(setup.output_dir, model, test_view, test_key, cfg,
+                                  device=setup.device, progress=progress)
     return Step1(train, val, scored, views[0], views[1], scored_view, data_key, cfg, model,
-                 folder, val_folder)
+                 folder, val_folder, test, test_view, test_folder, test_split)

@@ -23,7 +23,7 @@ SECONDS_MASK, SECONDS_TAGS, SECONDS_BOX = 240.0, 20.0, 7.0
 class Method:
     """One row of the side-by-side table.
 
-    ``final``/``pseudo``: (notebook, metric name) of the final model's val mIoU and of the
+    ``final``/``pseudo``: (notebook, metric name) of the final model's held-out (test split) mIoU and of the
     pseudo-labels' mIoU on the training images (None where the method has none). ``reference``:
     (notebook, metric) of the full-supervision mIoU in the same world, or None for notebook 08's
     own reference (same world as notebooks 03-07). ``networks``: networks trained, in order.

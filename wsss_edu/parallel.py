@@ -3,8 +3,8 @@
 Two patterns recur in the package:
 
 * :func:`map_jobs`: many independent trainings (notebook 02's experiments, notebook 06's students),
-  the CPU threads split between the workers; the jobs of a last, incomplete round get every thread,
-  as the other workers are then about to fall idle;
+  the CPU threads split evenly between the workers — every job the same share, so that a result
+  does not depend on how many other jobs were still to run (:func:`thread_shares`);
 * :func:`set_worker_state` / :func:`worker_state`: a pool whose workers receive a large, shared
   argument (a dataset, a network's weights) once, through the pool's initializer, while the jobs
   themselves carry only indices (IRNet's relation labels, URN's uncertainty pass).
@@ -46,11 +46,16 @@ def worker_state() -> dict:
 
 def thread_shares(n_jobs: int, processes: int, threads: int | None = None) -> list:
     """CPU threads for each of ``n_jobs`` jobs run on ``processes`` workers: ``threads`` (default:
-    torch's count) split evenly, and all of them for the jobs of a last, incomplete round."""
+    torch's count) split evenly — the same share for every job, however many jobs there are.
+
+    A network trained on the CPU with 1 thread and with 2 differs in its last bits (the reductions
+    are split differently), and the difference grows over an epoch. Giving a job more threads
+    when it happens to run alone (a last, incomplete round, or the only network missing from the
+    cache) made a number depend on what the cache already held: the same notebook gave different
+    results after a clean run and after a partial one. A job's threads depend only on
+    ``processes`` and the machine's thread count."""
     every = threads or torch.get_num_threads()
-    share = max(1, every // max(1, processes))
-    last_round = n_jobs - n_jobs % max(1, processes)
-    return [every if i >= last_round else share for i in range(n_jobs)]
+    return [max(1, every // max(1, processes))] * n_jobs
 
 
 def _threaded_call(job):
@@ -63,15 +68,24 @@ def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: b
     """``[fn(job) for job in jobs]``, in order; with ``processes`` > 1 in a pool of spawned
     processes (``fn`` and the jobs must be picklable: a module-level function), each job with its
     :func:`thread_shares`. A small network uses CPU threads poorly, so workers pay even on 2 cores
-    (six 48-px runs of notebook 02: 66 s with 2 workers vs 92 s in one process with 2 threads)."""
+    (six 48-px runs of notebook 02: 66 s with 2 workers vs 92 s in one process with 2 threads).
+    A single job with ``processes`` > 1 runs here, with the thread share it would have had in the
+    pool (so its result does not depend on how many jobs came with it)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
 
-    if processes <= 1 or len(jobs) <= 1:
+    if processes <= 1:
         return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress)]
-    work = [(fn, j, t) for j, t in zip(jobs, thread_shares(len(jobs), processes))]
+    shares = thread_shares(len(jobs), processes)
+    if len(jobs) <= 1:
+        before = torch.get_num_threads()
+        try:
+            return [_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)]
+        finally:
+            torch.set_num_threads(before)
+    work = [(fn, j, t) for j, t in zip(jobs, shares)]
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
         return list(tqdm(pool.map(_threaded_call, work), total=len(jobs), desc=desc, disable=not progress))
 

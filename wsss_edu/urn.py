@@ -303,6 +303,23 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
     return (ce * weight.to(ce.dtype)).mean()
 
 
+TABLE_LOSS = "weighted"   # the one loss of every row of Tables 3 and 5 (pseudo.LOSSES)
+
+
+def table_rows(t_grid, t: float, urn_folder, probability_folder) -> dict:
+    """The retraining rows of paper 002's Tables 5 and 3: {row name: (loss, t, split, folder)} for
+    :class:`URNLabeled` and :class:`wsss_edu.pseudo.SegmenterConfig`. Every row is the same loss
+    with the same reduction (:func:`weighted_cross_entropy`, :data:`TABLE_LOSS`): 'plain' is Y = 1
+    (t = 1), Table 3's baseline; 'probability' reads the weight stored in ``probability_folder``;
+    't = x' uses eq. (12) (``t = 0``: the pixels ``t`` down-weights dropped, :func:`loss_weight`'s
+    ``split``). A plain row trained with the mean over labelled pixels instead would differ from
+    the others by the batch's labelled fraction wherever crops are padded with 255."""
+    rows = {"plain": (TABLE_LOSS, 1.0, None, urn_folder),
+            "probability": (TABLE_LOSS, None, None, probability_folder)}
+    rows |= {f"t = {x:g}": (TABLE_LOSS, x, t if x == 0 else None, urn_folder) for x in t_grid if x != 1}
+    return rows
+
+
 def probability_weight(logits: torch.Tensor, target: torch.Tensor,
                        ignore_index: int = 255) -> torch.Tensor:
     """Table 5's baseline weight read as the softmax of the network being trained: its own

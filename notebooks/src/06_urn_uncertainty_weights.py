@@ -89,15 +89,18 @@ if PSEUDO_LABELS == "irnet":
                    IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
     IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(PROFILE, S.seed, CONFIDENCE, WEIGHTS=WEIGHTS)
     PL_FOLDER = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, workers=WORKERS, labels_bg=STEP3_BG).folder
-    TRAIN, VAL = ST.train_view, ST.val
+    TRAIN, TEST, SPLIT = ST.train_view, ST.test, ST.test_split
 else:
     SIZES = params.profile_values(PROFILE, cam.STEP1_PROFILE, IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
     TRAIN, VAL = params.load_splits(S, SIZES["N_TRAIN"], SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
+    TEST, SPLIT = params.load_test(S, SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
+    TEST, SPLIT = (VAL, "val") if TEST is None else (TEST, SPLIT)
     PL_FOLDER = urn.check_pseudo_mask_folder(PSEUDO_LABELS, TRAIN)
 PL = pseudo.PseudoLabeled(TRAIN, PL_FOLDER)
 TEACHER_KEY = {"pseudo_labels": PL_FOLDER.name}
 teacher = pseudo.cached_segmenter(S.output_dir, PL, TEACHER_KEY, SEG, S.device, progress=True)
 CLASSES, K = list(TRAIN.classes), TRAIN.num_classes
+print(f"the walk and the CAM threshold were chosen on val; every network here is reported on {SPLIT}")
 print(f"{len(PL)} training images; pseudo-masks: {PL_FOLDER}")
 
 # %% [markdown]
@@ -279,6 +282,9 @@ print(f"down-weighted (U > {1 - T:.2f}): {band.mean():.1%} of the pixels, {WRONG
 #
 # averaged over **all** pixels, the ignored ones included (they add 0): the reference code's
 # mean, so a down-weighted pixel is not made up for by the others (`urn.weighted_cross_entropy`).
+# Every row below, plain included, trains with this one loss and this one reduction
+# (`urn.table_rows`): a plain row averaged over the labelled pixels only would differ from the
+# others by each batch's labelled fraction wherever crops are padded with 255 (the full profile).
 # The networks, each trained from scratch on the cyclic masks with the same recipe:
 #
 # * **plain**: $Y \equiv 1$ — Table 3's $t = 1$ row, the paper's baseline;
@@ -298,8 +304,7 @@ print(f"down-weighted (U > {1 - T:.2f}): {band.mean():.1%} of the pixels, {WRONG
 
 # %%
 STUDENT = pseudo.replace(SEG, epochs=V["STUDENT_EPOCHS"])
-ROWS = {"plain": ("ce", 1.0, None, URN_FOLDER), "probability": ("weighted", None, None, PROB_FOLDER)}
-ROWS |= {f"t = {t:g}": ("weighted", t, T if t == 0 else None, URN_FOLDER) for t in T_GRID if t != 1}
+ROWS = urn.table_rows(T_GRID, T, URN_FOLDER, PROB_FOLDER)   # one loss, one reduction for every row
 
 def job(row, seed):
     loss, t, split, folder = ROWS[row]
@@ -311,27 +316,29 @@ JOBS = [(row, S.seed + k) for row in ROWS for k in range(SEEDS)]
 nets = pseudo.cached_segmenters(S.output_dir, [job(*j) for j in JOBS], S.device, WORKERS, "retraining")
 METERS = {}
 for (row, seed), net in zip(JOBS, nets):
-    METERS.setdefault(row, []).append(pseudo.evaluate(net, VAL, progress=False))
-METERS["F_S"] = [pseudo.evaluate(teacher, VAL, progress=False)]
+    METERS.setdefault(row, []).append(pseudo.evaluate(net, TEST, progress=False))
+METERS["F_S"] = [pseudo.evaluate(teacher, TEST, progress=False)]
 MIOU = {k: np.array([m.miou for m in v]) for k, v in METERS.items()}
 miou_teacher = MIOU["F_S"][0]
 
 # %% [markdown]
-# Table 5 (plain vs URN vs probability weights) and Table 3 (the threshold $t$), validation mIoU:
+# Table 5 (plain vs URN vs probability weights) and Table 3 (the threshold $t$), mIoU on the
+# held-out test split (the toy world's `test`: steps 1-2 chose their settings on val, nothing here
+# chooses anything on test):
 
 # %%
 URN_ROW = f"t = {T:g}"
 table5 = {"F_S (pseudo-masks)": np.array([miou_teacher]), "plain (M_c)": MIOU["plain"],
           "probability weights": MIOU["probability"], f"URN (t = {T:g})": MIOU[URN_ROW]}
-viz.bar_table(table5, "val mIoU", row_header="training")
+viz.bar_table(table5, f"{SPLIT} mIoU", row_header="training")
 
 # %%
 table3 = {f"t = {t:g}": MIOU["plain" if t == 1 else f"t = {t:g}"] for t in T_GRID}
-viz.bar_table(table3, "val mIoU", row_header="threshold t (t = 1: plain)")
+viz.bar_table(table3, f"{SPLIT} mIoU", row_header="threshold t (t = 1: plain)")
 
 # %% [markdown]
 # Where the differences come from: the IoU of each class (mean over the seeds) and the share of
-# the validation pixels each network calls foreground, against the truth.
+# the test pixels each network calls foreground, against the truth.
 
 # %%
 SHOWN = {"F_S": "F_S (pseudo-masks)", "plain": "plain (M_c)", URN_ROW: f"URN (t = {T:g})",
@@ -343,8 +350,8 @@ for j, (row, name) in enumerate(SHOWN.items()):
     fg_share = np.mean([m.cm[:, 1:K].sum() / m.cm.sum() for m in METERS[row]])
     axes[1].barh(name, fg_share, color=f"C{j}")
 axes[1].axvline(METERS["F_S"][0].cm[1:].sum() / METERS["F_S"][0].cm.sum(), color="k", ls=":", label="truth")
-axes[0].set_xticks(x, CLASSES, rotation=30); axes[0].set_ylabel("val IoU"); axes[0].legend(fontsize=7)
-axes[1].set_xlabel("val pixels called foreground"); axes[1].legend(fontsize=7); axes[1].invert_yaxis()
+axes[0].set_xticks(x, CLASSES, rotation=30); axes[0].set_ylabel(f"{SPLIT} IoU"); axes[0].legend(fontsize=7)
+axes[1].set_xlabel(f"{SPLIT} pixels called foreground"); axes[1].legend(fontsize=7); axes[1].invert_yaxis()
 plt.tight_layout(); plt.show(); plt.close(fig)
 
 # %% [markdown]
@@ -356,11 +363,11 @@ share = np.array([band[LAB == c].mean() if (LAB == c).any() else 0.0 for c in ra
 iou_drop = np.mean([m.iou for m in METERS["plain"]], 0) - np.mean([m.iou for m in METERS[URN_ROW]], 0)
 fig, ax = plt.subplots(figsize=(6, 2.6))
 ax.bar(np.arange(K) - 0.2, share, 0.4, label="share of its M_c pixels down-weighted", color="C1")
-ax.bar(np.arange(K) + 0.2, np.nan_to_num(iou_drop), 0.4, label="val IoU lost, plain → URN", color="C2")
+ax.bar(np.arange(K) + 0.2, np.nan_to_num(iou_drop), 0.4, label=f"{SPLIT} IoU lost, plain → URN", color="C2")
 ax.set_xticks(np.arange(K), CLASSES, rotation=30); ax.axhline(0, color="k", lw=0.6); ax.legend(fontsize=7)
 plt.show(); plt.close(fig)
 iou_of = {row: np.mean([m.iou for m in METERS[row]], 0) for row in ("plain", URN_ROW)}
-print("| class | share of M_c down-weighted | val IoU, plain | val IoU, URN |\n| --- | --- | --- | --- |\n" +
+print(f"| class | share of M_c down-weighted | {SPLIT} IoU, plain | {SPLIT} IoU, URN |\n| --- | --- | --- | --- |\n" +
       "\n".join(f"| {c} | {share[k]:.2f} | {iou_of['plain'][k]:.3f} | {iou_of[URN_ROW][k]:.3f} |"
                 for k, c in enumerate(CLASSES)))
 
