@@ -425,3 +425,47 @@ def test_rrm_config_keeps_given_zeros_and_follows_step1s_backbone():
     full, _ = rrm.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
     assert full.backbone == "resnet50" and full.weights is None and full.crop == 321 and full.sigma_xy == 100.0
     assert full.rule == "reference"
+
+
+def _bn_and_stem(net):
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    stem = next(m for m in net.classifier_net.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    state = {f"bn{i}.{k}": v.clone() for i, m in enumerate(bns) for k, v in m.state_dict().items()}
+    return state | {f"stem.{k}": v.clone() for k, v in stem.state_dict().items()}
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frozen_batch_norm_keeps_statistics_affine_and_first_conv_as_the_reference(freeze):
+    """freeze_bn: the reference's frozen BN (running statistics and affine) and conv1a stay as they
+    were through SGD steps in train mode; every other layer moves. Without it, they all move."""
+    pytest.importorskip("pydensecrf")
+    from wsss_edu.toy import ToyDataset
+
+    ds = ToyDataset("train", n=8, seed=0, size=32)
+    cfg = rrm.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0,
+                        optimizer="sgd", lr=0.05, momentum=5e-4, freeze_bn=freeze)
+    torch.manual_seed(cfg.seed)                      # train_rrm seeds the same way: the same start
+    start = rrm.make_rrm(len(ds.classes) - 1, cfg)
+    before, head_before = _bn_and_stem(start), start.seg_head[0].weight.clone()
+    net = rrm.train_rrm(ds, cfg, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), net.state_dict().values()))
+    after = _bn_and_stem(net)
+    assert before.keys() == after.keys() and any(k.endswith("running_mean") for k in before)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    if freeze:
+        assert not moved and net.frozen_bn
+        net.train()
+        assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    else:
+        assert any("running_mean" in k for k in moved) and any(k.startswith("stem.") for k in moved)
+    assert not torch.equal(head_before, net.seg_head[0].weight)      # the rest trains either way
+
+
+def test_full_profile_takes_the_references_momentum_and_frozen_batch_norm():
+    from wsss_edu.cam import ClassifierConfig
+
+    quick, _ = rrm.rrm_config("quick", 0, ClassifierConfig())
+    full, _ = rrm.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
+    assert (full.momentum, full.freeze_bn, full.optimizer) == (5e-4, True, "sgd")
+    assert not quick.freeze_bn and quick.optimizer == "adam"
+    assert rrm.rrm_config("full", 0, ClassifierConfig(), FREEZE_BN=False)[0].freeze_bn is False

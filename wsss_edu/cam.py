@@ -498,6 +498,7 @@ class ClassifierConfig:
     drop_class: int | None = None
     balance: bool = False
     equal_steps: bool = True
+    augment: str = "flip"
     seed: int = 0
 
 
@@ -535,7 +536,9 @@ def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, c
                 progress: bool = True) -> CAMClassifier:
     """Train step 1's classifier on ``dataset`` (samples with 'image', 'labels'; ``num_classes``
     counting the background) as ``cfg`` says: labels dropped / balanced (:func:`training_labels`),
-    random flips (and scale-crops at ``cfg.crop``), BCE per class, Adam at two learning rates."""
+    random flips (and scale-crops at ``cfg.crop``; ``cfg.augment='strong'``: paper 001's strong
+    augmentation first, :func:`wsss_edu.data.strong_augment`), BCE per class, Adam at two
+    learning rates."""
     from torch.utils.data import DataLoader
 
     from .data import Relabeled, SegTransformDataset
@@ -544,7 +547,7 @@ def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, c
     seed_everything(cfg.seed)
     labels = dataset_tags(dataset)
     y, idx = training_labels(labels, cfg)
-    train_set = SegTransformDataset(Relabeled(dataset, y, idx), crop=cfg.crop, flip=True)
+    train_set = SegTransformDataset(Relabeled(dataset, y, idx), crop=cfg.crop, flip=True, augment=cfg.augment)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         num_workers=workers)
     epochs = cfg.epochs
@@ -620,10 +623,13 @@ def replace(cfg: ClassifierConfig, **changes) -> ClassifierConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-# The size knobs of notebook 03's step 1: {name: (quick, full)} (params.profile_values).
+# The size knobs of notebook 03's step 1: {name: (quick, full)} (params.profile_values). AUGMENT:
+# the full profile takes paper 001's strong augmentation (data.strong_augment); the quick profile
+# flips only — its small CNN learns from scratch in 10 epochs of 64-px scenes, where rotations and
+# blur cost more of the little signal than they add.
 STEP1_PROFILE = dict(IMAGE_SIZE=(64, 320), N_TRAIN=(800, 5000), N_VAL=(200, 1000),
                      BACKBONE=("small", "resnet50"), EPOCHS=(10, 5), LR_NEW=(1e-2, 1e-3),
-                     CROP=(None, 512))
+                     CROP=(None, 512), AUGMENT=("flip", "strong"))
 
 
 @dataclass
@@ -692,7 +698,7 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
         drop = classes.index(DROP_CLASS) - 1
     cfg = ClassifierConfig(backbone=v["BACKBONE"], weights=WEIGHTS if v["BACKBONE"] != "small" else None,
                            epochs=v["EPOCHS"], lr_new=v["LR_NEW"], crop=v["CROP"], seed=setup.seed,
-                           drop_class=drop, balance=BALANCE)
+                           drop_class=drop, balance=BALANCE, augment=v["AUGMENT"])
     model = cached_step1(setup.output_dir, train, data_key, cfg, setup.device, WORKERS, progress)
     views = [tagged_view(d, cfg) for d in (train, val)]
     scored_view = tagged_view(scored, cfg) if scored is not train else views[0]

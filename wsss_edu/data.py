@@ -68,6 +68,57 @@ class ArrayDataset(torch.utils.data.Dataset):
         return out
 
 
+AUGMENTS = ("flip", "strong")   # a random horizontal flip only | paper 001's strong augmentation
+
+# Paper 001 lists its "strong augmentation" by name only (horizontal flip, shift, scale, rotate,
+# Gauss noise, random brightness and contrast, median blur, RGB shift: the names of the
+# albumentations transforms). The ranges below are those transforms' usual defaults, each
+# applied with probability 0.5 — the paper gives none of them.
+STRONG = dict(p=0.5, shift=0.0625, scale=0.1, rotate=45.0, noise_var=(10.0, 50.0),
+              brightness=0.2, contrast=0.2, median=(3, 5, 7), rgb_shift=20.0)
+
+
+def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, settings=None):
+    """Paper 001's strong augmentation of one (H, W, 3) uint8 image and its (H, W) uint8 label map
+    (a mask, or IRNet's relation labels): the geometric transforms (flip; shift, scale and rotate
+    as one affine map) move both — the labels by nearest neighbour, 255 where the image has no
+    pixel —, the photometric ones (Gaussian noise, brightness and contrast, median blur, RGB
+    shift) touch the image only. Each transform fires with probability ``settings['p']``
+    (:data:`STRONG`). Returns (image, labels) of the same shapes and dtypes."""
+    import torchvision.transforms.v2.functional as TF
+    from PIL import Image, ImageFilter
+    from torchvision.transforms import InterpolationMode
+
+    st = STRONG if settings is None else STRONG | dict(settings)
+    p = st["p"]
+    h, w = mask.shape
+    if gen.random() < p:
+        img, mask = img[:, ::-1], mask[:, ::-1]
+    img, mask = np.ascontiguousarray(img), np.ascontiguousarray(mask)
+    if gen.random() < p:
+        angle = float(gen.uniform(-st["rotate"], st["rotate"]))
+        factor = float(gen.uniform(1 - st["scale"], 1 + st["scale"]))
+        shift = [int(round(gen.uniform(-st["shift"], st["shift"]) * n)) for n in (w, h)]
+        t_img = TF.affine(torch.from_numpy(img).permute(2, 0, 1), angle=angle, translate=shift, scale=factor,
+                          shear=[0.0], interpolation=InterpolationMode.BILINEAR, fill=0)
+        t_mask = TF.affine(torch.from_numpy(mask)[None], angle=angle, translate=shift, scale=factor,
+                           shear=[0.0], interpolation=InterpolationMode.NEAREST, fill=255)
+        img, mask = t_img.permute(1, 2, 0).contiguous().numpy(), t_mask[0].contiguous().numpy()
+    x = img.astype(np.float32)
+    if gen.random() < p:
+        x = x + gen.normal(0.0, np.sqrt(gen.uniform(*st["noise_var"])), x.shape)
+    if gen.random() < p:
+        alpha = 1 + gen.uniform(-st["contrast"], st["contrast"])
+        beta = 255 * gen.uniform(-st["brightness"], st["brightness"])
+        x = alpha * x + beta
+    if gen.random() < p:
+        x = x + gen.uniform(-st["rgb_shift"], st["rgb_shift"], 3)
+    img = np.clip(np.round(x), 0, 255).astype(np.uint8)
+    if gen.random() < p:
+        img = np.asarray(Image.fromarray(img).filter(ImageFilter.MedianFilter(int(gen.choice(st["median"])))))
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+
+
 class SegTransformDataset(torch.utils.data.Dataset):
     """A sample dataset (any loader) as normalised tensors for segmentation training/evaluation:
     {'image': float (3, H, W), 'mask': long (H, W), 'labels': float (K,)}.
@@ -77,11 +128,16 @@ class SegTransformDataset(torch.utils.data.Dataset):
     the whole image, flipped at random (p = 0.5) if ``flip`` (training), else unchanged
     (evaluation). A sample's optional 'weight' (per-pixel loss weight, (H, W)) follows the mask.
     With ``crop``, 'valid' (bool (H, W)) marks the pixels that come from the image (False on the
-    padding): the mask's 255 cannot tell padding from an ignored object border.
+    padding): the mask's 255 cannot tell padding from an ignored object border. ``augment``:
+    'flip' (the above) or 'strong' (paper 001: :func:`strong_augment` first, then the above).
     """
 
-    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False):
-        self.dataset, self.crop, self.scale, self.flip = dataset, crop, scale, flip
+    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False,
+                 augment: str = "flip"):
+        from .errors import check_choice
+
+        check_choice("augment", augment, AUGMENTS)
+        self.dataset, self.crop, self.scale, self.flip, self.augment = dataset, crop, scale, flip, augment
 
     def __len__(self):
         return len(self.dataset)
@@ -90,6 +146,10 @@ class SegTransformDataset(torch.utils.data.Dataset):
         s = self.dataset[i]
         img, mask, weight = s["image"], s["mask"], s.get("weight")
         valid = None
+        if self.augment == "strong":
+            if weight is not None:
+                raise ValueError("augment='strong' moves the mask only: a per-pixel 'weight' would not follow")
+            img, mask = strong_augment(np.asarray(img, np.uint8), np.asarray(mask, np.uint8), item_rng())
         if self.crop is not None:
             out = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng(), weight, with_valid=True)
             img, mask, valid = out[0], out[1], out[-1]

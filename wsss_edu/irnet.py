@@ -449,7 +449,10 @@ class IRNetConfig:
     ``crop``: random rescale in ``scale`` + crop (real datasets; None: whole images, flipped).
     ``path``: the pixels between two pixels whose boundary values give their affinity, in the
     training loss (:func:`path_points`: 'thick', the reference's, or 'thin'); ``sources``: the
-    pixels whose pairs teach ('all', or 'reference': :func:`reference_source_mask`)."""
+    pixels whose pairs teach ('all', or 'reference': :func:`reference_source_mask`). ``augment``:
+    'flip' or 'strong' (paper 001: "the same strong data augmentation as in the classification
+    step", :func:`wsss_edu.data.strong_augment`); ``copy_scales``: paper 001's copies of every
+    training image rescaled by each factor (0.5, 1, 1.5, 2), or None (each image once)."""
     fg_threshold: float = 0.30
     bg_threshold: float = 0.05
     confidence: float = 0.8
@@ -466,6 +469,8 @@ class IRNetConfig:
     seed: int = 0
     path: str = "thick"
     sources: str = "all"
+    augment: str = "flip"
+    copy_scales: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -545,23 +550,42 @@ class RelationDataset(torch.utils.data.Dataset):
     """Training samples of IRNet: {'image': float (3, H, W), 'relation': long (H/4, W/4)} for the
     images ``indices`` of ``dataset``, relation labels read from the PNGs of
     :func:`write_relation_labels`. ``crop``: random rescale in ``scale``, crop and flip (the
-    labels follow, padded with 255); None: whole images, flipped at random."""
+    labels follow, padded with 255); None: whole images, flipped at random. ``augment='strong'``:
+    :func:`wsss_edu.data.strong_augment` first. ``copy_scales``: every image once per factor,
+    rescaled by it (labels by nearest neighbour) before the rest — paper 001's enlarged set.
+    :func:`relation_dataset` builds one from an :class:`IRNetConfig`."""
 
     def __init__(self, dataset, folder, indices, crop: int | None = None, scale=(0.5, 1.5),
-                 stride: int = 4):
+                 stride: int = 4, augment: str = "flip", copy_scales=None):
+        from .data import AUGMENTS
+        from .errors import check_choice
+
+        check_choice("augment", augment, AUGMENTS)
         self.dataset, self.folder, self.indices = dataset, Path(folder), np.asarray(indices)
-        self.crop, self.scale, self.stride = crop, scale, stride
+        self.crop, self.scale, self.stride, self.augment = crop, scale, stride, augment
+        self.copy_scales = tuple(copy_scales) if copy_scales else (None,)
 
     def __len__(self):
-        return len(self.indices)
+        return len(self.indices) * len(self.copy_scales)
 
     def __getitem__(self, j):
-        from .data import images_to_tensor, item_rng, random_scale_crop_flip
+        from PIL import Image
+
+        from .data import images_to_tensor, item_rng, random_scale_crop_flip, strong_augment
         from .io import read_mask
 
-        s = self.dataset[int(self.indices[j])]
+        index, factor = divmod(j, len(self.copy_scales))
+        s = self.dataset[int(self.indices[index])]
         img, rel = s["image"], read_mask(self.folder / f"{s['name']}.png")
+        factor = self.copy_scales[factor]
+        if factor is not None and factor != 1:
+            h, w = rel.shape
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            img = np.array(Image.fromarray(np.asarray(img, np.uint8)).resize(size, Image.BILINEAR))
+            rel = np.array(Image.fromarray(rel).resize(size, Image.NEAREST))
         gen = item_rng()
+        if self.augment == "strong":
+            img, rel = strong_augment(np.asarray(img, np.uint8), rel, gen)
         if self.crop is not None:
             img, rel = random_scale_crop_flip(img, rel, self.crop, self.scale, gen)
         elif gen.random() < 0.5:
@@ -570,12 +594,19 @@ class RelationDataset(torch.utils.data.Dataset):
         return {"image": images_to_tensor(img)[0], "relation": rel}
 
 
+def relation_dataset(dataset, folder, indices, cfg: IRNetConfig) -> RelationDataset:
+    """IRNet's training samples as ``cfg`` says (crop, scale, augmentation, copies)."""
+    return RelationDataset(dataset, folder, indices, crop=cfg.crop, scale=cfg.scale, augment=cfg.augment,
+                           copy_scales=cfg.copy_scales)
+
+
 def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0,
                 checkpoint=None, progress: bool = True) -> IRNet:
     """Train IRNet's two branches on frozen ``stages`` (:func:`backbone_stages`) with the samples of
     a :class:`RelationDataset`: :func:`irnet_loss` over pairs within ``cfg.radius``, SGD with
-    polynomial decay (power 0.9, IRN's PolyOptimizer's; unlike that optimiser, real momentum:
-    reference/methods.md §0). Returns the network in eval mode."""
+    polynomial decay (power 0.9, IRN's PolyOptimizer's) and momentum ``cfg.momentum`` (that
+    optimiser's is its weight decay, 1e-4: the full profile's value, :data:`STEP2_PROFILE`).
+    Returns the network in eval mode."""
     from torch.utils.data import DataLoader
 
     from .train import fit, poly_schedule, seed_everything
@@ -866,8 +897,16 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
 
 
 # IRNet's knobs as notebooks 04-06 take them: {name: (quick, full)} (params.profile_values).
+# IR_MOMENTUM: IRN's PolyOptimizer passes its weight decay (1e-4) into SGD's momentum slot, so the
+# reference trains with no momentum to speak of; the full profile takes that value, with IRN's
+# learning rates, so that they mean what they mean there (with 0.9 the effective step is 10x).
+# The quick profile keeps 0.9: its few hundred steps on a small frozen backbone need the larger
+# step (measured in notebook 04's prose). IR_AUGMENT / IR_COPY_SCALES: paper 001's strong
+# augmentation and rescaled copies (0.5, 1, 1.5, 2) in the full profile; the quick profile leaves
+# them out (a 64-px scene at 0.5 is 32 px, 8×8 cells at stride 4, and four copies cost 4× the time).
 STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10),
-                     IR_BATCH=(16, 32), IR_CROP=(None, 512))
+                     IR_BATCH=(16, 32), IR_CROP=(None, 512), IR_MOMENTUM=(0.9, 1e-4),
+                     IR_AUGMENT=("flip", "strong"), IR_COPY_SCALES=(None, (0.5, 1.0, 1.5, 2.0)))
 
 
 def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float = 0.1,
@@ -880,7 +919,9 @@ def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float 
     v = params.profile_values(profile, STEP2_PROFILE, **knobs)
     cfg = IRNetConfig(confidence=CONFIDENCE, radius=v["IR_RADIUS"], epochs=v["IR_EPOCHS"],
                       batch_size=v["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                      crop=v["IR_CROP"], seed=seed, path=IR_PATH, sources=IR_SOURCES)
+                      momentum=v["IR_MOMENTUM"], crop=v["IR_CROP"], seed=seed, path=IR_PATH,
+                      sources=IR_SOURCES, augment=v["IR_AUGMENT"],
+                      copy_scales=tuple(v["IR_COPY_SCALES"]) if v["IR_COPY_SCALES"] else None)
     return cfg, v["IR_BACKBONE"], WEIGHTS if v["IR_BACKBONE"] == "resnet50" else None
 
 
@@ -918,7 +959,7 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
                                  processes=max(1, workers))
     stages = backbone_stages(st.model if backbone == "classifier" else "resnet50", weights)
     key = step2_key(st.folder, cfg, backbone, weights)
-    data = RelationDataset(st.train_view, rel, confident, crop=cfg.crop, scale=cfg.scale)
+    data = relation_dataset(st.train_view, rel, confident, cfg)
     net = cached_step2(setup.output_dir, stages, data, key, cfg, setup.device, workers, progress)
 
     walk, grid = cached_walk_choice(setup.output_dir, net, st.val_view, st.val_folder, key, g,

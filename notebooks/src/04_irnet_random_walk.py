@@ -49,6 +49,9 @@ IR_RADIUS = None       # training pairs within this many stride-4 cells (5 | 10)
 IR_BATCH = None        # (16 | 32)
 IR_CROP = None         # random rescale 0.5-1.5 + crop on real images (None | 512)
 IR_LR = 0.1            # boundary branch; the displacement branch gets 10x (IRNet's 0.1 / 1.0)
+IR_MOMENTUM = None     # SGD's (0.9 | 1e-4: IRN passes its weight decay as momentum, so in effect none)
+IR_AUGMENT = None      # flip | strong, as step 1's (flip | strong)
+IR_COPY_SCALES = None  # paper 001's rescaled copies of each training image (None | (0.5, 1.0, 1.5, 2.0))
 IR_PATH = "thick"      # the pixels between a pair: thick (as in the reference code) | thin (a one-pixel line)
 IR_SOURCES = "all"     # pairs from every cell | reference (not the border cells its PathIndex skips)
 # The random walk: a grid of settings, the best chosen on the validation split.
@@ -66,11 +69,10 @@ from wsss_edu import cam, irnet, params, viz
 from wsss_edu.data import images_to_tensor
 
 S = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(
-    IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10), IR_BATCH=(16, 32),
-    IR_CROP=(None, 512), **irnet.WALK_GRID),
+P = params.profile_values(PROFILE, irnet.STEP2_PROFILE | irnet.WALK_GRID,
     IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH,
-    IR_CROP=IR_CROP, WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS,
+    IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES,
+    WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS,
     WALK_BG=WALK_BG)
 print(P)
 
@@ -108,7 +110,9 @@ print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the tra
 # %%
 IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
                           batch_size=P["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                          crop=P["IR_CROP"], seed=S.seed, path=IR_PATH, sources=IR_SOURCES)
+                          momentum=P["IR_MOMENTUM"], crop=P["IR_CROP"], seed=S.seed, path=IR_PATH,
+                          sources=IR_SOURCES, augment=P["IR_AUGMENT"],
+                          copy_scales=tuple(P["IR_COPY_SCALES"]) if P["IR_COPY_SCALES"] else None)
 confident = irnet.confident_images(ST.model, ST.train_view, IRCFG.confidence)   # cam.confident_image_mask
 rel_folder = irnet.cached_relation_labels(S.output_dir, ST.train_view, ST.folder, confident, IRCFG,
                                           processes=max(1, WORKERS))   # the CRFs over WORKERS processes
@@ -221,7 +225,7 @@ assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_a
 IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
 stages = irnet.backbone_stages(ST.model if P["IR_BACKBONE"] == "classifier" else "resnet50", IR_WEIGHTS)
 key = irnet.step2_key(ST.folder, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS)
-rel_data = irnet.RelationDataset(ST.train_view, rel_folder, confident, crop=IRCFG.crop, scale=IRCFG.scale)
+rel_data = irnet.relation_dataset(ST.train_view, rel_folder, confident, IRCFG)
 net = irnet.cached_step2(S.output_dir, stages, rel_data, key, IRCFG, S.device, WORKERS)
 print(f"IRNet: {sum(p.numel() for p in net.parameters() if p.requires_grad):,} trained parameters "
       f"on {len(rel_data)} images")

@@ -45,6 +45,7 @@ IR_RADIUS = None       # (5 | 10)
 IR_BATCH = None        # (16 | 32)
 IR_CROP = None         # (None | 512)
 IR_LR = 0.1
+IR_MOMENTUM = None     # (0.9 | 1e-4), as notebook 04
 IR_PATH = "thick"      # (thick: as in the reference code | thin), as notebook 04
 IR_SOURCES = "all"     # (all | reference), as notebook 04
 WALK_RADII = None      # the walk grid of notebook 04 (None: the profile's)
@@ -75,7 +76,7 @@ from wsss_edu.models import tta_probs
 S = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
 IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
     PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
-    IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP)
+    IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM)
 SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP)
 print(IRCFG, IR_BACKBONE, "\n", SEG)

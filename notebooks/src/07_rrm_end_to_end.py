@@ -47,12 +47,14 @@ RRM_EPOCHS = None      # (3 | 8)
 RRM_BATCH = None       # (16 | 8)
 RRM_OPTIMIZER = None   # (adam | sgd)
 RRM_LR = None          # (1e-3 | 7e-4; SGD trains the two branches 10x faster)
+RRM_MOMENTUM = None    # SGD's (0.9 | 5e-4: the reference passes its weight decay as momentum, so in effect none)
+FREEZE_BN = None       # batch norms and the first convolution fixed, as the reference (False | True)
 RRM_CROP = None        # (None | 321) random scale 0.7-1.3 + crop
 RRM_DILATION = None    # (2 | 12) the segmentation branch's two dilated 3x3 convolutions
 RRM_SEG_CHANNELS = None  # (128 | 256)
 CAM_SCALES = None      # eq. (2), each with its flip ((1.0,) | (0.5, 1.0, 1.5, 2.0))
-SIGMA_XY = None        # eq. (11), in full-resolution pixels ((20 | 100); the loss runs at half resolution)
-SIGMA_RGB = 15.0
+SIGMA_XY = None        # eq. (11)'s spatial width, full-resolution pixels ((20 | 100), the reference code's; the loss runs at half resolution)
+SIGMA_RGB = 15.0       # eq. (11)'s colour width, the reference code's (paper 003's text: 15 spatial, 100 colour)
 ENERGY_WEIGHT = None   # None: the reference code's strength, converted (section 4)
 GAMMA = None           # eq. (4) (None: 4)
 FRACTION = None        # eq. (6): the share of each class's pixels kept (None: 0.4)
@@ -99,7 +101,8 @@ S = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, D
 ST = cam.step1(S, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
                N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP)
 CFG, RATIOS = rrm.rrm_config(PROFILE, S.seed, ST.cfg, RRM_EPOCHS=RRM_EPOCHS, RRM_BATCH=RRM_BATCH,
-                             RRM_OPTIMIZER=RRM_OPTIMIZER, RRM_LR=RRM_LR, RRM_CROP=RRM_CROP,
+                             RRM_OPTIMIZER=RRM_OPTIMIZER, RRM_LR=RRM_LR, RRM_MOMENTUM=RRM_MOMENTUM,
+                             FREEZE_BN=FREEZE_BN, RRM_CROP=RRM_CROP,
                              RRM_DILATION=RRM_DILATION, RRM_SEG_CHANNELS=RRM_SEG_CHANNELS, CAM_SCALES=CAM_SCALES,
                              SIGMA_XY=SIGMA_XY, RATIOS=RATIOS, GAMMA=GAMMA, FRACTION=FRACTION, TWO_CRF=TWO_CRF, RULE=RULE,
                              ENERGY_WEIGHT=ENERGY_WEIGHT, SIGMA_RGB=SIGMA_RGB)
@@ -282,6 +285,12 @@ print({k: round(v, 3) for k, v in by_rule.items()})
 #   \mathcal L_{energy} = \sum_i \sum_{j \ne i} S(i)\,E(i,j), \qquad
 #   S(i) = \begin{cases} 1 - \max_c P_c(i) & i \in \Phi \\ 1 & \text{else.}\end{cases}$$
 #
+# * **Its widths.** The reference code runs $\sigma_d = 100$ px (at half resolution: 50) and
+#   $\sigma_r = 15$ colour levels; paper 003's text says 15 and 100, the other way round. The
+#   course keeps the code's values (`SIGMA_XY`, `SIGMA_RGB`; the quick profile scales $\sigma_d$
+#   with its 64-px images to 20): they produced the paper's numbers, and a 15-level colour kernel
+#   is what lets the loss see a colour edge — with 100 colour levels nearly every pair in reach
+#   would count as similar.
 # * **What it does.** Similar, nearby pixels are pushed towards the same class; a labelled seed
 #   pulls the unlabelled pixels of its colour region along. $S(i)$ lets a confidently predicted
 #   labelled pixel drop out (it is the cross-entropy's job) and keeps the unsure ones in.
