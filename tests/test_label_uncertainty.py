@@ -353,3 +353,66 @@ def test_pp_per_batch_puts_that_many_pixel_perfect_images_in_every_batch(monkeyp
     lu.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
     # plain shuffle: per epoch 24 draws = one pass over the 20 images (3 PP) + 4 more
     assert 6 <= sum(seen) <= 12 and seen != [2] * 6
+
+
+def fake_history(fg_share, true_fg_share=0.2, miou=None):
+    """A history as train_experiment records it (binary), with the given predicted foreground
+    shares per validation."""
+    fg = list(fg_share)
+    return {"epoch": list(range(1, len(fg) + 1)), "miou": miou or [0.5] * len(fg),
+            "fg_share": fg, "pred_share": [[1 - f, f] for f in fg],
+            "true_fg_share": true_fg_share, "true_share": [1 - true_fg_share, true_fg_share]}
+
+
+def test_collapsed_flags_a_run_that_calls_no_pixel_foreground():
+    dead = fake_history([0.15, 0.18, 0.0], miou=[0.6, 0.7, 0.0])   # "no car anywhere" at the end
+    healthy = fake_history([0.15, 0.18, 0.21], miou=[0.6, 0.7, 0.8])
+    assert lu.collapsed(dead) and not lu.collapsed(healthy)
+    assert not lu.collapsed(dead, at=1)                                # not yet at the 2nd validation
+    assert lu.collapsed(fake_history([0.019]))                         # under a tenth of the true 0.2
+    assert not lu.collapsed(fake_history([0.021]))
+    assert not lu.collapsed(fake_history([0.05]), fraction=0.1)
+    assert lu.collapsed(fake_history([0.05]), fraction=0.5)
+    assert not lu.collapsed(fake_history([0.0], true_fg_share=0.0))    # nothing to find: no collapse
+
+
+def test_drop_collapsed_leaves_out_collapsed_runs_and_says_so():
+    assert lu.drop_collapsed([0.6, 0.7], [False, False]) == ([0.6, 0.7], "")
+    kept, note = lu.drop_collapsed([0.636, 0.0], [False, True])
+    assert kept == [0.636] and note == " (1 of 2 collapsed)"
+    assert lu.drop_collapsed([0.0, 0.01], [True, True]) == ([0.0, 0.01], " (all 2 collapsed)")
+    with pytest.raises(ValueError):
+        lu.drop_collapsed([0.5], [True, False])
+
+
+def test_train_experiment_records_predicted_and_true_foreground_shares():
+    a = tiny_mixed()
+    _, h = lu.train_experiment(a, a, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
+    m = a["mask"]
+    known = m != 255
+    assert h["true_fg_share"] == pytest.approx((m == 1).sum() / known.sum())
+    assert len(h["fg_share"]) == len(h["pred_share"]) == len(h["epoch"]) == 2
+    for fg, shares in zip(h["fg_share"], h["pred_share"]):
+        assert sum(shares) == pytest.approx(1.0) and fg == pytest.approx(shares[1])
+    assert lu.collapsed(h) == (h["fg_share"][-1] < 0.1 * h["true_fg_share"])
+
+
+def test_lr_schedules():
+    steps, restart = 16, 12
+    assert lu.lr_factor(0, steps) == 1.0 and lu.lr_factor(restart, steps) == pytest.approx(0.1464, abs=1e-4)
+    assert all(lu.lr_factor(s, steps, "constant") == 1.0 for s in range(steps))
+    r = [lu.lr_factor(s, steps, "restart", restart) for s in range(steps)]
+    assert r[0] == r[restart] == 1.0 and r[restart - 1] < 0.02 and r[-1] < 0.15
+    assert r[:restart] == [lu.lr_factor(s, restart) for s in range(restart)]
+    assert [lu.lr_factor(s, steps, "restart", 0) for s in range(steps)] == [lu.lr_factor(s, steps) for s in range(steps)]
+    with pytest.raises(ValueError, match="choose one of"):
+        lu.lr_factor(0, steps, "step")
+    for schedule in lu.LR_SCHEDULES:   # what train_experiment's optimiser sees, step by step
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+        sched = lu._lr_scheduler(opt, schedule, steps, restart)
+        seen = []
+        for _ in range(steps):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert np.allclose(seen, [2.0 * lu.lr_factor(s, steps, schedule, restart) for s in range(steps)])

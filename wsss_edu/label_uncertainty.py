@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -540,7 +541,7 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
                      seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
                      lr: float = 2e-3, batch_size: int = 16, watch=None,
                      device="cpu", pp_per_batch: int | None = None, eval_every: int = 1,
-                     progress: bool = True):
+                     progress: bool = True, lr_schedule: str = "cosine"):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
     (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
     the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch,
@@ -554,7 +555,14 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     images (cycled) and box-labelled ones for the rest, instead of a plain shuffle.
     ``eval_every``: validate after every that many epochs and after the last (``history['epoch']``
     lists them, 1-based); ``eval_every=epochs`` validates once, at the end (a table's row needs no
-    curve)."""
+    curve). Every validation also records ``history['pred_share']``, the share of the validation
+    pixels of known label (not 255) predicted as each class (background first), and
+    ``history['fg_share']``, the share predicted as any object class; ``history['true_share']`` and
+    ``history['true_fg_share']`` hold the same shares of the true masks (for :func:`collapsed`).
+    ``lr_schedule`` (:data:`LR_SCHEDULES`, :func:`lr_factor`): 'cosine' (the default) anneals the
+    learning rate once over all epochs, 'constant' keeps it, 'restart' anneals it over the first
+    ``cfg.warmup_epochs`` epochs and again, from ``lr``, over the rest (for every method, so that
+    the rows stay comparable)."""
     from .data import images_to_tensor
     from .metrics import ConfusionMeter
     from .train import seed_everything
@@ -573,10 +581,13 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     opt = torch.optim.Adam(net.parameters(), lr)
     per_epoch = (len(arrays["image"]) + batch_size - 1) // batch_size
     steps = epochs * per_epoch
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # quiet final epochs
+    sched = _lr_scheduler(opt, lr_schedule, steps, min(max(cfg.warmup_epochs, 0), epochs) * per_epoch)
     multiclass = num_logits > 1
     n_cls = num_logits if multiclass else 2
-    history = {"epoch": [], "miou": [], "iou": []} | ({} if watch is None else {"watch": []})
+    history = {"epoch": [], "miou": [], "iou": [], "pred_share": [], "fg_share": []} \
+        | ({} if watch is None else {"watch": []})
+    history["true_share"] = _class_shares(mv, n_cls)
+    history["true_fg_share"] = 1.0 - history["true_share"][0]
     xw = None if watch is None else images_to_tensor(watch)
     balanced = bool(pp_per_batch) and method in ("boxes_bce", "ignore_box", "ours")
     if balanced:
@@ -608,10 +619,83 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
             history["epoch"].append(epoch + 1)
             history["miou"].append(float(meter.iou[1]) if not multiclass else meter.miou)
             history["iou"].append([float(v) for v in meter.iou])
+            shares = _class_shares(mv, n_cls, pred)
+            history["pred_share"].append(shares)
+            history["fg_share"].append(1.0 - shares[0])
         if xw is not None:
             labels, s2, _ = predict_labels(net, xw)
             history["watch"].append((labels.numpy().astype(np.uint8), s2.numpy()))
     return net, history
+
+
+LR_SCHEDULES = ("cosine", "constant", "restart")
+
+
+def lr_factor(step: int, steps: int, schedule: str = "cosine", restart: int = 0) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``steps``, as a fraction of the
+    peak: 'cosine', 0.5 (1 + cos(pi step / steps)), one annealing over the whole training (with
+    notebook 02's warm-up of 12 epochs of 16, bootstrapping runs at 15 % of the peak and below);
+    'constant', 1; 'restart', a cosine over the first ``restart`` steps (the warm-up) and another,
+    from the peak again, over the rest (a cosine when ``restart`` is 0 or ``steps``)."""
+    check_choice("lr_schedule", schedule, LR_SCHEDULES)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "restart" and 0 < restart < steps:
+        if step >= restart:
+            step, steps = step - restart, steps - restart
+        else:
+            steps = restart
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+
+
+def _lr_scheduler(opt, schedule: str, steps: int, restart: int):
+    check_choice("lr_schedule", schedule, LR_SCHEDULES)
+    if schedule == "cosine":  # torch's own: the numbers of the notebooks, bit for bit
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # quiet final epochs
+    return torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, schedule=schedule,
+                                                          restart=restart))
+
+
+def _class_shares(mask: torch.Tensor, n_cls: int, pred: torch.Tensor | None = None) -> list:
+    """The share of the pixels of known label (``mask`` != 255) that are of each class: in
+    ``mask`` itself, or in the prediction ``pred`` on those pixels."""
+    known = mask != IGNORE
+    labels = (mask if pred is None else pred.to(mask.device))[known].long().clamp(0, n_cls - 1)
+    counts = torch.bincount(labels, minlength=n_cls)[:n_cls].double()
+    return [float(v) for v in counts / max(int(known.sum()), 1)]
+
+
+COLLAPSE_FRACTION = 0.1
+"""A run whose predictions call foreground on fewer than this fraction of the pixels the true masks
+do is collapsed (:func:`collapsed`)."""
+
+
+def collapsed(history: dict, at: int = -1, fraction: float = COLLAPSE_FRACTION) -> bool:
+    """Whether a run of :func:`train_experiment` had collapsed to "no object anywhere" at its
+    validation ``at`` (an index into ``history['epoch']``; default: the last): its predicted
+    foreground share of the validation pixels (``history['fg_share']``, every object class
+    together) is below ``fraction`` of the true one (``history['true_fg_share']``). With 0.1, a
+    collapsed run's IoU is at most 0.1; IoU 0 with no pixel called foreground is the extreme case.
+    A validation set without foreground never counts as collapsed. (Multi-class: a run that loses
+    one class but keeps another is not collapsed; its per-class IoU shows it.)"""
+    true = float(history["true_fg_share"])
+    return bool(true > 0 and float(history["fg_share"][at]) < fraction * true)
+
+
+def drop_collapsed(items, flags) -> tuple:
+    """The ``items`` (one per run: scores, curves) of the runs whose ``flags`` (:func:`collapsed`)
+    are False, and a note for the row of a table: '' when no run collapsed, ' (1 of 3 collapsed)'
+    when some did (they are left out), ' (all 3 collapsed)' when all did (all are kept then, so
+    that the row still shows what they reached)."""
+    items, flags = list(items), [bool(f) for f in flags]
+    if len(items) != len(flags):
+        raise ValueError(f"{len(items)} runs but {len(flags)} collapse flags")
+    n = sum(flags)
+    if n == 0:
+        return items, ""
+    if n == len(items):
+        return items, f" (all {n} collapsed)"
+    return [x for x, f in zip(items, flags) if not f], f" ({n} of {len(items)} collapsed)"
 
 
 def _cycled_permutation(items: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

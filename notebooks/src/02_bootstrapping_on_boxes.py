@@ -105,6 +105,12 @@ plt.show(); plt.close()
 # runs them (in `WORKERS` processes). For the first "ours" run we also *watch* 40 box-labelled
 # training images: their predicted labels and $\sigma^2$ after every epoch, for §4.
 #
+# A run can **collapse**: end up calling (almost) no pixel car, IoU near 0 (it has happened to the
+# box-aware rows on a real street-scene dataset). `lu.collapsed` flags a run whose predicted car
+# share of the evaluation pixels is under a tenth (`lu.COLLAPSE_FRACTION`) of the true one. A
+# collapsed run is printed, left out of its row's mean, and counted in the row's name
+# (`lu.drop_collapsed`); the metrics record how many there were.
+#
 # Why 48 px and 16 epochs, when a smaller setting would run faster: at 40 px with 160 images and 12
 # epochs (9 of warm-up) this notebook takes under 4 minutes and the table's trend still holds (test
 # split: ours 0.747, boxes 0.634, PP only 0.676), but the short bootstrapping phase teaches
@@ -122,18 +128,26 @@ jobs[lu.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
 runs = lu.run_experiments(jobs, WORKERS, desc="Table 1")
 table1 = {m: [runs[i * SEEDS + k]["miou"] for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
 watched = runs[lu.METHODS.index("ours") * SEEDS]["watch"]
-final = {m: np.array([h[-1] for h in hs]) for m, hs in table1.items()}
+collapsed1 = {m: [lu.collapsed(runs[i * SEEDS + k]) for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
+kept1 = {m: lu.drop_collapsed(range(SEEDS), collapsed1[m]) for m in lu.METHODS}   # (seeds kept, note)
+final = {m: np.array([table1[m][k][-1] for k in kept1[m][0]]) for m in lu.METHODS}   # without the collapsed
 EVAL_EPOCHS = runs[0]["epoch"]   # the epochs after which the runs were validated
 
 # %%
 NAMES, COLORS = lu.method_names(N_TRAIN, N_PP), lu.METHOD_COLORS
-viz.bar_table(final, f"car IoU ({EVAL_SPLIT}), mean ± std over {SEEDS} seeds", NAMES, COLORS)
+for i, m in enumerate(lu.METHODS):
+    for k in np.flatnonzero(collapsed1[m]):
+        h = runs[i * SEEDS + k]
+        print(f"collapsed: {NAMES[m]}, seed {SEED + k}: IoU {h['miou'][-1]:.3f}, car predicted on "
+              f"{h['fg_share'][-1]:.2%} of the pixels (truly {h['true_fg_share']:.2%})")
+viz.bar_table(final, f"car IoU ({EVAL_SPLIT}), mean ± std over {SEEDS} seeds (collapsed runs left out)",
+              {m: NAMES[m] + kept1[m][1] for m in lu.METHODS}, COLORS)
 
 # %% [markdown]
 # ## 3 · Training curves
 #
-# IoU on the evaluation split after every second epoch (mean over seeds; `eval_every=2` halves the cost
-# of validating). "Ours" follows "ignore interiors" during the
+# IoU on the evaluation split after every second epoch (mean over the seeds that did not collapse;
+# `eval_every=2` halves the cost of validating). "Ours" follows "ignore interiors" during the
 # warm-up (dotted line); then the box interiors come back, weighted by eq. (3): where
 # $\sigma^2 > \tau$ the pixel is trained towards the network's belief, elsewhere towards the box.
 
@@ -146,7 +160,7 @@ def curves(tables, names, warmup=WARMUP):
     ax.set_xlabel("epoch"); ax.set_ylabel(f"IoU ({EVAL_SPLIT})"); ax.legend(fontsize=7); ax.set_ylim(0, 1)
     plt.show(); plt.close()
 
-curves(table1, NAMES)
+curves({m: [table1[m][k] for k in kept1[m][0]] for m in lu.METHODS}, NAMES)   # collapsed runs left out
 
 # %% [markdown]
 # ## 4 · Does σ² mark the wrong labels?
@@ -218,8 +232,13 @@ arrays = {n: mixed(n) for n in counts}
 sweep_runs = lu.run_experiments([job(arrays[n], cars_val, m, SEED + k, eval_every=EPOCHS) for n in counts
                                  for m in ("pp_only", "ours") for k in range(SEEDS)], WORKERS, "PP sweep")
 for j, n in enumerate(counts):
-    sweep[n] = {m: np.array([h["miou"][-1] for h in sweep_runs[(2 * j + i) * SEEDS:(2 * j + i + 1) * SEEDS]])
-                for i, m in enumerate(("pp_only", "ours"))}
+    sweep[n] = {}
+    for i, m in enumerate(("pp_only", "ours")):
+        hs = sweep_runs[(2 * j + i) * SEEDS:(2 * j + i + 1) * SEEDS]
+        flags = [lu.collapsed(h) for h in hs]
+        for k in np.flatnonzero(flags):
+            print(f"collapsed: {n} PP, {m}, seed {SEED + k}: IoU {hs[k]['miou'][-1]:.3f} (left out of the mean)")
+        sweep[n][m] = np.array(lu.drop_collapsed([h["miou"][-1] for h in hs], flags)[0])
 fig, ax = plt.subplots(figsize=(5, 2.8))
 for m in ("pp_only", "ours"):
     xs = sorted(sweep)
@@ -268,6 +287,7 @@ print({k: round(v[0][-1], 3) for k, v in naive_curves.items()})
 keys = {"iou_all_pp": final["all_pp"], "iou_pp_only": final["pp_only"], "iou_boxes_bce": final["boxes_bce"],
         "iou_ignore_box": final["ignore_box"], "iou_ours": final["ours"]}
 S.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
+         | {f"collapsed_runs_{m}": int(sum(collapsed1[m])) for m in lu.METHODS}   # left out of the means
          | {"sigma2_auroc_end_of_warmup": None if np.isnan(auroc[END_OF_WARMUP]) else auroc[END_OF_WARMUP],
             "sigma2_auroc_final": None if np.isnan(auroc[-1]) else auroc[-1]})
 print({k: round(float(v.mean()), 3) for k, v in keys.items()})
@@ -277,6 +297,28 @@ print({k: round(float(v.mean()), 3) for k, v in keys.items()})
 # profile and real datasets only report): "ours" beats plain BCE on boxes by at least 5 points of
 # IoU and is no worse than the few masks alone. The per-seed numbers above show how much the seeds
 # spread: read the means with them.
+#
+# **What the asserted trend does and does not show.** With the quick defaults "ours" *is* the
+# ignore-box-interiors baseline for 12 of its 16 epochs (the warm-up), and bootstrapping then runs
+# in the tail of a cosine schedule, at 15 % of the peak learning rate or less. So the trend above
+# is delivered mostly by the warm-up. `tools/bootstrap_check.py` tests the poster's mechanism
+# itself: the three box methods with equal epochs, 5 seeds, the IoU on the test split at the end
+# of the warm-up *and* at the end of training of the same runs, under three learning-rate
+# schedules (`lr_schedule` of `lu.train_experiment`). Measured (`python tools/bootstrap_check.py
+# --seeds 5 --schedule cosine|restart|constant`, about 6 min each on 2 cores; no run collapsed):
+#
+# | schedule | boxes + BCE | ignore interiors: warm-up → end | ours: warm-up → end | ours − ignore interiors at the end |
+# | --- | --- | --- | --- | --- |
+# | cosine (the notebook's) | 0.664 ± 0.019 | 0.826 → 0.827 (+0.000 ± 0.008) | 0.831 → 0.788 (−0.043 ± 0.044) | −0.038 ± 0.043 |
+# | cosine restarted after the warm-up | 0.677 ± 0.025 | 0.813 → 0.826 (+0.013 ± 0.029) | 0.821 → 0.768 (−0.052 ± 0.055) | −0.058 ± 0.048 |
+# | constant | 0.628 ± 0.076 | 0.818 → 0.842 (+0.024 ± 0.037) | 0.802 → 0.624 (−0.178 ± 0.229) | −0.217 ± 0.258 |
+#
+# What reproduced: the box-aware methods beat plain BCE on boxes by 9-16 points, as the poster's
+# Table 1 says. What did not: **bootstrapping adds nothing over ignoring the box interiors** — the
+# same runs lose 4-18 points between the end of their warm-up and the end of training, and the
+# more learning rate bootstrapping gets, the more it loses (one constant-schedule seed falls to
+# 0.15). On the toy world the network's hard belief flips too many right box pixels, and the
+# ignore-interiors baseline, which the poster does not report, is the stronger method.
 
 # %%
 trend = {"ours >= boxes + 5 points": final["ours"].mean() >= final["boxes_bce"].mean() + 0.05,
@@ -297,7 +339,11 @@ if DATASET == "toy" and S.quick:
 # * What reproduces Table 1's trend here: eq. (2) trains σ² only, y* is the network's hard belief,
 #   W is detached, and a long warm-up during which μ ignores box interiors, so that the network has
 #   a confident belief before it may contradict a box. The gain over the masks alone is largest
-#   with the fewest masks (§5), as in the poster, and gone with many.
+#   with the fewest masks (§5) and gone with many (the poster reports no masks-only rows beyond
+#   its smallest PP count, so this part has nothing to compare with there).
+# * What the warm-up does and bootstrapping does not: within the same runs, the IoU at the end of
+#   the warm-up (= ignoring box interiors) is as good as or better than after bootstrapping, under
+#   every learning-rate schedule tried (§7, `tools/bootstrap_check.py`).
 # * Measure before you credit: §4 shows that σ² does learn to mark the wrong box labels, but late,
 #   and not sharply enough for eq. (3) to select them; much of the gain is self-training inside the
 #   boxes. Simply ignoring box interiors is a strong binary baseline the poster does not report.
@@ -314,7 +360,8 @@ if DATASET == "toy" and S.quick:
 # %% [markdown]
 # ### Exercise 1 — How sure is Table 1?
 #
-# Every row of Table 1 is `SEEDS` trainings (`final`: {row: array of the final IoUs}). For each
+# Every row of Table 1 is `SEEDS` trainings (`final`: {row: array of the final IoUs of those that did
+# not collapse, §2}). For each
 # pair of rows in `PAIRS`, compute **Welch's t statistic** by hand: the difference of the means
 # divided by $\sqrt{s_a^2/n_a + s_b^2/n_b}$, with the sample variances $s^2$ (`ddof=1`). Define
 # `welch_t`, a dict {pair: t}, and `p_value`, a dict {pair: its two-sided p-value}
@@ -323,7 +370,7 @@ if DATASET == "toy" and S.quick:
 
 # %% tags=["exercise"]
 PAIRS = (("ours", "boxes_bce"), ("ours", "pp_only"), ("ignore_box", "ours"))
-if SEEDS >= 2:
+if min(len(v) for v in final.values()) >= 2:
     ### BEGIN SOLUTION
     from scipy import stats as sps
 
