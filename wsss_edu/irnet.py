@@ -900,8 +900,8 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
 # IR_MOMENTUM: IRN's PolyOptimizer passes its weight decay (1e-4) into SGD's momentum slot, so the
 # reference trains with no momentum to speak of; the full profile takes that value, with IRN's
 # learning rates, so that they mean what they mean there (with 0.9 the effective step is 10x).
-# The quick profile keeps 0.9: its few hundred steps on a small frozen backbone need the larger
-# step (measured in notebook 04's prose). IR_AUGMENT / IR_COPY_SCALES: paper 001's strong
+# The quick profile keeps 0.9, the value its learning rate and epochs were set with (a few hundred
+# steps on a small frozen backbone); it has not been re-measured without momentum. IR_AUGMENT / IR_COPY_SCALES: paper 001's strong
 # augmentation and rescaled copies (0.5, 1, 1.5, 2) in the full profile; the quick profile leaves
 # them out (a 64-px scene at 0.5 is 32 px, 8×8 cells at stride 4, and four copies cost 4× the time).
 STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10),

@@ -219,7 +219,14 @@ assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_a
 # classifier (there is no ImageNet network on a laptop), the full profile IRNet's ResNet-50.
 # Training: SGD with momentum, polynomial decay, learning rate `IR_LR` for the boundary branch
 # and ten times that for the displacement branch (IRNet's 0.1 / 1.0; paper 001 lists 0.005 /
-# 0.05, for its own batch and data).
+# 0.05, for its own batch and data). **Momentum** (`IR_MOMENTUM`): IRNet's code passes its weight
+# decay, $10^{-4}$, into the momentum slot of SGD, so the reference trains with no momentum to
+# speak of; with 0.9 the same learning rate takes steps about ten times larger. The full profile
+# takes the reference's $10^{-4}$ with its learning rates; the quick profile keeps 0.9, the value
+# its learning rate and epochs were set with (not re-measured without momentum). The full profile
+# also trains on paper 001's enlarged set — every confident image at 0.5, 1, 1.5 and 2 times its
+# size (`IR_COPY_SCALES`) — with its strong augmentation (`IR_AUGMENT`); the quick profile leaves
+# both out (a 64-px scene at half size is 8×8 cells, and four copies cost four times the time).
 
 # %%
 IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
