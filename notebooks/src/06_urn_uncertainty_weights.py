@@ -435,6 +435,23 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 #   Doubling the resolution does not turn the sign: the band is half right and half wrong here,
 #   so down-weighting it removes about as much correct supervision (the objects' true borders) as
 #   noise.
+# * **Is it the pseudo-masks' kind of noise? A controlled experiment** (`python
+#   tools/urn_noise_check.py --parts a b c --c-scales 1`, 5 seeds, ~30 min on 2 busy cores): clean
+#   toy scenes whose pseudo-masks are the true masks with every object grown or shrunk by 1-4 px —
+#   exactly Figure 2's "response range" noise — then this notebook's URN. The test split says
+#   plain 0.708 ± 0.009, URN 0.579 ± 0.020, and a *random* band (as many pixels of each class in
+#   each image down-weighted, at random) 0.542 ± 0.018: URN − plain = −0.130 ± 0.020 on every
+#   seed, URN − random = +0.036 ± 0.010 on every seed. So $U$ does put its band on the errors
+#   (AUROC 0.94 for the cyclic mask's errors; the band holds 84 % of them, the random band 13 %),
+#   but the band is far too wide: 42-100 % of each object class's pixels, of which three quarters
+#   are right — $\mathcal{F}_S$ has already averaged most of the symmetric noise away (its cyclic
+#   masks are 1.1 % wrong) — and down-weighting that much correct supervision costs more than the
+#   errors it removes. With the reference's background scaling (P at scale 1) the same: URN −
+#   plain −0.131 ± 0.031. (The reference's six-scale P is not meaningful here: $\mathcal{F}_S$
+#   never saw rescaled images, and P averaged over 0.5-1.75 shrinks the objects — plain 0.355.)
+#   The verdict "URN does not beat plain training" therefore holds by a wide margin on the noise
+#   URN was designed for, at this image size; $1 - \max P$ still ranks the wrong pixels better
+#   (AUROC 0.98).
 # * **What else was tried** (an earlier version of steps 1-2, whose $\mathcal{F}_S$ scored 0.50;
 #   one run each, same recipe): COCO's milder factors halved the band and still lost bottles;
 #   on notebook 03's CAM pseudo-labels instead of IRNet's, URN was within a point of plain, never
