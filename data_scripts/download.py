@@ -57,6 +57,10 @@ def next_steps(done: list[str], root: Path) -> list[str]:
             steps.append(f"fetch {' and '.join(missing)} too: python data_scripts/download.py "
                          f"{missing[0]} --root {root}")
         steps.append(f"then run python data_scripts/prepare_voc_trainaug.py --root {root}")
+    if "msrc" in done and not (root / SOURCES["msrc"].dataset_dir / "newsegmentations_mats").is_dir():
+        steps.append("optional, preferred by the loader: the cleaned-up MSRC annotations (Malisiewicz & "
+                     "Efros, BMVC 2007) from the project page http://www.cs.cmu.edu/~tmalisie/projects/bmvc07/"
+                     f": unpack its newsegmentations_mats/ into {root / SOURCES['msrc'].dataset_dir}")
     return steps
 
 

@@ -436,3 +436,12 @@ def test_voc_xml_boxes_are_one_based_inclusive(tmp_path):
     xml.write_text("<annotation><object><name>car</name>")
     with pytest.raises(DataFileError, match="a.xml"):
         read_voc_boxes(xml, list(VOC_CLASSES))
+
+
+def test_a_truncated_sbd_class_map_is_named_with_the_command_that_refetches_it(tmp_path):
+    from wsss_edu.datasets import read_sbd_mat
+
+    bad = tmp_path / "2008_000001.mat"
+    bad.write_bytes(b"MAT")   # an interrupted download: fewer bytes than a header
+    with pytest.raises(DataFileError, match=r"2008_000001\.mat.*download\.py sbd"):
+        read_sbd_mat(bad)

@@ -440,3 +440,41 @@ def test_cli_cityscapes_prints_manual_steps(tmp_path):
     result = _cli("cityscapes", "--root", str(tmp_path), "--quiet", cwd=tmp_path)
     assert result.returncode == 1
     assert "cityscapes-dataset.com" in result.stderr and "FAILED" in result.stdout
+
+
+def test_fetch_msrc_gives_a_folder_the_loader_reads(server, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from wsss_edu.datasets import get_dataset
+
+    def bmp(array) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="BMP")
+        return buf.getvalue()
+
+    top = "MSRC_ObjCategImageDatabase_v2"
+    gt = np.zeros((6, 8, 3), np.uint8)
+    gt[:3] = (128, 0, 0)          # building
+    gt[3:] = (64, 0, 128)         # car; no void
+    members = []
+    for i in range(1, 11):
+        members += [(f"{top}/Images/{i}_1_s.bmp", bmp(np.full((6, 8, 3), 9 * i, np.uint8))),
+                    (f"{top}/GroundTruth/{i}_1_s_GT.bmp", bmp(gt))]
+    data = _zip(tmp_path / "m.zip", members + [(f"{top}/ReadMe.txt", b"r")]).read_bytes()
+    server.files["/msrc.zip"] = data
+    msrc = SOURCES["msrc"]
+    sources = {"msrc": replace(msrc, archives=(replace(msrc.archives[0], urls=(server.url + "/msrc.zip",),
+                                                       md5=hashlib.md5(data).hexdigest()),))}
+    root = tmp_path / "data"
+    out = fetch("msrc", root, sources=sources, progress=False)
+    assert out == root / "msrc_v2" and (out / "GroundTruth/3_1_s_GT.bmp").exists()
+    ds = get_dataset("msrc", root, "train")
+    s = ds[0]
+    assert ds.annotation == "bmp" and set(np.unique(s["mask"])) == {1, 10}   # building 1, car 10 of MSRC-21
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("download_script", REPO / "data_scripts/download.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert any("newsegmentations_mats" in step for step in script.next_steps(["msrc"], root))

@@ -178,6 +178,12 @@ def test_load_mixed_set_maps_classes_in_order_and_takes_the_posters_fraction(tmp
     assert lu.load_mixed_set("toy", ["car"], 1, "val", n=4, size=32, box_noise=0.2)["image"].shape[0] == 4
     with pytest.raises(ParameterError, match="'car'"):
         lu.load_mixed_set("toy", ["dog"], 1, n=2, size=32)
+    # a rarer car than the tables' (tools/collapse_check.py): fewer images hold one
+    rare = lu.load_mixed_set("toy", ["car"], 3, n=40, size=32, class_probs={"car": 0.1})
+    usual = lu.load_mixed_set("toy", ["car"], 3, n=40, size=32)
+    def holding(arrays):
+        return int((arrays["mask"] == 1).reshape(40, -1).any(1).sum())
+    assert holding(rare) < holding(usual) / 2
     with pytest.raises(ValueError, match="box_noise"):
         lu.load_mixed_set("cityscapes", ["car"], 1, data_root=tmp_path, box_noise=0.1)
 
@@ -416,3 +422,23 @@ def test_lr_schedules():
             opt.step()
             sched.step()
         assert np.allclose(seen, [2.0 * lu.lr_factor(s, steps, schedule, restart) for s in range(steps)])
+
+
+def test_labelled_object_share_and_batches_without_object_on_a_hand_made_mixed_set():
+    # 4 images of 2x2 pixels; image 0 pixel-perfect with one car pixel, images 1-3 box-labelled
+    target = np.zeros((4, 2, 2), np.uint8)
+    target[0, 0, 0] = 1
+    target[1, 0, :] = 1            # a box on images 1 and 2 (its interior: ignored by 'ignore_box')
+    target[2, 1, :] = 1
+    target[3, 1, 1] = 255          # one unlabelled pixel
+    in_box = target == 1
+    in_box[0] = False              # the PP image has no box interior
+    arrays = {"target": target, "in_box": in_box}
+    # boxes + BCE: 5 car pixels of 15 labelled; box interiors ignored: 1 of 11
+    assert lu.labelled_object_share(arrays, False) == pytest.approx(5 / 15)
+    assert lu.labelled_object_share(arrays, True) == pytest.approx(1 / 11)
+    # batches of 1 image: without the boxes only image 0 has a labelled car pixel
+    assert lu.batches_without_object(arrays, 1, True, draws=4000) == pytest.approx(0.75, abs=0.03)
+    assert lu.batches_without_object(arrays, 1, False, draws=4000) == pytest.approx(0.25, abs=0.03)
+    # a batch of all 4 images always holds image 0
+    assert lu.batches_without_object(arrays, 4, True, draws=50) == 0.0

@@ -15,6 +15,8 @@ Expected folder layouts (``root`` is the folder you pass; missing folders raise
     Cityscapes  <root>/cityscapes/{leftImg8bit, gtFine}/<split>/<city>/...
     CamVid      <root>/CamVid/{train, trainannot, val, valannot, test, testannot, *.txt}
     COCO        <root>/coco/{annotations/instances_<split>.json, <split>/*.jpg}
+    MSRC v2     <root>/msrc_v2/{Images/*.bmp|jpg, newsegmentations_mats/*_GT.mat | GroundTruth/*_GT.bmp}
+                (or MSRC_ObjCategImageDatabase_v2/, as Microsoft's zip unpacks)
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from .labels import (
 )
 from .viz import voc_palette
 
-DATASETS = ("toy", "voc", "cityscapes", "camvid", "coco")
+DATASETS = ("toy", "voc", "cityscapes", "camvid", "coco", "msrc")
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -85,8 +87,12 @@ class SegDataset(Dataset):
 
     Attributes: ``classes`` (names, index 0 is ``'background'``), ``num_classes``, ``palette``
     ((256, 3) uint8, colour of each mask value), ``names`` (image ids), ``transform`` (optional
-    callable ``sample -> sample`` applied by ``__getitem__``).
+    callable ``sample -> sample`` applied by ``__getitem__``), ``has_background`` (whether mask
+    value 0 is a real class, "none of the others"; False for a dataset whose every labelled pixel
+    belongs to a named class, e.g. :class:`MSRC`, where class 0 exists by name only).
     """
+
+    has_background: bool = True
 
     def __init__(self, classes: Sequence[str], names: Sequence[str],
                  transform: Callable | None = None, palette: np.ndarray | None = None):
@@ -321,11 +327,12 @@ def _sbd_dir(root: Path) -> Path:
 def read_sbd_mat(path) -> np.ndarray:
     """The class map (uint8 (H, W)) in an SBD ``cls/<id>.mat`` file (field GTcls.Segmentation)."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         gt = loadmat(str(path), squeeze_me=True, struct_as_record=False)["GTcls"]
         seg = np.asarray(gt.Segmentation)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, MatReadError) as e:
         raise DataFileError(
             f"cannot read SBD class map {path}: {e}. Re-download SBD "
             "(`python data_scripts/download.py sbd --root DIR`) or remove the file.") from e
@@ -548,6 +555,7 @@ class CamVid(SegDataset):
         if isinstance(classes, str):
             check_choice("classes", classes, ["all"])
             classes = CAMVID_CLASSES
+            self.has_background = False   # the 11 classes cover every pixel but void
         classes = _check_names(classes, CAMVID_CLASSES, "CamVid")
         base = _find_camvid_dir(root, split)
         if base is None:
@@ -571,6 +579,175 @@ class CamVid(SegDataset):
         fg = list(range(1, self.num_classes))
         instances = instances_from_components(mask, fg)  # boxes follow from the instances
         return make_sample(image, mask, self.names[i], self.num_classes, instances=instances)
+
+
+# ------------------------------------------------------------------------------------------------
+# MSRC v2 (MSRC-21): real photos whose every pixel is an object or "stuff" class
+# ------------------------------------------------------------------------------------------------
+
+MSRC_CLASSES = ("building", "grass", "tree", "cow", "horse", "sheep", "sky", "mountain", "aeroplane",
+                "water", "face", "car", "bicycle", "flower", "sign", "bird", "book", "chair", "road",
+                "cat", "dog", "body", "boat")
+"""MSRC v2's 23 classes in its own order (``MSRC_v2_label``'s 0..22; the ``.mat`` files count 1..23)."""
+MSRC21_DROPPED = ("horse", "mountain")
+"""Too rare (3 and 26 images): the usual MSRC-21 convention makes their pixels ignore (255)."""
+MSRC21_CLASSES = tuple(c for c in MSRC_CLASSES if c not in MSRC21_DROPPED)
+MSRC_COLOUR_INDEX = tuple(range(1, 19)) + tuple(range(21, 26))
+"""The colour of each class in the original ``GroundTruth/*_GT.bmp``: the VOC bit palette
+(:func:`wsss_edu.viz.voc_palette`) at these indices, in :data:`MSRC_CLASSES` order (building
+(128, 0, 0), grass (0, 128, 0), … road (128, 64, 128), cat (0, 192, 128), … boat (192, 64, 0); indices
+19 and 20 belong to classes MSRC v1 had and v2 dropped). Black (0, 0, 0) is void. From the colour
+table of the dataset's documentation."""
+MSRC_SPLITS = ("train", "val", "test")
+MSRC_SPLIT_FRACTIONS = (0.45, 0.10, 0.45)
+"""Shotton et al.'s proportions (train, val, test). Their split file is not part of the download,
+so the split here is a seeded permutation (:data:`MSRC_SPLIT_SEED`) of the sorted image names: the
+same split from either layout, on every machine."""
+MSRC_SPLIT_SEED = 0
+MSRC_DIRS = ("msrc_v2", "MSRC_ObjCategImageDatabase_v2", "MSRC_v2")
+"""Folders under ``root`` searched for the dataset (then ``root`` itself)."""
+
+
+def _msrc_hint(root) -> str:
+    r = root if root is not None else "data"
+    return f"run `python data_scripts/download.py msrc --root {r}`"
+
+
+def _find_msrc_dir(root) -> Path | None:
+    if root is None:
+        return None
+    for cand in [Path(root) / d for d in MSRC_DIRS] + [Path(root)]:
+        if (cand / "Images").is_dir():
+            return cand
+    return None
+
+
+def msrc_split_names(names: Sequence[str], split: str, seed: int = MSRC_SPLIT_SEED) -> list:
+    """The image names of ``split`` (:data:`MSRC_SPLITS`): a seeded permutation of the sorted
+    ``names`` cut at :data:`MSRC_SPLIT_FRACTIONS`; each split's names in sorted order."""
+    check_choice("split", split, MSRC_SPLITS)
+    names = sorted(names)
+    order = np.random.default_rng(seed).permutation(len(names))
+    cuts = np.cumsum([0] + [round(f * len(names)) for f in MSRC_SPLIT_FRACTIONS[:-1]] + [len(names)])
+    cuts[-1] = len(names)
+    k = MSRC_SPLITS.index(split)
+    return sorted(names[j] for j in order[cuts[k]:cuts[k + 1]])
+
+
+def read_msrc_mat(path) -> np.ndarray:
+    """The class map of a cleaned-up annotation ``<name>_GT.mat`` (Malisiewicz & Efros): uint8
+    (H, W) of MSRC class ids 0..22 (:data:`MSRC_CLASSES`), 255 where a segment has no label (the
+    last segment id of 429 of the 591 files) or no segment."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        d = loadmat(str(path))
+        seg = np.asarray(d["newseg"]).astype(np.int64)
+        labels = np.asarray(d["newlabels"]).reshape(-1).astype(np.int64)
+    except (OSError, ValueError, KeyError, TypeError, MatReadError) as e:
+        raise DataFileError(f"cannot read MSRC annotation {path}: {e}. Re-download the cleaned-up "
+                            "annotations or remove the file.") from e
+    if seg.ndim != 2:
+        raise DataFileError(f"MSRC annotation {path} has newseg of shape {seg.shape}; expected (H, W)")
+    if labels.size and (labels.min() < 1 or labels.max() > len(MSRC_CLASSES)):
+        raise DataFileError(f"MSRC annotation {path} has class ids {sorted(set(labels.tolist()))}; "
+                            f"expected 1..{len(MSRC_CLASSES)}")
+    table = np.full(max(int(seg.max(initial=0)), len(labels)) + 1, IGNORE, np.uint8)
+    table[1:len(labels) + 1] = labels - 1          # segment i (1-based) -> its class, 0-based
+    return table[seg]
+
+
+def read_msrc_colour_mask(path) -> np.ndarray:
+    """The class map of an original ``GroundTruth/<name>_GT.bmp``: each colour of
+    :data:`MSRC_COLOUR_INDEX` -> its class id 0..22, black (void) -> 255. Any other colour is an
+    error naming the file (a resized or re-encoded mask: use the original)."""
+    rgb = io.read_image(path).astype(np.int64)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    pal = voc_palette(256).astype(np.int64)
+    known = {0: IGNORE} | {int((pal[i, 0] << 16) | (pal[i, 1] << 8) | pal[i, 2]): c
+                           for c, i in enumerate(MSRC_COLOUR_INDEX)}
+    values, inverse = np.unique(code, return_inverse=True)
+    unknown = [int(v) for v in values if int(v) not in known]
+    if unknown:
+        shown = [((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in unknown[:5]]
+        raise DataFileError(f"MSRC ground truth {path} holds colours {shown} that are no MSRC class "
+                            "(a resized or re-encoded file?); use the original GroundTruth/*_GT.bmp")
+    return np.array([known[int(v)] for v in values], np.uint8)[inverse.reshape(code.shape)]
+
+
+class MSRC(SegDataset):
+    """MSRC v2 (591 photos, about 320x213): every labelled pixel is one of its classes, objects
+    (cow, car, face, …) and "stuff" (grass, sky, road, …) alike. **There is no background
+    class**: ``has_background`` is False, class 0 ``'background'`` exists by name only (as in
+    :class:`CamVid` with ``classes='all'``) and the other classes get 1..K.
+
+    ``classes``: ``'msrc21'`` (default: the 21 usual classes, horse and mountain ignored, 255),
+    ``'all'`` (all 23), or a list of class names: the k-th gets k and every other class becomes
+    background 0, so the dataset then *has* a background (e.g. ``['car']`` for paper 000's binary
+    task). Annotations: the cleaned-up ``newsegmentations_mats/<name>_GT.mat`` when that folder
+    exists (unlabelled segments -> 255), else the original colour-coded
+    ``GroundTruth/<name>_GT.bmp`` (black -> 255). Images: ``Images/<name>.bmp`` (the download) or
+    ``.jpg``. Splits (:func:`msrc_split_names`): seeded, 45 / 10 / 45 % of the images that have an
+    annotation. Instances and boxes: connected components of the classes that are not background.
+    """
+
+    def __init__(self, root, split: str = "train", classes="msrc21", transform: Callable | None = None):
+        check_choice("split", split, MSRC_SPLITS)
+        base = _find_msrc_dir(root)
+        if base is None:
+            raise DatasetNotFoundError(f"no MSRC v2 folder (one of {MSRC_DIRS} holding Images/) "
+                                       f"{_where(root)}; {_msrc_hint(root)}")
+        if isinstance(classes, str):
+            check_choice("classes", classes, ["msrc21", "all"])
+            kept = MSRC21_CLASSES if classes == "msrc21" else MSRC_CLASSES
+            self.has_background = False
+        else:
+            kept = _check_names(classes, MSRC_CLASSES, "MSRC")
+            self.has_background = True
+        self.root, self.split = base, split
+        mats = base / "newsegmentations_mats"
+        if mats.is_dir():
+            self.annotation = "mat"
+            found = {p.name[:-len("_GT.mat")]: p for p in mats.glob("*_GT.mat")}
+        elif (base / "GroundTruth").is_dir():
+            self.annotation = "bmp"
+            found = {p.name[:-len("_GT.bmp")]: p for p in (base / "GroundTruth").glob("*_GT.bmp")}
+        else:
+            raise DatasetNotFoundError(f"MSRC v2 at {base} has neither newsegmentations_mats/ nor "
+                                       f"GroundTruth/; {_msrc_hint(root)}")
+        if not found:
+            raise DatasetNotFoundError(f"MSRC v2 at {base} has no annotation files "
+                                       f"({'newsegmentations_mats/*_GT.mat' if self.annotation == 'mat' else 'GroundTruth/*_GT.bmp'}); "
+                                       f"{_msrc_hint(root)}")
+        names = msrc_split_names(found, split)
+        self._annotations = [found[n] for n in names]
+        super().__init__(["background"] + list(kept), names, transform)
+        table = np.full(256, IGNORE if not self.has_background else 0, np.uint8)
+        for k, name in enumerate(kept, start=1):
+            table[MSRC_CLASSES.index(name)] = k
+        table[IGNORE] = IGNORE   # dropped classes: 255 without a background, 0 with one
+        self._table = table
+
+    def _image_path(self, name: str) -> Path:
+        for ext in (".bmp", ".jpg", ".png"):
+            p = self.root / "Images" / f"{name}{ext}"
+            if p.is_file():
+                return p
+        raise DataFileError(f"MSRC image {name} is missing: no {self.root / 'Images' / name}.bmp (or "
+                            f".jpg); {_msrc_hint(self.root.parent)} or remove its annotation "
+                            f"{self._annotations[self.names.index(name)]}")
+
+    def _load(self, i: int) -> dict:
+        name, ann = self.names[i], self._annotations[i]
+        image_path = self._image_path(name)
+        image = io.read_image(image_path)
+        raw = read_msrc_mat(ann) if self.annotation == "mat" else read_msrc_colour_mask(ann)
+        io.check_same_size(image, raw, image_path, ann)
+        mask = self._table[raw]
+        fg = list(range(1, self.num_classes))
+        instances = instances_from_components(mask, fg)
+        return make_sample(image, mask, name, self.num_classes, instances=instances)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -671,7 +848,8 @@ class COCOSegmentation(SegDataset):
 # ------------------------------------------------------------------------------------------------
 
 def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegDataset:
-    """Build a dataset by name: ``'toy'``, ``'voc'``, ``'cityscapes'``, ``'camvid'`` or ``'coco'``.
+    """Build a dataset by name: ``'toy'``, ``'voc'``, ``'cityscapes'``, ``'camvid'``, ``'coco'`` or
+    ``'msrc'``.
 
     ``root`` is the data folder (ignored for ``'toy'``, which is generated in memory; to read a
     toy world written to disk with :func:`wsss_edu.toy.write_voc_layout`, use ``'voc'``). Extra keyword arguments go to the loader (e.g. ``classes``,
@@ -683,7 +861,7 @@ def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegData
 
         return ToyDataset(split=split, **kwargs)
     loader = {"voc": VOCSegmentation, "cityscapes": Cityscapes, "camvid": CamVid,
-              "coco": COCOSegmentation}[name]
+              "coco": COCOSegmentation, "msrc": MSRC}[name]
     return loader(root, split=split, **kwargs)
 
 

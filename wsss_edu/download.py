@@ -585,6 +585,21 @@ SOURCES: dict[str, Source] = {
                     md5="0a379cfc70b0e71301e0f377548639bd"),
         ),
     ),
+    "msrc": Source(
+        name="msrc",
+        description="MSRC v2 object-class database, 591 photos + colour-coded ground truth (44 MB); "
+                    "research and teaching use only (Microsoft Research licence)",
+        homepage="https://www.microsoft.com/en-us/research/project/image-understanding/",
+        dataset_dir="msrc_v2",
+        expected=("Images", "GroundTruth"),
+        extract_to="msrc_v2.unpack",
+        move_from="MSRC_ObjCategImageDatabase_v2",
+        archives=(Archive(
+            "msrc_objcategimagedatabase_v2.zip",
+            urls=("http://download.microsoft.com/download/3/3/9/339D8A24-47D7-412F-A1E8-1A415BC48A15/"
+                  "msrc_objcategimagedatabase_v2.zip",),
+            checksum_note="no published checksum: the download cannot be verified"),),
+    ),
     "cityscapes": Source(
         name="cityscapes",
         description="Cityscapes fine annotations (login required, manual download)",

@@ -309,7 +309,8 @@ def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indic
 
 
 REAL_CLASS_NAMES = {"cityscapes": {"car": "car", "person": "person"},
-                    "camvid": {"car": "car", "person": "pedestrian"}}
+                    "camvid": {"car": "car", "person": "pedestrian"},
+                    "msrc": {"car": "car", "person": "body"}}
 """The poster's classes ('car', 'person') under their names in each real dataset."""
 
 TOY_CLASS_PROBS = {("car",): {"car": 0.85}, ("car", "person"): {"car": 0.85, "person": 0.6}}
@@ -324,14 +325,15 @@ def load_mixed_set(dataset: str, classes, n_pixel_perfect: int | None, split: st
     ``size``: the toy world's side, or the height real images are resized to (width 2x, as
     Cityscapes and CamVid are wide). ``n_pixel_perfect=None``: the poster's fraction, 500 PP
     images of Cityscapes' 2,780 (18 %). ``toy_knobs``: other toy-world settings (e.g.
-    ``box_noise=0.1``; see :class:`wsss_edu.toy.ToyWorldConfig`)."""
+    ``box_noise=0.1``, or ``class_probs={'car': 0.25}`` for a rarer car than
+    :data:`TOY_CLASS_PROBS`; see :class:`wsss_edu.toy.ToyWorldConfig`)."""
     from .datasets import get_dataset
 
     classes = tuple(classes)
     if dataset == "toy":
         check_choice("classes", classes, tuple(TOY_CLASS_PROBS))
-        ds = get_dataset("toy", split=split, n=n, seed=seed, size=size,
-                         class_probs=TOY_CLASS_PROBS[classes], **toy_knobs)
+        knobs = {"class_probs": TOY_CLASS_PROBS[classes]} | toy_knobs
+        ds = get_dataset("toy", split=split, n=n, seed=seed, size=size, **knobs)
         ids, resize = [ds.classes.index(c) for c in classes], None
     else:
         check_choice("dataset", dataset, ("toy",) + tuple(REAL_CLASS_NAMES))
@@ -537,9 +539,13 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
     return labels, s2, mu
 
 
+BATCH_SIZE = 16
+"""Images per batch of :func:`train_experiment` (notebooks 02 and 02b)."""
+
+
 def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
                      seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
-                     lr: float = 2e-3, batch_size: int = 16, watch=None,
+                     lr: float = 2e-3, batch_size: int = BATCH_SIZE, watch=None,
                      device="cpu", pp_per_batch: int | None = None, eval_every: int = 1,
                      progress: bool = True, lr_schedule: str = "cosine"):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
@@ -680,6 +686,35 @@ def collapsed(history: dict, at: int = -1, fraction: float = COLLAPSE_FRACTION) 
     one class but keeps another is not collapsed; its per-class IoU shows it.)"""
     true = float(history["true_fg_share"])
     return bool(true > 0 and float(history["fg_share"][at]) < fraction * true)
+
+
+def _labelled(arrays: dict, ignore_interiors: bool) -> np.ndarray:
+    """The pixels a row's loss has a label for: not 255 and, when ``ignore_interiors``, not inside a
+    box of a box-labelled image."""
+    labelled = arrays["target"] != IGNORE
+    return labelled & ~arrays["in_box"] if ignore_interiors else labelled
+
+
+def labelled_object_share(arrays: dict, ignore_interiors: bool) -> float:
+    """The share of object pixels (any class but background) among the pixels a row's loss has a
+    label for, in a mixed set (:func:`mixed_supervision_arrays`): with box interiors ignored (the
+    'ignore_box' row and the warm-up of 'ours') only the pixel-perfect images label objects while
+    every image labels background, so the share falls far below the true one. The cause of the
+    collapses of :func:`collapsed` (``tools/collapse_check.py``)."""
+    labelled = _labelled(arrays, ignore_interiors)
+    return float(((arrays["target"] > 0) & labelled).sum() / max(int(labelled.sum()), 1))
+
+
+def batches_without_object(arrays: dict, batch_size: int, ignore_interiors: bool, draws: int = 2000,
+                           seed: int = 0) -> float:
+    """The share of random batches (``batch_size`` images drawn without replacement, ``draws``
+    times, seeded) in which no pixel the loss has a label for is an object
+    (:func:`labelled_object_share`): a batch that only ever says "background"."""
+    labelled = _labelled(arrays, ignore_interiors)
+    has = ((arrays["target"] > 0) & labelled).reshape(len(labelled), -1).any(1)
+    rng = np.random.default_rng(seed)
+    picks = np.stack([rng.choice(len(has), min(batch_size, len(has)), replace=False) for _ in range(draws)])
+    return float((~has[picks].any(1)).mean())
 
 
 def drop_collapsed(items, flags) -> tuple:

@@ -46,6 +46,8 @@ N_VAL = None           # evaluation images: the toy world's test split | the dat
 EPOCHS = None          # (16 | 60)
 WARMUP = None          # epochs of warm-up (12 | 45)
 TAU = 0.5              # eq. (3)'s threshold on sigma^2
+PP_PER_BATCH = None    # None: plain shuffle; e.g. 4: that many PP images in every batch (rare objects, §2)
+WARMUP_ON_BOXES = False  # True: mu learns the box labels during the warm-up (rare objects, §2; 02b's choice)
 WIDTH = None           # U-Net width (8 | 32)
 
 # %%
@@ -62,7 +64,7 @@ P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, PP_SWEEP=PP_SWEEP,
                           N_VAL=N_VAL, EPOCHS=EPOCHS, WARMUP=WARMUP, WIDTH=WIDTH)
 IMAGE_SIZE, N_TRAIN, N_PP, PP_SWEEP, N_VAL, EPOCHS, WARMUP, WIDTH = P.values()
-CFG = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU)
+CFG = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=WARMUP_ON_BOXES)
 print(P, CFG)
 
 # %% [markdown]
@@ -89,6 +91,11 @@ print(f"{(~bb).sum()} PP + {bb.sum()} BB training images, {len(cars_val['image']
       f"box targets are wrong on {wrong.sum() / labelled.sum():.0%} of the labelled pixels inside boxes "
       f"({(cars['in_box'] & (cars['mask'] == 255)).sum() / cars['in_box'].sum():.0%} of box pixels are "
       f"in the ignore band at object edges)")
+true_share = float((cars["mask"] == 1).sum() / (cars["mask"] != 255).sum())
+print(f"car share of the pixels: truly {true_share:.1%}; of the labelled pixels, with boxes as labels "
+      f"{lu.labelled_object_share(cars, False):.1%}, with box interiors ignored "
+      f"{lu.labelled_object_share(cars, True):.1%} (batches of {lu.BATCH_SIZE} without a labelled car "
+      f"pixel: {lu.batches_without_object(cars, lu.BATCH_SIZE, True):.0%})")
 
 # %%
 show = np.flatnonzero(bb)[:6]
@@ -121,7 +128,8 @@ plt.show(); plt.close()
 watch_idx = np.flatnonzero(bb)[:40]
 def job(arrays, val, method, seed, num_logits=1, cfg=CFG, width=WIDTH, eval_every=2, **extra):
     return dict(arrays=arrays, val=val, method=method, num_logits=num_logits, epochs=EPOCHS, seed=seed,
-                cfg=cfg, width=width, eval_every=eval_every, device="cpu" if S.quick else str(S.device), **extra)
+                cfg=cfg, width=width, eval_every=eval_every, device="cpu" if S.quick else str(S.device),
+                pp_per_batch=PP_PER_BATCH, **extra)
 
 jobs = [job(cars, cars_val, m, SEED + k) for m in lu.METHODS for k in range(SEEDS)]
 jobs[lu.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
@@ -140,6 +148,9 @@ for i, m in enumerate(lu.METHODS):
         h = runs[i * SEEDS + k]
         print(f"collapsed: {NAMES[m]}, seed {SEED + k}: IoU {h['miou'][-1]:.3f}, car predicted on "
               f"{h['fg_share'][-1]:.2%} of the pixels (truly {h['true_fg_share']:.2%})")
+if any(any(collapsed1[m]) for m in ("ignore_box", "ours")):
+    print("A box-aware row collapsed: with box interiors ignored, too few labelled pixels are car (§1). "
+          "PP_PER_BATCH=4 or WARMUP_ON_BOXES=True prevent it (§7).")
 viz.bar_table(final, f"car IoU ({EVAL_SPLIT}), mean ± std over {SEEDS} seeds (collapsed runs left out)",
               {m: NAMES[m] + kept1[m][1] for m in lu.METHODS}, COLORS)
 
@@ -319,6 +330,37 @@ print({k: round(float(v.mean()), 3) for k, v in keys.items()})
 # more learning rate bootstrapping gets, the more it loses (one constant-schedule seed falls to
 # 0.15). On the toy world the network's hard belief flips too many right box pixels, and the
 # ignore-interiors baseline, which the poster does not report, is the stronger method.
+#
+# **When the box-aware rows collapse, and why.** Run unchanged on a held-out street-scene dataset
+# (binary car, 367 training images of which 66 pixel-perfect, 2 seeds), both box-aware rows ended
+# one seed of two calling no pixel car (IoU 0.0), while box-BCE never did. The cause is in the data
+# they see, not the learning rate: with box interiors ignored (the 'ignore_box' row, and the
+# warm-up of 'ours', 12 of 16 epochs) only the pixel-perfect images label any car pixel, while
+# every image labels its background. §1 prints that share for this notebook's images; on the
+# toy world's 367 / 66 images below, the car is 3.7 % of the pixels but 0.65 % of the labelled
+# ones. When the object is also rare, most batches hold no labelled car
+# pixel at all, and the network learns "background everywhere" first. `tools/collapse_check.py`
+# rebuilds the situation on the toy world (the same 367 / 66 images, 5 seeds, the test split)
+# with the car in a quarter of the images instead of 85 %, and tries three remedies
+# (`python tools/collapse_check.py --car-probs 0.85 0.25 --seeds 5`, 13 min on 2 cores):
+#
+# | car in … of the images (batches of 16 without a labelled car pixel) | box-BCE | ignore interiors | ours | ours, warm-up on the boxes |
+# | --- | --- | --- | --- | --- |
+# | 85 % (10 %) | 0.684 ± 0.012 | 0.896 ± 0.021 | 0.783 ± 0.141 | 0.714 ± 0.021 |
+# | 25 % (64 %) | 0.688 ± 0.015 | 0.513 ± 0.218 (seeds at 0.13, 0.43) | 2 of 5 collapsed (0.01, 0.00) | 0.737 ± 0.035 |
+# | 25 %, `PP_PER_BATCH=4` | | 0.711 ± 0.101 | 0.682 ± 0.116, none collapsed | |
+# | 25 %, learning rate ÷ 4 | | 0.429 ± 0.237 | 0.463 ± 0.202 | |
+#
+# A lower learning rate does not help; giving the network car pixels does. `PP_PER_BATCH=4` puts
+# four pixel-perfect images in every batch; `WARMUP_ON_BOXES=True` lets μ learn the box labels
+# during the warm-up (notebook 02b's choice for its thin class), so the warm-up sees every car. The
+# second is the more robust (no seed below 0.69) but costs "ours" 7 points where the car is common.
+# So the method's conditions: ignoring box interiors needs labelled object pixels in most batches
+# — a common object or enough pixel-perfect images — or one of the two switches. Neither switch
+# helps when the object itself is too rare to learn: on real photos, MSRC's car (22 of its 266
+# training images, 6 of them pixel-perfect; 48 × 96 px, 3 seeds, `--dataset msrc`) collapses every
+# row, box-BCE included (2 of 3 seeds), and both switches too. A network trained from scratch on
+# 22 cars learns none; that is where an ImageNet-pretrained backbone comes in.
 
 # %%
 trend = {"ours >= boxes + 5 points": final["ours"].mean() >= final["boxes_bce"].mean() + 0.05,
@@ -347,6 +389,10 @@ if DATASET == "toy" and S.quick:
 # * Measure before you credit: §4 shows that σ² does learn to mark the wrong box labels, but late,
 #   and not sharply enough for eq. (3) to select them; much of the gain is self-training inside the
 #   boxes. Simply ignoring box interiors is a strong binary baseline the poster does not report.
+# * Ignoring box interiors has a condition: labelled object pixels in most batches. With a rare
+#   object and few masks, the box-aware rows collapse to "no car anywhere" (a held-out street-scene
+#   dataset; the toy world with a rarer car, §7). `PP_PER_BATCH` or `WARMUP_ON_BOXES` prevent it;
+#   a lower learning rate does not.
 # * Next, notebook 02b: several classes, the Monte-Carlo loss of eq. (5-6), and a thin class that
 #   needs a different warm-up.
 
