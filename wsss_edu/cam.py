@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .errors import ParameterError, check_choice
 from .io import folder_complete
 
-BACKBONES = ("small", "resnet50", "vgg16")
+BACKBONES = ("small", "resnet50", "vgg16", "mobilenet_v2")
 NORMALIZATIONS = ("per_class", "global")
 
 
@@ -53,10 +53,13 @@ class _ResNet50Features(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from torchvision.models import ResNet50_Weights, resnet50
+        from torchvision.models import resnet50
 
-        net = resnet50(weights=ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None,
-                       replace_stride_with_dilation=[False, False, True])
+        from .pretrained import load_imagenet
+
+        net = resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
+        if weights == "imagenet":
+            load_imagenet(net, "resnet50")
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1,
                                   net.layer2, net.layer3, net.layer4)
         self.out_channels = 2048
@@ -74,9 +77,13 @@ class _VGG16Features(nn.Module):
 
     def __init__(self, weights: str | None = None, extra: int = 4, extra_channels: int = 512):
         super().__init__()
-        from torchvision.models import VGG16_Weights, vgg16
+        from torchvision.models import vgg16
 
-        net = vgg16(weights=VGG16_Weights.IMAGENET1K_V1 if weights == "imagenet" else None)
+        from .pretrained import load_imagenet
+
+        net = vgg16(weights=None)
+        if weights == "imagenet":
+            load_imagenet(net, "vgg16")
         self.pretrained = net.features[:-1]
         layers, c_in = [], 512
         for _ in range(extra):
@@ -88,6 +95,33 @@ class _VGG16Features(nn.Module):
 
     def forward(self, x):
         return self.new(self.pretrained(x))
+
+
+class _MobileNetV2Features(nn.Module):
+    """torchvision's MobileNetV2 convolutions (1280 channels), with the stride of its 160-channel
+    stage replaced by dilation: output stride 16, as the ResNet-50 backbone (a light ImageNet
+    backbone for real photos on a laptop CPU)."""
+
+    def __init__(self, weights: str | None = None):
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+
+        from .pretrained import load_imagenet
+
+        net = mobilenet_v2(weights=None)
+        if weights == "imagenet":
+            load_imagenet(net, "mobilenet_v2")
+        self.body = net.features
+        for k, block in enumerate(self.body[14:18]):   # the 160- and 320-channel blocks
+            depthwise = block.conv[1][0]
+            if k == 0:
+                depthwise.stride = (1, 1)
+            depthwise.dilation, depthwise.padding = (2, 2), (2, 2)
+        self.out_channels = 1280
+        self.stride = 16
+
+    def forward(self, x):
+        return self.body(x)
 
 
 class CAMClassifier(nn.Module):
@@ -108,6 +142,8 @@ class CAMClassifier(nn.Module):
             self.backbone = SmallBackbone(**kwargs)
         elif backbone == "resnet50":
             self.backbone = _ResNet50Features(weights)
+        elif backbone == "mobilenet_v2":
+            self.backbone = _MobileNetV2Features(weights)
         else:
             self.backbone = _VGG16Features(weights, **kwargs)
         self.stride = self.backbone.stride

@@ -14,7 +14,7 @@ def read_image(path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)   # a writable copy: pydensecrf refuses read-only arrays
     except (OSError, ValueError) as e:
         raise DataFileError(f"cannot read image {path}: {e}. Re-download or remove the file.") from e
     return np.ascontiguousarray(arr)

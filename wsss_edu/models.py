@@ -109,10 +109,13 @@ class _ResNet50Encoder(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from torchvision.models import ResNet50_Weights, resnet50
+        from torchvision.models import resnet50
 
-        net = resnet50(weights=ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None,
-                       replace_stride_with_dilation=[False, False, True])
+        from .pretrained import load_imagenet
+
+        net = resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
+        if weights == "imagenet":
+            load_imagenet(net, "resnet50")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.rest = nn.Sequential(net.layer2, net.layer3, net.layer4)
         self.channels = (256, 2048)
@@ -188,17 +191,19 @@ SEGMENTERS = ("unet", "deeplabv3_resnet50", "deeplabv3plus_small", "deeplabv3plu
 
 def make_segmenter(name: str, num_classes: int, weights: str | None = None, **kwargs) -> nn.Module:
     """A segmentation network by name: 'unet' (quick profile), 'deeplabv3_resnet50' (full
-    profile), 'deeplabv3plus_small' / 'deeplabv3plus_resnet50' (:class:`DeepLabV3Plus`; ``weights='imagenet'`` loads torchvision's ImageNet backbone, which needs those weights
-    cached or a download — ``weights=None`` starts from scratch)."""
+    profile), 'deeplabv3plus_small' / 'deeplabv3plus_resnet50' (:class:`DeepLabV3Plus`; ``weights='imagenet'`` loads an ImageNet backbone: torchvision's download, or a local file
+    (:mod:`wsss_edu.pretrained`) — ``weights=None`` starts from scratch)."""
     check_choice("model", name, SEGMENTERS)
     check_choice("weights", weights, (None, "imagenet"))
     if name == "unet":
         return UNet(num_classes, **kwargs)
     if name.startswith("deeplabv3plus"):
         return DeepLabV3Plus(num_classes, name.split("_")[1], weights, **kwargs)
-    from torchvision.models import ResNet50_Weights
     from torchvision.models.segmentation import deeplabv3_resnet50
 
-    backbone = ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
-    return _TorchvisionSeg(deeplabv3_resnet50(weights=None, weights_backbone=backbone,
-                                              num_classes=num_classes, aux_loss=False))
+    from .pretrained import load_imagenet
+
+    net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    if weights == "imagenet":
+        load_imagenet(net.backbone, "resnet50", drop=("fc.",))
+    return _TorchvisionSeg(net)

@@ -223,7 +223,11 @@ assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_a
 # decay, $10^{-4}$, into the momentum slot of SGD, so the reference trains with no momentum to
 # speak of; with 0.9 the same learning rate takes steps about ten times larger. The full profile
 # takes the reference's $10^{-4}$ with its learning rates; the quick profile keeps 0.9, the value
-# its learning rate and epochs were set with (not re-measured without momentum). The full profile
+# its learning rate and epochs were set with. Measured at the quick defaults with the reference's
+# $10^{-4}$ instead (`python -m wsss_edu.runner --only 04 -p IR_MOMENTUM=0.0001` after 03): IRNet's
+# labels on train 0.463 instead of 0.488 (its walk, chosen on val, 0.465 instead of 0.502 there),
+# 0.573 instead of 0.548 after the CRF: five epochs at these learning rates train too little
+# without momentum, and the CRF hides part of it. The full profile
 # also trains on paper 001's enlarged set — every confident image at 0.5, 1, 1.5 and 2 times its
 # size (`IR_COPY_SCALES`) — with its strong augmentation (`IR_AUGMENT`); the quick profile leaves
 # both out (a 64-px scene at half size is 8×8 cells, and four copies cost four times the time).
