@@ -80,3 +80,43 @@ def test_step1_full_profile_takes_the_strong_augmentation():
 
     assert params.profile_values("full", cam.STEP1_PROFILE)["AUGMENT"] == "strong"
     assert params.profile_values("quick", cam.STEP1_PROFILE)["AUGMENT"] == "flip"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_per_pixel_weight_moves_with_the_labels(seed):
+    img, mask = _scene()
+    weight = np.array([0.25, 0.5, 0.75, 1.0], np.float32)[mask]      # a weight per label, known
+    settings = dict(p=1.0, **NO_PHOTO)
+    plain = data.strong_augment(img, mask, np.random.default_rng(seed), settings)
+    out_img, out_mask, out_weight = data.strong_augment(img, mask, np.random.default_rng(seed), settings,
+                                                        weight=weight)
+    # the same draws: the image and the labels are those without a weight
+    assert np.array_equal(out_img, plain[0]) and np.array_equal(out_mask, plain[1])
+    assert out_weight.dtype == np.float32 and out_weight.shape == mask.shape
+    inside = out_mask != 255
+    assert np.array_equal(out_weight[inside], np.array([0.25, 0.5, 0.75, 1.0], np.float32)[out_mask[inside]])
+    assert (out_weight[~inside] == 0).all()       # where the image has no pixel
+
+
+def test_seg_dataset_strong_augment_carries_the_weight():
+    from wsss_edu.toy import ToyDataset
+
+    class Weighted(torch.utils.data.Dataset):
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __len__(self):
+            return len(self.ds)
+
+        def __getitem__(self, i):
+            s = dict(self.ds[i])
+            s["weight"] = (s["mask"] != 0).astype(np.float32) + 0.5   # 0.5 background, 1.5 objects
+            return s
+
+    ds = Weighted(ToyDataset("train", n=4, seed=0, size=32, cache=False))
+    torch.manual_seed(0)
+    for i in range(4):
+        s = data.SegTransformDataset(ds, flip=True, augment="strong")[i]
+        m, w = s["mask"], s["weight"]
+        keep = m != 255
+        assert torch.equal(w[keep], (m[keep] != 0).float() + 0.5)

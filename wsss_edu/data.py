@@ -78,13 +78,17 @@ STRONG = dict(p=0.5, shift=0.0625, scale=0.1, rotate=45.0, noise_var=(10.0, 50.0
               brightness=0.2, contrast=0.2, median=(3, 5, 7), rgb_shift=20.0)
 
 
-def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, settings=None):
+def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, settings=None,
+                   weight: np.ndarray | None = None):
     """Paper 001's strong augmentation of one (H, W, 3) uint8 image and its (H, W) uint8 label map
     (a mask, or IRNet's relation labels): the geometric transforms (flip; shift, scale and rotate
     as one affine map) move both — the labels by nearest neighbour, 255 where the image has no
     pixel —, the photometric ones (Gaussian noise, brightness and contrast, median blur, RGB
     shift) touch the image only. Each transform fires with probability ``settings['p']``
-    (:data:`STRONG`). Returns (image, labels) of the same shapes and dtypes."""
+    (:data:`STRONG`). Returns (image, labels) of the same shapes and dtypes; with ``weight`` (a
+    per-pixel float map, e.g. URN's loss weight), (image, labels, weight): the weight moves as the
+    labels do (nearest neighbour, 0 where the image has no pixel). The random draws do not depend
+    on ``weight``."""
     import torchvision.transforms.v2.functional as TF
     from PIL import Image, ImageFilter
     from torchvision.transforms import InterpolationMode
@@ -94,6 +98,7 @@ def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, 
     h, w = mask.shape
     if gen.random() < p:
         img, mask = img[:, ::-1], mask[:, ::-1]
+        weight = None if weight is None else weight[:, ::-1]
     img, mask = np.ascontiguousarray(img), np.ascontiguousarray(mask)
     if gen.random() < p:
         angle = float(gen.uniform(-st["rotate"], st["rotate"]))
@@ -104,6 +109,11 @@ def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, 
         t_mask = TF.affine(torch.from_numpy(mask)[None], angle=angle, translate=shift, scale=factor,
                            shear=[0.0], interpolation=InterpolationMode.NEAREST, fill=255)
         img, mask = t_img.permute(1, 2, 0).contiguous().numpy(), t_mask[0].contiguous().numpy()
+        if weight is not None:
+            t_w = TF.affine(torch.from_numpy(np.ascontiguousarray(weight, np.float32))[None], angle=angle,
+                            translate=shift, scale=factor, shear=[0.0], interpolation=InterpolationMode.NEAREST,
+                            fill=0.0)
+            weight = t_w[0].numpy()
     x = img.astype(np.float32)
     if gen.random() < p:
         x = x + gen.normal(0.0, np.sqrt(gen.uniform(*st["noise_var"])), x.shape)
@@ -116,7 +126,9 @@ def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, 
     img = np.clip(np.round(x), 0, 255).astype(np.uint8)
     if gen.random() < p:
         img = np.asarray(Image.fromarray(img).filter(ImageFilter.MedianFilter(int(gen.choice(st["median"])))))
-    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+    if weight is None:
+        return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask), np.ascontiguousarray(weight, np.float32)
 
 
 class SegTransformDataset(torch.utils.data.Dataset):
@@ -147,9 +159,10 @@ class SegTransformDataset(torch.utils.data.Dataset):
         img, mask, weight = s["image"], s["mask"], s.get("weight")
         valid = None
         if self.augment == "strong":
-            if weight is not None:
-                raise ValueError("augment='strong' moves the mask only: a per-pixel 'weight' would not follow")
-            img, mask = strong_augment(np.asarray(img, np.uint8), np.asarray(mask, np.uint8), item_rng())
+            moved = strong_augment(np.asarray(img, np.uint8), np.asarray(mask, np.uint8), item_rng(),
+                                   weight=weight)
+            img, mask = moved[:2]
+            weight = moved[2] if weight is not None else None
         if self.crop is not None:
             out = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng(), weight, with_valid=True)
             img, mask, valid = out[0], out[1], out[-1]

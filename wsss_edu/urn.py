@@ -545,6 +545,11 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     pseudo-mask the network was trained on, 'name'), the network's averaged softmax P over
     ``scales`` × flip (:func:`wsss_edu.models.tta_probs`), then :func:`urn_uncertainty`; the cyclic
     pseudo-mask and W = 1 - U are written to ``folder/<name>.png`` (:func:`write_label_and_weight`).
+    ``scales`` defaults to the reference's six (:data:`URN_TTA_SCALES`), right for a network
+    trained on rescaled crops; one trained at a single scale (the quick profile) gets a poor P
+    there (``tools/urn_noise_check.py``: P over six scales shrinks the objects, and the network
+    retrained on its masks scores 0.355 instead of 0.708): pass ``scales=(1.0,)`` (notebook 06's
+    ``P_SCALES``).
 
     ``include_background``, ``present_from``, ``eps`` (eq. 10) and ``rounding`` / ``layout`` (the
     stored file) as in :func:`urn_steps` / :func:`write_label_and_weight`. Unlike
