@@ -67,6 +67,18 @@ def test_normalize_cams_per_class_and_global():
         C.normalize_cams(cams, labels, "local")
 
 
+def test_cams_to_labels_without_a_background_picks_among_the_images_classes():
+    cams = torch.zeros(2, 3, 2, 2)
+    cams[0, 1] = torch.tensor([[0.9, 0.0], [0.2, 0.0]])    # image 0 has classes 1 and 2 (ids 2, 3)
+    cams[0, 2] = torch.tensor([[0.1, 0.0], [0.8, 0.3]])
+    out = C.cams_to_labels(cams, None)
+    # (0, 1) has no CAM at all: still one of the image's classes, never absent class 0 (id 1)
+    assert out[0].tolist() == [[2, 2], [3, 3]]
+    assert out[1].tolist() == [[0, 0], [0, 0]]           # an image without any map
+    # with a plane at 0 every zero pixel would be background instead
+    assert C.cams_to_labels(cams, 0.0)[0, 0, 1] == 0
+
+
 def test_cams_to_labels_background_plane():
     cams = torch.tensor([[[[0.1, 0.6], [0.3, 0.2]], [[0.05, 0.5], [0.9, 0.1]]]])
     assert C.cams_to_labels(cams, 0.15).tolist() == [[[0, 1], [2, 1]]]
@@ -220,3 +232,21 @@ def test_train_classifier_learns_image_level_labels():
     net.eval()
     with torch.no_grad():
         assert ((torch.sigmoid(net(x)) > 0.5) == y.bool()).float().mean() > 0.9
+
+
+def test_freeze_bn_keeps_the_statistics_while_the_weights_train():
+    torch.manual_seed(0)
+    for freeze in (False, True):
+        model = C.CAMClassifier(3, "small", freeze_bn=freeze, width=4, depth=2)
+        bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        before = [m.running_mean.clone() for m in bn]
+        conv = model.backbone.body[0].weight.clone()
+        opt = torch.optim.SGD(model.parameters(), 0.1)
+        model.train()
+        assert all(m.training != freeze for m in bn) and model.training
+        loss = model(torch.randn(4, 3, 16, 16) * 3 + 1).sum()
+        loss.backward()
+        opt.step()
+        moved = any(not torch.equal(b, m.running_mean) for b, m in zip(before, bn))
+        assert moved != freeze
+        assert not torch.equal(conv, model.backbone.body[0].weight)   # the weights train either way

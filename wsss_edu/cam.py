@@ -132,9 +132,10 @@ class CAMClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int, backbone: str = "small", weights: str | None = None,
-                 **kwargs):
+                 freeze_bn: bool = False, **kwargs):
         super().__init__()
         check_choice("backbone", backbone, BACKBONES)
+        self.freeze_bn = bool(freeze_bn)
         check_choice("weights", weights, (None, "imagenet"))
         if backbone == "small":
             if weights is not None:
@@ -148,6 +149,16 @@ class CAMClassifier(nn.Module):
             self.backbone = _VGG16Features(weights, **kwargs)
         self.stride = self.backbone.stride
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, 1, bias=False)
+
+    def train(self, mode: bool = True):
+        """As ``nn.Module.train``; with ``freeze_bn`` every BatchNorm stays in eval mode, so its
+        statistics stay the pretrained ones (its affine weights still train)."""
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def features(self, x):
         return self.backbone(x)
@@ -260,11 +271,18 @@ def normalize_cams(cams: torch.Tensor, labels: torch.Tensor | None = None, mode:
     return torch.where(peak > 0, cams / (peak + eps), torch.zeros_like(cams))  # empty map stays 0
 
 
-def cams_to_labels(cams: torch.Tensor, bg_threshold: float = 0.15) -> torch.Tensor:
+def cams_to_labels(cams: torch.Tensor, bg_threshold: float | None = 0.15) -> torch.Tensor:
     """Pseudo-labels from normalised CAMs (N, K, H, W): a constant background plane at
     ``bg_threshold`` is put in front (class 0) and the argmax taken, so a pixel gets class c + 1
     where CAM c is the largest and above the threshold (IRNet's evaluation uses 0.15).
+    ``bg_threshold=None``, for a dataset without a background class (``has_background`` False,
+    e.g. MSRC, where grass and sky are classes): no plane; every pixel gets the image's class
+    (a map that is not all zero) whose CAM is the largest there, 0 only in an image with none.
     Returns (N, H, W) int64 in 0..K."""
+    if bg_threshold is None:
+        present = cams.flatten(2).amax(2) > 0                                   # (N, K)
+        scores = cams.masked_fill(~present[:, :, None, None], -1.0)
+        return torch.where(present.any(1)[:, None, None], scores.argmax(1) + 1, 0)
     bg = torch.full_like(cams[:, :1], bg_threshold)
     return torch.cat([bg, cams], 1).argmax(1)
 
@@ -536,6 +554,10 @@ class ClassifierConfig:
     equal_steps: bool = True
     augment: str = "flip"
     seed: int = 0
+    freeze_bn: bool = False
+    """Keep every BatchNorm in eval mode while training (:meth:`CAMClassifier.train`): the
+    pretrained statistics stay. Needed for the offline MobileNetV2 file, whose BN layers are
+    fused to the identity: batch statistics would replace them."""
 
 
 def training_labels(labels, cfg: ClassifierConfig):
@@ -565,7 +587,7 @@ def tagged_view(dataset, cfg: ClassifierConfig):
 def make_classifier(num_classes: int, cfg: ClassifierConfig) -> CAMClassifier:
     """The classifier ``cfg`` describes (the small CNN takes ``width`` / ``depth``)."""
     kw = dict(width=cfg.width, depth=cfg.depth) if cfg.backbone == "small" else {}
-    return CAMClassifier(num_classes, cfg.backbone, cfg.weights, **kw)
+    return CAMClassifier(num_classes, cfg.backbone, cfg.weights, freeze_bn=cfg.freeze_bn, **kw)
 
 
 def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, checkpoint=None,
