@@ -70,7 +70,7 @@ print(P, CFG_MC)
 # person, 13 % background, 55 % ignored).
 
 # %%
-EVAL_SPLIT = "test" if DATASET == "toy" else "val"   # toy: not the split the variants were compared on
+EVAL_SPLIT = params.TEST_SPLITS.get(DATASET, "val")   # held out: not the split the variants were compared on
 CLASSES = ["car", "person"]
 multi = lu.load_mixed_set(DATASET, CLASSES, N_PP, "train", N_TRAIN, IMAGE_SIZE, DATA_ROOT, SEED)
 multi_val = lu.load_mixed_set(DATASET, CLASSES, N_VAL, EVAL_SPLIT, N_VAL, IMAGE_SIZE, DATA_ROOT, SEED)
