@@ -420,15 +420,17 @@ assert 10 < bias[2] / bias[32] < 40                                        # fal
 # class c's boxes whose largest variance exceeds τ, and `wrong_among_switched[c][τ]`, the share of
 # those switched pixels whose box label is wrong (NaN if none). Compare with `box_wrong[c]`, the
 # share of wrong labels in class c's boxes. Is the switch a selection for both classes at τ = `TAU`?
+# (Only the classes of `BOXED`, those the watched images hold boxes of: both, on the toy world.)
 
 # %% tags=["exercise"]
 TAUS = (0.3, 0.5, 1.0, 2.0)
 box_px = {c: in_w & (t_w == c) & (m_w != 255) for c in (1, 2)}   # labelled pixels of class c's boxes
-box_wrong = {c: float((t_w[box_px[c]] != m_w[box_px[c]]).mean()) for c in (1, 2)}
+BOXED = [c for c in (1, 2) if box_px[c].any()]   # classes with boxes in the watched images (toy: both)
+box_wrong = {c: float((t_w[box_px[c]] != m_w[box_px[c]]).mean()) for c in BOXED}
 ### BEGIN SOLUTION
 s2_max = watched[end_warm][1].max(1)                       # (40, H, W): the largest class variance
-switched, wrong_among_switched = {1: {}, 2: {}}, {1: {}, 2: {}}
-for c in (1, 2):
+switched, wrong_among_switched = {c: {} for c in BOXED}, {c: {} for c in BOXED}
+for c in BOXED:
     for tau in TAUS:
         sw = box_px[c] & (s2_max > tau)
         switched[c][tau] = float(sw.sum() / box_px[c].sum())
@@ -436,7 +438,7 @@ for c in (1, 2):
     print(CLASSES[c - 1], {t: f"{switched[c][t]:.0%} switched, {wrong_among_switched[c][t]:.0%} of them wrong"
                            for t in TAUS}, f"(all box pixels: {box_wrong[c]:.0%} wrong)")
 ### END SOLUTION
-for c in (1, 2):
+for c in BOXED:
     assert all(switched[c][a] >= switched[c][b] for a, b in zip(TAUS, TAUS[1:]))
     s2_c = watched[end_warm][1].max(1)[box_px[c]]
     assert all(abs(switched[c][t] - (s2_c > t).mean()) < 1e-9 for t in TAUS)
