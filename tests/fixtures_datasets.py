@@ -1,10 +1,11 @@
 """Helpers that fabricate tiny dataset folders (VOC, SBD, Cityscapes, CamVid) for the loader tests.
 
 Each ``make_*`` writes into a folder and returns what the tests need to check the loaders against
-(hand-made masks with known boxes).
+(hand-made masks with known boxes). :func:`shared_msrc_root` finds the real MSRC v2, when present.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,15 @@ from wsss_edu.io import write_image, write_mask
 from wsss_edu.viz import voc_palette
 
 VOC_W, VOC_H = 40, 30
+
+
+def shared_msrc_root() -> Path | None:
+    """The folder holding the real ``msrc_v2/`` (``WSSS_MSRC_ROOT``, else the project's
+    ``../shared/realdata``), or None when neither has it (the tests that need it skip)."""
+    for cand in (os.environ.get("WSSS_MSRC_ROOT"), Path(__file__).resolve().parents[2] / "shared" / "realdata"):
+        if cand and (Path(cand) / "msrc_v2" / "Images").is_dir():
+            return Path(cand)
+    return None
 
 
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:

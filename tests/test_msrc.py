@@ -1,7 +1,6 @@
 """The MSRC v2 loader: both layouts a user can have (the cleaned-up .mat annotations, the original
 colour-coded BMPs), fabricated here; the split; bad files named; and, when the real data is there
 (``../shared/realdata`` or ``WSSS_MSRC_ROOT``), its tags against the dataset's own tag file."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,11 @@ from PIL import Image
 
 from wsss_edu import datasets as D
 from wsss_edu.errors import DataFileError, DatasetNotFoundError, ParameterError
+
+try:
+    from .fixtures_datasets import shared_msrc_root
+except ImportError:
+    from fixtures_datasets import shared_msrc_root
 
 # The documented colours of the original ground truth (MSRC v2's colour table), written out here
 # independently of the package's palette arithmetic.
@@ -187,17 +191,10 @@ def test_missing_and_bad_files_are_named(tmp_path):
         D.get_dataset("msrc", tmp_path / "c", "train")
 
 
-def _real_msrc_root():
-    for cand in (os.environ.get("WSSS_MSRC_ROOT"), Path(__file__).resolve().parents[2] / "shared" / "realdata"):
-        if cand and (Path(cand) / "msrc_v2" / "Images").is_dir():
-            return Path(cand)
-    return None
-
-
-@pytest.mark.skipif(_real_msrc_root() is None, reason="MSRC v2 not found (../shared/realdata/msrc_v2 or "
+@pytest.mark.skipif(shared_msrc_root() is None, reason="MSRC v2 not found (../shared/realdata/msrc_v2 or "
                     "WSSS_MSRC_ROOT; `python data_scripts/download.py msrc --root DIR` fetches it)")
 def test_real_msrc_tags_match_the_datasets_own_tag_file():
-    root = _real_msrc_root() / "msrc_v2"
+    root = shared_msrc_root() / "msrc_v2"
     order = [line.strip()[:-len("_GT.mat")] for line in
              (root / "list_newsegmentations_mats.txt").read_text().splitlines() if line.strip()]
     tags, current = {}, None

@@ -10,6 +10,11 @@ import torch
 from wsss_edu import pretrained as pt
 from wsss_edu.errors import DataFileError, ParameterError
 
+try:
+    from .fixtures_datasets import shared_msrc_root
+except ImportError:
+    from fixtures_datasets import shared_msrc_root
+
 
 @pytest.fixture
 def small_arch(monkeypatch):
@@ -96,14 +101,7 @@ def _shared_weights():
     return None
 
 
-def _shared_msrc():
-    for cand in (os.environ.get("WSSS_MSRC_ROOT"), Path(__file__).resolve().parents[2] / "shared" / "realdata"):
-        if cand and (Path(cand) / "msrc_v2" / "Images").is_dir():
-            return Path(cand)
-    return None
-
-
-@pytest.mark.skipif(_shared_weights() is None or _shared_msrc() is None,
+@pytest.mark.skipif(_shared_weights() is None or shared_msrc_root() is None,
                     reason=f"no offline MobileNetV2 weights ({pt.WEIGHTS_DIR_ENV} or ../shared/weights) or no "
                            "MSRC v2 (../shared/realdata or WSSS_MSRC_ROOT)")
 def test_the_offline_mobilenet_names_what_is_in_real_photos(monkeypatch):
@@ -116,7 +114,7 @@ def test_the_offline_mobilenet_names_what_is_in_real_photos(monkeypatch):
     monkeypatch.setenv(pt.WEIGHTS_DIR_ENV, str(_shared_weights()))
     net = pt.imagenet_classifier("mobilenet_v2")
     names = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-    ds = get_dataset("msrc", _shared_msrc(), "test", classes="all")
+    ds = get_dataset("msrc", shared_msrc_root(), "test", classes="all")
     # cows and cats: photos where the tag names an ImageNet concept
     wanted = {"cow": {"ox", "water buffalo", "bison", "ram", "oxcart"},
               "cat": {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}}

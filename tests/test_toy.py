@@ -193,3 +193,10 @@ def test_voc_layout_round_trip(tmp_path):
         assert sorted(a["box_labels"].tolist()) == sorted(b["box_labels"].tolist())
     assert len(get_dataset("voc", tmp_path, split="val")) == 3
     assert len(get_dataset("voc", tmp_path, split="train_aug")) == 6
+
+
+def test_mean_std_formats_a_row_of_seed_scores():
+    from wsss_edu.stats import mean_std
+
+    assert mean_std([0.5, 0.7]) == "0.600 ± 0.100"   # population std, as the tools' tables
+    assert mean_std([]) == "–"

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from wsss_edu import label_uncertainty as lu
+from wsss_edu.stats import mean_std
 
 METHODS = ("boxes_bce", "ignore_box", "ours")
 
@@ -46,11 +47,6 @@ def parse(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default=None, help="JSON path (default: bootstrap_check_<schedule>.json)")
     return ap.parse_args(argv)
-
-
-def mean_std(values) -> str:
-    v = np.asarray(values, float)
-    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) else "–"
 
 
 def main(argv=None):

@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from wsss_edu import label_uncertainty as lu
+from wsss_edu.stats import mean_std
 
 REMEDIES = ("none", "pp_per_batch", "low_lr", "warmup_on_boxes")
 
@@ -79,11 +80,6 @@ def jobs_for(remedy: str, train: dict, test: dict, a) -> list:
     lr = a.lr / 4 if remedy == "low_lr" else a.lr
     return [dict(arrays=train, val=test, method=m, epochs=a.epochs, seed=s, cfg=cfg, width=a.width, lr=lr,
                  batch_size=a.batch_size, eval_every=4, **extra) for m in methods for s in range(a.seeds)]
-
-
-def mean_std(values) -> str:
-    v = np.asarray(values, float)
-    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) else "–"
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ import torch
 from wsss_edu import cam as C
 from wsss_edu.datasets import get_dataset
 from wsss_edu.metrics import ConfusionMeter
+from wsss_edu.stats import pixel_frequency
 
 
 def parse(argv=None):
@@ -80,10 +81,7 @@ def cam_scores(model, val, scales, k: int) -> dict:
 
 def tags_only_scores(train, val, k: int) -> dict:
     """Each val image painted with the one of its tags that covers most training pixels."""
-    counts = np.zeros(k + 1)
-    for i in range(len(train)):
-        m = train[i]["mask"]
-        counts += np.bincount(m[m != 255].ravel(), minlength=k + 1)[:k + 1]
+    counts = pixel_frequency(train, k + 1)
     meters = {"all": ConfusionMeter(k + 1), "two_tags": ConfusionMeter(k + 1)}
     for i in range(len(val)):
         s = val[i]

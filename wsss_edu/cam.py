@@ -53,13 +53,9 @@ class _ResNet50Features(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from torchvision.models import resnet50
+        from .pretrained import torchvision_classifier
 
-        from .pretrained import load_imagenet
-
-        net = resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
-        if weights == "imagenet":
-            load_imagenet(net, "resnet50")
+        net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1,
                                   net.layer2, net.layer3, net.layer4)
         self.out_channels = 2048
@@ -77,13 +73,9 @@ class _VGG16Features(nn.Module):
 
     def __init__(self, weights: str | None = None, extra: int = 4, extra_channels: int = 512):
         super().__init__()
-        from torchvision.models import vgg16
+        from .pretrained import torchvision_classifier
 
-        from .pretrained import load_imagenet
-
-        net = vgg16(weights=None)
-        if weights == "imagenet":
-            load_imagenet(net, "vgg16")
+        net = torchvision_classifier("vgg16", weights)
         self.pretrained = net.features[:-1]
         layers, c_in = [], 512
         for _ in range(extra):
@@ -104,13 +96,9 @@ class _MobileNetV2Features(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from torchvision.models import mobilenet_v2
+        from .pretrained import torchvision_classifier
 
-        from .pretrained import load_imagenet
-
-        net = mobilenet_v2(weights=None)
-        if weights == "imagenet":
-            load_imagenet(net, "mobilenet_v2")
+        net = torchvision_classifier("mobilenet_v2", weights)
         self.body = net.features
         for k, block in enumerate(self.body[14:18]):   # the 160- and 320-channel blocks
             depthwise = block.conv[1][0]

@@ -321,13 +321,9 @@ def backbone_stages(source, weights: str | None = None) -> list:
         if source != "resnet50":
             raise ValueError(f"backbone {source!r} is not valid; choose 'resnet50' or a trained "
                              "small CAMClassifier")
-        from torchvision.models import resnet50
+        from .pretrained import torchvision_classifier
 
-        from .pretrained import load_imagenet
-
-        net = resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
-        if weights == "imagenet":
-            load_imagenet(net, "resnet50")
+        net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
         return [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
                 net.layer2, net.layer3, net.layer4]
     body = source.backbone

@@ -109,13 +109,9 @@ class _ResNet50Encoder(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from torchvision.models import resnet50
+        from .pretrained import torchvision_classifier
 
-        from .pretrained import load_imagenet
-
-        net = resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
-        if weights == "imagenet":
-            load_imagenet(net, "resnet50")
+        net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.rest = nn.Sequential(net.layer2, net.layer3, net.layer4)
         self.channels = (256, 2048)

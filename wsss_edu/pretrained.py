@@ -111,10 +111,19 @@ def imagenet_state_dict(arch: str, weights_file=None) -> tuple[dict, str]:
 def imagenet_classifier(arch: str, weights_file=None) -> nn.Module:
     """torchvision's ``arch`` ImageNet classifier with its pretrained weights
     (:func:`imagenet_state_dict`, checked by :func:`check_state_dict`), in eval mode."""
+    return torchvision_classifier(arch, "imagenet", weights_file).eval()
+
+
+def torchvision_classifier(arch: str, weights: str | None = None, weights_file=None, **kwargs) -> nn.Module:
+    """torchvision's ``arch`` classifier built with ``kwargs`` (e.g. a ResNet's
+    ``replace_stride_with_dilation``), from scratch (``weights=None``) or with its ImageNet
+    weights (``'imagenet'``: :func:`load_imagenet`). What the package's backbones are cut from."""
     from torchvision import models
 
     check_choice("arch", arch, ARCHITECTURES)
-    return load_imagenet(getattr(models, arch)(weights=None), arch, weights_file).eval()
+    check_choice("weights", weights, (None, "imagenet"))
+    net = getattr(models, arch)(weights=None, **kwargs)
+    return load_imagenet(net, arch, weights_file) if weights == "imagenet" else net
 
 
 def load_imagenet(net: nn.Module, arch: str, weights_file=None, drop: tuple = ()) -> nn.Module:

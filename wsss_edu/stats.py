@@ -74,3 +74,10 @@ def label_cost_hours(dataset, limit: int | None = None, box_protocol: str = "box
     c = LABEL_COST_SECONDS
     return {"tags": n_img * c["tags_per_image"] / 3600, "boxes": boxes * c[box_protocol] / 3600,
             "masks": n_img * c["masks_per_image"] / 3600}
+
+
+def mean_std(values) -> str:
+    """'mean ± std' of a list of scores (population std, three decimals), '–' for none: one row of
+    the tools' seed tables."""
+    v = np.asarray(values, float)
+    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) else "–"
