@@ -26,6 +26,15 @@ def shared_msrc_root() -> Path | None:
     return None
 
 
+def shared_weights_dir() -> Path | None:
+    """The folder holding an offline ``mobilenet_v2*.pth`` (``WSSS_WEIGHTS_DIR``, else the project's
+    ``../shared/weights``), or None when neither has one (the tests that need it skip)."""
+    for folder in (os.environ.get("WSSS_WEIGHTS_DIR"), Path(__file__).resolve().parents[2] / "shared" / "weights"):
+        if folder and list(Path(folder).glob("mobilenet_v2*.pth")):
+            return Path(folder)
+    return None
+
+
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 

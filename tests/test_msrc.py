@@ -215,15 +215,35 @@ def test_real_msrc_tags_match_the_datasets_own_tag_file():
     assert total == len(order) == 591
 
 
-def test_the_tags_notebooks_refuse_a_dataset_without_background_and_02_takes_it(tmp_path):
+def test_urn_and_rrm_notebooks_refuse_a_dataset_without_background_and_02_takes_it(tmp_path):
     from wsss_edu import label_uncertainty as lu
     from wsss_edu import params
 
     _write_mat_layout(tmp_path / "data", _class_maps())
-    s = params.setup("03_test", "msrc", str(tmp_path / "data"), str(tmp_path / "out"), verbose=False)
-    with pytest.raises(ParameterError, match="no background class"):
-        params.load_splits(s)
+    s = params.setup("06_test", "msrc", str(tmp_path / "data"), str(tmp_path / "out"), verbose=False)
+    with pytest.raises(ParameterError, match="no background class.*06_test.*Notebooks 02-05"):
+        params.require_background(s)
+    train, val = params.load_splits(s)           # notebooks 03-05 take it
+    assert not train.has_background and len(val)
+    params.require_background(params.setup("06_test", "toy", "", str(tmp_path / "out"), verbose=False))
     # paper 000's binary task picks the car: a background exists then
     a = lu.load_mixed_set("msrc", ["car"], 2, "train", n=50, size=16, data_root=str(tmp_path / "data"))
     assert a["image"].shape[1:3] == (16, 32) and set(np.unique(a["mask"])) <= {0, 1, 255}
     assert (a["target"][~a["pixel_perfect"]] <= 1).all()   # box targets: 0 or car
+
+
+def test_kept_samples_are_copies_and_do_not_travel_to_workers(tmp_path):
+    import pickle
+
+    _write_mat_layout(tmp_path / "data", _class_maps())
+    kept = D.get_dataset("msrc", tmp_path / "data", "train")
+    fresh = D.get_dataset("msrc", tmp_path / "data", "train", keep_in_memory=False)
+    a = kept[0]
+    a["image"][:] = 0                               # a caller's in-place change...
+    a["mask"][:] = 7
+    for s, t in ((kept[0], fresh[0]), (kept[1], fresh[1])):   # ...does not reach the kept sample
+        assert s.keys() == t.keys()
+        assert all(np.array_equal(s[k], t[k]) if isinstance(s[k], np.ndarray) else s[k] == t[k] for k in s)
+    assert len(kept._kept) == 2 and fresh._kept is None
+    clone = pickle.loads(pickle.dumps(kept))
+    assert clone._kept == {} and np.array_equal(clone[0]["mask"], fresh[0]["mask"])

@@ -11,9 +11,9 @@ from wsss_edu import pretrained as pt
 from wsss_edu.errors import DataFileError, ParameterError
 
 try:
-    from .fixtures_datasets import shared_msrc_root
+    from .fixtures_datasets import shared_msrc_root, shared_weights_dir as _shared_weights
 except ImportError:
-    from fixtures_datasets import shared_msrc_root
+    from fixtures_datasets import shared_msrc_root, shared_weights_dir as _shared_weights
 
 
 @pytest.fixture
@@ -92,13 +92,6 @@ def test_without_a_file_torchvision_is_asked_and_its_failure_explained(monkeypat
     monkeypatch.setattr(MobileNet_V2_Weights, "get_state_dict", offline)
     with pytest.raises(pt.WeightsUnavailableError, match=f"offline.*{pt.WEIGHTS_DIR_ENV}"):
         pt.imagenet_classifier("mobilenet_v2")
-
-
-def _shared_weights():
-    for folder in (os.environ.get(pt.WEIGHTS_DIR_ENV), Path(__file__).resolve().parents[2] / "shared" / "weights"):
-        if folder and list(Path(folder).glob("mobilenet_v2*.pth")):
-            return Path(folder)
-    return None
 
 
 @pytest.mark.skipif(_shared_weights() is None or shared_msrc_root() is None,

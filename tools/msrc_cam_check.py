@@ -43,6 +43,8 @@ def parse(argv=None):
     ap.add_argument("--lr-new", type=float, default=1e-2, help="Adam, the new classifier layer")
     ap.add_argument("--lr-scratch", type=float, default=1e-3, help="Adam, every layer of the scratch network")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 1.5])
+    ap.add_argument("--frozen-blocks", type=int, default=0,
+                    help="the pretrained MobileNetV2's first blocks kept as they are (ClassifierConfig.frozen_blocks)")
     ap.add_argument("--runs", default="imagenet,scratch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="msrc_cam_check.json")
@@ -110,7 +112,8 @@ def main(argv=None):
         cfg = C.ClassifierConfig(backbone="mobilenet_v2", weights="imagenet" if pretrained else None,
                                  epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, seed=a.seed,
                                  lr_pretrained=a.lr_pretrained if pretrained else a.lr_scratch,
-                                 lr_new=a.lr_new if pretrained else a.lr_scratch, freeze_bn=pretrained)
+                                 lr_new=a.lr_new if pretrained else a.lr_scratch, freeze_bn=pretrained,
+                                 frozen_blocks=a.frozen_blocks if pretrained else 0)
         t0 = time.time()
         model = C.train_step1(train, cfg)
         t_train = time.time() - t0

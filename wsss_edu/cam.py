@@ -148,6 +148,15 @@ class CAMClassifier(nn.Module):
                     m.eval()
         return self
 
+    def freeze_blocks(self, n: int) -> "CAMClassifier":
+        """Stop the gradient of the backbone's first ``n`` blocks (MobileNetV2's ``features``
+        modules: 4 ends at stride 4, 7 at stride 8, 14 at stride 16); returns self."""
+        if not isinstance(self.backbone, _MobileNetV2Features):
+            raise ParameterError("frozen_blocks applies to the mobilenet_v2 backbone only; use 0")
+        for p in self.backbone.body[:n].parameters():
+            p.requires_grad_(False)
+        return self
+
     def features(self, x):
         return self.backbone(x)
 
@@ -169,6 +178,7 @@ class CAMClassifier(nn.Module):
             old = list(self.backbone.parameters())
         ids = {id(p) for p in old}
         new = [p for p in self.parameters() if id(p) not in ids]
+        old = [p for p in old if p.requires_grad]        # frozen blocks stay out
         return [g for g in ({"params": old, "lr": lr_pretrained}, {"params": new, "lr": lr_new})
                 if g["params"]]
 
@@ -464,30 +474,35 @@ def _sample_name(dataset, i: int) -> str:
     return names[i] if names is not None else dataset[i]["name"]
 
 
-def crf_cam_labels(image: np.ndarray, cams: torch.Tensor, bg_threshold: float = 0.15,
+def crf_cam_labels(image: np.ndarray, cams: torch.Tensor, bg_threshold: float | None = 0.15,
                    gt_prob: float = 0.7, params="irn_labels") -> np.ndarray:
     """CAM pseudo-labels refined by a dense CRF on labels, as IRNet post-processes CAMs: the
     background-plane argmax (:func:`cams_to_labels`) over the background and the image's classes
     only (those with a non-zero map), then :func:`crf_label_map`. ``image`` (H, W, 3) uint8,
-    ``cams`` (K, H, W) normalised. Returns (H, W) int64 class ids 0..K."""
+    ``cams`` (K, H, W) normalised. ``bg_threshold=None`` (a dataset without a background class):
+    no plane, only the image's classes compete, in the argmax and in the CRF.
+    Returns (H, W) int64 class ids 0..K."""
     keys = torch.nonzero(cams.flatten(1).amax(1) > 0).flatten()
     if len(keys) == 0:
         return np.zeros(cams.shape[1:], np.int64)
     compact = cams_to_labels(cams[keys][None], bg_threshold)[0].numpy()
     ids = np.concatenate([[0], keys.numpy() + 1])
-    return crf_label_map(image, ids[compact], keys.numpy(), gt_prob, params)
+    return crf_label_map(image, ids[compact], keys.numpy(), gt_prob, params,
+                         background=bg_threshold is not None)
 
 
 def crf_label_map(image: np.ndarray, labels: np.ndarray, keys, gt_prob: float = 0.7,
-                  params="irn_labels") -> np.ndarray:
+                  params="irn_labels", background: bool = True) -> np.ndarray:
     """A label map (H, W) of class ids 0..K refined by a label CRF
     (:func:`wsss_edu.crf.crf_on_labels`) that lets only the background and the image's classes
-    ``keys`` (indices among the K foreground classes) compete. Returns (H, W) int64 class ids."""
+    ``keys`` (indices among the K foreground classes) compete; ``background=False`` (a dataset
+    without a background class): the image's classes only. Returns (H, W) int64 class ids."""
     from .crf import crf_on_labels
 
-    ids = np.concatenate([[0], np.asarray(keys, np.int64) + 1])
-    if len(ids) == 1:
-        return np.zeros(labels.shape, np.int64)
+    keys = np.asarray(keys, np.int64) + 1
+    ids = np.concatenate([[0], keys]) if background else keys
+    if len(ids) <= 1:
+        return np.full(labels.shape, ids[0] if len(ids) else 0, np.int64)
     lut = np.zeros(int(max(ids.max(), labels.max())) + 1, np.int64)
     lut[ids] = np.arange(len(ids))
     q = crf_on_labels(image, lut[labels], len(ids), gt_prob=gt_prob, params=params)
@@ -496,8 +511,9 @@ def crf_label_map(image: np.ndarray, labels: np.ndarray, keys, gt_prob: float = 
 
 def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: bool = True) -> list:
     """Confusion meters of the CAM pseudo-labels (:func:`cams_to_labels`) against each sample's
-    'mask' (255 ignored), one per background threshold, in one pass over the CAM folder.
-    ``dataset.num_classes`` counts the background. Returns [ConfusionMeter per threshold]."""
+    'mask' (255 ignored), one per background threshold (None: no plane, for a dataset without a
+    background class), in one pass over the CAM folder. ``dataset.num_classes`` counts the
+    background. Returns [ConfusionMeter per threshold]."""
     from tqdm.auto import tqdm
 
     from .metrics import ConfusionMeter
@@ -510,7 +526,10 @@ def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: 
         cams = load_cams(folder, s["name"], k - 1).numpy()
         peak, arg = cams.max(0), cams.argmax(0) + 1   # cams_to_labels for every threshold at once
         for m, t in zip(meters, thresholds):
-            m.update(s["mask"], np.where(peak > t, arg, 0))
+            if t is None:                             # no plane: the image's classes only
+                m.update(s["mask"], cams_to_labels(torch.from_numpy(cams)[None], None)[0].numpy())
+            else:
+                m.update(s["mask"], np.where(peak > t, arg, 0))
     return meters
 
 
@@ -546,6 +565,10 @@ class ClassifierConfig:
     """Keep every BatchNorm in eval mode while training (:meth:`CAMClassifier.train`): the
     pretrained statistics stay. Needed for the offline MobileNetV2 file, whose BN layers are
     fused to the identity: batch statistics would replace them."""
+    frozen_blocks: int = 0
+    """The backbone's first ``frozen_blocks`` blocks keep their weights (no gradient;
+    MobileNetV2 only, :meth:`CAMClassifier.freeze_blocks`): the early layers' edges and textures
+    need no tags, and a CPU trains the rest faster (measured on MSRC in notebook 03)."""
 
 
 def training_labels(labels, cfg: ClassifierConfig):
@@ -575,7 +598,10 @@ def tagged_view(dataset, cfg: ClassifierConfig):
 def make_classifier(num_classes: int, cfg: ClassifierConfig) -> CAMClassifier:
     """The classifier ``cfg`` describes (the small CNN takes ``width`` / ``depth``)."""
     kw = dict(width=cfg.width, depth=cfg.depth) if cfg.backbone == "small" else {}
-    return CAMClassifier(num_classes, cfg.backbone, cfg.weights, freeze_bn=cfg.freeze_bn, **kw)
+    model = CAMClassifier(num_classes, cfg.backbone, cfg.weights, freeze_bn=cfg.freeze_bn, **kw)
+    if cfg.frozen_blocks:
+        model.freeze_blocks(cfg.frozen_blocks)
+    return model
 
 
 def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, checkpoint=None,
@@ -673,9 +699,49 @@ def replace(cfg: ClassifierConfig, **changes) -> ClassifierConfig:
 # the full profile takes paper 001's strong augmentation (data.strong_augment); the quick profile
 # flips only — its small CNN learns from scratch in 10 epochs of 64-px scenes, where rotations and
 # blur cost more of the little signal than they add.
+# DROP_CLASS / BALANCE: paper 001's data handling (the toy world hides half the person tags);
+# CAM_SCALES: IRNet's; FROZEN_BLOCKS: ClassifierConfig.frozen_blocks.
 STEP1_PROFILE = dict(IMAGE_SIZE=(64, 320), N_TRAIN=(800, 5000), N_VAL=(200, 1000),
                      BACKBONE=("small", "resnet50"), EPOCHS=(10, 5), LR_NEW=(1e-2, 1e-3),
-                     CROP=(None, 512), AUGMENT=("flip", "strong"))
+                     CROP=(None, 512), AUGMENT=("flip", "strong"),
+                     DROP_CLASS=("person", "person"), BALANCE=(True, True),
+                     CAM_SCALES=((1.0, 0.5, 1.5, 2.0), (1.0, 0.5, 1.5, 2.0)), FROZEN_BLOCKS=(0, 0))
+# Where a real dataset's values differ: {dataset: {name: (quick, full)}} (params.for_dataset).
+# MSRC (591 photos of ~320x213, tags complete, no background class): nothing to drop, and
+# down-sampling to its rarest class would leave a few dozen images. Quick: an ImageNet MobileNetV2
+# whose first 7 blocks (to stride 8) stay as they are, 4 epochs of 160-px crops, CAMs at one
+# scale (and its mirror) — measured in notebook 03 (§2) and tools/msrc_cam_check.py; full: IRNet's ResNet-50.
+STEP1_DATASETS = {"msrc": dict(BACKBONE=("mobilenet_v2", "resnet50"), EPOCHS=(4, 20),
+                               CROP=(160, 320), DROP_CLASS=("", ""), BALANCE=(False, False),
+                               CAM_SCALES=((1.0,), (1.0, 0.5, 1.5, 2.0)), FROZEN_BLOCKS=(7, 0))}
+
+
+def step1_values(profile: str, dataset: str, **knobs) -> dict:
+    """Notebook 03's knobs resolved: each given value that is not None, else the profile's on
+    ``dataset`` (:data:`STEP1_PROFILE` with :data:`STEP1_DATASETS`'s values)."""
+    from . import params
+
+    return params.profile_values(profile, params.for_dataset(STEP1_PROFILE, STEP1_DATASETS, dataset),
+                                 **knobs)
+
+
+def classifier_config(v: dict, seed: int, weights="imagenet", drop_class: int | None = None) -> ClassifierConfig:
+    """Step 1's :class:`ClassifierConfig` from resolved knobs ``v`` (:func:`step1_values`).
+    A pretrained MobileNetV2 keeps its batch-norm statistics (``freeze_bn``); a network without
+    ImageNet weights has no pretrained part: every layer learns at ``LR_NEW``."""
+    weights = weights if v["BACKBONE"] != "small" else None
+    scratch = v["BACKBONE"] != "small" and weights is None     # an ImageNet architecture, random weights
+    return ClassifierConfig(backbone=v["BACKBONE"], weights=weights, epochs=v["EPOCHS"],
+                            lr_new=v["LR_NEW"],
+                            lr_pretrained=v["LR_NEW"] if scratch else ClassifierConfig.lr_pretrained,
+                            crop=v["CROP"], seed=seed, drop_class=drop_class, balance=v["BALANCE"],
+                            augment=v["AUGMENT"],
+                            freeze_bn=v["BACKBONE"] == "mobilenet_v2" and weights is not None,
+                            frozen_blocks=v["FROZEN_BLOCKS"])
+
+
+# The background thresholds θ of the CAM pseudo-labels that notebooks 03-05 choose from on val.
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 
 
 @dataclass
@@ -705,19 +771,39 @@ class Step1:
     def classes(self) -> list:
         return list(self.train.classes)
 
+    @property
+    def has_background(self) -> bool:
+        """Whether the dataset has a background class (VOC, the toy world) or labels every pixel
+        with one of its classes (MSRC): the later steps put a background plane in front of their
+        maps only in the first case (:attr:`wsss_edu.datasets.SegDataset.has_background`)."""
+        return bool(getattr(self.train, "has_background", True))
 
-def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool = True,
+    @property
+    def dropped_class(self) -> str:
+        """The name of the class whose tags step 1 removed (``DROP_CLASS`` resolved), or ''."""
+        return "" if self.cfg.drop_class is None else self.classes[self.cfg.drop_class + 1]
+
+    @property
+    def thresholds(self) -> list:
+        """The background thresholds θ a notebook chooses from on val: :data:`THRESHOLDS`, or
+        [None] (no plane) on a dataset without a background class."""
+        return list(THRESHOLDS) if self.has_background else [None]
+
+
+def step1(setup, DATASET: str = "toy", DROP_CLASS: str | None = None, BALANCE: bool | None = None,
           MISSING_RATE: float = 0.5, IMBALANCE: float = 4.0, WEIGHTS="imagenet", WORKERS: int = 0,
           progress: bool = True, **sizes) -> Step1:
     """Notebook 03's step 1 from its parameters (same names; ``sizes``: IMAGE_SIZE, N_TRAIN, N_VAL,
-    BACKBONE, EPOCHS, LR_NEW, CROP, None = the profile's default): the data, the classifier and
-    the CAMs of the training and validation images, from the cache when notebook 03 ran with
+    BACKBONE, EPOCHS, LR_NEW, CROP, CAM_SCALES, FROZEN_BLOCKS; these, DROP_CLASS and BALANCE:
+    None = the profile's default on the dataset, :func:`step1_values`): the data, the classifier
+    and the CAMs of the training and validation images, from the cache when notebook 03 ran with
     the same parameters, else computed (and cached). ``setup``: :func:`wsss_edu.params.setup`'s."""
     from . import params
     from .datasets import get_dataset
     from .errors import ParameterError
 
-    v = params.profile_values(setup.profile, STEP1_PROFILE, **sizes)
+    v = step1_values(setup.profile, DATASET, DROP_CLASS=DROP_CLASS, BALANCE=BALANCE, **sizes)
+    DROP_CLASS = v["DROP_CLASS"]
     if setup.dataset == "toy":
         knobs = dict(size=v["IMAGE_SIZE"], missing_label_rate=MISSING_RATE, imbalance=IMBALANCE)
         train, val = params.load_splits(setup, v["N_TRAIN"], v["N_VAL"], **knobs)
@@ -742,21 +828,20 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str = "person", BALANCE: bool
             raise ParameterError(f"DROP_CLASS={DROP_CLASS!r} is not a class of {DATASET}; choose "
                                  f"one of {classes[1:]} or '' to keep every tag")
         drop = classes.index(DROP_CLASS) - 1
-    cfg = ClassifierConfig(backbone=v["BACKBONE"], weights=WEIGHTS if v["BACKBONE"] != "small" else None,
-                           epochs=v["EPOCHS"], lr_new=v["LR_NEW"], crop=v["CROP"], seed=setup.seed,
-                           drop_class=drop, balance=BALANCE, augment=v["AUGMENT"])
+    cfg = classifier_config(v, setup.seed, WEIGHTS, drop)
     model = cached_step1(setup.output_dir, train, data_key, cfg, setup.device, WORKERS, progress)
     views = [tagged_view(d, cfg) for d in (train, val)]
     scored_view = tagged_view(scored, cfg) if scored is not train else views[0]
-    folder = cached_cams(setup.output_dir, model, views[0], data_key, cfg, device=setup.device,
+    scales = tuple(v["CAM_SCALES"])
+    folder = cached_cams(setup.output_dir, model, views[0], data_key, cfg, scales, device=setup.device,
                          progress=progress)
-    val_folder = cached_cams(setup.output_dir, model, views[1], val_key, cfg,
+    val_folder = cached_cams(setup.output_dir, model, views[1], val_key, cfg, scales,
                              device=setup.device, progress=progress)
     if test is None:   # no public test masks: report on val (the notebooks say so)
         test, test_view, test_folder, test_split = val, views[1], val_folder, "val"
     else:
         test_view = tagged_view(test, cfg)
-        test_folder = cached_cams(setup.output_dir, model, test_view, test_key, cfg,
+        test_folder = cached_cams(setup.output_dir, model, test_view, test_key, cfg, scales,
                                   device=setup.device, progress=progress)
     return Step1(train, val, scored, views[0], views[1], scored_view, data_key, cfg, model,
                  folder, val_folder, test, test_view, test_folder, test_split)

@@ -243,8 +243,8 @@ class Relabeled(torch.utils.data.Dataset):
     """A dataset seen through other image-level labels and/or a subset of its images: sample j is
     the dataset's sample ``indices[j]`` with 'labels' replaced by ``labels[indices[j]]``
     (``labels``: (N, K) for the whole dataset, None keeps them). For paper 001's dropped 'person'
-    labels and down-sampled classes without copying the images. Keeps ``num_classes``, ``classes``
-    and, where the dataset has them, ``names``."""
+    labels and down-sampled classes without copying the images. Keeps ``num_classes``, ``classes``,
+    ``has_background`` and, where the dataset has them, ``names``."""
 
     def __init__(self, dataset, labels=None, indices=None):
         self.dataset = dataset
@@ -254,6 +254,7 @@ class Relabeled(torch.utils.data.Dataset):
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, np.int64)
         self.num_classes = getattr(dataset, "num_classes", None)
         self.classes = getattr(dataset, "classes", None)
+        self.has_background = getattr(dataset, "has_background", True)
 
     @property
     def names(self):

@@ -122,19 +122,41 @@ def shifted(x: torch.Tensor, offsets, fill: float = 0.0) -> torch.Tensor:
 
 
 def relation_labels(image: np.ndarray, cams: torch.Tensor, fg_threshold: float = 0.30,
-                    bg_threshold: float = 0.05, crf_params="irn_labels") -> np.ndarray:
+                    bg_threshold: float | None = 0.05, crf_params="irn_labels") -> np.ndarray:
     """IRNet's inter-pixel relation labels from normalised CAMs (K, H, W) of one image: the
     background plane at ``fg_threshold`` + label CRF gives the confident foreground, the plane at
     ``bg_threshold`` + label CRF the confident background; pixels confident in neither are 255.
-    Returns (H, W) int64: 0 background, c + 1 for class c, 255 unsure."""
+    ``bg_threshold=None`` (a dataset without a background class):
+    :func:`relation_labels_without_background`. Returns (H, W) int64: 0 background, c + 1 for
+    class c, 255 unsure."""
     from .cam import crf_cam_labels
 
+    if bg_threshold is None:
+        return relation_labels_without_background(image, cams, fg_threshold, crf_params)
     fg = crf_cam_labels(image, cams, fg_threshold, params=crf_params)
     bg = crf_cam_labels(image, cams, bg_threshold, params=crf_params)
     out = np.where(fg == 0, IGNORE, fg)
     out[(bg == 0) & (fg == 0)] = 0      # background only where both say so (IRN's cam_to_ir_label
     #                                     as read; no golden data covers this step)
     return out.astype(np.int64)
+
+
+def relation_labels_without_background(image: np.ndarray, cams: torch.Tensor,
+                                       fg_threshold: float = 0.30, crf_params="irn_labels") -> np.ndarray:
+    """Relation labels for a dataset without a background class (MSRC: grass, sky, road are
+    classes; not in IRNet, which assumes VOC's background): each pixel takes the image's class
+    whose CAM is the largest there, refined by the label CRF among the image's classes only
+    (:func:`wsss_edu.cam.crf_cam_labels` with no plane); it is confident where that class's own
+    CAM reaches ``fg_threshold`` (the threshold IRNet's foreground plane uses), unsure (255)
+    elsewhere. With no background label, every training pair is a same-class positive or a
+    different-class negative (:func:`pair_label_masks`'s background set stays empty).
+    Returns (H, W) int64: c + 1 for class c, 255 unsure."""
+    from .cam import crf_cam_labels
+
+    lab = crf_cam_labels(image, cams, None, params=crf_params)
+    k = torch.as_tensor(lab - 1).clamp(min=0)
+    own = torch.gather(cams, 0, k[None].to(torch.long))[0].numpy()   # the winner's own CAM
+    return np.where((lab > 0) & (own >= fg_threshold), lab, IGNORE).astype(np.int64)
 
 
 def pair_label_masks(labels: torch.Tensor, offsets) -> tuple:
@@ -291,15 +313,18 @@ def walk_to_image(walked: torch.Tensor, size, stride: int = 4) -> torch.Tensor:
     return v / v.max().clamp(min=1e-12)
 
 
-def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float = 0.25, size=None,
+def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float | None = 0.25, size=None,
                    stride: int = 4) -> torch.Tensor:
     """Pseudo-labels from walked CAMs (K, h, w) as IRNet: the image's classes ``keys`` (indices
     into K) brought to the image ``size`` (:func:`walk_to_image`; ``size=None``: stay on the grid,
     divided by the global maximum), a background plane at ``bg_threshold`` in front, argmax.
-    Returns (H, W) int64 in 0..K (0 background, k + 1 for channel k)."""
+    ``bg_threshold=None`` (a dataset without a background class): no plane, the argmax over the
+    image's classes. Returns (H, W) int64 in 0..K (0 background, k + 1 for channel k)."""
     keys = torch.as_tensor(keys, dtype=torch.long)
     v = walked[keys]
     v = walk_to_image(v, size, stride) if size is not None else v / v.max().clamp(min=1e-12)
+    if bg_threshold is None:
+        return keys[v.argmax(0)] + 1
     lab = torch.cat([torch.full_like(v[:1], bg_threshold), v]).argmax(0)
     ids = torch.cat([torch.zeros(1, dtype=torch.long), keys + 1])
     return ids[lab]
@@ -313,9 +338,11 @@ def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float = 0.25, size=
 def backbone_stages(source, weights: str | None = None) -> list:
     """The frozen feature stages IRNet reads: a trained :class:`wsss_edu.cam.CAMClassifier` with
     the small backbone (its stages; the quick profile has no ImageNet network, so it reuses step 1's
-    classifier) or ``'resnet50'`` (torchvision's, output stride 16 as IRNet: conv1 + layer1
-    (stride 4), layer2, layer3, layer4 dilated)."""
-    from .cam import SmallBackbone
+    classifier) or the MobileNetV2 one (its blocks cut where the stride changes: 24 channels at
+    stride 4, 32 at 8, 96 at 16, then the dilated 160/320/1280-channel blocks, still 16), or
+    ``'resnet50'`` (torchvision's, output stride 16 as IRNet: conv1 + layer1 (stride 4), layer2,
+    layer3, layer4 dilated)."""
+    from .cam import SmallBackbone, _MobileNetV2Features
 
     if isinstance(source, str):
         if source != "resnet50":
@@ -327,8 +354,11 @@ def backbone_stages(source, weights: str | None = None) -> list:
         return [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
                 net.layer2, net.layer3, net.layer4]
     body = source.backbone
+    if isinstance(body, _MobileNetV2Features):
+        b = body.body
+        return [b[:4], b[4:7], b[7:14], b[14:]]
     if not isinstance(body, SmallBackbone):
-        raise ValueError("backbone_stages takes a small CAMClassifier or 'resnet50'")
+        raise ValueError("backbone_stages takes a small or MobileNetV2 CAMClassifier, or 'resnet50'")
     mods = list(body.body)
     return [nn.Sequential(*mods[i:i + 6]) for i in range(0, len(mods), 6)]
 
@@ -689,10 +719,10 @@ def walk_all(inputs, walk: WalkConfig, batch_size: int = 64, device=None):
         j = e
 
 
-def walk_labels(walked: torch.Tensor, keys, size, bg_threshold: float) -> np.ndarray:
+def walk_labels(walked: torch.Tensor, keys, size, bg_threshold: float | None) -> np.ndarray:
     """Pseudo-labels (H, W) int64 from one image's walked maps of its classes ``keys`` (class
-    indices among the K foreground classes): :func:`walk_to_labels`, all background when the image
-    has no class."""
+    indices among the K foreground classes): :func:`walk_to_labels` (``bg_threshold=None``: no
+    background plane), all 0 when the image has no class."""
     if len(keys) == 0:
         return np.zeros(size, np.int64)
     ids = np.concatenate([[0], np.asarray(keys) + 1])
@@ -714,7 +744,8 @@ def walk_confusions(dataset, indices, inputs, walk: WalkConfig, bg_thresholds=No
         g, s = inputs[j], dataset[indices[j]]
         for m, t in zip(meters, ts):
             lab = walk_labels(walked, g["keys"], g["size"], t)
-            m.update(s["mask"], crf_label_map(s["image"], lab, g["keys"].numpy()) if crf else lab)
+            m.update(s["mask"], crf_label_map(s["image"], lab, g["keys"].numpy(), background=t is not None)
+                     if crf else lab)
     return meters
 
 
@@ -732,6 +763,19 @@ def confident_images(model, dataset, confidence: float = 0.8, progress: bool = T
         raise ParameterError(f"no training image passes the confidence filter ({confidence}): lower "
                              "CONFIDENCE (0 keeps every image) or train step 1's classifier longer")
     return idx
+
+
+def cached_confident_images(output_dir, model, dataset, cam_folder, confidence: float = 0.8,
+                            progress: bool = True) -> np.ndarray:
+    """:func:`confident_images` of the classifier whose CAMs are in ``cam_folder`` (its name keys
+    the data and the classifier) from the artifact cache under ``output_dir``, or computed (a
+    forward pass over every training image) and stored."""
+    from .cache import cached
+
+    key = {"cams": Path(cam_folder).name, "confidence": confidence}
+    found = cached(output_dir, "confident_images", key,
+                   lambda: [int(i) for i in confident_images(model, dataset, confidence, progress)])
+    return np.asarray(found, np.int64)
 
 
 def step2_key(cam_folder, cfg: IRNetConfig, backbone: str, weights=None, **extra) -> dict:
@@ -852,6 +896,10 @@ def replace(cfg, **changes):
 # The walk settings searched on the validation split: {name: (quick, full)}; full = IRNet's only.
 WALK_GRID = dict(WALK_RADII=([2, 3, 5], [5]), WALK_EXP_TIMES=([1, 2, 4, 8], [8]),
                  WALK_BETAS=([4, 10], [10]), WALK_BG=([0.1, 0.2, 0.25, 0.3, 0.4, 0.5], [0.25]))
+# MSRC's photos give 80x54-cell grids (the toy world's: 16x16), walked by the pair route
+# (random_walk): 2^exp_times steps each; the quick grid stays small to fit a laptop's minutes.
+WALK_GRID_DATASETS = {"msrc": dict(WALK_RADII=([5], [5]), WALK_EXP_TIMES=([4, 6], [8]),
+                                   WALK_BETAS=([10], [10]))}
 
 
 def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas, bg_thresholds,
@@ -907,16 +955,32 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
 STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10),
                      IR_BATCH=(16, 32), IR_CROP=(None, 512), IR_MOMENTUM=(0.9, 1e-4),
                      IR_AUGMENT=("flip", "strong"), IR_COPY_SCALES=(None, (0.5, 1.0, 1.5, 2.0)))
+# Where a real dataset's values differ: {dataset: {name: (quick, full)}} (params.for_dataset).
+# MSRC's quick profile: IRNet's branches on step 1's frozen MobileNetV2 (ImageNet, fine-tuned on
+# the tags), random 224-px crops of its ~320x213 photos (rescaled 0.5-1.5).
+STEP2_DATASETS = {"msrc": dict(IR_EPOCHS=(3, 3), IR_BATCH=(8, 16), IR_CROP=(224, 320))}
+
+
+def step2_values(profile: str, dataset: str, **knobs) -> dict:
+    """Notebook 04's knobs resolved: each given value that is not None, else the profile's on
+    ``dataset`` (:data:`STEP2_PROFILE` and :data:`WALK_GRID`, with :data:`STEP2_DATASETS` and
+    :data:`WALK_GRID_DATASETS`'s values)."""
+    from . import params
+
+    table = (params.for_dataset(STEP2_PROFILE, STEP2_DATASETS, dataset)
+             | params.for_dataset(WALK_GRID, WALK_GRID_DATASETS, dataset))
+    return params.profile_values(profile, table, **knobs)
 
 
 def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float = 0.1,
-                 WEIGHTS="imagenet", IR_PATH: str = "thick", IR_SOURCES: str = "all", **knobs) -> tuple:
+                 WEIGHTS="imagenet", IR_PATH: str = "thick", IR_SOURCES: str = "all",
+                 dataset: str = "toy", **knobs) -> tuple:
     """Notebook 04's IRNet settings from its parameters (same names; ``knobs``: the
-    :data:`STEP2_PROFILE` names, None = the profile's value): (:class:`IRNetConfig`, backbone,
-    backbone weights) as :func:`step2` takes them. The displacement branch learns at 10 x IR_LR."""
-    from . import params
-
-    v = params.profile_values(profile, STEP2_PROFILE, **knobs)
+    :data:`STEP2_PROFILE` names, None = the profile's value on ``dataset``,
+    :data:`STEP2_DATASETS`): (:class:`IRNetConfig`, backbone, backbone weights) as :func:`step2`
+    takes them. The displacement branch learns at 10 x IR_LR. (On a dataset without a background
+    class, :func:`step2` sets ``bg_threshold=None``.)"""
+    v = step2_values(profile, dataset, **knobs)
     cfg = IRNetConfig(confidence=CONFIDENCE, radius=v["IR_RADIUS"], epochs=v["IR_EPOCHS"],
                       batch_size=v["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
                       momentum=v["IR_MOMENTUM"], crop=v["IR_CROP"], seed=seed, path=IR_PATH,
@@ -947,14 +1011,18 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
     from the cache when notebook 04 ran with the same parameters. ``workers``: DataLoader workers,
     and processes for the relation labels' CRFs. ``labels_bg``: the background threshold of the
     returned pseudo-labels (the chosen walk with that plane; None: the walk's own, chosen on val) —
-    notebooks 05-06 train step 3 on paper 001's 0.3."""
-    from . import params
-
+    notebooks 05-06 train step 3 on paper 001's 0.3. On a dataset without a background class
+    (``st.has_background`` False) nothing has a background plane: ``cfg.bg_threshold`` and
+    ``WALK_BG`` become None (:func:`relation_labels_without_background`) and ``labels_bg`` does
+    not apply."""
     check = ("classifier", "resnet50")
     if backbone not in check:
         raise ValueError(f"backbone {backbone!r} is not valid; choose one of {check}")
-    g = params.profile_values(setup.profile, WALK_GRID, **(walk_grid or {}))
-    confident = confident_images(st.model, st.train_view, cfg.confidence, progress)
+    g = {k: v for k, v in step2_values(setup.profile, setup.dataset, **(walk_grid or {})).items()
+         if k in WALK_GRID}
+    if not st.has_background:     # no background plane: not in the relation labels, the walk, the labels
+        cfg, g, labels_bg = replace(cfg, bg_threshold=None), g | {"WALK_BG": [None]}, None
+    confident = cached_confident_images(setup.output_dir, st.model, st.train_view, st.folder, cfg.confidence, progress)
     rel = cached_relation_labels(setup.output_dir, st.train_view, st.folder, confident, cfg, progress,
                                  processes=max(1, workers))
     stages = backbone_stages(st.model if backbone == "classifier" else "resnet50", weights)

@@ -115,14 +115,23 @@ def load_splits(s: Setup, n_train=None, n_val=None, **toy_knobs):
     if s.dataset == "toy":
         return (get_dataset("toy", split=tr, n=n_train, seed=s.seed, **toy_knobs),
                 get_dataset("toy", split=va, n=n_val, seed=s.seed, **toy_knobs))
-    train = get_dataset(s.dataset, s.data_root, split=tr)
-    if not train.has_background:
+    return (get_dataset(s.dataset, s.data_root, split=tr),
+            get_dataset(s.dataset, s.data_root, split=va))
+
+
+def require_background(s: Setup) -> None:
+    """Raise a :class:`ParameterError` when ``s.dataset`` has no background class
+    (``has_background`` False, e.g. MSRC) in a notebook whose method needs one: URN's background
+    channel and RRM's background rule do not handle it yet (notebooks 02-05 do)."""
+    from .datasets import get_dataset
+
+    if s.dataset == "toy":
+        return
+    if not get_dataset(s.dataset, s.data_root, split=DEFAULT_SPLITS[s.dataset][0]).has_background:
         raise ParameterError(
-            f"DATASET={s.dataset!r} has no background class (every pixel is one of its classes), and "
-            "the tags notebooks' steps (the CAM background plane, IRNet's relation labels, URN's "
-            "background channel, RRM's background rule) assume one: they do not run on it yet. "
-            "Notebooks 02 and 02b do (binary car; car + person).")
-    return train, get_dataset(s.dataset, s.data_root, split=va)
+            f"DATASET={s.dataset!r} has no background class (every pixel is one of its classes); "
+            f"notebook {s.notebook} assumes one (URN's background channel, RRM's background rule) "
+            "and does not run on it yet. Notebooks 02-05 do: run the three-step pipeline there.")
 
 
 # The split each dataset's final numbers are reported on when settings were chosen on val: one with
@@ -142,6 +151,13 @@ def load_test(s: Setup, n_test=None, **toy_knobs):
     if s.dataset == "toy":
         return get_dataset("toy", split=split, n=n_test, seed=s.seed, **toy_knobs), split
     return get_dataset(s.dataset, s.data_root, split=split), split
+
+
+def for_dataset(defaults: dict, overrides: dict, dataset: str) -> dict:
+    """A profile table ({name: (quick, full)}) with ``dataset``'s own values where it has some:
+    ``defaults`` updated by ``overrides.get(dataset, {})`` (a real dataset's image sizes and
+    backbones differ from the toy world's)."""
+    return {**defaults, **overrides.get(dataset, {})}
 
 
 def profile_values(profile: str, defaults: dict, **given) -> dict:

@@ -540,6 +540,7 @@ class ToyDataset:
 
     classes = list(CLASSES)
     num_classes = len(CLASSES)
+    has_background = True      # the sea and sky behind the objects are class 0
 
     def __init__(self, split: str = "train", n: int | None = None, seed: int = 0,
                  transform=None, cache: bool = True, **knobs):

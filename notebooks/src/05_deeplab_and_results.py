@@ -18,7 +18,7 @@
 # TTA on/off, IRNet's background threshold 0.3 vs 0.5, and the dropped class.
 
 # %% tags=["parameters"]
-DATASET = "toy"        # toy | voc (pseudo-labels on train_aug, DeepLab scored on val)
+DATASET = "toy"        # toy | msrc (real photos, no background class) | voc (pseudo-labels on train_aug, DeepLab scored on val)
 DATA_ROOT = ""
 OUTPUT_DIR = ""
 PROFILE = "quick"
@@ -26,8 +26,8 @@ DEVICE = "auto"
 SEED = 0
 WORKERS = 0
 # Steps 1-2, as notebooks 03-04 ran them (the same values find their cached results):
-DROP_CLASS = "person"
-BALANCE = True
+DROP_CLASS = None      # (None: the dataset's, notebook 03)
+BALANCE = None
 MISSING_RATE = 0.5
 IMBALANCE = 4.0
 IMAGE_SIZE = None
@@ -37,6 +37,8 @@ BACKBONE = None
 EPOCHS = None
 LR_NEW = None
 CROP = None
+CAM_SCALES = None
+FROZEN_BLOCKS = None
 WEIGHTS = "imagenet"
 CONFIDENCE = 0.8
 IR_BACKBONE = None     # (classifier | resnet50)
@@ -52,16 +54,17 @@ WALK_RADII = None      # the walk grid of notebook 04 (None: the profile's)
 WALK_EXP_TIMES = None
 WALK_BETAS = None
 WALK_BG = None
-STEP3_BG = 0.3         # IRNet background threshold of step 3's training labels (paper 001: 0.3; None: the walk's, chosen on val)
+STEP3_BG = 0.3         # IRNet background threshold of step 3's training labels (paper 001: 0.3; None: the walk's, chosen on val; no plane without a background class)
 # Step 3 (None = the profile's default, quick | full):
-SEG_BACKBONE = None    # DeepLabv3+ encoder (small | resnet50)
-SEG_EPOCHS = None      # (10 | 30)
-SEG_OPTIMIZER = None   # (adam | sgd): the paper's SGD suits a pretrained encoder, Adam the small one from scratch
-SEG_LR = None          # (2e-3 | 1e-3)
-SEG_CROP = None        # random rescale + crop (None: whole images, flipped | 512)
+SEG_BACKBONE = None    # DeepLabv3+ encoder (small | resnet50; msrc: mobilenet_v2 | resnet50)
+SEG_EPOCHS = None      # (10 | 30; msrc: 4 | 30)
+SEG_OPTIMIZER = None   # (adam | sgd; msrc: sgd): the paper's SGD suits a pretrained encoder, Adam the small one from scratch
+SEG_LR = None          # (2e-3 | 1e-3; msrc: 1e-3)
+SEG_CROP = None        # random rescale + crop (None: whole images, flipped | 512; msrc: 160 | 320)
 SEG_SCALE = (0.5, 2.0) # the rescale range of training when SEG_CROP is set (DeepLab's usual 0.5-2)
-TTA_SCALES = (0.5, 1.0, 2.0)
-SEEDS = 2              # networks trained on the main pseudo-labels (mean ± spread)
+SEG_FROZEN_BLOCKS = None  # a MobileNetV2 encoder's first blocks kept as ImageNet's (0; msrc: 7 | 0)
+TTA_SCALES = None      # test-time scales, each with its flip ((0.5, 1.0, 2.0), the paper's; msrc quick: (1.0,), the flip only)
+SEEDS = None           # networks trained on the main pseudo-labels, mean ± spread (2; msrc quick: 1)
 TABLE3 = True          # train the extra networks of the Table 3 analogue (one seed each)
 
 # %%
@@ -75,10 +78,13 @@ from wsss_edu.models import tta_probs
 
 S = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
 IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
-    PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
+    PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
     IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM)
-SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
-                          SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP)
+SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+                          SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
+                          SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
+V3 = pseudo.step3_values(PROFILE, DATASET, TTA_SCALES=TTA_SCALES, SEEDS=SEEDS)
+TTA_SCALES, SEEDS = tuple(V3["TTA_SCALES"]), V3["SEEDS"]
 print(IRCFG, IR_BACKBONE, "\n", SEG)
 
 # %% [markdown]
@@ -92,9 +98,10 @@ print(IRCFG, IR_BACKBONE, "\n", SEG)
 
 # %%
 STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
-             LR_NEW=LR_NEW, CROP=CROP)
+             LR_NEW=LR_NEW, CROP=CROP, CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
 
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+DROP_CLASS = ST.dropped_class     # None resolved: the dataset's default ('' on MSRC)
 GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
 IR = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS, labels_bg=STEP3_BG)
 CLASSES = ST.classes
@@ -111,7 +118,7 @@ print(f"chosen on val: the CAM threshold and the walk; reported on {ST.test_spli
 # the split that chose a setting is biased upwards.
 
 # %%
-THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6]
+THRESHOLDS = ST.thresholds        # [None] without a background class
 val_curve = [m.miou for m in cam.cam_confusions(ST.val_view, ST.val_folder, THRESHOLDS, progress=False)]
 CAM_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
 miou_cam = cam.cam_confusions(ST.scored_view, ST.folder, [CAM_THRESHOLD], progress=False)[0].miou
@@ -140,6 +147,18 @@ print(f"miou_cam {miou_cam:.3f}   miou_irnet {miou_irnet:.3f}")
 # 0.50 with Adam).
 # The quick profile augments with flips only; the full profile rescales (0.5-2), crops 512 px and
 # flips.
+#
+# **On real photos** (`DATASET = "msrc"`) the encoder is the ImageNet MobileNetV2 of step 1
+# (`models.DeepLabV3Plus(backbone="mobilenet_v2")`: output stride 16, ASPP rates 6/12/18, its
+# batch norms and first 7 blocks kept as they are), trained with the paper's SGD at $10^{-3}$
+# (new layers at 10×) for 4 epochs of random 160-px crops rescaled 0.5-2 — about a minute per
+# network on 2 cores. Measured on MSRC's test split (one seed, the same pseudo-labels): at
+# $10^{-2}$ the network scored 0.23 after 4 epochs and 0.19 after 6 (too large a step for a
+# pretrained encoder); at the paper's $10^{-3}$, 0.40 (3 epochs: 0.37); Adam at $3\cdot 10^{-4}$,
+# 0.39; the first 14 blocks frozen instead of 7, 0.40 in the same time; 64 channels in ASPP and
+# the decoder instead of 128, 0.30. TTA on MSRC's quick profile is the flip alone (`TTA_SCALES`:
+# a 640×426 view costs four times a plain one, and the half-size view scored 0.36 against the
+# plain view's 0.40).
 
 # %%
 def step3(folder, seed=S.seed):
@@ -159,8 +178,9 @@ print(SEG)
 # 0.5, 1 and 2 (`models.tta_probs`): six forward passes, each resized back to the image.
 
 # %%
-plain = np.array([pseudo.evaluate(n, TEST).miou for n in nets])
-tta = np.array([pseudo.evaluate(n, TEST, tta=True, scales=TTA_SCALES).miou for n in nets])
+views = [pseudo.evaluate_views(n, TEST, TTA_SCALES) for n in nets]   # plain, each scale, TTA: one pass per network
+plain = np.array([v["plain"].miou for v in views])
+tta = np.array([v["tta"].miou for v in views])
 miou_deeplab, miou_deeplab_tta = plain.mean(), tta.mean()
 print(f"{ST.test_split} mIoU over {SEEDS} seeds: DeepLabv3+ {miou_deeplab:.3f} ± {plain.std():.3f}, "
       f"with TTA {miou_deeplab_tta:.3f} ± {tta.std():.3f}")
@@ -169,8 +189,7 @@ print(f"{ST.test_split} mIoU over {SEEDS} seeds: DeepLabv3+ {miou_deeplab:.3f} �
 # Which augmentations help? Each scale alone (with its flip) and the paper's average:
 
 # %%
-per_scale = {s: np.mean([pseudo.evaluate(n, TEST, tta=True, scales=(s,), progress=False).miou for n in nets])
-             for s in TTA_SCALES}
+per_scale = {s: np.mean([v[s].miou for v in views]) for s in TTA_SCALES}
 fig, ax = plt.subplots(figsize=(5, 2.6))
 names = [f"scale {s} + flip" for s in per_scale] + ["no TTA", "TTA (average)"]
 ax.barh(names, list(per_scale.values()) + [miou_deeplab, miou_deeplab_tta], color=["C0"] * len(per_scale) + ["C7", "C2"])
@@ -184,12 +203,22 @@ plt.show(); plt.close(fig)
 # IRNet report them); step 3 is a network, scored on the test split no choice has seen. The
 # network is also scored on the training split: paper 001's Table 2 is all on one split, and
 # that is the like-for-like chain (the one asserted below).
+#
+# The last row is a diagnostic, not a result. The pseudo-labels of steps 1-2 only ever choose
+# among the image's own tags (the CAMs of the other classes are zero); the network chooses among
+# every class, as it must on a test image without tags. Its argmax restricted to each image's tags
+# (`pseudo.evaluate(..., within_tags=True)`) says how much of the gap between the network and its
+# labels is the tags' knowledge rather than the network's.
 
 # %%
-miou_deeplab_train = np.mean([pseudo.evaluate(n, ST.scored_view, progress=False).miou for n in nets])
+train_views = [pseudo.evaluate_views(n, ST.scored_view, (1.0,), flip=False, within_tags=True, progress=False)
+               for n in nets]   # plain, and a diagnostic: the argmax among each image's tags (§4's text)
+miou_deeplab_train = np.mean([v["plain"].miou for v in train_views])
+miou_deeplab_train_within_tags = np.mean([v["plain_within_tags"].miou for v in train_views])
 table2 = {"1. CAM (train)": miou_cam, "2. IRNet (train)": miou_irnet,
           "3. DeepLabv3+ (train)": miou_deeplab_train, f"3. DeepLabv3+ ({ST.test_split})": plain,
-          f"3. DeepLabv3+ + TTA ({ST.test_split})": tta}
+          f"3. DeepLabv3+ + TTA ({ST.test_split})": tta,
+          "(3. DeepLabv3+ within each image's tags, train)": miou_deeplab_train_within_tags}
 viz.bar_table({k: np.atleast_1d(v) for k, v in table2.items()}, "mIoU", row_header="step (split)")
 
 # %%
@@ -215,12 +244,12 @@ plt.show(); plt.close()
 # %%
 table3 = {}
 if TABLE3:
-    for bg in tqdm((0.3, 0.5), desc="Table 3: IRNet thresholds"):
+    for bg in tqdm((0.3, 0.5) if ST.has_background else (), desc="Table 3: IRNet thresholds"):
         f = irnet.cached_pseudo_labels(S.output_dir, IR.net, ST.train_view, ST.folder, IR.key,
                                        irnet.replace(IR.walk, bg_threshold=bg), device=S.device, progress=False)
         m = nets[0] if f == IR.folder else step3(f)
-        table3[(bg, False, False)] = pseudo.evaluate(m, TEST, progress=False).miou
-        table3[(bg, True, False)] = pseudo.evaluate(m, TEST, tta=True, scales=TTA_SCALES, progress=False).miou
+        v = views[0] if f == IR.folder else pseudo.evaluate_views(m, TEST, TTA_SCALES, progress=False)
+        table3[(bg, False, False)], table3[(bg, True, False)] = v["plain"].miou, v["tta"].miou
     if DROP_CLASS:
         w = IR.walk        # notebook 04's: its walk, background 0.3
         st_all = cam.step1(S, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
@@ -242,7 +271,8 @@ if table3:
 metrics = {"miou_deeplab": miou_deeplab,   # on ST.test_split; miou_cam, miou_irnet: notebooks 03-04's keys (04's at the val-chosen threshold)
            "miou_irnet_step3_labels": miou_irnet,   # the labels step 3 trains on (background STEP3_BG)
            "miou_deeplab_tta": miou_deeplab_tta, "miou_deeplab_train": miou_deeplab_train,
-           "miou_deeplab_std": plain.std(), "miou_deeplab_tta_std": tta.std()}
+           "miou_deeplab_std": plain.std(), "miou_deeplab_tta_std": tta.std(),
+           "miou_deeplab_train_within_tags": miou_deeplab_train_within_tags}
 metrics |= {f"miou_deeplab_scale_{s}": v for s, v in per_scale.items()}
 metrics |= {f"miou_table3_bg{int(bg * 100):02d}_tta{int(t)}_{'kept' if p else 'dropped'}": v
             for (bg, t, p), v in table3.items()}
@@ -294,6 +324,36 @@ print({k: round(v, 3) for k, v in metrics.items()}, f"(miou_cam {miou_cam:.3f}, 
 #   tags made the network worse (0.33 vs 0.48 with TTA), the reason the paper drops them — one
 #   seed per row.
 #
+# **On MSRC** (real photos, `DATASET = "msrc"`, quick defaults; one network, two agreed to 0.001):
+# CAM 0.501 → IRNet 0.521 on the training images, but DeepLabv3+ trained on IRNet's labels scores
+# 0.418 on those same images and 0.400 on test. Step 3 does *not* beat its own labels here: the
+# last step of Table 2 does not reproduce at this budget, and nothing about it is asserted. Why,
+# measured: (1) the labels know each image's tags and the network does not — restricted to the
+# tags it scores 0.458 on train (§4's diagnostic row); (2) the network is undertrained — on 60
+# training photos (exercise 2) it reproduces only 94 % of the right labels (99.5 % on the toy
+# world) while correcting 29 % of the wrong ones: four epochs of 160-px crops, about a minute on
+# 2 cores, are few for 21 classes of real photos (3 epochs gave 0.37, 4 give 0.40; §2). The full
+# profile (30 epochs, a ResNet-50, 320-px crops) is the paper's setting. TTA by the flip: 0.400 →
+# 0.403.
+#
+# **Each step on the toy world, on real photos and in the paper** (quick defaults; the toy world
+# and MSRC from this notebook and notebooks 03-04 run with `DATASET = "toy"` / `"msrc"`; the
+# paper's numbers are on LID's validation split with its own networks, so only the direction of
+# each step compares):
+#
+# | step | toy world | MSRC (real photos) | paper 001, Table 2 |
+# | --- | ---: | ---: | ---: |
+# | 1. CAM, train | 0.413 | 0.501 | — |
+# | 1. CAM + CRF, train | 0.527 | 0.546 | 31.06 |
+# | 2. IRNet walk, train | 0.488 | 0.521 | 31.87 |
+# | 3. DeepLabv3+, train (like for like) | 0.522 | 0.418 | — |
+# | 3. DeepLabv3+, test | 0.538 ± 0.010 | 0.400 | — |
+# | 3. DeepLabv3+ + TTA, test | 0.441 (paper's scales) | 0.403 (flip) | 39.64 |
+#
+# Steps 1 → 2 hold on both; step 3 holds on the toy world and not on MSRC at a laptop's budget
+# (above). The toy world's step-2 row is the walk at its val-chosen threshold; step 3 trains on
+# the 0.3 labels (0.458).
+#
 # Checked at the quick defaults: the Table 2 chain like for like — all three on the training
 # images, as the paper's table — and the step 3 network on the held-out test split above its own
 # training labels; and the evidence for the TTA explanation — each rescaled view alone is worse
@@ -336,7 +396,8 @@ if DATASET == "toy" and S.quick:
 
 # %% tags=["exercise"]
 import torch.nn.functional as F
-x_val = images_to_tensor(np.stack([ST.val[i]["image"] for i in range(min(8, len(ST.val)))])).to(S.device)
+same = [i for i in range(len(ST.val)) if ST.val[i]["image"].shape == ST.val[0]["image"].shape][:8]   # one size, stacked
+x_val = images_to_tensor(np.stack([ST.val[i]["image"] for i in same])).to(S.device)
 
 @torch.no_grad()
 def my_tta(model, images, scales):
@@ -363,7 +424,7 @@ for sc in (TTA_SCALES, (1.0,)):
 # ### Exercise 2 — Does the network learn the labels' errors?
 #
 # The introduction argues that a network can beat its pseudo-labels because their errors are not
-# consistent from image to image. Test it on the first 300 training images with the network `net`
+# consistent from image to image. Test it on the first 300 training images (60 on real photos) with the network `net`
 # and its training labels (IRNet's, `IR.folder`): over the pixels with a known true class, define
 # `label_acc`, the share where the pseudo-label is right; `fit_right`, the share of those
 # right-label pixels where the network predicts the pseudo-label; `fit_wrong`, the same share
@@ -373,7 +434,7 @@ for sc in (TTA_SCALES, (1.0,)):
 # %% tags=["exercise"]
 from wsss_edu.data import Relabeled
 from wsss_edu.io import read_mask
-idx300 = range(min(300, len(ST.train_view)))
+idx300 = range(min(300 if DATASET == "toy" else 60, len(ST.train_view)))   # 60 photos: the same question, less time
 ### BEGIN SOLUTION
 n = np.zeros(5)        # right labels, right labels fitted, wrong labels, wrong labels fitted, wrong labels fixed
 for i in idx300:
@@ -416,22 +477,25 @@ if DATASET == "toy" and S.quick:
 # matrix of `pseudo.evaluate` has rows = truth and columns = prediction).
 
 # %% tags=["exercise"]
-### BEGIN SOLUTION
-meters = {s: pseudo.evaluate(net, ST.val, tta=True, scales=(s,), progress=False) for s in TTA_SCALES}
-fg_share = {s: m.cm[:, 1:].sum() / m.cm.sum() for s, m in meters.items()}
-fg_truth = next(iter(meters.values())).cm[1:].sum() / next(iter(meters.values())).cm.sum()
-print({s: round(v, 4) for s, v in fg_share.items()}, f"truth {fg_truth:.4f}")
-# At the quick defaults: scale 1 about 0.04 (truth 0.065: the network under-segments, as its
-# IRNet labels do), scale 0.5 and scale 2 about 0.015 each. At half size objects of a few pixels
-# fall below what a 4x4 feature map resolves and become background; at double size the objects
-# are larger than anything seen in training and the network no longer recognises them. The
-# average of the six maps inherits this pull towards the background.
-### END SOLUTION
-assert set(fg_share) == set(TTA_SCALES) and 0 < fg_truth < 1
-val_masks = [ST.val[i]["mask"] for i in range(len(ST.val))]
-assert np.isclose(fg_truth, sum(((m > 0) & (m != 255)).sum() for m in val_masks) / sum((m != 255).sum() for m in val_masks))
-if DATASET == "toy" and S.quick:
-    assert fg_share[0.5] < fg_share[1.0] and fg_share[2.0] < fg_share[1.0], fg_share
+if ST.has_background:   # 'foreground' is 'not background': MSRC has no background class
+    ### BEGIN SOLUTION
+    meters = {s: pseudo.evaluate(net, ST.val, tta=True, scales=(s,), progress=False) for s in TTA_SCALES}
+    fg_share = {s: m.cm[:, 1:].sum() / m.cm.sum() for s, m in meters.items()}
+    fg_truth = next(iter(meters.values())).cm[1:].sum() / next(iter(meters.values())).cm.sum()
+    print({s: round(v, 4) for s, v in fg_share.items()}, f"truth {fg_truth:.4f}")
+    # At the quick defaults: scale 1 about 0.04 (truth 0.065: the network under-segments, as its
+    # IRNet labels do), scale 0.5 and scale 2 about 0.015 each. At half size objects of a few pixels
+    # fall below what a 4x4 feature map resolves and become background; at double size the objects
+    # are larger than anything seen in training and the network no longer recognises them. The
+    # average of the six maps inherits this pull towards the background.
+    ### END SOLUTION
+    assert set(fg_share) == set(TTA_SCALES) and 0 < fg_truth < 1
+    val_masks = [ST.val[i]["mask"] for i in range(len(ST.val))]
+    assert np.isclose(fg_truth, sum(((m > 0) & (m != 255)).sum() for m in val_masks) / sum((m != 255).sum() for m in val_masks))
+    if DATASET == "toy" and S.quick:
+        assert fg_share[0.5] < fg_share[1.0] and fg_share[2.0] < fg_share[1.0], fg_share
+else:
+    print(f"{DATASET} has no background class: no foreground share to measure (run this exercise on the toy world)")
 
 # %% [markdown]
 # ### Exercise 4 — IRNet's background threshold, pixel by pixel
@@ -448,28 +512,31 @@ if DATASET == "toy" and S.quick:
 idx_pl = range(min(1000, len(ST.train_view)))          # every toy image; the first 1000 of a real set
 true_masks = [ST.train_view[i]["mask"] for i in idx_pl]
 fg_train_truth = sum(((m > 0) & (m != 255)).sum() for m in true_masks) / sum((m != 255).sum() for m in true_masks)
-### BEGIN SOLUTION
-folders = {bg: irnet.cached_pseudo_labels(S.output_dir, IR.net, ST.train_view, ST.folder, IR.key,
-                                          irnet.replace(IR.walk, bg_threshold=bg), device=S.device, progress=False)
-           for bg in (0.3, 0.5)}
-fg_count, known_count, nested = {0.3: 0, 0.5: 0}, 0, True
-for i in idx_pl:
-    s = ST.train_view[i]
-    known = s["mask"] != 255
-    pls = {bg: read_mask(f / f"{s['name']}.png") for bg, f in folders.items()}
-    for bg, pl in pls.items():
-        fg_count[bg] += ((pl > 0) & known).sum()
-    known_count += known.sum()
-    nested &= bool(((pls[0.5] == 0) | (pls[0.5] == pls[0.3])).all())
-fg_pl = {bg: c / known_count for bg, c in fg_count.items()}
-print({bg: round(v, 4) for bg, v in fg_pl.items()}, f"truth {fg_train_truth:.4f}")
-# A lower background plane can only hand more pixels to the classes (the walked maps are the
-# same; only the plane in the argmax moves), so the labels are nested. At 0.5 the pseudo-labels
-# call far less foreground than there is: a network trained on them learns to under-segment,
-# the lower threshold's labels are closer to the truth -- Table 3's better row.
-### END SOLUTION
-for bg in (0.3, 0.5):       # the same shares from the confusion matrices (rows: truth, columns: pseudo-label)
-    cm_bg = irnet.pseudo_label_confusion(ST.train_view, irnet.pseudo_label_folder(
-        S.output_dir, IR.key, irnet.replace(IR.walk, bg_threshold=bg)), indices=idx_pl).cm
-    assert np.isclose(fg_pl[bg], cm_bg[:, 1:].sum() / cm_bg.sum()), (bg, fg_pl[bg])
-assert nested and fg_pl[0.3] >= fg_pl[0.5]
+if ST.has_background:   # MSRC has no background threshold to compare
+    ### BEGIN SOLUTION
+    folders = {bg: irnet.cached_pseudo_labels(S.output_dir, IR.net, ST.train_view, ST.folder, IR.key,
+                                              irnet.replace(IR.walk, bg_threshold=bg), device=S.device, progress=False)
+               for bg in (0.3, 0.5)}
+    fg_count, known_count, nested = {0.3: 0, 0.5: 0}, 0, True
+    for i in idx_pl:
+        s = ST.train_view[i]
+        known = s["mask"] != 255
+        pls = {bg: read_mask(f / f"{s['name']}.png") for bg, f in folders.items()}
+        for bg, pl in pls.items():
+            fg_count[bg] += ((pl > 0) & known).sum()
+        known_count += known.sum()
+        nested &= bool(((pls[0.5] == 0) | (pls[0.5] == pls[0.3])).all())
+    fg_pl = {bg: c / known_count for bg, c in fg_count.items()}
+    print({bg: round(v, 4) for bg, v in fg_pl.items()}, f"truth {fg_train_truth:.4f}")
+    # A lower background plane can only hand more pixels to the classes (the walked maps are the
+    # same; only the plane in the argmax moves), so the labels are nested. At 0.5 the pseudo-labels
+    # call far less foreground than there is: a network trained on them learns to under-segment,
+    # the lower threshold's labels are closer to the truth -- Table 3's better row.
+    ### END SOLUTION
+    for bg in (0.3, 0.5):       # the same shares from the confusion matrices (rows: truth, columns: pseudo-label)
+        cm_bg = irnet.pseudo_label_confusion(ST.train_view, irnet.pseudo_label_folder(
+            S.output_dir, IR.key, irnet.replace(IR.walk, bg_threshold=bg)), indices=idx_pl).cm
+        assert np.isclose(fg_pl[bg], cm_bg[:, 1:].sum() / cm_bg.sum()), (bg, fg_pl[bg])
+    assert nested and fg_pl[0.3] >= fg_pl[0.5]
+else:
+    print(f"{DATASET} has no background class: no background threshold to compare (run this exercise on the toy world)")

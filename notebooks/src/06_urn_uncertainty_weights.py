@@ -69,6 +69,7 @@ from wsss_edu.cache import params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
 S = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+params.require_background(S)   # URN and RRM assume a background class (notebooks 03-05 run without one)
 SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_CROP=SEG_CROP)
 V = params.profile_values(PROFILE, dict(STUDENT_EPOCHS=(10, 30), P_SCALES=((1.0,), urn.URN_TTA_SCALES)),

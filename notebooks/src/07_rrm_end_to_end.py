@@ -84,6 +84,7 @@ from wsss_edu.results import load_all_metrics
 from wsss_edu.train import to_device
 
 S = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+params.require_background(S)   # URN and RRM assume a background class (notebooks 03-05 run without one)
 
 # %% [markdown]
 # ## 1 · The starting point: a classifier trained on the tags

@@ -55,6 +55,7 @@ from wsss_edu.data import images_to_tensor
 from wsss_edu.results import load_model
 
 S = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+params.require_background(S)   # URN and RRM assume a background class (notebooks 03-05 run without one)
 SHARED = dict(DATASET=DATASET, DATA_ROOT=DATA_ROOT, PROFILE=PROFILE, DEVICE=DEVICE, SEED=SEED)
 print(S.output_dir)
 

@@ -1,0 +1,49 @@
+"""The real-photo path of the three-step pipeline, as a learner runs it: notebooks 03, 04 and 05
+with ``DATASET="msrc"`` (and the data folder) and nothing else changed, on MSRC v2 and the offline
+ImageNet MobileNetV2 (``../shared/`` here and in CI; ``WSSS_MSRC_ROOT`` / ``WSSS_WEIGHTS_DIR``
+elsewhere). Skipped, naming what is missing, where they are absent (a user's clone). The notebooks'
+own assert cells check the trends; this test checks that they ran and recorded their numbers."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    from .fixtures_datasets import shared_msrc_root, shared_weights_dir
+except ImportError:
+    from fixtures_datasets import shared_msrc_root, shared_weights_dir
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("03_classification_and_cam", "04_irnet_random_walk", "05_deeplab_and_results")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shared_msrc_root() is None,
+                    reason="MSRC v2 not found (../shared/realdata/msrc_v2 or WSSS_MSRC_ROOT): fetch it with "
+                           "`python data_scripts/download.py msrc --root DATA_ROOT`")
+@pytest.mark.skipif(shared_weights_dir() is None,
+                    reason="no offline ImageNet MobileNetV2 (../shared/weights or WSSS_WEIGHTS_DIR holding "
+                           "mobilenet_v2*.pth); with internet, torchvision downloads it: run the notebooks instead")
+def test_notebooks_03_to_05_run_on_msrc_with_one_parameter(tmp_path, monkeypatch):
+    import papermill as pm
+
+    monkeypatch.setenv("WSSS_WEIGHTS_DIR", str(shared_weights_dir()))
+    base = os.environ.get("WSSS_OUTPUT_DIR")
+    out = Path(base) / "msrc" if base else tmp_path / "out"   # kept for inspection under make test
+    times = {}
+    for name in NOTEBOOKS:
+        t0 = time.time()
+        pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
+                            parameters=dict(DATASET="msrc", DATA_ROOT=str(shared_msrc_root()), OUTPUT_DIR=str(out)),
+                            kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
+                            execution_timeout=1500)
+        times[name] = round(time.time() - t0)
+    (out / "times.json").write_text(json.dumps(times, indent=1))
+    m03, m04, m05 = (json.loads((out / "metrics" / f"{n}.json").read_text()) for n in NOTEBOOKS)
+    assert m03["bg_threshold"] is None and m04["walk_bg_threshold"] is None   # no plane anywhere
+    for value in (m03["miou_cam"], m03["miou_cam_crf"], m03["miou_cam_imagenet"], m03["miou_cam_scratch"],
+                  m04["miou_irnet"], m05["miou_deeplab"], m05["miou_deeplab_tta"]):
+        assert 0.0 < value < 1.0
+    print("MSRC notebook times (s):", times)
