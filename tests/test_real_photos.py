@@ -32,6 +32,7 @@ def test_notebooks_03_to_05_run_on_msrc_with_one_parameter(tmp_path, monkeypatch
     monkeypatch.setenv("WSSS_WEIGHTS_DIR", str(shared_weights_dir()))
     base = os.environ.get("WSSS_OUTPUT_DIR")
     out = Path(base) / "msrc" if base else tmp_path / "out"   # kept for inspection under make test
+    out.mkdir(parents=True, exist_ok=True)                   # papermill writes the executed notebooks there
     times = {}
     for name in NOTEBOOKS:
         t0 = time.time()
