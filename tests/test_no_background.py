@@ -186,3 +186,10 @@ def test_evaluate_within_tags_predicts_only_the_image_classes():
         for tta in (False, True):
             cm = pseudo.evaluate(net, one, tta=tta, scales=(1.0,), within_tags=True, progress=False).cm
             assert set(np.flatnonzero(cm.sum(0))) <= allowed
+
+
+def test_without_a_background_no_plane_is_left_in_step_2():
+    cfg, grid = irnet.IRNetConfig(), {"WALK_RADII": [5], "WALK_BG": [0.25, 0.3]}
+    assert irnet.without_plane_if_no_background(cfg, grid, True) == (cfg, grid)
+    c, g = irnet.without_plane_if_no_background(cfg, grid, False)
+    assert c.bg_threshold is None and g == {"WALK_RADII": [5], "WALK_BG": [None]} and grid["WALK_BG"] == [0.25, 0.3]

@@ -961,6 +961,15 @@ STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), I
 STEP2_DATASETS = {"msrc": dict(IR_EPOCHS=(3, 3), IR_BATCH=(8, 16), IR_CROP=(224, 320))}
 
 
+def without_plane_if_no_background(cfg: IRNetConfig, grid: dict, has_background: bool) -> tuple:
+    """(``cfg``, ``grid``) as a dataset with or without a background class needs them: without
+    one, no background plane anywhere — ``cfg.bg_threshold`` None (the relation labels of
+    :func:`relation_labels_without_background`) and the walk grid's ``WALK_BG`` [None]."""
+    if has_background:
+        return cfg, grid
+    return replace(cfg, bg_threshold=None), {**grid, "WALK_BG": [None]}
+
+
 def step2_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 04's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`STEP2_PROFILE` and :data:`WALK_GRID`, with :data:`STEP2_DATASETS` and
@@ -1020,8 +1029,8 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
         raise ValueError(f"backbone {backbone!r} is not valid; choose one of {check}")
     g = {k: v for k, v in step2_values(setup.profile, setup.dataset, **(walk_grid or {})).items()
          if k in WALK_GRID}
-    if not st.has_background:     # no background plane: not in the relation labels, the walk, the labels
-        cfg, g, labels_bg = replace(cfg, bg_threshold=None), g | {"WALK_BG": [None]}, None
+    cfg, g = without_plane_if_no_background(cfg, g, st.has_background)
+    labels_bg = labels_bg if st.has_background else None
     confident = cached_confident_images(setup.output_dir, st.model, st.train_view, st.folder, cfg.confidence, progress)
     rel = cached_relation_labels(setup.output_dir, st.train_view, st.folder, confident, cfg, progress,
                                  processes=max(1, workers))

@@ -92,8 +92,6 @@ ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS
 DROP_CLASS = ST.dropped_class     # None resolved: the dataset's default ('' on MSRC)
 CLASSES, K = ST.classes, len(ST.classes) - 1
 THRESHOLDS = ST.thresholds        # cam.THRESHOLDS; [None] without a background class (no plane)
-if not ST.has_background:
-    P["WALK_BG"] = [None]         # no background plane on the walked maps either
 val_curve = [m.miou for m in cam.cam_confusions(ST.val_view, ST.val_folder, THRESHOLDS, progress=False)]
 CAM_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
 cam_meter = cam.cam_confusions(ST.scored_view, ST.folder, [CAM_THRESHOLD], progress=False)[0]
@@ -121,12 +119,13 @@ print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the tra
 # only run on VOC-style data.
 
 # %%
-IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, bg_threshold=irnet.IRNetConfig.bg_threshold if ST.has_background else None,
-                          radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
+IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
                           batch_size=P["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
                           momentum=P["IR_MOMENTUM"], crop=P["IR_CROP"], seed=S.seed, path=IR_PATH,
                           sources=IR_SOURCES, augment=P["IR_AUGMENT"],
                           copy_scales=tuple(P["IR_COPY_SCALES"]) if P["IR_COPY_SCALES"] else None)
+GRID = {k: P[k] for k in irnet.WALK_GRID}
+IRCFG, GRID = irnet.without_plane_if_no_background(IRCFG, GRID, ST.has_background)   # MSRC: no plane anywhere
 confident = irnet.cached_confident_images(S.output_dir, ST.model, ST.train_view, ST.folder, IRCFG.confidence)   # cam.confident_image_mask
 rel_folder = irnet.cached_relation_labels(S.output_dir, ST.train_view, ST.folder, confident, IRCFG,
                                           processes=max(1, WORKERS))   # the CRFs over WORKERS processes
@@ -363,7 +362,6 @@ plt.show(); plt.close()
 # chosen one is used on the training split.
 
 # %%
-GRID = {k: P[k] for k in irnet.WALK_GRID}
 WALK, grid = irnet.cached_walk_choice(S.output_dir, net, ST.val_view, ST.val_folder, key, GRID, S.device,
                                       path=IRCFG.path)
 best = (WALK.radius, WALK.exp_times, WALK.beta, WALK.bg_threshold)
@@ -373,7 +371,7 @@ print(f"best on val: {WALK} -> val mIoU {grid[best]:.3f}")
 fig, ax = plt.subplots(figsize=(7, 3))
 for r in P["WALK_RADII"]:
     for b in P["WALK_BETAS"]:
-        ys = [max(grid[(r, t, b, bg)] for bg in P["WALK_BG"]) for t in P["WALK_EXP_TIMES"]]
+        ys = [max(grid[(r, t, b, bg)] for bg in GRID["WALK_BG"]) for t in P["WALK_EXP_TIMES"]]
         ax.plot([2 ** t for t in P["WALK_EXP_TIMES"]], ys, "o-", label=f"radius {r}, β {b}")
 ax.axhline(val_curve[THRESHOLDS.index(CAM_THRESHOLD)], color="k", ls="--", lw=0.8, label="CAM (no walk)")
 ax.set_xscale("log", base=2); ax.set_xlabel("steps 2^exp_times"); ax.set_ylabel("val mIoU (best bg threshold)")
@@ -426,9 +424,9 @@ plt.show(); plt.close()
 from tqdm.auto import tqdm
 
 val_inputs = irnet.walk_inputs(net, ST.val_view, ST.val_folder, device=S.device, progress=False)
-crf_val = [m.miou for m in irnet.walk_confusions(ST.val_view, range(len(ST.val_view)), val_inputs, WALK, P["WALK_BG"],
+crf_val = [m.miou for m in irnet.walk_confusions(ST.val_view, range(len(ST.val_view)), val_inputs, WALK, GRID["WALK_BG"],
                                                  crf=True, device=S.device)]
-WALK_CRF = irnet.replace(WALK, bg_threshold=P["WALK_BG"][int(np.argmax(crf_val))])
+WALK_CRF = irnet.replace(WALK, bg_threshold=GRID["WALK_BG"][int(np.argmax(crf_val))])
 cam_crf, irn_crf = ConfusionMeter(len(CLASSES)), ConfusionMeter(len(CLASSES))
 pl_crf = irnet.cached_pseudo_labels(S.output_dir, net, ST.train_view, ST.folder, key, WALK_CRF, device=S.device, progress=False)
 crf_idx = range(len(ST.scored_view)) if S.quick else range(min(len(ST.scored_view), 1464))
