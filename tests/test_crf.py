@@ -63,3 +63,49 @@ def test_crf_accepts_read_only_images_as_pil_gives_them():
     assert not img.flags.writeable
     labels = np.zeros((8, 8), np.int64); labels[2:6, 2:6] = 1
     assert crf_on_labels(img, labels, 2).shape == (2, 8, 8)
+
+
+def test_rescaled_crf_is_the_crf_at_scale_one_and_keeps_the_edge_at_half_size():
+    from wsss_edu.crf import crf_on_scores_rescaled
+
+    img = np.repeat(np.repeat(scene(), 2, 0), 2, 1)            # 64 x 80, colour edge at x = 40
+    rng = np.random.default_rng(1)
+    right = np.arange(80)[None, :] >= 40
+    p1 = np.clip(np.where(right, 0.65, 0.35) + rng.normal(0, 0.2, (64, 80)), 0.01, 0.99)
+    probs = np.stack([1 - p1, p1]).astype(np.float32)
+    assert np.array_equal(crf_on_scores_rescaled(img, probs, "urn", 1.0), crf_on_scores(img, probs, "urn"))
+    q = crf_on_scores_rescaled(img, probs, "urn", 0.5)
+    assert q.shape == probs.shape and q.dtype == np.float32
+    assert np.allclose(q.sum(0), 1, atol=1e-3)                  # bilinear resizing keeps a distribution
+    before = (probs.argmax(0) == right).mean()
+    assert (q.argmax(0) == right).mean() > max(before, 0.97)
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            crf_on_scores_rescaled(img, probs, "urn", bad)
+
+
+def test_rescaled_crf_scales_the_spatial_widths():
+    """On a half-size grid the kernels must cover the same part of the image: the result equals
+    the plain CRF on the downsized inputs with sxy halved (and not with the original widths)."""
+    import dataclasses
+
+    import torch
+    import torch.nn.functional as F
+
+    from wsss_edu.crf import crf_on_scores_rescaled
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(3), (40, 48)).transpose(2, 0, 1).astype(np.float32)
+    small = F.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float(), size=(20, 24), mode="bilinear",
+                          align_corners=False, antialias=True)[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    p = probs.reshape(3, 20, 2, 24, 2).mean((2, 4))
+    half = dataclasses.replace(PRESETS["urn"], gauss_sxy=PRESETS["urn"].gauss_sxy / 2,
+                               bilateral_sxy=PRESETS["urn"].bilateral_sxy / 2)
+    expected = F.interpolate(torch.from_numpy(crf_on_scores(small, p, half))[None], size=(40, 48),
+                             mode="bilinear", align_corners=False)[0].numpy()
+    got = crf_on_scores_rescaled(img, probs, "urn", 0.5)
+    assert np.allclose(got, expected, atol=1e-5)
+    unscaled = F.interpolate(torch.from_numpy(crf_on_scores(small, p, "urn"))[None], size=(40, 48),
+                             mode="bilinear", align_corners=False)[0].numpy()
+    assert not np.allclose(got, unscaled, atol=1e-3)

@@ -383,3 +383,32 @@ def test_segmenter_trains_with_each_loss(tmp_path):
         assert not net.training
     with pytest.raises(ValueError, match="weighted"):
         pseudo.train_segmenter(data, pseudo.replace(cfg, loss="focal"), progress=False)
+
+
+def test_uncertainty_pass_on_a_coarser_crf_grid(tmp_path, monkeypatch):
+    """crf_scale travels to every CRF of the pass and into its settings record; the files are at
+    the image's size, and equal urn_steps with the same crf_scale; another scale is refused."""
+    import json
+
+    from wsss_edu.data import images_to_tensor
+    from wsss_edu.errors import ParameterError
+    from wsss_edu.models import tta_probs
+
+    from wsss_edu import crf
+
+    ds, net = TinySet(n=2), tiny_model()
+    kw = dict(factors=(0.25, 4.0), scales=(1.0,), progress=False)
+    seen, plain = [], crf.crf_on_scores_rescaled
+    monkeypatch.setattr(crf, "crf_on_scores_rescaled", lambda *a: seen.append(a[3]) or plain(*a))
+    assert urn.uncertainty_pass(net, ds, tmp_path / "half", **kw, crf_scale=0.5) == 2
+    assert seen and set(seen) == {0.5}          # every CRF of the pass ran on the coarser grid
+    assert json.loads((tmp_path / "half" / urn.SETTINGS_FILE).read_text())["crf_scale"] == 0.5
+    for smp in ds:
+        p = tta_probs(net, images_to_tensor(smp["image"][None]), (1.0,))[0].numpy()
+        half = urn.urn_steps(smp["image"], p, smp["mask"], (0.25, 4.0), include_background=False,
+                             present_from="pseudo_mask", crf_scale=0.5)
+        label, w = urn.read_label_and_weight(tmp_path / "half" / f"{smp['name']}.png")
+        assert label.shape == smp["mask"].shape
+        assert np.array_equal(label, half.cyclic) and np.array_equal(w * 255, half.weight)
+    with pytest.raises(ParameterError, match="crf_scale"):
+        urn.uncertainty_pass(net, ds, tmp_path / "half", **kw)

@@ -140,15 +140,16 @@ def scale_response(probs, channel: int, factor: float):
 
 
 def scaled_masks(image: np.ndarray, probs: np.ndarray, channels, factors=VOC_FACTORS,
-                 crf_params="urn") -> np.ndarray:
+                 crf_params="urn", crf_scale: float = 1.0) -> np.ndarray:
     """Eqs. (7-8): for each channel c in ``channels`` (indices into ``probs``, (C', H, W)) and each
     factor n, the binary mask argmax(CRF(scale_response(probs, c, n))) == c, as a bool array
     (len(channels), len(factors), H, W). The reference does this with ``probs`` = the present
     channels of P and c an index into them. ``image``: (H, W, 3) uint8; ``crf_params``: a
     :data:`wsss_edu.crf.PRESETS` name or :class:`wsss_edu.crf.CRFParams`. ``crf_params=None``
     skips the CRF (argmax of the scaled map itself: for tests and the figure that shows why the
-    CRF matters)."""
-    from .crf import crf_on_scores
+    CRF matters). ``crf_scale`` < 1 runs each CRF on a coarser grid
+    (:func:`wsss_edu.crf.crf_on_scores_rescaled`; the reference: 1)."""
+    from .crf import crf_on_scores_rescaled
 
     probs = np.asarray(probs, np.float32)
     out = np.zeros((len(channels), len(factors)) + probs.shape[1:], bool)
@@ -156,7 +157,7 @@ def scaled_masks(image: np.ndarray, probs: np.ndarray, channels, factors=VOC_FAC
         for j, f in enumerate(factors):
             scaled = scale_response(probs, int(c), f)
             if crf_params is not None:
-                scaled = crf_on_scores(image, scaled, crf_params)
+                scaled = crf_on_scores_rescaled(image, scaled, crf_params, crf_scale)
             out[i, j] = scaled.argmax(0) == int(c)
     return out
 
@@ -198,22 +199,25 @@ def loss_weight(uncertainty, t: float = T_DEFAULT, split: float | None = None):
     return np.where(w >= split, 1.0, t).astype(np.float32)
 
 
-def crf_marginals(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn") -> np.ndarray:
+def crf_marginals(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn",
+                  crf_scale: float = 1.0) -> np.ndarray:
     """The dense CRF on the unscaled P: CRF(P[channels]) (C', H, W) float32 (all channels when
-    ``channels`` is None, as the reference's first CRF; ``crf_params=None``: P[channels] itself).
-    Its argmax is the cyclic pseudo-mask (:func:`cyclic_pseudo_mask`)."""
-    from .crf import crf_on_scores
+    ``channels`` is None, as the reference's first CRF; ``crf_params=None``: P[channels] itself;
+    ``crf_scale`` as in :func:`scaled_masks`). Its argmax is the cyclic pseudo-mask
+    (:func:`cyclic_pseudo_mask`)."""
+    from .crf import crf_on_scores_rescaled
 
     probs = np.asarray(probs, np.float32)
     sub = probs if channels is None else probs[np.asarray(channels)]
-    return crf_on_scores(image, sub, crf_params) if crf_params is not None else sub
+    return crf_on_scores_rescaled(image, sub, crf_params, crf_scale) if crf_params is not None else sub
 
 
-def cyclic_pseudo_mask(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn"):
+def cyclic_pseudo_mask(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn",
+                       crf_scale: float = 1.0):
     """The cyclic pseudo-mask M_c = argmax(CRF(P)) (PMM; the paper's retraining target), over the
     ``channels`` of P (all when None, the reference's), as class indices (H, W) uint8."""
     channels = np.arange(len(probs)) if channels is None else np.asarray(channels)
-    return channels[crf_marginals(image, probs, channels, crf_params).argmax(0)].astype(np.uint8)
+    return channels[crf_marginals(image, probs, channels, crf_params, crf_scale).argmax(0)].astype(np.uint8)
 
 
 class URNSteps:
@@ -242,7 +246,8 @@ class URNSteps:
 
 def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | None = None,
               factors=VOC_FACTORS, crf_params="urn", include_background: bool = True,
-              present_from: str = "crf", eps: float = NORM_EPS, rounding: str = "truncate") -> URNSteps:
+              present_from: str = "crf", eps: float = NORM_EPS, rounding: str = "truncate",
+              crf_scale: float = 1.0) -> URNSteps:
     """Eqs. (5-11) for one image, every step kept (:class:`URNSteps`). ``probs``: the averaged
     softmax P (C, H, W) over all classes, background at 0.
 
@@ -253,7 +258,8 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
     cyclic = 255 and U = 0. Then, for each scaled class (all present ones with
     ``include_background=True``, the reference; only the foreground ones with False) and factor,
     the masks of eqs. (6-8) on the present channels, the variance (eq. 9), U (eq. 10, ``eps``) and
-    the stored byte of W (``rounding``). Cost: 1 CRF + len(factors) per scaled class."""
+    the stored byte of W (``rounding``). Cost: 1 CRF + len(factors) per scaled class;
+    ``crf_scale`` < 1 runs them on a coarser grid (:func:`scaled_masks`; the reference: 1)."""
     from .errors import check_choice
 
     check_choice("present_from", present_from, PRESENT_FROM)
@@ -261,7 +267,7 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
     probs = np.asarray(probs, np.float32)
     shape = probs.shape[1:]
     if present_from == "crf":
-        marginals = crf_marginals(image, probs, None, crf_params)
+        marginals = crf_marginals(image, probs, None, crf_params, crf_scale)
         cyclic = marginals.argmax(0).astype(np.uint8)
         classes = present_classes(cyclic)
     else:
@@ -272,11 +278,11 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
             empty = np.zeros((0,) + shape)
             return URNSteps(None, np.full(shape, 255, np.uint8), classes, classes, empty,
                             np.zeros(shape), np.full(shape, 255, np.uint8))
-        marginals = crf_marginals(image, probs, classes, crf_params)
+        marginals = crf_marginals(image, probs, classes, crf_params, crf_scale)
         cyclic = classes[marginals.argmax(0)].astype(np.uint8)
     scaled = classes if include_background else classes[classes != 0]
     idx = [int(np.flatnonzero(classes == c)[0]) for c in scaled]
-    masks = scaled_masks(image, probs[classes], idx, factors, crf_params)
+    masks = scaled_masks(image, probs[classes], idx, factors, crf_params, crf_scale)
     variance = scaling_variance(masks)
     u = uncertainty_map(variance, eps) if len(scaled) else np.zeros(shape)
     return URNSteps(marginals, cyclic, classes, scaled, variance, u, weight_to_uint8(1 - u, rounding))
@@ -284,12 +290,13 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
 
 def urn_uncertainty(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | None = None,
                     factors=VOC_FACTORS, crf_params="urn", include_background: bool = True,
-                    present_from: str = "crf", eps: float = NORM_EPS):
+                    present_from: str = "crf", eps: float = NORM_EPS, crf_scale: float = 1.0):
     """Eqs. (5-10) for one image: the cyclic pseudo-mask (H, W) uint8 and U (H, W) float64
     (:func:`urn_steps`, whose docstring explains the options; the defaults follow the reference:
     present classes from argmax(CRF(P)), the background scaled too, eps = 1e-6). ``probs``: the
     averaged softmax P (C, H, W) of the network trained on ``pseudo_mask``."""
-    s = urn_steps(image, probs, pseudo_mask, factors, crf_params, include_background, present_from, eps)
+    s = urn_steps(image, probs, pseudo_mask, factors, crf_params, include_background, present_from, eps,
+                  crf_scale=crf_scale)
     return s.cyclic, s.u
 
 
@@ -312,10 +319,11 @@ def table_rows(t_grid, t: float, urn_folder, probability_folder) -> dict:
     with the same reduction (:func:`weighted_cross_entropy`, :data:`TABLE_LOSS`): 'plain' is Y = 1
     (t = 1), Table 3's baseline; 'probability' reads the weight stored in ``probability_folder``;
     't = x' uses eq. (12) (``t = 0``: the pixels ``t`` down-weights dropped, :func:`loss_weight`'s
-    ``split``). A plain row trained with the mean over labelled pixels instead would differ from
+    ``split``); ``probability_folder=None`` leaves the probability row out. A plain row trained with the mean over labelled pixels instead would differ from
     the others by the batch's labelled fraction wherever crops are padded with 255."""
-    rows = {"plain": (TABLE_LOSS, 1.0, None, urn_folder),
-            "probability": (TABLE_LOSS, None, None, probability_folder)}
+    rows = {"plain": (TABLE_LOSS, 1.0, None, urn_folder)}
+    if probability_folder is not None:          # None: no probability row
+        rows["probability"] = (TABLE_LOSS, None, None, probability_folder)
     rows |= {f"t = {x:g}": (TABLE_LOSS, x, t if x == 0 else None, urn_folder) for x in t_grid if x != 1}
     return rows
 
@@ -432,13 +440,36 @@ def read_label_and_weight(path):
 
 URN_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)   # the reference's scales for P (each + flip)
 
+# Notebook 06's sizes, {name: (quick, full)}, and where a real dataset's differ
+# (params.for_dataset). MSRC's quick profile, for 8 minutes on 2 cores (measured in notebook 06's
+# text, 2 cores): the retrained networks use notebook 05's recipe (an ImageNet MobileNetV2,
+# 160-px crops) for 2 epochs instead of 4 (four networks and five test evaluations took 338 s at
+# 4 epochs, 283 s at 3, 251 s at 2), Table 3's grid keeps plain and the paper's t = 0.05, two
+# seeds each, without Table 5's probability row; the CRFs run on a grid 0.3 times the photo's
+# side (the pass took 552 s on the photos' own grid, 180 s at 0.5 — no number moved by more than
+# 0.003 —, 108-133 s at 0.3). The notebook took 443 s. The full profile runs everything.
+URN_PROFILE = dict(STUDENT_EPOCHS=(10, 30), P_SCALES=((1.0,), URN_TTA_SCALES),
+                   T_GRID=((1.0, 0.5, 0.1, 0.05, 0.0), (1.0, 0.5, 0.1, 0.05, 0.0)), SEEDS=(2, 2),
+                   CRF_SCALE=(1.0, 1.0), N_CURVE=(60, 60), PROBABILITY_ROW=(True, True))
+URN_DATASETS = {"msrc": dict(STUDENT_EPOCHS=(2, 30), T_GRID=((1.0, 0.05), (1.0, 0.5, 0.1, 0.05, 0.0)),
+                             CRF_SCALE=(0.3, 1.0), N_CURVE=(12, 60), PROBABILITY_ROW=(False, True))}
+
+
+def urn_values(profile: str, dataset: str, **knobs) -> dict:
+    """Notebook 06's knobs resolved: each given value that is not None, else the profile's on
+    ``dataset`` (:data:`URN_PROFILE` with :data:`URN_DATASETS`'s values)."""
+    from . import params
+
+    return params.profile_values(profile, params.for_dataset(URN_PROFILE, URN_DATASETS, dataset), **knobs)
+
 
 SETTINGS_FILE = "urn_settings.json"   # what uncertainty_pass computed a folder with
 
 
 def pass_settings(factors=VOC_FACTORS, scales=URN_TTA_SCALES, crf_params="urn",
                   include_background: bool = False, present_from: str = "pseudo_mask",
-                  eps: float = NORM_EPS, rounding: str = "truncate", layout: str = "LA") -> dict:
+                  eps: float = NORM_EPS, rounding: str = "truncate", layout: str = "LA",
+                  crf_scale: float = 1.0) -> dict:
     """Every setting of :func:`uncertainty_pass` that changes the files it writes, as a JSON-able
     dict (the pass's defaults by default): put it in the cache key of the pass's output folder,
     so that a change of any of them gets a folder of its own. The pass stores it in the folder
@@ -451,7 +482,7 @@ def pass_settings(factors=VOC_FACTORS, scales=URN_TTA_SCALES, crf_params="urn",
     crf = crf_params if crf_params is None or isinstance(crf_params, str) else dataclasses.asdict(crf_params)
     return {"factors": [float(f) for f in factors], "scales": [float(s) for s in scales], "crf": crf,
             "include_background": bool(include_background), "present_from": present_from,
-            "eps": float(eps), "rounding": rounding, "layout": layout}
+            "eps": float(eps), "rounding": rounding, "layout": layout, "crf_scale": float(crf_scale)}
 
 
 def _check_folder_settings(folder: Path, settings: dict) -> None:
@@ -489,7 +520,7 @@ def _urn_job(args) -> str:
     """One image's CRF work of :func:`uncertainty_pass` (in a worker or in the main process)."""
     name, image, probs, pseudo_mask, folder, job = args
     cyclic, u = urn_uncertainty(image, probs, pseudo_mask, job["factors"], job["crf_params"],
-                                job["include_background"], job["present_from"], job["eps"])
+                                job["include_background"], job["present_from"], job["eps"], job["crf_scale"])
     write_label_and_weight(Path(folder) / f"{name}.png", cyclic, 1 - u, job["rounding"], job["layout"])
     return name
 
@@ -510,7 +541,8 @@ def averaged_probs(model, dataset, indices, scales=URN_TTA_SCALES, batch_size: i
         yield from zip(group, probs)
 
 
-_JOB_KEYS = ("factors", "crf_params", "include_background", "present_from", "eps", "rounding", "layout")
+_JOB_KEYS = ("factors", "crf_params", "include_background", "present_from", "eps", "rounding", "layout",
+             "crf_scale")
 
 
 def _job_args(sample, probs, job):
@@ -540,7 +572,7 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                      crf_params="urn", include_background: bool = False, processes: int = 1,
                      batch_size: int = 16, device=None, model_factory=None, progress: bool = True,
                      shard=None, present_from: str = "pseudo_mask", eps: float = NORM_EPS,
-                     rounding: str = "truncate", layout: str = "LA") -> int:
+                     rounding: str = "truncate", layout: str = "LA", crf_scale: float = 1.0) -> int:
     """URN over a training set: for every sample of ``dataset`` ('image' uint8, 'mask' = the
     pseudo-mask the network was trained on, 'name'), the network's averaged softmax P over
     ``scales`` × flip (:func:`wsss_edu.models.tta_probs`), then :func:`urn_uncertainty`; the cyclic
@@ -552,7 +584,8 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     ``P_SCALES``).
 
     ``include_background``, ``present_from``, ``eps`` (eq. 10) and ``rounding`` / ``layout`` (the
-    stored file) as in :func:`urn_steps` / :func:`write_label_and_weight`. Unlike
+    stored file) and ``crf_scale`` (the CRFs' grid, 1 = the image's, the reference's; 0.5 quarters
+    the pass's cost on real photos) as in :func:`urn_steps` / :func:`write_label_and_weight`. Unlike
     :func:`urn_uncertainty`, the pass keeps ``include_background=False`` and
     ``present_from='pseudo_mask'`` by default (what notebook 06's folders were computed with); the
     reference's choices are ``include_background=True, present_from='crf'`` (and ``layout='RGB'``
@@ -584,9 +617,9 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     model.to(device).eval()
     job = dict(folder=str(folder), factors=tuple(factors), crf_params=crf_params,
                include_background=include_background, scales=tuple(scales), present_from=present_from,
-               eps=eps, rounding=rounding, layout=layout)
+               eps=eps, rounding=rounding, layout=layout, crf_scale=crf_scale)
     _check_folder_settings(folder, pass_settings(factors, scales, crf_params, include_background,
-                                                 present_from, eps, rounding, layout))
+                                                 present_from, eps, rounding, layout, crf_scale))
     bar = tqdm(total=len(todo), desc="URN uncertainty", disable=not progress, leave=False)
     ctx = mp.get_context("spawn")   # not fork: a forked child of a process that ran torch can hang
     try:
