@@ -215,17 +215,14 @@ def test_real_msrc_tags_match_the_datasets_own_tag_file():
     assert total == len(order) == 591
 
 
-def test_urn_and_rrm_notebooks_refuse_a_dataset_without_background_and_02_takes_it(tmp_path):
+def test_the_notebooks_load_a_dataset_without_background_and_02_takes_it(tmp_path):
     from wsss_edu import label_uncertainty as lu
     from wsss_edu import params
 
     _write_mat_layout(tmp_path / "data", _class_maps())
     s = params.setup("06_test", "msrc", str(tmp_path / "data"), str(tmp_path / "out"), verbose=False)
-    with pytest.raises(ParameterError, match="no background class.*06_test.*Notebooks 02-05"):
-        params.require_background(s)
-    train, val = params.load_splits(s)           # notebooks 03-05 take it
+    train, val = params.load_splits(s)           # notebooks 03-08 take it
     assert not train.has_background and len(val)
-    params.require_background(params.setup("06_test", "toy", "", str(tmp_path / "out"), verbose=False))
     # paper 000's binary task picks the car: a background exists then
     a = lu.load_mixed_set("msrc", ["car"], 2, "train", n=50, size=16, data_root=str(tmp_path / "data"))
     assert a["image"].shape[1:3] == (16, 32) and set(np.unique(a["mask"])) <= {0, 1, 255}

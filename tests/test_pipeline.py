@@ -123,6 +123,27 @@ def test_side_by_side_percentages_and_missing_notebooks(tmp_path):
         compare.ensure_metrics(tmp_path / "empty", run=lambda only, p: None, log=lambda *a: None)
 
 
+def test_a_real_dataset_compares_the_tags_methods_only_and_runs_none_of_the_box_notebooks(tmp_path):
+    """On MSRC the box world's rows (notebooks 01-02b, toy only) are left out: an empty folder asks
+    for the tags notebooks alone, and the table has no paper-000 row."""
+    methods = compare.methods_for("msrc")
+    assert methods and {m.world for m in methods} == {"tags"}
+    assert [m.name for m in methods] == [m.name for m in compare.METHODS if m.paper_id != "000"]
+    notes = {m.name: m.note for m in methods}
+    assert "person" not in notes["CAM → IRNet → DeepLabv3+"] and "θ" not in notes["CAM (step 1)"]   # no toy-only notes
+    assert {m.name: m.note for m in compare.methods_for("toy")}["CAM → IRNet → DeepLabv3+"] == "'person' tags dropped, as the paper"
+    assert compare.methods_for("toy") == compare.METHODS
+    assert compare.missing_notebooks({}, methods) == ["03_classification_and_cam", "05_deeplab_and_results",
+                                                      "06_urn_uncertainty_weights", "07_rrm_end_to_end"]
+    ran = []
+    with pytest.raises(RuntimeError, match="did not record"):
+        compare.ensure_metrics(tmp_path, {"DATASET": "msrc"}, run=lambda only, p: ran.append(only),
+                               methods=methods, log=lambda *a: None)
+    assert ran == [["03", "05", "06", "07"]]
+    rows = compare.side_by_side({}, 0.5, methods=methods)
+    assert not any(r["paper"] == "000" for r in rows)
+
+
 def test_paper_comparison_names_every_metric_the_notebooks_record():
     """Each paper row points at a metric its notebook really records (its source assigns it)."""
     text = compare.paper_comparison({})

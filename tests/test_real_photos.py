@@ -50,16 +50,16 @@ def test_notebooks_03_to_05_run_on_msrc_with_one_parameter(tmp_path, monkeypatch
     print("MSRC notebook times (s):", times)
 
 
-LATER = ("06_urn_uncertainty_weights",)
+LATER = ("06_urn_uncertainty_weights", "07_rrm_end_to_end", "08_side_by_side")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shared_msrc_root() is None, reason="MSRC v2 not found (../shared/realdata/msrc_v2 or WSSS_MSRC_ROOT)")
 @pytest.mark.skipif(shared_weights_dir() is None, reason="no offline ImageNet MobileNetV2 (../shared/weights or WSSS_WEIGHTS_DIR)")
 @pytest.mark.skipif(os.environ.get("WSSS_REAL_PHOTOS_ALL") != "1",
-                    reason="notebook 06 on MSRC adds ~8 min, more than make test's 60-min budget leaves: "
-                           "run it with WSSS_REAL_PHOTOS_ALL=1 (after the 03-05 test, whose cache it reuses)")
-def test_notebook_06_runs_on_msrc_with_one_parameter(tmp_path, monkeypatch):
+                    reason="notebooks 06-08 on MSRC add ~18 min, more than make test's 60-min budget leaves: "
+                           "run them with WSSS_REAL_PHOTOS_ALL=1 (after the 03-05 test, whose cache they reuse)")
+def test_notebooks_06_to_08_run_on_msrc_with_one_parameter(tmp_path, monkeypatch):
     import papermill as pm
 
     monkeypatch.setenv("WSSS_WEIGHTS_DIR", str(shared_weights_dir()))
@@ -81,4 +81,10 @@ def test_notebook_06_runs_on_msrc_with_one_parameter(tmp_path, monkeypatch):
     for value in (m06["miou_plain"], m06["miou_urn"], m06["miou_teacher"], m06["auroc_uncertainty"]):
         assert 0.0 < value < 1.0
     assert m06["miou_probability"] is None            # the quick MSRC profile leaves Table 5's row out
+    m07, m08 = (json.loads((out / "metrics" / f"{n}.json").read_text()) for n in LATER[1:])
+    for value in (m07["miou_rrm_ce"], m07["miou_rrm_joint"], m07["miou_rrm_joint_crf"], m07["precision_reliable"]):
+        assert 0.0 < value < 1.0
+    assert "miou_cam_ce" not in m07 and "miou_rrm_two_step" not in m07   # the quick MSRC profile's extra networks left out
+    assert 0.0 < m08["miou_kept_rrm"] < m08["miou_full_supervision_tags_world"] < 1.0
+    assert not any("bootstrapping" in k for k in m08)  # paper 000's box-world rows: toy only
     print("MSRC notebook times (s):", times)

@@ -251,3 +251,5 @@ def test_evaluate_with_crf_post_processing_cleans_salt_noise():
     cleaned = pseudo.evaluate(Replay(), ds, progress=False, crf="rrm_test")
     assert plain.cm.sum() == cleaned.cm.sum()
     assert cleaned.pixel_accuracy > plain.pixel_accuracy + 0.05, (cleaned.pixel_accuracy, plain.pixel_accuracy)
+    pooled = pseudo.evaluate(Replay(), ds, progress=False, crf="rrm_test", processes=2)   # the CRFs in 2 processes
+    assert np.array_equal(pooled.cm, cleaned.cm)

@@ -39,6 +39,15 @@ class Method:
     cache: tuple = ()
     note: str = ""
     world: str = "tags"
+    dataset_notes: tuple = ()
+
+    def on(self, dataset: str) -> "Method":
+        """This row as it reads on ``dataset``: its note replaced by ``dataset_notes``' entry for
+        that dataset ((dataset, note) pairs), where the toy world's note would be wrong there."""
+        import dataclasses
+
+        note = dict(self.dataset_notes).get(dataset)
+        return self if note is None else dataclasses.replace(self, note=note)
 
     @property
     def notebooks(self) -> set:
@@ -62,12 +71,14 @@ METHODS = (
            reference=("02b_bootstrapping_multiclass", "miou_mc_full"), world="boxes"),
     Method("CAM (step 1)", "001", "tags", SECONDS_TAGS, ("classifier",),
            final=None, pseudo=("03_classification_and_cam", "miou_cam"), cache=("classifier",),
-           note="pseudo-labels only (θ chosen on val)"),
+           note="pseudo-labels only (θ chosen on val)",
+           dataset_notes=(("msrc", "pseudo-labels only (no background: each pixel's tagged class)"),)),
     Method("CAM → IRNet → DeepLabv3+", "001", "tags", SECONDS_TAGS,
            ("classifier", "IRNet", "DeepLabv3+"),
            final=("05_deeplab_and_results", "miou_deeplab"),
            pseudo=("05_deeplab_and_results", "miou_irnet_step3_labels"),
-           cache=("classifier", "irnet", "segmenter"), note="'person' tags dropped, as the paper"),
+           cache=("classifier", "irnet", "segmenter"), note="'person' tags dropped, as the paper",
+           dataset_notes=(("msrc", "every tag kept (MSRC's tags are complete)"),)),
     Method("URN: uncertainty weights", "002", "tags", SECONDS_TAGS,
            ("classifier", "IRNet", "DeepLabv3+ (F_S)", "DeepLabv3+ (weighted)"),
            final=("06_urn_uncertainty_weights", "miou_urn"),
@@ -82,6 +93,15 @@ METHODS = (
            final=("07_rrm_end_to_end", "miou_rrm_joint_crf"), cache=("classifier", "rrm"),
            note="the paper's inference"),
 )
+
+
+def methods_for(dataset: str, methods=METHODS) -> tuple:
+    """The rows of notebook 08's table on ``dataset``: every method on the toy world; on another
+    dataset the tags methods alone (``world`` 'tags'): paper 000's notebooks 01-02b train in the
+    toy world's box world against their own full-supervision reference, so their rows say nothing
+    about another dataset's images (and those notebooks do not run on it). Each row's note as it
+    reads there (:meth:`Method.on`)."""
+    return tuple(m.on(dataset) for m in methods if dataset == "toy" or m.world == "tags")
 
 
 def needed_notebooks(methods=METHODS) -> list:

@@ -119,21 +119,6 @@ def load_splits(s: Setup, n_train=None, n_val=None, **toy_knobs):
             get_dataset(s.dataset, s.data_root, split=va))
 
 
-def require_background(s: Setup) -> None:
-    """Raise a :class:`ParameterError` when ``s.dataset`` has no background class
-    (``has_background`` False, e.g. MSRC) in a notebook whose method needs one: URN's background
-    channel and RRM's background rule do not handle it yet (notebooks 02-05 do)."""
-    from .datasets import get_dataset
-
-    if s.dataset == "toy":
-        return
-    if not get_dataset(s.dataset, s.data_root, split=DEFAULT_SPLITS[s.dataset][0]).has_background:
-        raise ParameterError(
-            f"DATASET={s.dataset!r} has no background class (every pixel is one of its classes); "
-            f"notebook {s.notebook} assumes one (URN's background channel, RRM's background rule) "
-            "and does not run on it yet. Notebooks 02-05 do: run the three-step pipeline there.")
-
-
 # The split each dataset's final numbers are reported on when settings were chosen on val: one with
 # public masks that no choice has seen. VOC, Cityscapes and COCO have none (their test masks are not
 # public): there the report falls back to val, and the notebooks say so.

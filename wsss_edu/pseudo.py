@@ -297,29 +297,54 @@ def _update(meter, group, probs):
         meter.update(s["mask"], p)
 
 
+def _crf_argmax(job):
+    """One image of :func:`evaluate`'s CRF post-processing (here or in a worker process)."""
+    from .crf import crf_on_scores
+
+    image, probs, crf = job
+    return crf_on_scores(image, probs, crf).argmax(0)
+
+
 @torch.no_grad()
 def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_size: int = 16,
-             device=None, progress: bool = True, crf=None, within_tags: bool = False):
+             device=None, progress: bool = True, crf=None, within_tags: bool = False, processes: int = 1):
     """The confusion meter of ``model``'s argmax on ``dataset`` (its 'mask', 255 ignored), whole
     images batched where sizes agree; ``tta``: averaged softmax over ``scales`` × h-flip
     (:func:`wsss_edu.models.tta_probs`, paper 001 §3.4); ``crf``: a :mod:`wsss_edu.crf` preset to
     post-process the softmax with (e.g. 'rrm_test', paper 003's inference), None for none.
     ``within_tags``: the argmax among each image's tagged classes only (and the background, if
     the dataset has one) — what pseudo-labels made from the tags know; a diagnostic, not a test
-    score (at test time there are no tags)."""
+    score (at test time there are no tags). ``processes`` > 1: the CRFs run in that many spawned
+    processes (the same labels; a real photo's CRF takes a CPU core a third of a second)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm.auto import tqdm
 
-    from .cam import _same_size_batches
-    from .crf import crf_on_scores
-    from .data import images_to_tensor
     from .metrics import ConfusionMeter
-    from .models import tta_probs
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     meter = ConfusionMeter(dataset.num_classes)
     bar = tqdm(total=len(dataset), desc="evaluate" + (" (TTA)" if tta else ""), disable=not progress,
                leave=False)
+    pool = (ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"))
+            if crf is not None and processes > 1 else None)
+    try:
+        _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, within_tags, meter, bar, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        bar.close()
+    return meter
+
+
+def _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, within_tags, meter, bar, pool):
+    """:func:`evaluate`'s pass over the batches (its CRFs in ``pool``, if not None)."""
+    from .cam import _same_size_batches
+    from .data import images_to_tensor
+    from .models import tta_probs
+
     for _, group in _same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         out = tta_probs(model, x, scales) if tta else model(x)
@@ -327,14 +352,13 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
             out = _within_tags(out, group, getattr(dataset, "has_background", True), low=0.0 if tta else -1e9)
         if crf is not None:
             probs = out if tta else out.float().softmax(1)        # tta_probs are probabilities
-            pred = [crf_on_scores(s["image"], p, crf).argmax(0) for s, p in zip(group, probs.cpu().numpy())]
+            jobs = [(s["image"], p, crf) for s, p in zip(group, probs.cpu().numpy())]
+            pred = list(pool.map(_crf_argmax, jobs)) if pool is not None else [_crf_argmax(j) for j in jobs]
         else:
             pred = out.argmax(1).cpu().numpy()
         for s, p in zip(group, pred):
             meter.update(s["mask"], p)
         bar.update(len(group))
-    bar.close()
-    return meter
 
 
 def replace(cfg: SegmenterConfig, **changes) -> SegmenterConfig:

@@ -71,6 +71,30 @@ segmentation branches), :func:`rrm_loss` (one step: labels from the current CAMs
 L_cls + L_ce + L_energy), :func:`train_rrm` / :func:`cached_rrm` / :func:`cached_rrms` (started
 from step 1's classifier, cached, several in worker processes), :func:`write_pseudo_labels` (the
 two-step variant's pseudo-labels) and :func:`rrm_config` (notebook 07's profiles).
+
+Datasets without a background class (``has_background`` False, :class:`RRMConfig` and
+:attr:`wsss_edu.datasets.SegDataset.has_background`; MSRC, where grass, sky and road are classes).
+The paper and its code assume VOC's background; here one flag decides, in one place per function:
+
+* :func:`cam_probabilities`: the normalised CAMs alone, label c = class c (no eq. 4, no + 1 shift;
+  :func:`present_labels` gives an image's label values under either convention);
+* the reliable regions (:func:`reliable_region_labels`, :func:`batch_reliable_labels`):
+  :func:`reliable_labels_without_background` — the CAM side keeps the top ``fraction`` of each
+  tagged class's argmax region (:func:`cam_labels_without_background`, eq. 6 with no background
+  term), the CRF side is one CRF over the tagged classes' CAMs
+  (:func:`crf_marginals_without_background`, :func:`crf_labels_without_background`, with the
+  reference's CRF-sure filter under ``rule='reference'``), and a pixel keeps its label where the
+  two agree (eq. 7); ``gamma`` and ``two_crf`` have no role (they only shape P_bg);
+* :class:`RRMNet`: the segmentation branch predicts K classes (K + 1 with a background);
+  :meth:`RRMNet.mask_logits` / :class:`SegmentationBranch` give the dataset's mask convention
+  (class c = c + 1) for evaluation;
+* eq. (9): :func:`labelled_cross_entropy` (one mean over the reliable pixels) instead of
+  :func:`split_cross_entropy`, whose split needs a background;
+* :func:`write_pseudo_labels`: restricted to the image's tags only, written as c + 1 (the masks').
+
+The network may be step 1's ImageNet MobileNetV2 (:func:`rrm_config` takes the classifier's
+backbone, its frozen blocks and its frozen batch norms; the segmentation branch reads the shared
+stride-16 features).
 """
 from __future__ import annotations
 
@@ -95,10 +119,37 @@ def background_probability(p_fg: torch.Tensor, gamma: float = 4.0) -> torch.Tens
     return (1 - p_fg.amax(1, keepdim=True).clamp(0, 1)) ** gamma
 
 
-def cam_probabilities(p_fg: torch.Tensor, gamma: float = 4.0) -> torch.Tensor:
+def cam_probabilities(p_fg: torch.Tensor, gamma: float = 4.0, has_background: bool = True) -> torch.Tensor:
     """[P_bg, P_fg] (N, 1 + K, H, W): eq. (4)'s background in front of the normalised CAMs (eq. 3),
-    channel 0 = background, c + 1 = class c (the label convention of the whole package)."""
+    channel 0 = background, c + 1 = class c (the label convention of the whole package).
+    ``has_background=False`` (a dataset whose every pixel is one of its classes, e.g. MSRC): no
+    P_bg — eq. (4) scores "none of the classes", which such a dataset does not have — so the
+    probabilities are the normalised CAMs themselves, (N, K, H, W), channel c = class c (``gamma``
+    unused)."""
+    if not has_background:
+        return p_fg
     return torch.cat([background_probability(p_fg, gamma), p_fg], 1)
+
+
+def present_labels(classes, has_background: bool = True) -> list:
+    """The label values (channels of :func:`cam_probabilities`) an image with the tags ``classes``
+    (0-based class indices) may take: the background and its classes, [0, c + 1, ...]; without a
+    background, its classes alone, [c, ...] (no + 1 shift)."""
+    if not has_background:
+        return [int(c) for c in classes]
+    return [0] + [int(c) + 1 for c in classes]
+
+
+def labels_to_mask(labels, has_background: bool = True):
+    """A label map of this module (numpy array or tensor; 255 unlabelled) in the dataset's mask
+    convention, to compare with its masks or draw beside them: itself with a background (0
+    background, c + 1 class c); without one (labels c = class c) shifted to c + 1, 255 kept."""
+    if has_background:
+        return labels
+    if isinstance(labels, torch.Tensor):
+        return torch.where(labels == IGNORE, labels, labels + 1)
+    labels = np.asarray(labels)
+    return np.where(labels == IGNORE, labels, labels + 1).astype(labels.dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -348,12 +399,133 @@ def reference_cam_labels(p_fg, classes, gamma: float = 32.0, fraction: float = 0
     return np.where(sure, cam_img, IGNORE).astype(np.int64)
 
 
+# ------------------------------------------------------------------------------------------------
+# A dataset without a background class (MSRC): eqs. 5-7 with no P_bg
+# ------------------------------------------------------------------------------------------------
+
+def tagged_argmax(p_fg, classes) -> tuple:
+    """Each pixel's CAM argmax among the image's ``classes`` (0-based, at least one) only: (its
+    score (H, W) float32, its class (H, W) int64, label c = class c), from ``p_fg`` (K, H, W) in
+    numpy float32. Untagged channels never win; ties go to the lower class (where every tagged CAM
+    is 0 the score is 0, below any cut)."""
+    cams = _float32_cams(p_fg)
+    cls = np.asarray(_classes(classes), np.int64)
+    sub = cams[cls]
+    idx = sub.argmax(0)
+    return np.take_along_axis(sub, idx[None], 0)[0], cls[idx]
+
+
+def cam_labels_without_background(p_fg, classes, fraction: float = 0.4, rule: str = "reference",
+                                  min_score: float = REFERENCE_MIN_SCORE) -> torch.Tensor:
+    """Eq. (6) on a dataset without a background class: each pixel takes the argmax of the
+    normalised CAMs ``p_fg`` (K, H, W) among the image's ``classes`` (:func:`tagged_argmax`), and
+    within each class's argmax region only about the top ``fraction`` of its values above
+    ``min_score`` keep the label (c = class c), the rest 255. The cut is the rule's:
+    ``'reference'`` :func:`reference_class_sure_region` (strict, at position int(n (1 -
+    fraction)), float32), ``'paper'`` :func:`top_fraction_labels` (round(fraction · n) values,
+    ties with alpha kept).
+
+    Where it differs from the background rules: no background term at all. Eq. (4)'s P_bg
+    scores "none of the classes", which such a dataset does not have: the argmax regions are the
+    classes' alone (no gamma), and neither the reference's CAM-sure background ((1 - max cam)^32
+    > 0.8) nor the paper's top fraction of P_bg has anything to select. Every tagged class
+    contributes (the reference rule with a background only looks at the classes that win in its
+    CRF; under eq. 7's agreement a class the CRF never picks keeps no pixel either way).
+    No tag: all 255 (no background to fall back on). (H, W) int64 on ``p_fg``'s device."""
+    device = p_fg.device if isinstance(p_fg, torch.Tensor) else None
+    cls = _classes(classes)
+    cams = _float32_cams(p_fg)
+    if not cls:
+        return torch.full(cams.shape[1:], IGNORE, dtype=torch.long, device=device)
+    if rule == "paper":
+        return top_fraction_labels(torch.as_tensor(cams, device=device), cls, fraction, min_score)
+    _, label = tagged_argmax(cams, cls)
+    sure = np.zeros(label.shape, bool)
+    for c in cls:
+        sure |= reference_class_sure_region(cams[c], label == c, fraction, min_score)
+    return torch.as_tensor(np.where(sure, label, IGNORE).astype(np.int64), device=device)
+
+
+def crf_marginals_without_background(image: np.ndarray, p_fg, classes, crf_params="rrm_train") -> np.ndarray:
+    """Eq. (5) on a dataset without a background class: one dense CRF on the image's classes'
+    normalised CAMs alone, [P_fg^c for c in ``classes``] (the unary -log clip(p, 1e-5) of
+    :func:`wsss_edu.crf.crf_on_scores`, no renormalisation, as :func:`reference_crf_marginals`),
+    its marginals scattered to (K, H, W) float32, channel c = class c, untagged channels 0.
+    The reference's two CRFs differ only in the exponent of P_bg (4: confident foreground, 32:
+    confident background); with no P_bg they would be one and the same CRF, so one is run. One
+    class: a one-label CRF (all 1); no class: all 0."""
+    from .crf import crf_on_scores
+
+    cams = _float32_cams(p_fg)
+    cls = _classes(classes)
+    out = np.zeros(cams.shape, np.float32)
+    if cls:
+        out[cls] = crf_on_scores(image, cams[cls], crf_params)
+    return out
+
+
+def crf_labels_without_background(q: np.ndarray, classes,
+                                  threshold: float | None = REFERENCE_SURE_CRF) -> np.ndarray:
+    """The CRF side's label from :func:`crf_marginals_without_background`'s marginals ``q``
+    (K, H, W): the argmax among the tagged ``classes`` (c = class c), 255 where the largest
+    marginal is below ``threshold`` (the reference's CRF-sure filter, >= 0.8 compared in float64;
+    its background term, the gamma-32 CRF's background marginal, does not exist here). ``threshold``
+    None: no filter (eq. 5 as ``rule='paper'`` reads it). No class: all 255. (H, W) int64."""
+    cls = np.asarray(_classes(classes), np.int64)
+    if not cls.size:
+        return np.full(q.shape[1:], IGNORE, np.int64)
+    sub = q[cls].astype(np.float64)
+    label = cls[sub.argmax(0)]
+    if threshold is not None:
+        label = np.where(sub.max(0) >= threshold, label, IGNORE)
+    return label.astype(np.int64)
+
+
+def reliable_labels_without_background(image: np.ndarray, p_fg, classes, fraction: float = 0.4,
+                                       crf_params="rrm_train", rule: str = "reference") -> dict:
+    """Eqs. (5-7) for one image of a dataset without a background class
+    (:attr:`wsss_edu.datasets.SegDataset.has_background` False, e.g. MSRC: grass, sky and road
+    are classes). ``image`` (H, W, 3) uint8, ``p_fg`` (K, H, W) normalised CAMs, ``classes`` the
+    image's tags (0-based). Labels: c = class c (no background, no + 1 shift), 255 unlabelled.
+
+    * CAM side: :func:`cam_labels_without_background` (eq. 6, no background term; ``rule``'s cut);
+    * CRF side: one CRF over the tagged classes' CAMs (:func:`crf_marginals_without_background`;
+      the two-CRF rule exists only to weigh the background at two strengths), its argmax among the
+      tags, under ``rule='reference'`` kept only where CRF-sure (top marginal >= 0.8,
+      :func:`crf_labels_without_background`);
+    * reliable: eq. (7), the label where the two sides agree (:func:`reliable_labels`), 255
+      elsewhere.
+
+    Under ``rule='reference'`` this is not the reference code's final step (which keeps the CRF
+    label wherever a pixel is CAM-sure for *some* class and CRF-sure, without asking the two
+    labels to agree, :func:`reference_reliable_labels`): the reference has no rule for a dataset
+    without a background, so the paper's eq. (7) decides, with the reference's CAM cut and its
+    CRF-sure filter kept. No ``gamma``, no ``two_crf``: they only shape P_bg. No tag: all 255.
+
+    Returns tensors on ``p_fg``'s device: 'cam', 'crf' (each side's label), 'reliable' (H, W)
+    int64; 'cam_sure', 'crf_sure' (H, W) bool; 'crf_q' (K, H, W) float32 marginals."""
+    from .errors import check_choice
+
+    check_choice("rule", rule, RULES)
+    device = p_fg.device if isinstance(p_fg, torch.Tensor) else None
+    cam_l = cam_labels_without_background(p_fg, classes, fraction, rule)
+    q = crf_marginals_without_background(image, p_fg, classes, crf_params)
+    sure = REFERENCE_SURE_CRF if rule == "reference" else None
+    crf_l = torch.as_tensor(crf_labels_without_background(q, classes, sure), device=device)
+    return {"cam": cam_l, "crf": crf_l, "reliable": reliable_labels(cam_l, crf_l),
+            "cam_sure": cam_l != IGNORE, "crf_sure": crf_l != IGNORE, "crf_q": torch.as_tensor(q, device=device)}
+
+
 def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma: float = 4.0,
                            fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
-                           rule: str = "reference") -> dict:
+                           rule: str = "reference", has_background: bool = True) -> dict:
     """Eqs. (4-7) for one image: ``p_fg`` (K, H, W) normalised multi-scale CAMs, ``classes`` the
     image's tags as 0-based foreground indices. Labels (H, W) int64 in the package's convention (0
     background, c + 1 class c, 255 unlabelled), tensors on ``p_fg``'s device.
+
+    ``has_background=False`` (a dataset without a background class): labels c = class c, by
+    :func:`reliable_labels_without_background` under ``rule`` (``gamma`` unused; ``two_crf``
+    refused: there is no background to run two CRFs for).
 
     ``rule='reference'`` (default): the original code's ``compute_seg_label``
     (:func:`reference_reliable_labels`), exactly with the defaults (gamma 4, two_crf None or
@@ -368,11 +540,18 @@ def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma
     from .errors import check_choice
 
     check_choice("rule", rule, RULES)
+    if not has_background:
+        if two_crf:
+            from .errors import ParameterError
+
+            raise ParameterError(f"two_crf={tuple(two_crf)!r} needs a background class (its two CRFs weigh "
+                                 "P_bg at two strengths); on a dataset without one use two_crf=None")
+        return reliable_labels_without_background(image, p_fg, classes, fraction, crf_params, rule)
     if rule == "reference":
         gammas = tuple(two_crf) if two_crf else (gamma, REFERENCE_GAMMAS[1])
         out = reference_reliable_labels(image, p_fg, classes, gammas, fraction, crf_params)
         return {k: torch.as_tensor(v, device=p_fg.device) for k, v in out.items()}
-    present = [0] + [int(c) + 1 for c in classes]
+    present = present_labels(classes)
     probs = cam_probabilities(p_fg[None], gamma)[0]
     cam_l = top_fraction_labels(probs, present, fraction)
     crf_l = (two_crf_label(image, p_fg, present, two_crf, crf_params) if two_crf
@@ -510,24 +689,39 @@ def reference_energy_weight(weight: float = 1e-7, side: float = 321 * 0.5, latti
 # The network and its joint loss (paper 003, Fig. 1 and Algorithm 1)
 # ------------------------------------------------------------------------------------------------
 
+NO_BACKGROUND_LOGIT = -1e4
+"""The logit :meth:`RRMNet.mask_logits` gives the background channel of a network without one:
+it never wins an argmax, and its softmax probability is 0 (e^-10000 underflows)."""
+
+
 class RRMNet(torch.nn.Module):
     """One network, two branches on a shared backbone (:class:`wsss_edu.cam.CAMClassifier`'s):
     classification (GAP, a 1x1 convolution without bias: the CAMs) and segmentation (two 3x3
     convolutions dilated by ``dilation``: the paper's 12 on ResNet-38; 2 suits the quick profile's
     small backbone at 64 px). ``num_classes``: foreground classes K; the segmentation branch
-    predicts K + 1 (background first). ``forward`` returns (class logits (N, K), segmentation
-    logits (N, K + 1, H, W) at the input's size, backbone features)."""
+    predicts K + 1 (background first), or K with ``has_background=False`` (a dataset whose every
+    pixel is one of its classes: channel c = class c). ``forward`` returns (class logits (N, K),
+    segmentation logits (N, K + 1 or K, H, W) at the input's size, backbone features).
+
+    Any backbone of :class:`wsss_edu.cam.CAMClassifier` (``kwargs``: its ``width`` / ``depth`` /
+    ``freeze_bn``): with step 1's ImageNet MobileNetV2 (``'mobilenet_v2'``) the segmentation
+    branch reads the same dilated stride-16 features (1280 channels) as the CAMs — the shared
+    backbone of the paper's Fig. 1, which reads ResNet-38's stride 8: a stride-8 MobileNetV2 would
+    cost about four times its last blocks on a CPU, and the branch's logits are upsampled to the
+    image anyway. ``seg_channels`` sets the branch's cost (its first convolution is 9 · 1280 ·
+    ``seg_channels`` multiply-adds a feature pixel)."""
 
     def __init__(self, num_classes: int, backbone: str = "small", weights=None, dilation: int = 12,
-                 seg_channels: int = 256, **kwargs):
+                 seg_channels: int = 256, has_background: bool = True, **kwargs):
         super().__init__()
         from .cam import CAMClassifier
 
         self.classifier_net = CAMClassifier(num_classes, backbone, weights, **kwargs)
+        self.has_background = bool(has_background)
         c, d = self.classifier_net.backbone.out_channels, dilation
         self.seg_head = torch.nn.Sequential(
             torch.nn.Conv2d(c, seg_channels, 3, padding=d, dilation=d), torch.nn.ReLU(inplace=True),
-            torch.nn.Conv2d(seg_channels, num_classes + 1, 3, padding=d, dilation=d))
+            torch.nn.Conv2d(seg_channels, num_classes + int(self.has_background), 3, padding=d, dilation=d))
         self.stride = self.classifier_net.stride
 
     def forward(self, x):
@@ -542,10 +736,23 @@ class RRMNet(torch.nn.Module):
         return self.classifier_net.cam(x)
 
     def segment(self, x):
-        """One-step prediction: the segmentation branch's logits (N, K + 1, H, W)."""
+        """One-step prediction: the segmentation branch's logits (N, K + 1, H, W); (N, K, H, W),
+        channel c = class c, without a background."""
         return self.forward(x)[1]
 
+    def mask_logits(self, x):
+        """The segmentation logits in the dataset's mask convention, (N, K + 1, H, W), channel
+        c + 1 = class c: :meth:`segment` itself with a background; without one (the branch's K
+        channels), a constant channel 0 at :data:`NO_BACKGROUND_LOGIT` in front — the background
+        exists by name only in such a dataset's masks (MSRC's class c is mask value c + 1), so
+        evaluation, TTA and CRF post-processing need no special case."""
+        seg = self.segment(x)
+        if self.has_background:
+            return seg
+        return torch.cat([seg.new_full((seg.shape[0], 1) + seg.shape[2:], NO_BACKGROUND_LOGIT), seg], 1)
+
     frozen_bn = False   # set by freeze_reference_layers: batch norms stay in eval mode in train()
+    has_background = True   # set in __init__ (the class default: networks pickled before it existed)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -582,6 +789,28 @@ def freeze_reference_layers(net: RRMNet) -> int:
     return sum(p.numel() for p in frozen)
 
 
+def labelled_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. (9) on a dataset without a background class: the plain cross-entropy averaged over the
+    reliable pixels (255 ignored; 0 with none). :func:`split_cross_entropy`'s two means (the
+    reference's background part and foreground part) exist to keep the many background pixels
+    from drowning the few object ones; without a background there is nothing to split off, every
+    labelled pixel is a class like the others. On several processes, the mean over the global
+    batch's labelled pixels."""
+    import torch.nn.functional as F
+
+    from .distributed import batch_mean
+
+    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
+    return batch_mean(ce.sum(), (target != IGNORE).sum())
+
+
+def segmentation_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                               has_background: bool = True) -> torch.Tensor:
+    """Eq. (9) as :func:`rrm_loss` takes it: :func:`split_cross_entropy` with a background,
+    :func:`labelled_cross_entropy` without one."""
+    return split_cross_entropy(logits, target) if has_background else labelled_cross_entropy(logits, target)
+
+
 def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. (9) as the reference computes it: the cross-entropy of the background pixels averaged
     over them, plus that of the foreground pixels averaged over them (255 ignored), so the many
@@ -607,14 +836,17 @@ LABEL_SOURCES = ("rrm", "cam")
 
 def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Tensor, gamma: float = 4.0,
                           fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
-                          source: str = "rrm", rule: str = "reference") -> torch.Tensor:
+                          source: str = "rrm", rule: str = "reference",
+                          has_background: bool = True) -> torch.Tensor:
     """Eqs. (3-7) for a batch: ``cams`` (N, K, H, W) multi-scale CAMs (not normalised), ``tags``
     (N, K) multi-hot, ``images`` (N, H, W, 3) uint8 → labels (N, H, W) int64: ``source`` 'rrm'
     the reliable labels (:func:`reliable_region_labels` under ``rule``), 'cam' the CAM side alone
     (no CRF: the paper's Table 2 "CAM" row): under ``rule='paper'`` eq. (6)'s labels, the same top
     fraction of each class (:func:`top_fraction_labels`), under ``rule='reference'`` the
     reference's CAM-sure pixels of the background and every tagged class
-    (:func:`reference_cam_labels`)."""
+    (:func:`reference_cam_labels`). ``has_background=False``: labels c = class c, 'rrm' by
+    :func:`reliable_labels_without_background`, 'cam' by :func:`cam_labels_without_background`
+    (no background term, ``gamma`` unused)."""
     from .cam import normalize_cams
     from .errors import check_choice
 
@@ -624,11 +856,16 @@ def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Te
     out = []
     for i in range(len(images)):
         classes = torch.nonzero(tags[i]).flatten().tolist()
-        if source == "cam" and rule == "reference":
+        if not has_background and source == "cam":
+            out.append(cam_labels_without_background(p_fg[i], classes, fraction, rule))
+        elif not has_background:
+            out.append(reliable_region_labels(images[i], p_fg[i], classes, gamma, fraction, crf_params, two_crf,
+                                              rule, has_background=False)["reliable"])
+        elif source == "cam" and rule == "reference":
             cam_gamma = two_crf[1] if two_crf else REFERENCE_GAMMAS[1]
             out.append(torch.as_tensor(reference_cam_labels(p_fg[i], classes, cam_gamma, fraction)))
         elif source == "cam":
-            present = [0] + [c + 1 for c in classes]
+            present = present_labels(classes)
             out.append(top_fraction_labels(cam_probabilities(p_fg[i:i + 1], gamma)[0], present, fraction))
         else:
             out.append(reliable_region_labels(images[i], p_fg[i], classes, gamma, fraction, crf_params,
@@ -639,7 +876,8 @@ def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Te
 def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, fraction: float = 0.4,
              crf_params="rrm_train", two_crf=None, energy_weight: float | None = None,
              energy_scale: float = 0.5, sigma_xy: float = 100.0, sigma_rgb: float = 15.0, joint: bool = True,
-             chunk: int = 1024, source: str = "rrm", rule: str = "reference") -> dict:
+             chunk: int = 1024, source: str = "rrm", rule: str = "reference",
+             has_background: bool | None = None) -> dict:
     """Algorithm 1, one step: the labels recomputed from the network's current CAMs (no gradient;
     ``cam_scales`` × flip, eq. 2), then L = L_cls + L_ce + L_energy (eq. 8; ``joint=False``: no
     energy term, Table 2's "CE loss" column). L_cls: multi-label soft margin on the image tags;
@@ -648,7 +886,10 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
     with sigma_xy scaled the same way, normalised over the pixel pairs; ``energy_weight`` None:
     :func:`reference_energy_weight`. ``source``: the labels, 'rrm' (the reliable labels) or 'cam'
     (the CAM side alone); ``rule``: 'reference' (the original code's rule) or 'paper' (eqs. 4-7
-    literally), see :func:`batch_reliable_labels`.
+    literally), see :func:`batch_reliable_labels`. ``has_background`` (None: the model's,
+    :attr:`RRMNet.has_background`): False for a dataset without a background class — labels
+    c = class c (:func:`reliable_labels_without_background`) and L_ce the plain cross-entropy over
+    the reliable pixels (:func:`labelled_cross_entropy`: eq. 9's split needs a background).
     The CAMs are computed with batch norm in eval mode (the running statistics, as the reference's
     frozen batch norm; the extra forward passes do not update them). A batch's 'valid' map (the
     crop's padding is False, see :class:`wsss_edu.data.SegTransformDataset`) keeps the padding
@@ -661,6 +902,8 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
 
     x, tags = batch["image"], batch["labels"].float()
     valid = batch.get("valid")
+    if has_background is None:
+        has_background = getattr(model, "has_background", True)
     logits, seg, _ = model(x)
     with torch.no_grad():
         training = model.training
@@ -669,11 +912,11 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
         model.train(training)
         rgb = tensor_to_images(x.detach().cpu())
         target = batch_reliable_labels(rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf,
-                                       source, rule).to(x.device)
+                                       source, rule, has_background).to(x.device)
         if valid is not None:
             target[~valid.bool()] = IGNORE
     l_cls = F.multilabel_soft_margin_loss(logits, tags)
-    l_ce = split_cross_entropy(seg, target)
+    l_ce = segmentation_cross_entropy(seg, target, has_background)
     l_energy = seg.new_zeros(())
     if joint:
         probs = seg.float().softmax(1)
@@ -694,15 +937,16 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
 
 
 class SegmentationBranch(torch.nn.Module):
-    """An :class:`RRMNet` seen as a plain segmenter (forward → segmentation logits), for
-    :func:`wsss_edu.pseudo.evaluate` and TTA: the one-step prediction."""
+    """An :class:`RRMNet` seen as a plain segmenter (forward → segmentation logits in the dataset's
+    mask convention, :meth:`RRMNet.mask_logits`), for :func:`wsss_edu.pseudo.evaluate` and TTA:
+    the one-step prediction."""
 
     def __init__(self, net: RRMNet):
         super().__init__()
         self.net = net
 
     def forward(self, x):
-        return self.net.segment(x)
+        return self.net.mask_logits(x)
 
 
 @dataclass(frozen=True)
@@ -724,7 +968,13 @@ class RRMConfig:
     Table 2); ``rule``: 'reference' (the original code's labels, the default of both profiles) or
     'paper' (eqs. 4-7 literally; ``two_crf`` applies to it, and to 'reference' as its two
     gammas), see :func:`reliable_region_labels`; ``energy_weight`` None:
-    :func:`reference_energy_weight`."""
+    :func:`reference_energy_weight`. ``has_background``: the dataset's
+    (:attr:`wsss_edu.datasets.SegDataset.has_background`); False: a K-class segmentation branch,
+    labels without a background (:func:`reliable_labels_without_background`) and a plain
+    cross-entropy (:func:`labelled_cross_entropy`). ``frozen_blocks``: the MobileNetV2 backbone's
+    first blocks keep their weights, as step 1's classifier
+    (:attr:`wsss_edu.cam.ClassifierConfig.frozen_blocks`). Both are left out of the cache key at
+    their defaults (:func:`rrm_key`), so networks cached before they existed are still found."""
     backbone: str = "small"
     weights: str | None = None
     width: int = 16
@@ -753,6 +1003,13 @@ class RRMConfig:
     sigma_xy: float = 20.0
     sigma_rgb: float = 15.0
     seed: int = 0
+    has_background: bool = True
+    frozen_blocks: int = 0
+
+
+# Fields added to RRMConfig after networks were cached: {name: default}; rrm_key leaves a field out
+# at its default, so the keys of the configurations that existed before stay the same.
+_LATER_FIELDS = {"has_background": True, "frozen_blocks": 0}
 
 
 # Notebook 07's knobs: {name: (quick, full)} (params.profile_values). Quick: step 1's small CNN
@@ -769,35 +1026,74 @@ RRM_PROFILE = dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(16, 8), RRM_OPTIMIZER=("adam", 
                    RRM_CROP=(None, 321), RRM_DILATION=(2, 12), RRM_SEG_CHANNELS=(128, 256),
                    CAM_SCALES=((1.0,), (0.5, 1.0, 1.5, 2.0)), SIGMA_XY=(20.0, 100.0),
                    RATIOS=((0.1, 0.4, 1.0), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
-                   RULE=("reference", "reference"))
+                   RULE=("reference", "reference"), ENERGY_SCALE=(0.5, 0.5), TABLE2_CAM=(True, True),
+                   TWO_STEP=(True, True), N_CURVE=(200, 200))
+# ENERGY_SCALE: the resolution of the energy loss relative to the crop (the reference's half);
+# notebook 07's own: TABLE2_CAM, train Table 2's networks on the CAM labels; TWO_STEP, train
+# notebook 05's DeepLabv3+ on the one-step network's output; N_CURVE, the training images of the
+# precision / coverage curves.
+# Where a real dataset's values differ: {dataset: {name: (quick, full)}} (params.for_dataset).
+# MSRC (266 training photos of ~320x213, no background class): step 1's ImageNet MobileNetV2
+# (stride 16, its first 7 blocks and batch norms fixed) trained on 160-px crops, as step 1 and
+# notebook 05, with the reference's proportions: its sigma_xy of 100 px on a 321 crop is 50 on 160
+# (100 on the full profile's 320), its dilation 12 on 41x41 feature maps is 3 on 160 / 16 = 10
+# (6 on 20), its energy at half resolution is 4 pixels a feature (161 / 41): 0.25 at stride 16
+# (the full profile keeps the reference's 0.5). Quick: Adam at 1e-4 (chosen on val among 3e-5,
+# 1e-4, 3e-4 with the joint loss; SGD at 1e-3, the branches at 1e-2, fell to 0.19 val mIoU), 3
+# epochs, one CAM scale (+ flip), Table 1 at 0.4 alone, neither Table 2's CAM-label networks nor
+# the two-step one, so that notebook 07 runs in minutes on a 2-core CPU.
+RRM_DATASETS = {"msrc": dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(8, 8), RRM_LR=(1e-4, 7e-4), RRM_CROP=(160, 320),
+                             RRM_DILATION=(3, 6), SIGMA_XY=(50.0, 100.0), ENERGY_SCALE=(0.25, 0.5),
+                             RATIOS=((0.4,), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
+                             TABLE2_CAM=(False, True), TWO_STEP=(False, True), N_CURVE=(100, 266))}
 
 
-def rrm_config(profile: str, seed: int, classifier, **knobs) -> tuple:
+def rrm_values(profile: str, dataset: str = "toy", **knobs) -> dict:
+    """Notebook 07's RRM knobs resolved: each given value that is not None, else the profile's on
+    ``dataset`` (:data:`RRM_PROFILE` with :data:`RRM_DATASETS`'s values)."""
+    from . import params
+
+    return params.profile_values(profile, params.for_dataset(RRM_PROFILE, RRM_DATASETS, dataset), **knobs)
+
+
+def rrm_config(profile: str, seed: int, classifier, has_background: bool = True, dataset: str = "toy",
+               **knobs) -> tuple:
     """Notebook 07's RRM settings from its parameters: (:class:`RRMConfig`, the labelled ratios of
     Table 1). ``classifier``: step 1's :class:`wsss_edu.cam.ClassifierConfig`, whose backbone
     (and width / depth) the network takes so that the classifier's weights fit it (its ImageNet
-    weights come with them: ``weights`` stays None). ``knobs``: :data:`RRM_PROFILE`'s names (RULE
-    among them) and GAMMA, FRACTION, TWO_CRF, ENERGY_WEIGHT, SIGMA_RGB (None = the profile's / the
-    default)."""
-    from . import params
-    from .errors import check_choice
+    weights come with them: ``weights`` stays None), and its ``frozen_blocks``; a classifier that
+    kept its batch norms' statistics (``freeze_bn``: the ImageNet MobileNetV2, whose offline file
+    has them fused) makes ``freeze_bn`` True unless FREEZE_BN is given. ``has_background``: the
+    dataset's (:attr:`wsss_edu.cam.Step1.has_background`). ``dataset``: whose profile values
+    (:func:`rrm_values`). ``knobs``: :data:`RRM_PROFILE`'s names (RULE among them; TABLE2_CAM,
+    TWO_STEP and N_CURVE, the notebook's own, are accepted and unused) and GAMMA, FRACTION, TWO_CRF,
+    ENERGY_WEIGHT, SIGMA_RGB (None = the profile's on ``dataset`` / the default). A dataset
+    without a background refuses TWO_CRF (its two CRFs weigh P_bg)."""
+    from .errors import ParameterError, check_choice
 
     extra = {k: knobs.pop(k) for k in ("GAMMA", "FRACTION", "TWO_CRF", "ENERGY_WEIGHT", "SIGMA_RGB")
              if k in knobs}
-    v = params.profile_values(profile, RRM_PROFILE, **knobs)
+    v = rrm_values(profile, dataset, **knobs)
     check_choice("RULE", v["RULE"], RULES)
+    if extra.get("TWO_CRF") and not has_background:
+        raise ParameterError(f"TWO_CRF={tuple(extra['TWO_CRF'])!r} needs a background class (its two CRFs weigh "
+                             "P_bg at two strengths); this dataset has none: leave TWO_CRF None")
     d = RRMConfig()
+    freeze_bn = bool(v["FREEZE_BN"])
+    if knobs.get("FREEZE_BN") is None:        # the profile's: a classifier with frozen statistics keeps them
+        freeze_bn = freeze_bn or bool(getattr(classifier, "freeze_bn", False))
     cfg = RRMConfig(backbone=classifier.backbone, weights=None, width=classifier.width,
                     depth=classifier.depth, dilation=v["RRM_DILATION"], seg_channels=v["RRM_SEG_CHANNELS"],
                     epochs=v["RRM_EPOCHS"], batch_size=v["RRM_BATCH"], optimizer=v["RRM_OPTIMIZER"],
-                    lr=v["RRM_LR"], momentum=v["RRM_MOMENTUM"], freeze_bn=bool(v["FREEZE_BN"]),
+                    lr=v["RRM_LR"], momentum=v["RRM_MOMENTUM"], freeze_bn=freeze_bn,
                     crop=v["RRM_CROP"], cam_scales=tuple(v["CAM_SCALES"]),
                     gamma=d.gamma if extra.get("GAMMA") is None else float(extra["GAMMA"]),
                     fraction=d.fraction if extra.get("FRACTION") is None else float(extra["FRACTION"]),
                     two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None, rule=v["RULE"],
                     energy_weight=extra.get("ENERGY_WEIGHT"), sigma_xy=v["SIGMA_XY"],
                     sigma_rgb=d.sigma_rgb if extra.get("SIGMA_RGB") is None else float(extra["SIGMA_RGB"]),
-                    seed=seed)
+                    energy_scale=float(v["ENERGY_SCALE"]), seed=seed, has_background=bool(has_background),
+                    frozen_blocks=int(getattr(classifier, "frozen_blocks", 0) or 0))
     return cfg, tuple(v["RATIOS"])
 
 
@@ -818,6 +1114,12 @@ def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint
     from .train import fit, poly_schedule, seed_everything
 
     check_choice("optimizer", cfg.optimizer, ("sgd", "adam"))
+    if bool(getattr(dataset, "has_background", True)) != cfg.has_background:
+        from .errors import ParameterError
+
+        raise ParameterError(f"the dataset's has_background is {getattr(dataset, 'has_background', True)} but "
+                             f"RRMConfig.has_background is {cfg.has_background}; give rrm_config the "
+                             "dataset's (has_background=...)")
     seed_everything(cfg.seed)
     net = make_rrm(len(dataset.classes) - 1, cfg)
     if init is not None:
@@ -839,14 +1141,23 @@ def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint
 
 def make_rrm(num_classes: int, cfg: RRMConfig) -> RRMNet:
     """The :class:`RRMNet` ``cfg`` describes, for ``num_classes`` foreground classes (the small
-    backbone takes ``width`` / ``depth``, as step 1's classifier, so its weights fit)."""
+    backbone takes ``width`` / ``depth``, as step 1's classifier, so its weights fit; a
+    MobileNetV2's first ``frozen_blocks`` blocks get no gradient,
+    :meth:`wsss_edu.cam.CAMClassifier.freeze_blocks`)."""
     kw = {"width": cfg.width, "depth": cfg.depth} if cfg.backbone == "small" else {}
-    return RRMNet(num_classes, cfg.backbone, cfg.weights, cfg.dilation, cfg.seg_channels, **kw)
+    net = RRMNet(num_classes, cfg.backbone, cfg.weights, cfg.dilation, cfg.seg_channels,
+                 has_background=cfg.has_background, **kw)
+    if cfg.frozen_blocks:
+        net.classifier_net.freeze_blocks(cfg.frozen_blocks)
+    return net
 
 
 def rrm_key(data_key: dict, init_key, cfg: RRMConfig) -> dict:
-    """The cache key of an RRM network: its data, its init weights' key and its config."""
-    return {"data": data_key, "init": init_key, "rrm": dataclasses.asdict(cfg)}
+    """The cache key of an RRM network: its data, its init weights' key and its config (the
+    fields of :data:`_LATER_FIELDS` only where they differ from their defaults)."""
+    c = {k: v for k, v in dataclasses.asdict(cfg).items()
+         if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+    return {"data": data_key, "init": init_key, "rrm": c}
 
 
 def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, init_key=None,
@@ -911,9 +1222,9 @@ def _crf_label_png(job) -> None:
     from .crf import crf_on_scores
     from .io import write_mask
 
-    image, probs, crf_params, path = job
+    image, probs, crf_params, path, offset = job
     q = crf_on_scores(image, probs, crf_params) if crf_params else probs
-    write_mask(path, q.argmax(0).astype(np.uint8))
+    write_mask(path, (q.argmax(0) + offset).astype(np.uint8))
 
 
 @torch.no_grad()
@@ -922,8 +1233,10 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     """The two-step variant's first step: the segmentation branch's prediction of every image of
     ``dataset`` as a grey PNG named after it, restricted to the background and the image's tags
     (the training images have them), refined by the dense CRF (``crf_params``; None: none) as the
-    reference's inference. Skips PNGs already written (resumable); a 'complete' marker says the
-    folder is whole. ``processes`` > 1 runs the CRFs in that many spawned processes; ``shard``
+    reference's inference. A network without a background (:attr:`RRMNet.has_background` False):
+    restricted to the image's tags alone (all classes for an image without tags), class c written
+    as c + 1, the dataset's mask value. Skips PNGs already written (resumable); a 'complete' marker
+    says the folder is whole. ``processes`` > 1 runs the CRFs in that many spawned processes; ``shard``
     ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all) writes this machine's share of the images
     (:func:`wsss_edu.parallel.shard`), the marker coming once every image is there. Returns the
     folder."""
@@ -943,6 +1256,7 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
         return folder
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
+    background = getattr(net, "has_background", True)
     names, spec = dataset.names, shard_spec(shard)
     todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
     bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
@@ -953,10 +1267,14 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
             x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
             probs = net.segment(x).float().softmax(1).cpu()
             for i, s, p in zip(idx, group, probs):
-                keep = torch.cat([torch.ones(1), torch.as_tensor(np.asarray(s["labels"]) > 0).float()])
+                tags = torch.as_tensor(np.asarray(s["labels"]) > 0).float()
+                if background:
+                    keep = torch.cat([torch.ones(1), tags])
+                else:                                   # no background: the tags alone (all if none)
+                    keep = tags if tags.any() else torch.ones_like(tags)
                 p = p * keep[:, None, None]
                 p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
-                job = (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png")
+                job = (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png", 0 if background else 1)
                 if pool is None:
                     _crf_label_png(job)
                     bar.update(1)
@@ -980,4 +1298,4 @@ def rrm_step_loss(model, batch, cfg: RRMConfig) -> torch.Tensor:
     """The loss :func:`train_rrm` minimises: :func:`rrm_loss` with ``cfg``'s settings."""
     return rrm_loss(model, batch, cfg.cam_scales, cfg.gamma, cfg.fraction, cfg.crf_params, cfg.two_crf,
                     cfg.energy_weight, cfg.energy_scale, cfg.sigma_xy, cfg.sigma_rgb, cfg.joint,
-                    source=cfg.labels, rule=cfg.rule)["loss"]
+                    source=cfg.labels, rule=cfg.rule, has_background=cfg.has_background)["loss"]

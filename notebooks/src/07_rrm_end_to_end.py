@@ -21,51 +21,61 @@
 # variant). This notebook builds each piece on the toy world, measures how reliable the reliable
 # regions are (`precision_reliable` vs `precision_cam_labels`), explains the energy loss, and
 # repeats Tables 1-2 and the one-step / two-step comparison.
+#
+# **Real photos.** With `DATASET = "msrc"` the same cells run on MSRC-21 (as notebooks 03-05),
+# starting from notebook 03's ImageNet MobileNetV2. MSRC has **no background class** (grass, sky
+# and road are classes): RRM's background rule has nothing to score, so the labels come from the
+# classes' CAMs alone (§2 says how); the comparisons that exist only with a background (the two
+# rules' background, the foreground share) are skipped there, and the text says where.
 
 # %% tags=["parameters"]
-DATASET = "toy"        # toy | voc (trained on train_aug, scored on val)
+DATASET = "toy"        # toy | msrc (real photos, no background class) | voc (trained on train_aug, scored on val)
 DATA_ROOT = ""
 OUTPUT_DIR = ""
 PROFILE = "quick"
 DEVICE = "auto"
 SEED = 0
 WORKERS = 2            # processes for the trainings (CPU); DataLoader workers on a GPU
-# Step 1 (the classifier RRM starts from, as notebook 03 with every tag kept; the same values find the cache):
-BALANCE = True
+# Step 1 (the classifier RRM starts from: notebook 03's with every tag kept; the same values find its cache):
+DROP_CLASS = ""        # RRM trains on every tag ("" keeps them all; None: the dataset's, toy "person")
+BALANCE = None         # (None: the dataset's, toy True, msrc False)
 MISSING_RATE = 0.5
 IMBALANCE = 4.0
 WEIGHTS = "imagenet"
 IMAGE_SIZE = None      # (64 | 320) toy image size
 N_TRAIN = None
 N_VAL = None
-BACKBONE = None        # step 1's classifier, and so RRM's backbone (small | resnet50)
+BACKBONE = None        # step 1's classifier, and so RRM's backbone (small | resnet50; msrc: mobilenet_v2 | resnet50)
 EPOCHS = None
 LR_NEW = None
 CROP = None
-# RRM (None = the profile's, quick | full):
+FROZEN_BLOCKS = None   # MobileNetV2's first blocks kept as ImageNet's, in step 1 and in RRM (0; msrc: 7 | 0)
+# RRM (None = the profile's on the dataset, quick | full; msrc's where it differs):
 RRM_EPOCHS = None      # (3 | 8)
-RRM_BATCH = None       # (16 | 8)
+RRM_BATCH = None       # (16 | 8; msrc: 8 | 8)
 RRM_OPTIMIZER = None   # (adam | sgd)
-RRM_LR = None          # (1e-3 | 7e-4; SGD trains the two branches 10x faster)
+RRM_LR = None          # (1e-3 | 7e-4; msrc: 1e-4 | 7e-4; SGD trains the two branches 10x faster)
 RRM_MOMENTUM = None    # SGD's (0.9 | 5e-4: the reference passes its weight decay as momentum, so in effect none)
-FREEZE_BN = None       # batch norms and the first convolution fixed, as the reference (False | True)
-RRM_CROP = None        # (None | 321) random scale 0.7-1.3 + crop
-RRM_DILATION = None    # (2 | 12) the segmentation branch's two dilated 3x3 convolutions
+FREEZE_BN = None       # batch norms and the first convolution fixed, as the reference (False | True; a classifier with ImageNet's batch norms keeps them: msrc True)
+RRM_CROP = None        # (None | 321; msrc: 160 | 320) random scale 0.7-1.3 + crop
+RRM_DILATION = None    # (2 | 12; msrc: 3 | 6) the segmentation branch's two dilated 3x3 convolutions
 RRM_SEG_CHANNELS = None  # (128 | 256)
-CAM_SCALES = None      # eq. (2), each with its flip ((1.0,) | (0.5, 1.0, 1.5, 2.0))
-SIGMA_XY = None        # eq. (11)'s spatial width, full-resolution pixels ((20 | 100), the reference code's; the loss runs at half resolution)
+CAM_SCALES = None      # RRM's eq. (2), each with its flip ((1.0,) | (0.5, 1.0, 1.5, 2.0)); step 1 keeps the dataset's own
+SIGMA_XY = None        # eq. (11)'s spatial width, full-resolution pixels ((20 | 100; msrc: 50 | 100), the reference code's 100 on 321 px, scaled with the crop)
+ENERGY_SCALE = None    # the energy loss's resolution relative to the crop (0.5, the reference's; msrc quick: 0.25, 4 px a stride-16 feature as the reference's 0.5 at stride 8)
 SIGMA_RGB = 15.0       # eq. (11)'s colour width, the reference code's (paper 003's text: 15 spatial, 100 colour)
 ENERGY_WEIGHT = None   # None: the reference code's strength, converted (section 4)
 GAMMA = None           # eq. (4) (None: 4)
 FRACTION = None        # eq. (6): the share of each class's pixels kept (None: 0.4)
 RULE = None            # reliable regions: reference (compute_seg_label of the original code) | paper (eqs. 4-7 literally)
 TWO_CRF = None         # RULE paper: eq. (5) if None, one CRF; (4, 32): two CRFs (RULE reference always runs two)
-RATIOS = None          # Table 1 ((0.1, 0.4, 1.0) | the paper's seven)
-TWO_STEP = True        # train notebook 05's DeepLabv3+ on the one-step network's output
-SEG_BACKBONE = None    # its encoder (small | resnet50), as notebook 05
-SEG_EPOCHS = None      # (10 | 30)
-SEG_CROP = None        # (None | 512)
-N_CURVE = 200          # training images for the precision / coverage curves
+RATIOS = None          # Table 1 ((0.1, 0.4, 1.0) | the paper's seven; msrc quick: (0.4,), the time of a 2-core CPU)
+TABLE2_CAM = None      # train Table 2's networks on the CAM labels too (True | True; msrc: False | True, the same reason)
+TWO_STEP = None        # train notebook 05's DeepLabv3+ on the one-step network's output (True | True; msrc: False | True)
+SEG_BACKBONE = None    # its encoder (small | resnet50; msrc: mobilenet_v2 | resnet50), as notebook 05
+SEG_EPOCHS = None      # (10 | 30; msrc: 4 | 30)
+SEG_CROP = None        # (None | 512; msrc: 160 | 320)
+N_CURVE = None         # training images for the precision / coverage curves (200 | 200; msrc: 100 | 266)
 SHOW = 2               # the training image of the figures
 
 # %%
@@ -84,7 +94,8 @@ from wsss_edu.results import load_all_metrics
 from wsss_edu.train import to_device
 
 S = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-params.require_background(S)   # URN and RRM assume a background class (notebooks 03-05 run without one)
+V = rrm.rrm_values(PROFILE, DATASET, TABLE2_CAM=TABLE2_CAM, TWO_STEP=TWO_STEP, N_CURVE=N_CURVE)   # the profile's on this dataset
+TABLE2_CAM, TWO_STEP, N_CURVE = V["TABLE2_CAM"], V["TWO_STEP"], V["N_CURVE"]
 
 # %% [markdown]
 # ## 1 · The starting point: a classifier trained on the tags
@@ -96,17 +107,21 @@ params.require_background(S)   # URN and RRM assume a background class (notebook
 #
 # ResNet-38, the paper's backbone, is not in torchvision: the full profile uses step 1's
 # ResNet-50 (torchvision, ImageNet weights, last stage dilated: output stride 16 instead of
-# ResNet-38's 8); the quick profile step 1's small CNN.
+# ResNet-38's 8); the quick profile step 1's small CNN. On MSRC the quick profile takes step 1's
+# ImageNet MobileNetV2 (stride 16, its first 7 blocks and its batch norms kept as ImageNet's) and,
+# in proportion to its 160-px crops, the reference's spatial widths (`rrm.RRM_DATASETS`).
 
 # %%
-ST = cam.step1(S, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
-               N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP)
-CFG, RATIOS = rrm.rrm_config(PROFILE, S.seed, ST.cfg, RRM_EPOCHS=RRM_EPOCHS, RRM_BATCH=RRM_BATCH,
+ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
+               N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP,
+               FROZEN_BLOCKS=FROZEN_BLOCKS)
+CFG, RATIOS = rrm.rrm_config(PROFILE, S.seed, ST.cfg, has_background=ST.has_background, dataset=DATASET,
+                             RRM_EPOCHS=RRM_EPOCHS, RRM_BATCH=RRM_BATCH,
                              RRM_OPTIMIZER=RRM_OPTIMIZER, RRM_LR=RRM_LR, RRM_MOMENTUM=RRM_MOMENTUM,
                              FREEZE_BN=FREEZE_BN, RRM_CROP=RRM_CROP,
                              RRM_DILATION=RRM_DILATION, RRM_SEG_CHANNELS=RRM_SEG_CHANNELS, CAM_SCALES=CAM_SCALES,
-                             SIGMA_XY=SIGMA_XY, RATIOS=RATIOS, GAMMA=GAMMA, FRACTION=FRACTION, TWO_CRF=TWO_CRF, RULE=RULE,
-                             ENERGY_WEIGHT=ENERGY_WEIGHT, SIGMA_RGB=SIGMA_RGB)
+                             SIGMA_XY=SIGMA_XY, ENERGY_SCALE=ENERGY_SCALE, RATIOS=RATIOS, GAMMA=GAMMA, FRACTION=FRACTION,
+                             TWO_CRF=TWO_CRF, RULE=RULE, ENERGY_WEIGHT=ENERGY_WEIGHT, SIGMA_RGB=SIGMA_RGB)
 TRAIN, TEST, SPLIT, CLASSES = ST.train_view, ST.test, ST.test_split, ST.classes   # reported on TEST: no choice saw it
 INIT, INIT_KEY = ST.model.state_dict(), {"data": ST.data_key, "classifier": dataclasses.asdict(ST.cfg)}
 FRACTION = CFG.fraction
@@ -148,6 +163,16 @@ print(CFG, "\nTable 1 ratios:", RATIOS)
 # numbers); below, both rules side by side on the same CAMs. The paper's Figure 3: the CAM label is
 # confident but spills over the object's edges; the CRF label has the edges but can lose object
 # pixels; where both are sure, the label is rarely wrong.
+#
+# **Without a background class** (MSRC: `ST.has_background` is False) eq. (4) has nothing to
+# score — "no class claims this pixel" does not happen when grass, sky and road are classes — so
+# there is no $P_{bg}$ and no $\gamma$, and the labels are the classes' own (c = class c,
+# `rrm.reliable_labels_without_background`): the CAM side keeps the top 40 % of each tagged
+# class's argmax region (eq. 6 without a background term); the CRF side is **one** CRF on the tagged
+# classes' CAMs (the reference's two CRFs differ only in the power of $P_{bg}$, so they would be
+# the same CRF), its argmax — CRF-sure (≥ 0.8) under `RULE = "reference"`; and a pixel keeps its
+# label only where the two **agree** (eq. 7). The reference code has no rule for this case, so
+# eq. (7) decides under both rules; they differ only in the cut and the CRF-sure filter.
 
 # %%
 def cams_of(s):
@@ -159,24 +184,29 @@ def cams_of(s):
     p_fg = cam.normalize_cams(cam.multiscale_cam(ST.model.cam, x, CFG.cam_scales).cpu(), tags)[0]
     return p_fg, torch.nonzero(tags[0]).flatten().tolist()
 
+def as_mask(labels):
+    """A label map of `rrm` (c = class c without a background) in the masks' convention (c + 1)."""
+    return rrm.labels_to_mask(np.asarray(labels), ST.has_background)
+
 def region_panels(index=SHOW, fraction=CFG.fraction, gamma=CFG.gamma):
     """Figure 3 for one training image under both rules: CAM of its first class; the CAM side, the
     CRF side and the kept labels, and the kept labels' wrong pixels. Top row: eqs. (5-7) read
     literally; bottom row: the reference code's rule (CAM-sure pixels with their CAM class, the
-    two-CRF label, the final label)."""
+    two-CRF label, the final label; without a background: its cut and CRF-sure filter, eq. 7)."""
     s = TRAIN[index]
     p_fg, classes = cams_of(s)
     heat = p_fg[classes[0]].numpy() if classes else np.zeros(s["mask"].shape)
     rows = []
     for rule in rrm.RULES[::-1]:
         out = rrm.reliable_region_labels(s["image"], p_fg, classes, gamma, fraction, CFG.crf_params,
-                                         CFG.two_crf if rule == "paper" else None, rule=rule)
-        rel = out["reliable"].numpy()
+                                         CFG.two_crf if rule == "paper" else None, rule=rule,
+                                         has_background=ST.has_background)
+        rel = as_mask(out["reliable"])
         wrong = (rel != 255) & (rel != s["mask"]) & (s["mask"] != 255)
-        rows.append([s["image"], s["mask"], heat, out["cam"].numpy(), out["crf"].numpy(), rel, wrong.astype(float)])
+        rows.append([s["image"], s["mask"], heat, as_mask(out["cam"]), as_mask(out["crf"]), rel, wrong.astype(float)])
     viz.show_grid(rows, titles=["image", "true mask", f"P_fg ({CLASSES[classes[0] + 1] if classes else '-'})",
                                 "CAM side", "CRF side", "kept labels", "kept, wrong"],
-                  row_titles=["paper: eqs. 5, 6, 7", "reference code"])
+                  row_titles=["paper: eqs. 5, 6, 7", "reference code" if ST.has_background else "reference's cut + CRF-sure"])
     plt.show(); plt.close()
 
 for i in (SHOW, SHOW + 1, SHOW + 2):
@@ -186,7 +216,8 @@ for i in (SHOW, SHOW + 1, SHOW + 2):
 # White is 255 (unlabelled). Move $\alpha$'s fraction and $\gamma$: a small fraction keeps only
 # each object's core; a larger $\gamma$ shrinks $P_{bg}$ further, so the CRF hands more pixels to
 # the objects and the paper rule's background label needs a pixel farther from every CAM (the
-# reference rule's CAM side always uses $\gamma = 32$; `gamma` moves its first CRF).
+# reference rule's CAM side always uses $\gamma = 32$; `gamma` moves its first CRF). Without a
+# background (MSRC) $\gamma$ changes nothing.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -200,32 +231,54 @@ viz.sliders(region_panels, index=(0, 50), fraction=(0.05, 1.0, 0.05), gamma=(1.0
 # all pixels it labels), for all classes and for the foreground alone (the background, flat and
 # easy, dominates the first) — the CAM labels of eq. (6), the reliable labels of eq. (7) (`paper`)
 # and the reference code's (`reference`; the fraction moves only its object classes' cut).
+# Without a background every class counts as foreground, and the two measures are one.
 
 # %%
 MAPS = ("cam", "paper", "reference")
 
+def maps_with_background(s, p_fg, classes, fractions, gamma):
+    """{fraction: {'cam' | 'paper' | 'reference': labels}} of one image: eq. (6)'s CAM labels,
+    eq. (7)'s reliable labels and the reference code's (the CRFs once for all fractions)."""
+    present = [0] + [c + 1 for c in classes]
+    probs = rrm.cam_probabilities(p_fg[None], gamma)[0]
+    crf_l = (rrm.two_crf_label(s["image"], p_fg, present, CFG.two_crf, CFG.crf_params) if CFG.two_crf
+             else rrm.crf_label(s["image"], probs, present, CFG.crf_params))
+    la = rrm.reference_crf_marginals(s["image"], p_fg, classes, gamma, CFG.crf_params)
+    ha = rrm.reference_crf_marginals(s["image"], p_fg, classes, rrm.REFERENCE_GAMMAS[1], CFG.crf_params)
+    ref_l, crf_sure = rrm.reference_crf_label(la, ha), rrm.reference_crf_sure_region(la, ha)
+    out = {}
+    for f in fractions:
+        cam_l = rrm.top_fraction_labels(probs, present, f)
+        cam_sure = rrm.reference_cam_sure_region(p_fg, classes, np.unique(la.argmax(0)), fraction=f)[0]
+        out[f] = {"cam": cam_l.numpy(), "paper": rrm.reliable_labels(cam_l, crf_l).numpy(),
+                  "reference": np.where(cam_sure & crf_sure, ref_l, 255)}
+    return out
+
+def maps_without_background(s, p_fg, classes, fractions):
+    """The same without a background (`rrm.reliable_labels_without_background`, its one CRF run
+    once for all fractions), in the masks' convention: eq. (6)'s CAM labels, and eq. (7)'s
+    agreement under each rule's cut and CRF side."""
+    q = rrm.crf_marginals_without_background(s["image"], p_fg, classes, CFG.crf_params)
+    crf = {rule: torch.as_tensor(rrm.crf_labels_without_background(q, classes, sure))
+           for rule, sure in (("paper", None), ("reference", rrm.REFERENCE_SURE_CRF))}
+    out = {}
+    for f in fractions:
+        cam_l = {rule: rrm.cam_labels_without_background(p_fg, classes, f, rule) for rule in rrm.RULES}
+        out[f] = {"cam": as_mask(cam_l["paper"]), **{r: as_mask(rrm.reliable_labels(cam_l[r], crf[r])) for r in rrm.RULES}}
+    return out
+
 def label_stats(indices, fractions, gamma=CFG.gamma):
     """{fraction: {'cam' | 'paper' | 'reference': [right, labelled, right fg, labelled fg, pixels]}}
-    over the training images ``indices``: eq. (6)'s CAM labels, eq. (7)'s reliable labels and the
-    reference code's (the CRFs once per image, as in the training)."""
+    over the training images ``indices`` (foreground: not background; every class without one)."""
     stats = {f: {k: np.zeros(5) for k in MAPS} for f in fractions}
     for i in tqdm(indices, desc="reliable regions", leave=False):
         s = TRAIN[i]
         p_fg, classes = cams_of(s)
-        present = [0] + [c + 1 for c in classes]
-        probs = rrm.cam_probabilities(p_fg[None], gamma)[0]
-        crf_l = (rrm.two_crf_label(s["image"], p_fg, present, CFG.two_crf, CFG.crf_params) if CFG.two_crf
-                 else rrm.crf_label(s["image"], probs, present, CFG.crf_params))
-        la = rrm.reference_crf_marginals(s["image"], p_fg, classes, gamma, CFG.crf_params)
-        ha = rrm.reference_crf_marginals(s["image"], p_fg, classes, rrm.REFERENCE_GAMMAS[1], CFG.crf_params)
-        ref_l, crf_sure = rrm.reference_crf_label(la, ha), rrm.reference_crf_sure_region(la, ha)
         truth, known = s["mask"], s["mask"] != 255
+        maps = (maps_with_background(s, p_fg, classes, fractions, gamma) if ST.has_background
+                else maps_without_background(s, p_fg, classes, fractions))
         for f in fractions:
-            cam_l = rrm.top_fraction_labels(probs, present, f)
-            cam_sure = rrm.reference_cam_sure_region(p_fg, classes, np.unique(la.argmax(0)), fraction=f)[0]
-            maps = {"cam": cam_l.numpy(), "paper": rrm.reliable_labels(cam_l, crf_l).numpy(),
-                    "reference": np.where(cam_sure & crf_sure, ref_l, 255)}
-            for k, lab in maps.items():
+            for k, lab in maps[f].items():
                 on, fg = (lab != 255) & known, (lab != 255) & known & (lab != 0)
                 stats[f][k] += [(on & (lab == truth)).sum(), on.sum(), (fg & (lab == truth)).sum(), fg.sum(), known.sum()]
     return stats
@@ -238,10 +291,12 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 for k, color in zip(MAPS, ("C0", "C1", "C2")):
     a = np.array([stats[f][k] for f in FRACTIONS])
     axes[0].plot(a[:, 1] / a[:, 4], a[:, 0] / a[:, 1], "o-", color=color, label=f"{k}: all classes")
-    axes[0].plot(a[:, 1] / a[:, 4], a[:, 2] / a[:, 3], "s--", color=color, label=f"{k}: foreground")
+    if ST.has_background:      # without one, the foreground is every class: the same curve
+        axes[0].plot(a[:, 1] / a[:, 4], a[:, 2] / a[:, 3], "s--", color=color, label=f"{k}: foreground")
     axes[1].plot(FRACTIONS, a[:, 3] / a[:, 4], "o-", color=color, label=f"{k} labels")
 axes[0].set_xlabel("coverage (labelled share of the pixels)"); axes[0].set_ylabel("precision"); axes[0].legend(fontsize=7)
-axes[1].set_xlabel("fraction kept per class (eq. 6)"); axes[1].set_ylabel("foreground pixels labelled"); axes[1].legend(fontsize=7)
+axes[1].set_xlabel("fraction kept per class (eq. 6)"); axes[1].legend(fontsize=7)
+axes[1].set_ylabel("foreground pixels labelled" if ST.has_background else "pixels labelled")
 plt.tight_layout(); plt.show(); plt.close(fig)
 print("| fraction | " + " | ".join(f"{k}: precision (fg) | {k}: coverage" for k in MAPS) + " |\n|" + " --- |" * (1 + 2 * len(MAPS)))
 for f in FRACTIONS:
@@ -269,6 +324,13 @@ print({k: round(v, 3) for k, v in by_rule.items()})
 # coverage stays high at every fraction because of the background: wherever no CAM fires,
 # $P_{bg} = 1$ exactly, every such pixel ties with the class's $\alpha$ and is kept (a fraction
 # of a flat score cannot be chosen).
+#
+# **Without a background** no score is flat, so the CAM labels' coverage follows the fraction,
+# and both rules keep a pixel only where the CAM and the CRF agree: each rule's reliable map is a
+# subset of its CAM side. On MSRC (100 training photos, seed 0) the agreement raised the precision at
+# 0.4 from 0.846 to 0.911 (both rules) and cost a tenth of the coverage, 0.420 → 0.375; the
+# gain holds at every fraction (measured: this section's table, `python -m wsss_edu.runner
+# --only 07 -p DATASET=msrc -p DATA_ROOT=...`).
 
 # %% [markdown]
 # ## 4 · The dense energy loss (eqs. 10-14)
@@ -319,36 +381,40 @@ print({k: round(v, 3) for k, v in by_rule.items()})
 # weight as in the training below, at the image's full resolution).
 
 # %%
-def fit_logits(s, labels, joint, steps=120):
-    """Per-pixel logits for one image (no network), trained by Adam on the split cross-entropy of
-    ``labels`` (+ the energy): returns the argmax."""
-    k = len(CLASSES)
-    z = torch.zeros(1, k, *labels.shape, requires_grad=True)
-    img = torch.as_tensor(s["image"]).permute(2, 0, 1)[None].float()
+N_SEG = len(CLASSES) if ST.has_background else len(CLASSES) - 1   # the segmentation branch's channels
+
+def fit_logits(image, labels, joint, sigma_xy, steps=120):
+    """Per-pixel logits for one image (no network), trained by Adam on eq. (9)'s cross-entropy of
+    ``labels`` (split, or one mean without a background) (+ the energy): returns the argmax."""
+    z = torch.zeros(1, N_SEG, *labels.shape, requires_grad=True)
+    img = torch.as_tensor(image).permute(2, 0, 1)[None].float()
     opt = torch.optim.Adam([z], lr=0.1)
     for _ in range(steps):
-        loss = rrm.split_cross_entropy(z, labels[None])
+        loss = rrm.segmentation_cross_entropy(z, labels[None], ST.has_background)
         if joint:
             loss = loss + rrm.reference_energy_weight() * rrm.dense_energy_loss(
-                z.softmax(1), img, labels[None], CFG.sigma_xy, CFG.sigma_rgb)
+                z.softmax(1), img, labels[None], sigma_xy, CFG.sigma_rgb)
         opt.zero_grad(); loss.backward(); opt.step()
-    return z.argmax(1)[0].numpy()
+    return as_mask(z.argmax(1)[0].numpy())
 
 def energy_demo(index=SHOW):
     s = TRAIN[index]
     rel = rrm.reliable_region_labels(s["image"], *cams_of(s), CFG.gamma, CFG.fraction, CFG.crf_params,
-                                     CFG.two_crf, rule=CFG.rule)["reliable"]
-    viz.show_grid([[s["image"], s["mask"], rel.numpy(), fit_logits(s, rel, False), fit_logits(s, rel, True)]],
+                                     CFG.two_crf, rule=CFG.rule, has_background=ST.has_background)["reliable"]
+    k = max(1, max(rel.shape) // 64)   # a photo is shrunk to about 64 px: the exact energy is quadratic in the pixels
+    image, rel = s["image"][::k, ::k], rel[::k, ::k]
+    viz.show_grid([[image, s["mask"][::k, ::k], as_mask(rel), fit_logits(image, rel, False, CFG.sigma_xy / k),
+                    fit_logits(image, rel, True, CFG.sigma_xy / k)]],
                   titles=["image", "true mask", "reliable labels", "CE only", "CE + energy"])
     plt.show(); plt.close()
 
-if S.quick:            # at full resolution: a small image's job
+if S.quick:            # a small image's job
     energy_demo(SHOW)
 
 # %% [markdown]
 # With cross-entropy alone the unlabelled pixels keep whatever the initialisation gave them (the
-# argmax of equal logits: background); the energy spreads each seed over its colour region and
-# stops at colour edges.
+# argmax of equal logits: background; without one, the first class); the energy spreads each seed
+# over its colour region and stops at colour edges.
 #
 # The energy of a few label maps of one image (one-hot probabilities; the mean over pairs; at
 # half resolution, as in the training):
@@ -359,7 +425,8 @@ img = torch.as_tensor(s["image"][::2, ::2].copy()).permute(2, 0, 1)[None].float(
 truth = torch.as_tensor(np.where(s["mask"] == 255, 0, s["mask"])[::2, ::2].astype(np.int64))
 rng = np.random.default_rng(0)
 noisy = torch.where(torch.as_tensor(rng.random(truth.shape) < 0.1), torch.as_tensor(rng.integers(0, len(CLASSES), truth.shape)), truth)
-maps = {"all background": torch.zeros_like(truth), "true mask": truth, "true mask, 10 % of pixels random": noisy,
+maps = {"all background" if ST.has_background else "one class everywhere": torch.zeros_like(truth), "true mask": truth,
+        "true mask, 10 % of pixels random": noisy,
         "true mask shifted 2 px": torch.roll(truth, 2, 1)}
 onehot = lambda m: torch.nn.functional.one_hot(m, len(CLASSES)).permute(2, 0, 1)[None].float().to(S.device)
 energies = {k: rrm.dense_energy_loss(onehot(m), img, None, CFG.sigma_xy / 2, CFG.sigma_rgb).item() for k, m in maps.items()}
@@ -367,8 +434,8 @@ viz.bar_table({k: [v] for k, v in energies.items()}, "energy (mean over pairs)",
               row_header="label map")
 
 # %% [markdown]
-# A constant map has zero energy — the energy alone would paint everything background; the
-# cross-entropy on the reliable regions is what stops it. The true mask pays only along object
+# A constant map has zero energy — the energy alone would paint everything background (or one
+# class); the cross-entropy on the reliable regions is what stops it. The true mask pays only along object
 # edges, where the colour changes (a small $G$); a shifted or noisy mask pays more.
 #
 # The constant the reference drops, on (at most 64 × 64 px of) the same image with random soft
@@ -397,15 +464,15 @@ def step_times():
     batch = to_device(next(iter(torch.utils.data.DataLoader(data, CFG.batch_size, shuffle=True))), S.device)
     net = rrm.make_rrm(len(CLASSES) - 1, CFG).to(S.device)
     net.classifier_net.load_state_dict(INIT)
-    out = {}
+    seconds = {False: [], True: []}
     sync = torch.cuda.synchronize if S.device.type == "cuda" else (lambda: None)
-    for joint in (False, True, False, True):    # the second round is timed
+    for joint in (False, True) * 3:
         sync(); t = time.perf_counter()
         with torch.autocast(S.device.type, dtype=torch.bfloat16, enabled=S.device.type == "cuda"):   # as fit()
             loss = rrm.rrm_step_loss(net, batch, dataclasses.replace(CFG, joint=joint))
         loss.backward(); sync()
-        out[joint] = time.perf_counter() - t
-    return out
+        seconds[joint].append(time.perf_counter() - t)
+    return {j: min(v[1:]) for j, v in seconds.items()}   # the first round warms up; the faster of the others
 
 st = step_times()
 print(f"one step of {CFG.batch_size} images: CE only {st[False]:.2f} s, joint {st[True]:.2f} s "
@@ -417,38 +484,47 @@ print(f"one step of {CFG.batch_size} images: CE only {st[False]:.2f} s, joint {s
 # Algorithm 1, one training step: the network's *current* CAMs (`CAM_SCALES` × flip) → reliable
 # labels (eqs. 3-7 under `RULE`, two CRFs per image with the reference's) → $\mathcal L = \mathcal L_{cls} + \mathcal L_{ce} +
 # \mathcal L_{energy}$ (eq. 8; `rrm.rrm_loss`). $\mathcal L_{ce}$ averages the background and the
-# foreground pixels separately (`rrm.split_cross_entropy`, the reference code's split as read);
-# the energy runs at half resolution, as the reference code is written. The labels change as the classifier learns — they are
+# foreground pixels separately (`rrm.split_cross_entropy`, the reference code's split as read;
+# without a background, one mean over the reliable pixels, `rrm.labelled_cross_entropy`);
+# the energy runs at half resolution, as the reference code is written (`ENERGY_SCALE`; MSRC's
+# quick profile a quarter, see §1). The labels change as the classifier learns — they are
 # never stored.
 #
 # The runs (`rrm.cached_rrms`, `WORKERS` processes on a CPU):
 #
 # * **Table 1**: the fraction kept per class in eq. (6) — the paper's "ratio" — × CE only or joint;
 # * **Table 2**: CAM labels (the rule's CAM side alone, no CRF: eq. 6 for `paper`, the CAM-sure
-#   pixels for `reference`) vs RRM's reliable labels, × CE only or joint, at `FRACTION`.
+#   pixels for `reference`) vs RRM's reliable labels, × CE only or joint, at `FRACTION` (the
+#   CAM-label networks only with `TABLE2_CAM`: MSRC's quick profile leaves them out for time, and
+#   §3's precision compares the two label maps there).
 #
-# Each network is scored on the held-out test split (the toy world's `test`; no setting of this
-# notebook or of steps 1-2 was chosen on it) by its segmentation branch alone (one-step), and
-# with the dense CRF post-processing of the paper's inference (`crf='rrm_test'`).
+# Each network is scored on the held-out test split (the toy world's and MSRC's `test`; no setting
+# of this notebook or of steps 1-2 was chosen on it) by its segmentation branch alone (one-step;
+# `rrm.SegmentationBranch`, in the masks' convention: without a background, class c is channel
+# c + 1, as in MSRC's masks), and with the dense CRF post-processing of the paper's inference
+# (`crf='rrm_test'`).
 
 # %%
 RUNS = {(r, "rrm", j): dataclasses.replace(CFG, fraction=r, joint=j) for r in RATIOS for j in (False, True)}
-RUNS |= {(FRACTION, lab, j): dataclasses.replace(CFG, labels=lab, joint=j) for lab in ("cam", "rrm") for j in (False, True)}
+RUNS |= {(FRACTION, lab, j): dataclasses.replace(CFG, labels=lab, joint=j)
+         for lab in (("cam", "rrm") if TABLE2_CAM else ("rrm",)) for j in (False, True)}
 jobs = [(TRAIN, ST.data_key, cfg, INIT, INIT_KEY) for cfg in RUNS.values()]
 nets = dict(zip(RUNS, rrm.cached_rrms(S.output_dir, jobs, S.device, WORKERS, loader_workers=WORKERS)))
 
 # %%
 scores = {k: pseudo.evaluate(rrm.SegmentationBranch(n), TEST, progress=False) for k, n in tqdm(nets.items(), desc="evaluate")}
 MAIN = {j: (FRACTION, "rrm", j) for j in (False, True)}
-crf_scores = {j: pseudo.evaluate(rrm.SegmentationBranch(nets[k]), TEST, progress=False, crf="rrm_test")
+crf_scores = {j: pseudo.evaluate(rrm.SegmentationBranch(nets[k]), TEST, progress=False, crf="rrm_test", processes=WORKERS)
               for j, k in MAIN.items()}
 miou_rrm_ce, miou_rrm_joint = scores[MAIN[False]].miou, scores[MAIN[True]].miou
-miou_cam_ce, miou_cam_joint = scores[(FRACTION, "cam", False)].miou, scores[(FRACTION, "cam", True)].miou
+miou_cam_ce, miou_cam_joint = ((scores[(FRACTION, "cam", False)].miou, scores[(FRACTION, "cam", True)].miou)
+                                if TABLE2_CAM else (float("nan"), float("nan")))
 miou_rrm_ce_crf, miou_rrm_joint_crf = crf_scores[False].miou, crf_scores[True].miou
 
 # %% [markdown]
 # **Table 1** — val mIoU against the fraction of each class's pixels kept (paper: CE flat near
-# 0.49 up to 0.8 and 0.56 at 1.0; joint 0.43 at 0.1, 0.62-0.63 at 0.2-0.4, falling to 0.58 at 1.0):
+# 0.49 up to 0.8 and 0.56 at 1.0; joint 0.43 at 0.1, 0.62-0.63 at 0.2-0.4, falling to 0.58 at 1.0;
+# MSRC's quick profile trains 0.4 alone, `RATIOS` adds fractions):
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 3))
@@ -467,18 +543,20 @@ for j, name in ((False, "CE only"), (True, "joint")):
 table2 = {"CAM labels, CE": miou_cam_ce, "CAM labels, joint": miou_cam_joint,
           "RRM labels, CE": miou_rrm_ce, "RRM labels, joint": miou_rrm_joint,
           "RRM labels, CE, + CRF at test": miou_rrm_ce_crf, "RRM labels, joint, + CRF at test": miou_rrm_joint_crf}
+table2 = {k: v for k, v in table2.items() if not np.isnan(v)}     # TABLE2_CAM False: no CAM-label rows
 viz.bar_table({k: [v] for k, v in table2.items()}, f"{SPLIT} mIoU", row_header="labels, loss")
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 2.8))
-xs = np.arange(len(CLASSES))
+first = 0 if ST.has_background else 1   # MSRC's class 0 exists by name only
+fig, ax = plt.subplots(figsize=(8 if ST.has_background else 12, 2.8))
+xs = np.arange(len(CLASSES) - first)
 for o, (j, name) in zip((-0.2, 0.2), ((False, "CE only"), (True, "joint"))):
-    ax.bar(xs + o, scores[MAIN[j]].iou, 0.4, label=f"{name}: {scores[MAIN[j]].miou:.3f}")
-ax.set_xticks(xs); ax.set_xticklabels(CLASSES, rotation=30); ax.set_ylabel(f"{SPLIT} IoU"); ax.legend(fontsize=8)
+    ax.bar(xs + o, scores[MAIN[j]].iou[first:], 0.4, label=f"{name}: {scores[MAIN[j]].miou:.3f}")
+ax.set_xticks(xs); ax.set_xticklabels(CLASSES[first:], rotation=30); ax.set_ylabel(f"{SPLIT} IoU"); ax.legend(fontsize=8)
 plt.show(); plt.close(fig)
 
 # %% [markdown]
-# *Person* stays low with either loss: half of its tags are missing from the toy world's training
+# On the toy world *person* stays low with either loss: half of its tags are missing from its training
 # images (`MISSING_RATE`, the missing-label problem of paper 001), so its CAMs — and every label
 # RRM derives from them — are weak; an untagged person is trained as background.
 #
@@ -486,14 +564,38 @@ plt.show(); plt.close(fig)
 # against the truth. The split cross-entropy weighs the few foreground pixels as much as the many
 # background ones, and nothing tells the unlabelled band around an object what it is: CE alone
 # lets the objects spill over it. The energy makes a label change cost wherever the colour does
-# not change, so the blobs shrink back to the objects' colour edges.
+# not change, so the blobs shrink back to the objects' colour edges. Without a background (MSRC)
+# every pixel is some class's: there is no foreground share to count. What the energy moves there
+# instead, per class against the class's size: the change of its IoU and of its share of the
+# predicted pixels (joint − CE), and the mean IoU change of the classes smaller and larger than
+# the median class.
 
 # %%
 cm = {j: scores[MAIN[j]].cm for j in (False, True)}
-fg_share = {"truth": cm[False][1:].sum() / cm[False].sum()}
-fg_share |= {name: cm[j][:, 1:].sum() / cm[j].sum() for j, name in ((False, "CE only"), (True, "joint"))}
-viz.bar_table({k: [v] for k, v in fg_share.items()}, f"share of {SPLIT} pixels called foreground",
-              xlim=(0, 1.3 * max(fg_share.values())), row_header="pixels")
+fg_share = {}
+if ST.has_background:
+    fg_share = {"truth": cm[False][1:].sum() / cm[False].sum()}
+    fg_share |= {name: cm[j][:, 1:].sum() / cm[j].sum() for j, name in ((False, "CE only"), (True, "joint"))}
+    viz.bar_table({k: [v] for k, v in fg_share.items()}, f"share of {SPLIT} pixels called foreground",
+                  xlim=(0, 1.3 * max(fg_share.values())), row_header="pixels")
+else:
+    n_px, truth_share = cm[False].sum(), cm[False].sum(1)[1:] / cm[False].sum()
+    iou_change = scores[MAIN[True]].iou[1:] - scores[MAIN[False]].iou[1:]
+    share_change = (cm[True].sum(0) - cm[False].sum(0))[1:len(CLASSES)] / n_px   # (its last column: invalid predictions)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, y, name in zip(axes, (iou_change, share_change), ("IoU", "share of the predicted pixels")):
+        ax.scatter(truth_share, y, s=12)
+        for c, xv, yv in zip(CLASSES[1:], truth_share, y):
+            if xv > 0 and not np.isnan(yv):
+                ax.annotate(c, (xv, yv), fontsize=7)
+        ax.axhline(0, color="k", lw=0.8); ax.set_xscale("log")
+        ax.set_xlabel(f"the class's share of the {SPLIT} pixels"); ax.set_ylabel(f"{name}: joint − CE")
+    plt.tight_layout(); plt.show(); plt.close(fig)
+    seen = (truth_share > 0) & ~np.isnan(iou_change)
+    small = seen & (truth_share < np.median(truth_share[seen]))
+    iou_change_small, iou_change_large = iou_change[small].mean(), iou_change[seen & ~small].mean()
+    print(f"mean IoU change, joint − CE: the {small.sum()} smaller classes {iou_change_small:+.3f}, "
+          f"the {(seen & ~small).sum()} larger {iou_change_large:+.3f}")
 
 # %%
 show = [i for i in range(len(TEST)) if TEST[i]["labels"].sum() >= 1][:4]
@@ -502,7 +604,7 @@ for i in show:
     s = TEST[i]
     x = images_to_tensor(s["image"][None]).to(S.device)
     with torch.no_grad():
-        rows.append([s["image"], s["mask"]] + [nets[MAIN[j]].segment(x).argmax(1)[0].cpu().numpy() for j in (False, True)])
+        rows.append([s["image"], s["mask"]] + [nets[MAIN[j]].mask_logits(x).argmax(1)[0].cpu().numpy() for j in (False, True)])
 viz.show_grid(rows, titles=[f"{SPLIT} image", "true mask", "RRM, CE only", "RRM, joint"])
 plt.show(); plt.close()
 
@@ -518,16 +620,17 @@ plt.show(); plt.close()
 # %%
 main_net = nets[MAIN[True]]
 PL_FOLDER = S.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm.rrm_key(ST.data_key, INIT_KEY, CFG))
-rrm.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=S.device)
+rrm.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=S.device, processes=WORKERS)
 miou_rrm_pseudo_train = pseudo_label_confusion(ST.scored_view, PL_FOLDER).miou    # VOC: scored on train, as IRNet's
 miou_rrm_one_step_train = pseudo.evaluate(rrm.SegmentationBranch(main_net), ST.scored_view, progress=False).miou
 miou_rrm_two_step = miou_rrm_two_step_crf = float("nan")
 if TWO_STEP:
-    SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS, SEG_CROP=SEG_CROP)
+    SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, dataset=DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+                              SEG_CROP=SEG_CROP)
     seg = pseudo.cached_segmenter(S.output_dir, pseudo.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
                                   SEG, S.device, progress=True)
     miou_rrm_two_step = pseudo.evaluate(seg, TEST, progress=False).miou
-    miou_rrm_two_step_crf = pseudo.evaluate(seg, TEST, progress=False, crf="rrm_test").miou   # like for like: paper 003 uses the CRF on both
+    miou_rrm_two_step_crf = pseudo.evaluate(seg, TEST, progress=False, crf="rrm_test", processes=WORKERS).miou   # like for like: paper 003 uses the CRF on both
 print(f"train: one-step prediction {miou_rrm_one_step_train:.3f}, with tags + CRF (the pseudo-labels) {miou_rrm_pseudo_train:.3f}; "
       f"{SPLIT}: one-step {miou_rrm_joint:.3f} (+ CRF {miou_rrm_joint_crf:.3f}), "
       f"two-step {miou_rrm_two_step:.3f} (+ CRF {miou_rrm_two_step_crf:.3f})")
@@ -538,8 +641,10 @@ compare = {f"RRM one-step ({SPLIT})": miou_rrm_joint, f"RRM one-step + CRF ({SPL
 if TWO_STEP:
     compare[f"RRM two-step: DeepLabv3+ ({SPLIT})"] = miou_rrm_two_step
     compare[f"RRM two-step: DeepLabv3+ + CRF ({SPLIT})"] = miou_rrm_two_step_crf
-for nb, key, name in (("04_irnet_random_walk", "miou_irnet", "IRNet pseudo-labels, person dropped (train)"),
-                      ("05_deeplab_and_results", "miou_deeplab", f"three steps: DeepLabv3+, person dropped ({SPLIT})"),
+drop = cam.step1_values(PROFILE, DATASET)["DROP_CLASS"]     # what notebooks 03-05 drop: toy "person", msrc nothing
+tags = f"{drop} dropped" if drop else "every tag"
+for nb, key, name in (("04_irnet_random_walk", "miou_irnet", f"IRNet pseudo-labels, {tags} (train)"),
+                      ("05_deeplab_and_results", "miou_deeplab", f"three steps: DeepLabv3+, {tags} ({SPLIT})"),
                       ("05_deeplab_and_results", "miou_table3_bg30_tta1_kept", f"three steps: DeepLabv3+ + TTA, every tag ({SPLIT})")):
     if key in earlier.get(nb, {}):
         compare[name] = earlier[nb][key]
@@ -556,10 +661,14 @@ metrics = {"precision_cam_labels": precision_cam_labels, "precision_reliable": p
            "miou_cam_joint": miou_cam_joint, "miou_rrm_ce_crf": miou_rrm_ce_crf, "miou_rrm_joint_crf": miou_rrm_joint_crf,
            "miou_rrm_pseudo_train": miou_rrm_pseudo_train, "miou_rrm_two_step": miou_rrm_two_step,
            "miou_rrm_two_step_crf": miou_rrm_two_step_crf,
-           "rrm_step_seconds_ce": st[False], "rrm_step_seconds_joint": st[True],
-           "foreground_share_rrm_ce": fg_share["CE only"], "foreground_share_rrm_joint": fg_share["joint"]}
+           "rrm_step_seconds_ce": st[False], "rrm_step_seconds_joint": st[True]}
+if ST.has_background:   # without one: no foreground share, and the foreground precision is the precision
+    metrics |= {"foreground_share_rrm_ce": fg_share["CE only"], "foreground_share_rrm_joint": fg_share["joint"]}
+else:                   # where the energy's change falls instead (§5)
+    metrics |= {"iou_change_small_classes": iou_change_small, "iou_change_large_classes": iou_change_large}
 metrics |= {f"miou_rrm_{'joint' if j else 'ce'}_ratio_{r}": scores[(r, "rrm", j)].miou for r in RATIOS for j in (False, True)}
-metrics = {k: float(v) for k, v in metrics.items()}
+metrics = {k: float(v) for k, v in metrics.items()      # not run (nan): left out
+           if (ST.has_background or "_fg" not in k) and not np.isnan(v)}
 S.record(metrics)
 S.save_model("rrm_joint", rrm.SegmentationBranch(main_net))   # for notebook 08
 print({k: round(v, 3) for k, v in metrics.items()})
@@ -603,8 +712,49 @@ print({k: round(v, 3) for k, v in metrics.items()})
 #   labels are better on car (0.80 vs 0.57), boat (0.62 vs 0.34), dog (0.75 vs 0.60) and bottle
 #   (0.64 vs 0.31), worse on cat (0.30 vs 0.44) — measured with `irnet.pseudo_label_confusion` on
 #   the two folders of one clean run.
-
-# Checked by the assertions below at the quick defaults: `precision_reliable` >
+#
+# **On MSRC** (real photos, no background; the quick defaults after notebooks 03-05, step 1 of
+# seed 0; scored on MSRC's 266 test photos; measured with `python -m wsss_edu.runner --only 07
+# -p DATASET=msrc -p DATA_ROOT=...`, the CAM-label networks with `-p TABLE2_CAM=True`, a second
+# RRM seed on the same step 1 with the config's `seed=1`):
+#
+# * **Reliable regions are more precise than CAM labels** here too, and by more: 0.846 → 0.911 at
+#   40 % (coverage 0.420 → 0.375), at every fraction (§3).
+# * **The joint loss does not win** at this budget (3 epochs of 160-px crops): one-step CE 0.383,
+#   joint 0.363 (with the CRF at test 0.395 / 0.372); the second seed 0.363 / 0.339. On the
+#   validation photos the two are level (0.320 / 0.322; 0.307 / 0.308). Paper: 48.5 → 62.6.
+#   (The learning rate, 1e-4 with Adam, was chosen on val with the joint loss: 3e-5 0.123,
+#   1e-4 0.322, 3e-4 0.228, SGD 1e-3 0.190.)
+# * **Why: without a background the energy feeds the big classes.** On VOC its work is to pull
+#   objects back from the background band around them; here every pixel is some class's, and a
+#   label change inside a region of one colour costs energy whichever class wins, so a small
+#   object whose colours resemble its surroundings is absorbed by the large "stuff" class around
+#   it. §5's scatter shows it: with the energy, grass and road take more of the predicted pixels
+#   (seed 0: 0.317 → 0.352 and 0.130 → 0.146 of the test pixels; seed 1: 0.301 → 0.329,
+#   0.148 → 0.159), and the small animals lose most (cat 0.40 → 0.08, bird 0.14 → 0.03, cow
+#   0.45 → 0.35; seed 1: 0.28 → 0, 0.17 → 0.08, 0.48 → 0.41), while large classes hold or gain
+#   (sky 0.65 → 0.70, water 0.65 → 0.68, tree 0.51 → 0.55). The mean over classes weighs each
+#   small class like grass, so mIoU falls. Five classes (sheep, aeroplane, car, dog, boat) are
+#   never predicted by either network: 3 epochs are too few for the rare classes, which leaves
+#   the others fragile too. (Measured on the two seeds' cached networks of one output folder,
+#   per class on test.)
+# * **Reliable vs CAM labels** (Table 2, `-p TABLE2_CAM=True`): joint 0.354 → 0.363, CE
+#   0.390 → 0.383 — a gain with the energy only, within the spread of the seeds.
+# * **Against the three steps**: the one-step network (0.363) is below notebook 05's DeepLabv3+
+#   (0.400), and its pseudo-labels on the training photos (0.422) below IRNet's (0.521).
+#
+# * **Another step 1** (`-p SEED=1`: step 1's classifier and RRM both at seed 1, 11 min with the
+#   classifier's training): precision 0.824 → 0.887 (coverage 0.395 → 0.347); CE 0.296, joint
+#   0.272 (+ CRF 0.306 / 0.275); IoU change with the energy, smaller classes −0.031, larger
+#   −0.018. The seed-1 classifier is weaker, and so is everything RRM builds on it.
+#
+# Asserted on MSRC at the quick defaults (both hold at SEED=1 too): the reliable regions'
+# precision gain (> 0.03), and the explanation of the joint loss's loss (it costs the smaller
+# half of the classes more IoU than the larger half: `iou_change_small_classes` <
+# `iou_change_large_classes`). The paper's headline (joint > CE) held on none of the three runs,
+# and is not asserted there.
+#
+# Checked by the assertions below on the toy world at the quick defaults: `precision_reliable` >
 # `precision_cam_labels`, `miou_rrm_joint` > `miou_rrm_ce`, and the joint loss ahead with CAM
 # labels too. The smaller gaps (Table 2's reliable vs CAM labels, one step vs two) are reported,
 # not asserted.
@@ -614,6 +764,9 @@ if DATASET == "toy" and S.quick:
     assert precision_reliable > precision_cam_labels, (precision_reliable, precision_cam_labels)
     assert miou_rrm_joint > miou_rrm_ce, (miou_rrm_joint, miou_rrm_ce)
     assert miou_cam_joint > miou_cam_ce, (miou_cam_joint, miou_cam_ce)
+if DATASET == "msrc" and S.quick:
+    assert precision_reliable > precision_cam_labels + 0.03, (precision_reliable, precision_cam_labels)
+    assert iou_change_small < iou_change_large, (iou_change_small, iou_change_large)
 
 # %% [markdown]
 # ## Summary
@@ -625,6 +778,10 @@ if DATASET == "toy" and S.quick:
 #   objects.
 # * The energy is an exact double sum over pixel pairs; normalised over the pairs its weight
 #   carries over between image sizes, and the reference's strength converts to about 37.
+* On real photos without a background class (MSRC) the reliable regions are more precise still
+#   (0.85 → 0.91), but the energy's "be like your neighbours" feeds the large stuff classes at the
+#   small objects' expense: the paper's joint-loss gain needs the background it was made for, or
+#   more training than a CPU's minutes.
 
 # %% [markdown]
 # ## Exercises

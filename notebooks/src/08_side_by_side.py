@@ -22,7 +22,7 @@
 # very images notebooks 03-07 use; both numbers are shown.
 
 # %% tags=["parameters"]
-DATASET = "toy"        # toy | voc | cityscapes | camvid | coco
+DATASET = "toy"        # toy | msrc (real photos, no background class: the tags methods only) | voc | cityscapes | camvid | coco
 DATA_ROOT = ""
 OUTPUT_DIR = ""        # the folder notebooks 00-07 wrote to (default: $WSSS_OUTPUT_DIR or <repo>/runs)
 PROFILE = "quick"      # quick | full
@@ -30,19 +30,29 @@ DEVICE = "auto"
 SEED = 0
 WORKERS = 0
 RUN_MISSING = True     # run the notebooks whose numbers are missing (False: leave them out)
-# The tags world of notebooks 03-07 (the same values find their cached data):
+# Step 1 of notebooks 03-07 (the same values find their cached data and CAMs; None: the dataset's):
+DROP_CLASS = None      # (None: the dataset's, toy "person", msrc nothing)
+BALANCE = None
 MISSING_RATE = 0.5
 IMBALANCE = 4.0
 IMAGE_SIZE = None      # (64 | 320)
 N_TRAIN = None         # (800 | 5000)
 N_VAL = None           # (200 | 1000)
+BACKBONE = None
+EPOCHS = None
+LR_NEW = None
+CROP = None
+CAM_SCALES = None
+FROZEN_BLOCKS = None
 WEIGHTS = "imagenet"
-# The full-supervision network: notebook 05's DeepLabv3+ (None = the profile's value)
+# The full-supervision network: notebook 05's DeepLabv3+ (None = the profile's value on the dataset)
 SEG_BACKBONE = None
 SEG_EPOCHS = None
 SEG_OPTIMIZER = None
 SEG_LR = None
 SEG_CROP = None
+SEG_SCALE = (0.5, 2.0) # as notebook 05
+SEG_FROZEN_BLOCKS = None
 N_SHOW = 4             # gallery rows
 
 # %%
@@ -55,8 +65,8 @@ from wsss_edu.data import images_to_tensor
 from wsss_edu.results import load_model
 
 S = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-params.require_background(S)   # URN and RRM assume a background class (notebooks 03-05 run without one)
 SHARED = dict(DATASET=DATASET, DATA_ROOT=DATA_ROOT, PROFILE=PROFILE, DEVICE=DEVICE, SEED=SEED)
+METHODS = compare.methods_for(DATASET)   # paper 000's rows live in the toy box world only
 print(S.output_dir)
 
 # %% [markdown]
@@ -65,9 +75,12 @@ print(S.output_dir)
 # `compare.METHODS` lists the methods with their labels and networks. Annotation time per image
 # uses the PASCAL VOC estimates of notebook 00: a mask ≈ 240 s, tags ≈ 20 s, a box ≈ 7 s (about
 # two objects per image); paper 000's labels are boxes everywhere plus masks on 10 % of the images.
+# On a real dataset (`DATASET = "msrc"`) the table holds the tags methods only
+# (`compare.methods_for`): paper 000's notebooks 01-02b train in the toy world's box world, whose
+# numbers say nothing about these photos.
 
 # %%
-for m in compare.METHODS:
+for m in METHODS:
     print(f"paper {m.paper_id}  {m.name:36s} {m.labels:20s} {m.annotation_seconds:5.0f} s/image  "
           f"networks: {' → '.join(m.networks)}")
 
@@ -80,7 +93,7 @@ for m in compare.METHODS:
 # Run in course order, nothing is missing.
 
 # %%
-METRICS = compare.ensure_metrics(S.output_dir, SHARED, run_missing=RUN_MISSING)
+METRICS = compare.ensure_metrics(S.output_dir, SHARED, methods=METHODS, run_missing=RUN_MISSING)
 print(sorted(METRICS))
 
 # %% [markdown]
@@ -91,22 +104,28 @@ print(sorted(METRICS))
 # the ceiling every tags method aims at.
 
 # %%
-ST = cam.step1(S, DATASET, "person", True, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
-               IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
+ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+               IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
+               LR_NEW=LR_NEW, CROP=CROP, CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
 TRAIN, TEST, SPLIT, CLASSES = ST.train, ST.test, ST.test_split, ST.classes   # every network reported on TEST
-SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
-                          SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP)
+FIRST = 0 if ST.has_background else 1    # MSRC's class 0 exists by name only: its IoU is left out
+SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
+                          SEG_EPOCHS=SEG_EPOCHS, SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
+                          SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
 full_net = pseudo.cached_segmenter(S.output_dir, TRAIN, {"true_masks": ST.data_key}, SEG, S.device, WORKERS)
 full_meter = pseudo.evaluate(full_net, TEST, progress=False)
 miou_full = full_meter.miou
-print(f"DeepLabv3+ on every true mask: {SPLIT} mIoU {miou_full:.3f}; notebook 00's U-Net reference "
-      f"(its own world): {METRICS.get('00_wsss_and_the_toy_world', {}).get('miou_full_supervision', math.nan):.3f}")
+print(f"DeepLabv3+ on every true mask: {SPLIT} mIoU {miou_full:.3f}")
+if "miou_full_supervision" in METRICS.get("00_wsss_and_the_toy_world", {}):
+    print(f"notebook 00's U-Net reference (its own world): {METRICS['00_wsss_and_the_toy_world']['miou_full_supervision']:.3f}")
 
 # %% [markdown]
 # The CAMs of the held-out test images at the background threshold notebook 03 chose on val: the
 # starting point every tags method refines. **Which split chose what:** val chose the CAM
-# threshold and IRNet's walk (notebooks 03-04); every number of this notebook is read on the toy
-# world's separate test split, which no choice has seen.
+# threshold and IRNet's walk (notebooks 03-04); every number of this notebook is read on the
+# dataset's separate test split (the toy world's, MSRC's), which no choice has seen. Without a
+# background class there is no threshold (θ = None): each pixel takes the image's tagged class
+# whose CAM is the largest there (`cam.cams_to_labels`, as notebook 03 scores MSRC).
 
 # %%
 THETA = METRICS["03_classification_and_cam"]["bg_threshold"]
@@ -125,8 +144,8 @@ print(f"CAM pseudo-labels on {SPLIT} (θ = {THETA}): mIoU {miou_cam_test:.3f}")
 # from an older cache that did not time them).
 
 # %%
-SECONDS = compare.median_seconds(S.output_dir, {k for m in compare.METHODS for k in m.cache})
-ROWS = compare.side_by_side(METRICS, miou_full, SECONDS)
+SECONDS = compare.median_seconds(S.output_dir, {k for m in METHODS for k in m.cache})
+ROWS = compare.side_by_side(METRICS, miou_full, SECONDS, METHODS)
 TABLE = compare.markdown_table(ROWS)
 print(TABLE)
 
@@ -196,11 +215,12 @@ plt.show(); plt.close()
 # Per class, where the methods part from full supervision:
 
 # %%
-fig, ax = plt.subplots(figsize=(10, 3.2))
-xs = np.arange(len(CLASSES))
+fig, ax = plt.subplots(figsize=(10 if ST.has_background else 14, 3.2))
+xs = np.arange(len(CLASSES) - FIRST)
 for j, (k, m) in enumerate(MEASURED.items()):
-    ax.bar(xs + (j - 1.5) * 0.2, m.iou, 0.2, label=f"{k}: {m.miou:.3f}")
-ax.set_xticks(xs, CLASSES, rotation=30); ax.set_ylabel(f"{SPLIT} IoU"); ax.legend(fontsize=7)
+    ax.bar(xs + (j - 1.5) * 0.2, m.iou[FIRST:], 0.2, label=f"{k}: {m.miou:.3f}")
+ax.set_xticks(xs, CLASSES[FIRST:], rotation=30 if ST.has_background else 60); ax.set_ylabel(f"{SPLIT} IoU")
+ax.legend(fontsize=7)
 plt.show(); plt.close()
 
 # %% [markdown]
@@ -222,17 +242,18 @@ S.record(metrics)
 print({k: round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
-# Two things every WSSS paper takes for granted, checked here on the toy world at the quick
-# profile (the full profile and real datasets only report, as in the other notebooks): full
-# supervision is the ceiling (no tags method beats the network trained on every mask), and every
+# Two things every WSSS paper takes for granted, checked here at the quick profile (the full
+# profile and the other datasets only report, as in the other notebooks): full supervision is the
+# ceiling (no tags method beats the network trained on every mask; toy world and MSRC), and every
 # tags method improves on the CAMs it starts from (otherwise steps 2-3, URN and RRM would be
-# wasted effort).
+# wasted effort; toy world only — on MSRC it does not hold, §7 says why).
 
 # %%
 TAGS = [r for r in ROWS if r["world"] == "tags" and not math.isnan(r["final_miou"])]
-for r in TAGS if DATASET == "toy" and S.quick else []:
+for r in TAGS if DATASET in ("toy", "msrc") and S.quick else []:
     assert r["final_miou"] < miou_full, f"{r['method']} beats full supervision: {r['final_miou']:.3f}"
-    assert r["final_miou"] > miou_cam_test, f"{r['method']} does not improve on its CAMs ({miou_cam_test:.3f})"
+    if DATASET == "toy":
+        assert r["final_miou"] > miou_cam_test, f"{r['method']} does not improve on its CAMs ({miou_cam_test:.3f})"
 print("checked:", [r["method"] for r in TAGS])
 
 # %% [markdown]
@@ -256,6 +277,21 @@ print("checked:", [r["method"] for r in TAGS])
 # * Training time is this machine's, from the cache; on a GPU at full scale the order changes
 #   (RRM's dense energy and the CRFs cost more at 321 px).
 #
+# **On MSRC** (real photos, ImageNet MobileNetV2, the quick defaults after notebooks 03-07 in one
+# output folder; `python -m wsss_edu.runner --only 08 -p DATASET=msrc -p DATA_ROOT=...`, 2.6 min):
+# the same DeepLabv3+ on every true mask scores 0.597 on the 266 test photos. The three-step
+# pipeline reaches 0.400 (67 % of it), RRM 0.363 (61 %; 0.372 with the CRF at test), URN 0.253
+# (42 %: its 2-epoch retrainings, notebook 06). The ceiling holds (asserted); the second
+# assumption does not: the CAM row, 0.484 on test, is *above* every final network. It is not
+# like for like: a CAM label is chosen among the test image's own tags, and without a background
+# class the tags nearly decide the label (an MSRC test photo has 1-4 of 21 classes, median 2), while the
+# networks see no tags — notebook 05 measured the same network at 0.459 on its training photos
+# when restricted to their tags, 0.418 without. The per-class bars show where the gap lies: the
+# large classes (grass, sky, water, book, flower) score 0.6-0.95 with both tags networks, while
+# rare objects — aeroplane, car, boat, bird, 0.00-0.03 IoU for the three-step network and RRM —
+# are almost never predicted after 3-4 epochs on 266 photos; full supervision learns them from
+# their masks (exercise 2: car's gap is the largest).
+#
 # ## Summary
 #
 # * One table puts every method next to full supervision on the same network and images, with
@@ -265,6 +301,8 @@ print("checked:", [r["method"] for r in TAGS])
 #   supervision, and every tags method improves on the CAMs it starts from (asserted).
 # * The gallery and the per-class bars show where the tags methods fail alike: the class whose
 #   tags are missing or dropped, then the thin and rare ones.
+* On real photos (MSRC) the same table: the three-step pipeline at two thirds of full
+#   supervision, RRM at three fifths; the rare objects are where the tags methods lose.
 
 # %% [markdown]
 # ## Exercises
@@ -296,23 +334,27 @@ print(f"{cheapest_per_point}: {best['final_pct'] / hours[best['labels']]:.3f} % 
 # ### Exercise 2 — the class every tags method loses
 #
 # From `MEASURED` (the confusion meters of §5), define `gap`, a dict from each foreground class
-# name to the mean, over the three tags networks, of (full supervision IoU − the network's IoU),
-# and `worst`, the class with the largest gap. Which paper's data handling explains it?
+# name (on MSRC: each class; leave out a class absent from the test split, whose IoU is NaN) to
+# the mean, over the three tags networks, of (full supervision IoU − the network's IoU), and
+# `worst`, the class with the largest gap. Which paper's data handling explains it?
 
 # %% tags=["exercise"]
 ### BEGIN SOLUTION
 weak = [k for k in MEASURED if k != "full supervision"]
 full_iou = MEASURED["full supervision"].iou
 gap = {c: float(np.mean([full_iou[j] - MEASURED[k].iou[j] for k in weak])) for j, c in enumerate(CLASSES) if j > 0}
+gap = {c: v for c, v in gap.items() if not np.isnan(v)}     # a class absent from the test images
 worst = max(gap, key=gap.get)
 ### END SOLUTION
-assert set(gap) == set(CLASSES[1:]) and worst in gap
+assert set(gap) <= set(CLASSES[1:]) and worst in gap and not any(np.isnan(v) for v in gap.values())
 j = CLASSES.index(worst)
 direct = np.mean([MEASURED["full supervision"].iou[j] - MEASURED[k].iou[j] for k in MEASURED if k != "full supervision"])
 assert abs(gap[worst] - direct) < 1e-9 and gap[worst] == max(gap.values())
 print(f"worst: {worst} (gap {gap[worst]:.3f})")
 
 # %% [markdown] tags=["solution"]
+# On MSRC at the quick defaults the largest gap is a rare object class (car): full supervision
+# learns it from its masks, while the tags networks, a few epochs on 266 photos, never predict it.
 # On the toy world at the defaults the largest gap is usually `person`: half its tags are missing
 # (the world's `MISSING_RATE`, notebook 03) and papers 001-002 drop the remaining ones, so two of
 # the three networks never see a person label.
@@ -340,6 +382,6 @@ agree_acc, disagree_acc = hit_a / max(tot_a, 1), hit_d / max(tot_d, 1)
 agree_share = tot_a / max(tot_a + tot_d, 1)
 ### END SOLUTION
 assert 0 <= agree_share <= 1 and 0 <= agree_acc <= 1 and 0 <= disagree_acc <= 1
-if DATASET == "toy" and S.quick:   # the trend, checked where the notebook's other trends are
+if DATASET in ("toy", "msrc") and S.quick:   # the trend, checked where the notebook's other trends are
     assert 0 < agree_share < 1 and agree_acc > disagree_acc, "where the three agree they should be more often right"
 print(f"agree on {agree_share:.1%} of pixels: accuracy {agree_acc:.3f} vs RRM elsewhere {disagree_acc:.3f}")
