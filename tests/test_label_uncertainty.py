@@ -442,3 +442,28 @@ def test_labelled_object_share_and_batches_without_object_on_a_hand_made_mixed_s
     assert lu.batches_without_object(arrays, 1, False, draws=4000) == pytest.approx(0.25, abs=0.03)
     # a batch of all 4 images always holds image 0
     assert lu.batches_without_object(arrays, 4, True, draws=50) == 0.0
+
+
+def test_run_experiments_keeps_histories_in_the_cache(tmp_path, monkeypatch):
+    """With an output folder each history is stored once: a rerun trains nothing and returns the
+    same history (arrays as arrays), a changed job or changed data trains again, a damaged file is
+    trained again."""
+    arrays = tiny_mixed()
+    job = dict(arrays=arrays, val=arrays, method="ours", epochs=1, seed=0, width=4, watch=arrays["image"][:2])
+    first = lu.run_experiments([job], output_dir=tmp_path)[0]
+    calls = []
+    monkeypatch.setattr(lu, "_experiment", lambda kw: calls.append(kw) or lu.train_experiment(**kw, progress=False)[1])
+    again = lu.run_experiments([job], output_dir=tmp_path)[0]
+    assert calls == [] and again["miou"] == first["miou"] and again["epoch"] == first["epoch"]
+    labels, s2 = again["watch"][0]
+    assert isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and np.array_equal(labels, first["watch"][0][0])
+    other = dict(arrays, image=arrays["image"].copy())
+    other["image"][0, 0, 0, 0] ^= 1       # one pixel of the data changed
+    lu.run_experiments([job, dict(job, seed=1), dict(job, arrays=other)], output_dir=tmp_path)
+    assert [c["seed"] for c in calls] == [1, 0] and calls[1]["arrays"] is other
+    for f in (tmp_path / "cache" / "experiments").glob("*.pt"):
+        f.write_bytes(b"cut short")
+    calls.clear()
+    lu.run_experiments([job], output_dir=tmp_path)
+    assert len(calls) == 1
+    assert lu.experiment_key(job) == lu.experiment_key(dict(job, arrays={k: v.copy() for k, v in arrays.items()}))

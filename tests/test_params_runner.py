@@ -108,3 +108,42 @@ def test_runner_cli_help():
     r = subprocess.run([sys.executable, "-m", "wsss_edu.runner", "--help"], capture_output=True,
                        text=True, cwd=REPO)
     assert r.returncode == 0 and "--param" in r.stdout
+
+
+def _knobs_of_shared_steps() -> dict:
+    """Every setting that decides what a shared cached step computes, by the call that runs it
+    again in a later notebook (from the package's own tables, so a new knob is demanded too)."""
+    from wsss_edu import cam, irnet, pseudo
+
+    return {
+        "cam.step1(": set(cam.STEP1_PROFILE) | {"MISSING_RATE", "IMBALANCE", "WEIGHTS"},
+        "irnet.step2(": (set(irnet.STEP2_PROFILE) | set(irnet.WALK_GRID)
+                         | {"CONFIDENCE", "IR_LR", "IR_PATH", "IR_SOURCES"}),
+        # notebook 05's DeepLabv3+ (F_S, full supervision); evaluation-only knobs left out.
+        "pseudo.step3_config(": set(pseudo.STEP3_PROFILE) - {"TTA_SCALES", "SEEDS"} | {"SEG_SCALE"},
+    }
+
+
+def test_notebooks_that_rerun_a_shared_step_take_all_its_settings():
+    """A notebook that calls notebook 03's, 04's or 05's cached step itself (to find it in the cache)
+    defines every parameter of that step and uses it: a global ``-p IR_EPOCHS=1`` given to the
+    pipeline reaches each of them, instead of one quietly training the step again at the profile's
+    value (as notebook 06 once did: the whole-chain test spent 95 s retraining IRNet there)."""
+    import re
+
+    from wsss_edu.pipeline import notebook_parameters
+
+    own_network = {"07": "pseudo.step3_config("}   # 07's two-step network is its own, not 05's
+    problems = []
+    for nb in sorted((REPO / "notebooks").glob("0[3-8]_*.ipynb")):
+        cells = [c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
+        body = "\n".join(c.source for c in cells[1:])
+        defined = notebook_parameters(nb)
+        for call, knobs in _knobs_of_shared_steps().items():
+            if call not in body or own_network.get(nb.name[:2]) == call:
+                continue
+            missing = sorted(k for k in knobs if k not in defined)
+            unused = sorted(k for k in knobs & defined if not re.search(rf"\b{k}\b", body))
+            if missing or unused:
+                problems.append(f"{nb.name} {call}: not parameters {missing}, never used {unused}")
+    assert not problems, problems

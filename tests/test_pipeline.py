@@ -168,8 +168,10 @@ def test_training_time_comes_from_the_cache(tmp_path):
 @pytest.mark.slow
 def test_the_whole_chain_on_a_fabricated_voc_folder(tmp_path):
     """The driver end to end at PROFILE=full on a fabricated VOC folder (and Cityscapes for paper
-    000), weights=None, one epoch per stage: every step's artifacts found by the next, the report
-    written; a second run skips everything; a step whose marker is gone runs again alone."""
+    000), weights=None, one epoch per stage: every notebook's numbers recorded, every step's
+    artifacts found by the next (nothing trained twice), the report written; a second run skips
+    everything; a step whose marker is gone runs again alone. (Notebooks 00, 03-05 and 07 at the
+    full profile on VOC are tested here only; tests/test_notebook_full_path.py has the other paths.)"""
     from wsss_edu.toy import write_voc_layout
 
     try:
@@ -190,8 +192,25 @@ def test_the_whole_chain_on_a_fabricated_voc_folder(tmp_path):
     status = pipeline.run_pipeline(out, "voc", tmp_path / "voc", "full", only=only, overrides=over,
                                    boxes_dataset="cityscapes", boxes_data_root=city, timeout=900)
     assert set(status.values()) == {"ran"} and len(status) == 8
-    m8 = json.loads((out / "metrics" / "08_side_by_side.json").read_text())
-    assert 0 <= m8["miou_full_supervision_tags_world"] <= 1
+    m = {nb: json.loads(p.read_text()) for nb, p in ((p.stem[:3].rstrip("_"), p) for p in (out / "metrics").glob("*.json"))}
+    in_range = {"00": ["miou_full_supervision"], "03": ["miou_cam", "miou_cam_crf", "miou_cam_dropped_balanced"],
+                "04": ["miou_irnet"], "05": ["miou_deeplab", "miou_deeplab_tta", "miou_deeplab_train"],
+                "06": ["auroc_uncertainty", "miou_plain", "miou_urn", "miou_pseudo_masks_train"],
+                "07": ["precision_cam_labels", "precision_reliable", "miou_rrm_ce", "miou_rrm_joint", "miou_cam_joint",
+                       "miou_rrm_joint_crf", "miou_rrm_pseudo_train", "miou_rrm_two_step"],
+                "08": ["miou_full_supervision_tags_world"]}
+    bad = [(nb, k, m[nb].get(k)) for nb, keys in in_range.items() for k in keys if not 0.0 <= m[nb].get(k, -1) <= 1.0]
+    assert not bad, bad
+    assert m["00"]["toy_car_box_fill"] is None                  # a toy-only statistic, not computed on VOC
+    assert m["04"]["walk_radius"] == 5 and m["04"]["walk_exp_times"] == 8     # the full profile's walk
+    cache = out / "cache"
+    assert list((cache / "reference_model").glob("*.pt")) and len(list((cache / "cams").glob("*/complete"))) >= 2
+    # 04 trains two IRNets (person dropped, every tag kept); 05 and 06 find them (06 takes the same
+    # IR_* overrides), instead of training a third at the profile's values
+    assert len(list((cache / "irnet").glob("*.pt"))) == 2
+    assert len(list((cache / "rrm").glob("*.pt"))) == 4        # 07: ratio 0.4 and CAM labels, CE and joint
+    pl = next((cache / "rrm_pseudo_labels").iterdir())
+    assert len(list(pl.glob("*.png"))) == 6 and (pl / "complete").exists()
     report = (out / "report.md").read_text()
     assert "## The methods side by side" in report and "RRM: one network, joint loss" in report
     assert "Zhang et al." in report and "| 07_rrm_end_to_end |" in report

@@ -753,10 +753,64 @@ def _experiment(kwargs):
     return train_experiment(**kwargs, progress=False)[1]
 
 
-def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments") -> list:
+def experiment_key(job: dict) -> dict:
+    """What decides a :func:`train_experiment` run's history, as a JSON-able cache key: its keyword
+    arguments, each array by a digest of its content (dtype, shape, bytes), a config as its fields."""
+    import dataclasses
+    import hashlib
+
+    def key(v):
+        if isinstance(v, np.ndarray):
+            a = np.ascontiguousarray(v)
+            head = f"{a.dtype.str}{a.shape}".encode()
+            return "sha1:" + hashlib.sha1(head + a.tobytes()).hexdigest()[:16]
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {"config": type(v).__name__} | key(dataclasses.asdict(v))
+        if isinstance(v, dict):
+            return {str(k): key(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [key(x) for x in v]
+        return v
+
+    return key(dict(job))
+
+
+def _as_numpy(obj):
+    """A stored history back as :func:`train_experiment` returned it: tensors as NumPy arrays."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _as_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_as_numpy(v) for v in obj]
+    return obj
+
+
+def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
+                    output_dir=None) -> list:
     """Run many :func:`train_experiment` calls (``jobs``: dicts of its keyword arguments) and return
     their histories, in order; ``processes`` > 1 runs them in worker processes
-    (:func:`wsss_edu.parallel.map_jobs`: the threads split between them)."""
+    (:func:`wsss_edu.parallel.map_jobs`: the threads split between them).
+    ``output_dir``: keep each history in its artifact cache (``cache/experiments``, keyed by
+    :func:`experiment_key`), so a rerun of the notebook trains only what is not there yet."""
     from .parallel import map_jobs
 
-    return map_jobs(_experiment, jobs, processes, desc)
+    if output_dir is None:
+        return map_jobs(_experiment, jobs, processes, desc)
+    from .cache import artifact_path, load_artifact, save_artifact
+
+    def stored(path):
+        try:
+            return _as_numpy(load_artifact(path)) if path.exists() else None
+        except Exception:  # an interrupted or foreign file: train again
+            return None
+
+    keys = [experiment_key(j) for j in jobs]
+    paths = [artifact_path(output_dir, "experiments", k) for k in keys]
+    histories = [stored(p) for p in paths]
+    todo = [i for i, h in enumerate(histories) if h is None]
+    trained = map_jobs(_experiment, [jobs[i] for i in todo], processes, desc, done=len(jobs) - len(todo))
+    for i, h in zip(todo, trained):
+        save_artifact(paths[i], h, keys[i])
+        histories[i] = _as_numpy(load_artifact(paths[i]))
+    return histories

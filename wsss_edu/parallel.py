@@ -64,30 +64,34 @@ def _threaded_call(job):
     return fn(arg)
 
 
-def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: bool = True) -> list:
+def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: bool = True,
+             done: int = 0) -> list:
     """``[fn(job) for job in jobs]``, in order; with ``processes`` > 1 in a pool of spawned
     processes (``fn`` and the jobs must be picklable: a module-level function), each job with its
     :func:`thread_shares`. A small network uses CPU threads poorly, so workers pay even on 2 cores
     (six 48-px runs of notebook 02: 66 s with 2 workers vs 92 s in one process with 2 threads).
     A single job with ``processes`` > 1 runs here, with the thread share it would have had in the
-    pool (so its result does not depend on how many jobs came with it)."""
+    pool (so its result does not depend on how many jobs came with it).
+    ``done``: jobs of the same batch already done elsewhere (found in a cache): the progress bar
+    counts them, so it reads "12/12" when the cache held everything."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
 
+    bar = dict(desc=desc, disable=not progress, total=len(jobs) + done, initial=done)
     if processes <= 1:
-        return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress)]
+        return list(tqdm((fn(j) for j in jobs), **bar))
     shares = thread_shares(len(jobs), processes)
     if len(jobs) <= 1:
         before = torch.get_num_threads()
         try:
-            return [_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)]
+            return list(tqdm((_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)), **bar))
         finally:
             torch.set_num_threads(before)
     work = [(fn, j, t) for j, t in zip(jobs, shares)]
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(_threaded_call, work), total=len(jobs), desc=desc, disable=not progress))
+        return list(tqdm(pool.map(_threaded_call, work), **bar))
 
 
 def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jobs",

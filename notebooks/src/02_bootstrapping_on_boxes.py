@@ -109,7 +109,8 @@ plt.show(); plt.close()
 # One small U-Net with the two heads of notebook 01 ($\mu$, $\sigma^2$), the same for every row; only
 # the data and the loss change (`lu.method_loss`). Every row gets the same number of optimiser steps
 # (PP-only cycles through its few images). Each row is trained with `SEEDS` seeds; `lu.run_experiments`
-# runs them (in `WORKERS` processes). For the first "ours" run we also *watch* 40 box-labelled
+# runs them (in `WORKERS` processes) and keeps each run's history in the cache under the output
+# folder, so running the notebook again trains nothing. For the first "ours" run we also *watch* 40 box-labelled
 # training images: their predicted labels and $\sigma^2$ after every epoch, for §4.
 #
 # A run can **collapse**: end up calling (almost) no pixel car, IoU near 0 (it has happened to the
@@ -133,7 +134,7 @@ def job(arrays, val, method, seed, num_logits=1, cfg=CFG, width=WIDTH, eval_ever
 
 jobs = [job(cars, cars_val, m, SEED + k) for m in lu.METHODS for k in range(SEEDS)]
 jobs[lu.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
-runs = lu.run_experiments(jobs, WORKERS, desc="Table 1")
+runs = lu.run_experiments(jobs, WORKERS, "Table 1", S.output_dir)
 table1 = {m: [runs[i * SEEDS + k]["miou"] for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
 watched = runs[lu.METHODS.index("ours") * SEEDS]["watch"]
 collapsed1 = {m: [lu.collapsed(runs[i * SEEDS + k]) for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
@@ -244,7 +245,8 @@ sweep = {N_PP: {m: final[m] for m in ("pp_only", "ours")}}
 counts = [n for n in PP_SWEEP if n != N_PP and n < len(cars["image"])]
 arrays = {n: mixed(n) for n in counts}
 sweep_runs = lu.run_experiments([job(arrays[n], cars_val, m, SEED + k, eval_every=EPOCHS) for n in counts
-                                 for m in ("pp_only", "ours") for k in range(SEEDS)], WORKERS, "PP sweep")
+                                 for m in ("pp_only", "ours") for k in range(SEEDS)], WORKERS, "PP sweep",
+                                S.output_dir)
 for j, n in enumerate(counts):
     sweep[n] = {}
     for i, m in enumerate(("pp_only", "ours")):
@@ -288,7 +290,7 @@ naive = {"eq. (2) trains μ": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, 
          "W not detached, flip": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False,
                                                     target="flip")}
 naive_runs = lu.run_experiments([job(cars, cars_val, "ours", SEED, cfg=c) for c in naive.values()],
-                                WORKERS, "literal readings")
+                                WORKERS, "literal readings", S.output_dir)
 naive_curves = {"ours": [table1["ours"][0]], "boxes_bce": [table1["boxes_bce"][0]]}
 naive_curves |= {k: [h["miou"]] for k, h in zip(naive, naive_runs)}
 curves(naive_curves, NAMES)

@@ -130,7 +130,7 @@ jobs = [dict(arrays=multi, val=multi_val, method=m, num_logits=3, epochs=EPOCHS,
              width=WIDTH, eval_every=EPOCHS, device="cpu" if S.quick else str(S.device))
         for m in rows2 for k in range(SEEDS)]
 jobs[rows2.index("ours") * SEEDS]["watch"] = multi["image"][watch_idx]
-runs2 = lu.run_experiments(jobs, WORKERS, "Table 2")
+runs2 = lu.run_experiments(jobs, WORKERS, "Table 2", S.output_dir)   # cached, as in notebook 02
 collapsed2 = {m: [lu.collapsed(h) for h in runs2[i * SEEDS:(i + 1) * SEEDS]] for i, m in enumerate(rows2)}
 kept2 = {m: lu.drop_collapsed(range(SEEDS), collapsed2[m]) for m in rows2}   # (seeds kept, note)
 table2 = {m: np.array([runs2[i * SEEDS + k]["miou"][-1] for k in kept2[m][0]]) for i, m in enumerate(rows2)}

@@ -40,6 +40,7 @@ BACKBONE = None        # step 1's classifier (small | resnet50)
 EPOCHS = None          # step 1's epochs (10 | 5)
 LR_NEW = None
 CROP = None
+AUGMENT = None         # (flip | strong), as notebook 03
 CAM_SCALES = None
 FROZEN_BLOCKS = None
 WEIGHTS = "imagenet"
@@ -87,7 +88,8 @@ print(P)
 
 # %%
 STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
-             LR_NEW=LR_NEW, CROP=CROP, CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
+             LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
+             FROZEN_BLOCKS=FROZEN_BLOCKS)
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
 DROP_CLASS = ST.dropped_class     # None resolved: the dataset's default ('' on MSRC)
 CLASSES, K = ST.classes, len(ST.classes) - 1

@@ -37,6 +37,7 @@ BACKBONE = None
 EPOCHS = None
 LR_NEW = None
 CROP = None
+AUGMENT = None         # (flip | strong), as notebook 03
 CAM_SCALES = None
 FROZEN_BLOCKS = None
 WEIGHTS = "imagenet"
@@ -50,6 +51,8 @@ IR_LR = 0.1
 IR_MOMENTUM = None     # (0.9 | 1e-4), as notebook 04
 IR_PATH = "thick"      # (thick: as in the reference code | thin), as notebook 04
 IR_SOURCES = "all"     # (all | reference), as notebook 04
+IR_AUGMENT = None      # (flip | strong), as notebook 04
+IR_COPY_SCALES = None  # (None | (0.5, 1.0, 1.5, 2.0)), as notebook 04
 WALK_RADII = None      # the walk grid of notebook 04 (None: the profile's)
 WALK_EXP_TIMES = None
 WALK_BETAS = None
@@ -79,7 +82,8 @@ from wsss_edu.models import tta_probs
 S = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
 IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
     PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
-    IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM)
+    IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT,
+    IR_COPY_SCALES=IR_COPY_SCALES)
 SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
@@ -98,7 +102,8 @@ print(IRCFG, IR_BACKBONE, "\n", SEG)
 
 # %%
 STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
-             LR_NEW=LR_NEW, CROP=CROP, CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
+             LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
+             FROZEN_BLOCKS=FROZEN_BLOCKS)
 
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
 DROP_CLASS = ST.dropped_class     # None resolved: the dataset's default ('' on MSRC)

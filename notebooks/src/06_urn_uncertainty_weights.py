@@ -46,8 +46,25 @@ BACKBONE = None
 EPOCHS = None
 LR_NEW = None
 CROP = None
+AUGMENT = None         # (flip | strong), as notebook 03
 CAM_SCALES = None
 FROZEN_BLOCKS = None
+# Step 2 with PSEUDO_LABELS="irnet", as notebooks 04-05 ran it (None = the profile's, quick | full):
+IR_BACKBONE = None     # (classifier | resnet50)
+IR_EPOCHS = None       # (5 | 3)
+IR_RADIUS = None       # (5 | 10)
+IR_BATCH = None        # (16 | 32)
+IR_CROP = None         # (None | 512)
+IR_LR = 0.1
+IR_MOMENTUM = None     # (0.9 | 1e-4)
+IR_PATH = "thick"      # (thick | thin)
+IR_SOURCES = "all"     # (all | reference)
+IR_AUGMENT = None      # (flip | strong)
+IR_COPY_SCALES = None  # (None | (0.5, 1.0, 1.5, 2.0))
+WALK_RADII = None      # the walk grid of notebook 04
+WALK_EXP_TIMES = None
+WALK_BETAS = None
+WALK_BG = None
 # The network F_S (notebook 05's DeepLabv3+, None = the profile's, quick | full) and the retrained ones:
 SEG_BACKBONE = None    # (small | resnet50; msrc: mobilenet_v2 | resnet50)
 SEG_EPOCHS = None      # (10 | 30; msrc: 4 | 30)
@@ -55,6 +72,7 @@ SEG_OPTIMIZER = None   # (adam | sgd; msrc: sgd)
 SEG_LR = None          # (2e-3 | 1e-3; msrc: 1e-3)
 SEG_CROP = None        # (None | 512; msrc: 160 | 320)
 SEG_FROZEN_BLOCKS = None  # (0; msrc: 7 | 0)
+SEG_SCALE = (0.5, 2.0) # as notebook 05
 STUDENT_EPOCHS = None  # the retrained networks (10 | 30; msrc: 2 | 30)
 # URN:
 FACTORS = "voc"        # voc {0.15, 0.2, 0.25, 4, 5, 6} | coco {0.4, 0.5, 0.6, 2, 3, 4} | a list
@@ -82,7 +100,7 @@ from wsss_edu.cache import params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
 S = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, dataset=DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
 V = urn.urn_values(PROFILE, DATASET, STUDENT_EPOCHS=STUDENT_EPOCHS, P_SCALES=P_SCALES, T_GRID=T_GRID, SEEDS=SEEDS,
@@ -102,10 +120,14 @@ print(SEG, "\nstudents:", V, "factors:", FACTORS)
 if PSEUDO_LABELS == "irnet":
     ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                    IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
-                   LR_NEW=LR_NEW, CROP=CROP, CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
-    IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(PROFILE, S.seed, CONFIDENCE, WEIGHTS=WEIGHTS,
-                                                        dataset=DATASET)
-    PL_FOLDER = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, workers=WORKERS, labels_bg=STEP3_BG).folder
+                   LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
+                   FROZEN_BLOCKS=FROZEN_BLOCKS)
+    IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
+        PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE,
+        IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM,
+        IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES)
+    GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
+    PL_FOLDER = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS, labels_bg=STEP3_BG).folder
     TRAIN, TEST, SPLIT = ST.train_view, ST.test, ST.test_split
 else:
     SIZES = params.profile_values(PROFILE, cam.STEP1_PROFILE, IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)

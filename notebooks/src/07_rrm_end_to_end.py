@@ -49,6 +49,7 @@ BACKBONE = None        # step 1's classifier, and so RRM's backbone (small | res
 EPOCHS = None
 LR_NEW = None
 CROP = None
+AUGMENT = None         # (flip | strong), as notebook 03
 FROZEN_BLOCKS = None   # MobileNetV2's first blocks kept as ImageNet's, in step 1 and in RRM (0; msrc: 7 | 0)
 # RRM (None = the profile's on the dataset, quick | full; msrc's where it differs):
 RRM_EPOCHS = None      # (3 | 8)
@@ -114,7 +115,7 @@ TABLE2_CAM, TWO_STEP, N_CURVE = V["TABLE2_CAM"], V["TWO_STEP"], V["N_CURVE"]
 # %%
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
                N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP,
-               FROZEN_BLOCKS=FROZEN_BLOCKS)
+               AUGMENT=AUGMENT, FROZEN_BLOCKS=FROZEN_BLOCKS)
 CFG, RATIOS = rrm.rrm_config(PROFILE, S.seed, ST.cfg, has_background=ST.has_background, dataset=DATASET,
                              RRM_EPOCHS=RRM_EPOCHS, RRM_BATCH=RRM_BATCH,
                              RRM_OPTIMIZER=RRM_OPTIMIZER, RRM_LR=RRM_LR, RRM_MOMENTUM=RRM_MOMENTUM,

@@ -42,6 +42,7 @@ BACKBONE = None
 EPOCHS = None
 LR_NEW = None
 CROP = None
+AUGMENT = None         # (flip | strong), as notebook 03
 CAM_SCALES = None
 FROZEN_BLOCKS = None
 WEIGHTS = "imagenet"
@@ -106,7 +107,8 @@ print(sorted(METRICS))
 # %%
 ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
-               LR_NEW=LR_NEW, CROP=CROP, CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
+               LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
+               FROZEN_BLOCKS=FROZEN_BLOCKS)
 TRAIN, TEST, SPLIT, CLASSES = ST.train, ST.test, ST.test_split, ST.classes   # every network reported on TEST
 FIRST = 0 if ST.has_background else 1    # MSRC's class 0 exists by name only: its IoU is left out
 SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
