@@ -253,3 +253,9 @@ def test_evaluate_with_crf_post_processing_cleans_salt_noise():
     assert cleaned.pixel_accuracy > plain.pixel_accuracy + 0.05, (cleaned.pixel_accuracy, plain.pixel_accuracy)
     pooled = pseudo.evaluate(Replay(), ds, progress=False, crf="rrm_test", processes=2)   # the CRFs in 2 processes
     assert np.array_equal(pooled.cm, cleaned.cm)
+    once = Replay()                      # both meters from one forward pass over the images
+    both = pseudo.evaluate_with_and_without_crf(once, ds, "rrm_test", progress=False)
+    assert once.at == len(ds)
+    assert np.array_equal(both[0].cm, plain.cm) and np.array_equal(both[1].cm, cleaned.cm)
+    with pytest.raises(ValueError, match="rrm_test"):
+        pseudo.evaluate_with_and_without_crf(Replay(), ds, None)

@@ -307,7 +307,8 @@ def _crf_argmax(job):
 
 @torch.no_grad()
 def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_size: int = 16,
-             device=None, progress: bool = True, crf=None, within_tags: bool = False, processes: int = 1):
+             device=None, progress: bool = True, crf=None, within_tags: bool = False, processes: int = 1,
+             without_crf=None):
     """The confusion meter of ``model``'s argmax on ``dataset`` (its 'mask', 255 ignored), whole
     images batched where sizes agree; ``tta``: averaged softmax over ``scales`` × h-flip
     (:func:`wsss_edu.models.tta_probs`, paper 001 §3.4); ``crf``: a :mod:`wsss_edu.crf` preset to
@@ -315,7 +316,9 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
     ``within_tags``: the argmax among each image's tagged classes only (and the background, if
     the dataset has one) — what pseudo-labels made from the tags know; a diagnostic, not a test
     score (at test time there are no tags). ``processes`` > 1: the CRFs run in that many spawned
-    processes (the same labels; a real photo's CRF takes a CPU core a third of a second)."""
+    processes (the same labels; a real photo's CRF takes a CPU core a third of a second).
+    ``without_crf``: a confusion meter that also receives the plain argmax of the same forward
+    passes (see :func:`evaluate_with_and_without_crf`)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -331,7 +334,8 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
     pool = (ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"))
             if crf is not None and processes > 1 else None)
     try:
-        _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, within_tags, meter, bar, pool)
+        _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, within_tags, meter, bar, pool,
+                          without_crf)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -339,8 +343,10 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
     return meter
 
 
-def _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, within_tags, meter, bar, pool):
-    """:func:`evaluate`'s pass over the batches (its CRFs in ``pool``, if not None)."""
+def _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, within_tags, meter, bar, pool,
+                      without_crf=None):
+    """:func:`evaluate`'s pass over the batches (its CRFs in ``pool``, if not None; the plain argmax
+    also into ``without_crf``, if not None)."""
     from .cam import _same_size_batches
     from .data import images_to_tensor
     from .models import tta_probs
@@ -351,6 +357,9 @@ def _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, with
         if within_tags:
             out = _within_tags(out, group, getattr(dataset, "has_background", True), low=0.0 if tta else -1e9)
         if crf is not None:
+            if without_crf is not None:
+                for s, p in zip(group, out.argmax(1).cpu().numpy()):
+                    without_crf.update(s["mask"], p)
             probs = out if tta else out.float().softmax(1)        # tta_probs are probabilities
             jobs = [(s["image"], p, crf) for s, p in zip(group, probs.cpu().numpy())]
             pred = list(pool.map(_crf_argmax, jobs)) if pool is not None else [_crf_argmax(j) for j in jobs]
@@ -359,6 +368,19 @@ def _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, with
         for s, p in zip(group, pred):
             meter.update(s["mask"], p)
         bar.update(len(group))
+
+
+def evaluate_with_and_without_crf(model, dataset, crf, **kwargs):
+    """(plain, with ``crf``) confusion meters of ``model`` on ``dataset`` from one forward pass per
+    batch: equal to :func:`evaluate` without and with ``crf`` (other arguments as there), at the
+    cost of one network pass instead of two."""
+    from .metrics import ConfusionMeter
+
+    if crf is None:
+        raise ValueError("crf is None; name a wsss_edu.crf preset such as 'rrm_test', or call evaluate()")
+    plain = ConfusionMeter(dataset.num_classes)
+    with_crf = evaluate(model, dataset, crf=crf, without_crf=plain, **kwargs)
+    return plain, with_crf
 
 
 def replace(cfg: SegmenterConfig, **changes) -> SegmenterConfig:

@@ -513,10 +513,14 @@ jobs = [(TRAIN, ST.data_key, cfg, INIT, INIT_KEY) for cfg in RUNS.values()]
 nets = dict(zip(RUNS, rrm.cached_rrms(S.output_dir, jobs, S.device, WORKERS, loader_workers=WORKERS)))
 
 # %%
-scores = {k: pseudo.evaluate(rrm.SegmentationBranch(n), TEST, progress=False) for k, n in tqdm(nets.items(), desc="evaluate")}
 MAIN = {j: (FRACTION, "rrm", j) for j in (False, True)}
-crf_scores = {j: pseudo.evaluate(rrm.SegmentationBranch(nets[k]), TEST, progress=False, crf="rrm_test", processes=WORKERS)
-              for j, k in MAIN.items()}
+scores, crf_scores = {}, {}
+for k, n in tqdm(nets.items(), desc="evaluate"):     # the two main networks: one pass, plain and + CRF
+    if k in MAIN.values():
+        scores[k], crf_scores[k[2]] = pseudo.evaluate_with_and_without_crf(
+            rrm.SegmentationBranch(n), TEST, "rrm_test", progress=False, processes=WORKERS)
+    else:
+        scores[k] = pseudo.evaluate(rrm.SegmentationBranch(n), TEST, progress=False)
 miou_rrm_ce, miou_rrm_joint = scores[MAIN[False]].miou, scores[MAIN[True]].miou
 miou_cam_ce, miou_cam_joint = ((scores[(FRACTION, "cam", False)].miou, scores[(FRACTION, "cam", True)].miou)
                                 if TABLE2_CAM else (float("nan"), float("nan")))
@@ -630,8 +634,8 @@ if TWO_STEP:
                               SEG_CROP=SEG_CROP)
     seg = pseudo.cached_segmenter(S.output_dir, pseudo.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
                                   SEG, S.device, progress=True)
-    miou_rrm_two_step = pseudo.evaluate(seg, TEST, progress=False).miou
-    miou_rrm_two_step_crf = pseudo.evaluate(seg, TEST, progress=False, crf="rrm_test", processes=WORKERS).miou   # like for like: paper 003 uses the CRF on both
+    plain, with_crf = pseudo.evaluate_with_and_without_crf(seg, TEST, "rrm_test", progress=False, processes=WORKERS)
+    miou_rrm_two_step, miou_rrm_two_step_crf = plain.miou, with_crf.miou   # like for like: paper 003 uses the CRF on both
 print(f"train: one-step prediction {miou_rrm_one_step_train:.3f}, with tags + CRF (the pseudo-labels) {miou_rrm_pseudo_train:.3f}; "
       f"{SPLIT}: one-step {miou_rrm_joint:.3f} (+ CRF {miou_rrm_joint_crf:.3f}), "
       f"two-step {miou_rrm_two_step:.3f} (+ CRF {miou_rrm_two_step_crf:.3f})")
