@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from wsss_edu.io import write_image, write_mask
-from wsss_edu.viz import voc_palette
+from wsss_edu.labels import voc_palette
 
 VOC_W, VOC_H = 40, 30
 

@@ -216,7 +216,6 @@ def test_crf_cam_labels_uses_only_the_images_classes_and_follows_edges():
 
 def test_train_classifier_learns_image_level_labels():
     torch.manual_seed(0)
-    from torch.utils.data import DataLoader
     x = torch.randn(64, 3, 16, 16)
     y = torch.zeros(64, 2)
     y[:32, 0] = 1

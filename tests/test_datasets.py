@@ -384,14 +384,14 @@ def test_get_dataset_without_root_names_the_command():
         ds.get_dataset("voc")
 
 
-def test_get_dataset_toy_is_lazy(monkeypatch):
+def test_get_dataset_toy_forwards_its_arguments(monkeypatch):
     calls = []
 
     class FakeToy:
         def __init__(self, **kw):
             calls.append(kw)
 
-    monkeypatch.setitem(sys.modules, "wsss_edu.toy", types.SimpleNamespace(ToyDataset=FakeToy))
+    monkeypatch.setattr(ds, "ToyDataset", FakeToy)
     d = ds.get_dataset("toy", split="val", n=4, size=32)
     assert isinstance(d, FakeToy) and calls == [{"split": "val", "n": 4, "size": 32}]
 

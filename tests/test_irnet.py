@@ -241,7 +241,7 @@ def test_step2_pipeline_writes_relations_network_and_pseudo_labels(tmp_path):
     """Steps 1-2 end to end on a tiny toy world: every artifact is written, then found again."""
     from wsss_edu import cam, params
     from wsss_edu.io import read_mask
-    from wsss_edu.pseudo import PseudoLabeled
+    from wsss_edu.datasets import PseudoLabeled
 
     S = params.setup("t", OUTPUT_DIR=str(tmp_path), DEVICE="cpu", verbose=False)
     sizes = dict(IMAGE_SIZE=32, N_TRAIN=24, N_VAL=8, EPOCHS=1)

@@ -95,7 +95,7 @@ def _expected(m, kept, background):
 
 
 def test_the_package_colours_are_the_documented_ones():
-    from wsss_edu.viz import voc_palette
+    from wsss_edu.labels import voc_palette
 
     pal = voc_palette(256)
     for c, name in enumerate(D.MSRC_CLASSES):

@@ -70,7 +70,6 @@ def test_notebook_06_full_profile_on_a_pseudo_mask_folder(tmp_path):
     """Notebook 06 on the VOC path with a folder of PNG pseudo-masks (the true masks with their
     objects' outer ring relabelled background), the full-scale DeepLabv3+ ResNet-50 from scratch,
     the reference's six scales for P, one epoch, one seed, two rows of Table 3."""
-    import numpy as np
     import papermill as pm
     from scipy import ndimage
 

@@ -147,3 +147,94 @@ def test_notebooks_that_rerun_a_shared_step_take_all_its_settings():
             if missing or unused:
                 problems.append(f"{nb.name} {call}: not parameters {missing}, never used {unused}")
     assert not problems, problems
+
+
+# What a notebook must take from the package instead of writing it out: each shared step's config
+# class (built from the notebook's parameters by the step's own function) and the data keys the
+# cache stores step 1's artifacts under.
+STEP_CONFIG_BUILDERS = {"ClassifierConfig": "cam.classifier_config", "IRNetConfig": "irnet.step2_config",
+                        "WalkConfig": "irnet.step2", "SegmenterConfig": "pseudo.step3_config",
+                        "RRMConfig": "rrm.rrm_config"}
+
+
+def _hand_built_settings(source: str) -> list:
+    """The places in notebook code ``source`` that build a shared step's config or a data cache key
+    by hand: a call of a :data:`STEP_CONFIG_BUILDERS` class, or a dict with a 'dataset' entry
+    (``dict(dataset=...)`` or ``{"dataset": ...}``) — unless it also has a 'notebook' entry: a
+    notebook's key for a network of its own, which no other notebook reads."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+            if name in STEP_CONFIG_BUILDERS:
+                found.append(f"line {node.lineno}: {name}(...); use {STEP_CONFIG_BUILDERS[name]}")
+            keys = {k.arg for k in node.keywords} if name == "dict" else set()
+        elif isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+        else:
+            continue
+        if "dataset" in keys and "notebook" not in keys:
+            found.append(f"line {node.lineno}: a data key written out; use cam.step1_data / cam.step1")
+    return found
+
+
+def test_hand_built_settings_are_found():
+    assert _hand_built_settings('k = dict(dataset="toy", n=N_TRAIN, seed=run.seed)\n')
+    assert _hand_built_settings('k = {"dataset": DATASET, "root": str(R)}\n')
+    assert _hand_built_settings("IRCFG = irnet.IRNetConfig(radius=5)\n")
+    assert _hand_built_settings("c = ClassifierConfig()\n")
+    assert not _hand_built_settings('key = dict(notebook="00", dataset=DATASET, n=3)\n')
+    assert not _hand_built_settings("IRCFG, B, W = irnet.step2_config(PROFILE, 0)\nk = step1.data_key | {'n': 2}\n")
+
+
+def test_notebooks_take_configs_and_cache_keys_from_the_steps():
+    """No notebook writes out a shared step's config or a data key the cache stores step 1 under:
+    a copy that drifts from the package's would make the cache quietly train the step again (and
+    a later notebook miss this one's artifacts). Notebook 03 once rebuilt ``cam.step1``'s keys line
+    for line, notebook 04 IRNet's config."""
+    problems = []
+    for nb in sorted((REPO / "notebooks").glob("0*.ipynb")):
+        cells = [c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
+        source = "\n".join(line for line in "\n".join(cells).splitlines()
+                           if not line.lstrip().startswith(("%", "!")))      # IPython magics
+        problems += [f"{nb.name} {p}" for p in _hand_built_settings(source)]
+    assert not problems, problems
+
+
+# Where a notebook's parameter deliberately differs from the default of the step it calls.
+OWN_DEFAULTS = {("07", "DROP_CLASS"): "RRM trains on every tag (paper 003); 03-06 drop paper 001's 'person'"}
+RUN_KNOBS = {"DATASET", "WORKERS"}     # where and how a notebook runs, not what the step computes
+
+
+def test_notebook_defaults_equal_the_steps_own():
+    """The literal defaults in the parameters cells of the notebooks that rerun a shared step
+    (``MISSING_RATE``, ``CONFIDENCE``, ``IR_LR``, ``SEG_SCALE``, ...) equal the defaults of the
+    step's function — the one home of each setting — except where :data:`OWN_DEFAULTS` says why.
+    A notebook whose copy drifted would find no cached step and train it again with its own value."""
+    import ast
+    import inspect
+
+    import papermill as pm
+
+    from wsss_edu import cam, irnet, pseudo
+
+    steps = {"cam.step1(": cam.step1, "irnet.step2_config(": irnet.step2_config,
+             "pseudo.step3_config(": pseudo.step3_config}
+    problems, compared = [], 0
+    for nb in sorted((REPO / "notebooks").glob("0[3-8]_*.ipynb")):
+        defined = pm.inspect_notebook(str(nb))
+        body = nb.read_text()
+        for call, fn in steps.items():
+            if call not in body:
+                continue
+            for name, p in inspect.signature(fn).parameters.items():
+                if not name.isupper() or name not in defined or name in RUN_KNOBS:
+                    continue
+                compared += 1
+                value = ast.literal_eval(defined[name]["default"])
+                if value != p.default and (nb.name[:2], name) not in OWN_DEFAULTS:
+                    problems.append(f"{nb.name}: {name} = {value!r}, {call[:-1]}'s default {p.default!r}")
+    assert compared >= 20, compared          # the notebooks do call the steps with these names
+    assert not problems, problems

@@ -10,7 +10,7 @@ import pytest
 
 from wsss_edu import compare, pipeline
 from wsss_edu.errors import ParameterError
-from wsss_edu.results import record_metrics
+from wsss_edu.results import load_all_metrics, record_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def test_side_by_side_percentages_and_missing_notebooks(tmp_path):
                                                               "miou_mc_pp_only": 0.4})
     record_metrics(tmp_path, "07_rrm_end_to_end", {"miou_rrm_joint": 0.3, "miou_rrm_pseudo_train": 0.45,
                                                    "miou_rrm_joint_crf": 0.35})
-    metrics = compare.ensure_metrics(tmp_path, run_missing=False, log=lambda *a: None)
+    metrics = pipeline.ensure_metrics(tmp_path, run_missing=False, log=lambda *a: None)
     # the three-step row reads its pseudo-labels' score from 05 (the labels step 3 trains on), so
     # 04 is not needed for the table (05 runs step 2 itself when its cache is empty)
     assert compare.missing_notebooks(metrics) == ["03_classification_and_cam", "05_deeplab_and_results",
@@ -114,13 +114,13 @@ def test_side_by_side_percentages_and_missing_notebooks(tmp_path):
 
     def run(only, params):   # "executes" the missing notebooks by recording their numbers
         ran.append((only, params))
-        for nb in compare.missing_notebooks(compare.load_all_metrics(tmp_path)):
+        for nb in compare.missing_notebooks(load_all_metrics(tmp_path)):
             keys = {k for m in compare.METHODS for n, k in filter(None, (m.final, m.pseudo, m.reference)) if n == nb}
             record_metrics(tmp_path, nb, {k: 0.5 for k in keys})
-    metrics = compare.ensure_metrics(tmp_path, {"PROFILE": "full"}, run=run, log=lambda *a: None)
+    metrics = pipeline.ensure_metrics(tmp_path, {"PROFILE": "full"}, run=run, log=lambda *a: None)
     assert ran == [(["03", "05", "06"], {"PROFILE": "full"})] and not compare.missing_notebooks(metrics)
     with pytest.raises(RuntimeError, match="did not record"):
-        compare.ensure_metrics(tmp_path / "empty", run=lambda only, p: None, log=lambda *a: None)
+        pipeline.ensure_metrics(tmp_path / "empty", run=lambda only, p: None, log=lambda *a: None)
 
 
 def test_a_real_dataset_compares_the_tags_methods_only_and_runs_none_of_the_box_notebooks(tmp_path):
@@ -137,7 +137,7 @@ def test_a_real_dataset_compares_the_tags_methods_only_and_runs_none_of_the_box_
                                                       "06_urn_uncertainty_weights", "07_rrm_end_to_end"]
     ran = []
     with pytest.raises(RuntimeError, match="did not record"):
-        compare.ensure_metrics(tmp_path, {"DATASET": "msrc"}, run=lambda only, p: ran.append(only),
+        pipeline.ensure_metrics(tmp_path, {"DATASET": "msrc"}, run=lambda only, p: ran.append(only),
                                methods=methods, log=lambda *a: None)
     assert ran == [["03", "05", "06", "07"]]
     rows = compare.side_by_side({}, 0.5, methods=methods)

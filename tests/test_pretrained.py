@@ -1,8 +1,6 @@
 """ImageNet weights: a local file by argument or environment variable (shape-checked, weights_only),
 torchvision's download otherwise, and errors that say how to provide one. With the offline
 MobileNetV2 file (``../shared/weights`` or ``WSSS_WEIGHTS_DIR``): real photos get sensible classes."""
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -35,13 +33,12 @@ def test_a_local_file_by_argument_or_folder_is_checked_and_loaded(tmp_path, monk
         for p in source.parameters():
             p.normal_()
     torch.save(source.state_dict(), tmp_path / "mobilenet_v2_mine.pth")
-    net = pt.imagenet_classifier(small_arch, tmp_path / "mobilenet_v2_mine.pth")
-    assert not net.training
+    net = pt.torchvision_classifier(small_arch, "imagenet", tmp_path / "mobilenet_v2_mine.pth")
     for k, v in source.state_dict().items():
         assert torch.equal(net.state_dict()[k], v), k
     monkeypatch.setenv(pt.WEIGHTS_DIR_ENV, str(tmp_path))
     assert pt.local_weights_file(small_arch) == tmp_path / "mobilenet_v2_mine.pth"
-    net2 = pt.imagenet_classifier(small_arch)
+    net2 = pt.torchvision_classifier(small_arch, "imagenet")
     assert torch.equal(net2.features[0][0].weight, source.features[0][0].weight)
     # two candidates: ambiguous, named
     torch.save(source.state_dict(), tmp_path / "mobilenet_v2_other.pth")
@@ -58,22 +55,22 @@ def test_wrong_files_are_refused_with_the_file_and_the_fix(tmp_path, monkeypatch
     # another architecture: keys and shapes named
     torch.save(models.resnet18().state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(DataFileError, match=r"resnet\.pth do not fit.*missing keys"):
-        pt.imagenet_classifier(small_arch, tmp_path / "resnet.pth")
+        pt.torchvision_classifier(small_arch, "imagenet", tmp_path / "resnet.pth")
     # the right keys, one shape wrong
     state = models.mobilenet_v2().state_dict()
     state["classifier.1.weight"] = torch.zeros(10, state["classifier.1.weight"].shape[1])
     torch.save(state, tmp_path / "ten_classes.pth")
     with pytest.raises(DataFileError, match=r"classifier\.1\.weight: \(10,"):
-        pt.imagenet_classifier(small_arch, tmp_path / "ten_classes.pth")
+        pt.torchvision_classifier(small_arch, "imagenet", tmp_path / "ten_classes.pth")
     # a truncated download
     data = (tmp_path / "ten_classes.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataFileError, match=r"cut\.pth.*truncated download"):
-        pt.imagenet_classifier(small_arch, tmp_path / "cut.pth")
+        pt.torchvision_classifier(small_arch, "imagenet", tmp_path / "cut.pth")
     # a pickled model, not a state_dict: weights_only refuses to run its code
     torch.save(models.mobilenet_v2(), tmp_path / "model.pth")
     with pytest.raises(DataFileError, match=r"model\.pth"):
-        pt.imagenet_classifier(small_arch, tmp_path / "model.pth")
+        pt.torchvision_classifier(small_arch, "imagenet", tmp_path / "model.pth")
     monkeypatch.setenv(pt.WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
     with pytest.raises(DataFileError, match=f"no mobilenet_v2.*unset {pt.WEIGHTS_DIR_ENV}"):
         pt.local_weights_file(small_arch)
@@ -91,7 +88,7 @@ def test_without_a_file_torchvision_is_asked_and_its_failure_explained(monkeypat
 
     monkeypatch.setattr(MobileNet_V2_Weights, "get_state_dict", offline)
     with pytest.raises(pt.WeightsUnavailableError, match=f"offline.*{pt.WEIGHTS_DIR_ENV}"):
-        pt.imagenet_classifier("mobilenet_v2")
+        pt.torchvision_classifier("mobilenet_v2", "imagenet")
 
 
 @pytest.mark.skipif(_shared_weights() is None or shared_msrc_root() is None,
@@ -105,7 +102,7 @@ def test_the_offline_mobilenet_names_what_is_in_real_photos(monkeypatch):
     from wsss_edu.datasets import get_dataset
 
     monkeypatch.setenv(pt.WEIGHTS_DIR_ENV, str(_shared_weights()))
-    net = pt.imagenet_classifier("mobilenet_v2")
+    net = pt.torchvision_classifier("mobilenet_v2", "imagenet").eval()
     names = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     ds = get_dataset("msrc", shared_msrc_root(), "test", classes="all")
     # cows and cats: photos where the tag names an ImageNet concept

@@ -1,9 +1,11 @@
 """Training helpers: device choice, seeding, a loop that learns, checkpoints and resume."""
+import dataclasses
 import numpy as np
 import pytest
 import torch
 
 from wsss_edu import data, models, train
+from wsss_edu.datasets import PseudoLabeled
 from wsss_edu.errors import ParameterError
 
 
@@ -155,13 +157,12 @@ def test_deeplabv3plus_resnet50_builds_without_weights():
 
 def _toy_pseudo_labeled(folder, n):
     """n toy images of 32 px and a pseudo-label folder holding their true masks."""
-    from wsss_edu import pseudo
     from wsss_edu.io import write_mask
     from wsss_edu.toy import ToyDataset
     ds = ToyDataset("train", n=n, seed=0, size=32)
     for i in range(len(ds)):
         write_mask(folder / f"{ds.names[i]}.png", ds[i]["mask"])
-    return ds, pseudo.PseudoLabeled(ds, folder)
+    return ds, PseudoLabeled(ds, folder)
 
 
 def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
@@ -174,30 +175,29 @@ def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
     assert m.cm.sum() == m_tta.cm.sum() == 16 * 32 * 32 - (np.stack([ds[i]["mask"] for i in range(16)]) == 255).sum()
     assert list((tmp_path / "out" / "cache" / "segmenter").glob("*.pt"))
     with pytest.raises(FileNotFoundError, match="notebook"):
-        pseudo.PseudoLabeled(ds, tmp_path / "nothing")
+        PseudoLabeled(ds, tmp_path / "nothing")
 
 
 def test_pseudo_labels_of_another_resolution_are_resized_only_when_asked(tmp_path):
     """The toy world draws the same scenes at any size: 32-px labels serve the 64-px images
     with resize=True (nearest, so every 2x2 block repeats one label), and are refused without."""
-    from wsss_edu import pseudo
     from wsss_edu.errors import DataFileError
     from wsss_edu.toy import ToyDataset
     small, _ = _toy_pseudo_labeled(tmp_path / "pl", 4)
     big = ToyDataset("train", n=4, seed=0, size=64)
-    s = pseudo.PseudoLabeled(big, tmp_path / "pl", resize=True)[1]
+    s = PseudoLabeled(big, tmp_path / "pl", resize=True)[1]
     assert s["image"].shape[:2] == s["mask"].shape == (64, 64)
     assert np.array_equal(s["mask"], np.kron(small[1]["mask"], np.ones((2, 2), np.uint8)))
     assert np.array_equal(s["true_mask"], big[1]["mask"])
     with pytest.raises(DataFileError, match="does not belong"):
-        pseudo.PseudoLabeled(big, tmp_path / "pl")[1]
+        PseudoLabeled(big, tmp_path / "pl")[1]
 
 
 def test_segmenters_trained_in_worker_processes_equal_those_trained_in_turn(tmp_path):
     from wsss_edu import pseudo
     ds, pl = _toy_pseudo_labeled(tmp_path / "pl", 8)
     cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=4, optimizer="adam", lr=1e-3)
-    jobs = [(pl, {"pl": "x"}, pseudo.replace(cfg, seed=s)) for s in (0, 1, 2)]
+    jobs = [(pl, {"pl": "x"}, dataclasses.replace(cfg, seed=s)) for s in (0, 1, 2)]
     pooled = pseudo.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)
     serial = [pseudo.cached_segmenter(tmp_path / "b", *j, progress=False) for j in jobs]
     x = torch.as_tensor(np.stack([ds[i]["image"] for i in range(2)])).permute(0, 3, 1, 2).float() / 255

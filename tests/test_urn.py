@@ -1,5 +1,6 @@
 """URN (paper 002): response scaling, the uncertainty map, the loss weight, the weighted loss and
 the label + weight PNG."""
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -382,7 +383,7 @@ def test_segmenter_trains_with_each_loss(tmp_path):
         net = pseudo.train_segmenter(data, cfg, progress=False)
         assert not net.training
     with pytest.raises(ValueError, match="weighted"):
-        pseudo.train_segmenter(data, pseudo.replace(cfg, loss="focal"), progress=False)
+        pseudo.train_segmenter(data, dataclasses.replace(cfg, loss="focal"), progress=False)
 
 
 def test_uncertainty_pass_on_a_coarser_crf_grid(tmp_path, monkeypatch):
@@ -399,7 +400,7 @@ def test_uncertainty_pass_on_a_coarser_crf_grid(tmp_path, monkeypatch):
     ds, net = TinySet(n=2), tiny_model()
     kw = dict(factors=(0.25, 4.0), scales=(1.0,), progress=False)
     seen, plain = [], crf.crf_on_scores_rescaled
-    monkeypatch.setattr(crf, "crf_on_scores_rescaled", lambda *a: seen.append(a[3]) or plain(*a))
+    monkeypatch.setattr(urn, "crf_on_scores_rescaled", lambda *a: seen.append(a[3]) or plain(*a))
     assert urn.uncertainty_pass(net, ds, tmp_path / "half", **kw, crf_scale=0.5) == 2
     assert seen and set(seen) == {0.5}          # every CRF of the pass ran on the coarser grid
     assert json.loads((tmp_path / "half" / urn.SETTINGS_FILE).read_text())["crf_scale"] == 0.5

@@ -5,7 +5,7 @@ weights pay when the images are bigger than the quick profile's 64 px? The evide
 The toy world draws its scenes from continuous shapes, so ``size`` changes the resolution, not
 the scenes. This script reuses what notebooks 03-05 cached in OUTPUT at the quick defaults (the
 64-px IRNet pseudo-labels), resizes them (nearest) to the scenes drawn at ``--size`` px
-(``pseudo.PseudoLabeled(resize=True)``) and trains notebook 05's DeepLabv3+ there:
+(``datasets.PseudoLabeled(resize=True)``) and trains notebook 05's DeepLabv3+ there:
 
     python -m wsss_edu.runner --only 03 04 05 --output runs/size      # once, ~9 min
     python tools/image_size_check.py tta --output runs/size --size 128 --seeds 0 1
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss_edu import cam, irnet, params, pseudo, urn
+from wsss_edu import cam, datasets, irnet, params, pseudo, urn
 from wsss_edu.cache import params_key
 
 TTA_SCALES = (0.5, 1.0, 2.0)
@@ -50,7 +50,7 @@ def resized_splits(s, st, ir, size):
     the validation scenes at ``size`` px (true masks)."""
     knobs = {k: st.data_key[k] for k in ("missing_label_rate", "imbalance")} | {"size": size}   # step 1's
     train, val = params.load_splits(s, len(st.train), len(st.val), **knobs)
-    return pseudo.PseudoLabeled(cam.tagged_view(train, st.cfg), ir.folder, resize=True), val
+    return datasets.PseudoLabeled(cam.tagged_view(train, st.cfg), ir.folder, resize=True), val
 
 
 def network(s, data, ir, size, seed, rescale, epochs=None):
@@ -94,7 +94,7 @@ def urn_check(output, size, seeds, t=0.05):
     out = {"teacher": pseudo.evaluate(teacher, val, progress=False).miou,
            "down-weighted share": dict(zip(data.classes, np.round(down / np.maximum(labelled, 1), 3).tolist()))}
     rows = {"plain": ("ce", 1.0), "URN": ("weighted", t)}
-    jobs = [(urn.URNLabeled(data, folder, tt), {"urn": folder.name, "t": tt}, pseudo.replace(seg, loss=loss, seed=seed))
+    jobs = [(urn.URNLabeled(data, folder, tt), {"urn": folder.name, "t": tt}, dataclasses.replace(seg, loss=loss, seed=seed))
             for seed in seeds for loss, tt in rows.values()]
     nets = pseudo.cached_segmenters(s.output_dir, jobs, "cpu", 2, "plain and URN networks", progress=False)
     for (seed, row), net in zip([(sd, r) for sd in seeds for r in rows], nets):

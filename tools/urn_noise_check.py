@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss_edu import pseudo, toy, urn
+from wsss_edu import datasets, pseudo, toy, urn
 from wsss_edu.cache import params_key
 from wsss_edu.io import folder_complete, mark_folder_complete, write_mask
 from wsss_edu.metrics import ConfusionMeter, auroc
@@ -202,13 +202,13 @@ def row_jobs(pl, urn_folder: Path, random_folders: dict, student, seeds, with_ra
         for name, (loss, t, split, folder) in chosen.items():
             key = {"urn": folder.name, "t": t, "split": split}
             jobs.append((name, seed, (urn.URNLabeled(pl, folder, t, split), key,
-                                      pseudo.replace(student, loss=loss, seed=seed))))
+                                      dataclasses.replace(student, loss=loss, seed=seed))))
         if with_random:
             loss, t, split, _ = chosen["URN"]
             folder = random_folders[seed]
             key = {"urn": urn_folder.name, "random_band": folder.name, "t": t, "split": split}
             jobs.append(("random", seed, (urn.URNLabeled(pl, folder, t, split), key,
-                                          pseudo.replace(student, loss=loss, seed=seed))))
+                                          dataclasses.replace(student, loss=loss, seed=seed))))
     return jobs
 
 
@@ -403,8 +403,8 @@ def main(argv=None):
     noisy_folder, info = noisy_mask_folder(output, train, a.noise)
     say(f"noisy masks: train mIoU {info['train_miou_noisy']:.3f}, {info['objects']} objects, radii "
         f"{info['radius_counts']}, classes vanished from a mask: {info['classes_vanished']}")
-    pl = pseudo.PseudoLabeled(train, noisy_folder)
-    seg = pseudo.replace(pseudo.step3_config("quick", 0), epochs=a.epochs)   # F_S: notebook 05's quick network
+    pl = datasets.PseudoLabeled(train, noisy_folder)
+    seg = dataclasses.replace(pseudo.step3_config("quick", 0), epochs=a.epochs)   # F_S: notebook 05's quick network
     student = seg                                                            # STUDENT_EPOCHS = SEG_EPOCHS here
     teacher_key = {"pseudo_labels": noisy_folder.name}
     say(f"F_S: {seg}")

@@ -18,8 +18,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import params
+from .cache import artifact_path, cached, checkpoint_path
+from .crf import crf_on_labels
+from .data import Relabeled, SegTransformDataset, images_to_tensor, same_size_batches
+from .datasets import get_dataset
+from .distributed import trained_state
 from .errors import ParameterError, check_choice
 from .io import folder_complete
+from .metrics import ConfusionMeter
+from .parallel import finish_folder, pending, shard_spec
+from .pretrained import torchvision_classifier
+from .train import fit, seed_everything
 
 BACKBONES = ("small", "resnet50", "vgg16", "mobilenet_v2")
 NORMALIZATIONS = ("per_class", "global")
@@ -53,8 +63,6 @@ class _ResNet50Features(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from .pretrained import torchvision_classifier
-
         net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1,
                                   net.layer2, net.layer3, net.layer4)
@@ -73,8 +81,6 @@ class _VGG16Features(nn.Module):
 
     def __init__(self, weights: str | None = None, extra: int = 4, extra_channels: int = 512):
         super().__init__()
-        from .pretrained import torchvision_classifier
-
         net = torchvision_classifier("vgg16", weights)
         self.pretrained = net.features[:-1]
         layers, c_in = [], 512
@@ -96,8 +102,6 @@ class _MobileNetV2Features(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from .pretrained import torchvision_classifier
-
         net = torchvision_classifier("mobilenet_v2", weights)
         self.body = net.features
         for k, block in enumerate(self.body[14:18]):   # the 160- and 320-channel blocks
@@ -361,27 +365,9 @@ def train_classifier(model: CAMClassifier, loader, epochs: int, lr_pretrained: f
     """Train ``model`` with BCE per class and Adam at two learning rates (paper 001: 1e-4 for the
     ImageNet part, 1e-3 for the new layers; :meth:`CAMClassifier.param_groups`). ``loader`` yields
     {'image', 'labels'} batches. Resumes from ``checkpoint`` when given. Returns the history."""
-    from .train import fit
-
     opt = torch.optim.Adam(model.param_groups(lr_pretrained, lr_new))
     return fit(model, loader, multilabel_bce_loss, opt, epochs, device=device, checkpoint=checkpoint,
                desc=desc, progress=progress)
-
-
-def _same_size_batches(dataset, batch_size: int, indices=None):
-    """Consecutive samples of ``dataset`` grouped into lists of at most ``batch_size`` samples
-    that share one image size (so they stack into one tensor); yields (indices, samples)."""
-    idx, group, size = [], [], None
-    for i in (range(len(dataset)) if indices is None else indices):
-        s = dataset[i]
-        if group and (len(group) == batch_size or s["image"].shape != size):
-            yield idx, group
-            idx, group = [], []
-        idx.append(i)
-        group.append(s)
-        size = s["image"].shape
-    if group:
-        yield idx, group
 
 
 @torch.no_grad()
@@ -391,13 +377,11 @@ def classifier_probs(model: nn.Module, dataset, batch_size: int = 64, device=Non
     uint8 'image'), whole images, batched where sizes agree."""
     from tqdm.auto import tqdm
 
-    from .data import images_to_tensor
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     out = []
     bar = tqdm(total=len(dataset), desc="classify", disable=not progress, leave=False)
-    for _, group in _same_size_batches(dataset, batch_size):
+    for _, group in same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         out.append(torch.sigmoid(model(x).float()).cpu())
         bar.update(len(group))
@@ -449,15 +433,12 @@ def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0),
     images (:func:`wsss_edu.parallel.shard`). Returns the number of images computed."""
     from tqdm.auto import tqdm
 
-    from .data import images_to_tensor
-    from .parallel import pending
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     cam_fn = cam_fn or model.cam
     todo = pending(range(len(dataset)), lambda i: cam_path(folder, _sample_name(dataset, i)), shard)
     bar = tqdm(total=len(todo), desc="CAMs", disable=not progress, leave=False)
-    for _, group in _same_size_batches(dataset, batch_size, todo):
+    for _, group in same_size_batches(dataset, batch_size, todo):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         labels = torch.as_tensor(np.stack([s["labels"] for s in group])).float()
         cams = normalize_cams(multiscale_cam(cam_fn, x, scales, flip).float().cpu(), labels,
@@ -497,8 +478,6 @@ def crf_label_map(image: np.ndarray, labels: np.ndarray, keys, gt_prob: float = 
     (:func:`wsss_edu.crf.crf_on_labels`) that lets only the background and the image's classes
     ``keys`` (indices among the K foreground classes) compete; ``background=False`` (a dataset
     without a background class): the image's classes only. Returns (H, W) int64 class ids."""
-    from .crf import crf_on_labels
-
     keys = np.asarray(keys, np.int64) + 1
     ids = np.concatenate([[0], keys]) if background else keys
     if len(ids) <= 1:
@@ -515,8 +494,6 @@ def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: 
     background class), in one pass over the CAM folder. ``dataset.num_classes`` counts the
     background. Returns [ConfusionMeter per threshold]."""
     from tqdm.auto import tqdm
-
-    from .metrics import ConfusionMeter
 
     k = dataset.num_classes
     meters = [ConfusionMeter(k) for _ in thresholds]
@@ -590,8 +567,6 @@ def dataset_tags(dataset) -> np.ndarray:
 def tagged_view(dataset, cfg: ClassifierConfig):
     """``dataset`` seen through the tags the classifier of ``cfg`` knows (``cfg.drop_class``
     removed; every image kept): what its CAMs are normalised over and scored with."""
-    from .data import Relabeled
-
     return Relabeled(dataset, training_labels(dataset_tags(dataset), cfg)[0])
 
 
@@ -612,9 +587,6 @@ def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, c
     augmentation first, :func:`wsss_edu.data.strong_augment`), BCE per class, Adam at two
     learning rates."""
     from torch.utils.data import DataLoader
-
-    from .data import Relabeled, SegTransformDataset
-    from .train import seed_everything
 
     seed_everything(cfg.seed)
     labels = dataset_tags(dataset)
@@ -638,9 +610,6 @@ def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, dev
     ``output_dir``, or trained (:func:`train_step1`, resumable) and stored. ``data_key`` names the
     training data (dataset, split, size, seed, knobs...). Trains on every visible GPU, or on
     ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
-    from .cache import cached, checkpoint_path
-    from .distributed import trained_state
-
     key = {"data": data_key, "classifier": dataclasses.asdict(cfg)}
     labels0 = dataset[0]["labels"]
 
@@ -657,8 +626,6 @@ def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, dev
 
 def cam_folder(output_dir, data_key: dict, cfg: ClassifierConfig, **cam_params) -> Path:
     """The CAM folder of (data, classifier, CAM parameters) under ``output_dir``/cache/cams."""
-    from .cache import artifact_path
-
     key = {"data": data_key, "classifier": dataclasses.asdict(cfg), "cams": cam_params}
     return artifact_path(output_dir, "cams", key).with_suffix("")
 
@@ -672,8 +639,6 @@ def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfi
     (at ``layer``, a submodule name such as ``'backbone.body.5'``; None: the backbone's output).
     Interrupted extractions resume image by image. ``shard`` (default ``WSSS_SHARD``): this
     machine's share of the images; the folder is complete once every image is there."""
-    from .parallel import finish_folder, shard_spec
-
     check_choice("cam", cam, ("cam", "grad_cam"))
     folder = cam_folder(output_dir, data_key, cfg, scales=list(scales), flip=flip,
                         normalization=normalization, cam=cam,
@@ -688,11 +653,6 @@ def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfi
         names = list(names) if names is not None else [dataset[i]["name"] for i in range(len(dataset))]
         finish_folder(folder, names, ".npz", spec)
     return folder
-
-
-def replace(cfg: ClassifierConfig, **changes) -> ClassifierConfig:
-    """A copy of ``cfg`` with some fields changed (``dataclasses.replace``)."""
-    return dataclasses.replace(cfg, **changes)
 
 
 # The size knobs of notebook 03's step 1: {name: (quick, full)} (params.profile_values). AUGMENT:
@@ -719,8 +679,6 @@ STEP1_DATASETS = {"msrc": dict(BACKBONE=("mobilenet_v2", "resnet50"), EPOCHS=(4,
 def step1_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 03's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`STEP1_PROFILE` with :data:`STEP1_DATASETS`'s values)."""
-    from . import params
-
     return params.profile_values(profile, params.for_dataset(STEP1_PROFILE, STEP1_DATASETS, dataset),
                                  **knobs)
 
@@ -790,6 +748,56 @@ class Step1:
         return list(THRESHOLDS) if self.has_background else [None]
 
 
+@dataclass
+class Step1Data:
+    """Step 1's splits and the cache keys of their CAM folders (:func:`step1_data`). ``scored``:
+    where pseudo-labels are scored (the toy world's and MSRC's train split; VOC's ``train``, the
+    classifier training on ``train_aug``); ``test``: the held-out split of
+    :func:`wsss_edu.params.load_test` (None where its masks are not public)."""
+    train: object
+    val: object
+    scored: object
+    key: dict
+    val_key: dict
+    test: object
+    test_split: str | None
+    test_key: dict
+
+
+def step1_data(setup, n_train: int | None = None, n_val: int | None = None, image_size: int | None = None,
+               missing_rate: float = 0.5, imbalance: float = 4.0) -> Step1Data:
+    """The data of step 1 on ``setup``'s dataset (:func:`wsss_edu.params.setup`) and the keys its
+    artifacts are cached under: the toy world drawn with ``n_train`` / ``n_val`` (also the test
+    split's size) images of ``image_size`` px and its tag knobs; a real dataset's default splits
+    (the sizes and knobs are the toy world's only)."""
+    if setup.dataset == "toy":
+        knobs = dict(size=image_size, missing_label_rate=missing_rate, imbalance=imbalance)
+        train, val = params.load_splits(setup, n_train, n_val, **knobs)
+        key = dict(dataset="toy", n=n_train, seed=setup.seed, **knobs)
+        test, test_split = params.load_test(setup, n_val, **knobs)
+        return Step1Data(train, val, train, key, key | {"split": "val", "n": n_val}, test, test_split,
+                         key | {"split": test_split, "n": n_val})
+    train, val = params.load_splits(setup)
+    voc = setup.dataset == "voc"
+    scored = get_dataset(setup.dataset, setup.data_root, split="train") if voc else train
+    key = dict(dataset=setup.dataset, root=str(setup.data_root), split="train_aug" if voc else "train")
+    test, test_split = params.load_test(setup)
+    return Step1Data(train, val, scored, key, key | {"split": "val"}, test, test_split,
+                     key | {"split": test_split})
+
+
+def drop_class_index(classes, drop_class: str | None, dataset: str) -> int | None:
+    """The tag index (class id - 1) of the class named ``drop_class`` among ``classes``
+    (background first), or None for '' / None (every tag kept); a name that is not a class of
+    ``dataset`` is an error naming the valid ones."""
+    if not drop_class:
+        return None
+    if drop_class not in classes:
+        raise ParameterError(f"DROP_CLASS={drop_class!r} is not a class of {dataset}; choose "
+                             f"one of {list(classes[1:])} or '' to keep every tag")
+    return list(classes).index(drop_class) - 1
+
+
 def step1(setup, DATASET: str = "toy", DROP_CLASS: str | None = None, BALANCE: bool | None = None,
           MISSING_RATE: float = 0.5, IMBALANCE: float = 4.0, WEIGHTS="imagenet", WORKERS: int = 0,
           progress: bool = True, **sizes) -> Step1:
@@ -798,36 +806,11 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str | None = None, BALANCE: b
     None = the profile's default on the dataset, :func:`step1_values`): the data, the classifier
     and the CAMs of the training and validation images, from the cache when notebook 03 ran with
     the same parameters, else computed (and cached). ``setup``: :func:`wsss_edu.params.setup`'s."""
-    from . import params
-    from .datasets import get_dataset
-    from .errors import ParameterError
-
     v = step1_values(setup.profile, DATASET, DROP_CLASS=DROP_CLASS, BALANCE=BALANCE, **sizes)
-    DROP_CLASS = v["DROP_CLASS"]
-    if setup.dataset == "toy":
-        knobs = dict(size=v["IMAGE_SIZE"], missing_label_rate=MISSING_RATE, imbalance=IMBALANCE)
-        train, val = params.load_splits(setup, v["N_TRAIN"], v["N_VAL"], **knobs)
-        scored = train
-        data_key = dict(dataset="toy", n=v["N_TRAIN"], seed=setup.seed, **knobs)
-        val_key = data_key | {"split": "val", "n": v["N_VAL"]}
-        test, test_split = params.load_test(setup, v["N_VAL"], **knobs)
-        test_key = data_key | {"split": test_split, "n": v["N_VAL"]}
-    else:
-        train, val = params.load_splits(setup)
-        scored = (get_dataset(DATASET, setup.data_root, split="train") if DATASET == "voc"
-                  else train)
-        data_key = dict(dataset=DATASET, root=str(setup.data_root),
-                        split="train_aug" if DATASET == "voc" else "train")
-        val_key = data_key | {"split": "val"}
-        test, test_split = params.load_test(setup)
-        test_key = data_key | {"split": test_split}
-    classes = list(train.classes)
-    drop = None
-    if DROP_CLASS:
-        if DROP_CLASS not in classes:
-            raise ParameterError(f"DROP_CLASS={DROP_CLASS!r} is not a class of {DATASET}; choose "
-                                 f"one of {classes[1:]} or '' to keep every tag")
-        drop = classes.index(DROP_CLASS) - 1
+    data = step1_data(setup, v["N_TRAIN"], v["N_VAL"], v["IMAGE_SIZE"], MISSING_RATE, IMBALANCE)
+    train, val, scored, data_key = data.train, data.val, data.scored, data.key
+    test, test_split = data.test, data.test_split
+    drop = drop_class_index(list(train.classes), v["DROP_CLASS"], DATASET)
     cfg = classifier_config(v, setup.seed, WEIGHTS, drop)
     model = cached_step1(setup.output_dir, train, data_key, cfg, setup.device, WORKERS, progress)
     views = [tagged_view(d, cfg) for d in (train, val)]
@@ -835,13 +818,13 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str | None = None, BALANCE: b
     scales = tuple(v["CAM_SCALES"])
     folder = cached_cams(setup.output_dir, model, views[0], data_key, cfg, scales, device=setup.device,
                          progress=progress)
-    val_folder = cached_cams(setup.output_dir, model, views[1], val_key, cfg, scales,
+    val_folder = cached_cams(setup.output_dir, model, views[1], data.val_key, cfg, scales,
                              device=setup.device, progress=progress)
     if test is None:   # no public test masks: report on val (the notebooks say so)
         test, test_view, test_folder, test_split = val, views[1], val_folder, "val"
     else:
         test_view = tagged_view(test, cfg)
-        test_folder = cached_cams(setup.output_dir, model, test_view, test_key, cfg, scales,
+        test_folder = cached_cams(setup.output_dir, model, test_view, data.test_key, cfg, scales,
                                   device=setup.device, progress=progress)
     return Step1(train, val, scored, views[0], views[1], scored_view, data_key, cfg, model,
                  folder, val_folder, test, test_view, test_folder, test_split)

@@ -3,15 +3,15 @@ its headline numbers live, and the table that puts them next to full supervision
 papers' own tables.
 
 A method's numbers are the ones its notebook recorded (``<output_dir>/metrics/<notebook>.json``,
-:func:`wsss_edu.results.record_metrics`); :func:`ensure_metrics` runs the notebooks whose numbers
-are missing.
+:func:`wsss_edu.results.record_metrics`); :func:`missing_notebooks` names the notebooks whose
+numbers are missing (:func:`wsss_edu.pipeline.ensure_metrics` runs them).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from .results import load_all_metrics
+from .cache import compute_seconds
 
 # Annotation time per image on PASCAL VOC, the estimates notebook 00 quotes: a full mask ≈ 240 s
 # (Bearman et al. 2016), image-level tags ≈ 20 s (ibid.), a box ≈ 7 s by extreme clicking
@@ -118,36 +118,6 @@ def missing_notebooks(metrics: dict, methods=METHODS) -> list:
     return sorted(nb for nb, keys in need.items() if not keys <= set(metrics.get(nb, {})))
 
 
-def ensure_metrics(output_dir, params: dict | None = None, run=None, methods=METHODS,
-                   run_missing: bool = True, log=print) -> dict:
-    """The recorded numbers under ``output_dir``, after running every notebook whose numbers the
-    table needs but which has not recorded them: ``run(prefixes, params)``, by default
-    :func:`wsss_edu.pipeline.run_pipeline` into the same folder (its steps, logs and resume).
-    ``params``: what the notebooks share (DATASET, DATA_ROOT, PROFILE, DEVICE, SEED).
-    ``run_missing=False`` runs nothing and leaves the missing numbers out (shown as –)."""
-    metrics = load_all_metrics(output_dir)
-    missing = missing_notebooks(metrics, methods)
-    if missing and not run_missing:
-        log(f"not recorded (left out): {missing}")
-    elif missing:
-        log(f"running the notebooks whose numbers are missing: {missing}")
-        p = dict(params or {})
-        if run is None:
-            from .pipeline import run_pipeline
-
-            def run(only, p):
-                return run_pipeline(output_dir, p.get("DATASET", "toy"), p.get("DATA_ROOT", ""),
-                                    p.get("PROFILE", "quick"), p.get("DEVICE", "auto"),
-                                    p.get("SEED", 0), only=only, log=log)
-        run([nb.split("_")[0] for nb in missing], p)
-        metrics = load_all_metrics(output_dir)
-        still = missing_notebooks(metrics, methods)
-        if still:
-            raise RuntimeError(f"{still} ran but did not record the numbers the table needs; "
-                               f"see their executed notebooks under {output_dir}/steps")
-    return metrics
-
-
 def _get(metrics: dict, where) -> float:
     if where is None:
         return math.nan
@@ -194,8 +164,6 @@ def median_seconds(output_dir, kinds) -> dict:
     """{cache kind: median compute time of one artifact of that kind under ``output_dir``}
     (NaN where none was timed)."""
     import statistics
-
-    from .cache import compute_seconds
 
     out = {}
     for k in kinds:

@@ -1,9 +1,12 @@
 """From samples to tensors: normalisation with torchvision's ImageNet mean/std, batching of
-stacked arrays, flips. Kept separate from the datasets so every method shares one convention."""
+stacked arrays, flips, batches of samples of one size (:func:`same_size_batches`). Kept separate
+from the datasets so every method shares one convention."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .errors import check_choice
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -146,8 +149,6 @@ class SegTransformDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False,
                  augment: str = "flip"):
-        from .errors import check_choice
-
         check_choice("augment", augment, AUGMENTS)
         self.dataset, self.crop, self.scale, self.flip, self.augment = dataset, crop, scale, flip, augment
 
@@ -270,3 +271,19 @@ class Relabeled(torch.utils.data.Dataset):
         if self.labels is not None:
             s["labels"] = self.labels[i]
         return s
+
+
+def same_size_batches(dataset, batch_size: int, indices=None):
+    """Consecutive samples of ``dataset`` grouped into lists of at most ``batch_size`` samples
+    that share one image size (so they stack into one tensor); yields (indices, samples)."""
+    idx, group, size = [], [], None
+    for i in (range(len(dataset)) if indices is None else indices):
+        s = dataset[i]
+        if group and (len(group) == batch_size or s["image"].shape != size):
+            yield idx, group
+            idx, group = [], []
+        idx.append(i)
+        group.append(s)
+        size = s["image"].shape
+    if group:
+        yield idx, group

@@ -4,7 +4,8 @@ Every loader is a :class:`SegDataset` whose items are *samples* in the format of
 :mod:`wsss_edu.labels` (NumPy arrays: ``image`` uint8 (H, W, 3), ``mask`` uint8 (H, W) with 255 =
 ignore, ``instances``, ``boxes``, ``box_labels``, ``labels``, ``pixel_label``, ``name``).
 Use :func:`get_dataset` to build one by name and :func:`collate_samples` to batch them for a
-``torch.utils.data.DataLoader``.
+``torch.utils.data.DataLoader``. :class:`PseudoLabeled` wraps a dataset whose masks are replaced by a
+folder of pseudo-label PNGs (what steps 3 of papers 001-003 train on).
 
 Expected folder layouts (``root`` is the folder you pass; missing folders raise
 :class:`~wsss_edu.errors.DatasetNotFoundError` naming the command that fetches them)::
@@ -28,19 +29,10 @@ import torch
 from torch.utils.data import Dataset
 
 from . import io
-from .errors import (
-    DataFileError,
-    DatasetNotFoundError,
-    ParameterError,
-    WsssError,
-    check_choice,
-)
-from .labels import (
-    IGNORE,
-    instances_from_components,
-    make_sample,
-)
-from .viz import voc_palette
+from .data import images_to_tensor
+from .errors import DataFileError, DatasetNotFoundError, ParameterError, WsssError, check_choice
+from .labels import IGNORE, instances_from_components, make_sample, voc_palette
+from .toy import ToyDataset
 
 DATASETS = ("toy", "voc", "cityscapes", "camvid", "coco", "msrc")
 
@@ -594,7 +586,7 @@ MSRC21_DROPPED = ("horse", "mountain")
 MSRC21_CLASSES = tuple(c for c in MSRC_CLASSES if c not in MSRC21_DROPPED)
 MSRC_COLOUR_INDEX = tuple(range(1, 19)) + tuple(range(21, 26))
 """The colour of each class in the original ``GroundTruth/*_GT.bmp``: the VOC bit palette
-(:func:`wsss_edu.viz.voc_palette`) at these indices, in :data:`MSRC_CLASSES` order (building
+(:func:`wsss_edu.labels.voc_palette`) at these indices, in :data:`MSRC_CLASSES` order (building
 (128, 0, 0), grass (0, 128, 0), … road (128, 64, 128), cat (0, 192, 128), … boat (192, 64, 0); indices
 19 and 20 belong to classes MSRC v1 had and v2 dropped). Black (0, 0, 0) is void. From the colour
 table of the dataset's documentation."""
@@ -875,8 +867,6 @@ def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegData
     """
     check_choice("name", name, DATASETS)
     if name == "toy":
-        from .toy import ToyDataset
-
         return ToyDataset(split=split, **kwargs)
     loader = {"voc": VOCSegmentation, "cityscapes": Cityscapes, "camvid": CamVid,
               "coco": COCOSegmentation, "msrc": MSRC}[name]
@@ -886,9 +876,7 @@ def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegData
 def _stack_images(images) -> torch.Tensor:
     if isinstance(images[0], torch.Tensor):
         return torch.stack([im.float() for im in images])
-    from .data import images_to_tensor  # the package's one convention: ImageNet mean/std
-
-    return images_to_tensor(np.stack(images))
+    return images_to_tensor(np.stack(images))    # the package's one convention: ImageNet mean/std
 
 
 def collate_samples(batch: Sequence[dict]) -> dict:
@@ -924,3 +912,41 @@ def collate_samples(batch: Sequence[dict]) -> dict:
                       for s in batch],
         "name": [s["name"] for s in batch],
     }
+
+
+class PseudoLabeled(torch.utils.data.Dataset):
+    """``dataset`` with each sample's 'mask' replaced by the PNG ``<folder>/<name>.png`` (written
+    by e.g. :func:`wsss_edu.irnet.cached_pseudo_labels`); the true mask stays under 'true_mask'.
+    Keeps ``names``, ``classes`` and ``num_classes``. A PNG whose size differs from its image is
+    an error, unless ``resize``: then it is resized to the image (nearest neighbour) — for the
+    same scenes drawn at another resolution (the toy world's ``size``)."""
+
+    missing_hint = "run the notebook that writes this folder (04 for IRNet's) first"
+
+    def __init__(self, dataset, folder, resize: bool = False):
+        self.dataset, self.folder, self.resize = dataset, Path(folder), resize
+        self.classes = getattr(dataset, "classes", None)
+        self.num_classes = getattr(dataset, "num_classes", None)
+        self.has_background = getattr(dataset, "has_background", True)
+        missing = [n for n in (dataset.names or [])[:1] if not (self.folder / f"{n}.png").exists()]
+        if missing:
+            raise FileNotFoundError(f"no pseudo-label {missing[0]}.png in {self.folder}: {self.missing_hint}")
+
+    @property
+    def names(self):
+        return self.dataset.names
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        s = dict(self.dataset[i])
+        path = self.folder / f"{s['name']}.png"
+        s["true_mask"], s["mask"] = s["mask"], io.read_mask(path)
+        if self.resize and s["mask"].shape != s["image"].shape[:2]:
+            from PIL import Image
+
+            h, w = s["image"].shape[:2]
+            s["mask"] = np.asarray(Image.fromarray(s["mask"]).resize((w, h), Image.NEAREST))
+        io.check_same_size(s["image"], s["mask"], s["name"], path)
+        return s

@@ -14,12 +14,16 @@ stay those of the one-process run.
   gradients (:func:`average_gradients`), synchronises batch norm (:func:`sync_batchnorm`) and
   writes the checkpoint from rank 0 only.
 
-Why gradients are averaged explicitly and not by DistributedDataParallel: DDP only sees calls of
-its wrapper's ``forward``, and it hides the wrapped network's other methods. The package's losses
-call more than ``forward``: :func:`wsss_edu.rrm.rrm_loss` switches the network to eval mode and
-calls ``model.cam`` to recompute its labels at every step. One flat all-reduce of the gradients
-after ``backward`` gives the same averaged gradient for any loss function (DDP would overlap it
-with the backward pass, which only matters for speed).
+Why gradients are averaged explicitly and not by DistributedDataParallel: one training loop,
+:func:`wsss_edu.train.fit`, serves one process and N unchanged. The network is never wrapped, so
+the losses call its own methods as they do on one process (RRM's :func:`wsss_edu.rrm.rrm_loss`
+calls ``model.cam`` under ``no_grad`` to recompute its labels at every step), checkpoints hold
+its own ``state_dict`` (no ``module.`` prefix), and a parameter that gets no gradient on some rank
+needs no special mode (:func:`average_gradients` counts it as zero there).
+And the losses normalised by a count that depends on the data must be normalised over the global
+batch (:func:`batch_mean`, next paragraph) whichever way the gradients are averaged. One flat
+all-reduce of the gradients after ``backward`` gives the averaged gradient for any loss; DDP
+would overlap it with the backward pass, which only matters for speed.
 
 Why losses call :func:`batch_mean`: averaging the ranks' gradients averages their losses, which is
 the one-process loss only when each rank's loss is a mean over the same number of items. A loss
@@ -48,6 +52,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from .errors import ParameterError
 
 PROCESSES_ENV = "WSSS_TRAIN_PROCESSES"
 
@@ -128,8 +134,6 @@ def shard_loader(loader, seed: int):
     A batch size that does not divide raises an error naming the fix. (Without ``drop_last`` the
     sampler repeats a few images so that every rank gets as many.)"""
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
-
-    from .errors import ParameterError
 
     n = world()
     if loader.batch_size is None or not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
@@ -298,8 +302,6 @@ def train_processes(device=None) -> int:
     """How many processes a training should use: 1 inside a launched rank (it trains where it
     is); else ``WSSS_TRAIN_PROCESSES`` when set (on the CPU: gloo processes; 1 forces one process);
     else the number of visible GPUs when ``device`` is CUDA; else 1."""
-    from .errors import ParameterError
-
     if active():
         return 1
     text = os.environ.get(PROCESSES_ENV, "").strip()
@@ -410,8 +412,6 @@ def launch(fn, kwargs: dict, nproc: int, device_type: str = "cpu", timeout: floa
     failing rank's traceback and the end of its log; past ``timeout`` seconds, TimeoutError."""
     import shutil
     import tempfile
-
-    from .errors import ParameterError
 
     if getattr(fn, "__module__", None) == "__main__":
         raise ParameterError(f"launch: {fn.__name__} is defined in __main__, which the ranks cannot "

@@ -39,6 +39,7 @@ in tests/test_reference_irn.py: directions, paths, affinities, T, the walk, the 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,33 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import folder_complete
+from . import distributed, params
+from .cache import artifact_path, cached, checkpoint_path, params_key
+from .cam import (
+    SmallBackbone,
+    _MobileNetV2Features,
+    classifier_probs,
+    confident_image_mask,
+    crf_cam_labels,
+    crf_label_map,
+    dataset_tags,
+    load_cams,
+)
+from .data import (
+    AUGMENTS,
+    images_to_tensor,
+    item_rng,
+    random_scale_crop_flip,
+    same_size_batches,
+    strong_augment,
+)
+from .errors import ParameterError, check_choice
+from .io import folder_complete, read_mask, write_mask
 from .labels import IGNORE
-from .parallel import set_worker_state, worker_state
+from .metrics import ConfusionMeter
+from .parallel import finish_folder, pending, set_worker_state, shard_spec, worker_state
+from .pretrained import torchvision_classifier
+from .train import fit, poly_schedule, seed_everything
 
 # ------------------------------------------------------------------------------------------------
 # Pairs and paths
@@ -85,8 +110,6 @@ def path_points(dy: int, dx: int, path: str = "thick") -> list:
     (``floor(v + 0.5)``): the digital line, which leaks through such a boundary (a deliberate
     simplification kept for notebook 04's comparison). Both are symmetric: the path of (-dy, -dx)
     is the negated path of (dy, dx). Points are sorted from (0, 0) outwards."""
-    from .errors import check_choice
-
     check_choice("path", path, PATHS)
     if dy == 0 and dx == 0:
         return [(0, 0)]
@@ -129,8 +152,6 @@ def relation_labels(image: np.ndarray, cams: torch.Tensor, fg_threshold: float =
     ``bg_threshold=None`` (a dataset without a background class):
     :func:`relation_labels_without_background`. Returns (H, W) int64: 0 background, c + 1 for
     class c, 255 unsure."""
-    from .cam import crf_cam_labels
-
     if bg_threshold is None:
         return relation_labels_without_background(image, cams, fg_threshold, crf_params)
     fg = crf_cam_labels(image, cams, fg_threshold, params=crf_params)
@@ -151,8 +172,6 @@ def relation_labels_without_background(image: np.ndarray, cams: torch.Tensor,
     elsewhere. With no background label, every training pair is a same-class positive or a
     different-class negative (:func:`pair_label_masks`'s background set stays empty).
     Returns (H, W) int64: c + 1 for class c, 255 unsure."""
-    from .cam import crf_cam_labels
-
     lab = crf_cam_labels(image, cams, None, params=crf_params)
     k = torch.as_tensor(lab - 1).clamp(min=0)
     own = torch.gather(cams, 0, k[None].to(torch.long))[0].numpy()   # the winner's own CAM
@@ -197,10 +216,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over the pairs in ``mask``; 0 for an empty mask. Training on several
     processes, the mean over the pairs of the *global* batch (:func:`wsss_edu.distributed.batch_mean`):
     the loss balances its pair sets by their counts, which differ from rank to rank."""
-    from .distributed import active, batch_mean
-
-    if active():
-        return batch_mean((x * mask).sum(), mask.sum())
+    if distributed.active():
+        return distributed.batch_mean((x * mask).sum(), mask.sum())
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -342,14 +359,10 @@ def backbone_stages(source, weights: str | None = None) -> list:
     stride 4, 32 at 8, 96 at 16, then the dilated 160/320/1280-channel blocks, still 16), or
     ``'resnet50'`` (torchvision's, output stride 16 as IRNet: conv1 + layer1 (stride 4), layer2,
     layer3, layer4 dilated)."""
-    from .cam import SmallBackbone, _MobileNetV2Features
-
     if isinstance(source, str):
         if source != "resnet50":
             raise ValueError(f"backbone {source!r} is not valid; choose 'resnet50' or a trained "
                              "small CAMClassifier")
-        from .pretrained import torchvision_classifier
-
         net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
         return [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
                 net.layer2, net.layer3, net.layer4]
@@ -449,8 +462,6 @@ def irnet_loss(model: IRNet, batch, offsets, path: str = "thick", sources: str =
     grid (``sources='all'``) or only from the reference's source pixels (``'reference'``,
     :func:`reference_source_mask` for the ``radius`` the offsets were drawn with); affinities
     along ``path`` (:func:`path_points`)."""
-    from .errors import check_choice
-
     check_choice("sources", sources, SOURCES)
     boundary, disp = model(batch["image"])
     pos_bg, pos_fg, neg = pair_label_masks(batch["relation"], offsets)
@@ -537,8 +548,6 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
     machine's share of ``indices`` (:func:`wsss_edu.parallel.shard`). Returns the number written."""
     from tqdm.auto import tqdm
 
-    from .parallel import pending
-
     names = dataset.names
     todo = pending(indices, lambda i: Path(folder) / f"{names[i]}.png", shard)
     bar = tqdm(total=len(todo), desc="relation labels", disable=not progress, leave=False)
@@ -562,9 +571,6 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
 
 
 def _relation_chunk(indices, job=None) -> int:
-    from .cam import load_cams
-    from .io import write_mask
-
     job = job or worker_state()
     dataset, cfg = job["dataset"], job["cfg"]
     for i in indices:
@@ -586,9 +592,6 @@ class RelationDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset, folder, indices, crop: int | None = None, scale=(0.5, 1.5),
                  stride: int = 4, augment: str = "flip", copy_scales=None):
-        from .data import AUGMENTS
-        from .errors import check_choice
-
         check_choice("augment", augment, AUGMENTS)
         self.dataset, self.folder, self.indices = dataset, Path(folder), np.asarray(indices)
         self.crop, self.scale, self.stride, self.augment = crop, scale, stride, augment
@@ -599,9 +602,6 @@ class RelationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, j):
         from PIL import Image
-
-        from .data import images_to_tensor, item_rng, random_scale_crop_flip, strong_augment
-        from .io import read_mask
 
         index, factor = divmod(j, len(self.copy_scales))
         s = self.dataset[int(self.indices[index])]
@@ -638,8 +638,6 @@ def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0
     Returns the network in eval mode."""
     from torch.utils.data import DataLoader
 
-    from .train import fit, poly_schedule, seed_everything
-
     seed_everything(cfg.seed)
     net = IRNet(stages, cfg.width)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
@@ -672,16 +670,13 @@ def walk_inputs(net: IRNet, dataset, cam_folder, indices=None, flip: bool = True
     maps), and the image 'size' (H, W). Batched where image sizes agree."""
     from tqdm.auto import tqdm
 
-    from .cam import _same_size_batches, load_cams
-    from .data import images_to_tensor
-
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device)
     k = dataset.num_classes - 1
     idx = list(range(len(dataset)) if indices is None else indices)
     out = []
     bar = tqdm(total=len(idx), desc="boundary maps", disable=not progress, leave=False)
-    for _, group in _same_size_batches(dataset, batch_size, idx):
+    for _, group in same_size_batches(dataset, batch_size, idx):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         bnd = boundary_map(net, x, flip).cpu()
         for s, b in zip(group, bnd):
@@ -735,9 +730,6 @@ def walk_confusions(dataset, indices, inputs, walk: WalkConfig, bg_thresholds=No
     ``dataset`` (``inputs`` from :func:`walk_inputs` on the same images, in order), one meter per
     background threshold (default: ``walk.bg_threshold``) from one walk. ``crf``: score the labels
     after a label CRF (:func:`wsss_edu.cam.crf_label_map`) instead."""
-    from .cam import crf_label_map
-    from .metrics import ConfusionMeter
-
     ts = [walk.bg_threshold] if bg_thresholds is None else list(bg_thresholds)
     meters = [ConfusionMeter(dataset.num_classes) for _ in ts]
     for j, walked in walk_all(inputs, walk, device=device):
@@ -753,9 +745,6 @@ def confident_images(model, dataset, confidence: float = 0.8, progress: bool = T
     """Indices of the images of ``dataset`` whose every tag gets a classifier probability above
     ``confidence`` (paper 001's filter for IRNet's training images,
     :func:`wsss_edu.cam.confident_image_mask`). None passing raises an error naming the fix."""
-    from .cam import classifier_probs, confident_image_mask, dataset_tags
-    from .errors import ParameterError
-
     probs = classifier_probs(model, dataset, progress=progress)
     tags = torch.as_tensor(dataset_tags(dataset))
     idx = np.flatnonzero(confident_image_mask(probs, tags, confidence).numpy())
@@ -770,8 +759,6 @@ def cached_confident_images(output_dir, model, dataset, cam_folder, confidence: 
     """:func:`confident_images` of the classifier whose CAMs are in ``cam_folder`` (its name keys
     the data and the classifier) from the artifact cache under ``output_dir``, or computed (a
     forward pass over every training image) and stored."""
-    from .cache import cached
-
     key = {"cams": Path(cam_folder).name, "confidence": confidence}
     found = cached(output_dir, "confident_images", key,
                    lambda: [int(i) for i in confident_images(model, dataset, confidence, progress)])
@@ -794,9 +781,6 @@ def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetC
     ``output_dir``/cache/relations, written by :func:`write_relation_labels` (over ``processes``
     processes; this machine's ``shard`` of the images, default ``WSSS_SHARD``) if not complete;
     complete once every image's PNG is there (:func:`wsss_edu.parallel.finish_folder`)."""
-    from .cache import artifact_path, params_key
-    from .parallel import finish_folder, shard_spec
-
     key = {"cams": Path(cam_folder).name, "fg": cfg.fg_threshold, "bg": cfg.bg_threshold,
            "images": params_key({"i": [int(i) for i in indices]})}
     folder = artifact_path(output_dir, "relations", key).with_suffix("")
@@ -813,12 +797,9 @@ def cached_step2(output_dir, stages, dataset, key: dict, cfg: IRNetConfig, devic
     ``output_dir``, or trained (:func:`train_irnet` on the :class:`RelationDataset` ``dataset``,
     resumable) and stored. ``stages``: the frozen backbone (:func:`backbone_stages`). Trains on every
     visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
-    from .cache import cached, checkpoint_path
-    from .distributed import trained_state
-
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "irnet", key)
-        return trained_state(train_irnet, stages=stages, dataset=dataset, cfg=cfg, device=device,
+        return distributed.trained_state(train_irnet, stages=stages, dataset=dataset, cfg=cfg, device=device,
                              workers=workers, checkpoint=ckpt, progress=progress)
 
     state = cached(output_dir, "irnet", key, compute)
@@ -830,8 +811,6 @@ def cached_step2(output_dir, stages, dataset, key: dict, cfg: IRNetConfig, devic
 def pseudo_label_folder(output_dir, key: dict, walk: WalkConfig) -> Path:
     """Where the walked pseudo-labels of (step 2 ``key``, ``walk``) live: a folder of PNGs."""
     import dataclasses
-
-    from .cache import artifact_path
 
     return artifact_path(output_dir, "pseudo_labels", {**key, "walk": dataclasses.asdict(walk)}) \
         .with_suffix("")
@@ -846,9 +825,6 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
     'i/n'; default: ``WSSS_SHARD``, else all): this machine's share of the images when several
     share the output folder; the marker comes once every image is there."""
     from tqdm.auto import tqdm
-
-    from .io import write_mask
-    from .parallel import finish_folder, pending, shard_spec
 
     folder = pseudo_label_folder(output_dir, key, walk)
     if folder_complete(folder):
@@ -872,9 +848,6 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
 def pseudo_label_confusion(dataset, folder, indices=None):
     """The confusion meter of a pseudo-label folder (PNGs named after the images) against the
     samples' 'mask' (255 ignored). A missing PNG raises an error naming the step that writes it."""
-    from .io import read_mask
-    from .metrics import ConfusionMeter
-
     meter = ConfusionMeter(dataset.num_classes)
     for i in (range(len(dataset)) if indices is None else indices):
         s = dataset[i]
@@ -884,13 +857,6 @@ def pseudo_label_confusion(dataset, folder, indices=None):
                                     "notebook 04 (wsss_edu.irnet.cached_pseudo_labels) first")
         meter.update(s["mask"], read_mask(path))
     return meter
-
-
-def replace(cfg, **changes):
-    """A copy of an :class:`IRNetConfig` or :class:`WalkConfig` with some fields changed."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, **changes)
 
 
 # The walk settings searched on the validation split: {name: (quick, full)}; full = IRNet's only.
@@ -929,8 +895,6 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
     """:func:`choose_walk` over ``grid`` ({'WALK_RADII', 'WALK_EXP_TIMES', 'WALK_BETAS',
     'WALK_BG'}: lists) for the network of ``key``, from the artifact cache or searched and stored.
     Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): val mIoU})."""
-    from .cache import cached
-
     def search():
         walk, scores = choose_walk(net, val_dataset, val_cam_folder, grid["WALK_RADII"],
                                    grid["WALK_EXP_TIMES"], grid["WALK_BETAS"], grid["WALK_BG"],
@@ -967,15 +931,13 @@ def without_plane_if_no_background(cfg: IRNetConfig, grid: dict, has_background:
     :func:`relation_labels_without_background`) and the walk grid's ``WALK_BG`` [None]."""
     if has_background:
         return cfg, grid
-    return replace(cfg, bg_threshold=None), {**grid, "WALK_BG": [None]}
+    return dataclasses.replace(cfg, bg_threshold=None), {**grid, "WALK_BG": [None]}
 
 
 def step2_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 04's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`STEP2_PROFILE` and :data:`WALK_GRID`, with :data:`STEP2_DATASETS` and
     :data:`WALK_GRID_DATASETS`'s values)."""
-    from . import params
-
     table = (params.for_dataset(STEP2_PROFILE, STEP2_DATASETS, dataset)
              | params.for_dataset(WALK_GRID, WALK_GRID_DATASETS, dataset))
     return params.profile_values(profile, table, **knobs)
@@ -1041,7 +1003,7 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
 
     walk, grid = cached_walk_choice(setup.output_dir, net, st.val_view, st.val_folder, key, g,
                                     setup.device, progress, cfg.path)
-    labelled = walk if labels_bg is None else replace(walk, bg_threshold=labels_bg)
+    labelled = walk if labels_bg is None else dataclasses.replace(walk, bg_threshold=labels_bg)
     folder = cached_pseudo_labels(setup.output_dir, net, st.train_view, st.folder, key, labelled,
                                   device=setup.device, progress=progress)
     return Step2(net, key, walk, grid, folder)

@@ -24,9 +24,15 @@ from tqdm.auto import tqdm
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cache import artifact_path, load_artifact, save_artifact
+from .data import images_to_tensor, resize_sample
+from .datasets import get_dataset
 from .errors import check_choice
 from .labels import IGNORE
+from .metrics import ConfusionMeter, auroc
 from .models import UNet
+from .parallel import map_jobs
+from .train import seed_everything
 
 # ------------------------------------------------------------------------------------------------
 # Heads
@@ -289,8 +295,6 @@ def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indic
     for evaluation and figures), ``in_box`` (N, H, W; True inside a box of a box-labelled image),
     ``pixel_perfect`` (N,). Which images are pixel-perfect is a seeded permutation. ``size`` =
     (height, width) resizes every sample first (real datasets; see :func:`data.resize_sample`)."""
-    from .data import resize_sample
-
     indices = list(range(len(dataset))) if indices is None else list(indices)
     perm = np.random.default_rng(seed).permutation(len(indices))
     pp = np.zeros(len(indices), bool)
@@ -327,8 +331,6 @@ def load_mixed_set(dataset: str, classes, n_pixel_perfect: int | None, split: st
     images of Cityscapes' 2,780 (18 %). ``toy_knobs``: other toy-world settings (e.g.
     ``box_noise=0.1``, or ``class_probs={'car': 0.25}`` for a rarer car than
     :data:`TOY_CLASS_PROBS`; see :class:`wsss_edu.toy.ToyWorldConfig`)."""
-    from .datasets import get_dataset
-
     classes = tuple(classes)
     if dataset == "toy":
         check_choice("classes", classes, tuple(TOY_CLASS_PROBS))
@@ -569,10 +571,6 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     learning rate once over all epochs, 'constant' keeps it, 'restart' anneals it over the first
     ``cfg.warmup_epochs`` epochs and again, from ``lr``, over the rest (for every method, so that
     the rows stay comparable)."""
-    from .data import images_to_tensor
-    from .metrics import ConfusionMeter
-    from .train import seed_everything
-
     cfg = cfg or BootstrapConfig()
     data = experiment_arrays(arrays, method)
     seed_everything(seed)
@@ -744,8 +742,6 @@ def uncertainty_auroc(sigma2, positive, negative) -> float:
     is wrong) above those of ``negative`` (object pixels inside boxes: the label is right): the area
     under the ROC curve (:func:`wsss_edu.metrics.auroc`). 1 = the uncertainty marks exactly the
     wrong labels; 0.5 = it knows nothing."""
-    from .metrics import auroc
-
     return auroc(sigma2, positive, negative)
 
 
@@ -793,12 +789,8 @@ def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
     (:func:`wsss_edu.parallel.map_jobs`: the threads split between them).
     ``output_dir``: keep each history in its artifact cache (``cache/experiments``, keyed by
     :func:`experiment_key`), so a rerun of the notebook trains only what is not there yet."""
-    from .parallel import map_jobs
-
     if output_dir is None:
         return map_jobs(_experiment, jobs, processes, desc)
-    from .cache import artifact_path, load_artifact, save_artifact
-
     def stored(path):
         try:
             return _as_numpy(load_artifact(path)) if path.exists() else None

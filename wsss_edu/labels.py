@@ -16,13 +16,31 @@ key            dtype / shape          meaning
 ``name``       str                    image id
 =============  =====================  ===============================================================
 
-``labels[k - 1]`` is class ``k`` of the mask: background has no tag.
+``labels[k - 1]`` is class ``k`` of the mask: background has no tag. Masks are shown and written
+as palette PNGs in :func:`voc_palette`'s colours.
 """
 from __future__ import annotations
 
 import numpy as np
 
 IGNORE = 255
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (n, 3) uint8: class k's colour from the bits of k; 255 is white-ish
+    in VOC's convention (we force it to white so the ignore band reads as 'no label')."""
+    pal = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        c, r, g, b = k, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[k] = (r, g, b)
+    if n > 255:
+        pal[255] = (255, 255, 255)
+    return pal
 
 
 def labels_from_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:

@@ -7,7 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cam import _MobileNetV2Features
 from .errors import ParameterError, check_choice
+from .pretrained import load_imagenet, torchvision_classifier
 
 
 def _block(cin, cout):
@@ -109,8 +111,6 @@ class _ResNet50Encoder(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        from .pretrained import torchvision_classifier
-
         net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.rest = nn.Sequential(net.layer2, net.layer3, net.layer4)
@@ -131,8 +131,6 @@ class _MobileNetV2Encoder(nn.Module):
 
     def __init__(self, weights: str | None = None, frozen_blocks: int = 0):
         super().__init__()
-        from .cam import _MobileNetV2Features
-
         body = _MobileNetV2Features(weights).body
         for p in body[:frozen_blocks].parameters():
             p.requires_grad_(False)
@@ -245,8 +243,6 @@ def make_segmenter(name: str, num_classes: int, weights: str | None = None, **kw
     if name.startswith("deeplabv3plus"):
         return DeepLabV3Plus(num_classes, name.split("_", 1)[1], weights, **kwargs)
     from torchvision.models.segmentation import deeplabv3_resnet50
-
-    from .pretrained import load_imagenet
 
     net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
     if weights == "imagenet":

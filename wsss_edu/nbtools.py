@@ -17,6 +17,9 @@ import re
 import sys
 from pathlib import Path
 
+from .params import repo_root
+from .runner import notebook_paths
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENTS_DIR = "students"
 
@@ -167,9 +170,6 @@ def main(argv=None) -> int:
         return 2
     if argv[0] == "students":
         args = argv[1:]
-        from .params import repo_root
-        from .runner import notebook_paths
-
         out = repo_root() / STUDENTS_DIR
         if args[:1] == ["--out"]:
             out, args = args[1], args[2:]

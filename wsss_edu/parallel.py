@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+from .errors import ParameterError, ShardIncomplete
+from .io import mark_folder_complete
+
 SHARD_ENV = "WSSS_SHARD"            # 'i/n': this machine's share of the per-image passes
 SHARD_WAIT_ENV = "WSSS_SHARD_WAIT"  # seconds to wait for the other shards (default 0: stop at once)
 
@@ -113,8 +116,6 @@ def shard_spec(shard=None) -> tuple:
     """This machine's share of a per-image pass as (index, count), 0 <= index < count: ``shard``
     given as (i, n) or 'i/n', else the ``WSSS_SHARD`` environment variable ('i/n'), else (0, 1),
     the whole pass. A malformed value raises an error naming the form."""
-    from .errors import ParameterError
-
     text = os.environ.get(SHARD_ENV, "").strip() if shard is None else shard
     if text in ("", None):
         return 0, 1
@@ -148,9 +149,6 @@ def finish_folder(folder, names, suffix: str = ".png", spec=(0, 1)) -> None:
     ``<name><suffix>`` exists. Files of other shards still missing: wait up to ``WSSS_SHARD_WAIT``
     seconds for them (default 0), then raise :class:`wsss_edu.errors.ShardIncomplete` saying how
     many are missing and how to go on."""
-    from .errors import ShardIncomplete
-    from .io import mark_folder_complete
-
     folder = Path(folder)
     deadline = time.monotonic() + float(os.environ.get(SHARD_WAIT_ENV, "0") or 0)
     while True:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
+from .datasets import DATASETS, get_dataset
 from .errors import ParameterError, check_choice
-from .results import record_metrics
+from .results import record_metrics, save_model
+from .train import get_device, seed_everything
 
-from .datasets import DATASETS  # noqa: E402  (one list of dataset names)
 
 PROFILES = ("quick", "full")
 
@@ -55,7 +56,6 @@ class Setup:
         """Keep this notebook's final network ``name`` for later notebooks (notebook 08's
         gallery): ``<output_dir>/models/<notebook>/<name>.pt``; read back with
         :func:`wsss_edu.results.load_model`."""
-        from .results import save_model
         return save_model(self.output_dir, self.notebook, name, model)
 
     def path(self, *parts) -> Path:
@@ -73,8 +73,6 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     An unknown DATASET / PROFILE / DEVICE raises an error listing the valid values; a real dataset
     without DATA_ROOT raises one naming the data_scripts command.
     """
-    from .train import get_device, seed_everything
-
     check_choice("DATASET", DATASET, DATASETS)
     check_choice("PROFILE", PROFILE, PROFILES)
     if DATASET != "toy" and not DATA_ROOT:
@@ -109,8 +107,6 @@ def load_splits(s: Setup, n_train=None, n_val=None, **toy_knobs):
     """(train, val) datasets of ``s.dataset`` at its default splits. For the toy world, ``n_train``
     / ``n_val`` images with ``s.seed`` and the given knobs; for real datasets, from
     ``s.data_root`` (knobs are ignored there)."""
-    from .datasets import get_dataset
-
     tr, va = DEFAULT_SPLITS[s.dataset]
     if s.dataset == "toy":
         return (get_dataset("toy", split=tr, n=n_train, seed=s.seed, **toy_knobs),
@@ -128,8 +124,6 @@ TEST_SPLITS = {"toy": "test", "camvid": "test", "msrc": "test"}
 def load_test(s: Setup, n_test=None, **toy_knobs):
     """(held-out dataset, its split name): the split of :data:`TEST_SPLITS` (the toy world:
     ``n_test`` images with ``s.seed`` and the knobs), or (None, None) for a dataset without one."""
-    from .datasets import get_dataset
-
     split = TEST_SPLITS.get(s.dataset)
     if split is None:
         return None, None

@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from . import compare
 from .errors import ParameterError
+from .results import load_all_metrics, results_table
 from .runner import notebook_paths, parse_params
 
 BOXES_NOTEBOOKS = ("02_", "02b_")           # paper 000: boxes + a few masks, street scenes
@@ -181,9 +183,6 @@ def write_report(output) -> Path:
     """``<output>/report.md``: the steps and their times, each notebook's numbers, the methods
     side by side (notebook 08's table, when it ran) and the papers' tables next to the numbers
     measured here."""
-    from . import compare
-    from .results import load_all_metrics, results_table
-
     output = Path(output)
     metrics = load_all_metrics(output)
     times = step_times(output)
@@ -202,6 +201,34 @@ def write_report(output) -> Path:
     path = output / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def ensure_metrics(output_dir, params: dict | None = None, run=None, methods=compare.METHODS,
+                   run_missing: bool = True, log=print) -> dict:
+    """The recorded numbers under ``output_dir``, after running every notebook whose numbers the
+    table needs but which has not recorded them: ``run(prefixes, params)``, by default
+    :func:`run_pipeline` into the same folder (its steps, logs and resume).
+    ``params``: what the notebooks share (DATASET, DATA_ROOT, PROFILE, DEVICE, SEED).
+    ``run_missing=False`` runs nothing and leaves the missing numbers out (shown as –)."""
+    metrics = load_all_metrics(output_dir)
+    missing = compare.missing_notebooks(metrics, methods)
+    if missing and not run_missing:
+        log(f"not recorded (left out): {missing}")
+    elif missing:
+        log(f"running the notebooks whose numbers are missing: {missing}")
+        p = dict(params or {})
+        if run is None:
+            def run(only, p):
+                return run_pipeline(output_dir, p.get("DATASET", "toy"), p.get("DATA_ROOT", ""),
+                                    p.get("PROFILE", "quick"), p.get("DEVICE", "auto"),
+                                    p.get("SEED", 0), only=only, log=log)
+        run([nb.split("_")[0] for nb in missing], p)
+        metrics = load_all_metrics(output_dir)
+        still = compare.missing_notebooks(metrics, methods)
+        if still:
+            raise RuntimeError(f"{still} ran but did not record the numbers the table needs; "
+                               f"see their executed notebooks under {output_dir}/steps")
+    return metrics
 
 
 def main(argv=None) -> int:

@@ -108,12 +108,6 @@ def imagenet_state_dict(arch: str, weights_file=None) -> tuple[dict, str]:
     return state, str(path)
 
 
-def imagenet_classifier(arch: str, weights_file=None) -> nn.Module:
-    """torchvision's ``arch`` ImageNet classifier with its pretrained weights
-    (:func:`imagenet_state_dict`, checked by :func:`check_state_dict`), in eval mode."""
-    return torchvision_classifier(arch, "imagenet", weights_file).eval()
-
-
 def torchvision_classifier(arch: str, weights: str | None = None, weights_file=None, **kwargs) -> nn.Module:
     """torchvision's ``arch`` classifier built with ``kwargs`` (e.g. a ResNet's
     ``replace_stride_with_dilation``), from scratch (``weights=None``) or with its ImageNet

@@ -2,7 +2,8 @@
 step 3 of paper 001 (DeepLabv3+ on IRNet's pseudo-labels), and the retraining step URN and RRM's
 two-step variant build on.
 
-* :class:`PseudoLabeled`: a dataset whose masks are replaced by a folder of pseudo-label PNGs;
+* its training data: :class:`wsss_edu.datasets.PseudoLabeled`, a dataset whose masks are replaced by a
+  folder of pseudo-label PNGs;
 * :class:`SegmenterConfig`, :func:`train_segmenter`, :func:`cached_segmenter`: the network, trained
   with SGD (paper 001: lr 1e-3, momentum 0.9, weight decay 1e-6 at full scale) and cached;
 * :func:`evaluate`: mIoU on a labelled split, plain or with TTA (:func:`wsss_edu.models.tta_probs`).
@@ -11,52 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import params
+from .cache import artifact_path, cached, checkpoint_path
+from .crf import crf_on_scores
+from .data import SegTransformDataset, images_to_tensor, same_size_batches
+from .distributed import trained_state
 from .errors import check_choice
-
-
-class PseudoLabeled(torch.utils.data.Dataset):
-    """``dataset`` with each sample's 'mask' replaced by the PNG ``<folder>/<name>.png`` (written
-    by e.g. :func:`wsss_edu.irnet.cached_pseudo_labels`); the true mask stays under 'true_mask'.
-    Keeps ``names``, ``classes`` and ``num_classes``. A PNG whose size differs from its image is
-    an error, unless ``resize``: then it is resized to the image (nearest neighbour) — for the
-    same scenes drawn at another resolution (the toy world's ``size``)."""
-
-    missing_hint = "run the notebook that writes this folder (04 for IRNet's) first"
-
-    def __init__(self, dataset, folder, resize: bool = False):
-        self.dataset, self.folder, self.resize = dataset, Path(folder), resize
-        self.classes = getattr(dataset, "classes", None)
-        self.num_classes = getattr(dataset, "num_classes", None)
-        self.has_background = getattr(dataset, "has_background", True)
-        missing = [n for n in (dataset.names or [])[:1] if not (self.folder / f"{n}.png").exists()]
-        if missing:
-            raise FileNotFoundError(f"no pseudo-label {missing[0]}.png in {self.folder}: {self.missing_hint}")
-
-    @property
-    def names(self):
-        return self.dataset.names
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        from .io import check_same_size, read_mask
-
-        s = dict(self.dataset[i])
-        path = self.folder / f"{s['name']}.png"
-        s["true_mask"], s["mask"] = s["mask"], read_mask(path)
-        if self.resize and s["mask"].shape != s["image"].shape[:2]:
-            from PIL import Image
-
-            h, w = s["image"].shape[:2]
-            s["mask"] = np.asarray(Image.fromarray(s["mask"]).resize((w, h), Image.NEAREST))
-        check_same_size(s["image"], s["mask"], s["name"], path)
-        return s
+from .metrics import ConfusionMeter
+from .models import make_segmenter, tta_probs, tta_views
+from .parallel import compute_missing
+from .train import cross_entropy_loss, fit, poly_schedule, seed_everything
+from .urn import probability_weight, weighted_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -106,8 +76,6 @@ STEP3_DATASETS = {"msrc": dict(SEG_BACKBONE=("mobilenet_v2", "resnet50"), SEG_EP
 def step3_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 05's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`STEP3_PROFILE` with :data:`STEP3_DATASETS`'s values)."""
-    from . import params
-
     return params.profile_values(profile, params.for_dataset(STEP3_PROFILE, STEP3_DATASETS, dataset), **knobs)
 
 
@@ -125,21 +93,15 @@ def step3_config(profile: str, seed: int, WEIGHTS="imagenet", SEG_SCALE=(0.5, 2.
 
 
 def _weighted_loss(model, batch):
-    from .urn import weighted_cross_entropy
-
     return weighted_cross_entropy(model(batch["image"]), batch["mask"], batch["weight"])
 
 
 def _probability_loss(model, batch):
-    from .urn import probability_weight, weighted_cross_entropy
-
     logits = model(batch["image"])
     return weighted_cross_entropy(logits, batch["mask"], probability_weight(logits, batch["mask"]))
 
 
 def _ce_loss(model, batch):
-    from .train import cross_entropy_loss
-
     return cross_entropy_loss(model, batch)
 
 
@@ -147,8 +109,6 @@ LOSSES = {"ce": _ce_loss, "weighted": _weighted_loss, "probability": _probabilit
 
 
 def make_model(num_classes: int, cfg: SegmenterConfig):
-    from .models import make_segmenter
-
     kw = {"width": cfg.width} if cfg.model in ("deeplabv3plus_small", "unet") else {}
     if cfg.frozen_blocks:
         kw["frozen_blocks"] = cfg.frozen_blocks
@@ -161,9 +121,6 @@ def train_segmenter(dataset, cfg: SegmenterConfig, device=None, workers: int = 0
     ignored; 'weight' too for ``cfg.loss='weighted'``) with the per-pixel loss ``cfg.loss``.
     Returns the network in eval mode."""
     from torch.utils.data import DataLoader
-
-    from .data import SegTransformDataset
-    from .train import fit, poly_schedule, seed_everything
 
     check_choice("loss", cfg.loss, LOSSES)
     seed_everything(cfg.seed)
@@ -193,8 +150,6 @@ def _train_into_cache(job) -> None:
 
 
 def _not_cached(job) -> bool:
-    from .cache import artifact_path
-
     return not artifact_path(job[0], "segmenter", _segmenter_key(job[2], job[3])).exists()
 
 
@@ -204,8 +159,6 @@ def cached_segmenters(output_dir, jobs, device=None, processes: int = 1, desc: s
     networks missing from the cache trained first, on the CPU in ``processes`` worker processes
     (:func:`wsss_edu.parallel.compute_missing`; the datasets must be picklable). Returns the
     networks, in order, on ``device``."""
-    from .parallel import compute_missing
-
     on_cpu = device is None or torch.device(device).type == "cpu"
     if on_cpu and processes > 1:
         compute_missing(_train_into_cache, [(output_dir, *j) for j in jobs], _not_cached, processes,
@@ -223,9 +176,6 @@ def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig,
     folder — and ``cfg``) from the artifact cache under ``output_dir``, or trained
     (:func:`train_segmenter`, resumable) and stored. Trains on every visible GPU, or on
     ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
-    from .cache import cached, checkpoint_path
-    from .distributed import trained_state
-
     key = _segmenter_key(label_key, cfg)
 
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
@@ -250,11 +200,6 @@ def evaluate_views(model, dataset, scales=(0.5, 1.0, 2.0), flip: bool = True, wi
     view's argmax among each image's tags (:func:`evaluate`'s diagnostic)."""
     from tqdm.auto import tqdm
 
-    from .cam import _same_size_batches
-    from .data import images_to_tensor
-    from .metrics import ConfusionMeter
-    from .models import tta_views
-
     if 1.0 not in scales:
         raise ValueError(f"scales {tuple(scales)} lack 1.0, the plain view; add it")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -265,7 +210,7 @@ def evaluate_views(model, dataset, scales=(0.5, 1.0, 2.0), flip: bool = True, wi
         meters["plain_within_tags"] = ConfusionMeter(k)
     background = getattr(dataset, "has_background", True)
     bar = tqdm(total=len(dataset), desc="evaluate (views)", disable=not progress, leave=False)
-    for _, group in _same_size_batches(dataset, batch_size):
+    for _, group in same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         total, per_scale, n = 0, {}, 0
         for s, flipped, p in tta_views(model, x, scales, flip):
@@ -299,8 +244,6 @@ def _update(meter, group, probs):
 
 def _crf_argmax(job):
     """One image of :func:`evaluate`'s CRF post-processing (here or in a worker process)."""
-    from .crf import crf_on_scores
-
     image, probs, crf = job
     return crf_on_scores(image, probs, crf).argmax(0)
 
@@ -324,8 +267,6 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
 
     from tqdm.auto import tqdm
 
-    from .metrics import ConfusionMeter
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     meter = ConfusionMeter(dataset.num_classes)
@@ -347,11 +288,7 @@ def _evaluate_batches(model, dataset, tta, scales, batch_size, device, crf, with
                       without_crf=None):
     """:func:`evaluate`'s pass over the batches (its CRFs in ``pool``, if not None; the plain argmax
     also into ``without_crf``, if not None)."""
-    from .cam import _same_size_batches
-    from .data import images_to_tensor
-    from .models import tta_probs
-
-    for _, group in _same_size_batches(dataset, batch_size):
+    for _, group in same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         out = tta_probs(model, x, scales) if tta else model(x)
         if within_tags:
@@ -374,15 +311,8 @@ def evaluate_with_and_without_crf(model, dataset, crf, **kwargs):
     """(plain, with ``crf``) confusion meters of ``model`` on ``dataset`` from one forward pass per
     batch: equal to :func:`evaluate` without and with ``crf`` (other arguments as there), at the
     cost of one network pass instead of two."""
-    from .metrics import ConfusionMeter
-
     if crf is None:
         raise ValueError("crf is None; name a wsss_edu.crf preset such as 'rrm_test', or call evaluate()")
     plain = ConfusionMeter(dataset.num_classes)
     with_crf = evaluate(model, dataset, crf=crf, without_crf=plain, **kwargs)
     return plain, with_crf
-
-
-def replace(cfg: SegmenterConfig, **changes) -> SegmenterConfig:
-    """A copy of ``cfg`` with some fields changed (``dataclasses.replace``)."""
-    return dataclasses.replace(cfg, **changes)

@@ -104,7 +104,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import distributed, params
+from .cache import artifact_path, cached, checkpoint_path
+from .cam import CAMClassifier, multiscale_cam, normalize_cams
+from .crf import crf_on_scores
+from .data import SegTransformDataset, images_to_tensor, same_size_batches, tensor_to_images
+from .errors import ParameterError, check_choice
+from .io import folder_complete, write_mask
 from .labels import IGNORE
+from .parallel import compute_missing, finish_folder, pending, shard_spec
+from .train import fit, poly_schedule, seed_everything
 
 RULES = ("reference", "paper")
 
@@ -193,8 +202,6 @@ def crf_label(image: np.ndarray, probs: torch.Tensor, present, crf_params="rrm_t
     the ``'rrm_train'`` preset). ``image`` (H, W, 3) uint8, ``probs`` (1 + K, H, W). Returns (H, W)
     int64 class indices on ``probs``' device. ``rule='paper'``'s CRF label (one CRF, at the CAM
     side's gamma); the reference runs two (:func:`reference_crf_label`)."""
-    from .crf import crf_on_scores
-
     present = np.asarray(list(present))
     q = crf_on_scores(image, np.ascontiguousarray(probs[present].cpu().numpy(), np.float32), crf_params)
     return torch.as_tensor(present[q.argmax(0)], dtype=torch.long, device=probs.device)
@@ -260,8 +267,6 @@ def reference_crf_marginals(image: np.ndarray, p_fg, classes, gamma: float,
     The reference calls it twice, gamma 4 ('crf_la', confident foreground) and 32 ('crf_ha',
     confident background); eq. (5) runs one CRF at the CAM side's gamma.
     With no class, the CRF has only the background channel (all 1)."""
-    from .crf import crf_on_scores
-
     cams = _float32_cams(p_fg)
     cls = _classes(classes)
     out = np.zeros((cams.shape[0] + 1,) + cams.shape[1:], np.float32)
@@ -454,8 +459,6 @@ def crf_marginals_without_background(image: np.ndarray, p_fg, classes, crf_param
     The reference's two CRFs differ only in the exponent of P_bg (4: confident foreground, 32:
     confident background); with no P_bg they would be one and the same CRF, so one is run. One
     class: a one-label CRF (all 1); no class: all 0."""
-    from .crf import crf_on_scores
-
     cams = _float32_cams(p_fg)
     cls = _classes(classes)
     out = np.zeros(cams.shape, np.float32)
@@ -504,8 +507,6 @@ def reliable_labels_without_background(image: np.ndarray, p_fg, classes, fractio
 
     Returns tensors on ``p_fg``'s device: 'cam', 'crf' (each side's label), 'reliable' (H, W)
     int64; 'cam_sure', 'crf_sure' (H, W) bool; 'crf_q' (K, H, W) float32 marginals."""
-    from .errors import check_choice
-
     check_choice("rule", rule, RULES)
     device = p_fg.device if isinstance(p_fg, torch.Tensor) else None
     cam_l = cam_labels_without_background(p_fg, classes, fraction, rule)
@@ -537,13 +538,9 @@ def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma
     ``rule='paper'``: the literal equations: 'cam' (eq. 6, :func:`top_fraction_labels` at
     ``gamma``), 'crf' (eq. 5, :func:`crf_label`; :func:`two_crf_label` with ``two_crf=(4, 32)``)
     and 'reliable' (eq. 7, :func:`reliable_labels`)."""
-    from .errors import check_choice
-
     check_choice("rule", rule, RULES)
     if not has_background:
         if two_crf:
-            from .errors import ParameterError
-
             raise ParameterError(f"two_crf={tuple(two_crf)!r} needs a background class (its two CRFs weigh "
                                  "P_bg at two strengths); on a dataset without one use two_crf=None")
         return reliable_labels_without_background(image, p_fg, classes, fraction, crf_params, rule)
@@ -622,8 +619,6 @@ def dense_energy_loss(probs: torch.Tensor, images: torch.Tensor, labels: torch.T
     (The reference's hand-written backward, -2 S(i) (G P)(i), is that gradient only where S ≡ 1.)
     This function keeps the constant, so E >= 0. It runs in float32 even inside an autocast region
     (bfloat16 would round the kernel's exponents of hundreds to whole units)."""
-    from .errors import check_choice
-
     check_choice("normalize", normalize, ENERGY_NORMALIZATIONS)
     with torch.autocast(probs.device.type, enabled=False):
         return _dense_energy(probs if probs.dtype == torch.float64 else probs.float(),
@@ -714,8 +709,6 @@ class RRMNet(torch.nn.Module):
     def __init__(self, num_classes: int, backbone: str = "small", weights=None, dilation: int = 12,
                  seg_channels: int = 256, has_background: bool = True, **kwargs):
         super().__init__()
-        from .cam import CAMClassifier
-
         self.classifier_net = CAMClassifier(num_classes, backbone, weights, **kwargs)
         self.has_background = bool(has_background)
         c, d = self.classifier_net.backbone.out_channels, dilation
@@ -798,10 +791,8 @@ def labelled_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
     batch's labelled pixels."""
     import torch.nn.functional as F
 
-    from .distributed import batch_mean
-
     ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
-    return batch_mean(ce.sum(), (target != IGNORE).sum())
+    return distributed.batch_mean(ce.sum(), (target != IGNORE).sum())
 
 
 def segmentation_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
@@ -818,13 +809,11 @@ def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     processes, each part's mean over the global batch's pixels."""
     import torch.nn.functional as F
 
-    from .distributed import active, batch_mean
-
     ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
     out = ce.new_zeros(())
     parts = (target == 0, (target != 0) & (target != IGNORE))
-    if active():     # each part's mean over the global batch's pixels
-        return sum((batch_mean(ce[part].sum(), part.sum()) for part in parts), out)
+    if distributed.active():     # each part's mean over the global batch's pixels
+        return sum((distributed.batch_mean(ce[part].sum(), part.sum()) for part in parts), out)
     for part in parts:
         if part.any():
             out = out + ce[part].mean()
@@ -847,9 +836,6 @@ def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Te
     (:func:`reference_cam_labels`). ``has_background=False``: labels c = class c, 'rrm' by
     :func:`reliable_labels_without_background`, 'cam' by :func:`cam_labels_without_background`
     (no background term, ``gamma`` unused)."""
-    from .cam import normalize_cams
-    from .errors import check_choice
-
     check_choice("source", source, LABEL_SOURCES)
     check_choice("rule", rule, RULES)
     p_fg = normalize_cams(cams.float().cpu(), tags.cpu())
@@ -896,9 +882,6 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
     out of both losses, as the reference's crop mask does.
     Returns {'loss', 'cls', 'ce', 'energy', 'labelled', 'target'}."""
     import torch.nn.functional as F
-
-    from .cam import multiscale_cam
-    from .data import tensor_to_images
 
     x, tags = batch["image"], batch["labels"].float()
     valid = batch.get("valid")
@@ -1051,8 +1034,6 @@ RRM_DATASETS = {"msrc": dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(8, 8), RRM_LR=(1e-4, 
 def rrm_values(profile: str, dataset: str = "toy", **knobs) -> dict:
     """Notebook 07's RRM knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`RRM_PROFILE` with :data:`RRM_DATASETS`'s values)."""
-    from . import params
-
     return params.profile_values(profile, params.for_dataset(RRM_PROFILE, RRM_DATASETS, dataset), **knobs)
 
 
@@ -1069,8 +1050,6 @@ def rrm_config(profile: str, seed: int, classifier, has_background: bool = True,
     TWO_STEP and N_CURVE, the notebook's own, are accepted and unused) and GAMMA, FRACTION, TWO_CRF,
     ENERGY_WEIGHT, SIGMA_RGB (None = the profile's on ``dataset`` / the default). A dataset
     without a background refuses TWO_CRF (its two CRFs weigh P_bg)."""
-    from .errors import ParameterError, check_choice
-
     extra = {k: knobs.pop(k) for k in ("GAMMA", "FRACTION", "TWO_CRF", "ENERGY_WEIGHT", "SIGMA_RGB")
              if k in knobs}
     v = rrm_values(profile, dataset, **knobs)
@@ -1109,14 +1088,8 @@ def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint
 
     from torch.utils.data import DataLoader
 
-    from .data import SegTransformDataset
-    from .errors import check_choice
-    from .train import fit, poly_schedule, seed_everything
-
     check_choice("optimizer", cfg.optimizer, ("sgd", "adam"))
     if bool(getattr(dataset, "has_background", True)) != cfg.has_background:
-        from .errors import ParameterError
-
         raise ParameterError(f"the dataset's has_background is {getattr(dataset, 'has_background', True)} but "
                              f"RRMConfig.has_background is {cfg.has_background}; give rrm_config the "
                              "dataset's (has_background=...)")
@@ -1167,10 +1140,6 @@ def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, i
     ``init``: the classifier weights to start from, named by ``init_key`` (a dict: e.g. step 1's
     cache key). Trains on every visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes
     (:func:`wsss_edu.distributed.trained_state`)."""
-    from .cache import cached, checkpoint_path
-    from .distributed import trained_state
-    from .errors import ParameterError
-
     if init is not None and init_key is None:
         raise ParameterError("cached_rrm: give init_key, a dict naming the init weights (e.g. step 1's "
                              "data key and ClassifierConfig), so the cache tells networks apart")
@@ -1178,7 +1147,7 @@ def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, i
 
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "rrm", key)
-        return trained_state(train_rrm, dataset=dataset, cfg=cfg, device=device, workers=workers,
+        return distributed.trained_state(train_rrm, dataset=dataset, cfg=cfg, device=device, workers=workers,
                              checkpoint=ckpt, progress=progress, init=init)
 
     state = cached(output_dir, "rrm", key, compute)
@@ -1193,8 +1162,6 @@ def _rrm_into_cache(job) -> None:
 
 
 def _rrm_not_cached(job) -> bool:
-    from .cache import artifact_path
-
     return not artifact_path(job[0], "rrm", rrm_key(job[2], job[5], job[3])).exists()
 
 
@@ -1205,8 +1172,6 @@ def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "
     processes (:func:`wsss_edu.parallel.compute_missing`), on a GPU one after the other with
     ``loader_workers`` DataLoader workers. Returns the networks, in order, on ``device``."""
     from tqdm.auto import tqdm
-
-    from .parallel import compute_missing
 
     on_cpu = device is None or torch.device(device).type == "cpu"
     if on_cpu and processes > 1:
@@ -1219,9 +1184,6 @@ def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "
 def _crf_label_png(job) -> None:
     """One image of :func:`write_pseudo_labels`: the CRF (if any) on its probabilities, the argmax
     written as a grey PNG (in a worker process or here)."""
-    from .crf import crf_on_scores
-    from .io import write_mask
-
     image, probs, crf_params, path, offset = job
     q = crf_on_scores(image, probs, crf_params) if crf_params else probs
     write_mask(path, (q.argmax(0) + offset).astype(np.uint8))
@@ -1246,11 +1208,6 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
 
     from tqdm.auto import tqdm
 
-    from .cam import _same_size_batches
-    from .data import images_to_tensor
-    from .io import folder_complete
-    from .parallel import finish_folder, pending, shard_spec
-
     folder = Path(folder)
     if folder_complete(folder):
         return folder
@@ -1261,9 +1218,9 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
     bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
     pool = ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) if processes > 1 else None
-    pending = []
+    in_flight = []
     try:
-        for idx, group in _same_size_batches(dataset, batch_size, todo):
+        for idx, group in same_size_batches(dataset, batch_size, todo):
             x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
             probs = net.segment(x).float().softmax(1).cpu()
             for i, s, p in zip(idx, group, probs):
@@ -1279,11 +1236,11 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
                     _crf_label_png(job)
                     bar.update(1)
                 else:
-                    pending.append(pool.submit(_crf_label_png, job))
-            while len(pending) > 4 * processes * batch_size:      # bound the maps in memory
-                pending.pop(0).result()
+                    in_flight.append(pool.submit(_crf_label_png, job))
+            while len(in_flight) > 4 * processes * batch_size:      # bound the maps in memory
+                in_flight.pop(0).result()
                 bar.update(1)
-        for f in pending:
+        for f in in_flight:
             f.result()
             bar.update(1)
     finally:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ParameterError, check_choice
-from .labels import IGNORE, make_sample
+from .io import write_image, write_mask
+from .labels import IGNORE, make_sample, voc_palette
 
 CLASSES = ("background", "person", "car", "boat", "cat", "dog", "bottle")
 SPLITS = ("train", "val", "test")
@@ -552,7 +553,6 @@ class ToyDataset:
         self.config = make_config(**knobs)
         self.transform = transform
         self._cache = {} if cache else None
-        from .viz import voc_palette
         self.palette = voc_palette()
         perm = np.random.default_rng(_split_seed_key(self.seed, split)).permutation(self.n)
         n_pp = int(round(self.config.pixel_perfect * self.n))
@@ -610,9 +610,6 @@ def write_voc_layout(root, n_train: int = 200, n_val: int = 50, n_test: int = 0,
     SegmentationObject (instance PNGs, 255 border), Annotations (boxes as VOC XML), ImageSets/Segmentation/{train,val,test,
     train_aug}.txt and a ``classes.txt`` naming the toy classes, so the VOC loader reads it.
     Masks are written exactly; images go through JPEG like VOC's. Returns the VOC2012 folder."""
-    from .io import write_image, write_mask
-    from .viz import voc_palette
-
     lost = sorted(k for k in ("missing_label_rate", "tag_noise", "pixel_perfect", "mask_noise")
                   if k in knobs and knobs[k] != getattr(ToyWorldConfig(), k))
     if lost:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from .errors import ParameterError
 from .labels import IGNORE
 from .metrics import ConfusionMeter
@@ -103,8 +104,6 @@ def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=N
     ranks, and rank 0 alone writes the checkpoint and shows progress. Random augmentations are
     then drawn from a seed per rank and epoch, so they differ from the one-process run's draws.
     """
-    from . import distributed as D
-
     several = D.active()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     device = D.rank_device(device) if several else device
@@ -144,8 +143,6 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, use_amp: 
                  epoch: int) -> float:
     """One epoch of :func:`fit`: a step per batch (gradients averaged over the ranks when there
     are several), the scheduler stepped per batch. Returns this process's mean batch loss."""
-    from . import distributed as D
-
     several = D.active()
     model.train()
     total, count = 0.0, 0
@@ -177,8 +174,6 @@ def poly_schedule(optimizer, total_steps: int, power: float = 0.9):
 def cross_entropy_loss(model, batch):
     """Per-pixel cross-entropy of ``model(batch['image'])`` against ``batch['mask']``, ignoring 255:
     the ``loss_fn`` of fully-supervised training."""
-    from . import distributed as D
-
     if D.active():   # the mean over the global batch's labelled pixels (see distributed.batch_mean)
         total = F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE, reduction="sum")
         return D.batch_mean(total, (batch["mask"] != IGNORE).sum())
@@ -187,9 +182,10 @@ def cross_entropy_loss(model, batch):
 
 @torch.no_grad()
 def predict_logits(model, images: torch.Tensor, batch_size: int = 32, device=None) -> torch.Tensor:
-    """Logits (N, C, H, W) on the CPU for normalised images (N, 3, H, W), in batches."""
+    """Logits (N, C, H, W) on the CPU for normalised images (N, 3, H, W), in batches, ``model`` in
+    eval mode on ``device`` (default: where its parameters are)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
+    model.to(device).eval()
     outs = [model(images[i:i + batch_size].to(device)).float().cpu()
             for i in range(0, len(images), batch_size)]
     return torch.cat(outs)

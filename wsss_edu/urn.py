@@ -72,7 +72,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .pseudo import PseudoLabeled
+from . import params
+from .crf import crf_on_scores_rescaled
+from .data import images_to_tensor, same_size_batches
+from .datasets import PseudoLabeled
+from .errors import DataFileError, ParameterError, check_choice
+from .io import check_same_size
+from .models import tta_probs
+from .parallel import finish_folder, pending, set_worker_state, shard_spec, worker_state
 
 VOC_FACTORS = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)   # the paper's S for PASCAL VOC
 COCO_FACTORS = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)    # and for MS COCO
@@ -83,8 +90,6 @@ FACTOR_SETS = {"voc": VOC_FACTORS, "coco": COCO_FACTORS}
 def factors_named(factors) -> tuple:
     """The scale factors S of eq. (7): 'voc' or 'coco' (the paper's sets), or a list of positive
     numbers, as a tuple of floats."""
-    from .errors import ParameterError, check_choice
-
     if isinstance(factors, str):
         check_choice("FACTORS", factors, FACTOR_SETS)
         return FACTOR_SETS[factors]
@@ -98,8 +103,6 @@ def factors_named(factors) -> tuple:
 def check_pseudo_mask_folder(folder, dataset) -> Path:
     """``folder`` as a Path, after checking it holds a PNG pseudo-mask ``<name>.png`` for every
     image of ``dataset``; the error names the first missing file and how many are missing."""
-    from .errors import DataFileError
-
     folder = Path(folder)
     missing = [n for n in dataset.names if not (folder / f"{n}.png").exists()]
     if missing:
@@ -149,8 +152,6 @@ def scaled_masks(image: np.ndarray, probs: np.ndarray, channels, factors=VOC_FAC
     skips the CRF (argmax of the scaled map itself: for tests and the figure that shows why the
     CRF matters). ``crf_scale`` < 1 runs each CRF on a coarser grid
     (:func:`wsss_edu.crf.crf_on_scores_rescaled`; the reference: 1)."""
-    from .crf import crf_on_scores_rescaled
-
     probs = np.asarray(probs, np.float32)
     out = np.zeros((len(channels), len(factors)) + probs.shape[1:], bool)
     for i, c in enumerate(channels):
@@ -205,8 +206,6 @@ def crf_marginals(image: np.ndarray, probs: np.ndarray, channels=None, crf_param
     ``channels`` is None, as the reference's first CRF; ``crf_params=None``: P[channels] itself;
     ``crf_scale`` as in :func:`scaled_masks`). Its argmax is the cyclic pseudo-mask
     (:func:`cyclic_pseudo_mask`)."""
-    from .crf import crf_on_scores_rescaled
-
     probs = np.asarray(probs, np.float32)
     sub = probs if channels is None else probs[np.asarray(channels)]
     return crf_on_scores_rescaled(image, sub, crf_params, crf_scale) if crf_params is not None else sub
@@ -260,8 +259,6 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
     the masks of eqs. (6-8) on the present channels, the variance (eq. 9), U (eq. 10, ``eps``) and
     the stored byte of W (``rounding``). Cost: 1 CRF + len(factors) per scaled class;
     ``crf_scale`` < 1 runs them on a coarser grid (:func:`scaled_masks`; the reference: 1)."""
-    from .errors import check_choice
-
     check_choice("present_from", present_from, PRESENT_FROM)
     check_choice("rounding", rounding, ROUNDINGS)
     probs = np.asarray(probs, np.float32)
@@ -356,8 +353,6 @@ def weight_to_uint8(w: np.ndarray, rounding: str = "truncate") -> np.ndarray:
     int(255·W), the reference's ``((1 - u) * 255).astype(uint8)``; ``'round'`` round(255·W), the
     package's behaviour before (e.g. W = 0.375: 95 truncated, 96 rounded). A stored byte b read
     back as b/255 (float32 or float64) gives b again either way."""
-    from .errors import check_choice
-
     check_choice("rounding", rounding, ROUNDINGS)
     x = np.clip(np.asarray(w, np.float64), 0, 1) * 255
     return (np.round(x) if rounding == "round" else np.floor(x)).astype(np.uint8)
@@ -369,8 +364,6 @@ def label_weight_array(label: np.ndarray, weight: np.ndarray, layout: str = "LA"
     [label, weight], the package's file; ``'RGB'`` (H, W, 3) [weight, weight, label], the
     reference's file (it hands [label, weight, weight] to ``cv2.imwrite``, which reads the channels
     as BGR). Labels must be 0-255."""
-    from .errors import check_choice
-
     check_choice("layout", layout, LAYOUTS)
     label, weight = np.asarray(label), np.asarray(weight)
     if label.shape != weight.shape:
@@ -410,8 +403,6 @@ def read_label_and_weight(path):
     G = R = W, as ``cv2.imwrite`` of [label, weight, weight] leaves it). An RGB file whose R and G
     differ, or any other mode, is refused."""
     from PIL import Image
-
-    from .errors import DataFileError
 
     layouts = ("expected a label + weight PNG: mode 'LA' (grey = label, alpha = weight, what "
                "wsss_edu.urn writes) or the reference's mode 'RGB' (B = label, G = R = weight)")
@@ -458,8 +449,6 @@ URN_DATASETS = {"msrc": dict(STUDENT_EPOCHS=(2, 30), T_GRID=((1.0, 0.05), (1.0, 
 def urn_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 06's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`URN_PROFILE` with :data:`URN_DATASETS`'s values)."""
-    from . import params
-
     return params.profile_values(profile, params.for_dataset(URN_PROFILE, URN_DATASETS, dataset), **knobs)
 
 
@@ -474,8 +463,6 @@ def pass_settings(factors=VOC_FACTORS, scales=URN_TTA_SCALES, crf_params="urn",
     dict (the pass's defaults by default): put it in the cache key of the pass's output folder,
     so that a change of any of them gets a folder of its own. The pass stores it in the folder
     (``urn_settings.json``) and refuses a folder computed with other settings."""
-    from .errors import check_choice
-
     check_choice("present_from", present_from, PRESENT_FROM)
     check_choice("rounding", rounding, ROUNDINGS)
     check_choice("layout", layout, LAYOUTS)
@@ -491,8 +478,6 @@ def _check_folder_settings(folder: Path, settings: dict) -> None:
     them, with plain min-max and rounded weights) gets a warning and stays unrecorded."""
     import json
     import warnings
-
-    from .errors import ParameterError
 
     record = folder / SETTINGS_FILE
     if record.exists():
@@ -529,12 +514,8 @@ def averaged_probs(model, dataset, indices, scales=URN_TTA_SCALES, batch_size: i
     """Yields (sample, P) for the ``indices`` of ``dataset``: P (C, H, W) numpy, the network's
     softmax averaged over ``scales`` × h-flip (:func:`wsss_edu.models.tta_probs`), computed in
     batches of same-size images (real datasets mix sizes)."""
-    from .cam import _same_size_batches
-    from .data import images_to_tensor
-    from .models import tta_probs
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    for _, group in _same_size_batches(dataset, batch_size, indices):
+    for _, group in same_size_batches(dataset, batch_size, indices):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         with torch.no_grad():
             probs = tta_probs(model, x, scales).float().cpu().numpy()
@@ -560,8 +541,6 @@ def _rebuild_model(job: dict) -> None:
 
 def _urn_chunk(indices) -> int:
     """A worker's share: P and the CRFs of the images ``indices`` (CPU pass)."""
-    from .parallel import worker_state
-
     job = worker_state()
     for s, p in averaged_probs(job["model"], job["dataset"], indices, job["scales"], len(indices), "cpu"):
         _urn_job(_job_args(s, p, job))
@@ -606,8 +585,6 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
 
     from tqdm.auto import tqdm
 
-    from .parallel import finish_folder, pending, set_worker_state, shard_spec
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     spec = shard_spec(shard)
@@ -644,13 +621,13 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                     bar.update(n)
         else:
             with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-                pending = []
+                in_flight = []
                 for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device):
-                    pending.append(pool.submit(_urn_job, _job_args(s, p, job)))
-                    while len(pending) > 4 * processes * batch_size:   # bound the maps in memory
-                        pending.pop(0).result()
+                    in_flight.append(pool.submit(_urn_job, _job_args(s, p, job)))
+                    while len(in_flight) > 4 * processes * batch_size:   # bound the maps in memory
+                        in_flight.pop(0).result()
                         bar.update(1)
-                for f in pending:
+                for f in in_flight:
                     f.result()
                     bar.update(1)
     finally:
@@ -674,8 +651,6 @@ class URNLabeled(PseudoLabeled):
         self.t, self.split = t, split
 
     def __getitem__(self, i):
-        from .io import check_same_size
-
         s = dict(self.dataset[i])
         path = self.folder / f"{s['name']}.png"
         label, w = read_label_and_weight(path)

@@ -1,38 +1,17 @@
-"""Visualisation: the VOC palette, colourised labels, overlays, image/label grids, heat maps."""
+"""Visualisation: colourised labels (in :func:`wsss_edu.labels.voc_palette`'s colours), overlays,
+image/label grids, heat maps."""
 from __future__ import annotations
 
 import numpy as np
 
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map (n, 3) uint8: class k's colour from the bits of k; 255 is white-ish
-    in VOC's convention (we force it to white so the ignore band reads as 'no label')."""
-    pal = np.zeros((n, 3), np.uint8)
-    for k in range(n):
-        c, r, g, b = k, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[k] = (r, g, b)
-    if n > 255:
-        pal[255] = (255, 255, 255)
-    return pal
+from .labels import voc_palette
+from .toy import ToyDataset
 
 
 def colorize(mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """A label map (H, W) as an RGB image (H, W, 3) uint8 through ``palette`` (default VOC's)."""
     pal = voc_palette() if palette is None else np.asarray(palette, np.uint8)
     return pal[np.asarray(mask).astype(np.int64) % len(pal)]
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, palette=None) -> np.ndarray:
-    """Blend a colourised label map over an RGB image; background (0) and ignore (255) stay clear."""
-    img = np.asarray(image, np.float32)
-    col = colorize(mask, palette).astype(np.float32)
-    on = ((mask != 0) & (mask != 255))[..., None]
-    return np.where(on, (1 - alpha) * img + alpha * col, img).astype(np.uint8)
 
 
 def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet"):
@@ -112,19 +91,9 @@ def show_samples(dataset, indices, classes=None, size: float = 1.8):
     return fig
 
 
-def legend_patches(classes, palette=None):
-    """Matplotlib legend handles, one per class name, in the palette's colours."""
-    import matplotlib.patches as patches
-
-    pal = voc_palette() if palette is None else palette
-    return [patches.Patch(color=pal[k] / 255, label=c) for k, c in enumerate(classes)]
-
-
 def show_toy_world(seed: int = 0, n: int = 6, size: int = 64, split: str = "train", **knobs):
     """Draw ``n`` toy-world samples (image with boxes and tags, mask, instances) for the given
     seed and knobs: the plain function behind notebook 00's explorer slider."""
-    from .toy import ToyDataset
-
     return show_samples(ToyDataset(split, n=n, seed=seed, size=size, **knobs), range(n))
 
 

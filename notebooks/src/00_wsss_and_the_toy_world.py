@@ -54,16 +54,15 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from wsss_edu import params, stats, toy, viz
-from wsss_edu.datasets import get_dataset
 
-S = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(64, 320), N_TRAIN=(1000, 5000), N_VAL=(200, 1000),
+run = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(64, 320), N_TRAIN=(1000, 5000), N_VAL=(200, 1000),
                                         EPOCHS=(10, 30), BATCH_SIZE=(16, 16), CROP=(256, 512)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, EPOCHS=EPOCHS,
                           BATCH_SIZE=BATCH_SIZE, CROP=CROP)
-IMAGE_SIZE, N_TRAIN, N_VAL, EPOCHS, BATCH_SIZE, CROP = (P[k] for k in P)
-MODEL = "unet" if S.quick else "deeplabv3_resnet50"
-print(P, MODEL)
+IMAGE_SIZE, N_TRAIN, N_VAL, EPOCHS, BATCH_SIZE, CROP = (sizes[k] for k in sizes)
+MODEL = "unet" if run.quick else "deeplabv3_resnet50"
+print(sizes, MODEL)
 
 # %% [markdown]
 # ## 1 · One sample, three kinds of label
@@ -75,7 +74,7 @@ print(P, MODEL)
 # part of the sample its label type allows.
 
 # %%
-train_set, val_set = params.load_splits(S, N_TRAIN, N_VAL, size=IMAGE_SIZE)
+train_set, val_set = params.load_splits(run, N_TRAIN, N_VAL, size=IMAGE_SIZE)
 CLASSES = train_set.classes
 print(f"{len(train_set)} training / {len(val_set)} validation images; classes: {CLASSES}")
 sample = train_set[0]
@@ -83,7 +82,8 @@ print({k: (v.shape, v.dtype) if hasattr(v, "shape") else v for k, v in sample.it
 
 # %%
 viz.show_samples(train_set, range(min(8, len(train_set))))
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # Top row: the image with its boxes and, as title, its tags. Middle: the mask (white = ignore band).
@@ -97,8 +97,10 @@ plt.show(); plt.close()
 cost = stats.label_cost_hours(train_set, limit=2000)
 fig, ax = plt.subplots(figsize=(4.5, 2.5))
 ax.barh(list(cost), list(cost.values()), color=["tab:green", "tab:orange", "tab:red"])
-ax.set_xlabel("annotation time (hours)"); ax.set_title("labelling the training split")
-plt.show(); plt.close()
+ax.set_xlabel("annotation time (hours)")
+ax.set_title("labelling the training split")
+plt.show()
+plt.close()
 print({k: round(v, 1) for k, v in cost.items()})
 
 # %% [markdown]
@@ -127,7 +129,8 @@ for c in range(1, len(CLASSES)):
     idx.append(next((int(i) for i in order if int(i) not in idx), int(order[0])))
 viz.show_grid([[train_set[i]["image"] for i in idx], [train_set[i]["mask"] for i in idx]],
               titles=CLASSES[1:])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ### How much of its box does an object fill?
@@ -139,8 +142,10 @@ plt.show(); plt.close()
 fill = stats.box_fill_fraction(train_set, len(CLASSES), limit=1000)
 fig, ax = plt.subplots(figsize=(5, 2.5))
 ax.bar(CLASSES[1:], fill[1:], color=viz.voc_palette()[1:len(CLASSES)] / 255)
-ax.set_ylim(0, 1); ax.set_ylabel("object pixels / box pixels")
-plt.show(); plt.close()
+ax.set_ylim(0, 1)
+ax.set_ylabel("object pixels / box pixels")
+plt.show()
+plt.close()
 print(dict(zip(CLASSES[1:], np.round(fill[1:], 2))))
 
 # %% [markdown]
@@ -154,8 +159,11 @@ print(dict(zip(CLASSES[1:], np.round(fill[1:], 2))))
 co = stats.cooccurrence(train_set, limit=1000)
 fig, ax = plt.subplots(figsize=(4, 3.5))
 im = ax.imshow(co, vmin=0, vmax=1, cmap="Blues")
-ax.set_xticks(range(len(CLASSES) - 1), CLASSES[1:], rotation=45); ax.set_yticks(range(len(CLASSES) - 1), CLASSES[1:])
-plt.colorbar(im, ax=ax); plt.show(); plt.close()
+ax.set_xticks(range(len(CLASSES) - 1), CLASSES[1:], rotation=45)
+ax.set_yticks(range(len(CLASSES) - 1), CLASSES[1:])
+plt.colorbar(im, ax=ax)
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ### Explore
@@ -165,17 +173,19 @@ plt.colorbar(im, ax=ax); plt.show(); plt.close()
 
 # %%
 viz.show_toy_world(seed=SEED, size=IMAGE_SIZE)
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 def explore(seed=0, size=64, imbalance=1.0, missing_label_rate=0.0, mask_noise=0.0, pixel_perfect=1.0):
     viz.show_toy_world(seed=seed, size=size, imbalance=imbalance, missing_label_rate=missing_label_rate,
                        mask_noise=mask_noise, pixel_perfect=pixel_perfect)
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
 viz.sliders(explore, seed=(0, 50), size=(32, 128, 16), imbalance=(1.0, 10.0, 0.5),
-         missing_label_rate=(0.0, 1.0, 0.1), mask_noise=(0.0, 1.0, 0.1), pixel_perfect=(0.0, 1.0, 0.1));
+         missing_label_rate=(0.0, 1.0, 0.1), mask_noise=(0.0, 1.0, 0.1), pixel_perfect=(0.0, 1.0, 0.1))
 
 # %% [markdown]
 # ## 4 · The knobs
@@ -198,8 +208,10 @@ if DATASET == "toy":
     for j, (w, (pb, pn)) in enumerate(rates.items()):
         ax.bar([j * 3, j * 3 + 1], [pb, pn], color=["tab:blue", "tab:gray"])
     ax.set_xticks([0, 1, 3, 4], ["boat\n(0.1)", "no boat\n(0.1)", "boat\n(0.5)", "no boat\n(0.5)"])
-    ax.set_ylabel("P(water)"); ax.set_title("water_without_boat = 0.1 vs 0.5")
-    plt.show(); plt.close()
+    ax.set_ylabel("P(water)")
+    ax.set_title("water_without_boat = 0.1 vs 0.5")
+    plt.show()
+    plt.close()
 
 # %% [markdown]
 # **Small discriminative parts.** Cats and dogs share body and fur; only the head differs:
@@ -210,7 +222,8 @@ if DATASET == "toy":
                        if train_set[i]["labels_clean"].sum() == 1 and train_set[i]["labels_clean"][c - 1]]
     pets = alone(CLASSES.index("cat"))[:4] + alone(CLASSES.index("dog"))[:4]
     viz.show_grid([[train_set[i]["image"] for i in pets]], titles=["cat"] * 4 + ["dog"] * 4)
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
 # %% [markdown]
 # **Missing labels** (`missing_label_rate`) drops the `person` tag (`missing_label_class`) from a
@@ -225,9 +238,14 @@ if DATASET == "toy":
         base = stats.tag_frequency(toy.ToyDataset("train", n=400, seed=SEED, size=64))
         turned = stats.tag_frequency(toy.ToyDataset("train", n=400, seed=SEED, size=64, **knobs))
         x = np.arange(len(CLASSES) - 1)
-        ax.bar(x - 0.2, base, 0.4, label="default"); ax.bar(x + 0.2, turned, 0.4, label="knob turned")
-        ax.set_xticks(x, CLASSES[1:], rotation=30); ax.set_ylabel("images tagged"); ax.set_title(title)
-    axes[0].legend(); plt.show(); plt.close()
+        ax.bar(x - 0.2, base, 0.4, label="default")
+        ax.bar(x + 0.2, turned, 0.4, label="knob turned")
+        ax.set_xticks(x, CLASSES[1:], rotation=30)
+        ax.set_ylabel("images tagged")
+        ax.set_title(title)
+    axes[0].legend()
+    plt.show()
+    plt.close()
 
 # %% [markdown]
 # **Pixel-perfect / box split** (`pixel_perfect`): the fraction of images whose mask may be used;
@@ -241,14 +259,18 @@ if DATASET == "toy":
     fig, axes = plt.subplots(3, 8, figsize=(14, 5.4))
     for j in range(8):
         s = mixed[j]
-        axes[0][j].imshow(s["image"]); viz.draw_boxes(axes[0][j], s["boxes"], s["box_labels"])
+        axes[0][j].imshow(s["image"])
+        viz.draw_boxes(axes[0][j], s["boxes"], s["box_labels"])
         axes[0][j].set_title("pixel-perfect" if s["pixel_label"] else "boxes only", fontsize=8)
-        axes[1][j].imshow(viz.colorize(s["mask_clean"])); axes[2][j].imshow(viz.colorize(s["mask"]))
+        axes[1][j].imshow(viz.colorize(s["mask_clean"]))
+        axes[2][j].imshow(viz.colorize(s["mask"]))
     for a, t in zip(axes[:, 0], ("image, boxes", "clean mask", "mask_noise = 0.6")):
         a.set_ylabel(t, fontsize=8)
     for a in axes.flat:
-        a.set_xticks([]); a.set_yticks([])
-    plt.show(); plt.close()
+        a.set_xticks([])
+        a.set_yticks([])
+    plt.show()
+    plt.close()
     print("pixel-perfect images:", mixed.pixel_perfect.sum(), "of", len(mixed))
 
 # %% [markdown]
@@ -295,45 +317,52 @@ key = dict(notebook="00", dataset=DATASET, data_root=str(DATA_ROOT), model=MODEL
 
 def train_reference():
     train.seed_everything(SEED)
-    net = models.make_segmenter(MODEL, len(CLASSES), **({} if S.quick else {"weights": WEIGHTS or None}))
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3 if S.quick else 1e-4)
+    net = models.make_segmenter(MODEL, len(CLASSES), **({} if run.quick else {"weights": WEIGHTS or None}))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3 if run.quick else 1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"],
                                                 total_steps=EPOCHS * len(train_loader))
-    hist = train.fit(net, train_loader, train.cross_entropy_loss, opt, EPOCHS, S.device, sched,
-                     checkpoint=cache.checkpoint_path(S.output_dir, "reference_model", key), desc="fully supervised")
+    hist = train.fit(net, train_loader, train.cross_entropy_loss, opt, EPOCHS, run.device, sched,
+                     checkpoint=cache.checkpoint_path(run.output_dir, "reference_model", key), desc="fully supervised")
     return {"model": net.state_dict(), "loss": torch.tensor(hist["loss"])}
 
-ref = cache.cached(S.output_dir, "reference_model", key, train_reference)
-net = models.make_segmenter(MODEL, len(CLASSES)).to(S.device)
+ref = cache.cached(run.output_dir, "reference_model", key, train_reference)
+net = models.make_segmenter(MODEL, len(CLASSES)).to(run.device)
 net.load_state_dict(ref["model"])
 
 # %%
-meter = train.evaluate_segmentation(net, val_loader, len(CLASSES), S.device)
+meter = train.evaluate_segmentation(net, val_loader, len(CLASSES), run.device)
 miou_full = meter.miou
 fig, axes = plt.subplots(1, 2, figsize=(10, 2.8))
-axes[0].plot(ref["loss"].numpy(), marker="o"); axes[0].set_xlabel("epoch"); axes[0].set_ylabel("training loss")
+axes[0].plot(ref["loss"].numpy(), marker="o")
+axes[0].set_xlabel("epoch")
+axes[0].set_ylabel("training loss")
 axes[1].bar(CLASSES, meter.iou, color=viz.voc_palette()[:len(CLASSES)] / 255)
-axes[1].set_ylim(0, 1); axes[1].set_title(f"validation IoU per class (mIoU {miou_full:.3f})")
-axes[1].tick_params(axis="x", rotation=30); plt.show(); plt.close()
+axes[1].set_ylim(0, 1)
+axes[1].set_title(f"validation IoU per class (mIoU {miou_full:.3f})")
+axes[1].tick_params(axis="x", rotation=30)
+plt.show()
+plt.close()
 print(" | ".join(f"{c} {v:.3f}" for c, v in zip(CLASSES, meter.iou)))
 
 # %%
 rows = [[], [], []]
 for batch in val_loader:  # the first 8 validation images (real datasets come one per batch)
     with torch.no_grad():
-        pred = net(batch["image"].to(S.device)).argmax(1).cpu().numpy().astype(np.uint8)
-    rows[0] += list(data.tensor_to_images(batch["image"])); rows[1] += list(batch["mask"].numpy().astype(np.uint8))
+        pred = net(batch["image"].to(run.device)).argmax(1).cpu().numpy().astype(np.uint8)
+    rows[0] += list(data.tensor_to_images(batch["image"]))
+    rows[1] += list(batch["mask"].numpy().astype(np.uint8))
     rows[2] += list(pred)
     if len(rows[0]) >= 8:
         break
 viz.show_grid([r[:8] for r in rows], row_titles=["image", "ground truth", "prediction"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # The headline number of this notebook, recorded for the others (`runs/metrics/00_wsss_and_the_toy_world.json`):
 
 # %%
-S.record({"miou_full_supervision": miou_full, "toy_car_box_fill": float(fill[CLASSES.index("car")])
+run.record({"miou_full_supervision": miou_full, "toy_car_box_fill": float(fill[CLASSES.index("car")])
           if DATASET == "toy" else None})
 print(f"miou_full_supervision = {miou_full:.3f}")
 
@@ -342,7 +371,7 @@ print(f"miou_full_supervision = {miou_full:.3f}")
 # the toy world well (a weakly-supervised method reaching, say, 80 % of this is then meaningful).
 
 # %%
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert miou_full > 0.6, f"the fully-supervised reference is too weak to be an upper bound: {miou_full:.3f}"
 
 # %% [markdown]
@@ -385,7 +414,7 @@ cm, per_image = np.zeros((C, C), np.int64), []
 net.eval()
 with torch.no_grad():
     for batch in val_loader:
-        preds = net(batch["image"].to(S.device)).argmax(1).cpu().numpy()
+        preds = net(batch["image"].to(run.device)).argmax(1).cpu().numpy()
         for gt, pred in zip(batch["mask"].numpy(), preds):
             keep = gt != 255
             c = np.bincount(gt[keep] * C + pred[keep], minlength=C * C).reshape(C, C)
@@ -399,7 +428,7 @@ print(f"mIoU over the split {my_miou:.3f}, mean of per-image mIoUs {per_image_mi
 assert cm.shape == (C, C) and cm.sum() == meter.cm.sum(), "every non-ignored pixel counted once"
 assert np.allclose(my_iou, meter.iou, atol=1e-3, equal_nan=True) and abs(my_miou - miou_full) < 1e-3
 assert 0 < per_image_miou < 1
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert per_image_miou < my_miou   # small objects weigh as much as large ones in their image
 
 # %% [markdown] tags=["solution"]
@@ -509,13 +538,13 @@ assert fill[32][bottle] > fill[128][bottle]
 # %% tags=["exercise"]
 from wsss_edu.metrics import ConfusionMeter
 if DATASET == "toy":
-    val_plain = params.load_splits(S, 1, N_VAL, size=IMAGE_SIZE, border=0)[1]
+    val_plain = params.load_splits(run, 1, N_VAL, size=IMAGE_SIZE, border=0)[1]
     band = val_set.arrays(("mask",))["mask"] == 255   # the pixels the band hides, (N, H, W)
     ### BEGIN SOLUTION
     preds, truths = [], []
     with torch.no_grad():
         for batch in make_loader(val_plain, False):
-            preds.append(net(batch["image"].to(S.device)).argmax(1).cpu().numpy())
+            preds.append(net(batch["image"].to(run.device)).argmax(1).cpu().numpy())
             truths.append(batch["mask"].numpy())
     pred, truth = np.concatenate(preds), np.concatenate(truths)
     miou_no_band = ConfusionMeter(len(CLASSES)).update(truth, pred).miou

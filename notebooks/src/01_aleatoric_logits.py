@@ -36,7 +36,7 @@ import torch
 from wsss_edu import params, viz
 from wsss_edu import label_uncertainty as lu
 
-S = params.setup("01_aleatoric_logits", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("01_aleatoric_logits", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
 gen = torch.Generator().manual_seed(SEED)
 
 # %% [markdown]
@@ -57,13 +57,20 @@ for s2 in (0.0, 1.0, 4.0, 16.0):
     s2_t = torch.full_like(mus, s2)
     ax[0].plot(mus, lu.expected_probability(mus, s2_t), label=f"σ² = {s2:g}")
     ax[0].plot(mus, lu.mc_expected_probability(mus, s2_t, 20000, gen), "k.", ms=3)
-ax[0].set_xlabel("μ"); ax[0].set_ylabel("E[p]"); ax[0].legend(fontsize=8); ax[0].set_title("eq. (1) vs Monte-Carlo")
+ax[0].set_xlabel("μ")
+ax[0].set_ylabel("E[p]")
+ax[0].legend(fontsize=8)
+ax[0].set_title("eq. (1) vs Monte-Carlo")
 grid_mu, grid_s2 = np.meshgrid(np.linspace(-6, 6, 121), np.linspace(0, 16, 81))
 err = lu.expected_probability(torch.tensor(grid_mu), torch.tensor(grid_s2)).numpy() - \
       lu.quadrature_expected_probability(grid_mu, grid_s2)
 im = ax[1].pcolormesh(grid_mu, grid_s2, err, cmap="RdBu", vmin=-0.015, vmax=0.015)
-plt.colorbar(im, ax=ax[1]); ax[1].set_xlabel("μ"); ax[1].set_ylabel("σ²"); ax[1].set_title("eq. (1) − exact (quadrature)")
-plt.show(); plt.close()
+plt.colorbar(im, ax=ax[1])
+ax[1].set_xlabel("μ")
+ax[1].set_ylabel("σ²")
+ax[1].set_title("eq. (1) − exact (quadrature)")
+plt.show()
+plt.close()
 
 # %% [markdown]
 # The approximation is good where it matters (the error map is mostly white), and worst for large
@@ -101,12 +108,17 @@ panels = [("plain BCE(μ, 1)", bce), ("uncertain BCE(E[p], 1)  eq. 2",
           lu.uncertain_bce(torch.tensor(M), torch.tensor(V), torch.ones(M.shape, dtype=torch.float64)).numpy()),
           ("combined: eq. 2 + eq. 4 (τ = 1)", lu.combined_loss_surface(M, V, y=1.0, tau=1.0))]
 for a, (title, Z) in zip(ax, panels):
-    cs = a.contourf(M, V, Z, levels=30, cmap="viridis"); plt.colorbar(cs, ax=a)
-    a.set_xlabel("μ"); a.set_ylabel("σ²"); a.set_title(title, fontsize=9)
+    cs = a.contourf(M, V, Z, levels=30, cmap="viridis")
+    plt.colorbar(cs, ax=a)
+    a.set_xlabel("μ")
+    a.set_ylabel("σ²")
+    a.set_title(title, fontsize=9)
 Z = panels[2][1]
 for region in (M > 0, M < 0):  # the lowest point on each side of μ = 0
-    k = np.argmin(np.where(region, Z, np.inf)); ax[2].plot(M.flat[k], V.flat[k], "r*", ms=12)
-plt.show(); plt.close()
+    k = np.argmin(np.where(region, Z, np.inf))
+    ax[2].plot(M.flat[k], V.flat[k], "r*", ms=12)
+plt.show()
+plt.close()
 
 # %% [markdown]
 # The red stars are the lowest points of the combined loss on each side of $\mu = 0$ within the
@@ -123,8 +135,12 @@ s2_line = np.linspace(0, 10, 201)
 fig, ax = plt.subplots(figsize=(5, 2.8))
 for m in (-3.0, 3.0):
     ax.plot(s2_line, lu.combined_loss_surface(np.full_like(s2_line, m), s2_line, y=1.0, tau=1.0), label=f"μ = {m:+g}")
-ax.axvline(1.0, color="gray", ls=":", label="τ"); ax.set_xlabel("σ²"); ax.set_ylabel("combined loss, y = 1"); ax.legend(fontsize=8)
-plt.show(); plt.close()
+ax.axvline(1.0, color="gray", ls=":", label="τ")
+ax.set_xlabel("σ²")
+ax.set_ylabel("combined loss, y = 1")
+ax.legend(fontsize=8)
+plt.show()
+plt.close()
 line = {m: lu.combined_loss_surface(np.full_like(s2_line, m), s2_line, y=1.0, tau=1.0) for m in (-3.0, 3.0)}
 print({m: (round(float(v[0]), 3), round(float(v[-1]), 3)) for m, v in line.items()}, "(loss at σ² = 0 and σ² = 10)")
 
@@ -140,8 +156,12 @@ s2 = torch.linspace(0, 6, 200)
 fig, ax = plt.subplots(figsize=(5, 2.8))
 for tau in (0.5, 1.0, 2.0, 4.0):
     ax.plot(s2, lu.bootstrap_weight(s2, tau), label=f"τ = {tau:g}")
-ax.set_xlabel("σ²"); ax.set_ylabel("W"); ax.legend(fontsize=8); ax.set_title("eq. (3), slope 0.2")
-plt.show(); plt.close()
+ax.set_xlabel("σ²")
+ax.set_ylabel("W")
+ax.legend(fontsize=8)
+ax.set_title("eq. (3), slope 0.2")
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ### One pixel, interactively
@@ -153,15 +173,17 @@ plt.show(); plt.close()
 
 # %%
 lu.plot_logit_distribution(mu=-3.0, sigma2=3.0, tau=1.0)
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 def one_pixel(mu=-3.0, sigma2=3.0, tau=1.0):
     lu.plot_logit_distribution(mu, sigma2, tau)
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
-viz.sliders(one_pixel, mu=(-6.0, 6.0, 0.25), sigma2=(0.0, 10.0, 0.25), tau=(0.25, 5.0, 0.25));
+viz.sliders(one_pixel, mu=(-6.0, 6.0, 0.25), sigma2=(0.0, 10.0, 0.25), tau=(0.25, 5.0, 0.25))
 
 # %% [markdown]
 # **What to detach.** Eq. (4) contains $W(\sigma^2)$. If its gradient reaches $\sigma^2$, then raising
@@ -170,7 +192,8 @@ viz.sliders(one_pixel, mu=(-6.0, 6.0, 0.25), sigma2=(0.0, 10.0, 0.25), tau=(0.25
 # (`detach_weight=True`): $W$ only *selects* the target, and $\sigma^2$ is trained by eq. (2) alone.
 
 # %%
-mu = torch.tensor([-3.0], requires_grad=True); s2 = torch.tensor([3.0], requires_grad=True)
+mu = torch.tensor([-3.0], requires_grad=True)
+s2 = torch.tensor([3.0], requires_grad=True)
 for detach in (False, True):
     mu.grad = s2.grad = None
     lu.bootstrapped_bce(mu, s2, torch.ones(1), tau=1.0, target="flip", detach_weight=detach).backward()
@@ -193,9 +216,13 @@ Ts = [1, 4, 16, 64, 256, 1024]
 errs = [np.mean([(lu.mc_expected_softmax(mu3, var3, t, gen).flatten() - ref).abs().max().item()
                  for _ in range(50)]) for t in Ts]
 fig, ax = plt.subplots(figsize=(4.5, 2.8))
-ax.loglog(Ts, errs, "o-", label="measured"); ax.loglog(Ts, errs[0] / np.sqrt(Ts), "k--", label="∝ 1/√T")
-ax.set_xlabel("samples T"); ax.set_ylabel("mean |error| of E[softmax]"); ax.legend(fontsize=8)
-plt.show(); plt.close()
+ax.loglog(Ts, errs, "o-", label="measured")
+ax.loglog(Ts, errs[0] / np.sqrt(Ts), "k--", label="∝ 1/√T")
+ax.set_xlabel("samples T")
+ax.set_ylabel("mean |error| of E[softmax]")
+ax.legend(fontsize=8)
+plt.show()
+plt.close()
 y0 = torch.zeros(1, 1, 1, dtype=torch.long)
 eps = torch.randn(4096, 1, 3, 1, 1, generator=gen, dtype=torch.float64)
 mean_ce = -torch.log_softmax(mu3 + var3.sqrt() * eps, 2)[:, 0, 0].mean().item()
@@ -206,7 +233,7 @@ print(f"-log E[p_y] (eq. 6): {lu.mc_uncertain_ce(mu3, var3, y0, 4096, gen).item(
 
 # %%
 mc_err_16, mc_err_1024 = float(errs[Ts.index(16)]), float(errs[-1])
-S.record({"probit_max_error": probit_err, "probit_max_error_mc": probit_err_mc, "probit_max_error_wide": probit_err_wide,
+run.record({"probit_max_error": probit_err, "probit_max_error_mc": probit_err_mc, "probit_max_error_wide": probit_err_wide,
           "mc_softmax_error_t16": mc_err_16, "mc_softmax_error_t1024": mc_err_1024})
 assert probit_err < 5e-3, probit_err                 # eq. (1) is accurate where pixels live
 assert mc_err_1024 < mc_err_16 / 4                    # Monte-Carlo converges (~1/√T: 8× expected)

@@ -57,15 +57,15 @@ import torch
 from wsss_edu import params, viz
 from wsss_edu import label_uncertainty as lu
 
-S = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
+run = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         PP_SWEEP=([10, 40], [100, 250, 1000]), N_VAL=(150, 500),
                                         EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(8, 32)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, PP_SWEEP=PP_SWEEP,
                           N_VAL=N_VAL, EPOCHS=EPOCHS, WARMUP=WARMUP, WIDTH=WIDTH)
-IMAGE_SIZE, N_TRAIN, N_PP, PP_SWEEP, N_VAL, EPOCHS, WARMUP, WIDTH = P.values()
+IMAGE_SIZE, N_TRAIN, N_PP, PP_SWEEP, N_VAL, EPOCHS, WARMUP, WIDTH = sizes.values()
 CFG = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=WARMUP_ON_BOXES)
-print(P, CFG)
+print(sizes, CFG)
 
 # %% [markdown]
 # ## 1 · The data: a few masks, many boxes
@@ -101,7 +101,8 @@ print(f"car share of the pixels: truly {true_share:.1%}; of the labelled pixels,
 show = np.flatnonzero(bb)[:6]
 viz.show_grid([list(cars["image"][show]), list(cars["mask"][show]), list(cars["target"][show])],
               row_titles=["image", "true mask", "box target"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 2 · Table 1 on the toy world
@@ -129,12 +130,12 @@ plt.show(); plt.close()
 watch_idx = np.flatnonzero(bb)[:40]
 def job(arrays, val, method, seed, num_logits=1, cfg=CFG, width=WIDTH, eval_every=2, **extra):
     return dict(arrays=arrays, val=val, method=method, num_logits=num_logits, epochs=EPOCHS, seed=seed,
-                cfg=cfg, width=width, eval_every=eval_every, device="cpu" if S.quick else str(S.device),
+                cfg=cfg, width=width, eval_every=eval_every, device="cpu" if run.quick else str(run.device),
                 pp_per_batch=PP_PER_BATCH, **extra)
 
 jobs = [job(cars, cars_val, m, SEED + k) for m in lu.METHODS for k in range(SEEDS)]
 jobs[lu.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
-runs = lu.run_experiments(jobs, WORKERS, "Table 1", S.output_dir)
+runs = lu.run_experiments(jobs, WORKERS, "Table 1", run.output_dir)
 table1 = {m: [runs[i * SEEDS + k]["miou"] for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
 watched = runs[lu.METHODS.index("ours") * SEEDS]["watch"]
 collapsed1 = {m: [lu.collapsed(runs[i * SEEDS + k]) for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
@@ -172,8 +173,12 @@ def curves(tables, names, warmup=WARMUP):
     for m, hs in tables.items():
         ax.plot(EVAL_EPOCHS, np.mean(hs, 0), "o-", ms=3, color=COLORS.get(m), label=names.get(m, m))
     ax.axvline(warmup + 0.5, color="k", ls=":", lw=1)
-    ax.set_xlabel("epoch"); ax.set_ylabel(f"IoU ({EVAL_SPLIT})"); ax.legend(fontsize=7); ax.set_ylim(0, 1)
-    plt.show(); plt.close()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"IoU ({EVAL_SPLIT})")
+    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1)
+    plt.show()
+    plt.close()
 
 curves({m: [table1[m][k] for k in kept1[m][0]] for m in lu.METHODS}, NAMES)   # collapsed runs left out
 
@@ -187,19 +192,26 @@ curves({m: [table1[m][k] for k in kept1[m][0]] for m in lu.METHODS}, NAMES)   # 
 # below 0.5 = it marks the *right* ones). Alongside: the mean $\sigma^2$ of each kind, against τ.
 
 # %%
-m_w = cars["mask"][watch_idx]; in_w = cars["in_box"][watch_idx]
+m_w = cars["mask"][watch_idx]
+in_w = cars["in_box"][watch_idx]
 bg_in, car_in = in_w & (m_w == 0), in_w & (m_w == 1)
 auroc = [lu.uncertainty_auroc(s2[:, 0], bg_in, car_in) if bg_in.any() and car_in.any() else float("nan")
          for _, s2 in watched]
 fig, ax = plt.subplots(1, 2, figsize=(10, 3))
-ax[0].plot(np.arange(1, EPOCHS + 1), auroc, "o-"); ax[0].axhline(0.5, color="gray", ls="--")
-ax[0].set_ylim(0, 1); ax[0].set_title("AUROC of σ²: wrong vs right box labels")
+ax[0].plot(np.arange(1, EPOCHS + 1), auroc, "o-")
+ax[0].axhline(0.5, color="gray", ls="--")
+ax[0].set_ylim(0, 1)
+ax[0].set_title("AUROC of σ²: wrong vs right box labels")
 for mask, name in ((bg_in, "background inside boxes"), (car_in, "car inside boxes")):
     ax[1].plot(np.arange(1, EPOCHS + 1), [s2[:, 0][mask].mean() for _, s2 in watched], label=name)
-ax[1].axhline(TAU, color="k", ls=":", label="τ"); ax[1].set_title("mean σ²"); ax[1].legend(fontsize=8)
+ax[1].axhline(TAU, color="k", ls=":", label="τ")
+ax[1].set_title("mean σ²")
+ax[1].legend(fontsize=8)
 for a in ax:
-    a.axvline(WARMUP + 0.5, color="k", ls=":", lw=1); a.set_xlabel("epoch")
-plt.show(); plt.close()
+    a.axvline(WARMUP + 0.5, color="k", ls=":", lw=1)
+    a.set_xlabel("epoch")
+plt.show()
+plt.close()
 END_OF_WARMUP = min(max(WARMUP, 1), EPOCHS) - 1   # the epoch index whose snapshot ends the warm-up
 print(f"AUROC at the end of the warm-up {auroc[END_OF_WARMUP]:.2f}, at the end {auroc[-1]:.2f}")
 s2_end = torch.as_tensor(watched[-1][1][:, 0])
@@ -231,7 +243,8 @@ for k in range(min(3, len(watch_idx))):
                 + [a for e in shown for a in (watched[e][1][k, 0], watched[e][0][k])])
 titles = ["input", "box target"] + [t for e in shown for t in (f"σ², ep. {e + 1}", f"output, ep. {e + 1}")]
 viz.show_grid(rows, titles=titles, size=1.4, cmap="magma")
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 5 · Fewer or more masks
@@ -246,7 +259,7 @@ counts = [n for n in PP_SWEEP if n != N_PP and n < len(cars["image"])]
 arrays = {n: mixed(n) for n in counts}
 sweep_runs = lu.run_experiments([job(arrays[n], cars_val, m, SEED + k, eval_every=EPOCHS) for n in counts
                                  for m in ("pp_only", "ours") for k in range(SEEDS)], WORKERS, "PP sweep",
-                                S.output_dir)
+                                run.output_dir)
 for j, n in enumerate(counts):
     sweep[n] = {}
     for i, m in enumerate(("pp_only", "ours")):
@@ -261,8 +274,11 @@ for m in ("pp_only", "ours"):
     ax.errorbar(xs, [sweep[n][m].mean() for n in xs], [sweep[n][m].std() for n in xs], marker="o",
                 color=COLORS[m], label={"pp_only": "PP only", "ours": "PP + boxes, ours"}[m])
 ax.axhline(final["all_pp"].mean(), color="gray", ls="--", label="all PP")
-ax.set_xlabel("pixel-perfect images"); ax.set_ylabel(f"car IoU ({EVAL_SPLIT})"); ax.legend(fontsize=8)
-plt.show(); plt.close()
+ax.set_xlabel("pixel-perfect images")
+ax.set_ylabel(f"car IoU ({EVAL_SPLIT})")
+ax.legend(fontsize=8)
+plt.show()
+plt.close()
 print({n: {m: round(float(v.mean()), 3) for m, v in d.items()} for n, d in sorted(sweep.items())})
 
 # %% [markdown]
@@ -290,7 +306,7 @@ naive = {"eq. (2) trains μ": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, 
          "W not detached, flip": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False,
                                                     target="flip")}
 naive_runs = lu.run_experiments([job(cars, cars_val, "ours", SEED, cfg=c) for c in naive.values()],
-                                WORKERS, "literal readings", S.output_dir)
+                                WORKERS, "literal readings", run.output_dir)
 naive_curves = {"ours": [table1["ours"][0]], "boxes_bce": [table1["boxes_bce"][0]]}
 naive_curves |= {k: [h["miou"]] for k, h in zip(naive, naive_runs)}
 curves(naive_curves, NAMES)
@@ -302,7 +318,7 @@ print({k: round(v[0][-1], 3) for k, v in naive_curves.items()})
 # %%
 keys = {"iou_all_pp": final["all_pp"], "iou_pp_only": final["pp_only"], "iou_boxes_bce": final["boxes_bce"],
         "iou_ignore_box": final["ignore_box"], "iou_ours": final["ours"]}
-S.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
+run.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
          | {f"collapsed_runs_{m}": int(sum(collapsed1[m])) for m in lu.METHODS}   # left out of the means
          | {"sigma2_auroc_end_of_warmup": None if np.isnan(auroc[END_OF_WARMUP]) else auroc[END_OF_WARMUP],
             "sigma2_auroc_final": None if np.isnan(auroc[-1]) else auroc[-1]})
@@ -373,7 +389,7 @@ print({k: round(float(v.mean()), 3) for k, v in keys.items()})
 trend = {"ours >= boxes + 5 points": final["ours"].mean() >= final["boxes_bce"].mean() + 0.05,
          "ours >= PP only": final["ours"].mean() >= final["pp_only"].mean()}
 print(trend)
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert trend["ours >= boxes + 5 points"], keys   # poster: 85.45 vs 69.43
     assert trend["ours >= PP only"], keys            # poster: 85.45 vs 78.6
 
@@ -442,7 +458,7 @@ if min(len(v) for v in final.values()) >= 2 and all(final[m].std() > 0 for pair 
     for a, b in PAIRS:
         ref = ttest_ind(final[a], final[b], equal_var=False)
         assert abs(welch_t[(a, b)] - ref.statistic) < 1e-6 and abs(p_value[(a, b)] - ref.pvalue) < 1e-6, (a, b)
-    if DATASET == "toy" and S.quick:
+    if DATASET == "toy" and run.quick:
         assert welch_t[("ours", "boxes_bce")] > 0   # §7 asserts this trend on the means
 
 # %% [markdown] tags=["solution"]
@@ -531,7 +547,7 @@ if box.any():                                      # the watched images hold box
     for tau in TAUS:   # W < 1/2 exactly where sigma^2 > tau (eq. 3)
         assert abs(switched[tau] - (s2_box > tau).mean()) < 1e-3, tau
     assert all(switched[a] >= switched[b] for a, b in zip(TAUS, TAUS[1:]))
-    if DATASET == "toy" and S.quick:
+    if DATASET == "toy" and run.quick:
         assert target_acc[TAUS[0]] > target_acc[TAUS[-1]]     # the belief beats the boxes (Table 1)
         for tau in TAUS:                                       # sigma^2 above tau is enriched in wrong labels
             if 0.01 < switched[tau] < 0.9:
@@ -574,7 +590,7 @@ for level in NOISE:
 print({k: round(v, 3) for k, v in wrong_inside.items()}, {k: round(v, 3) for k, v in car_outside.items()})
 ### END SOLUTION
 assert all(np.isnan(v) or 0 <= v <= 1 for v in wrong_inside.values())   # NaN: no box-labelled image
-if DATASET == "toy" and S.quick:                   # a few tiny images (a real dataset's N_PP) need not show these
+if DATASET == "toy" and run.quick:                   # a few tiny images (a real dataset's N_PP) need not show these
     assert car_outside[0.0] == 0.0                 # exact boxes enclose their objects
     assert car_outside[0.0] < car_outside[0.1] < car_outside[0.2]
     assert wrong_inside[0.0] < wrong_inside[0.1] < wrong_inside[0.2]

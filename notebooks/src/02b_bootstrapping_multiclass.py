@@ -51,14 +51,14 @@ import torch
 from wsss_edu import params, viz
 from wsss_edu import label_uncertainty as lu
 
-S = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
+run = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         N_VAL=(150, 500), EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(16, 32)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, N_VAL=N_VAL, EPOCHS=EPOCHS,
                           WARMUP=WARMUP, WIDTH=WIDTH)
-IMAGE_SIZE, N_TRAIN, N_PP, N_VAL, EPOCHS, WARMUP, WIDTH = P.values()
+IMAGE_SIZE, N_TRAIN, N_PP, N_VAL, EPOCHS, WARMUP, WIDTH = sizes.values()
 CFG_MC = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=True)
-print(P, CFG_MC)
+print(sizes, CFG_MC)
 
 # %% [markdown]
 # ## 1 · The data: overlapping boxes
@@ -87,7 +87,8 @@ show = np.flatnonzero(bb & (multi["target"] == 2).any((1, 2)))[:6]
 show = show if len(show) else np.flatnonzero(bb)[:6]   # (a tiny dataset may have no person box)
 viz.show_grid([list(multi["image"][show]), list(multi["mask"][show]), list(multi["target"][show])],
               row_titles=["image", "true mask", "box target"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 2 · Eq. (7) on four pixels
@@ -127,10 +128,10 @@ print("eq. (7) target      ", lu.bootstrapped_targets(mu4, s2_4, y4, TAU).flatte
 watch_idx = np.flatnonzero(bb)[:40]
 rows2 = ("all_pp", "pp_only", "boxes_bce", "ours")
 jobs = [dict(arrays=multi, val=multi_val, method=m, num_logits=3, epochs=EPOCHS, seed=SEED + k, cfg=CFG_MC,
-             width=WIDTH, eval_every=EPOCHS, device="cpu" if S.quick else str(S.device))
+             width=WIDTH, eval_every=EPOCHS, device="cpu" if run.quick else str(run.device))
         for m in rows2 for k in range(SEEDS)]
 jobs[rows2.index("ours") * SEEDS]["watch"] = multi["image"][watch_idx]
-runs2 = lu.run_experiments(jobs, WORKERS, "Table 2", S.output_dir)   # cached, as in notebook 02
+runs2 = lu.run_experiments(jobs, WORKERS, "Table 2", run.output_dir)   # cached, as in notebook 02
 collapsed2 = {m: [lu.collapsed(h) for h in runs2[i * SEEDS:(i + 1) * SEEDS]] for i, m in enumerate(rows2)}
 kept2 = {m: lu.drop_collapsed(range(SEEDS), collapsed2[m]) for m in rows2}   # (seeds kept, note)
 table2 = {m: np.array([runs2[i * SEEDS + k]["miou"][-1] for k in kept2[m][0]]) for i, m in enumerate(rows2)}
@@ -152,9 +153,12 @@ fig, ax = plt.subplots(1, 3, figsize=(10, 2.4), sharey=True)
 for c, name in enumerate(("background", "car", "person")):
     for i, m in enumerate(rows2):
         ax[c].scatter(np.full(SEEDS, i), per_class[m][:, c], color=lu.METHOD_COLORS[m])
-    ax[c].set_xticks(range(len(rows2)), [m.replace("_", " ") for m in rows2]); ax[c].set_title(name)
-ax[0].set_ylabel(f"IoU ({EVAL_SPLIT})"); ax[0].set_ylim(0, 1)
-plt.show(); plt.close()
+    ax[c].set_xticks(range(len(rows2)), [m.replace("_", " ") for m in rows2])
+    ax[c].set_title(name)
+ax[0].set_ylabel(f"IoU ({EVAL_SPLIT})")
+ax[0].set_ylim(0, 1)
+plt.show()
+plt.close()
 for m in rows2:
     print(m, np.round(per_class[m], 3).tolist())
 
@@ -208,7 +212,8 @@ panels = [[multi["image"][i], multi["target"][i], watched[end_warm][0][k], watch
           for k, i in enumerate(watch_idx[:3])]
 viz.show_grid(panels, titles=["input", "box target", f"output, ep. {end_warm + 1}", f"output, ep. {EPOCHS}",
                               "true mask"], size=1.6)
-plt.show(); plt.close()
+plt.show()
+plt.close()
 t_w, m_w, in_w = multi["target"][watch_idx], multi["mask"][watch_idx], multi["in_box"][watch_idx]
 for c, name in enumerate(CLASSES, 1):
     box = in_w & (t_w == c) & (m_w != 255)   # labelled pixels of this class's boxes
@@ -230,7 +235,7 @@ for c, name in enumerate(CLASSES, 1):
 # %%
 keys = {"miou_mc_full": table2["all_pp"], "miou_mc_pp_only": table2["pp_only"],
         "miou_mc_boxes_ce": table2["boxes_bce"], "miou_mc_ours": table2["ours"]}
-S.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
+run.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
          | {f"iou_mc_{m}_{c}": float(per_class[m][kept2[m][0], j].mean()) for m in rows2
             for j, c in enumerate(("background", "car", "person"))}
          | {f"collapsed_runs_mc_{m}": int(sum(collapsed2[m])) for m in rows2})   # left out of the means
@@ -243,7 +248,7 @@ print({k: round(float(v.mean()), 3) for k, v in keys.items()})
 # %%
 trend = {"ours > PP only": table2["ours"].mean() > table2["pp_only"].mean()}
 print(trend)
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert trend["ours > PP only"], keys   # poster: 77.75 vs 73.36
 
 # %% [markdown]
@@ -295,7 +300,7 @@ for tau in (0.25 * TAU, TAU, 1.5 * TAU):
     mine = eq7(mu_r, s2_r, y_r, tau, allowed_r)
     assert torch.equal(mine, lu.bootstrapped_targets(mu_r, s2_r, y_r, tau, allowed_r)), tau
     assert torch.equal(mine[~allowed_r], y_r[~allowed_r]) and (mine[y_r == 255] == 255).all()
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert not torch.equal(eq7(mu_r, s2_r, y_r, 0.25 * TAU, allowed_r), y_r)   # something does switch
 
 # %% [markdown] tags=["solution"]
@@ -354,7 +359,7 @@ if DATASET == "toy":
     assert abs(car_as_person["smaller"] - ((t_bb == 2) & (m_bb_check == 1)).sum() / (m_bb_check == 1).sum()) < 1e-9
     assert person_as_car["person"] == 0.0              # a person's pixels all lie in its own box
     assert car_as_person["person"] >= max(car_as_person["smaller"], car_as_person["larger"])
-    if S.quick:
+    if run.quick:
         assert target_acc["person"] > target_acc["smaller"]
 
 # %% [markdown] tags=["solution"]
@@ -442,7 +447,7 @@ for c in BOXED:
     assert all(switched[c][a] >= switched[c][b] for a, b in zip(TAUS, TAUS[1:]))
     s2_c = watched[end_warm][1].max(1)[box_px[c]]
     assert all(abs(switched[c][t] - (s2_c > t).mean()) < 1e-9 for t in TAUS)
-if DATASET == "toy" and S.quick and TAU in TAUS:
+if DATASET == "toy" and run.quick and TAU in TAUS:
     assert switched[2][TAU] > switched[1][TAU]                   # the person's boxes switch wholesale
     assert wrong_among_switched[1][TAU] > box_wrong[1]            # the car's switch selects wrong labels
 

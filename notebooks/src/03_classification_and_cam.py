@@ -65,21 +65,21 @@ WEIGHTS = "imagenet"   # "imagenet" | None (from scratch), for every backbone bu
 GRAD_CAM_IMAGES = None # images of §7's Grad-CAM (None: 200 on the toy world, 20 on real photos)
 
 # %%
+import dataclasses
 import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from wsss_edu import cam, params, viz
 from wsss_edu.data import Relabeled, images_to_tensor
-from wsss_edu.errors import ParameterError
 
-S = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = cam.step1_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
+run = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+settings = cam.step1_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
                      IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                      LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, DROP_CLASS=DROP_CLASS, BALANCE=BALANCE,
                      CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
-IMAGE_SIZE, N_TRAIN, N_VAL, BACKBONE = P["IMAGE_SIZE"], P["N_TRAIN"], P["N_VAL"], P["BACKBONE"]
-DROP_CLASS, BALANCE, CAM_SCALES = P["DROP_CLASS"], P["BALANCE"], tuple(P["CAM_SCALES"])
-print(P)
+IMAGE_SIZE, N_TRAIN, N_VAL, BACKBONE = settings["IMAGE_SIZE"], settings["N_TRAIN"], settings["N_VAL"], settings["BACKBONE"]
+DROP_CLASS, BALANCE, CAM_SCALES = settings["DROP_CLASS"], settings["BALANCE"], tuple(settings["CAM_SCALES"])
+print(settings)
 
 # %% [markdown]
 # ## 1 · The data: tags only
@@ -89,21 +89,13 @@ print(P)
 # paper and IRNet score their pseudo-labels on the training images; the validation split is used
 # once, to choose the background threshold of §4. On VOC the classifier trains on `train_aug` and
 # the pseudo-labels are scored on `train`, as IRNet does; on MSRC, train, val and test are a
-# seeded split of its photos (266 / 59 / 266, `datasets.msrc_split_names`).
+# seeded split of its photos (266 / 59 / 266, `datasets.msrc_split_names`). `cam.step1_data` loads
+# them with the keys their cached artifacts are stored under — the same call `cam.step1` makes
+# when notebooks 04-08 need step 1 again, so they find this notebook's classifier and CAMs.
 
 # %%
-if DATASET == "toy":
-    knobs = dict(size=IMAGE_SIZE, missing_label_rate=MISSING_RATE, imbalance=IMBALANCE)
-    train, val = params.load_splits(S, N_TRAIN, N_VAL, **knobs)
-    scored = train
-    data_key = dict(dataset="toy", n=N_TRAIN, seed=S.seed, **knobs)
-    val_key = data_key | {"split": "val", "n": N_VAL}
-else:
-    from wsss_edu.datasets import get_dataset
-    train, val = params.load_splits(S)
-    scored = get_dataset(DATASET, S.data_root, split="train") if DATASET == "voc" else train
-    data_key = dict(dataset=DATASET, root=str(S.data_root), split="train_aug" if DATASET == "voc" else "train")
-    val_key = data_key | {"split": "val"}
+DATA = cam.step1_data(run, N_TRAIN, N_VAL, IMAGE_SIZE, MISSING_RATE, IMBALANCE)   # and the keys of their caches
+train, val, scored, data_key, val_key = DATA.train, DATA.val, DATA.scored, DATA.key, DATA.val_key
 CLASSES = list(train.classes)
 tags = cam.dataset_tags(train)
 print(f"{len(train)} training images, {len(val)} validation images, {len(CLASSES) - 1} classes")
@@ -115,8 +107,11 @@ fig, ax = plt.subplots(figsize=(7, 2.6))
 x = np.arange(len(CLASSES) - 1)
 ax.bar(x - 0.2, true_tags.sum(0), 0.4, label="images showing the class")
 ax.bar(x + 0.2, tags.sum(0), 0.4, label="images tagged with it")
-ax.set_xticks(x, CLASSES[1:], rotation=30); ax.set_ylabel("images"); ax.legend(fontsize=8)
-plt.show(); plt.close(fig)
+ax.set_xticks(x, CLASSES[1:], rotation=30)
+ax.set_ylabel("images")
+ax.legend(fontsize=8)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # ## 2 · A classifier whose last layer is a segmentation
@@ -152,21 +147,16 @@ plt.show(); plt.close(fig)
 # larger crops; freezing the first blocks costs nothing and saves a quarter of the time.
 
 # %%
-drop = None
-if DROP_CLASS:
-    if DROP_CLASS not in CLASSES:
-        raise ParameterError(f"DROP_CLASS={DROP_CLASS!r} is not a class of {DATASET}; choose one of "
-                             f"{CLASSES[1:]} or '' to keep every tag")
-    drop = CLASSES.index(DROP_CLASS) - 1
-base = cam.classifier_config(P, S.seed, WEIGHTS)     # the recipe of step 1 (cam.step1 builds the same)
-CFG = cam.replace(base, drop_class=drop, balance=BALANCE)
+drop = cam.drop_class_index(CLASSES, DROP_CLASS, DATASET)   # its tag index, None to keep every tag
+base = cam.classifier_config(settings, run.seed, WEIGHTS)     # the recipe of step 1 (cam.step1 builds the same)
+CFG = dataclasses.replace(base, drop_class=drop, balance=BALANCE)
 labels_used, idx_used = cam.training_labels(tags, CFG)
 print(CFG)
 print(f"the classifier trains on {len(idx_used)} of {len(train)} images; tags per class:",
       dict(zip(CLASSES[1:], labels_used[idx_used].sum(0).astype(int).tolist())))
 
 # %%
-model = cam.cached_step1(S.output_dir, train, data_key, CFG, S.device, WORKERS)
+model = cam.cached_step1(run.output_dir, train, data_key, CFG, run.device, WORKERS)
 probs_val = cam.classifier_probs(model, val)
 f1 = cam.multilabel_f1(probs_val, torch.as_tensor(cam.dataset_tags(val)))
 print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.numpy(), 2).tolist())))
@@ -186,8 +176,8 @@ print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.
 
 # %%
 train_view, val_view = (cam.tagged_view(d, CFG) for d in (train, val))   # the tags it knows (DROP_CLASS removed)
-folder = cam.cached_cams(S.output_dir, model, train_view, data_key, CFG, CAM_SCALES, device=S.device)
-val_folder = cam.cached_cams(S.output_dir, model, val_view, val_key, CFG, CAM_SCALES, device=S.device)
+folder = cam.cached_cams(run.output_dir, model, train_view, data_key, CFG, CAM_SCALES, device=run.device)
+val_folder = cam.cached_cams(run.output_dir, model, val_view, val_key, CFG, CAM_SCALES, device=run.device)
 print(folder)
 
 # %%
@@ -199,7 +189,8 @@ for i in np.flatnonzero(labels_used.sum(1) >= 2):
         break
 maps = [cam.load_cams(folder, train.names[i], len(CLASSES) - 1) for i in show]
 viz.show_cams([train_view[i] for i in show], maps, CLASSES)
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 4 · From CAMs to pseudo-labels: the background threshold
@@ -240,11 +231,15 @@ if train.has_background:   # the curve θ -> mIoU
     ax.plot(THRESHOLDS, val_curve, "o-", label="validation (chooses θ)")
     ax.plot(THRESHOLDS, train_curve, "s--", label="train (reported)")
     ax.axvline(BG_THRESHOLD, color="gray", lw=0.8)
-    ax.set_xlabel("background threshold θ"); ax.set_ylabel("mIoU of CAM pseudo-labels"); ax.legend(fontsize=8)
+    ax.set_xlabel("background threshold θ")
+    ax.set_ylabel("mIoU of CAM pseudo-labels")
+    ax.legend(fontsize=8)
 else:                      # no θ: the IoU of each class
-    ax.bar(range(len(CLASSES)), np.nan_to_num(iou)); ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60)
+    ax.bar(range(len(CLASSES)), np.nan_to_num(iou))
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60)
     ax.set_ylabel("train IoU of CAM pseudo-labels")
-plt.show(); plt.close(fig)
+plt.show()
+plt.close(fig)
 print("| class | IoU |\n| --- | --- |\n" + "\n".join(f"| {c} | {v:.3f} |" for c, v in zip(CLASSES, iou)))
 
 # %% [markdown]
@@ -257,12 +252,12 @@ NO_THETA = len(THRESHOLDS) == 1    # nothing chosen on val: comparisons are scor
 def score_cams(norm):
     """(θ chosen on val, per-class IoU on train) of the pipeline classifier's CAMs normalised by
     ``norm``; with no θ to choose, (None, per-class IoU on val)."""
-    f_va = cam.cached_cams(S.output_dir, model, val_view, val_key, CFG, CAM_SCALES, normalization=norm,
-                           device=S.device, progress=False)
+    f_va = cam.cached_cams(run.output_dir, model, val_view, val_key, CFG, CAM_SCALES, normalization=norm,
+                           device=run.device, progress=False)
     if NO_THETA:
         return None, cam.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)[0].iou
-    f_tr = cam.cached_cams(S.output_dir, model, train_view, data_key, CFG, CAM_SCALES, normalization=norm,
-                           device=S.device, progress=False)
+    f_tr = cam.cached_cams(run.output_dir, model, train_view, data_key, CFG, CAM_SCALES, normalization=norm,
+                           device=run.device, progress=False)
     t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)]))]
     return t, cam.cam_confusions(scored_view, f_tr, [t], progress=False)[0].iou
 
@@ -271,8 +266,10 @@ fig, ax = plt.subplots(figsize=(7 if len(CLASSES) < 12 else 9, 2.6))
 for j, (n, (t, v)) in enumerate(norms.items()):
     ax.bar(np.arange(len(CLASSES)) + 0.4 * (j - 0.5), v, 0.4, label=f"{n} (θ={t}): mIoU {np.nanmean(v):.3f}")
 ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60 if len(CLASSES) > 12 else 30)
-ax.set_ylabel("val IoU" if NO_THETA else "train IoU"); ax.legend(fontsize=8)
-plt.show(); plt.close(fig)
+ax.set_ylabel("val IoU" if NO_THETA else "train IoU")
+ax.legend(fontsize=8)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # At the toy world's quick defaults the two are close (0.413 per class vs 0.405 global): with a
@@ -296,14 +293,15 @@ def show_threshold(bg_threshold=BG_THRESHOLD):
     m = (train_meters[THRESHOLDS.index(bg_threshold)] if bg_threshold in THRESHOLDS   # §4 measured it
          else cam.cam_confusions(scored_view, folder, [bg_threshold], progress=False)[0])
     plt.suptitle(f"θ = {bg_threshold}: train mIoU {m.miou:.3f}", y=1.01)
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
 show_threshold()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if train.has_background:
-    viz.sliders(show_threshold, bg_threshold=(0.05, 0.7, 0.05));
+    viz.sliders(show_threshold, bg_threshold=(0.05, 0.7, 0.05))
 
 # %% [markdown]
 # ### A dense CRF on the pseudo-labels
@@ -321,7 +319,7 @@ from tqdm.auto import tqdm
 from wsss_edu.metrics import ConfusionMeter
 
 crf_meter, crf_show = ConfusionMeter(len(CLASSES)), {}
-crf_idx = range(len(scored_view)) if S.quick else range(min(len(scored_view), 1464))
+crf_idx = range(len(scored_view)) if run.quick else range(min(len(scored_view), 1464))
 for i in tqdm(crf_idx, desc="CRF"):
     s = scored_view[i]
     lab = cam.crf_cam_labels(s["image"], cam.load_cams(folder, s["name"], len(CLASSES) - 1), BG_THRESHOLD)
@@ -335,7 +333,8 @@ print(f"train mIoU: CAM {miou_cam:.3f} -> CAM + CRF {miou_cam_crf:.3f}")
 rows = [[train[i]["image"], train[i]["mask"], cam.cams_to_labels(m[None], BG_THRESHOLD)[0].numpy(), crf_show[i]]
         for i, m in zip(show, maps) if i in crf_show]
 viz.show_grid(rows, titles=["image", "true mask", "CAM pseudo-label", "after the CRF"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 5 · What the tags and the weights are worth
@@ -364,30 +363,30 @@ plt.show(); plt.close()
 PRETRAINED = BACKBONE != "small" and WEIGHTS is not None
 WEIGHT_VARIANTS = PRETRAINED and not (DROP_CLASS or BALANCE)   # real photos: ImageNet vs scratch
 if WEIGHT_VARIANTS:
-    scratch = cam.classifier_config(P | {"FROZEN_BLOCKS": 0}, S.seed, None)
-    VARIANTS = {"imagenet": CFG, "scratch": cam.replace(scratch, drop_class=drop, balance=BALANCE)}
+    scratch = cam.classifier_config(settings | {"FROZEN_BLOCKS": 0}, run.seed, None)
+    VARIANTS = {"imagenet": CFG, "scratch": dataclasses.replace(scratch, drop_class=drop, balance=BALANCE)}
 else:
-    VARIANTS = {"as_given": cam.replace(base, drop_class=None, balance=False),
-                "dropped": cam.replace(base, drop_class=drop, balance=False),
-                "dropped_balanced": cam.replace(base, drop_class=drop, balance=True)}
+    VARIANTS = {"as_given": dataclasses.replace(base, drop_class=None, balance=False),
+                "dropped": dataclasses.replace(base, drop_class=drop, balance=False),
+                "dropped_balanced": dataclasses.replace(base, drop_class=drop, balance=True)}
 
 def score_variant(cfg):
     """Train (or load) a classifier and extract its CAMs; choose θ on val and score on train (with
     no θ to choose: score on val). Returns the per-class IoU."""
-    net = cam.cached_step1(S.output_dir, train, data_key, cfg, S.device, WORKERS, progress=False)
+    net = cam.cached_step1(run.output_dir, train, data_key, cfg, run.device, WORKERS, progress=False)
     v_tr, v_va, v_sc = (cam.tagged_view(d, cfg) for d in (train, val, scored))
-    f_va = cam.cached_cams(S.output_dir, net, v_va, val_key, cfg, CAM_SCALES, device=S.device, progress=False)
+    f_va = cam.cached_cams(run.output_dir, net, v_va, val_key, cfg, CAM_SCALES, device=run.device, progress=False)
     if NO_THETA:
         return cam.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)[0].iou
-    f_tr = cam.cached_cams(S.output_dir, net, v_tr, data_key, cfg, CAM_SCALES, device=S.device, progress=False)
+    f_tr = cam.cached_cams(run.output_dir, net, v_tr, data_key, cfg, CAM_SCALES, device=run.device, progress=False)
     t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)]))]
     return cam.cam_confusions(v_sc, f_tr, [t], progress=False)[0].iou
 
 # %%
-seeds = [S.seed + k for k in range(SEEDS)]
+seeds = [run.seed + k for k in range(SEEDS)]
 per_class = {}
 for name, v in tqdm(VARIANTS.items(), desc="variants"):
-    per_class[name] = np.stack([score_variant(cam.replace(v, seed=sd)) for sd in seeds])
+    per_class[name] = np.stack([score_variant(dataclasses.replace(v, seed=sd)) for sd in seeds])
 variant_miou = {k: np.nanmean(v, 1) for k, v in per_class.items()}
 
 # %%
@@ -405,8 +404,10 @@ for j, (k, v) in enumerate(per_class.items()):
     std = np.where(seen, np.nanstd(np.where(seen, v, 0), 0), 0)
     ax.bar(np.arange(len(CLASSES)) + wd * (j - (len(per_class) - 1) / 2), mean, wd, yerr=std, label=names[k])
 ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60 if len(CLASSES) > 12 else 30)
-ax.set_ylabel(f"{split_scored} IoU"); ax.legend(fontsize=8)
-plt.show(); plt.close(fig)
+ax.set_ylabel(f"{split_scored} IoU")
+ax.legend(fontsize=8)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # What the toy world's quick defaults gave (2 seeds; the table above is the live version):
@@ -452,8 +453,10 @@ print(f"{keep.mean():.0%} of the training images pass; their CAM mIoU {m_keep.mi
 # %%
 fig, ax = plt.subplots(figsize=(5, 2))
 ax.barh(["confident (> 0.8)", "the rest"], [m_keep.miou, m_rest.miou], color=["tab:green", "tab:gray"])
-ax.set_xlabel("train mIoU of CAM pseudo-labels"); ax.set_xlim(0, 1)
-plt.show(); plt.close(fig)
+ax.set_xlabel("train mIoU of CAM pseudo-labels")
+ax.set_xlim(0, 1)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # At the toy world's quick defaults 49 % of the images pass, and their CAMs are better, but not by
@@ -473,7 +476,7 @@ plt.show(); plt.close(fig)
 # normalisation, the same map. Taken at an earlier layer it is a different, finer map.
 
 # %%
-x = images_to_tensor(np.stack([train[i]["image"] for i in show])).to(S.device)
+x = images_to_tensor(np.stack([train[i]["image"] for i in show])).to(run.device)
 cam_maps = model.cam(x).detach().cpu()
 gc_maps = cam.grad_cams(model, x).cpu()
 gap = (cam.normalize_cams(gc_maps, eps=0) - cam.normalize_cams(cam_maps, eps=0)).abs().max().item()
@@ -486,8 +489,8 @@ GRAD_LAYER = {"small": "backbone.body.5", "resnet50": "backbone.body.6", "vgg16"
 # small: the first stage (stride 2); ResNet-50: layer3; VGG16: conv4_3 (stride 8); MobileNetV2: block 6 (stride 8)
 n_grad = GRAD_CAM_IMAGES or (200 if DATASET == "toy" else 20)
 sub = Relabeled(train_view, indices=np.arange(min(len(train), n_grad)))
-gc_folder = cam.cached_cams(S.output_dir, model, sub, data_key | {"n_sub": len(sub)}, CFG, CAM_SCALES, cam="grad_cam",
-                            layer=GRAD_LAYER, device=S.device)
+gc_folder = cam.cached_cams(run.output_dir, model, sub, data_key | {"n_sub": len(sub)}, CFG, CAM_SCALES, cam="grad_cam",
+                            layer=GRAD_LAYER, device=run.device)
 gc_curve = [m.miou for m in cam.cam_confusions(sub, gc_folder, THRESHOLDS, progress=False)]
 cam_sub = cam.cam_confusions(sub, folder, [BG_THRESHOLD], progress=False)[0].miou
 print(f"first {len(sub)} training images: CAM {cam_sub:.3f} at θ={BG_THRESHOLD}; Grad-CAM at {GRAD_LAYER}: "
@@ -496,7 +499,8 @@ print(f"first {len(sub)} training images: CAM {cam_sub:.3f} at θ={BG_THRESHOLD}
 # %%
 gmaps = [cam.load_cams(gc_folder, train.names[i], len(CLASSES) - 1) for i in show]
 viz.show_cams([train_view[i] for i in show], gmaps, CLASSES, name="Grad-CAM (stride 2)")
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # The earlier layer sees little of the image (a receptive field of a few pixels): its Grad-CAM
@@ -517,7 +521,7 @@ metrics = {"miou_cam": miou_cam, "miou_cam_crf": miou_cam_crf, "bg_threshold": B
 metrics |= {f"miou_cam_{k}": float(v.mean()) for k, v in variant_miou.items()}
 metrics |= {f"miou_cam_{k}_std": float(v.std()) for k, v in variant_miou.items()}
 metrics = {k: float(v) if v is not None and np.isfinite(v) else None for k, v in metrics.items()}   # None: no image (e.g. none confident), no θ
-S.record(metrics)
+run.record(metrics)
 print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
@@ -526,7 +530,7 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 # network from scratch, seed for seed (§5).
 
 # %%
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert miou_cam_crf > miou_cam, metrics
 if WEIGHT_VARIANTS and SEEDS >= 2:
     assert variant_miou["imagenet"].min() > variant_miou["scratch"].max(), variant_miou
@@ -561,7 +565,7 @@ if WEIGHT_VARIANTS and SEEDS >= 2:
 # negative, and for which classes of an image is it large?
 
 # %% tags=["exercise"]
-imgs = images_to_tensor(np.stack([train[i]["image"] for i in show])).to(S.device)
+imgs = images_to_tensor(np.stack([train[i]["image"] for i in show])).to(run.device)
 with torch.no_grad():
     ### BEGIN SOLUTION
     feats = model.features(imgs)                                   # (N, D, h, w)

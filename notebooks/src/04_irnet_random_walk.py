@@ -64,20 +64,20 @@ WALK_BETAS = None      # ([4, 10] | [10]; msrc: [10])
 WALK_BG = None         # background thresholds ([0.1, ..., 0.5] | [0.25]; none without a background class)
 
 # %%
+import dataclasses
 import numpy as np
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from wsss_edu import cam, irnet, params, viz
 from wsss_edu.data import images_to_tensor
 
-S = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-P = irnet.step2_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
+run = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+settings = irnet.step2_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
     IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH,
     IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES,
     WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS,
     WALK_BG=WALK_BG)
-print(P)
+print(settings)
 
 # %% [markdown]
 # ## 1 · Step 1's output
@@ -90,13 +90,13 @@ print(P)
 STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
              LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
              FROZEN_BLOCKS=FROZEN_BLOCKS)
-ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
-DROP_CLASS = ST.dropped_class     # None resolved: the dataset's default ('' on MSRC)
-CLASSES, K = ST.classes, len(ST.classes) - 1
-THRESHOLDS = ST.thresholds        # cam.THRESHOLDS; [None] without a background class (no plane)
-val_curve = [m.miou for m in cam.cam_confusions(ST.val_view, ST.val_folder, THRESHOLDS, progress=False)]
+step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+DROP_CLASS = step1.dropped_class     # None resolved: the dataset's default ('' on MSRC)
+CLASSES, K = step1.classes, len(step1.classes) - 1
+THRESHOLDS = step1.thresholds        # cam.THRESHOLDS; [None] without a background class (no plane)
+val_curve = [m.miou for m in cam.cam_confusions(step1.val_view, step1.val_folder, THRESHOLDS, progress=False)]
 CAM_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
-cam_meter = cam.cam_confusions(ST.scored_view, ST.folder, [CAM_THRESHOLD], progress=False)[0]
+cam_meter = cam.cam_confusions(step1.scored_view, step1.folder, [CAM_THRESHOLD], progress=False)[0]
 miou_cam = cam_meter.miou
 print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the training split")
 
@@ -121,25 +121,22 @@ print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the tra
 # only run on VOC-style data.
 
 # %%
-IRCFG = irnet.IRNetConfig(confidence=CONFIDENCE, radius=P["IR_RADIUS"], epochs=P["IR_EPOCHS"],
-                          batch_size=P["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                          momentum=P["IR_MOMENTUM"], crop=P["IR_CROP"], seed=S.seed, path=IR_PATH,
-                          sources=IR_SOURCES, augment=P["IR_AUGMENT"],
-                          copy_scales=tuple(P["IR_COPY_SCALES"]) if P["IR_COPY_SCALES"] else None)
-GRID = {k: P[k] for k in irnet.WALK_GRID}
-IRCFG, GRID = irnet.without_plane_if_no_background(IRCFG, GRID, ST.has_background)   # MSRC: no plane anywhere
-confident = irnet.cached_confident_images(S.output_dir, ST.model, ST.train_view, ST.folder, IRCFG.confidence)   # cam.confident_image_mask
-rel_folder = irnet.cached_relation_labels(S.output_dir, ST.train_view, ST.folder, confident, IRCFG,
+IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES,
+                                                    DATASET, **{k: settings[k] for k in irnet.STEP2_PROFILE})
+GRID = {k: settings[k] for k in irnet.WALK_GRID}
+IRCFG, GRID = irnet.without_plane_if_no_background(IRCFG, GRID, step1.has_background)   # MSRC: no plane anywhere
+confident = irnet.cached_confident_images(run.output_dir, step1.model, step1.train_view, step1.folder, IRCFG.confidence)   # cam.confident_image_mask
+rel_folder = irnet.cached_relation_labels(run.output_dir, step1.train_view, step1.folder, confident, IRCFG,
                                           processes=max(1, WORKERS))   # the CRFs over WORKERS processes
-print(f"{len(confident)} of {len(ST.train)} training images are confident; relation labels in {rel_folder}")
+print(f"{len(confident)} of {len(step1.train)} training images are confident; relation labels in {rel_folder}")
 
 # %%
 from wsss_edu.io import read_mask
 from wsss_edu.metrics import ConfusionMeter
 
 check = confident[:300]
-rels = [read_mask(rel_folder / f"{ST.train_view.names[i]}.png") for i in check]
-masks = [ST.train_view[i]["mask"] for i in check]
+rels = [read_mask(rel_folder / f"{step1.train_view.names[i]}.png") for i in check]
+masks = [step1.train_view[i]["mask"] for i in check]
 unsure = np.mean([(r == 255).mean() for r in rels])
 right = sum(((r == m) & (r != 255) & (m != 255)).sum() for r, m in zip(rels, masks))
 labelled = sum(((r != 255) & (m != 255)).sum() for r, m in zip(rels, masks))
@@ -148,12 +145,13 @@ print(f"{unsure:.0%} of the pixels are unsure; {right / labelled:.1%} of the con
 # %%
 rows = []
 for i in check[:4]:
-    s = ST.train_view[i]
-    cams_i = cam.load_cams(ST.folder, s["name"], K)
+    s = step1.train_view[i]
+    cams_i = cam.load_cams(step1.folder, s["name"], K)
     rel = read_mask(rel_folder / f"{s['name']}.png").astype(np.int64)
     rows.append([s["image"], s["mask"], cam.cams_to_labels(cams_i[None], CAM_THRESHOLD)[0].numpy(), rel])
 viz.show_grid(rows, titles=["image", "true mask", "CAM pseudo-label", "relation label (white: unsure)"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # The confident labels are right almost everywhere — the point of the two thresholds: precision
@@ -192,7 +190,7 @@ plt.show(); plt.close()
 # %%
 offs = irnet.pair_offsets(IRCFG.radius)
 i0 = confident[0]
-rel4 = irnet.labels_at_stride(torch.as_tensor(read_mask(rel_folder / f"{ST.train_view.names[i0]}.png")).long())
+rel4 = irnet.labels_at_stride(torch.as_tensor(read_mask(rel_folder / f"{step1.train_view.names[i0]}.png")).long())
 pos_bg, pos_fg, neg = irnet.pair_label_masks(rel4, offs)
 print(f"radius {IRCFG.radius}: {len(offs)} offsets per cell; this image's {rel4.numel()} cells give "
       f"{int(pos_bg.sum())} background-positive, {int(pos_fg.sum())} foreground-positive, {int(neg.sum())} negative pairs")
@@ -205,7 +203,8 @@ for dy, dx in irnet.pair_offsets(r, half=False):
     grid[dy + r, dx + r] = 1
 for dy, dx in offs:
     grid[dy + r, dx + r] = 2
-axes[0].imshow(grid, cmap="Blues", vmin=0, vmax=2); axes[0].plot(r, r, "r*")
+axes[0].imshow(grid, cmap="Blues", vmin=0, vmax=2)
+axes[0].plot(r, r, "r*")
 axes[0].set_title(f"partners of a cell (radius {r})\ndark: the half used in the loss", fontsize=9)
 path = np.zeros_like(grid)
 for kind, v in (("thick", 1), ("thin", 2)):
@@ -213,8 +212,11 @@ for kind, v in (("thick", 1), ("thin", 2)):
         path[py + r, px + r] = v
 axes[1].imshow(path, cmap="Greys", vmin=0, vmax=2)
 axes[1].set_title("the path to one partner\nblack: thin line; grey + black: thick", fontsize=9)
-for ax in axes: ax.set_xticks([]); ax.set_yticks([])
-plt.show(); plt.close(fig)
+for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+plt.show()
+plt.close(fig)
 
 wall = torch.zeros(6, 6)
 for k in range(6):
@@ -250,11 +252,10 @@ assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_a
 # both out (a 64-px scene at half size is 8×8 cells, and four copies cost four times the time).
 
 # %%
-IR_WEIGHTS = WEIGHTS if P["IR_BACKBONE"] == "resnet50" else None
-stages = irnet.backbone_stages(ST.model if P["IR_BACKBONE"] == "classifier" else "resnet50", IR_WEIGHTS)
-key = irnet.step2_key(ST.folder, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS)
-rel_data = irnet.relation_dataset(ST.train_view, rel_folder, confident, IRCFG)
-net = irnet.cached_step2(S.output_dir, stages, rel_data, key, IRCFG, S.device, WORKERS)
+stages = irnet.backbone_stages(step1.model if IR_BACKBONE == "classifier" else "resnet50", IR_WEIGHTS)
+key = irnet.step2_key(step1.folder, IRCFG, IR_BACKBONE, IR_WEIGHTS)
+rel_data = irnet.relation_dataset(step1.train_view, rel_folder, confident, IRCFG)
+net = irnet.cached_step2(run.output_dir, stages, rel_data, key, IRCFG, run.device, WORKERS)
 print(f"IRNet: {sum(p.numel() for p in net.parameters() if p.requires_grad):,} trained parameters "
       f"on {len(rel_data)} images")
 
@@ -264,14 +265,14 @@ print(f"IRNet: {sum(p.numel() for p in net.parameters() if p.requires_grad):,} t
 # relation label; they should converge on each object's centre).
 
 # %%
-not_conf = np.setdiff1d(np.arange(len(ST.train_view)), confident)
-tagged = lambda idx: [i for i in idx if ST.train_view[i]["labels"].sum() > 0]
+not_conf = np.setdiff1d(np.arange(len(step1.train_view)), confident)
+tagged = lambda idx: [i for i in idx if step1.train_view[i]["labels"].sum() > 0]
 show = tagged(confident)[:2] + tagged(not_conf)[:2]
 fig, axes = plt.subplots(2, len(show), figsize=(2.2 * len(show), 4.4), squeeze=False)
 for j, i in enumerate(show):
-    s = ST.train_view[i]
+    s = step1.train_view[i]
     with torch.no_grad():
-        b, d = (t[0].cpu() for t in net.eval()(images_to_tensor(s["image"]).to(S.device)))
+        b, d = (t[0].cpu() for t in net.eval()(images_to_tensor(s["image"]).to(run.device)))
     axes[0, j].imshow(b, cmap="magma", vmin=0, vmax=1)
     axes[0, j].set_title("B" + (" (trained on)" if i in confident else " (not)"), fontsize=8)
     h, w = b.shape
@@ -282,7 +283,8 @@ for j, i in enumerate(show):
     axes[1, j].quiver(xx[fg], yy[fg], d[1][fg], -d[0][fg], color="w", angles="xy", scale_units="xy", scale=1, width=0.01)
     axes[1, j].set_title("D on the true foreground", fontsize=8)
 for ax in axes.ravel(): ax.axis("off")
-plt.show(); plt.close(fig)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # ## 4 · The random walk
@@ -303,7 +305,7 @@ plt.show(); plt.close(fig)
 # for a cell $j$ (star) where the CAM is strong and one where it is weak, both off the boundary:
 
 # %%
-inp1 = irnet.walk_inputs(net, ST.train_view, ST.folder, [show[1]], device=S.device, progress=False)[0]
+inp1 = irnet.walk_inputs(net, step1.train_view, step1.folder, [show[1]], device=run.device, progress=False)[0]
 b0, c0 = inp1["boundary"], inp1["cams"].amax(0)       # the second image above (tagged): B and its CAM
 y0, x0 = max(0, b0.shape[0] // 2 - 16), max(0, b0.shape[1] // 2 - 16)   # at most 32x32 cells: T is dense here
 b0, c0 = b0[y0:y0 + 32, x0:x0 + 32], c0[y0:y0 + 32, x0:x0 + 32]
@@ -322,7 +324,8 @@ fig = viz.show_grid(rows, titles=["B"] + [f"T^{2 ** t}: column of ★" for t in 
                     row_titles=["object cell", "background cell"], size=1.6, cmap="magma")
 for ax, cell in zip(np.reshape(fig.axes, (2, -1)), cells):
     for a in ax: a.plot(cell % w, cell // w, "c*", ms=6)
-plt.show(); plt.close(fig)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # For a few steps the object cell draws from the boat only and the background cell from the sky
@@ -334,14 +337,15 @@ plt.show(); plt.close(fig)
 # %%
 STEPS = (0, 1, 2, 4, 6, 8)
 rows = []
-for inp, i in zip(irnet.walk_inputs(net, ST.train_view, ST.folder, show[:2], device=S.device, progress=False), show):
-    row = [ST.train_view[i]["image"], inp["cams"][0].numpy()]
+for inp, i in zip(irnet.walk_inputs(net, step1.train_view, step1.folder, show[:2], device=run.device, progress=False), show):
+    row = [step1.train_view[i]["image"], inp["cams"][0].numpy()]
     for t in STEPS:
         walked = irnet.random_walk(inp["cams"][None, :1], inp["boundary"][None], 5, 10.0, t, path=IRCFG.path)[0, 0]
         row.append((walked / walked.max()).numpy())
     rows.append(row)
 viz.show_grid(rows, titles=["image", "CAM"] + [f"{2 ** t} step" + "s" * (t > 0) for t in STEPS], size=1.5, cmap="jet")
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # Two things to see. Where the boundary map closes an object off, the walk evens the score out
@@ -364,20 +368,24 @@ plt.show(); plt.close()
 # chosen one is used on the training split.
 
 # %%
-WALK, grid = irnet.cached_walk_choice(S.output_dir, net, ST.val_view, ST.val_folder, key, GRID, S.device,
+WALK, grid = irnet.cached_walk_choice(run.output_dir, net, step1.val_view, step1.val_folder, key, GRID, run.device,
                                       path=IRCFG.path)
 best = (WALK.radius, WALK.exp_times, WALK.beta, WALK.bg_threshold)
 print(f"best on val: {WALK} -> val mIoU {grid[best]:.3f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
-for r in P["WALK_RADII"]:
-    for b in P["WALK_BETAS"]:
-        ys = [max(grid[(r, t, b, bg)] for bg in GRID["WALK_BG"]) for t in P["WALK_EXP_TIMES"]]
-        ax.plot([2 ** t for t in P["WALK_EXP_TIMES"]], ys, "o-", label=f"radius {r}, β {b}")
+for r in settings["WALK_RADII"]:
+    for b in settings["WALK_BETAS"]:
+        ys = [max(grid[(r, t, b, bg)] for bg in GRID["WALK_BG"]) for t in settings["WALK_EXP_TIMES"]]
+        ax.plot([2 ** t for t in settings["WALK_EXP_TIMES"]], ys, "o-", label=f"radius {r}, β {b}")
 ax.axhline(val_curve[THRESHOLDS.index(CAM_THRESHOLD)], color="k", ls="--", lw=0.8, label="CAM (no walk)")
-ax.set_xscale("log", base=2); ax.set_xlabel("steps 2^exp_times"); ax.set_ylabel("val mIoU (best bg threshold)")
-ax.legend(fontsize=7, ncol=2); plt.show(); plt.close(fig)
+ax.set_xscale("log", base=2)
+ax.set_xlabel("steps 2^exp_times")
+ax.set_ylabel("val mIoU (best bg threshold)")
+ax.legend(fontsize=7, ncol=2)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # ## 6 · Pseudo-labels for step 3
@@ -389,8 +397,8 @@ ax.legend(fontsize=7, ncol=2); plt.show(); plt.close(fig)
 # `miou_irnet`.
 
 # %%
-pl_folder = irnet.cached_pseudo_labels(S.output_dir, net, ST.train_view, ST.folder, key, WALK, device=S.device)
-irn_meter = irnet.pseudo_label_confusion(ST.scored_view, pl_folder)
+pl_folder = irnet.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key, WALK, device=run.device)
+irn_meter = irnet.pseudo_label_confusion(step1.scored_view, pl_folder)
 miou_irnet = irn_meter.miou
 print(f"train mIoU: CAM {miou_cam:.3f} -> IRNet {miou_irnet:.3f}  ({pl_folder})")
 
@@ -399,20 +407,24 @@ fig, ax = plt.subplots(figsize=(8, 2.8))
 xs = np.arange(len(CLASSES))
 ax.bar(xs - 0.2, cam_meter.iou, 0.4, label=f"CAM (θ={CAM_THRESHOLD}): {miou_cam:.3f}")
 ax.bar(xs + 0.2, irn_meter.iou, 0.4, label=f"IRNet walk: {miou_irnet:.3f}")
-ax.set_xticks(xs, CLASSES, rotation=30); ax.set_ylabel("train IoU"); ax.legend(fontsize=8)
-plt.show(); plt.close(fig)
+ax.set_xticks(xs, CLASSES, rotation=30)
+ax.set_ylabel("train IoU")
+ax.legend(fontsize=8)
+plt.show()
+plt.close(fig)
 print("| class | CAM | IRNet |\n| --- | --- | --- |\n" +
       "\n".join(f"| {c} | {a:.3f} | {b:.3f} |" for c, a, b in zip(CLASSES, cam_meter.iou, irn_meter.iou)))
 
 # %%
 rows = []
 for i in show:
-    s = ST.train_view[i]
-    c = cam.load_cams(ST.folder, s["name"], K)
+    s = step1.train_view[i]
+    c = cam.load_cams(step1.folder, s["name"], K)
     rows.append([s["image"], s["mask"], cam.cams_to_labels(c[None], CAM_THRESHOLD)[0].numpy(),
                  read_mask(pl_folder / f"{s['name']}.png").astype(np.int64)])
 viz.show_grid(rows, titles=["image", "true mask", "CAM pseudo-label", "IRNet pseudo-label"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ### With a CRF after each step
@@ -425,19 +437,19 @@ plt.show(); plt.close()
 # %%
 from tqdm.auto import tqdm
 
-val_inputs = irnet.walk_inputs(net, ST.val_view, ST.val_folder, device=S.device, progress=False)
-crf_val = [m.miou for m in irnet.walk_confusions(ST.val_view, range(len(ST.val_view)), val_inputs, WALK, GRID["WALK_BG"],
-                                                 crf=True, device=S.device)]
-WALK_CRF = irnet.replace(WALK, bg_threshold=GRID["WALK_BG"][int(np.argmax(crf_val))])
+val_inputs = irnet.walk_inputs(net, step1.val_view, step1.val_folder, device=run.device, progress=False)
+crf_val = [m.miou for m in irnet.walk_confusions(step1.val_view, range(len(step1.val_view)), val_inputs, WALK, GRID["WALK_BG"],
+                                                 crf=True, device=run.device)]
+WALK_CRF = dataclasses.replace(WALK, bg_threshold=GRID["WALK_BG"][int(np.argmax(crf_val))])
 cam_crf, irn_crf = ConfusionMeter(len(CLASSES)), ConfusionMeter(len(CLASSES))
-pl_crf = irnet.cached_pseudo_labels(S.output_dir, net, ST.train_view, ST.folder, key, WALK_CRF, device=S.device, progress=False)
-crf_idx = range(len(ST.scored_view)) if S.quick else range(min(len(ST.scored_view), 1464))
+pl_crf = irnet.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key, WALK_CRF, device=run.device, progress=False)
+crf_idx = range(len(step1.scored_view)) if run.quick else range(min(len(step1.scored_view), 1464))
 for i in tqdm(crf_idx, desc="CRF"):
-    s = ST.scored_view[i]
+    s = step1.scored_view[i]
     keys = np.flatnonzero(s["labels"])
-    cam_crf.update(s["mask"], cam.crf_cam_labels(s["image"], cam.load_cams(ST.folder, s["name"], K), CAM_THRESHOLD))
+    cam_crf.update(s["mask"], cam.crf_cam_labels(s["image"], cam.load_cams(step1.folder, s["name"], K), CAM_THRESHOLD))
     irn_crf.update(s["mask"], cam.crf_label_map(s["image"], read_mask(pl_crf / f"{s['name']}.png"), keys,
-                                                background=ST.has_background))
+                                                background=step1.has_background))
 miou_cam_crf, miou_irnet_crf = cam_crf.miou, irn_crf.miou
 viz.bar_table({"CAM": [miou_cam], "CAM + CRF (step 1)": [miou_cam_crf], "IRNet": [miou_irnet],
                f"IRNet + CRF (bg {WALK_CRF.bg_threshold}, val)": [miou_irnet_crf]}, "train mIoU of the pseudo-labels",
@@ -469,12 +481,12 @@ viz.bar_table({"CAM": [miou_cam], "CAM + CRF (step 1)": [miou_cam_crf], "IRNet":
 # mIoU:
 
 # %%
-TABLE3_BG = (0.3, 0.5) if ST.has_background else ()   # no background plane: nothing to compare
+TABLE3_BG = (0.3, 0.5) if step1.has_background else ()   # no background plane: nothing to compare
 table3 = {}
 for bg in TABLE3_BG:
-    f = irnet.cached_pseudo_labels(S.output_dir, net, ST.train_view, ST.folder, key,
-                                   irnet.replace(WALK, bg_threshold=bg), device=S.device, progress=False)
-    table3[bg] = irnet.pseudo_label_confusion(ST.scored_view, f).miou
+    f = irnet.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key,
+                                   dataclasses.replace(WALK, bg_threshold=bg), device=run.device, progress=False)
+    table3[bg] = irnet.pseudo_label_confusion(step1.scored_view, f).miou
 if table3:
     viz.bar_table({f"bg {bg}": [v] for bg, v in table3.items()} | {f"chosen on val (bg {WALK.bg_threshold})": [miou_irnet]},
                   "train mIoU of IRNet pseudo-labels", row_header="walk")
@@ -491,17 +503,20 @@ if table3:
 # %%
 kept_meter = None
 if DROP_CLASS:
-    st_all = cam.step1(S, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+    st_all = cam.step1(run, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
     KEPT_GRID = dict(WALK_RADII=[WALK.radius], WALK_EXP_TIMES=[WALK.exp_times], WALK_BETAS=[WALK.beta], WALK_BG=[0.3])
-    ir_all = irnet.step2(S, st_all, IRCFG, P["IR_BACKBONE"], IR_WEIGHTS, KEPT_GRID, workers=WORKERS)
+    ir_all = irnet.step2(run, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, KEPT_GRID, workers=WORKERS)
     kept_meter = irnet.pseudo_label_confusion(st_all.scored_view, ir_all.folder)
-    f03 = irnet.pseudo_label_folder(S.output_dir, key, irnet.replace(WALK, bg_threshold=0.3))
-    drop_meter = irnet.pseudo_label_confusion(ST.scored_view, f03)
+    f03 = irnet.pseudo_label_folder(run.output_dir, key, dataclasses.replace(WALK, bg_threshold=0.3))
+    drop_meter = irnet.pseudo_label_confusion(step1.scored_view, f03)
     fig, ax = plt.subplots(figsize=(8, 2.8))
     ax.bar(xs - 0.2, drop_meter.iou, 0.4, label=f"{DROP_CLASS} dropped: {drop_meter.miou:.3f}")
     ax.bar(xs + 0.2, kept_meter.iou, 0.4, label=f"every tag kept: {kept_meter.miou:.3f}")
-    ax.set_xticks(xs, CLASSES, rotation=30); ax.set_ylabel("train IoU (bg 0.3)"); ax.legend(fontsize=8)
-    plt.show(); plt.close(fig)
+    ax.set_xticks(xs, CLASSES, rotation=30)
+    ax.set_ylabel("train IoU (bg 0.3)")
+    ax.legend(fontsize=8)
+    plt.show()
+    plt.close(fig)
     print(" | ".join(f"{c} {a:.2f} → {b:.2f}" for c, a, b in zip(CLASSES, drop_meter.iou, kept_meter.iou)))
 
 # %% [markdown]
@@ -528,7 +543,7 @@ if kept_meter is not None:
 irnet_defaults = (5, 8, 10, 0.25)
 if irnet_defaults in grid:
     metrics["miou_irnet_defaults_val"] = grid[irnet_defaults]
-S.record(metrics)
+run.record(metrics)
 print({k: v if v is None else round(float(v), 3) for k, v in metrics.items()},
       f"(miou_cam {miou_cam:.3f}, with CRF {miou_cam_crf:.3f})")
 
@@ -536,7 +551,7 @@ print({k: v if v is None else round(float(v), 3) for k, v in metrics.items()},
 # Checked at the quick defaults: the walk improves on the CAMs it starts from.
 
 # %%
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert miou_irnet > miou_cam, metrics
 
 # %% [markdown]
@@ -669,8 +684,8 @@ def central(a):             # at most 32x32 cells, as in §4 (the matrices here 
     return a[..., y:y + 32, x:x + 32]
 
 walk_show = [{k: central(w[k]) for k in ("boundary", "cams")}
-             for w in irnet.walk_inputs(net, ST.train_view, ST.folder, show, device=S.device, progress=False)]
-truth4 = [central(irnet.labels_at_stride(torch.as_tensor(ST.train_view[i]["mask"]).long())) for i in show]
+             for w in irnet.walk_inputs(net, step1.train_view, step1.folder, show, device=run.device, progress=False)]
+truth4 = [central(irnet.labels_at_stride(torch.as_tensor(step1.train_view[i]["mask"]).long())) for i in show]
 cells4 = [int(torch.argmax(w["cams"].amax(0) * (1 - w["boundary"]) * ((t > 0) & (t != 255))))
           for w, t in zip(walk_show, truth4)]
 truth4 = [t.flatten() for t in truth4]
@@ -692,7 +707,7 @@ print({b: round(v, 3) for b, v in leak.items()})
 # rest of its own object.
 ### END SOLUTION
 assert set(leak) == {1.0, 10.0} and all(0 <= v <= 1 for v in leak.values())
-if DATASET == "toy" and S.quick:       # measured there: on 57 of 60 single images, every random group of four
+if DATASET == "toy" and run.quick:       # measured there: on 57 of 60 single images, every random group of four
     assert leak[1.0] > leak[10.0], leak
 
 # %% [markdown]
@@ -708,13 +723,13 @@ if DATASET == "toy" and S.quick:       # measured there: on 57 of 60 single imag
 
 # %% tags=["exercise"]
 net.eval()
-imgs16 = tagged(range(len(ST.train_view)))[:16]
+imgs16 = tagged(range(len(step1.train_view)))[:16]
 ### BEGIN SOLUTION
 spread_x, spread_target = [], []
 for i in imgs16:
-    s = ST.train_view[i]
+    s = step1.train_view[i]
     with torch.no_grad():
-        disp = net(images_to_tensor(s["image"]).to(S.device))[1][0].cpu().numpy()     # (2, h, w): dy, dx
+        disp = net(images_to_tensor(s["image"]).to(run.device))[1][0].cpu().numpy()     # (2, h, w): dy, dx
     inst = irnet.labels_at_stride(torch.as_tensor(s["instances"].astype(np.int64))).numpy()
     sem = irnet.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
     yy, xx = np.mgrid[0:inst.shape[0], 0:inst.shape[1]]
@@ -733,5 +748,5 @@ print(f"{len(spread_x)} instances: mean spread of x {np.mean(spread_x):.2f} cell
 # and a few epochs, and a 16x16 grid leaves little room.
 ### END SOLUTION
 assert len(spread_x) == len(spread_target) > 0
-if DATASET == "toy" and S.quick:       # measured there: 99.9 % of random groups of 4 images, 84 % of single instances
+if DATASET == "toy" and run.quick:       # measured there: 99.9 % of random groups of 4 images, 84 % of single instances
     assert np.mean(spread_target) < np.mean(spread_x), (np.mean(spread_target), np.mean(spread_x))

@@ -95,19 +95,19 @@ from functools import partial
 import numpy as np
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from wsss_edu import cam, irnet, params, pseudo, urn, viz
+from wsss_edu import cam, datasets, irnet, params, pseudo, urn, viz
 from wsss_edu.cache import params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
-S = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
-V = urn.urn_values(PROFILE, DATASET, STUDENT_EPOCHS=STUDENT_EPOCHS, P_SCALES=P_SCALES, T_GRID=T_GRID, SEEDS=SEEDS,
+settings = urn.urn_values(PROFILE, DATASET, STUDENT_EPOCHS=STUDENT_EPOCHS, P_SCALES=P_SCALES, T_GRID=T_GRID, SEEDS=SEEDS,
                    CRF_SCALE=CRF_SCALE, N_CURVE=N_CURVE, PROBABILITY_ROW=PROBABILITY_ROW)
-T_GRID, SEEDS, CRF_SCALE = tuple(V["T_GRID"]), V["SEEDS"], V["CRF_SCALE"]
+T_GRID, SEEDS, CRF_SCALE = tuple(settings["T_GRID"]), settings["SEEDS"], settings["CRF_SCALE"]
 FACTORS = urn.factors_named(FACTORS)
-print(SEG, "\nstudents:", V, "factors:", FACTORS)
+print(SEG, "\nstudents:", settings, "factors:", FACTORS)
 
 # %% [markdown]
 # ## 1 · The pseudo-masks and the network $\mathcal{F}_S$
@@ -118,26 +118,26 @@ print(SEG, "\nstudents:", V, "factors:", FACTORS)
 
 # %%
 if PSEUDO_LABELS == "irnet":
-    ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+    step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                    IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                    LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
                    FROZEN_BLOCKS=FROZEN_BLOCKS)
     IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
-        PROFILE, S.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE,
+        PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE,
         IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM,
         IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES)
     GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
-    PL_FOLDER = irnet.step2(S, ST, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS, labels_bg=STEP3_BG).folder
-    TRAIN, TEST, SPLIT = ST.train_view, ST.test, ST.test_split
+    PL_FOLDER = irnet.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS, labels_bg=STEP3_BG).folder
+    TRAIN, TEST, SPLIT = step1.train_view, step1.test, step1.test_split
 else:
     SIZES = params.profile_values(PROFILE, cam.STEP1_PROFILE, IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
-    TRAIN, VAL = params.load_splits(S, SIZES["N_TRAIN"], SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
-    TEST, SPLIT = params.load_test(S, SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
+    TRAIN, VAL = params.load_splits(run, SIZES["N_TRAIN"], SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
+    TEST, SPLIT = params.load_test(run, SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
     TEST, SPLIT = (VAL, "val") if TEST is None else (TEST, SPLIT)
     PL_FOLDER = urn.check_pseudo_mask_folder(PSEUDO_LABELS, TRAIN)
-PL = pseudo.PseudoLabeled(TRAIN, PL_FOLDER)
+PL = datasets.PseudoLabeled(TRAIN, PL_FOLDER)
 TEACHER_KEY = {"pseudo_labels": PL_FOLDER.name}
-teacher = pseudo.cached_segmenter(S.output_dir, PL, TEACHER_KEY, SEG, S.device, progress=True)
+teacher = pseudo.cached_segmenter(run.output_dir, PL, TEACHER_KEY, SEG, run.device, progress=True)
 CLASSES, K = list(TRAIN.classes), TRAIN.num_classes
 print(f"the walk and the CAM threshold were chosen on val; every network here is reported on {SPLIT}")
 print(f"{len(PL)} training images; pseudo-masks: {PL_FOLDER}")
@@ -159,7 +159,7 @@ print(f"{len(PL)} training images; pseudo-masks: {PL_FOLDER}")
 # %%
 def probs_of(indices):
     """(sample, P) for some training images: F_S's softmax averaged over P_SCALES × flip."""
-    return urn.averaged_probs(teacher, PL, list(indices), V["P_SCALES"])
+    return urn.averaged_probs(teacher, PL, list(indices), settings["P_SCALES"])
 
 def error_map(mask, truth, valid):
     """RGB: the class's mask in dark grey where right, blue where the class is missed, red where
@@ -184,12 +184,14 @@ def show_scaling(index=SHOW, factors=(0.15, 0.5, 1.0, 2.0, 6.0)):
     [(s, p)] = probs_of([index])
     fg, masks = class_masks(s, p, factors)
     if not len(fg):
-        print("no foreground class in this pseudo-mask"); return
+        print("no foreground class in this pseudo-mask")
+        return
     c, masks = int(fg[0]), masks[0]
     truth, valid = s["true_mask"] == c, s["true_mask"] != 255
     viz.show_grid([[s["image"], s["true_mask"], p[c]] + [error_map(m, truth, valid) for m in masks]],
                   titles=["image", "true mask", f"P({CLASSES[c]})"] + [f"n = {f}" for f in factors])
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
 show_scaling()
 
@@ -198,14 +200,14 @@ show_scaling()
 def scaling_slider(index=SHOW, factor=1.0):
     show_scaling(index, (factor,))
 
-viz.sliders(scaling_slider, index=(0, 50), factor=(0.1, 8.0, 0.05));
+viz.sliders(scaling_slider, index=(0, 50), factor=(0.1, 8.0, 0.05))
 
 # %% [markdown]
 # The same observation over many images: for each factor, the share of each scaled class's true
 # pixels that its mask misses, and the share of its mask that is invented.
 
 # %%
-N_CURVE = min(V["N_CURVE"], len(PL))
+N_CURVE = min(settings["N_CURVE"], len(PL))
 CURVE_FACTORS = (0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 10.0)
 counts = np.zeros((len(CURVE_FACTORS), 3))          # missed, invented, true pixels
 for s, p in tqdm(probs_of(range(N_CURVE)), total=N_CURVE, desc="scaled masks", leave=False):
@@ -219,9 +221,12 @@ for s, p in tqdm(probs_of(range(N_CURVE)), total=N_CURVE, desc="scaled masks", l
 fig, ax = plt.subplots(figsize=(5, 2.8))
 ax.plot(CURVE_FACTORS, counts[:, 0] / counts[:, 2], "o-", color="C0", label="missed (of the true pixels)")
 ax.plot(CURVE_FACTORS, counts[:, 1] / counts[:, 2], "o-", color="C3", label="invented (per true pixel)")
-ax.set_xscale("log"); ax.set_xlabel("scale factor n"); ax.legend(fontsize=8)
+ax.set_xscale("log")
+ax.set_xlabel("scale factor n")
+ax.legend(fontsize=8)
 ax.set_title(f"{N_CURVE} training images, each scaled class")
-plt.show(); plt.close(fig)
+plt.show()
+plt.close(fig)
 missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / counts[-1, 2]
 
 # %% [markdown]
@@ -271,12 +276,12 @@ missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / co
 
 # %%
 URN_KEY = {"teacher": TEACHER_KEY | {"segmenter": params_key(dataclasses.asdict(SEG))},
-           "pass": urn.pass_settings(FACTORS, V["P_SCALES"], "urn", INCLUDE_BACKGROUND, PRESENT_FROM,
+           "pass": urn.pass_settings(FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND, PRESENT_FROM,
                                      crf_scale=CRF_SCALE)}
-URN_FOLDER = S.output_dir / "cache" / "urn" / params_key(URN_KEY)
+URN_FOLDER = run.output_dir / "cache" / "urn" / params_key(URN_KEY)
 factory = partial(pseudo.make_model, K, SEG)
-urn.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, V["P_SCALES"], "urn", INCLUDE_BACKGROUND,
-                     present_from=PRESENT_FROM, processes=WORKERS, device=S.device, model_factory=factory,
+urn.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND,
+                     present_from=PRESENT_FROM, processes=WORKERS, device=run.device, model_factory=factory,
                      crf_scale=CRF_SCALE)
 URN_FOLDER.joinpath("key.json").write_text(json.dumps(URN_KEY, indent=1))
 print(URN_FOLDER)
@@ -291,7 +296,8 @@ def urn_panels(indices):
         rows.append([s["image"], s["true_mask"], PL[i]["mask"], s["mask"], u, s["weight"], wrong.astype(float)])
     viz.show_grid(rows, titles=["image", "true mask", "pseudo-mask", "cyclic mask M_c", "U", f"Y (t={T})",
                                 "M_c wrong"], cmap="viridis")
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
 urn_panels([SHOW, SHOW + 1, SHOW + 2])
 
@@ -315,12 +321,15 @@ def score_training_masks(batch=64):
     for start in tqdm(range(0, len(PL), batch), desc="scoring", leave=False):
         for s, p in probs_of(range(start, min(start + batch, len(PL)))):
             label, w = urn.read_label_and_weight(URN_FOLDER / f"{s['name']}.png")
-            if V["PROBABILITY_ROW"]:
+            if settings["PROBABILITY_ROW"]:
                 urn.write_label_and_weight(PROB_FOLDER / f"{s['name']}.png", label, urn.label_probability(p, label))
             ok = (s["true_mask"] != 255) & (label != 255)
-            us.append(1 - w[ok]); conf.append(1 - p.max(0)[ok]); wrong.append((label != s["true_mask"])[ok])
+            us.append(1 - w[ok])
+            conf.append(1 - p.max(0)[ok])
+            wrong.append((label != s["true_mask"])[ok])
             lab.append(label[ok])
-            m_pseudo.update(s["true_mask"], s["mask"]); m_cyclic.update(s["true_mask"], label)
+            m_pseudo.update(s["true_mask"], s["mask"])
+            m_cyclic.update(s["true_mask"], label)
     return [np.concatenate(a) for a in (us, conf, wrong, lab)] + [m_pseudo, m_cyclic]
 
 U_ALL, CONF_ALL, WRONG, LAB, m_pseudo, m_cyclic = score_training_masks()
@@ -332,10 +341,15 @@ band = U_ALL > 1 - T                  # the pixels Y down-weights
 levels = np.unique(U_ALL)
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
 axes[0].bar([f"{u:.2f}" for u in levels], [WRONG[U_ALL == u].mean() for u in levels], color="C3")
-axes[0].set_xlabel("U (its levels)"); axes[0].set_ylabel("share of M_c wrong")
+axes[0].set_xlabel("U (its levels)")
+axes[0].set_ylabel("share of M_c wrong")
 axes[1].barh(["U", "1 - max P"], [auroc_uncertainty, auroc_probability], color=["C2", "C7"])
-axes[1].axvline(0.5, color="k", lw=0.8, ls=":"); axes[1].set_xlim(0, 1); axes[1].set_xlabel("AUROC (wrong pixels)")
-plt.tight_layout(); plt.show(); plt.close(fig)
+axes[1].axvline(0.5, color="k", lw=0.8, ls=":")
+axes[1].set_xlim(0, 1)
+axes[1].set_xlabel("AUROC (wrong pixels)")
+plt.tight_layout()
+plt.show()
+plt.close(fig)
 print(f"down-weighted (U > {1 - T:.2f}): {band.mean():.1%} of the pixels, {WRONG[band].mean():.0%} of them wrong "
       f"(elsewhere {WRONG[~band].mean():.1%}); they hold {band[WRONG].mean():.0%} of the wrong pixels, "
       + (f", and {band[LAB > 0].mean():.0%} of the pixels M_c calls foreground" if TRAIN.has_background else ""))
@@ -370,17 +384,17 @@ print(f"down-weighted (U > {1 - T:.2f}): {band.mean():.1%} of the pixels, {WRONG
 # cyclic masks better than $\mathcal{F}_S$, trained on the original pseudo-masks?
 
 # %%
-STUDENT = pseudo.replace(SEG, epochs=V["STUDENT_EPOCHS"])
-ROWS = urn.table_rows(T_GRID, T, URN_FOLDER, PROB_FOLDER if V["PROBABILITY_ROW"] else None)   # one loss, one reduction for every row
+STUDENT = dataclasses.replace(SEG, epochs=settings["STUDENT_EPOCHS"])
+ROWS = urn.table_rows(T_GRID, T, URN_FOLDER, PROB_FOLDER if settings["PROBABILITY_ROW"] else None)   # one loss, one reduction for every row
 
 def job(row, seed):
     loss, t, split, folder = ROWS[row]
     data = urn.URNLabeled(PL, folder, t, split)
     key = {"urn": folder.name, "weight": folder.parent.name, "t": t, "split": split}
-    return data, key, pseudo.replace(STUDENT, loss=loss, seed=seed)
+    return data, key, dataclasses.replace(STUDENT, loss=loss, seed=seed)
 
-JOBS = [(row, S.seed + k) for row in ROWS for k in range(SEEDS)]
-nets = pseudo.cached_segmenters(S.output_dir, [job(*j) for j in JOBS], S.device, WORKERS, "retraining")
+JOBS = [(row, run.seed + k) for row in ROWS for k in range(SEEDS)]
+nets = pseudo.cached_segmenters(run.output_dir, [job(*j) for j in JOBS], run.device, WORKERS, "retraining")
 METERS = {}
 for (row, seed), net in zip(JOBS, nets):
     METERS.setdefault(row, []).append(pseudo.evaluate(net, TEST, progress=False))
@@ -423,11 +437,16 @@ for j, (row, name) in enumerate(SHOWN.items()):
     if HAS_BG:
         axes[1].barh(name, np.mean([m.cm[:, 1:K].sum() / m.cm.sum() for m in METERS[row]]), color=f"C{j}")
 axes[0].set_xticks(x, CLASSES, rotation=30 if K < 12 else 60, fontsize=8)
-axes[0].set_ylabel(f"{SPLIT} IoU"); axes[0].legend(fontsize=7)
+axes[0].set_ylabel(f"{SPLIT} IoU")
+axes[0].legend(fontsize=7)
 if HAS_BG:
     axes[1].axvline(METERS["F_S"][0].cm[1:].sum() / METERS["F_S"][0].cm.sum(), color="k", ls=":", label="truth")
-    axes[1].set_xlabel(f"{SPLIT} pixels called foreground"); axes[1].legend(fontsize=7); axes[1].invert_yaxis()
-plt.tight_layout(); plt.show(); plt.close(fig)
+    axes[1].set_xlabel(f"{SPLIT} pixels called foreground")
+    axes[1].legend(fontsize=7)
+    axes[1].invert_yaxis()
+plt.tight_layout()
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # And against the band: the share of each class's training pixels (in $M_c$) that $Y$
@@ -439,8 +458,11 @@ iou_drop = np.mean([m.iou for m in METERS["plain"]], 0) - np.mean([m.iou for m i
 fig, ax = plt.subplots(figsize=(6, 2.6))
 ax.bar(np.arange(K) - 0.2, share, 0.4, label="share of its M_c pixels down-weighted", color="C1")
 ax.bar(np.arange(K) + 0.2, np.nan_to_num(iou_drop), 0.4, label=f"{SPLIT} IoU lost, plain → URN", color="C2")
-ax.set_xticks(np.arange(K), CLASSES, rotation=30 if K < 12 else 60, fontsize=8); ax.axhline(0, color="k", lw=0.6); ax.legend(fontsize=7)
-plt.show(); plt.close(fig)
+ax.set_xticks(np.arange(K), CLASSES, rotation=30 if K < 12 else 60, fontsize=8)
+ax.axhline(0, color="k", lw=0.6)
+ax.legend(fontsize=7)
+plt.show()
+plt.close(fig)
 iou_of = {row: np.mean([m.iou for m in METERS[row]], 0) for row in ("plain", URN_ROW)}
 print(f"| class | share of M_c down-weighted | {SPLIT} IoU, plain | {SPLIT} IoU, URN |\n| --- | --- | --- | --- |\n" +
       "\n".join(f"| {c} | {share[k]:.2f} | {iou_of['plain'][k]:.3f} | {iou_of[URN_ROW][k]:.3f} |"
@@ -461,9 +483,9 @@ metrics = {"auroc_uncertainty": auroc_uncertainty, "auroc_one_minus_max_probabil
            "wrong_elsewhere": WRONG[~band].mean() if (~band).any() else None}
 metrics |= {f"miou_t_{t:g}": table3[f"t = {t:g}"].mean() for t in T_GRID}
 metrics = {k: None if v is None else float(v) for k, v in metrics.items()}
-S.record(metrics)
+run.record(metrics)
 for row, name in ((URN_ROW, "urn"), ("plain", "plain")):   # the first seed's networks, for notebook 08
-    S.save_model(name, nets[JOBS.index((row, S.seed))])
+    run.save_model(name, nets[JOBS.index((row, run.seed))])
 print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
@@ -492,7 +514,11 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 #   thinnest and rarest class (0.13 % of the pixels): at 64 px much of a bottle lies inside the
 #   band — $Y$ down-weights 32 % of its labelled pixels, the most of any class (the others
 #   12-24 %), and a network trained from scratch then learns bottles worse. On VOC an object is
-#   hundreds of pixels across and the band a thin rim.
+#   hundreds of pixels across and the band a thin rim. (These numbers come from one machine; on
+#   another CPU, whose arithmetic trains slightly different networks from the same seeds, bottle
+#   was again the class URN lost most on, 0.10 of IoU, with 23 % of its pixels down-weighted —
+#   second to boat's 29 %, which URN did not lose: the link between the band and the loss is
+#   real but loose, which is why the check below asks for one of the two most down-weighted.)
 # * The two bullets below were measured on val, before the held-out split and the one-reduction
 #   rows (on these whole 64-px images nothing is padded with 255, so the two reductions agree).
 # * **The reference code's choices** (`PRESENT_FROM="crf"`, `INCLUDE_BACKGROUND=True`: the classes
@@ -564,7 +590,8 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 #
 # Checked at the quick defaults: Figure 2's observation, that $U$ locates errors (AUROC above
 # 0.55, the band at least five times richer in errors than the rest), and the explanation of the
-# failed trend — the class with the largest down-weighted share is the class URN loses most on.
+# failed trend — the class URN loses most on is one of the two classes with the largest
+# down-weighted share.
 # `miou_urn` ≥ `miou_plain` is *not* asserted: it does not hold here, at 64 px or at 128 px.
 # On MSRC: Figure 2's observation, $U$ locating errors (AUROC above 0.6, the band at least twice
 # as rich in errors), and the two explanations above — a band of more than a fifth of the
@@ -572,12 +599,13 @@ print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 
 # %%
 invented = counts[:, 1] / counts[:, 2]
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert missed_large_n > missed_small_n and invented[0] > invented[-1], counts
     assert auroc_uncertainty > 0.55, auroc_uncertainty
     assert WRONG[band].mean() > 5 * WRONG[~band].mean(), (WRONG[band].mean(), WRONG[~band].mean())
-    assert np.argmax(share[1:]) == np.nanargmax(iou_drop[1:]), (share, iou_drop)
-if DATASET == "msrc" and S.quick:
+    lost_most = 1 + np.nanargmax(iou_drop[1:])          # the object class URN loses most on
+    assert share[lost_most] >= np.sort(share[1:])[-2], (CLASSES[lost_most], share, iou_drop)
+if DATASET == "msrc" and run.quick:
     assert missed_large_n > missed_small_n and invented[0] > invented[-1], counts
     assert auroc_uncertainty > 0.6, auroc_uncertainty
     assert WRONG[band].mean() > 2 * WRONG[~band].mean(), (WRONG[band].mean(), WRONG[~band].mean())

@@ -87,16 +87,16 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
-from wsss_edu import cam, params, pseudo, rrm, viz
+from wsss_edu import cam, datasets, params, pseudo, rrm, viz
 from wsss_edu.cache import params_key
 from wsss_edu.data import SegTransformDataset, images_to_tensor
 from wsss_edu.irnet import pseudo_label_confusion
 from wsss_edu.results import load_all_metrics
 from wsss_edu.train import to_device
 
-S = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-V = rrm.rrm_values(PROFILE, DATASET, TABLE2_CAM=TABLE2_CAM, TWO_STEP=TWO_STEP, N_CURVE=N_CURVE)   # the profile's on this dataset
-TABLE2_CAM, TWO_STEP, N_CURVE = V["TABLE2_CAM"], V["TWO_STEP"], V["N_CURVE"]
+run = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+settings = rrm.rrm_values(PROFILE, DATASET, TABLE2_CAM=TABLE2_CAM, TWO_STEP=TWO_STEP, N_CURVE=N_CURVE)   # the profile's on this dataset
+TABLE2_CAM, TWO_STEP, N_CURVE = settings["TABLE2_CAM"], settings["TWO_STEP"], settings["N_CURVE"]
 
 # %% [markdown]
 # ## 1 · The starting point: a classifier trained on the tags
@@ -113,18 +113,18 @@ TABLE2_CAM, TWO_STEP, N_CURVE = V["TABLE2_CAM"], V["TWO_STEP"], V["N_CURVE"]
 # in proportion to its 160-px crops, the reference's spatial widths (`rrm.RRM_DATASETS`).
 
 # %%
-ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
+step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
                N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP,
                AUGMENT=AUGMENT, FROZEN_BLOCKS=FROZEN_BLOCKS)
-CFG, RATIOS = rrm.rrm_config(PROFILE, S.seed, ST.cfg, has_background=ST.has_background, dataset=DATASET,
+CFG, RATIOS = rrm.rrm_config(PROFILE, run.seed, step1.cfg, has_background=step1.has_background, dataset=DATASET,
                              RRM_EPOCHS=RRM_EPOCHS, RRM_BATCH=RRM_BATCH,
                              RRM_OPTIMIZER=RRM_OPTIMIZER, RRM_LR=RRM_LR, RRM_MOMENTUM=RRM_MOMENTUM,
                              FREEZE_BN=FREEZE_BN, RRM_CROP=RRM_CROP,
                              RRM_DILATION=RRM_DILATION, RRM_SEG_CHANNELS=RRM_SEG_CHANNELS, CAM_SCALES=CAM_SCALES,
                              SIGMA_XY=SIGMA_XY, ENERGY_SCALE=ENERGY_SCALE, RATIOS=RATIOS, GAMMA=GAMMA, FRACTION=FRACTION,
                              TWO_CRF=TWO_CRF, RULE=RULE, ENERGY_WEIGHT=ENERGY_WEIGHT, SIGMA_RGB=SIGMA_RGB)
-TRAIN, TEST, SPLIT, CLASSES = ST.train_view, ST.test, ST.test_split, ST.classes   # reported on TEST: no choice saw it
-INIT, INIT_KEY = ST.model.state_dict(), {"data": ST.data_key, "classifier": dataclasses.asdict(ST.cfg)}
+TRAIN, TEST, SPLIT, CLASSES = step1.train_view, step1.test, step1.test_split, step1.classes   # reported on TEST: no choice saw it
+INIT, INIT_KEY = step1.model.state_dict(), {"data": step1.data_key, "classifier": dataclasses.asdict(step1.cfg)}
 FRACTION = CFG.fraction
 print(CFG, "\nTable 1 ratios:", RATIOS)
 
@@ -165,7 +165,7 @@ print(CFG, "\nTable 1 ratios:", RATIOS)
 # confident but spills over the object's edges; the CRF label has the edges but can lose object
 # pixels; where both are sure, the label is rarely wrong.
 #
-# **Without a background class** (MSRC: `ST.has_background` is False) eq. (4) has nothing to
+# **Without a background class** (MSRC: `step1.has_background` is False) eq. (4) has nothing to
 # score — "no class claims this pixel" does not happen when grass, sky and road are classes — so
 # there is no $P_{bg}$ and no $\gamma$, and the labels are the classes' own (c = class c,
 # `rrm.reliable_labels_without_background`): the CAM side keeps the top 40 % of each tagged
@@ -181,13 +181,13 @@ def cams_of(s):
     (K, H, W) and its tags as 0-based class indices (the argument order of
     `rrm.reliable_region_labels`)."""
     tags = torch.as_tensor(s["labels"][None]) > 0
-    x = images_to_tensor(s["image"][None]).to(S.device)
-    p_fg = cam.normalize_cams(cam.multiscale_cam(ST.model.cam, x, CFG.cam_scales).cpu(), tags)[0]
+    x = images_to_tensor(s["image"][None]).to(run.device)
+    p_fg = cam.normalize_cams(cam.multiscale_cam(step1.model.cam, x, CFG.cam_scales).cpu(), tags)[0]
     return p_fg, torch.nonzero(tags[0]).flatten().tolist()
 
 def as_mask(labels):
     """A label map of `rrm` (c = class c without a background) in the masks' convention (c + 1)."""
-    return rrm.labels_to_mask(np.asarray(labels), ST.has_background)
+    return rrm.labels_to_mask(np.asarray(labels), step1.has_background)
 
 def region_panels(index=SHOW, fraction=CFG.fraction, gamma=CFG.gamma):
     """Figure 3 for one training image under both rules: CAM of its first class; the CAM side, the
@@ -201,14 +201,15 @@ def region_panels(index=SHOW, fraction=CFG.fraction, gamma=CFG.gamma):
     for rule in rrm.RULES[::-1]:
         out = rrm.reliable_region_labels(s["image"], p_fg, classes, gamma, fraction, CFG.crf_params,
                                          CFG.two_crf if rule == "paper" else None, rule=rule,
-                                         has_background=ST.has_background)
+                                         has_background=step1.has_background)
         rel = as_mask(out["reliable"])
         wrong = (rel != 255) & (rel != s["mask"]) & (s["mask"] != 255)
         rows.append([s["image"], s["mask"], heat, as_mask(out["cam"]), as_mask(out["crf"]), rel, wrong.astype(float)])
     viz.show_grid(rows, titles=["image", "true mask", f"P_fg ({CLASSES[classes[0] + 1] if classes else '-'})",
                                 "CAM side", "CRF side", "kept labels", "kept, wrong"],
-                  row_titles=["paper: eqs. 5, 6, 7", "reference code" if ST.has_background else "reference's cut + CRF-sure"])
-    plt.show(); plt.close()
+                  row_titles=["paper: eqs. 5, 6, 7", "reference code" if step1.has_background else "reference's cut + CRF-sure"])
+    plt.show()
+    plt.close()
 
 for i in (SHOW, SHOW + 1, SHOW + 2):
     region_panels(i)
@@ -222,7 +223,7 @@ for i in (SHOW, SHOW + 1, SHOW + 2):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-viz.sliders(region_panels, index=(0, 50), fraction=(0.05, 1.0, 0.05), gamma=(1.0, 32.0, 1.0));
+viz.sliders(region_panels, index=(0, 50), fraction=(0.05, 1.0, 0.05), gamma=(1.0, 32.0, 1.0))
 
 # %% [markdown]
 # ## 3 · How reliable are the reliable regions?
@@ -276,7 +277,7 @@ def label_stats(indices, fractions, gamma=CFG.gamma):
         s = TRAIN[i]
         p_fg, classes = cams_of(s)
         truth, known = s["mask"], s["mask"] != 255
-        maps = (maps_with_background(s, p_fg, classes, fractions, gamma) if ST.has_background
+        maps = (maps_with_background(s, p_fg, classes, fractions, gamma) if step1.has_background
                 else maps_without_background(s, p_fg, classes, fractions))
         for f in fractions:
             for k, lab in maps[f].items():
@@ -292,13 +293,18 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 for k, color in zip(MAPS, ("C0", "C1", "C2")):
     a = np.array([stats[f][k] for f in FRACTIONS])
     axes[0].plot(a[:, 1] / a[:, 4], a[:, 0] / a[:, 1], "o-", color=color, label=f"{k}: all classes")
-    if ST.has_background:      # without one, the foreground is every class: the same curve
+    if step1.has_background:      # without one, the foreground is every class: the same curve
         axes[0].plot(a[:, 1] / a[:, 4], a[:, 2] / a[:, 3], "s--", color=color, label=f"{k}: foreground")
     axes[1].plot(FRACTIONS, a[:, 3] / a[:, 4], "o-", color=color, label=f"{k} labels")
-axes[0].set_xlabel("coverage (labelled share of the pixels)"); axes[0].set_ylabel("precision"); axes[0].legend(fontsize=7)
-axes[1].set_xlabel("fraction kept per class (eq. 6)"); axes[1].legend(fontsize=7)
-axes[1].set_ylabel("foreground pixels labelled" if ST.has_background else "pixels labelled")
-plt.tight_layout(); plt.show(); plt.close(fig)
+axes[0].set_xlabel("coverage (labelled share of the pixels)")
+axes[0].set_ylabel("precision")
+axes[0].legend(fontsize=7)
+axes[1].set_xlabel("fraction kept per class (eq. 6)")
+axes[1].legend(fontsize=7)
+axes[1].set_ylabel("foreground pixels labelled" if step1.has_background else "pixels labelled")
+plt.tight_layout()
+plt.show()
+plt.close(fig)
 print("| fraction | " + " | ".join(f"{k}: precision (fg) | {k}: coverage" for k in MAPS) + " |\n|" + " --- |" * (1 + 2 * len(MAPS)))
 for f in FRACTIONS:
     print(f"| {f} | " + " | ".join(f"{stats[f][k][0] / max(stats[f][k][1], 1):.3f} ({stats[f][k][2] / max(stats[f][k][3], 1):.3f}) | "
@@ -382,7 +388,7 @@ print({k: round(v, 3) for k, v in by_rule.items()})
 # weight as in the training below, at the image's full resolution).
 
 # %%
-N_SEG = len(CLASSES) if ST.has_background else len(CLASSES) - 1   # the segmentation branch's channels
+N_SEG = len(CLASSES) if step1.has_background else len(CLASSES) - 1   # the segmentation branch's channels
 
 def fit_logits(image, labels, joint, sigma_xy, steps=120):
     """Per-pixel logits for one image (no network), trained by Adam on eq. (9)'s cross-entropy of
@@ -391,25 +397,28 @@ def fit_logits(image, labels, joint, sigma_xy, steps=120):
     img = torch.as_tensor(image).permute(2, 0, 1)[None].float()
     opt = torch.optim.Adam([z], lr=0.1)
     for _ in range(steps):
-        loss = rrm.segmentation_cross_entropy(z, labels[None], ST.has_background)
+        loss = rrm.segmentation_cross_entropy(z, labels[None], step1.has_background)
         if joint:
             loss = loss + rrm.reference_energy_weight() * rrm.dense_energy_loss(
                 z.softmax(1), img, labels[None], sigma_xy, CFG.sigma_rgb)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return as_mask(z.argmax(1)[0].numpy())
 
 def energy_demo(index=SHOW):
     s = TRAIN[index]
     rel = rrm.reliable_region_labels(s["image"], *cams_of(s), CFG.gamma, CFG.fraction, CFG.crf_params,
-                                     CFG.two_crf, rule=CFG.rule, has_background=ST.has_background)["reliable"]
+                                     CFG.two_crf, rule=CFG.rule, has_background=step1.has_background)["reliable"]
     k = max(1, max(rel.shape) // 64)   # a photo is shrunk to about 64 px: the exact energy is quadratic in the pixels
     image, rel = s["image"][::k, ::k], rel[::k, ::k]
     viz.show_grid([[image, s["mask"][::k, ::k], as_mask(rel), fit_logits(image, rel, False, CFG.sigma_xy / k),
                     fit_logits(image, rel, True, CFG.sigma_xy / k)]],
                   titles=["image", "true mask", "reliable labels", "CE only", "CE + energy"])
-    plt.show(); plt.close()
+    plt.show()
+    plt.close()
 
-if S.quick:            # a small image's job
+if run.quick:            # a small image's job
     energy_demo(SHOW)
 
 # %% [markdown]
@@ -422,14 +431,14 @@ if S.quick:            # a small image's job
 
 # %%
 s = TRAIN[SHOW]
-img = torch.as_tensor(s["image"][::2, ::2].copy()).permute(2, 0, 1)[None].float().to(S.device)
+img = torch.as_tensor(s["image"][::2, ::2].copy()).permute(2, 0, 1)[None].float().to(run.device)
 truth = torch.as_tensor(np.where(s["mask"] == 255, 0, s["mask"])[::2, ::2].astype(np.int64))
 rng = np.random.default_rng(0)
 noisy = torch.where(torch.as_tensor(rng.random(truth.shape) < 0.1), torch.as_tensor(rng.integers(0, len(CLASSES), truth.shape)), truth)
-maps = {"all background" if ST.has_background else "one class everywhere": torch.zeros_like(truth), "true mask": truth,
+maps = {"all background" if step1.has_background else "one class everywhere": torch.zeros_like(truth), "true mask": truth,
         "true mask, 10 % of pixels random": noisy,
         "true mask shifted 2 px": torch.roll(truth, 2, 1)}
-onehot = lambda m: torch.nn.functional.one_hot(m, len(CLASSES)).permute(2, 0, 1)[None].float().to(S.device)
+onehot = lambda m: torch.nn.functional.one_hot(m, len(CLASSES)).permute(2, 0, 1)[None].float().to(run.device)
 energies = {k: rrm.dense_energy_loss(onehot(m), img, None, CFG.sigma_xy / 2, CFG.sigma_rgb).item() for k, m in maps.items()}
 viz.bar_table({k: [v] for k, v in energies.items()}, "energy (mean over pairs)", xlim=(0, 1.2 * max(energies.values())),
               row_header="label map")
@@ -445,7 +454,7 @@ viz.bar_table({k: [v] for k, v in energies.items()}, "energy (mean over pairs)",
 
 # %%
 patch = img[..., :64, :64]
-p = torch.randn(1, len(CLASSES), *patch.shape[-2:], generator=torch.Generator().manual_seed(0)).softmax(1).to(S.device)
+p = torch.randn(1, len(CLASSES), *patch.shape[-2:], generator=torch.Generator().manual_seed(0)).softmax(1).to(run.device)
 f = rrm.pixel_features(patch[0], CFG.sigma_xy / 2, CFG.sigma_rgb)
 g = rrm.gaussian_kernel(f, f).fill_diagonal_(0)
 flat = p[0].reshape(len(CLASSES), -1).T
@@ -462,16 +471,18 @@ def step_times():
     """Seconds for one forward + backward of the RRM step without and with the energy term, on
     one training batch (the training's transform: crops at full scale)."""
     data = SegTransformDataset(TRAIN, crop=CFG.crop, scale=CFG.scale, flip=True)
-    batch = to_device(next(iter(torch.utils.data.DataLoader(data, CFG.batch_size, shuffle=True))), S.device)
-    net = rrm.make_rrm(len(CLASSES) - 1, CFG).to(S.device)
+    batch = to_device(next(iter(torch.utils.data.DataLoader(data, CFG.batch_size, shuffle=True))), run.device)
+    net = rrm.make_rrm(len(CLASSES) - 1, CFG).to(run.device)
     net.classifier_net.load_state_dict(INIT)
     seconds = {False: [], True: []}
-    sync = torch.cuda.synchronize if S.device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     for joint in (False, True) * 3:
-        sync(); t = time.perf_counter()
-        with torch.autocast(S.device.type, dtype=torch.bfloat16, enabled=S.device.type == "cuda"):   # as fit()
+        sync()
+        t = time.perf_counter()
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):   # as fit()
             loss = rrm.rrm_step_loss(net, batch, dataclasses.replace(CFG, joint=joint))
-        loss.backward(); sync()
+        loss.backward()
+        sync()
         seconds[joint].append(time.perf_counter() - t)
     return {j: min(v[1:]) for j, v in seconds.items()}   # the first round warms up; the faster of the others
 
@@ -509,8 +520,8 @@ print(f"one step of {CFG.batch_size} images: CE only {st[False]:.2f} s, joint {s
 RUNS = {(r, "rrm", j): dataclasses.replace(CFG, fraction=r, joint=j) for r in RATIOS for j in (False, True)}
 RUNS |= {(FRACTION, lab, j): dataclasses.replace(CFG, labels=lab, joint=j)
          for lab in (("cam", "rrm") if TABLE2_CAM else ("rrm",)) for j in (False, True)}
-jobs = [(TRAIN, ST.data_key, cfg, INIT, INIT_KEY) for cfg in RUNS.values()]
-nets = dict(zip(RUNS, rrm.cached_rrms(S.output_dir, jobs, S.device, WORKERS, loader_workers=WORKERS)))
+jobs = [(TRAIN, step1.data_key, cfg, INIT, INIT_KEY) for cfg in RUNS.values()]
+nets = dict(zip(RUNS, rrm.cached_rrms(run.output_dir, jobs, run.device, WORKERS, loader_workers=WORKERS)))
 
 # %%
 MAIN = {j: (FRACTION, "rrm", j) for j in (False, True)}
@@ -535,8 +546,11 @@ miou_rrm_ce_crf, miou_rrm_joint_crf = crf_scores[False].miou, crf_scores[True].m
 fig, ax = plt.subplots(figsize=(5, 3))
 for j, name in ((False, "CE only"), (True, "joint (CE + energy)")):
     ax.plot(RATIOS, [scores[(r, "rrm", j)].miou for r in RATIOS], "o-", label=name)
-ax.set_xlabel("fraction kept per class (eq. 6)"); ax.set_ylabel(f"{SPLIT} mIoU (one-step)"); ax.legend()
-plt.show(); plt.close(fig)
+ax.set_xlabel("fraction kept per class (eq. 6)")
+ax.set_ylabel(f"{SPLIT} mIoU (one-step)")
+ax.legend()
+plt.show()
+plt.close(fig)
 print("| loss | " + " | ".join(str(r) for r in RATIOS) + " |\n|" + " --- |" * (len(RATIOS) + 1))
 for j, name in ((False, "CE only"), (True, "joint")):
     print(f"| {name} | " + " | ".join(f"{scores[(r, 'rrm', j)].miou:.3f}" for r in RATIOS) + " |")
@@ -552,13 +566,17 @@ table2 = {k: v for k, v in table2.items() if not np.isnan(v)}     # TABLE2_CAM F
 viz.bar_table({k: [v] for k, v in table2.items()}, f"{SPLIT} mIoU", row_header="labels, loss")
 
 # %%
-first = 0 if ST.has_background else 1   # MSRC's class 0 exists by name only
-fig, ax = plt.subplots(figsize=(8 if ST.has_background else 12, 2.8))
+first = 0 if step1.has_background else 1   # MSRC's class 0 exists by name only
+fig, ax = plt.subplots(figsize=(8 if step1.has_background else 12, 2.8))
 xs = np.arange(len(CLASSES) - first)
 for o, (j, name) in zip((-0.2, 0.2), ((False, "CE only"), (True, "joint"))):
     ax.bar(xs + o, scores[MAIN[j]].iou[first:], 0.4, label=f"{name}: {scores[MAIN[j]].miou:.3f}")
-ax.set_xticks(xs); ax.set_xticklabels(CLASSES[first:], rotation=30); ax.set_ylabel(f"{SPLIT} IoU"); ax.legend(fontsize=8)
-plt.show(); plt.close(fig)
+ax.set_xticks(xs)
+ax.set_xticklabels(CLASSES[first:], rotation=30)
+ax.set_ylabel(f"{SPLIT} IoU")
+ax.legend(fontsize=8)
+plt.show()
+plt.close(fig)
 
 # %% [markdown]
 # On the toy world *person* stays low with either loss: half of its tags are missing from its training
@@ -578,7 +596,7 @@ plt.show(); plt.close(fig)
 # %%
 cm = {j: scores[MAIN[j]].cm for j in (False, True)}
 fg_share = {}
-if ST.has_background:
+if step1.has_background:
     fg_share = {"truth": cm[False][1:].sum() / cm[False].sum()}
     fg_share |= {name: cm[j][:, 1:].sum() / cm[j].sum() for j, name in ((False, "CE only"), (True, "joint"))}
     viz.bar_table({k: [v] for k, v in fg_share.items()}, f"share of {SPLIT} pixels called foreground",
@@ -593,9 +611,13 @@ else:
         for c, xv, yv in zip(CLASSES[1:], truth_share, y):
             if xv > 0 and not np.isnan(yv):
                 ax.annotate(c, (xv, yv), fontsize=7)
-        ax.axhline(0, color="k", lw=0.8); ax.set_xscale("log")
-        ax.set_xlabel(f"the class's share of the {SPLIT} pixels"); ax.set_ylabel(f"{name}: joint − CE")
-    plt.tight_layout(); plt.show(); plt.close(fig)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"the class's share of the {SPLIT} pixels")
+        ax.set_ylabel(f"{name}: joint − CE")
+    plt.tight_layout()
+    plt.show()
+    plt.close(fig)
     seen = (truth_share > 0) & ~np.isnan(iou_change)
     small = seen & (truth_share < np.median(truth_share[seen]))
     iou_change_small, iou_change_large = iou_change[small].mean(), iou_change[seen & ~small].mean()
@@ -607,11 +629,12 @@ show = [i for i in range(len(TEST)) if TEST[i]["labels"].sum() >= 1][:4]
 rows = []
 for i in show:
     s = TEST[i]
-    x = images_to_tensor(s["image"][None]).to(S.device)
+    x = images_to_tensor(s["image"][None]).to(run.device)
     with torch.no_grad():
         rows.append([s["image"], s["mask"]] + [nets[MAIN[j]].mask_logits(x).argmax(1)[0].cpu().numpy() for j in (False, True)])
 viz.show_grid(rows, titles=[f"{SPLIT} image", "true mask", "RRM, CE only", "RRM, joint"])
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 6 · One step or two
@@ -624,16 +647,16 @@ plt.show(); plt.close()
 
 # %%
 main_net = nets[MAIN[True]]
-PL_FOLDER = S.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm.rrm_key(ST.data_key, INIT_KEY, CFG))
-rrm.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=S.device, processes=WORKERS)
-miou_rrm_pseudo_train = pseudo_label_confusion(ST.scored_view, PL_FOLDER).miou    # VOC: scored on train, as IRNet's
-miou_rrm_one_step_train = pseudo.evaluate(rrm.SegmentationBranch(main_net), ST.scored_view, progress=False).miou
+PL_FOLDER = run.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm.rrm_key(step1.data_key, INIT_KEY, CFG))
+rrm.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=run.device, processes=WORKERS)
+miou_rrm_pseudo_train = pseudo_label_confusion(step1.scored_view, PL_FOLDER).miou    # VOC: scored on train, as IRNet's
+miou_rrm_one_step_train = pseudo.evaluate(rrm.SegmentationBranch(main_net), step1.scored_view, progress=False).miou
 miou_rrm_two_step = miou_rrm_two_step_crf = float("nan")
 if TWO_STEP:
-    SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, dataset=DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+    SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, dataset=DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                               SEG_CROP=SEG_CROP)
-    seg = pseudo.cached_segmenter(S.output_dir, pseudo.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
-                                  SEG, S.device, progress=True)
+    seg = pseudo.cached_segmenter(run.output_dir, datasets.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
+                                  SEG, run.device, progress=True)
     plain, with_crf = pseudo.evaluate_with_and_without_crf(seg, TEST, "rrm_test", progress=False, processes=WORKERS)
     miou_rrm_two_step, miou_rrm_two_step_crf = plain.miou, with_crf.miou   # like for like: paper 003 uses the CRF on both
 print(f"train: one-step prediction {miou_rrm_one_step_train:.3f}, with tags + CRF (the pseudo-labels) {miou_rrm_pseudo_train:.3f}; "
@@ -641,7 +664,7 @@ print(f"train: one-step prediction {miou_rrm_one_step_train:.3f}, with tags + CR
       f"two-step {miou_rrm_two_step:.3f} (+ CRF {miou_rrm_two_step_crf:.3f})")
 
 # %%
-earlier = load_all_metrics(S.output_dir)
+earlier = load_all_metrics(run.output_dir)
 compare = {f"RRM one-step ({SPLIT})": miou_rrm_joint, f"RRM one-step + CRF ({SPLIT})": miou_rrm_joint_crf}
 if TWO_STEP:
     compare[f"RRM two-step: DeepLabv3+ ({SPLIT})"] = miou_rrm_two_step
@@ -667,15 +690,15 @@ metrics = {"precision_cam_labels": precision_cam_labels, "precision_reliable": p
            "miou_rrm_pseudo_train": miou_rrm_pseudo_train, "miou_rrm_two_step": miou_rrm_two_step,
            "miou_rrm_two_step_crf": miou_rrm_two_step_crf,
            "rrm_step_seconds_ce": st[False], "rrm_step_seconds_joint": st[True]}
-if ST.has_background:   # without one: no foreground share, and the foreground precision is the precision
+if step1.has_background:   # without one: no foreground share, and the foreground precision is the precision
     metrics |= {"foreground_share_rrm_ce": fg_share["CE only"], "foreground_share_rrm_joint": fg_share["joint"]}
 else:                   # where the energy's change falls instead (§5)
     metrics |= {"iou_change_small_classes": iou_change_small, "iou_change_large_classes": iou_change_large}
 metrics |= {f"miou_rrm_{'joint' if j else 'ce'}_ratio_{r}": scores[(r, "rrm", j)].miou for r in RATIOS for j in (False, True)}
 metrics = {k: float(v) for k, v in metrics.items()      # not run (nan): left out
-           if (ST.has_background or "_fg" not in k) and not np.isnan(v)}
-S.record(metrics)
-S.save_model("rrm_joint", rrm.SegmentationBranch(main_net))   # for notebook 08
+           if (step1.has_background or "_fg" not in k) and not np.isnan(v)}
+run.record(metrics)
+run.save_model("rrm_joint", rrm.SegmentationBranch(main_net))   # for notebook 08
 print({k: round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
@@ -765,11 +788,11 @@ print({k: round(v, 3) for k, v in metrics.items()})
 # not asserted.
 
 # %%
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert precision_reliable > precision_cam_labels, (precision_reliable, precision_cam_labels)
     assert miou_rrm_joint > miou_rrm_ce, (miou_rrm_joint, miou_rrm_ce)
     assert miou_cam_joint > miou_cam_ce, (miou_cam_joint, miou_cam_ce)
-if DATASET == "msrc" and S.quick:
+if DATASET == "msrc" and run.quick:
     assert precision_reliable > precision_cam_labels + 0.03, (precision_reliable, precision_cam_labels)
     assert iou_change_small < iou_change_large, (iou_change_small, iou_change_large)
 
@@ -783,7 +806,7 @@ if DATASET == "msrc" and S.quick:
 #   objects.
 # * The energy is an exact double sum over pixel pairs; normalised over the pairs its weight
 #   carries over between image sizes, and the reference's strength converts to about 37.
-* On real photos without a background class (MSRC) the reliable regions are more precise still
+# * On real photos without a background class (MSRC) the reliable regions are more precise still
 #   (0.85 → 0.91), but the energy's "be like your neighbours" feeds the large stuff classes at the
 #   small objects' expense: the paper's joint-loss gain needs the background it was made for, or
 #   more training than a CPU's minutes.
@@ -891,7 +914,7 @@ print(np.round(shift_energy, 5).tolist())
 # class there is. That is the signal it gives the unlabelled pixels in training.
 ### END SOLUTION
 assert len(shift_energy) == 5
-if DATASET == "toy" and S.quick:
+if DATASET == "toy" and run.quick:
     assert np.argmin(shift_energy) == 0 and shift_energy[4] > shift_energy[1] > shift_energy[0], shift_energy
 
 # %% [markdown]

@@ -60,15 +60,14 @@ N_SHOW = 4             # gallery rows
 import math
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
-from wsss_edu import cam, compare, params, pseudo, viz
+from wsss_edu import cam, compare, params, pipeline, pseudo, train, viz
 from wsss_edu.data import images_to_tensor
 from wsss_edu.results import load_model
 
-S = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
 SHARED = dict(DATASET=DATASET, DATA_ROOT=DATA_ROOT, PROFILE=PROFILE, DEVICE=DEVICE, SEED=SEED)
 METHODS = compare.methods_for(DATASET)   # paper 000's rows live in the toy box world only
-print(S.output_dir)
+print(run.output_dir)
 
 # %% [markdown]
 # ## 1 · What each method needs
@@ -88,13 +87,13 @@ for m in METHODS:
 # %% [markdown]
 # ## 2 · The recorded numbers
 #
-# `compare.ensure_metrics` reads every notebook's JSON; a notebook that has not recorded the
+# `pipeline.ensure_metrics` reads every notebook's JSON; a notebook that has not recorded the
 # numbers the table needs is executed first (by the full-scale driver `wsss_edu.pipeline`, into
 # the same OUTPUT_DIR with the shared parameters, so it finds what earlier notebooks cached).
 # Run in course order, nothing is missing.
 
 # %%
-METRICS = compare.ensure_metrics(S.output_dir, SHARED, methods=METHODS, run_missing=RUN_MISSING)
+METRICS = pipeline.ensure_metrics(run.output_dir, SHARED, methods=METHODS, run_missing=RUN_MISSING)
 print(sorted(METRICS))
 
 # %% [markdown]
@@ -105,16 +104,16 @@ print(sorted(METRICS))
 # the ceiling every tags method aims at.
 
 # %%
-ST = cam.step1(S, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
                FROZEN_BLOCKS=FROZEN_BLOCKS)
-TRAIN, TEST, SPLIT, CLASSES = ST.train, ST.test, ST.test_split, ST.classes   # every network reported on TEST
-FIRST = 0 if ST.has_background else 1    # MSRC's class 0 exists by name only: its IoU is left out
-SEG = pseudo.step3_config(PROFILE, S.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
+TRAIN, TEST, SPLIT, CLASSES = step1.train, step1.test, step1.test_split, step1.classes   # every network reported on TEST
+FIRST = 0 if step1.has_background else 1    # MSRC's class 0 exists by name only: its IoU is left out
+SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
                           SEG_EPOCHS=SEG_EPOCHS, SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
-full_net = pseudo.cached_segmenter(S.output_dir, TRAIN, {"true_masks": ST.data_key}, SEG, S.device, WORKERS)
+full_net = pseudo.cached_segmenter(run.output_dir, TRAIN, {"true_masks": step1.data_key}, SEG, run.device, WORKERS)
 full_meter = pseudo.evaluate(full_net, TEST, progress=False)
 miou_full = full_meter.miou
 print(f"DeepLabv3+ on every true mask: {SPLIT} mIoU {miou_full:.3f}")
@@ -131,7 +130,7 @@ if "miou_full_supervision" in METRICS.get("00_wsss_and_the_toy_world", {}):
 
 # %%
 THETA = METRICS["03_classification_and_cam"]["bg_threshold"]
-miou_cam_test = cam.cam_confusions(ST.test_view, ST.test_folder, [THETA], progress=False)[0].miou
+miou_cam_test = cam.cam_confusions(step1.test_view, step1.test_folder, [THETA], progress=False)[0].miou
 print(f"CAM pseudo-labels on {SPLIT} (θ = {THETA}): mIoU {miou_cam_test:.3f}")
 
 # %% [markdown]
@@ -146,7 +145,7 @@ print(f"CAM pseudo-labels on {SPLIT} (θ = {THETA}): mIoU {miou_cam_test:.3f}")
 # from an older cache that did not time them).
 
 # %%
-SECONDS = compare.median_seconds(S.output_dir, {k for m in METHODS for k in m.cache})
+SECONDS = compare.median_seconds(run.output_dir, {k for m in METHODS for k in m.cache})
 ROWS = compare.side_by_side(METRICS, miou_full, SECONDS, METHODS)
 TABLE = compare.markdown_table(ROWS)
 print(TABLE)
@@ -157,17 +156,24 @@ names = [r["method"] for r in ROWS]
 y = np.arange(len(ROWS))
 a1.barh(y - 0.2, [r["pseudo_pct"] for r in ROWS], 0.4, label="pseudo-labels (train)")
 a1.barh(y + 0.2, [r["final_pct"] for r in ROWS], 0.4, label=f"final model ({SPLIT})")
-a1.set_yticks(y, names); a1.invert_yaxis(); a1.axvline(100, color="k", lw=0.8)
-a1.set_xlabel("% of full supervision"); a1.legend(loc="lower right")
+a1.set_yticks(y, names)
+a1.invert_yaxis()
+a1.axvline(100, color="k", lw=0.8)
+a1.set_xlabel("% of full supervision")
+a1.legend(loc="lower right")
 for r in ROWS:
     if not math.isnan(r["final_pct"]):
         a2.scatter(r["annotation_s"], r["final_pct"], s=60 * r["networks"], alpha=0.6)
         a2.annotate(r["method"], (r["annotation_s"], r["final_pct"]), fontsize=7)
 a2.scatter([compare.SECONDS_MASK], [100], marker="*", s=200, c="k")
 a2.annotate("full supervision", (compare.SECONDS_MASK, 100), fontsize=7)
-a2.set_xscale("log"); a2.set_xlabel("annotation s / image (log)"); a2.set_ylabel("% of full supervision")
+a2.set_xscale("log")
+a2.set_xlabel("annotation s / image (log)")
+a2.set_ylabel("% of full supervision")
 a2.set_title("marker area ∝ networks trained")
-plt.tight_layout(); plt.show(); plt.close()
+plt.tight_layout()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 5 · The same images through every method
@@ -177,11 +183,11 @@ plt.tight_layout(); plt.show(); plt.close()
 # Each is evaluated again here on the same validation images.
 
 # %%
-NETS = {"CAM → IRNet → DeepLabv3+": load_model(S.output_dir, "05_deeplab_and_results", "deeplabv3plus"),
-        "URN": load_model(S.output_dir, "06_urn_uncertainty_weights", "urn"),
-        "RRM": load_model(S.output_dir, "07_rrm_end_to_end", "rrm_joint"),
+NETS = {"CAM → IRNet → DeepLabv3+": load_model(run.output_dir, "05_deeplab_and_results", "deeplabv3plus"),
+        "URN": load_model(run.output_dir, "06_urn_uncertainty_weights", "urn"),
+        "RRM": load_model(run.output_dir, "07_rrm_end_to_end", "rrm_joint"),
         "full supervision": full_net}
-MEASURED = {k: pseudo.evaluate(n, TEST, device=S.device, progress=False) for k, n in NETS.items()}
+MEASURED = {k: pseudo.evaluate(n, TEST, device=run.device, progress=False) for k, n in NETS.items()}
 viz.bar_table({k: [m.miou] for k, m in MEASURED.items()} | {f"CAM ({SPLIT})": [miou_cam_test]},
               f"{SPLIT} mIoU of the kept networks", row_header="network")
 
@@ -190,7 +196,7 @@ viz.bar_table({k: [m.miou] for k, m in MEASURED.items()} | {f"CAM ({SPLIT})": [m
 # mean over seeds, and the network kept is the first seed's.
 
 # %%
-tol = 1e-6 if S.device.type == "cpu" else 2e-3    # GPU kernels need not be bit-reproducible
+tol = 1e-6 if run.device.type == "cpu" else 2e-3    # GPU kernels need not be bit-reproducible
 assert abs(MEASURED["RRM"].miou - METRICS["07_rrm_end_to_end"]["miou_rrm_joint"]) < tol, \
     "the RRM network kept is not the one notebook 07 scored: rerun 07 into this OUTPUT_DIR"
 for k, nb, key in (("CAM → IRNet → DeepLabv3+", "05_deeplab_and_results", "miou_deeplab"),
@@ -199,31 +205,32 @@ for k, nb, key in (("CAM → IRNet → DeepLabv3+", "05_deeplab_and_results", "m
 
 # %%
 def predict(net, sample):
-    x = images_to_tensor(sample["image"][None]).to(S.device)
-    with torch.no_grad():
-        return net.to(S.device)(x).argmax(1)[0].cpu().numpy()
+    return train.predict_logits(net, images_to_tensor(sample["image"][None]), device=run.device).argmax(1)[0].numpy()
 
 def cam_label(sample):
-    cams = cam.load_cams(ST.test_folder, sample["name"], len(CLASSES) - 1)
+    cams = cam.load_cams(step1.test_folder, sample["name"], len(CLASSES) - 1)
     return cam.cams_to_labels(cams[None], THETA)[0].numpy()
 
 show = sorted(range(len(TEST)), key=lambda i: -int(TEST[i]["labels"].sum()))[:N_SHOW]   # the busiest images
 rows = [[TEST[i]["image"], TEST[i]["mask"], cam_label(TEST[i])] + [predict(n, TEST[i]) for n in NETS.values()]
         for i in show]
 viz.show_grid(rows, titles=["image", "truth", "CAM"] + list(NETS))
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # Per class, where the methods part from full supervision:
 
 # %%
-fig, ax = plt.subplots(figsize=(10 if ST.has_background else 14, 3.2))
+fig, ax = plt.subplots(figsize=(10 if step1.has_background else 14, 3.2))
 xs = np.arange(len(CLASSES) - FIRST)
 for j, (k, m) in enumerate(MEASURED.items()):
     ax.bar(xs + (j - 1.5) * 0.2, m.iou[FIRST:], 0.2, label=f"{k}: {m.miou:.3f}")
-ax.set_xticks(xs, CLASSES[FIRST:], rotation=30 if ST.has_background else 60); ax.set_ylabel(f"{SPLIT} IoU")
+ax.set_xticks(xs, CLASSES[FIRST:], rotation=30 if step1.has_background else 60)
+ax.set_ylabel(f"{SPLIT} IoU")
 ax.legend(fontsize=7)
-plt.show(); plt.close()
+plt.show()
+plt.close()
 
 # %% [markdown]
 # ## 6 · Headline numbers and what must hold
@@ -239,8 +246,8 @@ metrics = {"miou_full_supervision_tags_world": miou_full, "miou_cam_test": miou_
 metrics |= {f"pct_full_{slug(r['method'])}": r["final_pct"] for r in ROWS if not math.isnan(r["final_pct"])}
 metrics |= {f"miou_kept_{slug(k)}": m.miou for k, m in MEASURED.items() if k != "full supervision"}
 metrics = {k: float(v) for k, v in metrics.items()}
-S.record(metrics)
-(S.path("side_by_side.md")).write_text(TABLE + "\n")
+run.record(metrics)
+(run.path("side_by_side.md")).write_text(TABLE + "\n")
 print({k: round(v, 3) for k, v in metrics.items()})
 
 # %% [markdown]
@@ -252,7 +259,7 @@ print({k: round(v, 3) for k, v in metrics.items()})
 
 # %%
 TAGS = [r for r in ROWS if r["world"] == "tags" and not math.isnan(r["final_miou"])]
-for r in TAGS if DATASET in ("toy", "msrc") and S.quick else []:
+for r in TAGS if DATASET in ("toy", "msrc") and run.quick else []:
     assert r["final_miou"] < miou_full, f"{r['method']} beats full supervision: {r['final_miou']:.3f}"
     if DATASET == "toy":
         assert r["final_miou"] > miou_cam_test, f"{r['method']} does not improve on its CAMs ({miou_cam_test:.3f})"
@@ -297,13 +304,13 @@ print("checked:", [r["method"] for r in TAGS])
 # ## Summary
 #
 # * One table puts every method next to full supervision on the same network and images, with
-#   its label cost, its networks and its training time; `compare.ensure_metrics` fills the gaps by
+#   its label cost, its networks and its training time; `pipeline.ensure_metrics` fills the gaps by
 #   running the notebooks that have not recorded their numbers.
 # * Tags cost a twelfth of masks; on the toy world they buy half to two thirds of full
 #   supervision, and every tags method improves on the CAMs it starts from (asserted).
 # * The gallery and the per-class bars show where the tags methods fail alike: the class whose
 #   tags are missing or dropped, then the thin and rare ones.
-* On real photos (MSRC) the same table: the three-step pipeline at two thirds of full
+# * On real photos (MSRC) the same table: the three-step pipeline at two thirds of full
 #   supervision, RRM at three fifths; the rare objects are where the tags methods lose.
 
 # %% [markdown]
@@ -378,12 +385,14 @@ for s in TEST:
     ok = s["mask"] != 255
     same = ok & (preds[0] == preds[1]) & (preds[1] == preds[2])
     diff = ok & ~same
-    hit_a += (preds[0][same] == s["mask"][same]).sum(); tot_a += same.sum()
-    hit_d += (preds[2][diff] == s["mask"][diff]).sum(); tot_d += diff.sum()
+    hit_a += (preds[0][same] == s["mask"][same]).sum()
+    tot_a += same.sum()
+    hit_d += (preds[2][diff] == s["mask"][diff]).sum()
+    tot_d += diff.sum()
 agree_acc, disagree_acc = hit_a / max(tot_a, 1), hit_d / max(tot_d, 1)
 agree_share = tot_a / max(tot_a + tot_d, 1)
 ### END SOLUTION
 assert 0 <= agree_share <= 1 and 0 <= agree_acc <= 1 and 0 <= disagree_acc <= 1
-if DATASET in ("toy", "msrc") and S.quick:   # the trend, checked where the notebook's other trends are
+if DATASET in ("toy", "msrc") and run.quick:   # the trend, checked where the notebook's other trends are
     assert 0 < agree_share < 1 and agree_acc > disagree_acc, "where the three agree they should be more often right"
 print(f"agree on {agree_share:.1%} of pixels: accuracy {agree_acc:.3f} vs RRM elsewhere {disagree_acc:.3f}")
