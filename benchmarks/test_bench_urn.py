@@ -9,7 +9,8 @@ from functools import partial
 import pytest
 import torch
 
-from wsss_edu import urn
+
+from wsss_edu.steps import urn_step
 from wsss_edu.models import make_segmenter
 from wsss_edu.toy import ToyDataset
 
@@ -29,7 +30,7 @@ def test_uncertainty_pass(benchmark, setup, tmp_path_factory, processes):
     def run():
         folder = tmp_path_factory.mktemp(f"urn{processes}")
         start = time.perf_counter()
-        urn.uncertainty_pass(net, ds, folder, processes=processes, model_factory=factory, progress=False)
+        urn_step.uncertainty_pass(net, ds, folder, processes=processes, model_factory=factory, progress=False)
         return time.perf_counter() - start
 
     benchmark.pedantic(run, rounds=1, iterations=1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wsss_edu import data
+from wsss_edu.steps import cam_step, irnet_step
 
 PALETTE = np.array([[0, 0, 0], [250, 0, 0], [0, 250, 0], [0, 0, 250]], np.uint8)
 NO_PHOTO = dict(noise_var=(0.0, 0.0), brightness=0.0, contrast=0.0, rgb_shift=0.0, median=(1,))
@@ -57,29 +58,28 @@ def test_seg_dataset_strong_augment_and_bad_choice():
 
 
 def test_irnet_rescaled_copies_and_the_full_profile(tmp_path):
-    from wsss_edu import irnet
     from wsss_edu.io import write_mask
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=3, seed=0, size=32, cache=False)
     for i in range(3):
         write_mask(tmp_path / f"{ds[i]['name']}.png", ds[i]["mask"])
-    cfg = irnet.IRNetConfig(copy_scales=(0.5, 1.0, 2.0))
-    rel = irnet.relation_dataset(ds, tmp_path, [0, 2], cfg)
+    cfg = irnet_step.IRNetConfig(copy_scales=(0.5, 1.0, 2.0))
+    rel = irnet_step.relation_dataset(ds, tmp_path, [0, 2], cfg)
     assert len(rel) == 6
     sizes = [rel[j]["image"].shape[-1] for j in range(3)]
     assert sizes == [16, 32, 64] and rel[2]["relation"].shape == (16, 16)
-    full, _, _ = irnet.step2_config("full", 0)
-    quick, _, _ = irnet.step2_config("quick", 0)
+    full, _, _ = irnet_step.step2_config("full", 0)
+    quick, _, _ = irnet_step.step2_config("quick", 0)
     assert full.augment == "strong" and full.copy_scales == (0.5, 1.0, 1.5, 2.0) and full.momentum == 1e-4
     assert quick.augment == "flip" and quick.copy_scales is None and quick.momentum == 0.9
 
 
 def test_step1_full_profile_takes_the_strong_augmentation():
-    from wsss_edu import cam, params
+    from wsss_edu import params
 
-    assert params.profile_values("full", cam.STEP1_PROFILE)["AUGMENT"] == "strong"
-    assert params.profile_values("quick", cam.STEP1_PROFILE)["AUGMENT"] == "flip"
+    assert params.profile_values("full", cam_step.STEP1_PROFILE)["AUGMENT"] == "strong"
+    assert params.profile_values("quick", cam_step.STEP1_PROFILE)["AUGMENT"] == "flip"
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_edu import cam as C
+from wsss_edu.steps import cam_step
 
 
 def small_model(k=4, seed=0):
@@ -172,29 +173,29 @@ def test_multilabel_f1_by_hand():
 
 def test_cam_files_keep_only_the_images_classes_and_extraction_resumes(tmp_path):
     cams = torch.rand(4, 5, 6)
-    C.save_cams(tmp_path, "img", cams, torch.tensor([0, 1, 0, 1]))
+    cam_step.save_cams(tmp_path, "img", cams, torch.tensor([0, 1, 0, 1]))
     import numpy as np
-    with np.load(C.cam_path(tmp_path, "img")) as z:
+    with np.load(cam_step.cam_path(tmp_path, "img")) as z:
         assert z["keys"].tolist() == [1, 3] and z["cams"].dtype == np.float16
-    back = C.load_cams(tmp_path, "img", 4)
+    back = cam_step.load_cams(tmp_path, "img", 4)
     assert torch.allclose(back[[1, 3]], cams[[1, 3]], atol=1e-3) and back[[0, 2]].abs().sum() == 0
     with pytest.raises(FileNotFoundError, match="notebook 03"):
-        C.load_cams(tmp_path, "other", 4)
+        cam_step.load_cams(tmp_path, "other", 4)
     from wsss_edu.toy import ToyDataset
     ds = ToyDataset("train", n=5, size=32)
     net = C.CAMClassifier(6, "small", width=4, depth=2)
-    assert C.extract_cams(net, ds, tmp_path / "cams", scales=(1.0, 0.5), progress=False) == 5
-    first = C.load_cams(tmp_path / "cams", ds[2]["name"], 6)
+    assert cam_step.extract_cams(net, ds, tmp_path / "cams", scales=(1.0, 0.5), progress=False) == 5
+    first = cam_step.load_cams(tmp_path / "cams", ds[2]["name"], 6)
     assert first.shape == (6, 32, 32) and first.max() <= 1
     assert ((first.flatten(1).amax(1) > 0) <= torch.as_tensor(ds[2]["labels"] > 0)).all()
-    assert C.extract_cams(net, ds, tmp_path / "cams", progress=False) == 0   # all there: skipped
-    C.cam_path(tmp_path / "cams", ds[4]["name"]).unlink()
-    assert C.extract_cams(net, ds, tmp_path / "cams", progress=False) == 1   # resumes the missing one
+    assert cam_step.extract_cams(net, ds, tmp_path / "cams", progress=False) == 0   # all there: skipped
+    cam_step.cam_path(tmp_path / "cams", ds[4]["name"]).unlink()
+    assert cam_step.extract_cams(net, ds, tmp_path / "cams", progress=False) == 1   # resumes the missing one
     # evaluation: the same confusion as cams_to_labels image by image
     from wsss_edu.metrics import miou
-    meters = C.cam_confusions(ds, tmp_path / "cams", (0.1, 0.5), progress=False)
+    meters = cam_step.cam_confusions(ds, tmp_path / "cams", (0.1, 0.5), progress=False)
     for m, t in zip(meters, (0.1, 0.5)):
-        preds = [C.cams_to_labels(C.load_cams(tmp_path / "cams", s["name"], 6)[None], t)[0]
+        preds = [C.cams_to_labels(cam_step.load_cams(tmp_path / "cams", s["name"], 6)[None], t)[0]
                  for s in ds]
         assert m.miou == pytest.approx(miou([s["mask"] for s in ds], preds, 7))
 
@@ -226,7 +227,7 @@ def test_train_classifier_learns_image_level_labels():
     x, y = x[perm], y[perm]
     batches = [{"image": x[i:i + 16], "labels": y[i:i + 16]} for i in range(0, 64, 16)]
     net = C.CAMClassifier(2, "small", width=8, depth=2)
-    hist = C.train_classifier(net, batches, epochs=15, lr_new=3e-3, progress=False)
+    hist = cam_step.train_classifier(net, batches, epochs=15, lr_new=3e-3, progress=False)
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
     net.eval()
     with torch.no_grad():

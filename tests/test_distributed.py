@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wsss_edu import distributed, train
+from wsss_edu.steps import irnet_step, rrm_step, segmenter_step
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -126,7 +127,7 @@ class PairImages(torch.utils.data.Dataset):
 
 
 def train_tiny_irnet(variant: str = "exact") -> dict:
-    """``irnet.train_irnet`` (the package's step 2, shuffled batches of the whole set) on frozen
+    """``irnet_step.train_irnet`` (the package's step 2, shuffled batches of the whole set) on frozen
     small-CNN stages with batch norm; in a rank: that rank's share. ``variant='per_rank_mean'``:
     each rank averages its pairs over its own counts, as a naive data-parallel port does."""
     from wsss_edu import irnet
@@ -145,9 +146,9 @@ def train_tiny_irnet(variant: str = "exact") -> dict:
                     m.running_var.uniform_(0.5, 2.0)
         stages = irnet.backbone_stages(clf)
         before = {k: v.clone() for k, v in torch.nn.ModuleList(stages).state_dict().items()}
-        cfg = irnet.IRNetConfig(radius=3, epochs=3, batch_size=8, width=8, lr_boundary=0.1,
+        cfg = irnet_step.IRNetConfig(radius=3, epochs=3, batch_size=8, width=8, lr_boundary=0.1,
                                 lr_displacement=0.3)
-        net = irnet.train_irnet(stages, PairImages(), cfg, progress=False)
+        net = irnet_step.train_irnet(stages, PairImages(), cfg, progress=False)
     finally:
         distributed.batch_mean = saved
     return {"state": net.state_dict(), "stages_before": before}
@@ -196,21 +197,20 @@ class MirroredToy:
 
 
 def test_cached_segmenter_trains_on_two_processes_into_the_same_cache_entry(tmp_path, monkeypatch):
-    from wsss_edu import pseudo
     from wsss_edu.cache import artifact_path
 
     calls = []
     real_launch = distributed.launch
     monkeypatch.setattr(distributed, "launch", lambda *a, **k: calls.append(a[2]) or real_launch(*a, **k))
     ds = MirroredToy()
-    cfg = pseudo.SegmenterConfig(model="unet", width=4, epochs=3, batch_size=8, optimizer="sgd", lr=0.05)
+    cfg = segmenter_step.SegmenterConfig(model="unet", width=4, epochs=3, batch_size=8, optimizer="sgd", lr=0.05)
     monkeypatch.setenv(distributed.PROCESSES_ENV, "2")
-    two = pseudo.cached_segmenter(tmp_path / "two", ds, {"labels": "mirrored"}, cfg, progress=False)
+    two = segmenter_step.cached_segmenter(tmp_path / "two", ds, {"labels": "mirrored"}, cfg, progress=False)
     assert calls == [2]
     monkeypatch.setenv(distributed.PROCESSES_ENV, "1")
-    one = pseudo.cached_segmenter(tmp_path / "one", ds, {"labels": "mirrored"}, cfg, progress=False)
+    one = segmenter_step.cached_segmenter(tmp_path / "one", ds, {"labels": "mirrored"}, cfg, progress=False)
     assert calls == [2]                                                # forced to one process
-    key = pseudo._segmenter_key({"labels": "mirrored"}, cfg)
+    key = segmenter_step._segmenter_key({"labels": "mirrored"}, cfg)
     for root in ("one", "two"):
         assert artifact_path(tmp_path / root, "segmenter", key).exists()
     assert_same_weights(two.state_dict(), one.state_dict())
@@ -235,7 +235,7 @@ def image_labels(images, cams, tags, *args, **kwargs):
 
 
 def train_tiny_rrm() -> dict:
-    """``rrm.train_rrm`` (its loss switches the network to eval mode and computes CAMs inside each
+    """``rrm_step.train_rrm`` (its loss switches the network to eval mode and computes CAMs inside each
     step, then split cross-entropy and the dense energy) for 2 steps on the mirrored toy images,
     batch = the whole set, with :func:`image_labels` for its labels."""
     from wsss_edu import rrm
@@ -247,9 +247,9 @@ def train_tiny_rrm() -> dict:
         ds = MirroredToy()
         torch.manual_seed(5)
         init = CAMClassifier(ds.num_classes - 1, "small", width=4, depth=2).state_dict()
-        cfg = rrm.RRMConfig(width=4, depth=2, seg_channels=8, epochs=2, batch_size=8, sigma_xy=10.0,
+        cfg = rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=2, batch_size=8, sigma_xy=10.0,
                             optimizer="sgd", lr=0.01)
-        return rrm.train_rrm(ds, cfg, progress=False, init=init).state_dict()
+        return rrm_step.train_rrm(ds, cfg, progress=False, init=init).state_dict()
     finally:
         rrm.batch_reliable_labels = saved
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from wsss_edu import irnet as I
+from wsss_edu.steps import cam_step, irnet_step
 
 
 def dense_transition_matrix(boundary, radius, beta):
@@ -216,64 +217,63 @@ def test_walk_of_a_voc_sized_image_stays_under_2_gb():
 
 def test_labels_at_stride_takes_cell_centres_and_pads_with_ignore():
     lab = torch.arange(10 * 7).view(10, 7)
-    out = I.labels_at_stride(lab, 4)
+    out = irnet_step.labels_at_stride(lab, 4)
     assert out.shape == (3, 2)
     assert out[0, 0] == lab[2, 2] and out[1, 1] == lab[6, 6] and out[2, 0] == 255  # row 10 is outside
-    assert torch.equal(I.labels_at_stride(lab.view(1, 10, 7), 4)[0], out)
+    assert torch.equal(irnet_step.labels_at_stride(lab.view(1, 10, 7), 4)[0], out)
 
 
 def test_walk_all_batches_padded_classes_like_single_walks():
     torch.manual_seed(0)
     inputs = [{"boundary": torch.rand(6, 6) * 0.5, "cams": torch.rand(k, 6, 6), "keys": torch.arange(k),
                "size": (24, 24)} for k in (1, 3, 0, 2)]
-    walk = I.WalkConfig(radius=2, beta=4, exp_times=3)
-    got = dict(I.walk_all(inputs, walk, batch_size=3))
+    walk = irnet_step.WalkConfig(radius=2, beta=4, exp_times=3)
+    got = dict(irnet_step.walk_all(inputs, walk, batch_size=3))
     assert sorted(got) == [0, 1, 2, 3]
     for j, g in enumerate(inputs):
         one = I.random_walk(g["cams"][None], g["boundary"][None], 2, 4, 3)[0]
         assert got[j].shape == g["cams"].shape and torch.allclose(got[j], one, atol=1e-5)
-    lab = I.walk_labels(got[1], torch.tensor([4, 0, 2]), (24, 24), 0.25)
+    lab = irnet_step.walk_labels(got[1], torch.tensor([4, 0, 2]), (24, 24), 0.25)
     assert lab.shape == (24, 24) and set(np.unique(lab)) <= {0, 5, 1, 3}
-    assert (I.walk_labels(got[2], torch.tensor([], dtype=torch.long), (24, 24), 0.25) == 0).all()
+    assert (irnet_step.walk_labels(got[2], torch.tensor([], dtype=torch.long), (24, 24), 0.25) == 0).all()
 
 
 def test_step2_pipeline_writes_relations_network_and_pseudo_labels(tmp_path):
     """Steps 1-2 end to end on a tiny toy world: every artifact is written, then found again."""
-    from wsss_edu import cam, params
+    from wsss_edu import params
     from wsss_edu.io import read_mask
     from wsss_edu.datasets import PseudoLabeled
 
     S = params.setup("t", OUTPUT_DIR=str(tmp_path), DEVICE="cpu", verbose=False)
     sizes = dict(IMAGE_SIZE=32, N_TRAIN=24, N_VAL=8, EPOCHS=1)
-    st = cam.step1(S, progress=False, **sizes)
-    cfg = I.IRNetConfig(confidence=0.0, epochs=1, batch_size=8, radius=3)
+    st = cam_step.step1(S, progress=False, **sizes)
+    cfg = irnet_step.IRNetConfig(confidence=0.0, epochs=1, batch_size=8, radius=3)
     grid = dict(WALK_RADII=[2], WALK_EXP_TIMES=[1, 2], WALK_BETAS=[10], WALK_BG=[0.2, 0.4])
-    ir = I.step2(S, st, cfg, walk_grid=grid, progress=False)
+    ir = irnet_step.step2(S, st, cfg, walk_grid=grid, progress=False)
     assert len(ir.grid) == 4 and ir.walk.bg_threshold in (0.2, 0.4)
     assert (ir.folder / "complete").exists()
     lab = read_mask(ir.folder / f"{st.train_view.names[0]}.png")
     assert lab.shape == (32, 32) and lab.max() <= len(st.classes) - 1
     ds = PseudoLabeled(st.train_view, ir.folder)
     assert np.array_equal(ds[0]["mask"], lab) and "true_mask" in ds[0]
-    assert 0 <= I.pseudo_label_confusion(st.scored_view, ir.folder).miou <= 1
-    again = I.step2(S, st, cfg, walk_grid=grid, progress=False)          # all from the cache
+    assert 0 <= irnet_step.pseudo_label_confusion(st.scored_view, ir.folder).miou <= 1
+    again = irnet_step.step2(S, st, cfg, walk_grid=grid, progress=False)          # all from the cache
     assert again.walk == ir.walk and again.folder == ir.folder
 
 
 def test_relation_labels_in_two_processes_equal_one(tmp_path):
-    from wsss_edu import cam
     from wsss_edu.io import read_mask
     from wsss_edu.toy import ToyDataset
     ds = ToyDataset("train", n=40, seed=0, size=32)
     g = torch.Generator().manual_seed(0)
     for i in range(len(ds)):
-        cam.save_cams(tmp_path / "cams", ds.names[i], torch.rand(ds.num_classes - 1, 32, 32, generator=g),
+        cam_step.save_cams(tmp_path / "cams", ds.names[i], torch.rand(ds.num_classes - 1, 32, 32, generator=g),
                       torch.as_tensor(ds[i]["labels"]))
-    cfg = I.IRNetConfig()
+    cfg = irnet_step.IRNetConfig()
     idx = list(range(0, 40, 2))
-    assert I.write_relation_labels(ds, tmp_path / "cams", tmp_path / "a", idx, cfg, False, processes=1) == 20
-    assert I.write_relation_labels(ds, tmp_path / "cams", tmp_path / "b", idx, cfg, False, processes=2) == 20
-    assert I.write_relation_labels(ds, tmp_path / "cams", tmp_path / "b", idx, cfg, False, processes=2) == 0
+    assert irnet_step.write_relation_labels(ds, tmp_path / "cams", tmp_path / "a", idx, cfg, False, processes=1) == 20
+    assert irnet_step.write_relation_labels(ds, tmp_path / "cams", tmp_path / "b", idx, cfg, False, processes=2) == 20
+    assert irnet_step.write_relation_labels(ds, tmp_path / "cams", tmp_path / "b", idx, cfg, False, processes=2) == 0
     for i in idx:
         n = ds.names[i]
         assert np.array_equal(read_mask(tmp_path / "a" / f"{n}.png"), read_mask(tmp_path / "b" / f"{n}.png"))
@@ -285,6 +285,6 @@ def test_confident_images_error_names_the_fix():
     from wsss_edu.toy import ToyDataset
     ds = ToyDataset("train", n=8, seed=0, size=32)
     clf = CAMClassifier(ds.num_classes - 1, "small", width=4, depth=2).eval()
-    assert len(I.confident_images(clf, ds, 0.0, progress=False)) == 8
+    assert len(irnet_step.confident_images(clf, ds, 0.0, progress=False)) == 8
     with pytest.raises(ParameterError, match="CONFIDENCE"):
-        I.confident_images(clf, ds, 1.0, progress=False)
+        irnet_step.confident_images(clf, ds, 1.0, progress=False)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_edu import label_uncertainty as lu
+from wsss_edu.steps import lu_experiments
 
 
 def quadrature_expected_sigmoid(mu, sigma2, n=120):
@@ -207,22 +208,22 @@ def test_method_losses_use_what_each_row_allows():
     mu, s2 = torch.randn(4, 1, 32, 32, generator=g), torch.rand(4, 1, 32, 32, generator=g) + 0.1
     bb = np.flatnonzero(~a["pixel_perfect"])[:4]
     t, ib = torch.as_tensor(a["target"][bb]).long(), torch.as_tensor(a["in_box"][bb])
-    cfg = lu.BootstrapConfig(warmup_epochs=2)
+    cfg = lu_experiments.BootstrapConfig(warmup_epochs=2)
     flipped = torch.where(ib, 1 - t, t)  # change every box-interior label
-    ign = lu.method_loss("ignore_box", mu, s2, t, ib, 0, cfg)
-    assert ign == lu.method_loss("ignore_box", mu, s2, flipped, ib, 0, cfg)  # interiors unused
+    ign = lu_experiments.method_loss("ignore_box", mu, s2, t, ib, 0, cfg)
+    assert ign == lu_experiments.method_loss("ignore_box", mu, s2, flipped, ib, 0, cfg)  # interiors unused
     # warm-up: mu gets exactly the ignore-interiors gradient, while sigma^2 already learns
     mu_a, mu_b = mu.clone().requires_grad_(), mu.clone().requires_grad_()
     s2_w = s2.clone().requires_grad_()
-    lu.method_loss("ignore_box", mu_a, s2, t, ib, 0, cfg).backward()
-    lu.method_loss("ours", mu_b, s2_w, t, ib, 1, cfg).backward()
+    lu_experiments.method_loss("ignore_box", mu_a, s2, t, ib, 0, cfg).backward()
+    lu_experiments.method_loss("ours", mu_b, s2_w, t, ib, 1, cfg).backward()
     assert torch.allclose(mu_a.grad * (~ib).sum(), mu_b.grad * (t != 255).sum(), atol=1e-6)
     assert s2_w.grad[:, 0][ib].abs().sum() > 0 and s2_w.grad[:, 0][~ib].abs().sum() == 0
-    assert lu.method_loss("ours", mu, s2, t, ib, 2, cfg) != ign  # then the uncertain loss
-    assert lu.method_loss("boxes_bce", mu, s2, t, ib, 0, cfg) != lu.method_loss(
+    assert lu_experiments.method_loss("ours", mu, s2, t, ib, 2, cfg) != ign  # then the uncertain loss
+    assert lu_experiments.method_loss("boxes_bce", mu, s2, t, ib, 0, cfg) != lu_experiments.method_loss(
         "boxes_bce", mu, s2, flipped, ib, 0, cfg)
     with pytest.raises(ValueError, match="choose one of"):
-        lu.method_loss("oracle", mu, s2, t, ib, 0, cfg)
+        lu_experiments.method_loss("oracle", mu, s2, t, ib, 0, cfg)
 
 
 @pytest.mark.parametrize("multiclass", [False, True])
@@ -235,40 +236,40 @@ def test_warmup_on_boxes_trains_mu_on_the_boxes_and_sigma2_inside_them(multiclas
     t[0, 0, :3] = 255
     ib = torch.zeros(2, 8, 8, dtype=torch.bool)
     ib[:, 2:6, 3:7] = True
-    cfg = lu.BootstrapConfig(warmup_epochs=1, warmup_on_boxes=True)
+    cfg = lu_experiments.BootstrapConfig(warmup_epochs=1, warmup_on_boxes=True)
     mu_a, mu_b, s2_b = mu.clone().requires_grad_(), mu.clone().requires_grad_(), s2.clone().requires_grad_()
     # during the warm-up, mu's gradient is exactly the boxes row's (plain BCE / CE on the targets)
-    lu.method_loss("boxes_bce", mu_a, s2, t, ib, 0, cfg, multiclass).backward()
-    lu.method_loss("ours", mu_b, s2_b, t, ib, 0, cfg, multiclass, torch.Generator().manual_seed(1)).backward()
+    lu_experiments.method_loss("boxes_bce", mu_a, s2, t, ib, 0, cfg, multiclass).backward()
+    lu_experiments.method_loss("ours", mu_b, s2_b, t, ib, 0, cfg, multiclass, torch.Generator().manual_seed(1)).backward()
     assert torch.allclose(mu_a.grad, mu_b.grad, atol=1e-6)
     # sigma^2 learns from the uncertain loss inside boxes only
     inside = s2_b.grad.abs().sum(1)
     assert inside[ib].sum() > 0 and inside[~ib].sum() == 0
     # after the warm-up: the uncertain + bootstrapped loss, no longer the boxes row
-    assert lu.method_loss("ours", mu, s2, t, ib, 1, cfg, multiclass, torch.Generator().manual_seed(1)) \
-        != lu.method_loss("boxes_bce", mu, s2, t, ib, 1, cfg, multiclass)
+    assert lu_experiments.method_loss("ours", mu, s2, t, ib, 1, cfg, multiclass, torch.Generator().manual_seed(1)) \
+        != lu_experiments.method_loss("boxes_bce", mu, s2, t, ib, 1, cfg, multiclass)
 
 
 def test_experiment_arrays_and_equal_steps_for_every_method(monkeypatch):
     a = tiny_mixed()
-    assert len(lu.experiment_arrays(a, "pp_only")["image"]) == 6
-    assert np.array_equal(lu.experiment_arrays(a, "all_pp")["target"], a["mask"])
+    assert len(lu_experiments.experiment_arrays(a, "pp_only")["image"]) == 6
+    assert np.array_equal(lu_experiments.experiment_arrays(a, "all_pp")["target"], a["mask"])
     calls = {}
 
     def counting(method, *args, **kw):
         calls[method] = calls.get(method, 0) + 1
         return real(method, *args, **kw)
 
-    real = lu.method_loss
-    monkeypatch.setattr(lu, "method_loss", counting)
+    real = lu_experiments.method_loss
+    monkeypatch.setattr(lu_experiments, "method_loss", counting)
     for m in ("pp_only", "ours"):
-        net, hist = lu.train_experiment(a, a, m, epochs=2, width=4, batch_size=8, progress=False)
+        net, hist = lu_experiments.train_experiment(a, a, m, epochs=2, width=4, batch_size=8, progress=False)
         assert len(hist["miou"]) == 2 and 0.0 <= hist["miou"][-1] <= 1.0
         assert hist["epoch"] == [1, 2]
     assert calls["pp_only"] == calls["ours"] == 2 * 3  # 24 images / batch 8, for both
     # validating every 2nd epoch of 3: after epochs 2 and 3 (the last), same final number
-    _, every = lu.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, progress=False)
-    _, sparse = lu.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, eval_every=2,
+    _, every = lu_experiments.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, progress=False)
+    _, sparse = lu_experiments.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, eval_every=2,
                                     progress=False)
     assert sparse["epoch"] == [2, 3] and sparse["miou"] == every["miou"][1:]
 
@@ -293,10 +294,10 @@ def test_uncertainty_auroc_matches_pairwise_count():
     neg = ~pos
     p, n = s2[pos], s2[neg]
     brute = ((p[:, None] > n[None]).sum() + 0.5 * (p[:, None] == n[None]).sum()) / (len(p) * len(n))
-    assert lu.uncertainty_auroc(s2, pos, neg) == pytest.approx(brute)
-    assert lu.uncertainty_auroc(s2, neg, pos) == pytest.approx(1 - brute)
+    assert lu_experiments.uncertainty_auroc(s2, pos, neg) == pytest.approx(brute)
+    assert lu_experiments.uncertainty_auroc(s2, neg, pos) == pytest.approx(1 - brute)
     with pytest.raises(ValueError):
-        lu.uncertainty_auroc(s2, np.zeros_like(pos), neg)
+        lu_experiments.uncertainty_auroc(s2, np.zeros_like(pos), neg)
 
 
 def test_run_experiments_in_workers_match_in_process():
@@ -304,8 +305,8 @@ def test_run_experiments_in_workers_match_in_process():
     val = arrays
     jobs = [dict(arrays=arrays, val=val, method=m, epochs=1, seed=0, width=4) for m in ("pp_only", "ours")]
     watch = dict(jobs[1], watch=arrays["image"][:2])
-    one = lu.run_experiments(jobs + [watch], processes=1)
-    two = lu.run_experiments(jobs, processes=2)
+    one = lu_experiments.run_experiments(jobs + [watch], processes=1)
+    two = lu_experiments.run_experiments(jobs, processes=2)
     assert [len(h["miou"]) for h in two] == [1, 1]
     assert np.allclose([h["miou"][0] for h in one[:2]], [h["miou"][0] for h in two], atol=0.05)
     labels, s2 = one[2]["watch"][0]
@@ -350,13 +351,13 @@ def test_pp_per_batch_puts_that_many_pixel_perfect_images_in_every_batch(monkeyp
         seen.append(int((tb.flatten(1).float().mean(1) == 1).sum()))
         return real(method, mu, s2, tb, ib, *args, **kw)
 
-    real = lu.method_loss
-    monkeypatch.setattr(lu, "method_loss", recording)
-    lu.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8,
+    real = lu_experiments.method_loss
+    monkeypatch.setattr(lu_experiments, "method_loss", recording)
+    lu_experiments.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8,
                         pp_per_batch=2, progress=False)
     assert seen == [2] * 6  # 20 images / batch 8 = 3 steps per epoch, 2 PP in each
     seen.clear()
-    lu.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
+    lu_experiments.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
     # plain shuffle: per epoch 24 draws = one pass over the 20 images (3 PP) + 4 more
     assert 6 <= sum(seen) <= 12 and seen != [2] * 6
 
@@ -373,55 +374,55 @@ def fake_history(fg_share, true_fg_share=0.2, miou=None):
 def test_collapsed_flags_a_run_that_calls_no_pixel_foreground():
     dead = fake_history([0.15, 0.18, 0.0], miou=[0.6, 0.7, 0.0])   # "no car anywhere" at the end
     healthy = fake_history([0.15, 0.18, 0.21], miou=[0.6, 0.7, 0.8])
-    assert lu.collapsed(dead) and not lu.collapsed(healthy)
-    assert not lu.collapsed(dead, at=1)                                # not yet at the 2nd validation
-    assert lu.collapsed(fake_history([0.019]))                         # under a tenth of the true 0.2
-    assert not lu.collapsed(fake_history([0.021]))
-    assert not lu.collapsed(fake_history([0.05]), fraction=0.1)
-    assert lu.collapsed(fake_history([0.05]), fraction=0.5)
-    assert not lu.collapsed(fake_history([0.0], true_fg_share=0.0))    # nothing to find: no collapse
+    assert lu_experiments.collapsed(dead) and not lu_experiments.collapsed(healthy)
+    assert not lu_experiments.collapsed(dead, at=1)                                # not yet at the 2nd validation
+    assert lu_experiments.collapsed(fake_history([0.019]))                         # under a tenth of the true 0.2
+    assert not lu_experiments.collapsed(fake_history([0.021]))
+    assert not lu_experiments.collapsed(fake_history([0.05]), fraction=0.1)
+    assert lu_experiments.collapsed(fake_history([0.05]), fraction=0.5)
+    assert not lu_experiments.collapsed(fake_history([0.0], true_fg_share=0.0))    # nothing to find: no collapse
 
 
 def test_drop_collapsed_leaves_out_collapsed_runs_and_says_so():
-    assert lu.drop_collapsed([0.6, 0.7], [False, False]) == ([0.6, 0.7], "")
-    kept, note = lu.drop_collapsed([0.636, 0.0], [False, True])
+    assert lu_experiments.drop_collapsed([0.6, 0.7], [False, False]) == ([0.6, 0.7], "")
+    kept, note = lu_experiments.drop_collapsed([0.636, 0.0], [False, True])
     assert kept == [0.636] and note == " (1 of 2 collapsed)"
-    assert lu.drop_collapsed([0.0, 0.01], [True, True]) == ([0.0, 0.01], " (all 2 collapsed)")
+    assert lu_experiments.drop_collapsed([0.0, 0.01], [True, True]) == ([0.0, 0.01], " (all 2 collapsed)")
     with pytest.raises(ValueError):
-        lu.drop_collapsed([0.5], [True, False])
+        lu_experiments.drop_collapsed([0.5], [True, False])
 
 
 def test_train_experiment_records_predicted_and_true_foreground_shares():
     a = tiny_mixed()
-    _, h = lu.train_experiment(a, a, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
+    _, h = lu_experiments.train_experiment(a, a, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
     m = a["mask"]
     known = m != 255
     assert h["true_fg_share"] == pytest.approx((m == 1).sum() / known.sum())
     assert len(h["fg_share"]) == len(h["pred_share"]) == len(h["epoch"]) == 2
     for fg, shares in zip(h["fg_share"], h["pred_share"]):
         assert sum(shares) == pytest.approx(1.0) and fg == pytest.approx(shares[1])
-    assert lu.collapsed(h) == (h["fg_share"][-1] < 0.1 * h["true_fg_share"])
+    assert lu_experiments.collapsed(h) == (h["fg_share"][-1] < 0.1 * h["true_fg_share"])
 
 
 def test_lr_schedules():
     steps, restart = 16, 12
-    assert lu.lr_factor(0, steps) == 1.0 and lu.lr_factor(restart, steps) == pytest.approx(0.1464, abs=1e-4)
-    assert all(lu.lr_factor(s, steps, "constant") == 1.0 for s in range(steps))
-    r = [lu.lr_factor(s, steps, "restart", restart) for s in range(steps)]
+    assert lu_experiments.lr_factor(0, steps) == 1.0 and lu_experiments.lr_factor(restart, steps) == pytest.approx(0.1464, abs=1e-4)
+    assert all(lu_experiments.lr_factor(s, steps, "constant") == 1.0 for s in range(steps))
+    r = [lu_experiments.lr_factor(s, steps, "restart", restart) for s in range(steps)]
     assert r[0] == r[restart] == 1.0 and r[restart - 1] < 0.02 and r[-1] < 0.15
-    assert r[:restart] == [lu.lr_factor(s, restart) for s in range(restart)]
-    assert [lu.lr_factor(s, steps, "restart", 0) for s in range(steps)] == [lu.lr_factor(s, steps) for s in range(steps)]
+    assert r[:restart] == [lu_experiments.lr_factor(s, restart) for s in range(restart)]
+    assert [lu_experiments.lr_factor(s, steps, "restart", 0) for s in range(steps)] == [lu_experiments.lr_factor(s, steps) for s in range(steps)]
     with pytest.raises(ValueError, match="choose one of"):
-        lu.lr_factor(0, steps, "step")
-    for schedule in lu.LR_SCHEDULES:   # what train_experiment's optimiser sees, step by step
+        lu_experiments.lr_factor(0, steps, "step")
+    for schedule in lu_experiments.LR_SCHEDULES:   # what train_experiment's optimiser sees, step by step
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
-        sched = lu._lr_scheduler(opt, schedule, steps, restart)
+        sched = lu_experiments._lr_scheduler(opt, schedule, steps, restart)
         seen = []
         for _ in range(steps):
             seen.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-        assert np.allclose(seen, [2.0 * lu.lr_factor(s, steps, schedule, restart) for s in range(steps)])
+        assert np.allclose(seen, [2.0 * lu_experiments.lr_factor(s, steps, schedule, restart) for s in range(steps)])
 
 
 def test_labelled_object_share_and_batches_without_object_on_a_hand_made_mixed_set():
@@ -435,13 +436,13 @@ def test_labelled_object_share_and_batches_without_object_on_a_hand_made_mixed_s
     in_box[0] = False              # the PP image has no box interior
     arrays = {"target": target, "in_box": in_box}
     # boxes + BCE: 5 car pixels of 15 labelled; box interiors ignored: 1 of 11
-    assert lu.labelled_object_share(arrays, False) == pytest.approx(5 / 15)
-    assert lu.labelled_object_share(arrays, True) == pytest.approx(1 / 11)
+    assert lu_experiments.labelled_object_share(arrays, False) == pytest.approx(5 / 15)
+    assert lu_experiments.labelled_object_share(arrays, True) == pytest.approx(1 / 11)
     # batches of 1 image: without the boxes only image 0 has a labelled car pixel
-    assert lu.batches_without_object(arrays, 1, True, draws=4000) == pytest.approx(0.75, abs=0.03)
-    assert lu.batches_without_object(arrays, 1, False, draws=4000) == pytest.approx(0.25, abs=0.03)
+    assert lu_experiments.batches_without_object(arrays, 1, True, draws=4000) == pytest.approx(0.75, abs=0.03)
+    assert lu_experiments.batches_without_object(arrays, 1, False, draws=4000) == pytest.approx(0.25, abs=0.03)
     # a batch of all 4 images always holds image 0
-    assert lu.batches_without_object(arrays, 4, True, draws=50) == 0.0
+    assert lu_experiments.batches_without_object(arrays, 4, True, draws=50) == 0.0
 
 
 def test_run_experiments_keeps_histories_in_the_cache(tmp_path, monkeypatch):
@@ -450,20 +451,20 @@ def test_run_experiments_keeps_histories_in_the_cache(tmp_path, monkeypatch):
     trained again."""
     arrays = tiny_mixed()
     job = dict(arrays=arrays, val=arrays, method="ours", epochs=1, seed=0, width=4, watch=arrays["image"][:2])
-    first = lu.run_experiments([job], output_dir=tmp_path)[0]
+    first = lu_experiments.run_experiments([job], output_dir=tmp_path)[0]
     calls = []
-    monkeypatch.setattr(lu, "_experiment", lambda kw: calls.append(kw) or lu.train_experiment(**kw, progress=False)[1])
-    again = lu.run_experiments([job], output_dir=tmp_path)[0]
+    monkeypatch.setattr(lu_experiments, "_experiment", lambda kw: calls.append(kw) or lu_experiments.train_experiment(**kw, progress=False)[1])
+    again = lu_experiments.run_experiments([job], output_dir=tmp_path)[0]
     assert calls == [] and again["miou"] == first["miou"] and again["epoch"] == first["epoch"]
     labels, s2 = again["watch"][0]
     assert isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and np.array_equal(labels, first["watch"][0][0])
     other = dict(arrays, image=arrays["image"].copy())
     other["image"][0, 0, 0, 0] ^= 1       # one pixel of the data changed
-    lu.run_experiments([job, dict(job, seed=1), dict(job, arrays=other)], output_dir=tmp_path)
+    lu_experiments.run_experiments([job, dict(job, seed=1), dict(job, arrays=other)], output_dir=tmp_path)
     assert [c["seed"] for c in calls] == [1, 0] and calls[1]["arrays"] is other
     for f in (tmp_path / "cache" / "experiments").glob("*.pt"):
         f.write_bytes(b"cut short")
     calls.clear()
-    lu.run_experiments([job], output_dir=tmp_path)
+    lu_experiments.run_experiments([job], output_dir=tmp_path)
     assert len(calls) == 1
-    assert lu.experiment_key(job) == lu.experiment_key(dict(job, arrays={k: v.copy() for k, v in arrays.items()}))
+    assert lu_experiments.experiment_key(job) == lu_experiments.experiment_key(dict(job, arrays={k: v.copy() for k, v in arrays.items()}))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_edu import cam, irnet, params, pseudo
+from wsss_edu import cam, irnet, params
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.labels import IGNORE
 
 
@@ -42,7 +43,7 @@ def test_cam_confusions_without_plane_score_the_argmax_over_the_tags(tmp_path):
     from wsss_edu.metrics import ConfusionMeter
 
     cams = _two_class_cams()
-    cam.save_cams(tmp_path, "a", cams, torch.tensor([0, 1, 0, 1.0]))
+    cam_step.save_cams(tmp_path, "a", cams, torch.tensor([0, 1, 0, 1.0]))
     mask = np.where(np.arange(32)[None] < 16, 2, 4).repeat(24, 0).astype(np.uint8)
 
     class One:
@@ -52,7 +53,7 @@ def test_cam_confusions_without_plane_score_the_argmax_over_the_tags(tmp_path):
         def __getitem__(self, i):
             return {"name": "a", "mask": mask}
 
-    m = cam.cam_confusions(One(), tmp_path, [None, 0.6], progress=False)
+    m = cam_step.cam_confusions(One(), tmp_path, [None, 0.6], progress=False)
     expect = ConfusionMeter(5).update(mask, cam.cams_to_labels(cams[None], None)[0])
     assert np.array_equal(m[0].cm, expect.cm) and m[0].cm[:, 0].sum() == 0   # nothing predicted 0
     assert m[1].cm[:, 0].sum() > 0                                            # the plane predicts 0
@@ -79,9 +80,9 @@ def test_walk_labels_without_plane_take_the_argmax_of_the_image_classes():
     lab = irnet.walk_to_labels(walked, [0, 2], None, size=(21, 30))
     v = irnet.walk_to_image(walked[[0, 2]], (21, 30))
     assert torch.equal(lab, torch.tensor([1, 3])[v.argmax(0)])
-    out = irnet.walk_labels(walked[[0, 2]], np.array([4, 9]), (21, 30), None)
+    out = irnet_step.walk_labels(walked[[0, 2]], np.array([4, 9]), (21, 30), None)
     assert set(np.unique(out)) <= {5, 10} and out.shape == (21, 30)
-    with_plane = irnet.walk_labels(walked[[0, 2]], np.array([4, 9]), (21, 30), 2.0)
+    with_plane = irnet_step.walk_labels(walked[[0, 2]], np.array([4, 9]), (21, 30), 2.0)
     assert (with_plane == 0).all()                  # a plane above every walked value
 
 
@@ -94,26 +95,26 @@ def test_every_dataset_says_whether_it_has_a_background():
 
 
 def test_step1_values_on_msrc_and_the_configs_they_make():
-    v = cam.step1_values("quick", "msrc")
+    v = cam_step.step1_values("quick", "msrc")
     assert v["BACKBONE"] == "mobilenet_v2" and v["DROP_CLASS"] == "" and v["BALANCE"] is False
-    assert v["IMAGE_SIZE"] == cam.STEP1_PROFILE["IMAGE_SIZE"][0]       # the toy knobs stay
-    toy = cam.step1_values("quick", "toy", EPOCHS=3)
+    assert v["IMAGE_SIZE"] == cam_step.STEP1_PROFILE["IMAGE_SIZE"][0]       # the toy knobs stay
+    toy = cam_step.step1_values("quick", "toy", EPOCHS=3)
     assert toy["DROP_CLASS"] == "person" and toy["EPOCHS"] == 3 and toy["BACKBONE"] == "small"
-    pre = cam.classifier_config(v, 1, "imagenet")
+    pre = cam_step.classifier_config(v, 1, "imagenet")
     assert pre.freeze_bn and pre.frozen_blocks == 7 and pre.lr_pretrained == 1e-4
-    scratch = cam.classifier_config(v | {"FROZEN_BLOCKS": 0}, 1, None)
+    scratch = cam_step.classifier_config(v | {"FROZEN_BLOCKS": 0}, 1, None)
     assert not scratch.freeze_bn and scratch.lr_pretrained == scratch.lr_new and scratch.weights is None
-    small = cam.classifier_config(toy, 0)
-    assert small.weights is None and small.lr_pretrained == cam.ClassifierConfig.lr_pretrained
+    small = cam_step.classifier_config(toy, 0)
+    assert small.weights is None and small.lr_pretrained == cam_step.ClassifierConfig.lr_pretrained
     assert params.for_dataset({"A": (1, 2), "B": (3, 4)}, {"x": {"B": (5, 6)}}, "x") == {"A": (1, 2), "B": (5, 6)}
-    g = irnet.step2_values("quick", "msrc")
+    g = irnet_step.step2_values("quick", "msrc")
     assert g["IR_CROP"] == 224 and g["WALK_RADII"] == [5] and g["IR_EPOCHS"] == 3
 
 
 def test_frozen_blocks_do_not_move_and_mobilenet_stages_cut_at_the_strides():
     torch.manual_seed(0)
-    cfg = cam.ClassifierConfig(backbone="mobilenet_v2", frozen_blocks=7, lr_pretrained=1e-2, lr_new=1e-2)
-    model = cam.make_classifier(3, cfg)
+    cfg = cam_step.ClassifierConfig(backbone="mobilenet_v2", frozen_blocks=7, lr_pretrained=1e-2, lr_new=1e-2)
+    model = cam_step.make_classifier(3, cfg)
     before = [p.clone() for p in model.backbone.body[:7].parameters()]
     later = model.backbone.body[10].conv[0][0].weight.clone()
     opt = torch.optim.Adam(model.param_groups(cfg.lr_pretrained, cfg.lr_new))
@@ -124,7 +125,7 @@ def test_frozen_blocks_do_not_move_and_mobilenet_stages_cut_at_the_strides():
     assert all(torch.equal(a, b) for a, b in zip(before, model.backbone.body[:7].parameters()))
     assert not torch.equal(later, model.backbone.body[10].conv[0][0].weight)
     with pytest.raises(Exception, match="mobilenet_v2 backbone only"):
-        cam.make_classifier(3, cam.ClassifierConfig(frozen_blocks=2))
+        cam_step.make_classifier(3, cam_step.ClassifierConfig(frozen_blocks=2))
     stages = irnet.backbone_stages(model)
     x, sides = torch.rand(1, 3, 64, 96), []
     with torch.no_grad():
@@ -160,16 +161,16 @@ def test_evaluate_views_equals_the_separate_evaluations():
     torch.manual_seed(0)
     ds = get_dataset("toy", split="val", n=6, seed=0, size=32)
     net = make_segmenter("deeplabv3plus_small", ds.num_classes, width=4).eval()
-    views = pseudo.evaluate_views(net, ds, (0.5, 1.0), progress=False)
-    assert np.array_equal(views["plain"].cm, pseudo.evaluate(net, ds, progress=False).cm)
-    assert np.array_equal(views["tta"].cm, pseudo.evaluate(net, ds, tta=True, scales=(0.5, 1.0), progress=False).cm)
+    views = segmenter_step.evaluate_views(net, ds, (0.5, 1.0), progress=False)
+    assert np.array_equal(views["plain"].cm, segmenter_step.evaluate(net, ds, progress=False).cm)
+    assert np.array_equal(views["tta"].cm, segmenter_step.evaluate(net, ds, tta=True, scales=(0.5, 1.0), progress=False).cm)
     for s in (0.5, 1.0):
-        assert np.array_equal(views[s].cm, pseudo.evaluate(net, ds, tta=True, scales=(s,), progress=False).cm)
-    both = pseudo.evaluate_views(net, ds, (1.0,), flip=False, within_tags=True, progress=False)
+        assert np.array_equal(views[s].cm, segmenter_step.evaluate(net, ds, tta=True, scales=(s,), progress=False).cm)
+    both = segmenter_step.evaluate_views(net, ds, (1.0,), flip=False, within_tags=True, progress=False)
     assert np.array_equal(both["plain"].cm, views["plain"].cm) and np.array_equal(both["tta"].cm, both["plain"].cm)
-    assert np.array_equal(both["plain_within_tags"].cm, pseudo.evaluate(net, ds, within_tags=True, progress=False).cm)
+    assert np.array_equal(both["plain_within_tags"].cm, segmenter_step.evaluate(net, ds, within_tags=True, progress=False).cm)
     with pytest.raises(ValueError, match="lack 1.0"):
-        pseudo.evaluate_views(net, ds, (0.5, 2.0), progress=False)
+        segmenter_step.evaluate_views(net, ds, (0.5, 2.0), progress=False)
 
 
 def test_evaluate_within_tags_predicts_only_the_image_classes():
@@ -184,12 +185,12 @@ def test_evaluate_within_tags_predicts_only_the_image_classes():
         one = Relabeled(ds, indices=[i])
         allowed = {0} | set((np.flatnonzero(ds[i]["labels"]) + 1).tolist())
         for tta in (False, True):
-            cm = pseudo.evaluate(net, one, tta=tta, scales=(1.0,), within_tags=True, progress=False).cm
+            cm = segmenter_step.evaluate(net, one, tta=tta, scales=(1.0,), within_tags=True, progress=False).cm
             assert set(np.flatnonzero(cm.sum(0))) <= allowed
 
 
 def test_without_a_background_no_plane_is_left_in_step_2():
-    cfg, grid = irnet.IRNetConfig(), {"WALK_RADII": [5], "WALK_BG": [0.25, 0.3]}
-    assert irnet.without_plane_if_no_background(cfg, grid, True) == (cfg, grid)
-    c, g = irnet.without_plane_if_no_background(cfg, grid, False)
+    cfg, grid = irnet_step.IRNetConfig(), {"WALK_RADII": [5], "WALK_BG": [0.25, 0.3]}
+    assert irnet_step.without_plane_if_no_background(cfg, grid, True) == (cfg, grid)
+    c, g = irnet_step.without_plane_if_no_background(cfg, grid, False)
     assert c.bg_threshold is None and g == {"WALK_RADII": [5], "WALK_BG": [None]} and grid["WALK_BG"] == [0.25, 0.3]

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from wsss_edu import params, runner
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.errors import DatasetNotFoundError, ParameterError
 from wsss_edu.nbtools import convention_problems, strip_outputs
 
@@ -113,14 +114,14 @@ def test_runner_cli_help():
 def _knobs_of_shared_steps() -> dict:
     """Every setting that decides what a shared cached step computes, by the call that runs it
     again in a later notebook (from the package's own tables, so a new knob is demanded too)."""
-    from wsss_edu import cam, irnet, pseudo
 
     return {
-        "cam.step1(": set(cam.STEP1_PROFILE) | {"MISSING_RATE", "IMBALANCE", "WEIGHTS"},
-        "irnet.step2(": (set(irnet.STEP2_PROFILE) | set(irnet.WALK_GRID)
-                         | {"CONFIDENCE", "IR_LR", "IR_PATH", "IR_SOURCES"}),
+        "cam_step.step1(": set(cam_step.STEP1_PROFILE) | {"MISSING_RATE", "IMBALANCE", "WEIGHTS"},
+        "irnet_step.step2(": (set(irnet_step.STEP2_PROFILE) | set(irnet_step.WALK_GRID)
+                              | {"CONFIDENCE", "IR_LR", "IR_PATH", "IR_SOURCES"}),
         # notebook 05's DeepLabv3+ (F_S, full supervision); evaluation-only knobs left out.
-        "pseudo.step3_config(": set(pseudo.STEP3_PROFILE) - {"TTA_SCALES", "SEEDS"} | {"SEG_SCALE"},
+        "segmenter_step.step3_config(": (set(segmenter_step.STEP3_PROFILE) - {"TTA_SCALES", "SEEDS"}
+                                         | {"SEG_SCALE"}),
     }
 
 
@@ -133,7 +134,7 @@ def test_notebooks_that_rerun_a_shared_step_take_all_its_settings():
 
     from wsss_edu.pipeline import notebook_parameters
 
-    own_network = {"07": "pseudo.step3_config("}   # 07's two-step network is its own, not 05's
+    own_network = {"07": "segmenter_step.step3_config("}   # 07's two-step network is its own, not 05's
     problems = []
     for nb in sorted((REPO / "notebooks").glob("0[3-8]_*.ipynb")):
         cells = [c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
@@ -152,9 +153,10 @@ def test_notebooks_that_rerun_a_shared_step_take_all_its_settings():
 # What a notebook must take from the package instead of writing it out: each shared step's config
 # class (built from the notebook's parameters by the step's own function) and the data keys the
 # cache stores step 1's artifacts under.
-STEP_CONFIG_BUILDERS = {"ClassifierConfig": "cam.classifier_config", "IRNetConfig": "irnet.step2_config",
-                        "WalkConfig": "irnet.step2", "SegmenterConfig": "pseudo.step3_config",
-                        "RRMConfig": "rrm.rrm_config"}
+STEP_CONFIG_BUILDERS = {"ClassifierConfig": "cam_step.classifier_config",
+                        "IRNetConfig": "irnet_step.step2_config", "WalkConfig": "irnet_step.step2",
+                        "SegmenterConfig": "segmenter_step.step3_config",
+                        "RRMConfig": "rrm_step.rrm_config"}
 
 
 def _hand_built_settings(source: str) -> list:
@@ -176,23 +178,23 @@ def _hand_built_settings(source: str) -> list:
         else:
             continue
         if "dataset" in keys and "notebook" not in keys:
-            found.append(f"line {node.lineno}: a data key written out; use cam.step1_data / cam.step1")
+            found.append(f"line {node.lineno}: a data key written out; use cam_step.step1_data / cam_step.step1")
     return found
 
 
 def test_hand_built_settings_are_found():
     assert _hand_built_settings('k = dict(dataset="toy", n=N_TRAIN, seed=run.seed)\n')
     assert _hand_built_settings('k = {"dataset": DATASET, "root": str(R)}\n')
-    assert _hand_built_settings("IRCFG = irnet.IRNetConfig(radius=5)\n")
+    assert _hand_built_settings("IRCFG = irnet_step.IRNetConfig(radius=5)\n")
     assert _hand_built_settings("c = ClassifierConfig()\n")
     assert not _hand_built_settings('key = dict(notebook="00", dataset=DATASET, n=3)\n')
-    assert not _hand_built_settings("IRCFG, B, W = irnet.step2_config(PROFILE, 0)\nk = step1.data_key | {'n': 2}\n")
+    assert not _hand_built_settings("IRCFG, B, W = irnet_step.step2_config(PROFILE, 0)\nk = step1.data_key | {'n': 2}\n")
 
 
 def test_notebooks_take_configs_and_cache_keys_from_the_steps():
     """No notebook writes out a shared step's config or a data key the cache stores step 1 under:
     a copy that drifts from the package's would make the cache quietly train the step again (and
-    a later notebook miss this one's artifacts). Notebook 03 once rebuilt ``cam.step1``'s keys line
+    a later notebook miss this one's artifacts). Notebook 03 once rebuilt ``cam_step.step1``'s keys line
     for line, notebook 04 IRNet's config."""
     problems = []
     for nb in sorted((REPO / "notebooks").glob("0*.ipynb")):
@@ -218,10 +220,9 @@ def test_notebook_defaults_equal_the_steps_own():
 
     import papermill as pm
 
-    from wsss_edu import cam, irnet, pseudo
 
-    steps = {"cam.step1(": cam.step1, "irnet.step2_config(": irnet.step2_config,
-             "pseudo.step3_config(": pseudo.step3_config}
+    steps = {"cam_step.step1(": cam_step.step1, "irnet_step.step2_config(": irnet_step.step2_config,
+             "segmenter_step.step3_config(": segmenter_step.step3_config}
     problems, compared = [], 0
     for nb in sorted((REPO / "notebooks").glob("0[3-8]_*.ipynb")):
         defined = pm.inspect_notebook(str(nb))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from wsss_edu import rrm
+from wsss_edu.steps import rrm_step
 
 DATA = Path(__file__).parent / "data" / "reference"
 CASES = ["rrm_case1_48x64_1cls.npz", "rrm_case2_48x64_2cls.npz"]
@@ -340,18 +341,18 @@ def test_rule_is_checked_and_threaded_through_the_batch_labels():
 
 def test_rule_in_the_config_the_profiles_and_the_cache_key(tmp_path):
     from wsss_edu.cache import artifact_path
-    from wsss_edu.cam import ClassifierConfig
+    from wsss_edu.steps.cam_step import ClassifierConfig
     from wsss_edu.errors import ParameterError
 
-    assert rrm.RRMConfig().rule == "reference"
+    assert rrm_step.RRMConfig().rule == "reference"
     for profile in ("quick", "full"):
-        cfg, _ = rrm.rrm_config(profile, 0, ClassifierConfig())
+        cfg, _ = rrm_step.rrm_config(profile, 0, ClassifierConfig())
         assert cfg.rule == "reference"
-    cfg, _ = rrm.rrm_config("quick", 0, ClassifierConfig(), RULE="paper")
+    cfg, _ = rrm_step.rrm_config("quick", 0, ClassifierConfig(), RULE="paper")
     assert cfg.rule == "paper"
     with pytest.raises(ParameterError, match="RULE"):
-        rrm.rrm_config("quick", 0, ClassifierConfig(), RULE="both")
+        rrm_step.rrm_config("quick", 0, ClassifierConfig(), RULE="both")
     # the dataclass is the key (rrm_key: dataclasses.asdict), so the rule tells networks apart
-    keys = {artifact_path(tmp_path, "rrm", rrm.rrm_key({"d": 1}, None, rrm.RRMConfig(rule=r)))
+    keys = {artifact_path(tmp_path, "rrm", rrm_step.rrm_key({"d": 1}, None, rrm_step.RRMConfig(rule=r)))
             for r in rrm.RULES}
     assert len(keys) == 2

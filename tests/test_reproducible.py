@@ -10,10 +10,11 @@ SCRIPT = r"""
 import hashlib, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from wsss_edu import cam
+from wsss_edu.steps import cam_step
 from wsss_edu.toy import ToyDataset
 ds = ToyDataset("train", n=96, seed=0, size=48, cache=False)
-cfg = cam.ClassifierConfig(epochs=1, batch_size=8, drop_class=0, balance=True, crop=40, seed=3)
-model = cam.train_step1(ds, cfg, progress=False)
+cfg = cam_step.ClassifierConfig(epochs=1, batch_size=8, drop_class=0, balance=True, crop=40, seed=3)
+model = cam_step.train_step1(ds, cfg, progress=False)
 h = hashlib.sha256()
 for name, v in model.state_dict().items():
     h.update(name.encode()); h.update(v.detach().cpu().numpy().tobytes())

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from wsss_edu import rrm
+from wsss_edu.steps import rrm_step, segmenter_step
 
 
 def brute_energy(probs, image, labels, sigma_xy, sigma_rgb):
@@ -214,13 +215,12 @@ def test_split_cross_entropy_averages_background_and_foreground_separately():
 
 def test_train_rrm_runs_end_to_end_and_predicts_one_step():
     pytest.importorskip("pydensecrf")
-    from wsss_edu import pseudo
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=8, seed=0, size=32)
-    cfg = rrm.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0)
-    net = rrm.train_rrm(ds, cfg, progress=False)
-    m = pseudo.evaluate(rrm.SegmentationBranch(net), ds, progress=False)
+    cfg = rrm_step.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0)
+    net = rrm_step.train_rrm(ds, cfg, progress=False)
+    m = segmenter_step.evaluate(rrm.SegmentationBranch(net), ds, progress=False)
     assert m.cm.sum() > 0 and 0 <= m.miou <= 1
 
 
@@ -314,7 +314,7 @@ def _tiny_rrm_setup(tmp_path):
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=8, seed=0, size=32)
-    cfg = rrm.RRMConfig(width=4, depth=2, seg_channels=8, epochs=1, batch_size=4, sigma_xy=10.0)
+    cfg = rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=1, batch_size=4, sigma_xy=10.0)
     init = CAMClassifier(len(ds.classes) - 1, "small", width=4, depth=2).state_dict()
     return ds, cfg, init
 
@@ -325,11 +325,11 @@ def test_cached_rrm_starts_from_the_classifier_and_reads_back_from_the_cache(tmp
 
     ds, cfg, init = _tiny_rrm_setup(tmp_path)
     with pytest.raises(ParameterError, match="init_key"):
-        rrm.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init=init)
-    untrained = rrm.make_rrm(len(ds.classes) - 1, rrm.RRMConfig(width=4, depth=2, seg_channels=8, epochs=0))
+        rrm_step.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init=init)
+    untrained = rrm_step.make_rrm(len(ds.classes) - 1, rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=0))
     untrained.classifier_net.load_state_dict(init)
-    net = rrm.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
-    again = rrm.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
+    net = rrm_step.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
+    again = rrm_step.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
     for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
     # trained from the given weights: one epoch moves the backbone away from them, not far
@@ -344,9 +344,9 @@ def test_write_pseudo_labels_keeps_the_image_tags_and_resumes(tmp_path):
     from wsss_edu.io import read_mask
 
     ds, cfg, init = _tiny_rrm_setup(tmp_path)
-    net = rrm.make_rrm(len(ds.classes) - 1, cfg).eval()
+    net = rrm_step.make_rrm(len(ds.classes) - 1, cfg).eval()
     folder = tmp_path / "pl"
-    rrm.write_pseudo_labels(net, ds, folder, progress=False)
+    rrm_step.write_pseudo_labels(net, ds, folder, progress=False)
     assert (folder / "complete").exists()
     for i in range(len(ds)):
         s = ds[i]
@@ -357,7 +357,7 @@ def test_write_pseudo_labels_keeps_the_image_tags_and_resumes(tmp_path):
     mtime = (folder / f"{ds.names[1]}.png").stat().st_mtime_ns
     first.unlink()
     (folder / "complete").unlink()
-    rrm.write_pseudo_labels(net, ds, folder, crf_params=None, progress=False)
+    rrm_step.write_pseudo_labels(net, ds, folder, crf_params=None, progress=False)
     assert first.exists() and (folder / f"{ds.names[1]}.png").stat().st_mtime_ns == mtime
 
 
@@ -408,21 +408,21 @@ def test_rrm_loss_keeps_the_crop_padding_out_of_the_labels_and_the_energy():
 def test_cache_keys_tell_configs_and_init_weights_apart(tmp_path):
     from wsss_edu.cache import artifact_path
 
-    cfg = rrm.RRMConfig()
-    keys = {artifact_path(tmp_path, "rrm", rrm.rrm_key(d, i, c)) for d, i, c in [
+    cfg = rrm_step.RRMConfig()
+    keys = {artifact_path(tmp_path, "rrm", rrm_step.rrm_key(d, i, c)) for d, i, c in [
         ({"d": 1}, {"c": 1}, cfg), ({"d": 1}, {"c": 2}, cfg), ({"d": 2}, {"c": 1}, cfg),
-        ({"d": 1}, {"c": 1}, rrm.RRMConfig(joint=False)), ({"d": 1}, {"c": 1}, rrm.RRMConfig(labels="cam")),
-        ({"d": 1}, {"c": 1}, rrm.RRMConfig(rule="paper"))]}
+        ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(joint=False)), ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(labels="cam")),
+        ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(rule="paper"))]}
     assert len(keys) == 6
 
 
 def test_rrm_config_keeps_given_zeros_and_follows_step1s_backbone():
-    from wsss_edu.cam import ClassifierConfig
+    from wsss_edu.steps.cam_step import ClassifierConfig
 
-    cfg, ratios = rrm.rrm_config("quick", 3, ClassifierConfig(width=8, depth=3), GAMMA=0.0, FRACTION=None)
+    cfg, ratios = rrm_step.rrm_config("quick", 3, ClassifierConfig(width=8, depth=3), GAMMA=0.0, FRACTION=None)
     assert cfg.gamma == 0.0 and cfg.fraction == 0.4 and cfg.width == 8 and cfg.depth == 3 and cfg.seed == 3
     assert ratios == (0.1, 0.4, 1.0) and cfg.rule == "reference"
-    full, _ = rrm.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
+    full, _ = rrm_step.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
     assert full.backbone == "resnet50" and full.weights is None and full.crop == 321 and full.sigma_xy == 100.0
     assert full.rule == "reference"
 
@@ -442,12 +442,12 @@ def test_frozen_batch_norm_keeps_statistics_affine_and_first_conv_as_the_referen
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=8, seed=0, size=32)
-    cfg = rrm.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0,
+    cfg = rrm_step.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0,
                         optimizer="sgd", lr=0.05, momentum=5e-4, freeze_bn=freeze)
     torch.manual_seed(cfg.seed)                      # train_rrm seeds the same way: the same start
-    start = rrm.make_rrm(len(ds.classes) - 1, cfg)
+    start = rrm_step.make_rrm(len(ds.classes) - 1, cfg)
     before, head_before = _bn_and_stem(start), start.seg_head[0].weight.clone()
-    net = rrm.train_rrm(ds, cfg, progress=False)
+    net = rrm_step.train_rrm(ds, cfg, progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), net.state_dict().values()))
     after = _bn_and_stem(net)
     assert before.keys() == after.keys() and any(k.endswith("running_mean") for k in before)
@@ -462,10 +462,10 @@ def test_frozen_batch_norm_keeps_statistics_affine_and_first_conv_as_the_referen
 
 
 def test_full_profile_takes_the_references_momentum_and_frozen_batch_norm():
-    from wsss_edu.cam import ClassifierConfig
+    from wsss_edu.steps.cam_step import ClassifierConfig
 
-    quick, _ = rrm.rrm_config("quick", 0, ClassifierConfig())
-    full, _ = rrm.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
+    quick, _ = rrm_step.rrm_config("quick", 0, ClassifierConfig())
+    full, _ = rrm_step.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
     assert (full.momentum, full.freeze_bn, full.optimizer) == (5e-4, True, "sgd")
     assert not quick.freeze_bn and quick.optimizer == "adam"
-    assert rrm.rrm_config("full", 0, ClassifierConfig(), FREEZE_BN=False)[0].freeze_bn is False
+    assert rrm_step.rrm_config("full", 0, ClassifierConfig(), FREEZE_BN=False)[0].freeze_bn is False

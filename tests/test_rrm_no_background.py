@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_edu import rrm
+from wsss_edu.steps import rrm_step
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "66e395233c4f533047880c398730d8a196de7166"   # the last rrm.py without has_background
@@ -220,17 +221,17 @@ def test_labelled_cross_entropy_is_the_plain_mean_over_the_reliable_pixels():
 
 def test_rrm_net_on_a_mobilenet_v2_without_background_trains_one_step():
     pytest.importorskip("pydensecrf")
-    from wsss_edu.cam import ClassifierConfig
+    from wsss_edu.steps.cam_step import ClassifierConfig
     from wsss_edu.data import images_to_tensor
 
     k = 4
     step1 = ClassifierConfig(backbone="mobilenet_v2", weights="imagenet", freeze_bn=True, frozen_blocks=7)
-    cfg, _ = rrm.rrm_config("quick", 0, step1, has_background=False, RRM_SEG_CHANNELS=16)
+    cfg, _ = rrm_step.rrm_config("quick", 0, step1, has_background=False, RRM_SEG_CHANNELS=16)
     assert (cfg.backbone, cfg.weights, cfg.has_background, cfg.frozen_blocks, cfg.freeze_bn) == \
         ("mobilenet_v2", None, False, 7, True)
-    assert rrm.rrm_config("quick", 0, step1, FREEZE_BN=False)[0].freeze_bn is False    # a given knob wins
+    assert rrm_step.rrm_config("quick", 0, step1, FREEZE_BN=False)[0].freeze_bn is False    # a given knob wins
     torch.manual_seed(0)
-    net = rrm.make_rrm(k, cfg)
+    net = rrm_step.make_rrm(k, cfg)
     with torch.no_grad():   # untrained (features ~1e-9 with BN in eval mode): positive class weights
         net.classifier_net.classifier.weight.abs_().mul_(1e9)    # large enough that each CAM fires somewhere
     assert not any(p.requires_grad for p in net.classifier_net.backbone.body[:7].parameters())
@@ -266,7 +267,7 @@ def test_rrm_net_on_a_mobilenet_v2_without_background_trains_one_step():
     from wsss_edu.toy import ToyDataset
 
     with pytest.raises(Exception, match="has_background"):
-        rrm.train_rrm(ToyDataset("train", n=2, seed=0, size=16), cfg, progress=False)
+        rrm_step.train_rrm(ToyDataset("train", n=2, seed=0, size=16), cfg, progress=False)
 
 
 def test_write_pseudo_labels_without_background_writes_tags_only_as_mask_values(tmp_path):
@@ -293,7 +294,7 @@ def test_write_pseudo_labels_without_background_writes_tags_only_as_mask_values(
 
     torch.manual_seed(0)
     net = rrm.RRMNet(4, "small", dilation=1, seg_channels=8, width=4, depth=1, has_background=False)
-    rrm.write_pseudo_labels(net, Fake(), tmp_path / "pl", crf_params=None, progress=False)
+    rrm_step.write_pseudo_labels(net, Fake(), tmp_path / "pl", crf_params=None, progress=False)
     a, b = (read_mask(tmp_path / "pl" / f"{n}.png") for n in ("a", "b"))
     with torch.no_grad():
         seg = net.eval().segment(images_to_tensor(np.stack([s["image"] for s in Fake().samples])))
@@ -352,7 +353,7 @@ def test_with_a_background_the_labels_are_the_old_ones(old):
 
 def test_with_a_background_the_network_loss_pseudo_labels_and_cache_key_are_the_old_ones(old, tmp_path):
     pytest.importorskip("pydensecrf")
-    from wsss_edu.cam import ClassifierConfig
+    from wsss_edu.steps.cam_step import ClassifierConfig
     from wsss_edu.data import images_to_tensor
     from wsss_edu.io import read_mask
     from wsss_edu.toy import ToyDataset
@@ -382,14 +383,14 @@ def test_with_a_background_the_network_loss_pseudo_labels_and_cache_key_are_the_
     new_net.eval(), old_net.eval()
     with torch.no_grad():
         assert torch.equal(rrm.SegmentationBranch(new_net)(x), old.SegmentationBranch(old_net)(x))
-    rrm.write_pseudo_labels(new_net, ds, tmp_path / "new", progress=False)
+    rrm_step.write_pseudo_labels(new_net, ds, tmp_path / "new", progress=False)
     old.write_pseudo_labels(old_net, ds, tmp_path / "old", progress=False)
     for n in ds.names:
         assert np.array_equal(read_mask(tmp_path / "new" / f"{n}.png"), read_mask(tmp_path / "old" / f"{n}.png"))
     # configs and cache keys (networks cached before the new fields are still found)
     for profile in ("quick", "full"):
-        c_new, r_new = rrm.rrm_config(profile, 1, ClassifierConfig(), RULE="paper", GAMMA=3.0)
+        c_new, r_new = rrm_step.rrm_config(profile, 1, ClassifierConfig(), RULE="paper", GAMMA=3.0)
         c_old, r_old = old.rrm_config(profile, 1, ClassifierConfig(), RULE="paper", GAMMA=3.0)
         assert r_new == r_old and c_new.has_background and c_new.frozen_blocks == 0
-        assert rrm.rrm_key({"d": 1}, {"i": 2}, c_new) == old.rrm_key({"d": 1}, {"i": 2}, c_old)
-    assert rrm.rrm_key({}, None, rrm.RRMConfig(has_background=False)) != rrm.rrm_key({}, None, rrm.RRMConfig())
+        assert rrm_step.rrm_key({"d": 1}, {"i": 2}, c_new) == old.rrm_key({"d": 1}, {"i": 2}, c_old)
+    assert rrm_step.rrm_key({}, None, rrm_step.RRMConfig(has_background=False)) != rrm_step.rrm_key({}, None, rrm_step.RRMConfig())

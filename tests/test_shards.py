@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wsss_edu import parallel
+from wsss_edu.steps import cam_step, irnet_step, rrm_step, urn_step
 from wsss_edu.errors import ParameterError, ShardIncomplete
 
 
@@ -71,32 +72,30 @@ def toy(n=6, size=24):
 
 def test_urn_uncertainty_pass_in_two_shards_equals_one_machine(tmp_path):
     pytest.importorskip("pydensecrf")
-    from wsss_edu import urn
     from wsss_edu.models import UNet
 
     ds = toy()
     torch.manual_seed(0)
     net = UNet(ds.num_classes, width=4, depth=2).eval()
     kw = dict(factors=(0.25, 4.0), scales=(1.0,), progress=False)
-    assert urn.uncertainty_pass(net, ds, tmp_path / "one", **kw) == 6
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "one", **kw) == 6
     assert (tmp_path / "one" / "complete").exists()
-    two_machines(lambda s: urn.uncertainty_pass(net, ds, tmp_path / "two", shard=s, **kw), tmp_path / "two")
+    two_machines(lambda s: urn_step.uncertainty_pass(net, ds, tmp_path / "two", shard=s, **kw), tmp_path / "two")
     same_files(tmp_path / "one", tmp_path / "two", ".png")
 
 
 def test_rrm_pseudo_labels_in_two_shards_and_in_two_processes_equal_one_machine(tmp_path):
     pytest.importorskip("pydensecrf")
-    from wsss_edu import rrm
 
     ds = toy(n=8, size=32)
-    cfg = rrm.RRMConfig(width=4, depth=2, seg_channels=8)
+    cfg = rrm_step.RRMConfig(width=4, depth=2, seg_channels=8)
     torch.manual_seed(0)
-    net = rrm.make_rrm(ds.num_classes - 1, cfg).eval()
-    rrm.write_pseudo_labels(net, ds, tmp_path / "one", progress=False)
-    two_machines(lambda s: rrm.write_pseudo_labels(net, ds, tmp_path / "two", progress=False, shard=s),
+    net = rrm_step.make_rrm(ds.num_classes - 1, cfg).eval()
+    rrm_step.write_pseudo_labels(net, ds, tmp_path / "one", progress=False)
+    two_machines(lambda s: rrm_step.write_pseudo_labels(net, ds, tmp_path / "two", progress=False, shard=s),
                  tmp_path / "two")
     same_files(tmp_path / "one", tmp_path / "two", ".png")
-    rrm.write_pseudo_labels(net, ds, tmp_path / "pool", progress=False, processes=2, batch_size=4)
+    rrm_step.write_pseudo_labels(net, ds, tmp_path / "pool", progress=False, processes=2, batch_size=4)
     same_files(tmp_path / "one", tmp_path / "pool", ".png")
 
 
@@ -107,27 +106,27 @@ def test_irnet_relation_and_pseudo_labels_and_cams_in_two_shards_equal_one_machi
     ds = toy(n=8, size=32)
     torch.manual_seed(0)
     clf = cam.CAMClassifier(ds.num_classes - 1, "small", width=4, depth=2).eval()
-    ccfg = cam.ClassifierConfig(width=4, depth=2)
-    cams_one = cam.cached_cams(tmp_path / "one", clf, ds, {"d": 1}, ccfg, progress=False)
-    cams_two = cam.cam_folder(tmp_path / "two", {"d": 1}, ccfg, scales=[1.0, 0.5, 1.5, 2.0], flip=True,
+    ccfg = cam_step.ClassifierConfig(width=4, depth=2)
+    cams_one = cam_step.cached_cams(tmp_path / "one", clf, ds, {"d": 1}, ccfg, progress=False)
+    cams_two = cam_step.cam_folder(tmp_path / "two", {"d": 1}, ccfg, scales=[1.0, 0.5, 1.5, 2.0], flip=True,
                               normalization="per_class", cam="cam", layer=None)
-    two_machines(lambda s: cam.cached_cams(tmp_path / "two", clf, ds, {"d": 1}, ccfg, progress=False, shard=s),
+    two_machines(lambda s: cam_step.cached_cams(tmp_path / "two", clf, ds, {"d": 1}, ccfg, progress=False, shard=s),
                  cams_two)
     same_files(cams_one, cams_two, ".npz")
     folders = {"one": cams_one, "two": cams_two}
 
-    cfg = irnet.IRNetConfig(radius=3)
+    cfg = irnet_step.IRNetConfig(radius=3)
     idx = [0, 2, 3, 5, 6, 7]
-    rel_one = irnet.cached_relation_labels(tmp_path / "one", ds, folders["one"], idx, cfg, False)
+    rel_one = irnet_step.cached_relation_labels(tmp_path / "one", ds, folders["one"], idx, cfg, False)
     rel_two = tmp_path / "two" / rel_one.relative_to(tmp_path / "one")        # the same cache key
-    two_machines(lambda s: irnet.cached_relation_labels(tmp_path / "two", ds, folders["two"], idx, cfg, False,
+    two_machines(lambda s: irnet_step.cached_relation_labels(tmp_path / "two", ds, folders["two"], idx, cfg, False,
                                                         shard=s), rel_two)
     same_files(rel_one, rel_two, ".png")
 
     net = irnet.IRNet(irnet.backbone_stages(clf), width=8).eval()
-    walk = irnet.WalkConfig(radius=2, exp_times=1)
-    pl_one = irnet.cached_pseudo_labels(tmp_path / "one", net, ds, folders["one"], {"k": 1}, walk, progress=False)
-    pl_two = irnet.pseudo_label_folder(tmp_path / "two", {"k": 1}, walk)
-    two_machines(lambda s: irnet.cached_pseudo_labels(tmp_path / "two", net, ds, folders["two"], {"k": 1}, walk,
+    walk = irnet_step.WalkConfig(radius=2, exp_times=1)
+    pl_one = irnet_step.cached_pseudo_labels(tmp_path / "one", net, ds, folders["one"], {"k": 1}, walk, progress=False)
+    pl_two = irnet_step.pseudo_label_folder(tmp_path / "two", {"k": 1}, walk)
+    two_machines(lambda s: irnet_step.cached_pseudo_labels(tmp_path / "two", net, ds, folders["two"], {"k": 1}, walk,
                                                       progress=False, shard=s), pl_two)
     same_files(pl_one, pl_two, ".png")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from wsss_edu import data, models, train
+from wsss_edu.steps import segmenter_step
 from wsss_edu.datasets import PseudoLabeled
 from wsss_edu.errors import ParameterError
 
@@ -166,12 +167,11 @@ def _toy_pseudo_labeled(folder, n):
 
 
 def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
-    from wsss_edu import pseudo
     ds, pl = _toy_pseudo_labeled(tmp_path / "pl", 16)
-    cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=8, optimizer="adam", lr=1e-3)
-    net = pseudo.cached_segmenter(tmp_path / "out", pl, {"pl": "x"}, cfg, progress=False)
-    m = pseudo.evaluate(net, ds, progress=False)
-    m_tta = pseudo.evaluate(net, ds, tta=True, progress=False)
+    cfg = segmenter_step.SegmenterConfig(width=8, epochs=1, batch_size=8, optimizer="adam", lr=1e-3)
+    net = segmenter_step.cached_segmenter(tmp_path / "out", pl, {"pl": "x"}, cfg, progress=False)
+    m = segmenter_step.evaluate(net, ds, progress=False)
+    m_tta = segmenter_step.evaluate(net, ds, tta=True, progress=False)
     assert m.cm.sum() == m_tta.cm.sum() == 16 * 32 * 32 - (np.stack([ds[i]["mask"] for i in range(16)]) == 255).sum()
     assert list((tmp_path / "out" / "cache" / "segmenter").glob("*.pt"))
     with pytest.raises(FileNotFoundError, match="notebook"):
@@ -194,18 +194,17 @@ def test_pseudo_labels_of_another_resolution_are_resized_only_when_asked(tmp_pat
 
 
 def test_segmenters_trained_in_worker_processes_equal_those_trained_in_turn(tmp_path):
-    from wsss_edu import pseudo
     ds, pl = _toy_pseudo_labeled(tmp_path / "pl", 8)
-    cfg = pseudo.SegmenterConfig(width=8, epochs=1, batch_size=4, optimizer="adam", lr=1e-3)
+    cfg = segmenter_step.SegmenterConfig(width=8, epochs=1, batch_size=4, optimizer="adam", lr=1e-3)
     jobs = [(pl, {"pl": "x"}, dataclasses.replace(cfg, seed=s)) for s in (0, 1, 2)]
-    pooled = pseudo.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)
-    serial = [pseudo.cached_segmenter(tmp_path / "b", *j, progress=False) for j in jobs]
+    pooled = segmenter_step.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)
+    serial = [segmenter_step.cached_segmenter(tmp_path / "b", *j, progress=False) for j in jobs]
     x = torch.as_tensor(np.stack([ds[i]["image"] for i in range(2)])).permute(0, 3, 1, 2).float() / 255
     for a, b in zip(pooled, serial):      # same seeds, same steps: the same networks (up to threads)
         with torch.no_grad():
             assert torch.allclose(a(x), b(x), atol=1e-4)
     assert not torch.allclose(pooled[0](x), pooled[1](x))
-    again = pseudo.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)  # from the cache
+    again = segmenter_step.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)  # from the cache
     assert all(torch.equal(next(p.parameters()), next(q.parameters())) for p, q in zip(again, pooled))
 
 
@@ -222,10 +221,9 @@ def test_poly_schedule_decays_to_zero():
 
 
 def test_evaluate_with_crf_post_processing_cleans_salt_noise():
-    """pseudo.evaluate(crf=...): the dense CRF on the softmax of a network that predicts the true
+    """segmenter_step.evaluate(crf=...): the dense CRF on the softmax of a network that predicts the true
     mask with 10 % of its pixels replaced by random classes removes most of the noise."""
     pytest.importorskip("pydensecrf")
-    from wsss_edu import pseudo
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("val", n=6, seed=0, size=48)
@@ -247,15 +245,15 @@ def test_evaluate_with_crf_post_processing_cleans_salt_noise():
             self.at += len(x)
             return out
 
-    plain = pseudo.evaluate(Replay(), ds, progress=False)
-    cleaned = pseudo.evaluate(Replay(), ds, progress=False, crf="rrm_test")
+    plain = segmenter_step.evaluate(Replay(), ds, progress=False)
+    cleaned = segmenter_step.evaluate(Replay(), ds, progress=False, crf="rrm_test")
     assert plain.cm.sum() == cleaned.cm.sum()
     assert cleaned.pixel_accuracy > plain.pixel_accuracy + 0.05, (cleaned.pixel_accuracy, plain.pixel_accuracy)
-    pooled = pseudo.evaluate(Replay(), ds, progress=False, crf="rrm_test", processes=2)   # the CRFs in 2 processes
+    pooled = segmenter_step.evaluate(Replay(), ds, progress=False, crf="rrm_test", processes=2)   # the CRFs in 2 processes
     assert np.array_equal(pooled.cm, cleaned.cm)
     once = Replay()                      # both meters from one forward pass over the images
-    both = pseudo.evaluate_with_and_without_crf(once, ds, "rrm_test", progress=False)
+    both = segmenter_step.evaluate_with_and_without_crf(once, ds, "rrm_test", progress=False)
     assert once.at == len(ds)
     assert np.array_equal(both[0].cm, plain.cm) and np.array_equal(both[1].cm, cleaned.cm)
     with pytest.raises(ValueError, match="rrm_test"):
-        pseudo.evaluate_with_and_without_crf(Replay(), ds, None)
+        segmenter_step.evaluate_with_and_without_crf(Replay(), ds, None)

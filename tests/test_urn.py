@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_edu import urn
+from wsss_edu.steps import segmenter_step, urn_step
 
 
 def random_probs(c=4, h=12, w=10, seed=0):
@@ -115,7 +116,6 @@ def test_weighted_cross_entropy_is_plain_ce_when_weight_is_one():
 def test_every_table_row_trains_one_loss_and_plain_is_weight_one_with_ignored_pixels():
     """Tables 3/5 compare like with like: the plain row's loss equals the weighted loss with Y = 1
     on a batch with ignored pixels (crop padding), where a mean over labelled pixels would not."""
-    from wsss_edu import pseudo
 
     rows = urn.table_rows((0, 0.05, 1), 0.05, "u", "p")
     assert {r[0] for r in rows.values()} == {urn.TABLE_LOSS}
@@ -128,12 +128,12 @@ def test_every_table_row_trains_one_loss_and_plain_is_weight_one_with_ignored_pi
     uncertainty = torch.rand(2, 5, 6, generator=g)
     batch = {"image": torch.zeros(2, 3, 5, 6), "mask": target, "weight": urn.loss_weight(uncertainty, t, split)}
     model = lambda x: logits                                # noqa: E731
-    plain = pseudo.LOSSES[loss](model, batch)
+    plain = segmenter_step.LOSSES[loss](model, batch)
     ones = urn.weighted_cross_entropy(logits, target, torch.ones(2, 5, 6))
     assert plain.item() == pytest.approx(ones.item(), rel=1e-6)
     per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
     assert plain.item() == pytest.approx(per_pixel.sum().item() / target.numel(), rel=1e-6)
-    labelled_mean = pseudo.LOSSES["ce"](model, batch)
+    labelled_mean = segmenter_step.LOSSES["ce"](model, batch)
     assert abs(labelled_mean.item() - plain.item()) > 0.3 * plain.item()   # what the old plain row trained
 
 
@@ -241,16 +241,16 @@ def tiny_model():
 def test_uncertainty_pass_writes_every_image_resumes_and_matches_in_workers(tmp_path):
     ds, net = TinySet(), tiny_model()
     factors = (0.25, 4.0)
-    assert urn.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 6
-    assert urn.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 0
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 6
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 0
     (tmp_path / "one" / "im2.png").unlink()
-    assert urn.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 1
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "one", factors, scales=(1.0,), progress=False) == 1
     from functools import partial
 
     from wsss_edu.models import UNet
     with pytest.raises(ValueError, match="model_factory"):
-        urn.uncertainty_pass(net, ds, tmp_path / "two", factors, scales=(1.0,), processes=2, progress=False)
-    assert urn.uncertainty_pass(net, ds, tmp_path / "two", factors, scales=(1.0,), processes=2,
+        urn_step.uncertainty_pass(net, ds, tmp_path / "two", factors, scales=(1.0,), processes=2, progress=False)
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "two", factors, scales=(1.0,), processes=2,
                                 batch_size=2, model_factory=partial(UNet, 3, width=4, depth=2),
                                 progress=False) == 6
     for s in ds:
@@ -281,9 +281,9 @@ def test_uncertainty_pass_options_and_its_settings_record(tmp_path):
     factors = (0.25, 4.0)
     kw = dict(factors=factors, scales=(1.0,), progress=False)
     ref = dict(include_background=True, present_from="crf", layout="RGB")   # the reference's choices
-    assert urn.uncertainty_pass(net, ds, tmp_path / "ref", **kw, **ref) == 3
-    record = json.loads((tmp_path / "ref" / urn.SETTINGS_FILE).read_text())
-    assert record == urn.pass_settings(factors, (1.0,), "urn", **ref)
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "ref", **kw, **ref) == 3
+    record = json.loads((tmp_path / "ref" / urn_step.SETTINGS_FILE).read_text())
+    assert record == urn_step.pass_settings(factors, (1.0,), "urn", **ref)
     assert record["eps"] == 1e-6 and record["rounding"] == "truncate"
     for smp in ds:
         p = tta_probs(net, images_to_tensor(smp["image"][None]), (1.0,))[0].numpy()
@@ -292,16 +292,16 @@ def test_uncertainty_pass_options_and_its_settings_record(tmp_path):
         assert np.array_equal(label, steps.cyclic) and np.array_equal(w * 255, steps.weight)
     # the same folder with another setting is refused, naming it; the same settings resume
     with pytest.raises(ParameterError, match="present_from"):
-        urn.uncertainty_pass(net, ds, tmp_path / "ref", **kw, include_background=True, layout="RGB")
-    assert urn.uncertainty_pass(net, ds, tmp_path / "ref", **kw, **ref) == 0
+        urn_step.uncertainty_pass(net, ds, tmp_path / "ref", **kw, include_background=True, layout="RGB")
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "ref", **kw, **ref) == 0
     # a folder written before the record existed: a warning, no record
     (tmp_path / "old").mkdir()
     urn.write_label_and_weight(tmp_path / "old" / "im0.png", ds[0]["mask"], np.ones((24, 24)))
     with pytest.warns(UserWarning, match="earlier wsss_edu"):
-        assert urn.uncertainty_pass(net, ds, tmp_path / "old", **kw) == 2
-    assert not (tmp_path / "old" / urn.SETTINGS_FILE).exists()
+        assert urn_step.uncertainty_pass(net, ds, tmp_path / "old", **kw) == 2
+    assert not (tmp_path / "old" / urn_step.SETTINGS_FILE).exists()
     with pytest.raises(ParameterError, match="rounding"):
-        urn.pass_settings(rounding="nearest")
+        urn_step.pass_settings(rounding="nearest")
 
 
 def test_weight_follows_the_mask_through_flip_and_crop():
@@ -351,21 +351,20 @@ def test_urn_labeled_reads_cyclic_masks_and_weights(tmp_path):
     w = np.linspace(0, 1, 24 * 24, dtype=np.float32).reshape(24, 24)
     for s in ds:
         urn.write_label_and_weight(tmp_path / f"{s['name']}.png", (s["mask"] > 0).astype(np.uint8), w)
-    data = urn.URNLabeled(ds, tmp_path, t=0.3)
+    data = urn_step.URNLabeled(ds, tmp_path, t=0.3)
     s = data[1]
     assert np.array_equal(s["true_mask"], ds[1]["mask"]) and np.array_equal(s["mask"], ds[1]["mask"] > 0)
     assert set(np.unique(s["weight"])) == {np.float32(0.3), np.float32(1.0)}
     assert np.array_equal(s["weight"] == 1, urn.weight_to_uint8(w) >= 0.3 * 255)
-    assert np.all(urn.URNLabeled(ds, tmp_path, t=1.0)[0]["weight"] == 1)
-    raw = urn.URNLabeled(ds, tmp_path, t=None)[1]["weight"]              # the stored weight itself
+    assert np.all(urn_step.URNLabeled(ds, tmp_path, t=1.0)[0]["weight"] == 1)
+    raw = urn_step.URNLabeled(ds, tmp_path, t=None)[1]["weight"]              # the stored weight itself
     assert np.array_equal(raw, urn.weight_to_uint8(w).astype(np.float32) / 255)
     (tmp_path / "im0.png").unlink()
     with pytest.raises(FileNotFoundError, match="uncertainty_pass"):
-        urn.URNLabeled(ds, tmp_path)
+        urn_step.URNLabeled(ds, tmp_path)
 
 
 def test_segmenter_trains_with_each_loss(tmp_path):
-    from wsss_edu import pseudo
 
     ds = TinySet(n=4)
     w = np.ones((24, 24), np.float32)
@@ -376,14 +375,14 @@ def test_segmenter_trains_with_each_loss(tmp_path):
         def __getitem__(self, i):
             return dict(self.samples[i], labels=np.zeros(2, np.float32))
 
-    data = urn.URNLabeled(Tagged(n=4), tmp_path, t=0.05)
+    data = urn_step.URNLabeled(Tagged(n=4), tmp_path, t=0.05)
     for loss in ("ce", "weighted", "probability"):
-        cfg = pseudo.SegmenterConfig(model="unet", width=4, epochs=1, batch_size=2, optimizer="adam",
+        cfg = segmenter_step.SegmenterConfig(model="unet", width=4, epochs=1, batch_size=2, optimizer="adam",
                                      lr=1e-3, loss=loss)
-        net = pseudo.train_segmenter(data, cfg, progress=False)
+        net = segmenter_step.train_segmenter(data, cfg, progress=False)
         assert not net.training
     with pytest.raises(ValueError, match="weighted"):
-        pseudo.train_segmenter(data, dataclasses.replace(cfg, loss="focal"), progress=False)
+        segmenter_step.train_segmenter(data, dataclasses.replace(cfg, loss="focal"), progress=False)
 
 
 def test_uncertainty_pass_on_a_coarser_crf_grid(tmp_path, monkeypatch):
@@ -401,9 +400,9 @@ def test_uncertainty_pass_on_a_coarser_crf_grid(tmp_path, monkeypatch):
     kw = dict(factors=(0.25, 4.0), scales=(1.0,), progress=False)
     seen, plain = [], crf.crf_on_scores_rescaled
     monkeypatch.setattr(urn, "crf_on_scores_rescaled", lambda *a: seen.append(a[3]) or plain(*a))
-    assert urn.uncertainty_pass(net, ds, tmp_path / "half", **kw, crf_scale=0.5) == 2
+    assert urn_step.uncertainty_pass(net, ds, tmp_path / "half", **kw, crf_scale=0.5) == 2
     assert seen and set(seen) == {0.5}          # every CRF of the pass ran on the coarser grid
-    assert json.loads((tmp_path / "half" / urn.SETTINGS_FILE).read_text())["crf_scale"] == 0.5
+    assert json.loads((tmp_path / "half" / urn_step.SETTINGS_FILE).read_text())["crf_scale"] == 0.5
     for smp in ds:
         p = tta_probs(net, images_to_tensor(smp["image"][None]), (1.0,))[0].numpy()
         half = urn.urn_steps(smp["image"], p, smp["mask"], (0.25, 4.0), include_background=False,
@@ -412,4 +411,4 @@ def test_uncertainty_pass_on_a_coarser_crf_grid(tmp_path, monkeypatch):
         assert label.shape == smp["mask"].shape
         assert np.array_equal(label, half.cyclic) and np.array_equal(w * 255, half.weight)
     with pytest.raises(ParameterError, match="crf_scale"):
-        urn.uncertainty_pass(net, ds, tmp_path / "half", **kw)
+        urn_step.uncertainty_pass(net, ds, tmp_path / "half", **kw)

@@ -9,11 +9,11 @@ schedule, and evaluates every run on the toy world's *test* split (notebook 02's
 end of the warm-up and at the end of training. For "ours" the difference is what bootstrapping
 added to its own warm-up; for the baselines, what the same epochs of their own loss added.
 
-``--schedule`` (``lu.LR_SCHEDULES``): 'cosine', the notebooks' (one annealing over all epochs:
+``--schedule`` (``lu_experiments.LR_SCHEDULES``): 'cosine', the notebooks' (one annealing over all epochs:
 bootstrapping runs at 15 % of the peak learning rate and below); 'constant' (no annealing);
 'restart' (one cosine over the warm-up, another from the peak over the rest).
 
-Prints a markdown table (means ± std over the runs that collapsed at neither point, ``lu.collapsed``;
+Prints a markdown table (means ± std over the runs that collapsed at neither point, ``lu_experiments.collapsed``;
 the collapsed are counted) and the per-seed differences between methods at the end, and writes
 every run's numbers to ``--out`` (JSON). Not part of ``make test``.
 """
@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from wsss_edu import label_uncertainty as lu
+from wsss_edu.steps import lu_experiments
 from wsss_edu.stats import mean_std
 
 METHODS = ("boxes_bce", "ignore_box", "ours")
@@ -35,7 +36,7 @@ def parse(argv=None):
     ap.add_argument("--seeds", type=int, default=5, help="training seeds per method (0, 1, ...)")
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=12, help="epochs of warm-up of 'ours'")
-    ap.add_argument("--schedule", choices=lu.LR_SCHEDULES, default="cosine")
+    ap.add_argument("--schedule", choices=lu_experiments.LR_SCHEDULES, default="cosine")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--size", type=int, default=48, help="toy image side (px)")
     ap.add_argument("--n-train", type=int, default=200)
@@ -53,23 +54,23 @@ def main(argv=None):
     a = parse(argv)
     methods = a.methods.split(",")
     for m in methods:
-        if m not in lu.METHODS:
-            raise SystemExit(f"unknown method {m!r}; choose from {lu.METHODS}")
+        if m not in lu_experiments.METHODS:
+            raise SystemExit(f"unknown method {m!r}; choose from {lu_experiments.METHODS}")
     if not 0 < a.warmup < a.epochs:
         raise SystemExit("--warmup must lie strictly between 0 and --epochs")
     train = lu.load_mixed_set("toy", ["car"], a.n_pp, "train", a.n_train, a.size, "", 0)
     test = lu.load_mixed_set("toy", ["car"], a.n_test, "test", a.n_test, a.size, "", 0)
-    cfg = lu.BootstrapConfig(warmup_epochs=a.warmup, tau=a.tau)
+    cfg = lu_experiments.BootstrapConfig(warmup_epochs=a.warmup, tau=a.tau)
     every = math.gcd(a.warmup, a.epochs)   # validates after the warm-up's last epoch and the last
     jobs = [dict(arrays=train, val=test, method=m, epochs=a.epochs, seed=s, cfg=cfg, width=a.width, lr=a.lr,
                  eval_every=every, lr_schedule=a.schedule) for m in methods for s in range(a.seeds)]
     t0 = time.time()
-    runs = lu.run_experiments(jobs, a.processes, desc=f"bootstrap check ({a.schedule})")
+    runs = lu_experiments.run_experiments(jobs, a.processes, desc=f"bootstrap check ({a.schedule})")
     seconds = time.time() - t0
     w = runs[0]["epoch"].index(a.warmup)
 
     result = {"args": vars(a), "config": vars(cfg), "seconds": round(seconds, 1),
-              "collapse_fraction": lu.COLLAPSE_FRACTION, "methods": {}}
+              "collapse_fraction": lu_experiments.COLLAPSE_FRACTION, "methods": {}}
     print(f"\nschedule '{a.schedule}', {a.seeds} seeds, {a.epochs} epochs ({a.warmup} warm-up), toy test split "
           f"({len(test['image'])} images), {seconds:.0f} s\n")
     print(f"| method | IoU, end of warm-up (ep. {a.warmup}) | IoU, end (ep. {a.epochs}) | end − warm-up "
@@ -79,8 +80,8 @@ def main(argv=None):
         hs = runs[i * a.seeds:(i + 1) * a.seeds]
         warm = [h["miou"][w] for h in hs]
         end = [h["miou"][-1] for h in hs]
-        c_warm = [lu.collapsed(h, at=w) for h in hs]
-        c_end = [lu.collapsed(h) for h in hs]
+        c_warm = [lu_experiments.collapsed(h, at=w) for h in hs]
+        c_end = [lu_experiments.collapsed(h) for h in hs]
         ok = [not (x or y) for x, y in zip(c_warm, c_end)]
         kw, ke = [v for v, k in zip(warm, ok) if k], [v for v, k in zip(end, ok) if k]
         gain = [e - v for e, v in zip(ke, kw)]

@@ -16,19 +16,19 @@ while every image labels its background. With a rare car most batches hold no la
 at all, and the network learns "background everywhere" before it has seen enough cars. Box-BCE
 labels every box interior as car, so it always has car pixels. The tool prints, per car
 probability, those data figures (the true car share, the car share of the labelled pixels
-each row trains on, ``lu.labelled_object_share``, and the share of random batches without one
-labelled car pixel, ``lu.batches_without_object``) and then
+each row trains on, ``lu_experiments.labelled_object_share``, and the share of random batches without one
+labelled car pixel, ``lu_experiments.batches_without_object``) and then
 every row with each candidate remedy (``--remedies``):
 
 * 'none': notebook 02's settings;
 * 'pp_per_batch': every batch holds ``--pp-per-batch`` pixel-perfect images (``pp_per_batch`` of
-  ``lu.train_experiment``): labelled car pixels in (almost) every batch;
+  ``lu_experiments.train_experiment``): labelled car pixels in (almost) every batch;
 * 'low_lr': a four times lower learning rate (is it the optimiser running away?);
 * 'warmup_on_boxes': ours only, mu learns the box labels during the warm-up
-  (``lu.BootstrapConfig.warmup_on_boxes``, notebook 02b's setting): the warm-up sees every box.
+  (``lu_experiments.BootstrapConfig.warmup_on_boxes``, notebook 02b's setting): the warm-up sees every box.
 
 Every run is scored on the toy world's *test* split (150 images drawn with the same car
-probability). Means ± std are over the runs that did not collapse (``lu.collapsed``); the collapsed
+probability). Means ± std are over the runs that did not collapse (``lu_experiments.collapsed``); the collapsed
 are counted. Writes every run's numbers to ``--out`` (JSON). Not part of ``make test``; about 90 s
 per (car probability, remedy) on 2 cores.
 """
@@ -36,9 +36,9 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 from wsss_edu import label_uncertainty as lu
+from wsss_edu.steps import lu_experiments
 from wsss_edu.stats import mean_std
 
 REMEDIES = ("none", "pp_per_batch", "low_lr", "warmup_on_boxes")
@@ -63,7 +63,7 @@ def parse(argv=None):
     ap.add_argument("--tau", type=float, default=0.5)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--batch-size", type=int, default=lu.BATCH_SIZE)
+    ap.add_argument("--batch-size", type=int, default=lu_experiments.BATCH_SIZE)
     ap.add_argument("--pp-per-batch", type=int, default=4)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", default="collapse_check.json")
@@ -72,7 +72,7 @@ def parse(argv=None):
 
 def jobs_for(remedy: str, train: dict, test: dict, a) -> list:
     """The runs of one remedy: (method, train_experiment keyword arguments) per method and seed."""
-    cfg = lu.BootstrapConfig(warmup_epochs=a.warmup, tau=a.tau, warmup_on_boxes=remedy == "warmup_on_boxes")
+    cfg = lu_experiments.BootstrapConfig(warmup_epochs=a.warmup, tau=a.tau, warmup_on_boxes=remedy == "warmup_on_boxes")
     methods = ("ours",) if remedy == "warmup_on_boxes" else ("ignore_box", "ours")
     if remedy == "none":
         methods = ("boxes_bce",) + methods
@@ -88,7 +88,7 @@ def main(argv=None):
     for r in remedies:
         if r not in REMEDIES:
             raise SystemExit(f"unknown remedy {r!r}; choose from {REMEDIES}")
-    result = {"args": vars(a), "collapse_fraction": lu.COLLAPSE_FRACTION, "probs": {}}
+    result = {"args": vars(a), "collapse_fraction": lu_experiments.COLLAPSE_FRACTION, "probs": {}}
     rows = []
     for p in (a.car_probs if a.dataset == "toy" else ["msrc"]):
         knobs = {"class_probs": {"car": p}} if a.dataset == "toy" else {}
@@ -98,22 +98,22 @@ def main(argv=None):
         data = {"true_car_share": float((m == 1).sum() / (m != lu.IGNORE).sum()),
                 "images_with_car": int((m == 1).reshape(len(m), -1).any(1).sum()),
                 "pp_images_with_car": int((m[train["pixel_perfect"]] == 1).reshape(a.n_pp, -1).any(1).sum()),
-                "labelled_car_share_boxes_bce": lu.labelled_object_share(train, False),
-                "labelled_car_share_ignore": lu.labelled_object_share(train, True),
-                "batches_without_car_boxes_bce": lu.batches_without_object(train, a.batch_size, False),
-                "batches_without_car_ignore": lu.batches_without_object(train, a.batch_size, True)}
+                "labelled_car_share_boxes_bce": lu_experiments.labelled_object_share(train, False),
+                "labelled_car_share_ignore": lu_experiments.labelled_object_share(train, True),
+                "batches_without_car_boxes_bce": lu_experiments.batches_without_object(train, a.batch_size, False),
+                "batches_without_car_ignore": lu_experiments.batches_without_object(train, a.batch_size, True)}
         print(f"\ncar probability {p}: {data}" if a.dataset == "toy" else f"\nMSRC, car: {data}")
         result["probs"][str(p)] = {"data": data, "runs": {}}
         for remedy in remedies:
             jobs = jobs_for(remedy, train, test, a)
             t0 = time.time()
-            hists = lu.run_experiments(jobs, a.processes, desc=f"p {p}, {remedy}")
+            hists = lu_experiments.run_experiments(jobs, a.processes, desc=f"p {p}, {remedy}")
             seconds = time.time() - t0
             for method in dict.fromkeys(j["method"] for j in jobs):
                 hs = [h for j, h in zip(jobs, hists) if j["method"] == method]
                 iou = [h["miou"][-1] for h in hs]
-                flags = [lu.collapsed(h) for h in hs]
-                kept, note = lu.drop_collapsed(iou, flags)
+                flags = [lu_experiments.collapsed(h) for h in hs]
+                kept, note = lu_experiments.drop_collapsed(iou, flags)
                 rows.append((p, remedy, method, kept, note, sum(flags), iou))
                 result["probs"][str(p)]["runs"][f"{remedy}/{method}"] = {
                     "iou": iou, "collapsed": flags, "fg_share": [h["fg_share"][-1] for h in hs],

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss_edu import cam, datasets, irnet, params, pseudo, urn
+from wsss_edu import datasets, params, urn
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
 from wsss_edu.cache import params_key
 
 TTA_SCALES = (0.5, 1.0, 2.0)
@@ -40,9 +41,9 @@ TTA_SCALES = (0.5, 1.0, 2.0)
 def pipeline(output):
     """Notebooks 03-04 at the quick defaults, from OUTPUT's cache: (setup, step 1, step 2)."""
     s = params.setup("image_size_check", "toy", "", output, "quick", "cpu", 0)
-    st = cam.step1(s, progress=False)
-    ircfg, backbone, weights = irnet.step2_config("quick", s.seed)
-    return s, st, irnet.step2(s, st, ircfg, backbone, weights, progress=False, labels_bg=0.3)  # notebook 05's labels
+    st = cam_step.step1(s, progress=False)
+    ircfg, backbone, weights = irnet_step.step2_config("quick", s.seed)
+    return s, st, irnet_step.step2(s, st, ircfg, backbone, weights, progress=False, labels_bg=0.3)  # notebook 05's labels
 
 
 def resized_splits(s, st, ir, size):
@@ -50,13 +51,13 @@ def resized_splits(s, st, ir, size):
     the validation scenes at ``size`` px (true masks)."""
     knobs = {k: st.data_key[k] for k in ("missing_label_rate", "imbalance")} | {"size": size}   # step 1's
     train, val = params.load_splits(s, len(st.train), len(st.val), **knobs)
-    return datasets.PseudoLabeled(cam.tagged_view(train, st.cfg), ir.folder, resize=True), val
+    return datasets.PseudoLabeled(cam_step.tagged_view(train, st.cfg), ir.folder, resize=True), val
 
 
 def network(s, data, ir, size, seed, rescale, epochs=None):
-    cfg = pseudo.step3_config("quick", seed, SEG_CROP=size if rescale else None, SEG_EPOCHS=epochs)
+    cfg = segmenter_step.step3_config("quick", seed, SEG_CROP=size if rescale else None, SEG_EPOCHS=epochs)
     key = {"pseudo_labels": ir.folder.name, "size": size}
-    return pseudo.cached_segmenter(s.output_dir, data, key, cfg, "cpu", progress=False), cfg
+    return segmenter_step.cached_segmenter(s.output_dir, data, key, cfg, "cpu", progress=False), cfg
 
 
 def tta(output, size, seeds, rescale=True, epochs=None):
@@ -65,10 +66,10 @@ def tta(output, size, seeds, rescale=True, epochs=None):
     out = {}
     for seed in seeds:
         net, _ = network(s, data, ir, size, seed, rescale, epochs)
-        row = {"no TTA": pseudo.evaluate(net, val, progress=False).miou}
-        row |= {f"scale {x} + flip": pseudo.evaluate(net, val, tta=True, scales=(x,), progress=False).miou
+        row = {"no TTA": segmenter_step.evaluate(net, val, progress=False).miou}
+        row |= {f"scale {x} + flip": segmenter_step.evaluate(net, val, tta=True, scales=(x,), progress=False).miou
                 for x in TTA_SCALES}
-        row["TTA"] = pseudo.evaluate(net, val, tta=True, scales=TTA_SCALES, progress=False).miou
+        row["TTA"] = segmenter_step.evaluate(net, val, tta=True, scales=TTA_SCALES, progress=False).miou
         out[f"seed {seed}"] = row
         print(f"seed {seed}:", {k: round(v, 3) for k, v in row.items()}, flush=True)
     return out
@@ -81,8 +82,8 @@ def urn_check(output, size, seeds, t=0.05):
     key = {"teacher": {"pseudo_labels": ir.folder.name, "size": size, "segmenter": params_key(dataclasses.asdict(seg))},
            "factors": list(urn.VOC_FACTORS), "p_scales": [1.0], "crf": "urn", "background": False}
     folder = s.output_dir / "cache" / "urn" / params_key(key)
-    urn.uncertainty_pass(teacher, data, folder, urn.VOC_FACTORS, (1.0,), "urn", False, processes=2,
-                         device="cpu", model_factory=partial(pseudo.make_model, data.num_classes, seg),
+    urn_step.uncertainty_pass(teacher, data, folder, urn.VOC_FACTORS, (1.0,), "urn", False, processes=2,
+                         device="cpu", model_factory=partial(segmenter_step.make_model, data.num_classes, seg),
                          progress=False)
     labelled, down = np.zeros(data.num_classes), np.zeros(data.num_classes)
     for i in range(len(data)):
@@ -91,14 +92,14 @@ def urn_check(output, size, seeds, t=0.05):
         for c in range(data.num_classes):
             labelled[c] += (label == c).sum()
             down[c] += (band & (label == c)).sum()
-    out = {"teacher": pseudo.evaluate(teacher, val, progress=False).miou,
+    out = {"teacher": segmenter_step.evaluate(teacher, val, progress=False).miou,
            "down-weighted share": dict(zip(data.classes, np.round(down / np.maximum(labelled, 1), 3).tolist()))}
     rows = {"plain": ("ce", 1.0), "URN": ("weighted", t)}
-    jobs = [(urn.URNLabeled(data, folder, tt), {"urn": folder.name, "t": tt}, dataclasses.replace(seg, loss=loss, seed=seed))
+    jobs = [(urn_step.URNLabeled(data, folder, tt), {"urn": folder.name, "t": tt}, dataclasses.replace(seg, loss=loss, seed=seed))
             for seed in seeds for loss, tt in rows.values()]
-    nets = pseudo.cached_segmenters(s.output_dir, jobs, "cpu", 2, "plain and URN networks", progress=False)
+    nets = segmenter_step.cached_segmenters(s.output_dir, jobs, "cpu", 2, "plain and URN networks", progress=False)
     for (seed, row), net in zip([(sd, r) for sd in seeds for r in rows], nets):
-        m = pseudo.evaluate(net, val, progress=False)
+        m = segmenter_step.evaluate(net, val, progress=False)
         out[f"{row}, seed {seed}"] = {"miou": m.miou, "iou": dict(zip(data.classes, np.round(m.iou, 3).tolist()))}
         print(f"{row}, seed {seed}: mIoU {m.miou:.3f}", flush=True)
     return out

@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/msrc_cam_check.py --data-root ../shared/realdata --out /tmp/msrc_cam.json
 
-Trains step 1's classifier (``wsss_edu.cam.train_step1``: image-level tags only, BCE per class,
+Trains step 1's classifier (``wsss_edu.steps.cam_step.train_step1``: image-level tags only, BCE per class,
 Adam, random scale-crops and flips) on MSRC-21's train split (``get_dataset('msrc')``, 266 images)
 twice — MobileNetV2 from ImageNet weights (``wsss_edu.pretrained``: torchvision's download, or the
 file of ``WSSS_WEIGHTS_DIR`` / ``--weights-file``) and the same network from scratch — and scores
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from wsss_edu import cam as C
+from wsss_edu.steps import cam_step
 from wsss_edu.datasets import get_dataset
 from wsss_edu.metrics import ConfusionMeter
 from wsss_edu.stats import pixel_frequency
@@ -109,15 +110,15 @@ def main(argv=None):
           f"tags-only baseline: mIoU {result['tags_only']['all']:.3f} (>= 2 tags {result['tags_only']['two_tags']:.3f})")
     for run in a.runs.split(","):
         pretrained = run == "imagenet"
-        cfg = C.ClassifierConfig(backbone="mobilenet_v2", weights="imagenet" if pretrained else None,
+        cfg = cam_step.ClassifierConfig(backbone="mobilenet_v2", weights="imagenet" if pretrained else None,
                                  epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, seed=a.seed,
                                  lr_pretrained=a.lr_pretrained if pretrained else a.lr_scratch,
                                  lr_new=a.lr_new if pretrained else a.lr_scratch, freeze_bn=pretrained,
                                  frozen_blocks=a.frozen_blocks if pretrained else 0)
         t0 = time.time()
-        model = C.train_step1(train, cfg)
+        model = cam_step.train_step1(train, cfg)
         t_train = time.time() - t0
-        probs = C.classifier_probs(model, val, batch_size=16, progress=False).numpy()
+        probs = cam_step.classifier_probs(model, val, batch_size=16, progress=False).numpy()
         aps = [average_precision(probs[:, c], val_tags[:, c] > 0) for c in range(k) if val_tags[:, c].any()]
         t0 = time.time()
         scores = cam_scores(model, val, a.scales, k)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from wsss_edu import irnet, rrm, urn
+from wsss_edu.steps import irnet_step
 
 
 def load(folder, name):
@@ -58,7 +59,7 @@ def irn_rows(folder):
     rows.append(("IRN random walk (β 10, 2⁸ steps)", "random_walk, float64 inputs, pair route",
                  f"max abs diff vs float64 reference {np.abs(v64 - rw64).max():.1e}"))
     size = tuple(int(v) for v in r["post_orig_img_size"])
-    lab = irnet.walk_labels(torch.from_numpy(rw), r["post_cam_keys"], size, float(r["post_bg_thres"]))
+    lab = irnet_step.walk_labels(torch.from_numpy(rw), r["post_cam_keys"], size, float(r["post_bg_thres"]))
     direct = torch.nn.functional.interpolate(torch.from_numpy(rw)[None], size=size, mode="bilinear",
                                              align_corners=False)[0]
     direct = torch.cat([torch.full_like(direct[:1], float(r["post_bg_thres"])), direct / direct.max()]).argmax(0)

@@ -9,7 +9,7 @@ wide (false positives) or too narrow (missed pixels). Then URN with the package'
 notebook 06 runs it at the quick defaults:
 
 (a) F_S (notebook 05's quick DeepLabv3+) trained on the noisy masks; the uncertainty pass
-    (``urn.uncertainty_pass``: P over scale 1 + flip, VOC factors, foreground classes scaled,
+    (``urn_step.uncertainty_pass``: P over scale 1 + flip, VOC factors, foreground classes scaled,
     present classes from the pseudo-mask); the retraining rows 'plain' (Y = 1) and 'URN' (t = 0.05)
     of ``urn.table_rows`` (one loss, one reduction: ``urn.TABLE_LOSS``) on the cyclic masks, each
     for ``--seeds`` seeds, scored on the toy test split; how well U marks the wrong pixels (AUROC).
@@ -18,7 +18,7 @@ notebook 06 runs it at the quick defaults:
     URN below random: U puts its band in the wrong place; both below plain: down-weighting that
     many pixels of the class hurts wherever they are.
 (c) the reference code's settings: the background scaled too, present classes from argmax CRF(P),
-    and P over six scales (``urn.URN_TTA_SCALES``) + flip (``--c-scales 1``: scale 1 + flip, to
+    and P over six scales (``urn_step.URN_TTA_SCALES``) + flip (``--c-scales 1``: scale 1 + flip, to
     separate the two: F_S is trained on whole 64-px images without rescaling, as the quick profile,
     so P over six scales is out of its training distribution and shrinks the objects); rows plain,
     URN (and random with b).
@@ -47,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss_edu import datasets, pseudo, toy, urn
+from wsss_edu import datasets, toy, urn
+from wsss_edu.steps import segmenter_step, urn_step
 from wsss_edu.cache import params_key
 from wsss_edu.io import folder_complete, mark_folder_complete, write_mask
 from wsss_edu.metrics import ConfusionMeter, auroc
@@ -58,9 +59,9 @@ T = urn.T_DEFAULT    # 0.05
 QUICK_SCALES = (1.0,)  # the quick profile's P_SCALES (notebook 06)
 SETTINGS = {         # the uncertainty pass of each part: notebook 06's quick reading, the reference's
     "a": dict(scales=QUICK_SCALES, include_background=False, present_from="pseudo_mask"),
-    "c": dict(scales=urn.URN_TTA_SCALES, include_background=True, present_from="crf"),
+    "c": dict(scales=urn_step.URN_TTA_SCALES, include_background=True, present_from="crf"),
 }
-C_SCALES = {"6": urn.URN_TTA_SCALES, "1": QUICK_SCALES}   # --c-scales
+C_SCALES = {"6": urn_step.URN_TTA_SCALES, "1": QUICK_SCALES}   # --c-scales
 _T0 = time.perf_counter()
 
 
@@ -160,7 +161,7 @@ def random_band(label: np.ndarray, band: np.ndarray, rng) -> np.ndarray:
 def random_band_folder(urn_folder: Path, names, t: float, seed: int) -> Path:
     """A label + weight folder beside ``urn_folder``: the same cyclic masks, W = 0 on a random band
     (``random_band`` of URN's band, the pixels where ``urn.loss_weight`` gives Y < 1) and 1
-    elsewhere, so that ``urn.URNLabeled(..., t)`` gives Y = t exactly there, as URN's rows."""
+    elsewhere, so that ``urn_step.URNLabeled(..., t)`` gives Y = t exactly there, as URN's rows."""
     folder = urn_folder.parent.parent / "urn_random" / f"{urn_folder.name}_t{t:g}_seed{seed}"
     if folder_complete(folder):
         return folder
@@ -179,15 +180,15 @@ def random_band_folder(urn_folder: Path, names, t: float, seed: int) -> Path:
 
 def uncertainty_folder(output: Path, teacher, pl, teacher_key: dict, seg, settings: dict,
                        processes: int, progress: bool) -> Path:
-    """``urn.uncertainty_pass`` of F_S over the noisy-mask dataset, into a folder keyed like
-    notebook 06's (F_S's key + ``urn.pass_settings``)."""
+    """``urn_step.uncertainty_pass`` of F_S over the noisy-mask dataset, into a folder keyed like
+    notebook 06's (F_S's key + ``urn_step.pass_settings``)."""
     pass_kw = dict(factors=urn.VOC_FACTORS, scales=settings["scales"], crf_params="urn",
                    include_background=settings["include_background"], present_from=settings["present_from"])
     key = {"teacher": teacher_key | {"segmenter": params_key(dataclasses.asdict(seg))},
-           "pass": urn.pass_settings(**pass_kw)}
+           "pass": urn_step.pass_settings(**pass_kw)}
     folder = output / "urn" / params_key(key)
-    urn.uncertainty_pass(teacher, pl, folder, processes=processes, device="cpu", progress=progress,
-                         model_factory=partial(pseudo.make_model, pl.num_classes, seg), **pass_kw)
+    urn_step.uncertainty_pass(teacher, pl, folder, processes=processes, device="cpu", progress=progress,
+                         model_factory=partial(segmenter_step.make_model, pl.num_classes, seg), **pass_kw)
     (folder / "key.json").write_text(json.dumps(key, indent=1))
     return folder
 
@@ -201,13 +202,13 @@ def row_jobs(pl, urn_folder: Path, random_folders: dict, student, seeds, with_ra
     for seed in seeds:
         for name, (loss, t, split, folder) in chosen.items():
             key = {"urn": folder.name, "t": t, "split": split}
-            jobs.append((name, seed, (urn.URNLabeled(pl, folder, t, split), key,
+            jobs.append((name, seed, (urn_step.URNLabeled(pl, folder, t, split), key,
                                       dataclasses.replace(student, loss=loss, seed=seed))))
         if with_random:
             loss, t, split, _ = chosen["URN"]
             folder = random_folders[seed]
             key = {"urn": urn_folder.name, "random_band": folder.name, "t": t, "split": split}
-            jobs.append(("random", seed, (urn.URNLabeled(pl, folder, t, split), key,
+            jobs.append(("random", seed, (urn_step.URNLabeled(pl, folder, t, split), key,
                                           dataclasses.replace(student, loss=loss, seed=seed))))
     return jobs
 
@@ -224,7 +225,7 @@ def detection(teacher, pl, urn_folder: Path, random_folders: dict, scales, t: fl
     labelled, down, down_rand = np.zeros(K), np.zeros(K), {s: np.zeros(K) for s in random_folders}
     n_pixels = 0
     m_cyclic = ConfusionMeter(K)
-    for s, p in urn.averaged_probs(teacher, pl, list(range(len(pl))), scales, 64, "cpu"):
+    for s, p in urn_step.averaged_probs(teacher, pl, list(range(len(pl))), scales, 64, "cpu"):
         label, w = urn.read_label_and_weight(urn_folder / f"{s['name']}.png")
         band = urn.loss_weight(1 - w, t) < 1
         truth = s["true_mask"]
@@ -349,16 +350,16 @@ def run_part(part: str, a, output: Path, teacher, pl, teacher_key, seg, student,
     randoms = {s: random_band_folder(folder, pl.names, T, s) for s in seeds} if with_random else {}
     jobs = row_jobs(pl, folder, randoms, student, seeds, with_random)
     say(f"part {part}: {len(jobs)} networks (cached ones are read)")
-    nets = pseudo.cached_segmenters(output, [j[2] for j in jobs], "cpu", a.processes,
+    nets = segmenter_step.cached_segmenters(output, [j[2] for j in jobs], "cpu", a.processes,
                                     f"retraining ({part})", progress=a.progress)
     miou, ious = {}, {}
     for (row, seed, _), net in zip(jobs, nets):
-        m = pseudo.evaluate(net, test, progress=False)
+        m = segmenter_step.evaluate(net, test, progress=False)
         miou.setdefault(row, []).append(m.miou)
         ious.setdefault(row, []).append(m.iou)
     say(f"part {part}: scoring U")
     det = detection(teacher, pl, folder, randoms, settings["scales"], T)
-    teacher_meter = pseudo.evaluate(teacher, test, progress=False)
+    teacher_meter = segmenter_step.evaluate(teacher, test, progress=False)
     iou = {"F_S": teacher_meter.iou} | {r: np.nanmean(v, 0) for r, v in ious.items()}
     title = {"a": "(a) + (b): notebook 06's quick settings" if with_random else "(a): notebook 06's quick settings",
              "c": f"(c): the reference code's settings (P over {len(settings['scales'])} scale(s) + flip, "
@@ -404,11 +405,11 @@ def main(argv=None):
     say(f"noisy masks: train mIoU {info['train_miou_noisy']:.3f}, {info['objects']} objects, radii "
         f"{info['radius_counts']}, classes vanished from a mask: {info['classes_vanished']}")
     pl = datasets.PseudoLabeled(train, noisy_folder)
-    seg = dataclasses.replace(pseudo.step3_config("quick", 0), epochs=a.epochs)   # F_S: notebook 05's quick network
+    seg = dataclasses.replace(segmenter_step.step3_config("quick", 0), epochs=a.epochs)   # F_S: notebook 05's quick network
     student = seg                                                            # STUDENT_EPOCHS = SEG_EPOCHS here
     teacher_key = {"pseudo_labels": noisy_folder.name}
     say(f"F_S: {seg}")
-    [teacher] = pseudo.cached_segmenters(output, [(pl, teacher_key, seg)], "cpu", a.processes, "F_S",
+    [teacher] = segmenter_step.cached_segmenters(output, [(pl, teacher_key, seg)], "cpu", a.processes, "F_S",
                                          progress=a.progress)
     path = output / "results.json"   # one entry per part and its settings; other runs' entries kept
     results = json.loads(path.read_text()) if path.exists() else {}

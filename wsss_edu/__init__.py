@@ -4,28 +4,31 @@ Where things are (each module's docstring says more; modules import each other a
 direction — ``tests/test_layout.py``):
 
 Each paper's method — the equations, losses and networks a learner studies (each function's
-docstring cites the paper and equation):
+docstring cites the paper and equation) — in a module of its own, one level down from it the cached
+pipeline step that runs it over a dataset (``wsss_edu.steps``: configs and cache keys, per-image
+passes in worker processes, resumable folders, the quick / full profiles, the entry points the
+notebooks call):
 
-* paper 000, aleatoric logits and online bootstrapping: ``label_uncertainty`` (its experiment
-  harness for notebooks 02-02b from the section "Experiments");
-* paper 001, step 1, the classifier and its CAMs: ``cam`` (the cached step 1 of notebooks 03-08
-  from the section "Step 1 as a pipeline": ``step1``, ``step1_data``, ``cached_step1``,
-  ``cached_cams``, ``STEP1_PROFILE``);
-* paper 001, step 2, IRNet and the random walk: ``irnet`` (the cached step 2 from "Step 2 end to
-  end": ``step2``, ``step2_config``, ``STEP2_PROFILE``);
-* paper 001, step 3, DeepLabv3+ and test-time augmentation: ``models``, trained and scored on
-  pseudo-labels by ``pseudo`` (``step3_config``, ``STEP3_PROFILE``);
-* paper 002, URN: ``urn`` (its uncertainty pass over a training set from the section of that name);
-* paper 003, RRM: ``rrm`` (its cached networks and pseudo-labels after the joint loss).
+  paper, part                             method             cached step (steps.)  notebooks
+  000  aleatoric logits, bootstrapping    label_uncertainty  lu_experiments        02, 02b
+  001  step 1: the classifier and CAMs    cam                cam_step              03-08
+  001  step 2: IRNet and the random walk  irnet              irnet_step            04-06
+  001  step 3: DeepLabv3+ and TTA         models             segmenter_step        05-08
+  002  URN                                urn                urn_step              06
+  003  RRM                                rrm                rrm_step              07
+
+A method module imports only the substrate and other methods, never a step nor the plumbing
+(``tests/test_layout.py``).
 
 The substrate every method shares: ``toy`` (the toy world), ``datasets`` (VOC, MSRC, ... and
 ``PseudoLabeled``), ``labels`` (the sample format, the VOC palette), ``data`` (tensors, augmentation,
-batching), ``pretrained`` (ImageNet weights), ``crf``, ``metrics``, ``stats``, ``train`` (the
-training loop), ``distributed`` (the same loop on N processes), ``viz``.
+batching), ``io`` (images and masks on disk), ``errors``, ``pretrained`` (ImageNet weights),
+``crf``, ``metrics``, ``stats``, ``train`` (the training loop), ``distributed`` (the same loop on N
+processes), ``viz``.
 
 The plumbing: ``params`` (the parameters every notebook shares), ``cache`` and ``results`` (artifacts
-and headline numbers under OUTPUT_DIR), ``io``, ``errors``, ``parallel`` (worker processes),
-``download``, ``runner`` (every notebook through papermill), ``pipeline`` (the full-scale run and
-its report), ``compare`` (the methods side by side), ``nbtools`` (notebook housekeeping).
+and headline numbers under OUTPUT_DIR), ``parallel`` (worker processes), ``download``, ``runner``
+(every notebook through papermill), ``pipeline`` (the full-scale run and its report), ``compare``
+(the methods side by side), ``nbtools`` (notebook housekeeping).
 """
 __version__ = "0.1.0"

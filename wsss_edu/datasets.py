@@ -916,7 +916,7 @@ def collate_samples(batch: Sequence[dict]) -> dict:
 
 class PseudoLabeled(torch.utils.data.Dataset):
     """``dataset`` with each sample's 'mask' replaced by the PNG ``<folder>/<name>.png`` (written
-    by e.g. :func:`wsss_edu.irnet.cached_pseudo_labels`); the true mask stays under 'true_mask'.
+    by e.g. :func:`wsss_edu.steps.irnet_step.cached_pseudo_labels`); the true mask stays under 'true_mask'.
     Keeps ``names``, ``classes`` and ``num_classes``. A PNG whose size differs from its image is
     an error, unless ``resize``: then it is resized to the image (nearest neighbour) — for the
     same scenes drawn at another resolution (the toy world's ``size``)."""

@@ -481,7 +481,7 @@ def _state_dict_of(train_fn, kwargs: dict) -> dict:
 
 def trained_state(train_fn, **kwargs) -> dict:
     """The CPU state dict of the network ``train_fn(**kwargs)`` trains (a package training function
-    such as :func:`wsss_edu.pseudo.train_segmenter`): trained in this process, or on
+    such as :func:`wsss_edu.steps.segmenter_step.train_segmenter`): trained in this process, or on
     :func:`train_processes` processes (``kwargs['device']`` decides CUDA/NCCL or CPU/gloo) with
     rank 0's weights returned. The caller stores them under its usual cache key."""
     device = kwargs.get("device")

@@ -1,6 +1,8 @@
-"""Segmentation networks shared by the notebooks: a small U-Net for the quick CPU profile, and
-torchvision's DeepLabv3 (ResNet-50) for the full profile. Both map (N, 3, H, W) to logits
-(N, C, H, W)."""
+"""Segmentation networks shared by the notebooks, each mapping (N, 3, H, W) to logits (N, C, H, W):
+a small U-Net (paper 000), DeepLabv3+ (paper 001's step 3: :class:`DeepLabV3Plus` on a small CNN, a
+ResNet-50 or a MobileNetV2 encoder) and torchvision's DeepLabv3 (:func:`make_segmenter` builds any
+of them by name); :func:`tta_views` / :func:`tta_probs`, paper 001's test-time augmentation.
+Training them on pseudo-labels and scoring them is step 3's: :mod:`wsss_edu.steps.segmenter_step`."""
 from __future__ import annotations
 
 import torch
@@ -127,7 +129,7 @@ class _MobileNetV2Encoder(nn.Module):
     (24 channels). With ImageNet weights its batch norms keep their statistics while training
     (``frozen_bn``): CPU batches are small, and the offline weights file has them fused.
     ``frozen_blocks``: the first blocks keep their weights (no gradient), as step 1's classifier
-    (:attr:`wsss_edu.cam.ClassifierConfig.frozen_blocks`)."""
+    (:attr:`wsss_edu.steps.cam_step.ClassifierConfig.frozen_blocks`)."""
 
     def __init__(self, weights: str | None = None, frozen_blocks: int = 0):
         super().__init__()

@@ -10,7 +10,7 @@
 # the two are separate so that each runs in a few minutes on a laptop.
 #
 # The poster leaves many choices open (reference/methods.md §1 lists them) and no code exists, so
-# `lu.BootstrapConfig` makes each one explicit. This notebook is also an honest lab report: §4 asks
+# `lu_experiments.BootstrapConfig` makes each one explicit. This notebook is also an honest lab report: §4 asks
 # whether the uncertainty $\sigma^2$ really marks the wrong box labels, §6 shows how the literal
 # readings of the poster fail, and the last section says what did and did not reproduce.
 #
@@ -55,6 +55,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from wsss_edu import params, viz
+from wsss_edu.steps import lu_experiments
 from wsss_edu import label_uncertainty as lu
 
 run = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
@@ -64,7 +65,7 @@ sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, PP_SWEEP=PP_SWEEP,
                           N_VAL=N_VAL, EPOCHS=EPOCHS, WARMUP=WARMUP, WIDTH=WIDTH)
 IMAGE_SIZE, N_TRAIN, N_PP, PP_SWEEP, N_VAL, EPOCHS, WARMUP, WIDTH = sizes.values()
-CFG = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=WARMUP_ON_BOXES)
+CFG = lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=WARMUP_ON_BOXES)
 print(sizes, CFG)
 
 # %% [markdown]
@@ -93,9 +94,9 @@ print(f"{(~bb).sum()} PP + {bb.sum()} BB training images, {len(cars_val['image']
       f"in the ignore band at object edges)")
 true_share = float((cars["mask"] == 1).sum() / (cars["mask"] != 255).sum())
 print(f"car share of the pixels: truly {true_share:.1%}; of the labelled pixels, with boxes as labels "
-      f"{lu.labelled_object_share(cars, False):.1%}, with box interiors ignored "
-      f"{lu.labelled_object_share(cars, True):.1%} (batches of {lu.BATCH_SIZE} without a labelled car "
-      f"pixel: {lu.batches_without_object(cars, lu.BATCH_SIZE, True):.0%})")
+      f"{lu_experiments.labelled_object_share(cars, False):.1%}, with box interiors ignored "
+      f"{lu_experiments.labelled_object_share(cars, True):.1%} (batches of {lu_experiments.BATCH_SIZE} without a labelled car "
+      f"pixel: {lu_experiments.batches_without_object(cars, lu_experiments.BATCH_SIZE, True):.0%})")
 
 # %%
 show = np.flatnonzero(bb)[:6]
@@ -108,17 +109,17 @@ plt.close()
 # ## 2 · Table 1 on the toy world
 #
 # One small U-Net with the two heads of notebook 01 ($\mu$, $\sigma^2$), the same for every row; only
-# the data and the loss change (`lu.method_loss`). Every row gets the same number of optimiser steps
-# (PP-only cycles through its few images). Each row is trained with `SEEDS` seeds; `lu.run_experiments`
+# the data and the loss change (`lu_experiments.method_loss`). Every row gets the same number of optimiser steps
+# (PP-only cycles through its few images). Each row is trained with `SEEDS` seeds; `lu_experiments.run_experiments`
 # runs them (in `WORKERS` processes) and keeps each run's history in the cache under the output
 # folder, so running the notebook again trains nothing. For the first "ours" run we also *watch* 40 box-labelled
 # training images: their predicted labels and $\sigma^2$ after every epoch, for §4.
 #
 # A run can **collapse**: end up calling (almost) no pixel car, IoU near 0 (it has happened to the
-# box-aware rows on a real street-scene dataset). `lu.collapsed` flags a run whose predicted car
-# share of the evaluation pixels is under a tenth (`lu.COLLAPSE_FRACTION`) of the true one. A
+# box-aware rows on a real street-scene dataset). `lu_experiments.collapsed` flags a run whose predicted car
+# share of the evaluation pixels is under a tenth (`lu_experiments.COLLAPSE_FRACTION`) of the true one. A
 # collapsed run is printed, left out of its row's mean, and counted in the row's name
-# (`lu.drop_collapsed`); the metrics record how many there were.
+# (`lu_experiments.drop_collapsed`); the metrics record how many there were.
 #
 # Why 48 px and 16 epochs, when a smaller setting would run faster: at 40 px with 160 images and 12
 # epochs (9 of warm-up) this notebook takes under 4 minutes and the table's trend still holds (test
@@ -133,19 +134,24 @@ def job(arrays, val, method, seed, num_logits=1, cfg=CFG, width=WIDTH, eval_ever
                 cfg=cfg, width=width, eval_every=eval_every, device="cpu" if run.quick else str(run.device),
                 pp_per_batch=PP_PER_BATCH, **extra)
 
-jobs = [job(cars, cars_val, m, SEED + k) for m in lu.METHODS for k in range(SEEDS)]
-jobs[lu.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
-runs = lu.run_experiments(jobs, WORKERS, "Table 1", run.output_dir)
-table1 = {m: [runs[i * SEEDS + k]["miou"] for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
-watched = runs[lu.METHODS.index("ours") * SEEDS]["watch"]
-collapsed1 = {m: [lu.collapsed(runs[i * SEEDS + k]) for k in range(SEEDS)] for i, m in enumerate(lu.METHODS)}
-kept1 = {m: lu.drop_collapsed(range(SEEDS), collapsed1[m]) for m in lu.METHODS}   # (seeds kept, note)
-final = {m: np.array([table1[m][k][-1] for k in kept1[m][0]]) for m in lu.METHODS}   # without the collapsed
+jobs = [job(cars, cars_val, m, SEED + k) for m in lu_experiments.METHODS for k in range(SEEDS)]
+jobs[lu_experiments.METHODS.index("ours") * SEEDS]["watch"] = cars["image"][watch_idx]
+runs = lu_experiments.run_experiments(jobs, WORKERS, "Table 1", run.output_dir)
+table1 = {m: [runs[i * SEEDS + k]["miou"] for k in range(SEEDS)] for i,
+          m in enumerate(lu_experiments.METHODS)}
+watched = runs[lu_experiments.METHODS.index("ours") * SEEDS]["watch"]
+collapsed1 = {m: [lu_experiments.collapsed(runs[i * SEEDS + k]) for k in range(SEEDS)] for i,
+              m in enumerate(lu_experiments.METHODS)}
+# (seeds kept, note)
+kept1 = {m: lu_experiments.drop_collapsed(range(SEEDS),
+                                          collapsed1[m]) for m in lu_experiments.METHODS}
+# without the collapsed
+final = {m: np.array([table1[m][k][-1] for k in kept1[m][0]]) for m in lu_experiments.METHODS}
 EVAL_EPOCHS = runs[0]["epoch"]   # the epochs after which the runs were validated
 
 # %%
-NAMES, COLORS = lu.method_names(N_TRAIN, N_PP), lu.METHOD_COLORS
-for i, m in enumerate(lu.METHODS):
+NAMES, COLORS = lu_experiments.method_names(N_TRAIN, N_PP), lu_experiments.METHOD_COLORS
+for i, m in enumerate(lu_experiments.METHODS):
     for k in np.flatnonzero(collapsed1[m]):
         h = runs[i * SEEDS + k]
         print(f"collapsed: {NAMES[m]}, seed {SEED + k}: IoU {h['miou'][-1]:.3f}, car predicted on "
@@ -157,7 +163,7 @@ elif any(any(collapsed1[m]) for m in ("ignore_box", "ours")):
     print("A box-aware row collapsed: with box interiors ignored, too few labelled pixels are car (§1). "
           "PP_PER_BATCH=4 or WARMUP_ON_BOXES=True prevent it (§7).")
 viz.bar_table(final, f"car IoU ({EVAL_SPLIT}), mean ± std over {SEEDS} seeds (collapsed runs left out)",
-              {m: NAMES[m] + kept1[m][1] for m in lu.METHODS}, COLORS)
+              {m: NAMES[m] + kept1[m][1] for m in lu_experiments.METHODS}, COLORS)
 
 # %% [markdown]
 # ## 3 · Training curves
@@ -180,7 +186,8 @@ def curves(tables, names, warmup=WARMUP):
     plt.show()
     plt.close()
 
-curves({m: [table1[m][k] for k in kept1[m][0]] for m in lu.METHODS}, NAMES)   # collapsed runs left out
+# collapsed runs left out
+curves({m: [table1[m][k] for k in kept1[m][0]] for m in lu_experiments.METHODS}, NAMES)
 
 # %% [markdown]
 # ## 4 · Does σ² mark the wrong labels?
@@ -188,14 +195,14 @@ curves({m: [table1[m][k] for k in kept1[m][0]] for m in lu.METHODS}, NAMES)   # 
 # The whole method rests on one claim: inside a box, $\sigma^2$ grows where the box label is wrong
 # (background) and stays small where it is right (car). We can measure it, because the toy world
 # knows the true masks: the **AUROC** of $\sigma^2$ for telling the two kinds of box pixels apart
-# (`lu.uncertainty_auroc`: 1 = $\sigma^2$ marks exactly the wrong labels, 0.5 = it knows nothing,
+# (`lu_experiments.uncertainty_auroc`: 1 = $\sigma^2$ marks exactly the wrong labels, 0.5 = it knows nothing,
 # below 0.5 = it marks the *right* ones). Alongside: the mean $\sigma^2$ of each kind, against τ.
 
 # %%
 m_w = cars["mask"][watch_idx]
 in_w = cars["in_box"][watch_idx]
 bg_in, car_in = in_w & (m_w == 0), in_w & (m_w == 1)
-auroc = [lu.uncertainty_auroc(s2[:, 0], bg_in, car_in) if bg_in.any() and car_in.any() else float("nan")
+auroc = [lu_experiments.uncertainty_auroc(s2[:, 0], bg_in, car_in) if bg_in.any() and car_in.any() else float("nan")
          for _, s2 in watched]
 fig, ax = plt.subplots(1, 2, figsize=(10, 3))
 ax[0].plot(np.arange(1, EPOCHS + 1), auroc, "o-")
@@ -257,17 +264,17 @@ plt.close()
 sweep = {N_PP: {m: final[m] for m in ("pp_only", "ours")}}
 counts = [n for n in PP_SWEEP if n != N_PP and n < len(cars["image"])]
 arrays = {n: mixed(n) for n in counts}
-sweep_runs = lu.run_experiments([job(arrays[n], cars_val, m, SEED + k, eval_every=EPOCHS) for n in counts
+sweep_runs = lu_experiments.run_experiments([job(arrays[n], cars_val, m, SEED + k, eval_every=EPOCHS) for n in counts
                                  for m in ("pp_only", "ours") for k in range(SEEDS)], WORKERS, "PP sweep",
                                 run.output_dir)
 for j, n in enumerate(counts):
     sweep[n] = {}
     for i, m in enumerate(("pp_only", "ours")):
         hs = sweep_runs[(2 * j + i) * SEEDS:(2 * j + i + 1) * SEEDS]
-        flags = [lu.collapsed(h) for h in hs]
+        flags = [lu_experiments.collapsed(h) for h in hs]
         for k in np.flatnonzero(flags):
             print(f"collapsed: {n} PP, {m}, seed {SEED + k}: IoU {hs[k]['miou'][-1]:.3f} (left out of the mean)")
-        sweep[n][m] = np.array(lu.drop_collapsed([h["miou"][-1] for h in hs], flags)[0])
+        sweep[n][m] = np.array(lu_experiments.drop_collapsed([h["miou"][-1] for h in hs], flags)[0])
 fig, ax = plt.subplots(figsize=(5, 2.8))
 for m in ("pp_only", "ours"):
     xs = sorted(sweep)
@@ -300,12 +307,12 @@ print({n: {m: round(float(v.mean()), 3) for m, v in d.items()} for n, d in sorte
 #   depends on how good the warm-up's belief is); with y\* = 1 − y it is a shortcut to collapse.
 
 # %%
-naive = {"eq. (2) trains μ": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, uncertainty_trains_mu=True),
-         "y* = 1 − y (flip)": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, target="flip"),
-         "W not detached": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False),
-         "W not detached, flip": lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False,
+naive = {"eq. (2) trains μ": lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, uncertainty_trains_mu=True),
+         "y* = 1 − y (flip)": lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, target="flip"),
+         "W not detached": lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False),
+         "W not detached, flip": lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, detach_weight=False,
                                                     target="flip")}
-naive_runs = lu.run_experiments([job(cars, cars_val, "ours", SEED, cfg=c) for c in naive.values()],
+naive_runs = lu_experiments.run_experiments([job(cars, cars_val, "ours", SEED, cfg=c) for c in naive.values()],
                                 WORKERS, "literal readings", run.output_dir)
 naive_curves = {"ours": [table1["ours"][0]], "boxes_bce": [table1["boxes_bce"][0]]}
 naive_curves |= {k: [h["miou"]] for k, h in zip(naive, naive_runs)}
@@ -319,7 +326,7 @@ print({k: round(v[0][-1], 3) for k, v in naive_curves.items()})
 keys = {"iou_all_pp": final["all_pp"], "iou_pp_only": final["pp_only"], "iou_boxes_bce": final["boxes_bce"],
         "iou_ignore_box": final["ignore_box"], "iou_ours": final["ours"]}
 run.record({k: float(v.mean()) for k, v in keys.items()} | {k + "_std": float(v.std()) for k, v in keys.items()}
-         | {f"collapsed_runs_{m}": int(sum(collapsed1[m])) for m in lu.METHODS}   # left out of the means
+         | {f"collapsed_runs_{m}": int(sum(collapsed1[m])) for m in lu_experiments.METHODS}   # left out of the means
          | {"sigma2_auroc_end_of_warmup": None if np.isnan(auroc[END_OF_WARMUP]) else auroc[END_OF_WARMUP],
             "sigma2_auroc_final": None if np.isnan(auroc[-1]) else auroc[-1]})
 print({k: round(float(v.mean()), 3) for k, v in keys.items()})
@@ -336,7 +343,7 @@ print({k: round(float(v.mean()), 3) for k, v in keys.items()})
 # is delivered mostly by the warm-up. `tools/bootstrap_check.py` tests the poster's mechanism
 # itself: the three box methods with equal epochs, 5 seeds, the IoU on the test split at the end
 # of the warm-up *and* at the end of training of the same runs, under three learning-rate
-# schedules (`lr_schedule` of `lu.train_experiment`). Measured (`python tools/bootstrap_check.py
+# schedules (`lr_schedule` of `lu_experiments.train_experiment`). Measured (`python tools/bootstrap_check.py
 # --seeds 5 --schedule cosine|restart|constant`, about 6 min each on 2 cores; no run collapsed):
 #
 # | schedule | boxes + BCE | ignore interiors: warm-up → end | ours: warm-up → end | ours − ignore interiors at the end |
@@ -479,7 +486,7 @@ if min(len(v) for v in final.values()) >= 2 and all(final[m].std() > 0 for pair 
 # At the last epoch (`watched[-1]`), estimate it by Monte-Carlo from `N_PAIRS` random pairs: define
 # `auroc_mc`. Then score each box pixel by the network's own hard disagreement with the box
 # (1 where its predicted label differs from the box target, else 0): define `auroc_belief`, a list
-# over the epochs of that score's AUROC (`lu.uncertainty_auroc`). Which detects the wrong box
+# over the epochs of that score's AUROC (`lu_experiments.uncertainty_auroc`). Which detects the wrong box
 # labels better in this run, σ² or the belief?
 
 # %% tags=["exercise"]
@@ -492,7 +499,8 @@ if bg_in.any() and car_in.any():                     # the watched images hold b
     pos, neg = s2_last[bg_in], s2_last[car_in]
     i, j = rng.integers(len(pos), size=N_PAIRS), rng.integers(len(neg), size=N_PAIRS)
     auroc_mc = float(np.mean((pos[i] > neg[j]) + 0.5 * (pos[i] == neg[j])))
-    auroc_belief = [lu.uncertainty_auroc((labels != t_w).astype(float), bg_in, car_in) for labels, _ in watched]
+    auroc_belief = [lu_experiments.uncertainty_auroc((labels != t_w).astype(float), bg_in,
+                                                     car_in) for labels, _ in watched]
     print(f"σ² at the end: AUROC {auroc[-1]:.3f} (Monte-Carlo {auroc_mc:.3f}); belief ≠ box: "
           f"{auroc_belief[END_OF_WARMUP]:.3f} at the end of the warm-up, {auroc_belief[-1]:.3f} at the end")
     ### END SOLUTION
@@ -574,7 +582,7 @@ if box.any():                                      # the watched images hold box
 # Define two dicts {level: value}: `wrong_inside`, the share of the labelled box pixels (of
 # box-labelled images) whose box label is wrong, and `car_outside`, the share of the true car
 # pixels of box-labelled images that lie outside every box. How does "ours" train each kind of
-# error (look at `lu.BootstrapConfig.region`)?
+# error (look at `lu_experiments.BootstrapConfig.region`)?
 
 # %% tags=["exercise"]
 NOISE = (0.0, 0.1, 0.2)

@@ -49,6 +49,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from wsss_edu import params, viz
+from wsss_edu.steps import lu_experiments
 from wsss_edu import label_uncertainty as lu
 
 run = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
@@ -57,7 +58,7 @@ sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, N_VAL=N_VAL, EPOCHS=EPOCHS,
                           WARMUP=WARMUP, WIDTH=WIDTH)
 IMAGE_SIZE, N_TRAIN, N_PP, N_VAL, EPOCHS, WARMUP, WIDTH = sizes.values()
-CFG_MC = lu.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=True)
+CFG_MC = lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=True)
 print(sizes, CFG_MC)
 
 # %% [markdown]
@@ -111,7 +112,7 @@ print("eq. (7) target      ", lu.bootstrapped_targets(mu4, s2_4, y4, TAU).flatte
 #
 # One U-Net with the two heads (μ, σ² per class), the same for every row: CE on all masks, CE on the
 # few masks alone, CE on the few masks + boxes (the boxes as masks), and ours on the few masks +
-# boxes. Ours trains in two phases (`lu.method_loss`):
+# boxes. Ours trains in two phases (`lu_experiments.method_loss`):
 #
 # * **warm-up** (`WARMUP` epochs, `warmup_on_boxes=True`): μ learns the box labels with plain CE,
 #   as the "boxes" row would, while σ² learns from eq. (6) on a detached μ: it grows where μ
@@ -121,7 +122,7 @@ print("eq. (7) target      ", lu.bootstrapped_targets(mu4, s2_4, y4, TAU).flatte
 #
 # Every row validates once, at the end (`eval_every=EPOCHS`). For the first "ours" run we watch 40
 # box-labelled training images: their predicted labels after every epoch (§5). As in notebook 02, a
-# run that calls (almost) no pixel car or person (`lu.collapsed`) is printed, left out of its
+# run that calls (almost) no pixel car or person (`lu_experiments.collapsed`) is printed, left out of its
 # row's mean and counted in the row's name.
 
 # %%
@@ -131,18 +132,21 @@ jobs = [dict(arrays=multi, val=multi_val, method=m, num_logits=3, epochs=EPOCHS,
              width=WIDTH, eval_every=EPOCHS, device="cpu" if run.quick else str(run.device))
         for m in rows2 for k in range(SEEDS)]
 jobs[rows2.index("ours") * SEEDS]["watch"] = multi["image"][watch_idx]
-runs2 = lu.run_experiments(jobs, WORKERS, "Table 2", run.output_dir)   # cached, as in notebook 02
-collapsed2 = {m: [lu.collapsed(h) for h in runs2[i * SEEDS:(i + 1) * SEEDS]] for i, m in enumerate(rows2)}
-kept2 = {m: lu.drop_collapsed(range(SEEDS), collapsed2[m]) for m in rows2}   # (seeds kept, note)
+# cached, as in notebook 02
+runs2 = lu_experiments.run_experiments(jobs, WORKERS, "Table 2", run.output_dir)
+collapsed2 = {m: [lu_experiments.collapsed(h) for h in runs2[i * SEEDS:(i + 1) * SEEDS]] for i,
+              m in enumerate(rows2)}
+# (seeds kept, note)
+kept2 = {m: lu_experiments.drop_collapsed(range(SEEDS), collapsed2[m]) for m in rows2}
 table2 = {m: np.array([runs2[i * SEEDS + k]["miou"][-1] for k in kept2[m][0]]) for i, m in enumerate(rows2)}
-NAMES = lu.method_names(N_TRAIN, N_PP) | {"boxes_bce": f"{N_PP} PP + boxes, CE"}
+NAMES = lu_experiments.method_names(N_TRAIN, N_PP) | {"boxes_bce": f"{N_PP} PP + boxes, CE"}
 for i, m in enumerate(rows2):
     for k in np.flatnonzero(collapsed2[m]):
         h = runs2[i * SEEDS + k]
         print(f"collapsed: {NAMES[m]}, seed {SEED + k}: mIoU {h['miou'][-1]:.3f}, car or person predicted on "
               f"{h['fg_share'][-1]:.2%} of the pixels (truly {h['true_fg_share']:.2%})")
 viz.bar_table(table2, f"mIoU (background, car, person; {EVAL_SPLIT}), mean ± std over {SEEDS} seeds "
-              "(collapsed runs left out)", {m: NAMES[m] + kept2[m][1] for m in rows2}, lu.METHOD_COLORS)
+              "(collapsed runs left out)", {m: NAMES[m] + kept2[m][1] for m in rows2}, lu_experiments.METHOD_COLORS)
 
 # %% [markdown]
 # The mean hides what happens per class. The IoU of background, car and person for every run:
@@ -152,7 +156,7 @@ per_class = {m: np.array([h["iou"][-1] for h in runs2[i * SEEDS:(i + 1) * SEEDS]
 fig, ax = plt.subplots(1, 3, figsize=(10, 2.4), sharey=True)
 for c, name in enumerate(("background", "car", "person")):
     for i, m in enumerate(rows2):
-        ax[c].scatter(np.full(SEEDS, i), per_class[m][:, c], color=lu.METHOD_COLORS[m])
+        ax[c].scatter(np.full(SEEDS, i), per_class[m][:, c], color=lu_experiments.METHOD_COLORS[m])
     ax[c].set_xticks(range(len(rows2)), [m.replace("_", " ") for m in rows2])
     ax[c].set_title(name)
 ax[0].set_ylabel(f"IoU ({EVAL_SPLIT})")

@@ -70,10 +70,11 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from wsss_edu import cam, params, viz
+from wsss_edu.steps import cam_step
 from wsss_edu.data import Relabeled, images_to_tensor
 
 run = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-settings = cam.step1_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
+settings = cam_step.step1_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
                      IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                      LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, DROP_CLASS=DROP_CLASS, BALANCE=BALANCE,
                      CAM_SCALES=CAM_SCALES, FROZEN_BLOCKS=FROZEN_BLOCKS)
@@ -89,15 +90,16 @@ print(settings)
 # paper and IRNet score their pseudo-labels on the training images; the validation split is used
 # once, to choose the background threshold of §4. On VOC the classifier trains on `train_aug` and
 # the pseudo-labels are scored on `train`, as IRNet does; on MSRC, train, val and test are a
-# seeded split of its photos (266 / 59 / 266, `datasets.msrc_split_names`). `cam.step1_data` loads
-# them with the keys their cached artifacts are stored under — the same call `cam.step1` makes
+# seeded split of its photos (266 / 59 / 266, `datasets.msrc_split_names`). `cam_step.step1_data` loads
+# them with the keys their cached artifacts are stored under — the same call `cam_step.step1` makes
 # when notebooks 04-08 need step 1 again, so they find this notebook's classifier and CAMs.
 
 # %%
-DATA = cam.step1_data(run, N_TRAIN, N_VAL, IMAGE_SIZE, MISSING_RATE, IMBALANCE)   # and the keys of their caches
+# and the keys of their caches
+DATA = cam_step.step1_data(run, N_TRAIN, N_VAL, IMAGE_SIZE, MISSING_RATE, IMBALANCE)
 train, val, scored, data_key, val_key = DATA.train, DATA.val, DATA.scored, DATA.key, DATA.val_key
 CLASSES = list(train.classes)
-tags = cam.dataset_tags(train)
+tags = cam_step.dataset_tags(train)
 print(f"{len(train)} training images, {len(val)} validation images, {len(CLASSES) - 1} classes")
 
 # %%
@@ -147,18 +149,20 @@ plt.close(fig)
 # larger crops; freezing the first blocks costs nothing and saves a quarter of the time.
 
 # %%
-drop = cam.drop_class_index(CLASSES, DROP_CLASS, DATASET)   # its tag index, None to keep every tag
-base = cam.classifier_config(settings, run.seed, WEIGHTS)     # the recipe of step 1 (cam.step1 builds the same)
+# its tag index, None to keep every tag
+drop = cam_step.drop_class_index(CLASSES, DROP_CLASS, DATASET)
+# the recipe of step 1 (cam_step.step1 builds the same)
+base = cam_step.classifier_config(settings, run.seed, WEIGHTS)
 CFG = dataclasses.replace(base, drop_class=drop, balance=BALANCE)
-labels_used, idx_used = cam.training_labels(tags, CFG)
+labels_used, idx_used = cam_step.training_labels(tags, CFG)
 print(CFG)
 print(f"the classifier trains on {len(idx_used)} of {len(train)} images; tags per class:",
       dict(zip(CLASSES[1:], labels_used[idx_used].sum(0).astype(int).tolist())))
 
 # %%
-model = cam.cached_step1(run.output_dir, train, data_key, CFG, run.device, WORKERS)
-probs_val = cam.classifier_probs(model, val)
-f1 = cam.multilabel_f1(probs_val, torch.as_tensor(cam.dataset_tags(val)))
+model = cam_step.cached_step1(run.output_dir, train, data_key, CFG, run.device, WORKERS)
+probs_val = cam_step.classifier_probs(model, val)
+f1 = cam.multilabel_f1(probs_val, torch.as_tensor(cam_step.dataset_tags(val)))
 print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.numpy(), 2).tolist())))
 
 # %% [markdown]
@@ -175,9 +179,12 @@ print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.
 # IRNet's format), where notebooks 04-07 find them.
 
 # %%
-train_view, val_view = (cam.tagged_view(d, CFG) for d in (train, val))   # the tags it knows (DROP_CLASS removed)
-folder = cam.cached_cams(run.output_dir, model, train_view, data_key, CFG, CAM_SCALES, device=run.device)
-val_folder = cam.cached_cams(run.output_dir, model, val_view, val_key, CFG, CAM_SCALES, device=run.device)
+# the tags it knows (DROP_CLASS removed)
+train_view, val_view = (cam_step.tagged_view(d, CFG) for d in (train, val))
+folder = cam_step.cached_cams(run.output_dir, model, train_view, data_key, CFG, CAM_SCALES,
+                              device=run.device)
+val_folder = cam_step.cached_cams(run.output_dir, model, val_view, val_key, CFG, CAM_SCALES,
+                                  device=run.device)
 print(folder)
 
 # %%
@@ -187,7 +194,7 @@ for i in np.flatnonzero(labels_used.sum(1) >= 2):
         show.append(int(i))
     if len(show) == 5:
         break
-maps = [cam.load_cams(folder, train.names[i], len(CLASSES) - 1) for i in show]
+maps = [cam_step.load_cams(folder, train.names[i], len(CLASSES) - 1) for i in show]
 viz.show_cams([train_view[i] for i in show], maps, CLASSES)
 plt.show()
 plt.close()
@@ -215,11 +222,11 @@ plt.close()
 # map, which only blurs the sum — the quick default takes scale 1 and its mirror.
 
 # %%
-THRESHOLDS = list(cam.THRESHOLDS) if train.has_background else [None]
-val_curve = [m.miou for m in cam.cam_confusions(val_view, val_folder, THRESHOLDS)]
+THRESHOLDS = list(cam_step.THRESHOLDS) if train.has_background else [None]
+val_curve = [m.miou for m in cam_step.cam_confusions(val_view, val_folder, THRESHOLDS)]
 BG_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
-scored_view = cam.tagged_view(scored, CFG) if scored is not train else train_view
-train_meters = cam.cam_confusions(scored_view, folder, THRESHOLDS)
+scored_view = cam_step.tagged_view(scored, CFG) if scored is not train else train_view
+train_meters = cam_step.cam_confusions(scored_view, folder, THRESHOLDS)
 train_curve = [m.miou for m in train_meters]
 miou_cam = train_curve[THRESHOLDS.index(BG_THRESHOLD)]
 print(f"background threshold {BG_THRESHOLD} (best on val); miou_cam on train = {miou_cam:.3f}")
@@ -252,14 +259,14 @@ NO_THETA = len(THRESHOLDS) == 1    # nothing chosen on val: comparisons are scor
 def score_cams(norm):
     """(θ chosen on val, per-class IoU on train) of the pipeline classifier's CAMs normalised by
     ``norm``; with no θ to choose, (None, per-class IoU on val)."""
-    f_va = cam.cached_cams(run.output_dir, model, val_view, val_key, CFG, CAM_SCALES, normalization=norm,
+    f_va = cam_step.cached_cams(run.output_dir, model, val_view, val_key, CFG, CAM_SCALES, normalization=norm,
                            device=run.device, progress=False)
     if NO_THETA:
-        return None, cam.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)[0].iou
-    f_tr = cam.cached_cams(run.output_dir, model, train_view, data_key, CFG, CAM_SCALES, normalization=norm,
+        return None, cam_step.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)[0].iou
+    f_tr = cam_step.cached_cams(run.output_dir, model, train_view, data_key, CFG, CAM_SCALES, normalization=norm,
                            device=run.device, progress=False)
-    t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)]))]
-    return t, cam.cam_confusions(scored_view, f_tr, [t], progress=False)[0].iou
+    t = THRESHOLDS[int(np.argmax([m.miou for m in cam_step.cam_confusions(val_view, f_va, THRESHOLDS, progress=False)]))]
+    return t, cam_step.cam_confusions(scored_view, f_tr, [t], progress=False)[0].iou
 
 norms = {n: score_cams(n) for n in ("per_class", "global")}
 fig, ax = plt.subplots(figsize=(7 if len(CLASSES) < 12 else 9, 2.6))
@@ -291,7 +298,7 @@ def show_threshold(bg_threshold=BG_THRESHOLD):
     pseudo = [cam.cams_to_labels(m[None], bg_threshold)[0].numpy() for m in maps]
     viz.show_cams([train_view[i] for i in show], maps, CLASSES, pseudo=pseudo)
     m = (train_meters[THRESHOLDS.index(bg_threshold)] if bg_threshold in THRESHOLDS   # §4 measured it
-         else cam.cam_confusions(scored_view, folder, [bg_threshold], progress=False)[0])
+         else cam_step.cam_confusions(scored_view, folder, [bg_threshold], progress=False)[0])
     plt.suptitle(f"θ = {bg_threshold}: train mIoU {m.miou:.3f}", y=1.01)
     plt.show()
     plt.close()
@@ -322,7 +329,8 @@ crf_meter, crf_show = ConfusionMeter(len(CLASSES)), {}
 crf_idx = range(len(scored_view)) if run.quick else range(min(len(scored_view), 1464))
 for i in tqdm(crf_idx, desc="CRF"):
     s = scored_view[i]
-    lab = cam.crf_cam_labels(s["image"], cam.load_cams(folder, s["name"], len(CLASSES) - 1), BG_THRESHOLD)
+    lab = cam.crf_cam_labels(s["image"], cam_step.load_cams(folder, s["name"], len(CLASSES) - 1),
+                             BG_THRESHOLD)
     crf_meter.update(s["mask"], lab)
     if i in show:
         crf_show[i] = lab
@@ -363,7 +371,7 @@ plt.close()
 PRETRAINED = BACKBONE != "small" and WEIGHTS is not None
 WEIGHT_VARIANTS = PRETRAINED and not (DROP_CLASS or BALANCE)   # real photos: ImageNet vs scratch
 if WEIGHT_VARIANTS:
-    scratch = cam.classifier_config(settings | {"FROZEN_BLOCKS": 0}, run.seed, None)
+    scratch = cam_step.classifier_config(settings | {"FROZEN_BLOCKS": 0}, run.seed, None)
     VARIANTS = {"imagenet": CFG, "scratch": dataclasses.replace(scratch, drop_class=drop, balance=BALANCE)}
 else:
     VARIANTS = {"as_given": dataclasses.replace(base, drop_class=None, balance=False),
@@ -373,14 +381,17 @@ else:
 def score_variant(cfg):
     """Train (or load) a classifier and extract its CAMs; choose θ on val and score on train (with
     no θ to choose: score on val). Returns the per-class IoU."""
-    net = cam.cached_step1(run.output_dir, train, data_key, cfg, run.device, WORKERS, progress=False)
-    v_tr, v_va, v_sc = (cam.tagged_view(d, cfg) for d in (train, val, scored))
-    f_va = cam.cached_cams(run.output_dir, net, v_va, val_key, cfg, CAM_SCALES, device=run.device, progress=False)
+    net = cam_step.cached_step1(run.output_dir, train, data_key, cfg, run.device, WORKERS,
+                                progress=False)
+    v_tr, v_va, v_sc = (cam_step.tagged_view(d, cfg) for d in (train, val, scored))
+    f_va = cam_step.cached_cams(run.output_dir, net, v_va, val_key, cfg, CAM_SCALES,
+                                device=run.device, progress=False)
     if NO_THETA:
-        return cam.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)[0].iou
-    f_tr = cam.cached_cams(run.output_dir, net, v_tr, data_key, cfg, CAM_SCALES, device=run.device, progress=False)
-    t = THRESHOLDS[int(np.argmax([m.miou for m in cam.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)]))]
-    return cam.cam_confusions(v_sc, f_tr, [t], progress=False)[0].iou
+        return cam_step.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)[0].iou
+    f_tr = cam_step.cached_cams(run.output_dir, net, v_tr, data_key, cfg, CAM_SCALES,
+                                device=run.device, progress=False)
+    t = THRESHOLDS[int(np.argmax([m.miou for m in cam_step.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)]))]
+    return cam_step.cam_confusions(v_sc, f_tr, [t], progress=False)[0].iou
 
 # %%
 seeds = [run.seed + k for k in range(SEEDS)]
@@ -444,9 +455,10 @@ plt.close(fig)
 # say per class or per image). Are the CAMs of those images better?
 
 # %%
-probs_train = cam.classifier_probs(model, scored_view)
-keep = cam.confident_image_mask(probs_train, torch.as_tensor(cam.dataset_tags(scored_view)), 0.8).numpy()
-m_keep, m_rest = (cam.cam_confusions(scored_view, folder, [BG_THRESHOLD], indices=np.flatnonzero(sel), progress=False)[0]
+probs_train = cam_step.classifier_probs(model, scored_view)
+keep = cam.confident_image_mask(probs_train, torch.as_tensor(cam_step.dataset_tags(scored_view)),
+                                0.8).numpy()
+m_keep, m_rest = (cam_step.cam_confusions(scored_view, folder, [BG_THRESHOLD], indices=np.flatnonzero(sel), progress=False)[0]
                   for sel in (keep, ~keep))
 print(f"{keep.mean():.0%} of the training images pass; their CAM mIoU {m_keep.miou:.3f}, the others' {m_rest.miou:.3f}")
 
@@ -489,15 +501,15 @@ GRAD_LAYER = {"small": "backbone.body.5", "resnet50": "backbone.body.6", "vgg16"
 # small: the first stage (stride 2); ResNet-50: layer3; VGG16: conv4_3 (stride 8); MobileNetV2: block 6 (stride 8)
 n_grad = GRAD_CAM_IMAGES or (200 if DATASET == "toy" else 20)
 sub = Relabeled(train_view, indices=np.arange(min(len(train), n_grad)))
-gc_folder = cam.cached_cams(run.output_dir, model, sub, data_key | {"n_sub": len(sub)}, CFG, CAM_SCALES, cam="grad_cam",
+gc_folder = cam_step.cached_cams(run.output_dir, model, sub, data_key | {"n_sub": len(sub)}, CFG, CAM_SCALES, cam="grad_cam",
                             layer=GRAD_LAYER, device=run.device)
-gc_curve = [m.miou for m in cam.cam_confusions(sub, gc_folder, THRESHOLDS, progress=False)]
-cam_sub = cam.cam_confusions(sub, folder, [BG_THRESHOLD], progress=False)[0].miou
+gc_curve = [m.miou for m in cam_step.cam_confusions(sub, gc_folder, THRESHOLDS, progress=False)]
+cam_sub = cam_step.cam_confusions(sub, folder, [BG_THRESHOLD], progress=False)[0].miou
 print(f"first {len(sub)} training images: CAM {cam_sub:.3f} at θ={BG_THRESHOLD}; Grad-CAM at {GRAD_LAYER}: "
       f"best {max(gc_curve):.3f} (θ={THRESHOLDS[int(np.argmax(gc_curve))]}, chosen on these images)")
 
 # %%
-gmaps = [cam.load_cams(gc_folder, train.names[i], len(CLASSES) - 1) for i in show]
+gmaps = [cam_step.load_cams(gc_folder, train.names[i], len(CLASSES) - 1) for i in show]
 viz.show_cams([train_view[i] for i in show], gmaps, CLASSES, name="Grad-CAM (stride 2)")
 plt.show()
 plt.close()

@@ -69,10 +69,11 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from wsss_edu import cam, irnet, params, viz
+from wsss_edu.steps import cam_step, irnet_step
 from wsss_edu.data import images_to_tensor
 
 run = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-settings = irnet.step2_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
+settings = irnet_step.step2_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
     IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH,
     IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES,
     WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS,
@@ -82,7 +83,7 @@ print(settings)
 # %% [markdown]
 # ## 1 · Step 1's output
 #
-# `cam.step1` is notebook 03 in one call: the same data, classifier and CAM folders, found in the
+# `cam_step.step1` is notebook 03 in one call: the same data, classifier and CAM folders, found in the
 # cache when notebook 03 ran with the same parameters (else computed now). The background
 # threshold θ of the CAM pseudo-labels is chosen on the validation split, as there.
 
@@ -90,13 +91,16 @@ print(settings)
 STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
              LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
              FROZEN_BLOCKS=FROZEN_BLOCKS)
-step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+                       **STEP1)
 DROP_CLASS = step1.dropped_class     # None resolved: the dataset's default ('' on MSRC)
 CLASSES, K = step1.classes, len(step1.classes) - 1
-THRESHOLDS = step1.thresholds        # cam.THRESHOLDS; [None] without a background class (no plane)
-val_curve = [m.miou for m in cam.cam_confusions(step1.val_view, step1.val_folder, THRESHOLDS, progress=False)]
+THRESHOLDS = step1.thresholds   # cam_step.THRESHOLDS; [None] without a background class (no plane)
+val_curve = [m.miou for m in cam_step.cam_confusions(step1.val_view, step1.val_folder, THRESHOLDS,
+                                                     progress=False)]
 CAM_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
-cam_meter = cam.cam_confusions(step1.scored_view, step1.folder, [CAM_THRESHOLD], progress=False)[0]
+cam_meter = cam_step.cam_confusions(step1.scored_view, step1.folder, [CAM_THRESHOLD],
+                                    progress=False)[0]
 miou_cam = cam_meter.miou
 print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the training split")
 
@@ -121,12 +125,15 @@ print(f"step 1: θ = {CAM_THRESHOLD} (val), miou_cam = {miou_cam:.3f} on the tra
 # only run on VOC-style data.
 
 # %%
-IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES,
-                                                    DATASET, **{k: settings[k] for k in irnet.STEP2_PROFILE})
-GRID = {k: settings[k] for k in irnet.WALK_GRID}
-IRCFG, GRID = irnet.without_plane_if_no_background(IRCFG, GRID, step1.has_background)   # MSRC: no plane anywhere
-confident = irnet.cached_confident_images(run.output_dir, step1.model, step1.train_view, step1.folder, IRCFG.confidence)   # cam.confident_image_mask
-rel_folder = irnet.cached_relation_labels(run.output_dir, step1.train_view, step1.folder, confident, IRCFG,
+IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet_step.step2_config(PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES,
+                                                    DATASET, **{k: settings[k] for k in irnet_step.STEP2_PROFILE})
+GRID = {k: settings[k] for k in irnet_step.WALK_GRID}
+# MSRC: no plane anywhere
+IRCFG, GRID = irnet_step.without_plane_if_no_background(IRCFG, GRID, step1.has_background)
+# cam.confident_image_mask
+confident = irnet_step.cached_confident_images(run.output_dir, step1.model, step1.train_view,
+                                               step1.folder, IRCFG.confidence)
+rel_folder = irnet_step.cached_relation_labels(run.output_dir, step1.train_view, step1.folder, confident, IRCFG,
                                           processes=max(1, WORKERS))   # the CRFs over WORKERS processes
 print(f"{len(confident)} of {len(step1.train)} training images are confident; relation labels in {rel_folder}")
 
@@ -146,7 +153,7 @@ print(f"{unsure:.0%} of the pixels are unsure; {right / labelled:.1%} of the con
 rows = []
 for i in check[:4]:
     s = step1.train_view[i]
-    cams_i = cam.load_cams(step1.folder, s["name"], K)
+    cams_i = cam_step.load_cams(step1.folder, s["name"], K)
     rel = read_mask(rel_folder / f"{s['name']}.png").astype(np.int64)
     rows.append([s["image"], s["mask"], cam.cams_to_labels(cams_i[None], CAM_THRESHOLD)[0].numpy(), rel])
 viz.show_grid(rows, titles=["image", "true mask", "CAM pseudo-label", "relation label (white: unsure)"])
@@ -190,7 +197,7 @@ plt.close()
 # %%
 offs = irnet.pair_offsets(IRCFG.radius)
 i0 = confident[0]
-rel4 = irnet.labels_at_stride(torch.as_tensor(read_mask(rel_folder / f"{step1.train_view.names[i0]}.png")).long())
+rel4 = irnet_step.labels_at_stride(torch.as_tensor(read_mask(rel_folder / f"{step1.train_view.names[i0]}.png")).long())
 pos_bg, pos_fg, neg = irnet.pair_label_masks(rel4, offs)
 print(f"radius {IRCFG.radius}: {len(offs)} offsets per cell; this image's {rel4.numel()} cells give "
       f"{int(pos_bg.sum())} background-positive, {int(pos_fg.sum())} foreground-positive, {int(neg.sum())} negative pairs")
@@ -253,9 +260,9 @@ assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_a
 
 # %%
 stages = irnet.backbone_stages(step1.model if IR_BACKBONE == "classifier" else "resnet50", IR_WEIGHTS)
-key = irnet.step2_key(step1.folder, IRCFG, IR_BACKBONE, IR_WEIGHTS)
-rel_data = irnet.relation_dataset(step1.train_view, rel_folder, confident, IRCFG)
-net = irnet.cached_step2(run.output_dir, stages, rel_data, key, IRCFG, run.device, WORKERS)
+key = irnet_step.step2_key(step1.folder, IRCFG, IR_BACKBONE, IR_WEIGHTS)
+rel_data = irnet_step.relation_dataset(step1.train_view, rel_folder, confident, IRCFG)
+net = irnet_step.cached_step2(run.output_dir, stages, rel_data, key, IRCFG, run.device, WORKERS)
 print(f"IRNet: {sum(p.numel() for p in net.parameters() if p.requires_grad):,} trained parameters "
       f"on {len(rel_data)} images")
 
@@ -277,7 +284,7 @@ for j, i in enumerate(show):
     axes[0, j].set_title("B" + (" (trained on)" if i in confident else " (not)"), fontsize=8)
     h, w = b.shape
     yy, xx = np.mgrid[0:h, 0:w]
-    lab = irnet.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
+    lab = irnet_step.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
     fg = (lab > 0) & (lab != 255)
     axes[1, j].imshow(s["image"], extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     axes[1, j].quiver(xx[fg], yy[fg], d[1][fg], -d[0][fg], color="w", angles="xy", scale_units="xy", scale=1, width=0.01)
@@ -305,7 +312,8 @@ plt.close(fig)
 # for a cell $j$ (star) where the CAM is strong and one where it is weak, both off the boundary:
 
 # %%
-inp1 = irnet.walk_inputs(net, step1.train_view, step1.folder, [show[1]], device=run.device, progress=False)[0]
+inp1 = irnet_step.walk_inputs(net, step1.train_view, step1.folder, [show[1]], device=run.device,
+                              progress=False)[0]
 b0, c0 = inp1["boundary"], inp1["cams"].amax(0)       # the second image above (tagged): B and its CAM
 y0, x0 = max(0, b0.shape[0] // 2 - 16), max(0, b0.shape[1] // 2 - 16)   # at most 32x32 cells: T is dense here
 b0, c0 = b0[y0:y0 + 32, x0:x0 + 32], c0[y0:y0 + 32, x0:x0 + 32]
@@ -337,7 +345,7 @@ plt.close(fig)
 # %%
 STEPS = (0, 1, 2, 4, 6, 8)
 rows = []
-for inp, i in zip(irnet.walk_inputs(net, step1.train_view, step1.folder, show[:2], device=run.device, progress=False), show):
+for inp, i in zip(irnet_step.walk_inputs(net, step1.train_view, step1.folder, show[:2], device=run.device, progress=False), show):
     row = [step1.train_view[i]["image"], inp["cams"][0].numpy()]
     for t in STEPS:
         walked = irnet.random_walk(inp["cams"][None, :1], inp["boundary"][None], 5, 10.0, t, path=IRCFG.path)[0, 0]
@@ -364,11 +372,11 @@ plt.close()
 # $\text{radius} \cdot \sqrt{\text{steps}}$: on a 16×16 grid, 256 steps of radius 5 cross the
 # whole image many times over, through any boundary that is not perfect. The settings are
 # therefore chosen on the **validation** split (a grid over radius, steps, $\beta$ and the
-# background threshold, `irnet.choose_walk`, its result cached for notebook 05), and only the
+# background threshold, `irnet_step.choose_walk`, its result cached for notebook 05), and only the
 # chosen one is used on the training split.
 
 # %%
-WALK, grid = irnet.cached_walk_choice(run.output_dir, net, step1.val_view, step1.val_folder, key, GRID, run.device,
+WALK, grid = irnet_step.cached_walk_choice(run.output_dir, net, step1.val_view, step1.val_folder, key, GRID, run.device,
                                       path=IRCFG.path)
 best = (WALK.radius, WALK.exp_times, WALK.beta, WALK.bg_threshold)
 print(f"best on val: {WALK} -> val mIoU {grid[best]:.3f}")
@@ -390,15 +398,16 @@ plt.close(fig)
 # %% [markdown]
 # ## 6 · Pseudo-labels for step 3
 #
-# The chosen walk on every training image (`irnet.cached_pseudo_labels`: PNGs named after the
+# The chosen walk on every training image (`irnet_step.cached_pseudo_labels`: PNGs named after the
 # images, written chunk by chunk and resumable, where notebooks 05-06 find them). Walked maps are
 # divided by their maximum, a background plane at the threshold goes in front, argmax — over the
 # image's own classes only. IRNet's reference stops there (no CRF). Scored on the training split:
 # `miou_irnet`.
 
 # %%
-pl_folder = irnet.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key, WALK, device=run.device)
-irn_meter = irnet.pseudo_label_confusion(step1.scored_view, pl_folder)
+pl_folder = irnet_step.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder,
+                                            key, WALK, device=run.device)
+irn_meter = irnet_step.pseudo_label_confusion(step1.scored_view, pl_folder)
 miou_irnet = irn_meter.miou
 print(f"train mIoU: CAM {miou_cam:.3f} -> IRNet {miou_irnet:.3f}  ({pl_folder})")
 
@@ -419,7 +428,7 @@ print("| class | CAM | IRNet |\n| --- | --- | --- |\n" +
 rows = []
 for i in show:
     s = step1.train_view[i]
-    c = cam.load_cams(step1.folder, s["name"], K)
+    c = cam_step.load_cams(step1.folder, s["name"], K)
     rows.append([s["image"], s["mask"], cam.cams_to_labels(c[None], CAM_THRESHOLD)[0].numpy(),
                  read_mask(pl_folder / f"{s['name']}.png").astype(np.int64)])
 viz.show_grid(rows, titles=["image", "true mask", "CAM pseudo-label", "IRNet pseudo-label"])
@@ -437,17 +446,21 @@ plt.close()
 # %%
 from tqdm.auto import tqdm
 
-val_inputs = irnet.walk_inputs(net, step1.val_view, step1.val_folder, device=run.device, progress=False)
-crf_val = [m.miou for m in irnet.walk_confusions(step1.val_view, range(len(step1.val_view)), val_inputs, WALK, GRID["WALK_BG"],
+val_inputs = irnet_step.walk_inputs(net, step1.val_view, step1.val_folder, device=run.device,
+                                    progress=False)
+crf_val = [m.miou for m in irnet_step.walk_confusions(step1.val_view, range(len(step1.val_view)), val_inputs, WALK, GRID["WALK_BG"],
                                                  crf=True, device=run.device)]
 WALK_CRF = dataclasses.replace(WALK, bg_threshold=GRID["WALK_BG"][int(np.argmax(crf_val))])
 cam_crf, irn_crf = ConfusionMeter(len(CLASSES)), ConfusionMeter(len(CLASSES))
-pl_crf = irnet.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key, WALK_CRF, device=run.device, progress=False)
+pl_crf = irnet_step.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key,
+                                         WALK_CRF, device=run.device, progress=False)
 crf_idx = range(len(step1.scored_view)) if run.quick else range(min(len(step1.scored_view), 1464))
 for i in tqdm(crf_idx, desc="CRF"):
     s = step1.scored_view[i]
     keys = np.flatnonzero(s["labels"])
-    cam_crf.update(s["mask"], cam.crf_cam_labels(s["image"], cam.load_cams(step1.folder, s["name"], K), CAM_THRESHOLD))
+    cam_crf.update(s["mask"],
+                   cam.crf_cam_labels(s["image"], cam_step.load_cams(step1.folder, s["name"], K),
+                                      CAM_THRESHOLD))
     irn_crf.update(s["mask"], cam.crf_label_map(s["image"], read_mask(pl_crf / f"{s['name']}.png"), keys,
                                                 background=step1.has_background))
 miou_cam_crf, miou_irnet_crf = cam_crf.miou, irn_crf.miou
@@ -470,7 +483,7 @@ viz.bar_table({"CAM": [miou_cam], "CAM + CRF (step 1)": [miou_cam_crf], "IRNet":
 # IRNet's
 # without a CRF, with the background plane at 0.3 (paper 001's; notebook 05 §1 says why), like
 # IRNet's `make_sem_seg_labels` (upsampled ×4, cropped to the image, divided by
-# the global maximum, background plane: `irnet.walk_labels` gives its labels for the same walked
+# the global maximum, background plane: `irnet_step.walk_labels` gives its labels for the same walked
 # maps, tested on the original code's outputs, images of any size).
 
 # %% [markdown]
@@ -484,9 +497,9 @@ viz.bar_table({"CAM": [miou_cam], "CAM + CRF (step 1)": [miou_cam_crf], "IRNet":
 TABLE3_BG = (0.3, 0.5) if step1.has_background else ()   # no background plane: nothing to compare
 table3 = {}
 for bg in TABLE3_BG:
-    f = irnet.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key,
+    f = irnet_step.cached_pseudo_labels(run.output_dir, net, step1.train_view, step1.folder, key,
                                    dataclasses.replace(WALK, bg_threshold=bg), device=run.device, progress=False)
-    table3[bg] = irnet.pseudo_label_confusion(step1.scored_view, f).miou
+    table3[bg] = irnet_step.pseudo_label_confusion(step1.scored_view, f).miou
 if table3:
     viz.bar_table({f"bg {bg}": [v] for bg, v in table3.items()} | {f"chosen on val (bg {WALK.bg_threshold})": [miou_irnet]},
                   "train mIoU of IRNet pseudo-labels", row_header="walk")
@@ -495,20 +508,23 @@ if table3:
 # ### The dropped class, kept
 #
 # Table 3's last question: what if the person tags stay? The paper adds a person CAM from a
-# separate binary classifier; here steps 1-2 simply run again with every tag kept (`cam.step1`
-# and `irnet.step2` are notebook 03 and this notebook in one call each, with `DROP_CLASS = ""`),
+# separate binary classifier; here steps 1-2 simply run again with every tag kept (`cam_step.step1`
+# and `irnet_step.step2` are notebook 03 and this notebook in one call each, with `DROP_CLASS = ""`),
 # with the walk chosen above and background 0.3, as the paper's row. Notebook 05 trains step 3
 # on the result.
 
 # %%
 kept_meter = None
 if DROP_CLASS:
-    st_all = cam.step1(run, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+    st_all = cam_step.step1(run, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+                            **STEP1)
     KEPT_GRID = dict(WALK_RADII=[WALK.radius], WALK_EXP_TIMES=[WALK.exp_times], WALK_BETAS=[WALK.beta], WALK_BG=[0.3])
-    ir_all = irnet.step2(run, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, KEPT_GRID, workers=WORKERS)
-    kept_meter = irnet.pseudo_label_confusion(st_all.scored_view, ir_all.folder)
-    f03 = irnet.pseudo_label_folder(run.output_dir, key, dataclasses.replace(WALK, bg_threshold=0.3))
-    drop_meter = irnet.pseudo_label_confusion(step1.scored_view, f03)
+    ir_all = irnet_step.step2(run, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, KEPT_GRID,
+                              workers=WORKERS)
+    kept_meter = irnet_step.pseudo_label_confusion(st_all.scored_view, ir_all.folder)
+    f03 = irnet_step.pseudo_label_folder(run.output_dir, key,
+                                         dataclasses.replace(WALK, bg_threshold=0.3))
+    drop_meter = irnet_step.pseudo_label_confusion(step1.scored_view, f03)
     fig, ax = plt.subplots(figsize=(8, 2.8))
     ax.bar(xs - 0.2, drop_meter.iou, 0.4, label=f"{DROP_CLASS} dropped: {drop_meter.miou:.3f}")
     ax.bar(xs + 0.2, kept_meter.iou, 0.4, label=f"every tag kept: {kept_meter.miou:.3f}")
@@ -684,8 +700,8 @@ def central(a):             # at most 32x32 cells, as in §4 (the matrices here 
     return a[..., y:y + 32, x:x + 32]
 
 walk_show = [{k: central(w[k]) for k in ("boundary", "cams")}
-             for w in irnet.walk_inputs(net, step1.train_view, step1.folder, show, device=run.device, progress=False)]
-truth4 = [central(irnet.labels_at_stride(torch.as_tensor(step1.train_view[i]["mask"]).long())) for i in show]
+             for w in irnet_step.walk_inputs(net, step1.train_view, step1.folder, show, device=run.device, progress=False)]
+truth4 = [central(irnet_step.labels_at_stride(torch.as_tensor(step1.train_view[i]["mask"]).long())) for i in show]
 cells4 = [int(torch.argmax(w["cams"].amax(0) * (1 - w["boundary"]) * ((t > 0) & (t != 255))))
           for w, t in zip(walk_show, truth4)]
 truth4 = [t.flatten() for t in truth4]
@@ -715,7 +731,7 @@ if DATASET == "toy" and run.quick:       # measured there: on 57 of 60 single im
 #
 # The displacement loss asks two cells of one object to point at the same place,
 # $x_i + D_i = x_j + D_j$. Test it on the first 16 tagged training images (`imgs16`): for every
-# object instance (the sample's `instances` map at stride 4, `irnet.labels_at_stride`, restricted
+# object instance (the sample's `instances` map at stride 4, `irnet_step.labels_at_stride`, restricted
 # to cells whose true class is a known object class), compare how spread out its cells' positions
 # $x$ are with how spread out their targets $x + D(x)$ are. Define `spread_x` and `spread_target`,
 # lists with one number per instance of at least 4 cells: the mean distance (in cells) of the
@@ -730,8 +746,8 @@ for i in imgs16:
     s = step1.train_view[i]
     with torch.no_grad():
         disp = net(images_to_tensor(s["image"]).to(run.device))[1][0].cpu().numpy()     # (2, h, w): dy, dx
-    inst = irnet.labels_at_stride(torch.as_tensor(s["instances"].astype(np.int64))).numpy()
-    sem = irnet.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
+    inst = irnet_step.labels_at_stride(torch.as_tensor(s["instances"].astype(np.int64))).numpy()
+    sem = irnet_step.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
     yy, xx = np.mgrid[0:inst.shape[0], 0:inst.shape[1]]
     for k in np.unique(inst[(sem > 0) & (sem != 255)]):
         m = (inst == k) & (sem > 0) & (sem != 255)

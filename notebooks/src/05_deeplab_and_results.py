@@ -76,26 +76,27 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
-from wsss_edu import cam, datasets, irnet, params, pseudo, viz
+from wsss_edu import datasets, params, viz
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.data import images_to_tensor
 from wsss_edu.models import tta_probs
 
 run = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
+IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet_step.step2_config(
     PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
     IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT,
     IR_COPY_SCALES=IR_COPY_SCALES)
-SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
-step3_settings = pseudo.step3_values(PROFILE, DATASET, TTA_SCALES=TTA_SCALES, SEEDS=SEEDS)
+step3_settings = segmenter_step.step3_values(PROFILE, DATASET, TTA_SCALES=TTA_SCALES, SEEDS=SEEDS)
 TTA_SCALES, SEEDS = tuple(step3_settings["TTA_SCALES"]), step3_settings["SEEDS"]
 print(IRCFG, IR_BACKBONE, "\n", SEG)
 
 # %% [markdown]
 # ## 1 · Steps 1 and 2, from the cache
 #
-# `cam.step1` and `irnet.step2` are notebooks 03 and 04 in one call each: the classifier, its
+# `cam_step.step1` and `irnet_step.step2` are notebooks 03 and 04 in one call each: the classifier, its
 # CAMs, IRNet and the pseudo-labels made with the walk chosen on the validation split, with the
 # background plane at `STEP3_BG` = 0.3, the threshold of paper 001's Table 2 network. (Earlier
 # versions of this notebook trained on the background threshold chosen on val with the walk; with
@@ -106,10 +107,12 @@ STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKB
              LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
              FROZEN_BLOCKS=FROZEN_BLOCKS)
 
-step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
+step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+                       **STEP1)
 DROP_CLASS = step1.dropped_class     # None resolved: the dataset's default ('' on MSRC)
 GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
-step2 = irnet.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS, labels_bg=STEP3_BG)
+step2 = irnet_step.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS,
+                         labels_bg=STEP3_BG)
 CLASSES = step1.classes
 TEST = step1.test     # where step 3 is reported: a split no choice has seen
 print("walk chosen on val:", step2.walk, "\npseudo-labels:", step2.folder)
@@ -125,10 +128,12 @@ print(f"chosen on val: the CAM threshold and the walk; reported on {step1.test_s
 
 # %%
 THRESHOLDS = step1.thresholds        # [None] without a background class
-val_curve = [m.miou for m in cam.cam_confusions(step1.val_view, step1.val_folder, THRESHOLDS, progress=False)]
+val_curve = [m.miou for m in cam_step.cam_confusions(step1.val_view, step1.val_folder, THRESHOLDS,
+                                                     progress=False)]
 CAM_THRESHOLD = THRESHOLDS[int(np.argmax(val_curve))]
-miou_cam = cam.cam_confusions(step1.scored_view, step1.folder, [CAM_THRESHOLD], progress=False)[0].miou
-miou_irnet = irnet.pseudo_label_confusion(step1.scored_view, step2.folder).miou
+miou_cam = cam_step.cam_confusions(step1.scored_view, step1.folder, [CAM_THRESHOLD],
+                                   progress=False)[0].miou
+miou_irnet = irnet_step.pseudo_label_confusion(step1.scored_view, step2.folder).miou
 print(f"miou_cam {miou_cam:.3f}   miou_irnet {miou_irnet:.3f}")
 
 # %% [markdown]
@@ -169,7 +174,7 @@ print(f"miou_cam {miou_cam:.3f}   miou_irnet {miou_irnet:.3f}")
 # %%
 def step3(folder, seed=run.seed):
     """DeepLabv3+ trained on the pseudo-labels in ``folder`` (cached; one bar per network)."""
-    return pseudo.cached_segmenter(run.output_dir, datasets.PseudoLabeled(step1.train_view, folder),
+    return segmenter_step.cached_segmenter(run.output_dir, datasets.PseudoLabeled(step1.train_view, folder),
                                    {"pseudo_labels": folder.name}, dataclasses.replace(SEG, seed=seed), run.device,
                                    WORKERS, progress=False)
 
@@ -184,7 +189,8 @@ print(SEG)
 # 0.5, 1 and 2 (`models.tta_probs`): six forward passes, each resized back to the image.
 
 # %%
-views = [pseudo.evaluate_views(n, TEST, TTA_SCALES) for n in nets]   # plain, each scale, TTA: one pass per network
+# plain, each scale, TTA: one pass per network
+views = [segmenter_step.evaluate_views(n, TEST, TTA_SCALES) for n in nets]
 plain = np.array([v["plain"].miou for v in views])
 tta = np.array([v["tta"].miou for v in views])
 miou_deeplab, miou_deeplab_tta = plain.mean(), tta.mean()
@@ -216,11 +222,11 @@ plt.close(fig)
 # The last row is a diagnostic, not a result. The pseudo-labels of steps 1-2 only ever choose
 # among the image's own tags (the CAMs of the other classes are zero); the network chooses among
 # every class, as it must on a test image without tags. Its argmax restricted to each image's tags
-# (`pseudo.evaluate(..., within_tags=True)`) says how much of the gap between the network and its
+# (`segmenter_step.evaluate(..., within_tags=True)`) says how much of the gap between the network and its
 # labels is the tags' knowledge rather than the network's.
 
 # %%
-train_views = [pseudo.evaluate_views(n, step1.scored_view, (1.0,), flip=False, within_tags=True, progress=False)
+train_views = [segmenter_step.evaluate_views(n, step1.scored_view, (1.0,), flip=False, within_tags=True, progress=False)
                for n in nets]   # plain, and a diagnostic: the argmax among each image's tags (§4's text)
 miou_deeplab_train = np.mean([v["plain"].miou for v in train_views])
 miou_deeplab_train_within_tags = np.mean([v["plain_within_tags"].miou for v in train_views])
@@ -255,18 +261,20 @@ plt.close()
 table3 = {}
 if TABLE3:
     for bg in tqdm((0.3, 0.5) if step1.has_background else (), desc="Table 3: IRNet thresholds"):
-        f = irnet.cached_pseudo_labels(run.output_dir, step2.net, step1.train_view, step1.folder, step2.key,
+        f = irnet_step.cached_pseudo_labels(run.output_dir, step2.net, step1.train_view, step1.folder, step2.key,
                                        dataclasses.replace(step2.walk, bg_threshold=bg), device=run.device, progress=False)
         m = nets[0] if f == step2.folder else step3(f)
-        v = views[0] if f == step2.folder else pseudo.evaluate_views(m, TEST, TTA_SCALES, progress=False)
+        v = views[0] if f == step2.folder else segmenter_step.evaluate_views(m, TEST, TTA_SCALES, progress=False)
         table3[(bg, False, False)], table3[(bg, True, False)] = v["plain"].miou, v["tta"].miou
     if DROP_CLASS:
         w = step2.walk        # notebook 04's: its walk, background 0.3
-        st_all = cam.step1(run, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, **STEP1)
-        ir_all = irnet.step2(run, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, dict(
+        st_all = cam_step.step1(run, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS,
+                                WORKERS, **STEP1)
+        ir_all = irnet_step.step2(run, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, dict(
             WALK_RADII=[w.radius], WALK_EXP_TIMES=[w.exp_times], WALK_BETAS=[w.beta], WALK_BG=[0.3]), workers=WORKERS)
         m = step3(ir_all.folder)
-        table3[(0.3, True, True)] = pseudo.evaluate(m, TEST, tta=True, scales=TTA_SCALES, progress=False).miou
+        table3[(0.3, True, True)] = segmenter_step.evaluate(m, TEST, tta=True, scales=TTA_SCALES,
+                                                            progress=False).miou
 
 # %%
 if table3:
@@ -468,10 +476,11 @@ print(f"labels right on {label_acc:.1%} of the pixels; the network reproduces {f
 # truth -- that fifth of the errors, against the ~0.5 % of right labels it breaks, is the margin
 # by which step 3 can beat its own labels.
 ### END SOLUTION
-ref = irnet.pseudo_label_confusion(step1.train_view, step2.folder, indices=idx300)
+ref = irnet_step.pseudo_label_confusion(step1.train_view, step2.folder, indices=idx300)
 assert np.isclose(label_acc, ref.pixel_accuracy), (label_acc, ref.pixel_accuracy)
 assert 0 <= fixed <= 1 - fit_wrong + 1e-12            # on a wrong label, "fitted" and "fixed" exclude each other
-net_acc = pseudo.evaluate(net, Relabeled(step1.train_view, indices=list(idx300)), progress=False).pixel_accuracy
+net_acc = segmenter_step.evaluate(net, Relabeled(step1.train_view, indices=list(idx300)),
+                                  progress=False).pixel_accuracy
 # the network is right where (label right, network = label) or (label wrong, network = truth):
 assert np.isclose(net_acc, label_acc * fit_right + (1 - label_acc) * fixed, atol=1e-4)
 if DATASET == "toy" and run.quick:
@@ -486,12 +495,13 @@ if DATASET == "toy" and run.quick:
 # dict {scale: (right, background, other)} — the shares of those pixels given their own class, the
 # background, another object class — for each scale of `TTA_SCALES`; and `fg_share` {scale: the
 # share of all known pixels called foreground}, with `fg_truth` the true foreground share (the
-# confusion matrix of `pseudo.evaluate` has rows = truth and columns = prediction).
+# confusion matrix of `segmenter_step.evaluate` has rows = truth and columns = prediction).
 
 # %% tags=["exercise"]
 if step1.has_background:   # 'foreground' is 'not background': MSRC has no background class
     ### BEGIN SOLUTION
-    meters = {s: pseudo.evaluate(net, step1.val, tta=True, scales=(s,), progress=False) for s in TTA_SCALES}
+    meters = {s: segmenter_step.evaluate(net, step1.val, tta=True, scales=(s,),
+                                         progress=False) for s in TTA_SCALES}
     fate = {}
     for s, m in meters.items():
         objects = m.cm[1:].astype(float)            # rows: the true object classes
@@ -528,7 +538,7 @@ else:
 # ### Exercise 4 — IRNet's background threshold, pixel by pixel
 #
 # Table 3 trains step 3 on IRNet pseudo-labels made with the background threshold 0.3 and 0.5.
-# Read both folders (`irnet.cached_pseudo_labels` with `dataclasses.replace(step2.walk, bg_threshold=bg)`;
+# Read both folders (`irnet_step.cached_pseudo_labels` with `dataclasses.replace(step2.walk, bg_threshold=bg)`;
 # notebook 04 wrote them) and define `fg_pl`, a dict {bg: the share of the pixels of the training
 # images `idx_pl` with a known true class that the pseudo-labels call foreground}, and `nested`,
 # True if every pixel that is foreground at 0.5 is foreground, of the same class, at 0.3. Compare
@@ -541,7 +551,7 @@ true_masks = [step1.train_view[i]["mask"] for i in idx_pl]
 fg_train_truth = sum(((m > 0) & (m != 255)).sum() for m in true_masks) / sum((m != 255).sum() for m in true_masks)
 if step1.has_background:   # MSRC has no background threshold to compare
     ### BEGIN SOLUTION
-    folders = {bg: irnet.cached_pseudo_labels(run.output_dir, step2.net, step1.train_view, step1.folder, step2.key,
+    folders = {bg: irnet_step.cached_pseudo_labels(run.output_dir, step2.net, step1.train_view, step1.folder, step2.key,
                                               dataclasses.replace(step2.walk, bg_threshold=bg), device=run.device, progress=False)
                for bg in (0.3, 0.5)}
     fg_count, known_count, nested = {0.3: 0, 0.5: 0}, 0, True
@@ -561,7 +571,7 @@ if step1.has_background:   # MSRC has no background threshold to compare
     # the lower threshold's labels are closer to the truth -- Table 3's better row.
     ### END SOLUTION
     for bg in (0.3, 0.5):       # the same shares from the confusion matrices (rows: truth, columns: pseudo-label)
-        cm_bg = irnet.pseudo_label_confusion(step1.train_view, irnet.pseudo_label_folder(
+        cm_bg = irnet_step.pseudo_label_confusion(step1.train_view, irnet_step.pseudo_label_folder(
             run.output_dir, step2.key, dataclasses.replace(step2.walk, bg_threshold=bg)), indices=idx_pl).cm
         assert np.isclose(fg_pl[bg], cm_bg[:, 1:].sum() / cm_bg.sum()), (bg, fg_pl[bg])
     assert nested and fg_pl[0.3] >= fg_pl[0.5]

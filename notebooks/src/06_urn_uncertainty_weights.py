@@ -95,15 +95,16 @@ from functools import partial
 import numpy as np
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from wsss_edu import cam, datasets, irnet, params, pseudo, urn, viz
+from wsss_edu import datasets, params, urn, viz
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
 from wsss_edu.cache import params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
 run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
-settings = urn.urn_values(PROFILE, DATASET, STUDENT_EPOCHS=STUDENT_EPOCHS, P_SCALES=P_SCALES, T_GRID=T_GRID, SEEDS=SEEDS,
+settings = urn_step.urn_values(PROFILE, DATASET, STUDENT_EPOCHS=STUDENT_EPOCHS, P_SCALES=P_SCALES, T_GRID=T_GRID, SEEDS=SEEDS,
                    CRF_SCALE=CRF_SCALE, N_CURVE=N_CURVE, PROBABILITY_ROW=PROBABILITY_ROW)
 T_GRID, SEEDS, CRF_SCALE = tuple(settings["T_GRID"]), settings["SEEDS"], settings["CRF_SCALE"]
 FACTORS = urn.factors_named(FACTORS)
@@ -118,26 +119,29 @@ print(SEG, "\nstudents:", settings, "factors:", FACTORS)
 
 # %%
 if PSEUDO_LABELS == "irnet":
-    step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+    step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                    IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                    LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
                    FROZEN_BLOCKS=FROZEN_BLOCKS)
-    IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet.step2_config(
+    IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet_step.step2_config(
         PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE,
         IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM,
         IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES)
     GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
-    PL_FOLDER = irnet.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS, labels_bg=STEP3_BG).folder
+    PL_FOLDER = irnet_step.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS,
+                                 labels_bg=STEP3_BG).folder
     TRAIN, TEST, SPLIT = step1.train_view, step1.test, step1.test_split
 else:
-    SIZES = params.profile_values(PROFILE, cam.STEP1_PROFILE, IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL)
+    SIZES = params.profile_values(PROFILE, cam_step.STEP1_PROFILE, IMAGE_SIZE=IMAGE_SIZE,
+                                  N_TRAIN=N_TRAIN, N_VAL=N_VAL)
     TRAIN, VAL = params.load_splits(run, SIZES["N_TRAIN"], SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
     TEST, SPLIT = params.load_test(run, SIZES["N_VAL"], size=SIZES["IMAGE_SIZE"])
     TEST, SPLIT = (VAL, "val") if TEST is None else (TEST, SPLIT)
     PL_FOLDER = urn.check_pseudo_mask_folder(PSEUDO_LABELS, TRAIN)
 PL = datasets.PseudoLabeled(TRAIN, PL_FOLDER)
 TEACHER_KEY = {"pseudo_labels": PL_FOLDER.name}
-teacher = pseudo.cached_segmenter(run.output_dir, PL, TEACHER_KEY, SEG, run.device, progress=True)
+teacher = segmenter_step.cached_segmenter(run.output_dir, PL, TEACHER_KEY, SEG, run.device,
+                                          progress=True)
 CLASSES, K = list(TRAIN.classes), TRAIN.num_classes
 print(f"the walk and the CAM threshold were chosen on val; every network here is reported on {SPLIT}")
 print(f"{len(PL)} training images; pseudo-masks: {PL_FOLDER}")
@@ -159,7 +163,7 @@ print(f"{len(PL)} training images; pseudo-masks: {PL_FOLDER}")
 # %%
 def probs_of(indices):
     """(sample, P) for some training images: F_S's softmax averaged over P_SCALES × flip."""
-    return urn.averaged_probs(teacher, PL, list(indices), settings["P_SCALES"])
+    return urn_step.averaged_probs(teacher, PL, list(indices), settings["P_SCALES"])
 
 def error_map(mask, truth, valid):
     """RGB: the class's mask in dark grey where right, blue where the class is missed, red where
@@ -251,7 +255,7 @@ missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / co
 # $$W = 1 - U, \qquad Y = \begin{cases} 1 & W \ge t \\ t & W < t \end{cases}$$
 #
 # (`urn.loss_weight`). The cyclic pseudo-mask $M_c = \text{argmax}\,\text{CRF}(P)$ is computed on
-# the way (`urn.cyclic_pseudo_mask`). The **uncertainty pass** (`urn.uncertainty_pass`) does all
+# the way (`urn.cyclic_pseudo_mask`). The **uncertainty pass** (`urn_step.uncertainty_pass`) does all
 # this for every training image — $1 + 6\,|\text{classes}|$ CRFs each — in `WORKERS` processes,
 # and stores $M_c$ and $W$ in one PNG per image (grey = label, alpha = $\lfloor 255\,W \rfloor$,
 # truncated like the reference code's uint8 cast). The reference stores the same two maps in a
@@ -276,11 +280,11 @@ missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / co
 
 # %%
 URN_KEY = {"teacher": TEACHER_KEY | {"segmenter": params_key(dataclasses.asdict(SEG))},
-           "pass": urn.pass_settings(FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND, PRESENT_FROM,
+           "pass": urn_step.pass_settings(FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND, PRESENT_FROM,
                                      crf_scale=CRF_SCALE)}
 URN_FOLDER = run.output_dir / "cache" / "urn" / params_key(URN_KEY)
-factory = partial(pseudo.make_model, K, SEG)
-urn.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND,
+factory = partial(segmenter_step.make_model, K, SEG)
+urn_step.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND,
                      present_from=PRESENT_FROM, processes=WORKERS, device=run.device, model_factory=factory,
                      crf_scale=CRF_SCALE)
 URN_FOLDER.joinpath("key.json").write_text(json.dumps(URN_KEY, indent=1))
@@ -290,7 +294,7 @@ print(URN_FOLDER)
 def urn_panels(indices):
     rows = []
     for i in indices:
-        s = urn.URNLabeled(PL, URN_FOLDER, T)[i]
+        s = urn_step.URNLabeled(PL, URN_FOLDER, T)[i]
         u = 1 - urn.read_label_and_weight(URN_FOLDER / f"{s['name']}.png")[1]
         wrong = (s["mask"] != s["true_mask"]) & (s["true_mask"] != 255)
         rows.append([s["image"], s["true_mask"], PL[i]["mask"], s["mask"], u, s["weight"], wrong.astype(float)])
@@ -389,16 +393,17 @@ ROWS = urn.table_rows(T_GRID, T, URN_FOLDER, PROB_FOLDER if settings["PROBABILIT
 
 def job(row, seed):
     loss, t, split, folder = ROWS[row]
-    data = urn.URNLabeled(PL, folder, t, split)
+    data = urn_step.URNLabeled(PL, folder, t, split)
     key = {"urn": folder.name, "weight": folder.parent.name, "t": t, "split": split}
     return data, key, dataclasses.replace(STUDENT, loss=loss, seed=seed)
 
 JOBS = [(row, run.seed + k) for row in ROWS for k in range(SEEDS)]
-nets = pseudo.cached_segmenters(run.output_dir, [job(*j) for j in JOBS], run.device, WORKERS, "retraining")
+nets = segmenter_step.cached_segmenters(run.output_dir, [job(*j) for j in JOBS], run.device,
+                                        WORKERS, "retraining")
 METERS = {}
 for (row, seed), net in zip(JOBS, nets):
-    METERS.setdefault(row, []).append(pseudo.evaluate(net, TEST, progress=False))
-METERS["F_S"] = [pseudo.evaluate(teacher, TEST, progress=False)]
+    METERS.setdefault(row, []).append(segmenter_step.evaluate(net, TEST, progress=False))
+METERS["F_S"] = [segmenter_step.evaluate(teacher, TEST, progress=False)]
 MIOU = {k: np.array([m.miou for m in v]) for k, v in METERS.items()}
 miou_teacher = MIOU["F_S"][0]
 

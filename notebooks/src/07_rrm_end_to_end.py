@@ -87,15 +87,17 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
-from wsss_edu import cam, datasets, params, pseudo, rrm, viz
+from wsss_edu import cam, datasets, params, rrm, viz
+from wsss_edu.steps import cam_step, rrm_step, segmenter_step
 from wsss_edu.cache import params_key
 from wsss_edu.data import SegTransformDataset, images_to_tensor
-from wsss_edu.irnet import pseudo_label_confusion
+from wsss_edu.steps.irnet_step import pseudo_label_confusion
 from wsss_edu.results import load_all_metrics
 from wsss_edu.train import to_device
 
 run = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
-settings = rrm.rrm_values(PROFILE, DATASET, TABLE2_CAM=TABLE2_CAM, TWO_STEP=TWO_STEP, N_CURVE=N_CURVE)   # the profile's on this dataset
+settings = rrm_step.rrm_values(PROFILE, DATASET, TABLE2_CAM=TABLE2_CAM, TWO_STEP=TWO_STEP,
+                               N_CURVE=N_CURVE)   # the profile's on this dataset
 TABLE2_CAM, TWO_STEP, N_CURVE = settings["TABLE2_CAM"], settings["TWO_STEP"], settings["N_CURVE"]
 
 # %% [markdown]
@@ -103,20 +105,20 @@ TABLE2_CAM, TWO_STEP, N_CURVE = settings["TABLE2_CAM"], settings["TWO_STEP"], se
 #
 # The reference code's recommended route starts the whole network from a classifier already
 # trained on VOC's tags (its `res38_cls.pth`); so does this notebook, from step 1 of notebook 03
-# with every tag kept (`cam.step1`, found in the cache when notebooks 03-05 ran). RRM's backbone
+# with every tag kept (`cam_step.step1`, found in the cache when notebooks 03-05 ran). RRM's backbone
 # and classification branch *are* that classifier; the segmentation branch is new.
 #
 # ResNet-38, the paper's backbone, is not in torchvision: the full profile uses step 1's
 # ResNet-50 (torchvision, ImageNet weights, last stage dilated: output stride 16 instead of
 # ResNet-38's 8); the quick profile step 1's small CNN. On MSRC the quick profile takes step 1's
 # ImageNet MobileNetV2 (stride 16, its first 7 blocks and its batch norms kept as ImageNet's) and,
-# in proportion to its 160-px crops, the reference's spatial widths (`rrm.RRM_DATASETS`).
+# in proportion to its 160-px crops, the reference's spatial widths (`rrm_step.RRM_DATASETS`).
 
 # %%
-step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
+step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS, IMAGE_SIZE=IMAGE_SIZE,
                N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS, LR_NEW=LR_NEW, CROP=CROP,
                AUGMENT=AUGMENT, FROZEN_BLOCKS=FROZEN_BLOCKS)
-CFG, RATIOS = rrm.rrm_config(PROFILE, run.seed, step1.cfg, has_background=step1.has_background, dataset=DATASET,
+CFG, RATIOS = rrm_step.rrm_config(PROFILE, run.seed, step1.cfg, has_background=step1.has_background, dataset=DATASET,
                              RRM_EPOCHS=RRM_EPOCHS, RRM_BATCH=RRM_BATCH,
                              RRM_OPTIMIZER=RRM_OPTIMIZER, RRM_LR=RRM_LR, RRM_MOMENTUM=RRM_MOMENTUM,
                              FREEZE_BN=FREEZE_BN, RRM_CROP=RRM_CROP,
@@ -472,7 +474,7 @@ def step_times():
     one training batch (the training's transform: crops at full scale)."""
     data = SegTransformDataset(TRAIN, crop=CFG.crop, scale=CFG.scale, flip=True)
     batch = to_device(next(iter(torch.utils.data.DataLoader(data, CFG.batch_size, shuffle=True))), run.device)
-    net = rrm.make_rrm(len(CLASSES) - 1, CFG).to(run.device)
+    net = rrm_step.make_rrm(len(CLASSES) - 1, CFG).to(run.device)
     net.classifier_net.load_state_dict(INIT)
     seconds = {False: [], True: []}
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
@@ -480,7 +482,7 @@ def step_times():
         sync()
         t = time.perf_counter()
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):   # as fit()
-            loss = rrm.rrm_step_loss(net, batch, dataclasses.replace(CFG, joint=joint))
+            loss = rrm_step.rrm_step_loss(net, batch, dataclasses.replace(CFG, joint=joint))
         loss.backward()
         sync()
         seconds[joint].append(time.perf_counter() - t)
@@ -502,7 +504,7 @@ print(f"one step of {CFG.batch_size} images: CE only {st[False]:.2f} s, joint {s
 # quick profile a quarter, see §1). The labels change as the classifier learns — they are
 # never stored.
 #
-# The runs (`rrm.cached_rrms`, `WORKERS` processes on a CPU):
+# The runs (`rrm_step.cached_rrms`, `WORKERS` processes on a CPU):
 #
 # * **Table 1**: the fraction kept per class in eq. (6) — the paper's "ratio" — × CE only or joint;
 # * **Table 2**: CAM labels (the rule's CAM side alone, no CRF: eq. 6 for `paper`, the CAM-sure
@@ -521,17 +523,19 @@ RUNS = {(r, "rrm", j): dataclasses.replace(CFG, fraction=r, joint=j) for r in RA
 RUNS |= {(FRACTION, lab, j): dataclasses.replace(CFG, labels=lab, joint=j)
          for lab in (("cam", "rrm") if TABLE2_CAM else ("rrm",)) for j in (False, True)}
 jobs = [(TRAIN, step1.data_key, cfg, INIT, INIT_KEY) for cfg in RUNS.values()]
-nets = dict(zip(RUNS, rrm.cached_rrms(run.output_dir, jobs, run.device, WORKERS, loader_workers=WORKERS)))
+nets = dict(zip(RUNS,
+                rrm_step.cached_rrms(run.output_dir, jobs, run.device, WORKERS,
+                                     loader_workers=WORKERS)))
 
 # %%
 MAIN = {j: (FRACTION, "rrm", j) for j in (False, True)}
 scores, crf_scores = {}, {}
 for k, n in tqdm(nets.items(), desc="evaluate"):     # the two main networks: one pass, plain and + CRF
     if k in MAIN.values():
-        scores[k], crf_scores[k[2]] = pseudo.evaluate_with_and_without_crf(
+        scores[k], crf_scores[k[2]] = segmenter_step.evaluate_with_and_without_crf(
             rrm.SegmentationBranch(n), TEST, "rrm_test", progress=False, processes=WORKERS)
     else:
-        scores[k] = pseudo.evaluate(rrm.SegmentationBranch(n), TEST, progress=False)
+        scores[k] = segmenter_step.evaluate(rrm.SegmentationBranch(n), TEST, progress=False)
 miou_rrm_ce, miou_rrm_joint = scores[MAIN[False]].miou, scores[MAIN[True]].miou
 miou_cam_ce, miou_cam_joint = ((scores[(FRACTION, "cam", False)].miou, scores[(FRACTION, "cam", True)].miou)
                                 if TABLE2_CAM else (float("nan"), float("nan")))
@@ -641,23 +645,24 @@ plt.close()
 #
 # The paper's two-step variant: the one-step network labels the training images (its
 # segmentation branch, restricted to each image's tags, refined by the dense CRF;
-# `rrm.write_pseudo_labels`), and notebook 05's DeepLabv3+ is trained on them. Beside them, the
+# `rrm_step.write_pseudo_labels`), and notebook 05's DeepLabv3+ is trained on them. Beside them, the
 # three-step pipeline of notebooks 03-05 as those notebooks recorded it (when they ran into the
 # same `OUTPUT_DIR`).
 
 # %%
 main_net = nets[MAIN[True]]
-PL_FOLDER = run.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm.rrm_key(step1.data_key, INIT_KEY, CFG))
-rrm.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=run.device, processes=WORKERS)
+PL_FOLDER = run.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm_step.rrm_key(step1.data_key, INIT_KEY, CFG))
+rrm_step.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=run.device, processes=WORKERS)
 miou_rrm_pseudo_train = pseudo_label_confusion(step1.scored_view, PL_FOLDER).miou    # VOC: scored on train, as IRNet's
-miou_rrm_one_step_train = pseudo.evaluate(rrm.SegmentationBranch(main_net), step1.scored_view, progress=False).miou
+miou_rrm_one_step_train = segmenter_step.evaluate(rrm.SegmentationBranch(main_net),
+                                                  step1.scored_view, progress=False).miou
 miou_rrm_two_step = miou_rrm_two_step_crf = float("nan")
 if TWO_STEP:
-    SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, dataset=DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
+    SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, dataset=DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                               SEG_CROP=SEG_CROP)
-    seg = pseudo.cached_segmenter(run.output_dir, datasets.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
+    seg = segmenter_step.cached_segmenter(run.output_dir, datasets.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
                                   SEG, run.device, progress=True)
-    plain, with_crf = pseudo.evaluate_with_and_without_crf(seg, TEST, "rrm_test", progress=False, processes=WORKERS)
+    plain, with_crf = segmenter_step.evaluate_with_and_without_crf(seg, TEST, "rrm_test", progress=False, processes=WORKERS)
     miou_rrm_two_step, miou_rrm_two_step_crf = plain.miou, with_crf.miou   # like for like: paper 003 uses the CRF on both
 print(f"train: one-step prediction {miou_rrm_one_step_train:.3f}, with tags + CRF (the pseudo-labels) {miou_rrm_pseudo_train:.3f}; "
       f"{SPLIT}: one-step {miou_rrm_joint:.3f} (+ CRF {miou_rrm_joint_crf:.3f}), "
@@ -669,7 +674,8 @@ compare = {f"RRM one-step ({SPLIT})": miou_rrm_joint, f"RRM one-step + CRF ({SPL
 if TWO_STEP:
     compare[f"RRM two-step: DeepLabv3+ ({SPLIT})"] = miou_rrm_two_step
     compare[f"RRM two-step: DeepLabv3+ + CRF ({SPLIT})"] = miou_rrm_two_step_crf
-drop = cam.step1_values(PROFILE, DATASET)["DROP_CLASS"]     # what notebooks 03-05 drop: toy "person", msrc nothing
+# what notebooks 03-05 drop: toy "person", msrc nothing
+drop = cam_step.step1_values(PROFILE, DATASET)["DROP_CLASS"]
 tags = f"{drop} dropped" if drop else "every tag"
 for nb, key, name in (("04_irnet_random_walk", "miou_irnet", f"IRNet pseudo-labels, {tags} (train)"),
                       ("05_deeplab_and_results", "miou_deeplab", f"three steps: DeepLabv3+, {tags} ({SPLIT})"),

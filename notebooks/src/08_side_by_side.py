@@ -60,7 +60,8 @@ N_SHOW = 4             # gallery rows
 import math
 import numpy as np
 import matplotlib.pyplot as plt
-from wsss_edu import cam, compare, params, pipeline, pseudo, train, viz
+from wsss_edu import cam, compare, params, pipeline, train, viz
+from wsss_edu.steps import cam_step, segmenter_step
 from wsss_edu.data import images_to_tensor
 from wsss_edu.results import load_model
 
@@ -99,22 +100,23 @@ print(sorted(METRICS))
 # %% [markdown]
 # ## 3 · Full supervision, on the same images
 #
-# The data of notebooks 03-07 (`cam.step1` returns it with step 1's classifier and CAMs, from the
+# The data of notebooks 03-07 (`cam_step.step1` returns it with step 1's classifier and CAMs, from the
 # cache), and notebook 05's DeepLabv3+ trained on the **true masks** of the training images —
 # the ceiling every tags method aims at.
 
 # %%
-step1 = cam.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
+step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
                FROZEN_BLOCKS=FROZEN_BLOCKS)
 TRAIN, TEST, SPLIT, CLASSES = step1.train, step1.test, step1.test_split, step1.classes   # every network reported on TEST
 FIRST = 0 if step1.has_background else 1    # MSRC's class 0 exists by name only: its IoU is left out
-SEG = pseudo.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
+SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
                           SEG_EPOCHS=SEG_EPOCHS, SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
-full_net = pseudo.cached_segmenter(run.output_dir, TRAIN, {"true_masks": step1.data_key}, SEG, run.device, WORKERS)
-full_meter = pseudo.evaluate(full_net, TEST, progress=False)
+full_net = segmenter_step.cached_segmenter(run.output_dir, TRAIN, {"true_masks": step1.data_key},
+                                           SEG, run.device, WORKERS)
+full_meter = segmenter_step.evaluate(full_net, TEST, progress=False)
 miou_full = full_meter.miou
 print(f"DeepLabv3+ on every true mask: {SPLIT} mIoU {miou_full:.3f}")
 if "miou_full_supervision" in METRICS.get("00_wsss_and_the_toy_world", {}):
@@ -130,7 +132,8 @@ if "miou_full_supervision" in METRICS.get("00_wsss_and_the_toy_world", {}):
 
 # %%
 THETA = METRICS["03_classification_and_cam"]["bg_threshold"]
-miou_cam_test = cam.cam_confusions(step1.test_view, step1.test_folder, [THETA], progress=False)[0].miou
+miou_cam_test = cam_step.cam_confusions(step1.test_view, step1.test_folder, [THETA],
+                                        progress=False)[0].miou
 print(f"CAM pseudo-labels on {SPLIT} (θ = {THETA}): mIoU {miou_cam_test:.3f}")
 
 # %% [markdown]
@@ -187,7 +190,8 @@ NETS = {"CAM → IRNet → DeepLabv3+": load_model(run.output_dir, "05_deeplab_a
         "URN": load_model(run.output_dir, "06_urn_uncertainty_weights", "urn"),
         "RRM": load_model(run.output_dir, "07_rrm_end_to_end", "rrm_joint"),
         "full supervision": full_net}
-MEASURED = {k: pseudo.evaluate(n, TEST, device=run.device, progress=False) for k, n in NETS.items()}
+MEASURED = {k: segmenter_step.evaluate(n, TEST, device=run.device, progress=False) for k,
+            n in NETS.items()}
 viz.bar_table({k: [m.miou] for k, m in MEASURED.items()} | {f"CAM ({SPLIT})": [miou_cam_test]},
               f"{SPLIT} mIoU of the kept networks", row_header="network")
 
@@ -208,7 +212,7 @@ def predict(net, sample):
     return train.predict_logits(net, images_to_tensor(sample["image"][None]), device=run.device).argmax(1)[0].numpy()
 
 def cam_label(sample):
-    cams = cam.load_cams(step1.test_folder, sample["name"], len(CLASSES) - 1)
+    cams = cam_step.load_cams(step1.test_folder, sample["name"], len(CLASSES) - 1)
     return cam.cams_to_labels(cams[None], THETA)[0].numpy()
 
 show = sorted(range(len(TEST)), key=lambda i: -int(TEST[i]["labels"].sum()))[:N_SHOW]   # the busiest images

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import params
-from .cache import artifact_path, cached, checkpoint_path
-from .crf import crf_on_scores
-from .data import SegTransformDataset, images_to_tensor, same_size_batches
-from .distributed import trained_state
-from .errors import check_choice
-from .metrics import ConfusionMeter
-from .models import make_segmenter, tta_probs, tta_views
-from .parallel import compute_missing
-from .train import cross_entropy_loss, fit, poly_schedule, seed_everything
-from .urn import probability_weight, weighted_cross_entropy
+from .. import params
+from ..cache import artifact_path, cached, checkpoint_path
+from ..crf import crf_on_scores
+from ..data import SegTransformDataset, images_to_tensor, same_size_batches
+from ..distributed import trained_state
+from ..errors import check_choice
+from ..metrics import ConfusionMeter
+from ..models import make_segmenter, tta_probs, tta_views
+from ..parallel import compute_missing
+from ..train import cross_entropy_loss, fit, poly_schedule, seed_everything
+from ..urn import probability_weight, weighted_cross_entropy
 
 
 @dataclass(frozen=True)
