@@ -55,7 +55,8 @@ import matplotlib.pyplot as plt
 import torch
 from wsss_edu import params, stats, toy, viz
 
-run = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED)
 sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(64, 320), N_TRAIN=(1000, 5000), N_VAL=(200, 1000),
                                         EPOCHS=(10, 30), BATCH_SIZE=(16, 16), CROP=(256, 512)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, EPOCHS=EPOCHS,
@@ -255,7 +256,8 @@ if DATASET == "toy":
 
 # %%
 if DATASET == "toy":
-    mixed = toy.ToyDataset("train", n=8, seed=SEED, size=IMAGE_SIZE, pixel_perfect=0.25, mask_noise=0.6)
+    mixed = toy.ToyDataset("train", n=8, seed=SEED, size=IMAGE_SIZE, pixel_perfect=0.25,
+                           mask_noise=0.6)
     fig, axes = plt.subplots(3, 8, figsize=(14, 5.4))
     for j in range(8):
         s = mixed[j]
@@ -317,7 +319,8 @@ key = dict(notebook="00", dataset=DATASET, data_root=str(DATA_ROOT), model=MODEL
 
 def train_reference():
     train.seed_everything(SEED)
-    net = models.make_segmenter(MODEL, len(CLASSES), **({} if run.quick else {"weights": WEIGHTS or None}))
+    net = models.make_segmenter(MODEL, len(CLASSES),
+                                **({} if run.quick else {"weights": WEIGHTS or None}))
     opt = torch.optim.Adam(net.parameters(), lr=2e-3 if run.quick else 1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"],
                                                 total_steps=EPOCHS * len(train_loader))
@@ -460,7 +463,8 @@ for w, d in worlds.items():
     boat = np.array([d[i]["labels"][BOAT] for i in range(len(d))]) > 0
     shortcut_acc[w] = float((water == boat).mean())
     p_boat_given_water[w] = float(boat[water].mean())
-print({w: round(v, 3) for w, v in shortcut_acc.items()}, {w: round(v, 3) for w, v in p_boat_given_water.items()})
+print({w: round(v, 3) for w, v in shortcut_acc.items()},
+      {w: round(v, 3) for w, v in p_boat_given_water.items()})
 ### END SOLUTION
 for w, d in worlds.items():
     p = stats.tag_frequency(d)[BOAT]                                # P(boat)
@@ -510,7 +514,8 @@ for size in SIZES:
     assert hidden[size].shape == (NC,) and ((hidden[size] > 0) & (hidden[size] < 1)).all()
     assert hidden[size][0] == hidden[size].min()        # background regions are large: least hidden
 for small, large in zip(SIZES, SIZES[1:]):
-    assert (hidden[small][1:] > hidden[large][1:]).all()  # a 1-px band is a larger share of a small object
+    # a 1-px band is a larger share of a small object
+    assert (hidden[small][1:] > hidden[large][1:]).all()
 bottle = toy.CLASSES.index("bottle")
 assert fill[32][bottle] > fill[128][bottle]
 

@@ -103,7 +103,9 @@ print(f"|μ| ≤ 3, σ² ≤ 4: max |eq.(1) − exact| = {probit_err:.4f}, max |
 # %%
 M, V = np.meshgrid(np.linspace(-6, 6, 121), np.linspace(0.0, 6, 121))
 fig, ax = plt.subplots(1, 3, figsize=(14, 3.4))
-bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(M), torch.ones(M.shape, dtype=torch.float64), reduction="none").numpy()
+bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(M),
+                                                           torch.ones(M.shape, dtype=torch.float64),
+                                                           reduction="none").numpy()
 panels = [("plain BCE(μ, 1)", bce), ("uncertain BCE(E[p], 1)  eq. 2",
           lu.uncertain_bce(torch.tensor(M), torch.tensor(V), torch.ones(M.shape, dtype=torch.float64)).numpy()),
           ("combined: eq. 2 + eq. 4 (τ = 1)", lu.combined_loss_surface(M, V, y=1.0, tau=1.0))]
@@ -134,7 +136,8 @@ plt.close()
 s2_line = np.linspace(0, 10, 201)
 fig, ax = plt.subplots(figsize=(5, 2.8))
 for m in (-3.0, 3.0):
-    ax.plot(s2_line, lu.combined_loss_surface(np.full_like(s2_line, m), s2_line, y=1.0, tau=1.0), label=f"μ = {m:+g}")
+    ax.plot(s2_line, lu.combined_loss_surface(np.full_like(s2_line, m), s2_line, y=1.0, tau=1.0),
+            label=f"μ = {m:+g}")
 ax.axvline(1.0, color="gray", ls=":", label="τ")
 ax.set_xlabel("σ²")
 ax.set_ylabel("combined loss, y = 1")
@@ -142,7 +145,8 @@ ax.legend(fontsize=8)
 plt.show()
 plt.close()
 line = {m: lu.combined_loss_surface(np.full_like(s2_line, m), s2_line, y=1.0, tau=1.0) for m in (-3.0, 3.0)}
-print({m: (round(float(v[0]), 3), round(float(v[-1]), 3)) for m, v in line.items()}, "(loss at σ² = 0 and σ² = 10)")
+print({m: (round(float(v[0]), 3), round(float(v[-1]), 3)) for m, v in line.items()},
+      "(loss at σ² = 0 and σ² = 10)")
 
 # %% [markdown]
 # ## 3 · The bootstrap weight and the threshold τ
@@ -329,7 +333,8 @@ for tau in TAUS:
 print(steepest)
 ### END SOLUTION
 assert Z0.shape == M.shape
-assert np.allclose(Z0, Z[:, ::-1])   # y = 0 is §2's y = 1 surface mirrored in μ (M's grid is symmetric)
+# y = 0 is §2's y = 1 surface mirrored in μ (M's grid is symmetric)
+assert np.allclose(Z0, Z[:, ::-1])
 assert all(abs(steepest[t] - t) <= 0.1 for t in TAUS), steepest
 
 # %% [markdown] tags=["solution"]
@@ -356,18 +361,21 @@ S2_HIGH, TAU_3 = 5.0, 1.0
 TARGETS = ("flip", "hard_belief", "soft_belief")
 ### BEGIN SOLUTION
 def eq4(m, target):
-    return lu.bootstrapped_bce(m, torch.full_like(m, S2_HIGH), torch.ones_like(m), TAU_3, target=target)
+    return lu.bootstrapped_bce(m, torch.full_like(m, S2_HIGH), torch.ones_like(m), TAU_3,
+                               target=target)
 
 grads, fd = {}, {}
 for t in TARGETS:
     m = mu_grid.clone().requires_grad_(True)
     grads[t] = torch.autograd.grad(eq4(m, t).sum(), m)[0]
     fd[t] = (eq4(mu_grid + 1e-4, t) - eq4(mu_grid - 1e-4, t)) / 2e-4
-print({t: [round(grads[t][k].item(), 3) for k in (10, 40, 70)] for t in TARGETS}, "(at μ = -3, 0, 3)")
+print({t: [round(grads[t][k].item(), 3) for k in (10, 40, 70)] for t in TARGETS},
+      "(at μ = -3, 0, 3)")
 ### END SOLUTION
 away = mu_grid.abs() > 0.05   # the hard belief jumps at μ = 0
 assert all(grads[t].shape == fd[t].shape == mu_grid.shape for t in TARGETS)
-assert (grads["flip"] > 0.01).all()       # descent lowers every μ, even where the network agrees with y = 1
+# descent lowers every μ, even where the network agrees with y = 1
+assert (grads["flip"] > 0.01).all()
 assert (grads["hard_belief"][mu_grid > 0.05] < 0).all() and (grads["hard_belief"][mu_grid < -0.05] > 0).all()
 assert grads["soft_belief"].abs().max() < 1e-6
 for t in ("flip", "hard_belief"):          # a target that does not move with μ: the surface is honest
@@ -421,7 +429,7 @@ below = s20 < 0.9 * TAU_4
 assert end_mu[True].shape == end_mu[False].shape == mu0.shape
 for d in (True, False):
     assert not (end_mu[d][mu0 > 0] < 0).any()     # the hard belief never turns a pixel that agrees
-assert not (end_mu[True][below] < 0).any()         # detached: below τ, every pixel returns to its label
+assert not (end_mu[True][below] < 0).any()   # detached: below τ, every pixel returns to its label
 assert (end_mu[False][below] < 0).any()            # not detached: some climb past τ through W
 assert (end_mu[False] < 0).sum() > (end_mu[True] < 0).sum()
 

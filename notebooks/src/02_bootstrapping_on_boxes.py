@@ -58,7 +58,8 @@ from wsss_edu import params, viz
 from wsss_edu.steps import lu_experiments
 from wsss_edu import label_uncertainty as lu
 
-run = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED)
 sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         PP_SWEEP=([10, 40], [100, 250, 1000]), N_VAL=(150, 500),
                                         EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(8, 32)),
@@ -82,7 +83,8 @@ print(sizes, CFG)
 def mixed(n_pp, split="train", n=N_TRAIN):   # N_PP = None: the poster's 18 % (full profile)
     return lu.load_mixed_set(DATASET, ["car"], n_pp, split, n, IMAGE_SIZE, DATA_ROOT, SEED)
 
-EVAL_SPLIT = params.TEST_SPLITS.get(DATASET, "val")   # held out: not the split the variants were compared on
+# held out: not the split the variants were compared on
+EVAL_SPLIT = params.TEST_SPLITS.get(DATASET, "val")
 cars, cars_val = mixed(N_PP), mixed(N_VAL, EVAL_SPLIT, N_VAL)
 N_TRAIN, N_PP = len(cars["image"]), int(cars["pixel_perfect"].sum())
 bb = ~cars["pixel_perfect"]
@@ -504,7 +506,7 @@ if bg_in.any() and car_in.any():                     # the watched images hold b
     print(f"σ² at the end: AUROC {auroc[-1]:.3f} (Monte-Carlo {auroc_mc:.3f}); belief ≠ box: "
           f"{auroc_belief[END_OF_WARMUP]:.3f} at the end of the warm-up, {auroc_belief[-1]:.3f} at the end")
     ### END SOLUTION
-    assert abs(auroc_mc - auroc[-1]) < 0.01                 # 200,000 pairs: about 0.001 of Monte-Carlo noise
+    assert abs(auroc_mc - auroc[-1]) < 0.01   # 200,000 pairs: about 0.001 of Monte-Carlo noise
     assert len(auroc_belief) == len(watched)
     for (labels, _), a in zip(watched, auroc_belief):      # a 0/1 score's AUROC is its balanced accuracy
         flagged = labels != t_w
@@ -589,13 +591,15 @@ NOISE = (0.0, 0.1, 0.2)
 ### BEGIN SOLUTION
 wrong_inside, car_outside = {}, {}
 for level in NOISE:
-    a = lu.load_mixed_set("toy", ["car"], N_PP, "train", N_TRAIN, IMAGE_SIZE, "", SEED, box_noise=level)
+    a = lu.load_mixed_set("toy", ["car"], N_PP, "train", N_TRAIN, IMAGE_SIZE, "", SEED,
+                          box_noise=level)
     bb_a = ~a["pixel_perfect"][:, None, None]
     lab_in = a["in_box"] & (a["mask"] != 255)
     wrong_inside[level] = float((a["target"][lab_in] != a["mask"][lab_in]).mean())
     car = bb_a & (a["mask"] == 1)
     car_outside[level] = float((car & ~a["in_box"]).sum() / car.sum())
-print({k: round(v, 3) for k, v in wrong_inside.items()}, {k: round(v, 3) for k, v in car_outside.items()})
+print({k: round(v, 3) for k, v in wrong_inside.items()},
+      {k: round(v, 3) for k, v in car_outside.items()})
 ### END SOLUTION
 assert all(np.isnan(v) or 0 <= v <= 1 for v in wrong_inside.values())   # NaN: no box-labelled image
 if DATASET == "toy" and run.quick:                   # a few tiny images (a real dataset's N_PP) need not show these

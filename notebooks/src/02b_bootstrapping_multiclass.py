@@ -52,7 +52,8 @@ from wsss_edu import params, viz
 from wsss_edu.steps import lu_experiments
 from wsss_edu import label_uncertainty as lu
 
-run = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED)
 sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         N_VAL=(150, 500), EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(16, 32)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, N_VAL=N_VAL, EPOCHS=EPOCHS,
@@ -71,10 +72,12 @@ print(sizes, CFG_MC)
 # person, 13 % background, 55 % ignored).
 
 # %%
-EVAL_SPLIT = params.TEST_SPLITS.get(DATASET, "val")   # held out: not the split the variants were compared on
+# held out: not the split the variants were compared on
+EVAL_SPLIT = params.TEST_SPLITS.get(DATASET, "val")
 CLASSES = ["car", "person"]
 multi = lu.load_mixed_set(DATASET, CLASSES, N_PP, "train", N_TRAIN, IMAGE_SIZE, DATA_ROOT, SEED)
-multi_val = lu.load_mixed_set(DATASET, CLASSES, N_VAL, EVAL_SPLIT, N_VAL, IMAGE_SIZE, DATA_ROOT, SEED)
+multi_val = lu.load_mixed_set(DATASET, CLASSES, N_VAL, EVAL_SPLIT, N_VAL, IMAGE_SIZE, DATA_ROOT,
+                              SEED)
 N_TRAIN, N_PP = len(multi["image"]), int(multi["pixel_perfect"].sum())
 bb = ~multi["pixel_perfect"]
 for c, name in enumerate(CLASSES, 1):
@@ -305,7 +308,8 @@ for tau in (0.25 * TAU, TAU, 1.5 * TAU):
     assert torch.equal(mine, lu.bootstrapped_targets(mu_r, s2_r, y_r, tau, allowed_r)), tau
     assert torch.equal(mine[~allowed_r], y_r[~allowed_r]) and (mine[y_r == 255] == 255).all()
 if DATASET == "toy" and run.quick:
-    assert not torch.equal(eq7(mu_r, s2_r, y_r, 0.25 * TAU, allowed_r), y_r)   # something does switch
+    # something does switch
+    assert not torch.equal(eq7(mu_r, s2_r, y_r, 0.25 * TAU, allowed_r), y_r)
 
 # %% [markdown] tags=["solution"]
 # Three details decide what eq. (7) does. The threshold is on the *largest* variance over the
@@ -395,7 +399,7 @@ T_LIST, R = (1, 2, 8, 32), 50_000
 x_gh, w_gh = np.polynomial.hermite.hermgauss(40)                 # exact references by quadrature
 nodes = MU3.flatten().numpy()[:, None] + np.sqrt(2 * VAR3.flatten().numpy())[:, None] * x_gh
 l0, l1, l2 = np.meshgrid(*nodes, indexing="ij")
-log_p0 = l0 - np.logaddexp(np.logaddexp(l0, l1), l2)             # log softmax of class 0 at every node
+log_p0 = l0 - np.logaddexp(np.logaddexp(l0, l1), l2)   # log softmax of class 0 at every node
 weights = np.einsum("i,j,k->ijk", w_gh, w_gh, w_gh) / np.pi ** 1.5
 EXACT_EQ6 = -np.log((weights * np.exp(log_p0)).sum())            # -log E[p_0]
 MEAN_CE = -(weights * log_p0).sum()                               # E[-log p_0]
@@ -404,11 +408,13 @@ g_mc = torch.Generator().manual_seed(SEED)
 y_rep = torch.zeros(1, 1, R, dtype=torch.long)
 bias = {T: float(lu.mc_uncertain_ce(MU3.expand(1, 3, 1, R), VAR3.expand(1, 3, 1, R), y_rep, T, g_mc).mean()
                  - EXACT_EQ6) for T in T_LIST}
-print({T: round(b, 4) for T, b in bias.items()}, f"exact {EXACT_EQ6:.3f}, mean of the CE {MEAN_CE:.3f}")
+print({T: round(b, 4) for T, b in bias.items()},
+      f"exact {EXACT_EQ6:.3f}, mean of the CE {MEAN_CE:.3f}")
 ### END SOLUTION
 b = [bias[T] for T in T_LIST]
-assert all(v > 0 for v in b) and all(x > y for x, y in zip(b, b[1:]))   # biased upwards, less with more samples
-assert abs(bias[1] - (MEAN_CE - EXACT_EQ6)) < 0.05                        # T = 1: the mean cross-entropy
+# biased upwards, less with more samples
+assert all(v > 0 for v in b) and all(x > y for x, y in zip(b, b[1:]))
+assert abs(bias[1] - (MEAN_CE - EXACT_EQ6)) < 0.05   # T = 1: the mean cross-entropy
 assert 10 < bias[2] / bias[32] < 40                                        # falls about as 1/T
 
 # %% [markdown] tags=["solution"]
@@ -433,8 +439,10 @@ assert 10 < bias[2] / bias[32] < 40                                        # fal
 
 # %% tags=["exercise"]
 TAUS = (0.3, 0.5, 1.0, 2.0)
-box_px = {c: in_w & (t_w == c) & (m_w != 255) for c in (1, 2)}   # labelled pixels of class c's boxes
-BOXED = [c for c in (1, 2) if box_px[c].any()]   # classes with boxes in the watched images (toy: both)
+# labelled pixels of class c's boxes
+box_px = {c: in_w & (t_w == c) & (m_w != 255) for c in (1, 2)}
+# classes with boxes in the watched images (toy: both)
+BOXED = [c for c in (1, 2) if box_px[c].any()]
 box_wrong = {c: float((t_w[box_px[c]] != m_w[box_px[c]]).mean()) for c in BOXED}
 ### BEGIN SOLUTION
 s2_max = watched[end_warm][1].max(1)                       # (40, H, W): the largest class variance
@@ -452,8 +460,8 @@ for c in BOXED:
     s2_c = watched[end_warm][1].max(1)[box_px[c]]
     assert all(abs(switched[c][t] - (s2_c > t).mean()) < 1e-9 for t in TAUS)
 if DATASET == "toy" and run.quick and TAU in TAUS:
-    assert switched[2][TAU] > switched[1][TAU]                   # the person's boxes switch wholesale
-    assert wrong_among_switched[1][TAU] > box_wrong[1]            # the car's switch selects wrong labels
+    assert switched[2][TAU] > switched[1][TAU]   # the person's boxes switch wholesale
+    assert wrong_among_switched[1][TAU] > box_wrong[1]   # the car's switch selects wrong labels
 
 # %% [markdown] tags=["solution"]
 # At τ = 0.5 the two classes behave differently. In the car boxes only a few percent of the pixels

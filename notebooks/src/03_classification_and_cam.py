@@ -73,7 +73,8 @@ from wsss_edu import cam, params, viz
 from wsss_edu.steps import cam_step
 from wsss_edu.data import Relabeled, images_to_tensor
 
-run = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED)
 settings = cam_step.step1_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
                      IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                      LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, DROP_CLASS=DROP_CLASS, BALANCE=BALANCE,
@@ -163,7 +164,8 @@ print(f"the classifier trains on {len(idx_used)} of {len(train)} images; tags pe
 model = cam_step.cached_step1(run.output_dir, train, data_key, CFG, run.device, WORKERS)
 probs_val = cam_step.classifier_probs(model, val)
 f1 = cam.multilabel_f1(probs_val, torch.as_tensor(cam_step.dataset_tags(val)))
-print("F1 per class on the validation tags:", dict(zip(CLASSES[1:], np.round(f1.numpy(), 2).tolist())))
+print("F1 per class on the validation tags:",
+      dict(zip(CLASSES[1:], np.round(f1.numpy(), 2).tolist())))
 
 # %% [markdown]
 # ## 3 · CAMs: several scales, flips, normalisation
@@ -254,7 +256,8 @@ print("| class | IoU |\n| --- | --- |\n" + "\n".join(f"| {c} | {v:.3f} |" for c,
 # (the paper's code) instead of each class's own, θ again chosen on validation:
 
 # %%
-NO_THETA = len(THRESHOLDS) == 1    # nothing chosen on val: comparisons are scored there (fewer images)
+# nothing chosen on val: comparisons are scored there (fewer images)
+NO_THETA = len(THRESHOLDS) == 1
 
 def score_cams(norm):
     """(θ chosen on val, per-class IoU on train) of the pipeline classifier's CAMs normalised by
@@ -271,7 +274,8 @@ def score_cams(norm):
 norms = {n: score_cams(n) for n in ("per_class", "global")}
 fig, ax = plt.subplots(figsize=(7 if len(CLASSES) < 12 else 9, 2.6))
 for j, (n, (t, v)) in enumerate(norms.items()):
-    ax.bar(np.arange(len(CLASSES)) + 0.4 * (j - 0.5), v, 0.4, label=f"{n} (θ={t}): mIoU {np.nanmean(v):.3f}")
+    ax.bar(np.arange(len(CLASSES)) + 0.4 * (j - 0.5), v, 0.4,
+           label=f"{n} (θ={t}): mIoU {np.nanmean(v):.3f}")
 ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60 if len(CLASSES) > 12 else 30)
 ax.set_ylabel("val IoU" if NO_THETA else "train IoU")
 ax.legend(fontsize=8)
@@ -372,7 +376,8 @@ PRETRAINED = BACKBONE != "small" and WEIGHTS is not None
 WEIGHT_VARIANTS = PRETRAINED and not (DROP_CLASS or BALANCE)   # real photos: ImageNet vs scratch
 if WEIGHT_VARIANTS:
     scratch = cam_step.classifier_config(settings | {"FROZEN_BLOCKS": 0}, run.seed, None)
-    VARIANTS = {"imagenet": CFG, "scratch": dataclasses.replace(scratch, drop_class=drop, balance=BALANCE)}
+    VARIANTS = {"imagenet": CFG,
+                "scratch": dataclasses.replace(scratch, drop_class=drop, balance=BALANCE)}
 else:
     VARIANTS = {"as_given": dataclasses.replace(base, drop_class=None, balance=False),
                 "dropped": dataclasses.replace(base, drop_class=drop, balance=False),
@@ -413,7 +418,8 @@ for j, (k, v) in enumerate(per_class.items()):
     seen = np.isfinite(v).any(0)                   # a class absent from the split has no IoU
     mean = np.where(seen, np.nanmean(np.where(seen, v, 0), 0), 0)
     std = np.where(seen, np.nanstd(np.where(seen, v, 0), 0), 0)
-    ax.bar(np.arange(len(CLASSES)) + wd * (j - (len(per_class) - 1) / 2), mean, wd, yerr=std, label=names[k])
+    ax.bar(np.arange(len(CLASSES)) + wd * (j - (len(per_class) - 1) / 2), mean, wd, yerr=std,
+           label=names[k])
 ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60 if len(CLASSES) > 12 else 30)
 ax.set_ylabel(f"{split_scored} IoU")
 ax.legend(fontsize=8)
@@ -464,7 +470,8 @@ print(f"{keep.mean():.0%} of the training images pass; their CAM mIoU {m_keep.mi
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 2))
-ax.barh(["confident (> 0.8)", "the rest"], [m_keep.miou, m_rest.miou], color=["tab:green", "tab:gray"])
+ax.barh(["confident (> 0.8)", "the rest"], [m_keep.miou, m_rest.miou],
+        color=["tab:green", "tab:gray"])
 ax.set_xlabel("train mIoU of CAM pseudo-labels")
 ax.set_xlim(0, 1)
 plt.show()
@@ -532,7 +539,8 @@ metrics = {"miou_cam": miou_cam, "miou_cam_crf": miou_cam_crf, "bg_threshold": B
            "miou_cam_global_norm": float(np.nanmean(norms["global"][1]))}
 metrics |= {f"miou_cam_{k}": float(v.mean()) for k, v in variant_miou.items()}
 metrics |= {f"miou_cam_{k}_std": float(v.std()) for k, v in variant_miou.items()}
-metrics = {k: float(v) if v is not None and np.isfinite(v) else None for k, v in metrics.items()}   # None: no image (e.g. none confident), no θ
+# None: no image (e.g. none confident), no θ
+metrics = {k: float(v) if v is not None and np.isfinite(v) else None for k, v in metrics.items()}
 run.record(metrics)
 print({k: v if v is None else round(v, 3) for k, v in metrics.items()})
 
@@ -595,7 +603,8 @@ with torch.no_grad():
     logits = model(imgs)
     assert cam_raw.shape[:2] == logits.shape == logits_from_cam.shape == relu_gap.shape
     assert torch.allclose(logits_from_cam, logits, rtol=1e-4, atol=1e-4), (logits_from_cam - logits).abs().max()
-    stored = cam.class_activation_map(model.features(imgs), model.classifier.weight)   # with the ReLU
+    # with the ReLU
+    stored = cam.class_activation_map(model.features(imgs), model.classifier.weight)
     assert torch.allclose(relu_gap, stored.mean((2, 3)) - logits, rtol=1e-4, atol=1e-4)
     assert (relu_gap >= -1e-5).all()
 
@@ -613,9 +622,11 @@ with torch.no_grad():
 ### BEGIN SOLUTION
 shown = true_tags.sum(0)
 tag_recall = (true_tags & (tags > 0)).sum(0) / np.maximum(shown, 1)
-p_idx = CLASSES.index("person") - 1 if "person" in CLASSES else None   # MSRC has none (its 'body' is tagged)
+# MSRC has none (its 'body' is tagged)
+p_idx = CLASSES.index("person") - 1 if "person" in CLASSES else None
 untagged_person = int((true_tags[:, p_idx] & (tags[:, p_idx] == 0)).sum()) if p_idx is not None else 0
-print(dict(zip(CLASSES[1:], np.round(tag_recall, 3).tolist())), f"untagged persons: {untagged_person}")
+print(dict(zip(CLASSES[1:], np.round(tag_recall, 3).tolist())),
+      f"untagged persons: {untagged_person}")
 # Each of those images is a *negative* example for 'person' while showing one: the loss pushes
 # the person logit (the mean of its CAM) down on exactly the pixels that look like a person. The
 # classifier learns a weak, hedged person detector, and its CAM stays faint (person IoU ~0.04 in
@@ -659,7 +670,8 @@ print(f"θ = {BG_THRESHOLD}: {missed[k]:.1%} of the object pixels missed ({cm_k[
 assert missed.shape == invented.shape == (len(THRESHOLDS),)
 if train.has_background:
     assert ((missed >= 0) & (missed <= 1) & (invented >= 0) & (invented <= 1)).all()
-    assert (np.diff(missed) >= 0).all() and (np.diff(invented) <= 0).all()   # a higher θ only turns pixels into background
+    # a higher θ only turns pixels into background
+    assert (np.diff(missed) >= 0).all() and (np.diff(invented) <= 0).all()
     assert missed[-1] > missed[0] and invented[0] > invented[-1]
 
 # %% [markdown]
@@ -678,7 +690,8 @@ counts_before = labels_used.sum(0)
 counts_after = labels_used[subset].sum(0)
 kept = len(subset) / len(labels_used)
 print("before:", dict(zip(CLASSES[1:], counts_before.astype(int).tolist())))
-print("after: ", dict(zip(CLASSES[1:], counts_after.astype(int).tolist())), f"({kept:.0%} of the images)")
+print("after: ", dict(zip(CLASSES[1:], counts_after.astype(int).tolist())),
+      f"({kept:.0%} of the images)")
 # Classes are filled from the rarest up, and an image chosen for a rare class also counts for
 # every other class it shows: a frequent class that often shares images with rare ones ends a
 # little above the target. The balance is bought with most of the images (and the equal_steps
@@ -686,7 +699,7 @@ print("after: ", dict(zip(CLASSES[1:], counts_after.astype(int).tolist())), f"({
 ### END SOLUTION
 present = counts_before > 0
 rarest = np.flatnonzero(present)[np.argmin(counts_before[present])]
-assert counts_after[rarest] == counts_before[rarest]                    # the rarest class keeps every image
+assert counts_after[rarest] == counts_before[rarest]   # the rarest class keeps every image
 assert (counts_after[present] >= counts_before[rarest]).all() and (counts_after <= counts_before).all()
 ratio = lambda c: c[present].max() / c[present].min()
 assert ratio(counts_after) < ratio(counts_before) and 0 < kept < 1

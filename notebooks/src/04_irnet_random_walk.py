@@ -155,8 +155,10 @@ for i in check[:4]:
     s = step1.train_view[i]
     cams_i = cam_step.load_cams(step1.folder, s["name"], K)
     rel = read_mask(rel_folder / f"{s['name']}.png").astype(np.int64)
-    rows.append([s["image"], s["mask"], cam.cams_to_labels(cams_i[None], CAM_THRESHOLD)[0].numpy(), rel])
-viz.show_grid(rows, titles=["image", "true mask", "CAM pseudo-label", "relation label (white: unsure)"])
+    rows.append([s["image"], s["mask"], cam.cams_to_labels(cams_i[None], CAM_THRESHOLD)[0].numpy(),
+                 rel])
+viz.show_grid(rows,
+              titles=["image", "true mask", "CAM pseudo-label", "relation label (white: unsure)"])
 plt.show()
 plt.close()
 
@@ -259,7 +261,8 @@ assert irnet.pair_affinity(wall, [(1, 1)], "thick")[0, 1, 3] == 0 < irnet.pair_a
 # both out (a 64-px scene at half size is 8×8 cells, and four copies cost four times the time).
 
 # %%
-stages = irnet.backbone_stages(step1.model if IR_BACKBONE == "classifier" else "resnet50", IR_WEIGHTS)
+stages = irnet.backbone_stages(step1.model if IR_BACKBONE == "classifier" else "resnet50",
+                               IR_WEIGHTS)
 key = irnet_step.step2_key(step1.folder, IRCFG, IR_BACKBONE, IR_WEIGHTS)
 rel_data = irnet_step.relation_dataset(step1.train_view, rel_folder, confident, IRCFG)
 net = irnet_step.cached_step2(run.output_dir, stages, rel_data, key, IRCFG, run.device, WORKERS)
@@ -287,7 +290,8 @@ for j, i in enumerate(show):
     lab = irnet_step.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
     fg = (lab > 0) & (lab != 255)
     axes[1, j].imshow(s["image"], extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-    axes[1, j].quiver(xx[fg], yy[fg], d[1][fg], -d[0][fg], color="w", angles="xy", scale_units="xy", scale=1, width=0.01)
+    axes[1, j].quiver(xx[fg], yy[fg], d[1][fg], -d[0][fg], color="w", angles="xy", scale_units="xy",
+                      scale=1, width=0.01)
     axes[1, j].set_title("D on the true foreground", fontsize=8)
 for ax in axes.ravel(): ax.axis("off")
 plt.show()
@@ -314,13 +318,15 @@ plt.close(fig)
 # %%
 inp1 = irnet_step.walk_inputs(net, step1.train_view, step1.folder, [show[1]], device=run.device,
                               progress=False)[0]
-b0, c0 = inp1["boundary"], inp1["cams"].amax(0)       # the second image above (tagged): B and its CAM
-y0, x0 = max(0, b0.shape[0] // 2 - 16), max(0, b0.shape[1] // 2 - 16)   # at most 32x32 cells: T is dense here
+b0, c0 = inp1["boundary"], inp1["cams"].amax(0)   # the second image above (tagged): B and its CAM
+# at most 32x32 cells: T is dense here
+y0, x0 = max(0, b0.shape[0] // 2 - 16), max(0, b0.shape[1] // 2 - 16)
 b0, c0 = b0[y0:y0 + 32, x0:x0 + 32], c0[y0:y0 + 32, x0:x0 + 32]
 offsets_all, wts = irnet.transition_weights(b0, 5, 10.0, IRCFG.path)
 T = irnet.transition_matrix(offsets_all, wts)
 h, w = b0.shape
-cells = [int(torch.argmax(c0 * (1 - b0))), int(torch.argmax((1 - c0) * (1 - b0)))]   # object / background
+# object / background
+cells = [int(torch.argmax(c0 * (1 - b0))), int(torch.argmax((1 - c0) * (1 - b0)))]
 rows = []
 for cell in cells:
     row, Tp = [b0.numpy()], T.clone()
@@ -348,10 +354,12 @@ rows = []
 for inp, i in zip(irnet_step.walk_inputs(net, step1.train_view, step1.folder, show[:2], device=run.device, progress=False), show):
     row = [step1.train_view[i]["image"], inp["cams"][0].numpy()]
     for t in STEPS:
-        walked = irnet.random_walk(inp["cams"][None, :1], inp["boundary"][None], 5, 10.0, t, path=IRCFG.path)[0, 0]
+        walked = irnet.random_walk(inp["cams"][None, :1], inp["boundary"][None], 5, 10.0, t,
+                                   path=IRCFG.path)[0, 0]
         row.append((walked / walked.max()).numpy())
     rows.append(row)
-viz.show_grid(rows, titles=["image", "CAM"] + [f"{2 ** t} step" + "s" * (t > 0) for t in STEPS], size=1.5, cmap="jet")
+viz.show_grid(rows, titles=["image", "CAM"] + [f"{2 ** t} step" + "s" * (t > 0) for t in STEPS],
+              size=1.5, cmap="jet")
 plt.show()
 plt.close()
 
@@ -387,7 +395,8 @@ for r in settings["WALK_RADII"]:
     for b in settings["WALK_BETAS"]:
         ys = [max(grid[(r, t, b, bg)] for bg in GRID["WALK_BG"]) for t in settings["WALK_EXP_TIMES"]]
         ax.plot([2 ** t for t in settings["WALK_EXP_TIMES"]], ys, "o-", label=f"radius {r}, β {b}")
-ax.axhline(val_curve[THRESHOLDS.index(CAM_THRESHOLD)], color="k", ls="--", lw=0.8, label="CAM (no walk)")
+ax.axhline(val_curve[THRESHOLDS.index(CAM_THRESHOLD)], color="k", ls="--", lw=0.8,
+           label="CAM (no walk)")
 ax.set_xscale("log", base=2)
 ax.set_xlabel("steps 2^exp_times")
 ax.set_ylabel("val mIoU (best bg threshold)")
@@ -518,7 +527,8 @@ kept_meter = None
 if DROP_CLASS:
     st_all = cam_step.step1(run, DATASET, "", BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                             **STEP1)
-    KEPT_GRID = dict(WALK_RADII=[WALK.radius], WALK_EXP_TIMES=[WALK.exp_times], WALK_BETAS=[WALK.beta], WALK_BG=[0.3])
+    KEPT_GRID = dict(WALK_RADII=[WALK.radius], WALK_EXP_TIMES=[WALK.exp_times],
+                     WALK_BETAS=[WALK.beta], WALK_BG=[0.3])
     ir_all = irnet_step.step2(run, st_all, IRCFG, IR_BACKBONE, IR_WEIGHTS, KEPT_GRID,
                               workers=WORKERS)
     kept_meter = irnet_step.pseudo_label_confusion(st_all.scored_view, ir_all.folder)
@@ -680,7 +690,8 @@ print(f"max of the input {start_max:.3f}; after 2^t steps:", np.round(walked_max
 ### END SOLUTION
 assert torch.allclose(col_sums, torch.ones_like(col_sums), atol=1e-5)
 assert len(walked_max) == 9 and all(m <= start_max + 1e-6 for m in walked_max)
-assert all(b <= a + 1e-6 for a, b in zip(walked_max, walked_max[1:]))   # T^(2^(t+1)) = T^(2^t) T^(2^t)
+# T^(2^(t+1)) = T^(2^t) T^(2^t)
+assert all(b <= a + 1e-6 for a, b in zip(walked_max, walked_max[1:]))
 
 # %% [markdown]
 # ### Exercise 4 — What $\beta$ does to a faint boundary
@@ -745,7 +756,8 @@ spread_x, spread_target = [], []
 for i in imgs16:
     s = step1.train_view[i]
     with torch.no_grad():
-        disp = net(images_to_tensor(s["image"]).to(run.device))[1][0].cpu().numpy()     # (2, h, w): dy, dx
+        # (2, h, w): dy, dx
+        disp = net(images_to_tensor(s["image"]).to(run.device))[1][0].cpu().numpy()
     inst = irnet_step.labels_at_stride(torch.as_tensor(s["instances"].astype(np.int64))).numpy()
     sem = irnet_step.labels_at_stride(torch.as_tensor(s["mask"]).long()).numpy()
     yy, xx = np.mgrid[0:inst.shape[0], 0:inst.shape[1]]

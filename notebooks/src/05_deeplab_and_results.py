@@ -110,7 +110,8 @@ STEP1 = dict(IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKB
 step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANCE, WEIGHTS, WORKERS,
                        **STEP1)
 DROP_CLASS = step1.dropped_class     # None resolved: the dataset's default ('' on MSRC)
-GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
+GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS,
+            WALK_BG=WALK_BG)
 step2 = irnet_step.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS,
                          labels_bg=STEP3_BG)
 CLASSES = step1.classes
@@ -204,7 +205,8 @@ print(f"{step1.test_split} mIoU over {SEEDS} seeds: DeepLabv3+ {miou_deeplab:.3f
 per_scale = {s: np.mean([v[s].miou for v in views]) for s in TTA_SCALES}
 fig, ax = plt.subplots(figsize=(5, 2.6))
 names = [f"scale {s} + flip" for s in per_scale] + ["no TTA", "TTA (average)"]
-ax.barh(names, list(per_scale.values()) + [miou_deeplab, miou_deeplab_tta], color=["C0"] * len(per_scale) + ["C7", "C2"])
+ax.barh(names, list(per_scale.values()) + [miou_deeplab, miou_deeplab_tta],
+        color=["C0"] * len(per_scale) + ["C7", "C2"])
 ax.set_xlabel(f"{step1.test_split} mIoU")
 ax.set_xlim(0, 1)
 ax.invert_yaxis()
@@ -297,7 +299,8 @@ metrics |= {f"miou_table3_bg{int(bg * 100):02d}_tta{int(t)}_{'kept' if p else 'd
 metrics = {k: float(v) for k, v in metrics.items()}
 run.record(metrics)
 run.save_model("deeplabv3plus", net)   # the first seed's network, for notebook 08's gallery
-print({k: round(v, 3) for k, v in metrics.items()}, f"(miou_cam {miou_cam:.3f}, miou_irnet {miou_irnet:.3f})")
+print({k: round(v, 3) for k, v in metrics.items()},
+      f"(miou_cam {miou_cam:.3f}, miou_irnet {miou_irnet:.3f})")
 
 # %% [markdown]
 # ### What reproduced and what did not
@@ -414,7 +417,8 @@ if DATASET == "toy" and run.quick:
 
 # %% tags=["exercise"]
 import torch.nn.functional as F
-same = [i for i in range(len(step1.val)) if step1.val[i]["image"].shape == step1.val[0]["image"].shape][:8]   # one size, stacked
+# one size, stacked
+same = [i for i in range(len(step1.val)) if step1.val[i]["image"].shape == step1.val[0]["image"].shape][:8]
 x_val = images_to_tensor(np.stack([step1.val[i]["image"] for i in same])).to(run.device)
 
 @torch.no_grad()
@@ -452,9 +456,11 @@ for sc in (TTA_SCALES, (1.0,)):
 # %% tags=["exercise"]
 from wsss_edu.data import Relabeled
 from wsss_edu.io import read_mask
-idx300 = range(min(300 if DATASET == "toy" else 60, len(step1.train_view)))   # 60 photos: the same question, less time
+# 60 photos: the same question, less time
+idx300 = range(min(300 if DATASET == "toy" else 60, len(step1.train_view)))
 ### BEGIN SOLUTION
-n = np.zeros(5)        # right labels, right labels fitted, wrong labels, wrong labels fitted, wrong labels fixed
+# right labels, right labels fitted, wrong labels, wrong labels fitted, wrong labels fixed
+n = np.zeros(5)
 for i in idx300:
     s = step1.train_view[i]
     with torch.no_grad():
@@ -478,7 +484,8 @@ print(f"labels right on {label_acc:.1%} of the pixels; the network reproduces {f
 ### END SOLUTION
 ref = irnet_step.pseudo_label_confusion(step1.train_view, step2.folder, indices=idx300)
 assert np.isclose(label_acc, ref.pixel_accuracy), (label_acc, ref.pixel_accuracy)
-assert 0 <= fixed <= 1 - fit_wrong + 1e-12            # on a wrong label, "fitted" and "fixed" exclude each other
+# on a wrong label, "fitted" and "fixed" exclude each other
+assert 0 <= fixed <= 1 - fit_wrong + 1e-12
 net_acc = segmenter_step.evaluate(net, Relabeled(step1.train_view, indices=list(idx300)),
                                   progress=False).pixel_accuracy
 # the network is right where (label right, network = label) or (label wrong, network = truth):
@@ -528,7 +535,8 @@ if step1.has_background:   # 'foreground' is 'not background': MSRC has no backg
     assert set(fate) == set(fg_share) == set(TTA_SCALES) and 0 < fg_truth < 1
     assert all(np.isclose(sum(f), 1) for f in fate.values())
     val_masks = [step1.val[i]["mask"] for i in range(len(step1.val))]
-    assert np.isclose(fg_truth, sum(((m > 0) & (m != 255)).sum() for m in val_masks) / sum((m != 255).sum() for m in val_masks))
+    assert np.isclose(fg_truth,
+                      sum(((m > 0) & (m != 255)).sum() for m in val_masks) / sum((m != 255).sum() for m in val_masks))
     if DATASET == "toy" and run.quick:
         assert fate[0.5][0] < fate[1.0][0] and fate[2.0][0] < fate[1.0][0], fate
 else:
@@ -546,7 +554,7 @@ else:
 # does that fit Table 3?
 
 # %% tags=["exercise"]
-idx_pl = range(min(1000, len(step1.train_view)))          # every toy image; the first 1000 of a real set
+idx_pl = range(min(1000, len(step1.train_view)))   # every toy image; the first 1000 of a real set
 true_masks = [step1.train_view[i]["mask"] for i in idx_pl]
 fg_train_truth = sum(((m > 0) & (m != 255)).sum() for m in true_masks) / sum((m != 255).sum() for m in true_masks)
 if step1.has_background:   # MSRC has no background threshold to compare

@@ -100,7 +100,8 @@ from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
 from wsss_edu.cache import params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
-run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED)
 SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
@@ -127,7 +128,8 @@ if PSEUDO_LABELS == "irnet":
         PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE,
         IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM,
         IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES)
-    GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS, WALK_BG=WALK_BG)
+    GRID = dict(WALK_RADII=WALK_RADII, WALK_EXP_TIMES=WALK_EXP_TIMES, WALK_BETAS=WALK_BETAS,
+                WALK_BG=WALK_BG)
     PL_FOLDER = irnet_step.step2(run, step1, IRCFG, IR_BACKBONE, IR_WEIGHTS, GRID, workers=WORKERS,
                                  labels_bg=STEP3_BG).folder
     TRAIN, TEST, SPLIT = step1.train_view, step1.test, step1.test_split
@@ -223,8 +225,10 @@ for s, p in tqdm(probs_of(range(N_CURVE)), total=N_CURVE, desc="scaled masks", l
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 2.8))
-ax.plot(CURVE_FACTORS, counts[:, 0] / counts[:, 2], "o-", color="C0", label="missed (of the true pixels)")
-ax.plot(CURVE_FACTORS, counts[:, 1] / counts[:, 2], "o-", color="C3", label="invented (per true pixel)")
+ax.plot(CURVE_FACTORS, counts[:, 0] / counts[:, 2], "o-", color="C0",
+        label="missed (of the true pixels)")
+ax.plot(CURVE_FACTORS, counts[:, 1] / counts[:, 2], "o-", color="C3",
+        label="invented (per true pixel)")
 ax.set_xscale("log")
 ax.set_xlabel("scale factor n")
 ax.legend(fontsize=8)
@@ -297,7 +301,8 @@ def urn_panels(indices):
         s = urn_step.URNLabeled(PL, URN_FOLDER, T)[i]
         u = 1 - urn.read_label_and_weight(URN_FOLDER / f"{s['name']}.png")[1]
         wrong = (s["mask"] != s["true_mask"]) & (s["true_mask"] != 255)
-        rows.append([s["image"], s["true_mask"], PL[i]["mask"], s["mask"], u, s["weight"], wrong.astype(float)])
+        rows.append([s["image"], s["true_mask"], PL[i]["mask"], s["mask"], u, s["weight"],
+                     wrong.astype(float)])
     viz.show_grid(rows, titles=["image", "true mask", "pseudo-mask", "cyclic mask M_c", "U", f"Y (t={T})",
                                 "M_c wrong"], cmap="viridis")
     plt.show()
@@ -326,7 +331,8 @@ def score_training_masks(batch=64):
         for s, p in probs_of(range(start, min(start + batch, len(PL)))):
             label, w = urn.read_label_and_weight(URN_FOLDER / f"{s['name']}.png")
             if settings["PROBABILITY_ROW"]:
-                urn.write_label_and_weight(PROB_FOLDER / f"{s['name']}.png", label, urn.label_probability(p, label))
+                urn.write_label_and_weight(PROB_FOLDER / f"{s['name']}.png", label,
+                                           urn.label_probability(p, label))
             ok = (s["true_mask"] != 255) & (label != 255)
             us.append(1 - w[ok])
             conf.append(1 - p.max(0)[ok])
@@ -389,7 +395,8 @@ print(f"down-weighted (U > {1 - T:.2f}): {band.mean():.1%} of the pixels, {WRONG
 
 # %%
 STUDENT = dataclasses.replace(SEG, epochs=settings["STUDENT_EPOCHS"])
-ROWS = urn.table_rows(T_GRID, T, URN_FOLDER, PROB_FOLDER if settings["PROBABILITY_ROW"] else None)   # one loss, one reduction for every row
+# one loss, one reduction for every row
+ROWS = urn.table_rows(T_GRID, T, URN_FOLDER, PROB_FOLDER if settings["PROBABILITY_ROW"] else None)
 
 def job(row, seed):
     loss, t, split, folder = ROWS[row]
@@ -416,7 +423,7 @@ miou_teacher = MIOU["F_S"][0]
 URN_ROW = f"t = {T:g}"
 table5 = {"F_S (pseudo-masks)": np.array([miou_teacher]), "plain (M_c)": MIOU["plain"],
           "probability weights": MIOU.get("probability"), f"URN (t = {T:g})": MIOU[URN_ROW]}
-table5 = {k: v for k, v in table5.items() if v is not None}       # (PROBABILITY_ROW False: no such row)
+table5 = {k: v for k, v in table5.items() if v is not None}   # (PROBABILITY_ROW False: no such row)
 viz.bar_table(table5, f"{SPLIT} mIoU", row_header="training")
 
 # %%
@@ -440,12 +447,14 @@ x = np.arange(K)
 for j, (row, name) in enumerate(SHOWN.items()):
     axes[0].bar(x + 0.2 * (j - 1.5), np.mean([m.iou for m in METERS[row]], 0), 0.2, label=name)
     if HAS_BG:
-        axes[1].barh(name, np.mean([m.cm[:, 1:K].sum() / m.cm.sum() for m in METERS[row]]), color=f"C{j}")
+        axes[1].barh(name, np.mean([m.cm[:, 1:K].sum() / m.cm.sum() for m in METERS[row]]),
+                     color=f"C{j}")
 axes[0].set_xticks(x, CLASSES, rotation=30 if K < 12 else 60, fontsize=8)
 axes[0].set_ylabel(f"{SPLIT} IoU")
 axes[0].legend(fontsize=7)
 if HAS_BG:
-    axes[1].axvline(METERS["F_S"][0].cm[1:].sum() / METERS["F_S"][0].cm.sum(), color="k", ls=":", label="truth")
+    axes[1].axvline(METERS["F_S"][0].cm[1:].sum() / METERS["F_S"][0].cm.sum(), color="k", ls=":",
+                    label="truth")
     axes[1].set_xlabel(f"{SPLIT} pixels called foreground")
     axes[1].legend(fontsize=7)
     axes[1].invert_yaxis()
@@ -462,7 +471,8 @@ share = np.array([band[LAB == c].mean() if (LAB == c).any() else 0.0 for c in ra
 iou_drop = np.mean([m.iou for m in METERS["plain"]], 0) - np.mean([m.iou for m in METERS[URN_ROW]], 0)
 fig, ax = plt.subplots(figsize=(6, 2.6))
 ax.bar(np.arange(K) - 0.2, share, 0.4, label="share of its M_c pixels down-weighted", color="C1")
-ax.bar(np.arange(K) + 0.2, np.nan_to_num(iou_drop), 0.4, label=f"{SPLIT} IoU lost, plain → URN", color="C2")
+ax.bar(np.arange(K) + 0.2, np.nan_to_num(iou_drop), 0.4, label=f"{SPLIT} IoU lost, plain → URN",
+       color="C2")
 ax.set_xticks(np.arange(K), CLASSES, rotation=30 if K < 12 else 60, fontsize=8)
 ax.axhline(0, color="k", lw=0.6)
 ax.legend(fontsize=7)
@@ -656,7 +666,8 @@ n_f = len(FACTORS)
 variances = sorted({k * (n_f - k) / n_f ** 2 for k in range(n_f + 1)})
 possible_levels = np.array(sorted({0.0} | {(v - lo) / (m - lo) for lo in variances for m in variances if m > lo
                                            for v in variances if lo <= v <= m}))
-print("possible:", np.round(possible_levels, 3).tolist(), "\nobserved:", np.round(levels, 3).tolist())
+print("possible:", np.round(possible_levels, 3).tolist(), "\nobserved:",
+      np.round(levels, 3).tolist())
 # With six masks: variances 0, 5/36, 8/36, 9/36. In an image where some pixel never flips (the
 # toy world's background) and some pixel is on in exactly three masks, U takes 0, 5/9, 8/9 and 1;
 # U = 1 marks the pixels whose label flips halfway through the factors -- in for the widening
@@ -665,7 +676,8 @@ print("possible:", np.round(possible_levels, 3).tolist(), "\nobserved:", np.roun
 # takes the whole image) the smallest variance is 5/36, and 8/36 becomes (8-5)/(9-5) = 0.75.
 ### END SOLUTION
 gap = levels[:, None] - np.asarray(possible_levels)[None, :]
-gap = np.where((gap >= -1e-6) & (gap <= 1 / 255 + 1e-6), 0, 1).min(1)     # truncation: up to 1/255 above
+# truncation: up to 1/255 above
+gap = np.where((gap >= -1e-6) & (gap <= 1 / 255 + 1e-6), 0, 1).min(1)
 assert gap.max() == 0, levels[gap.argmax()]
 assert np.isclose(np.min(possible_levels), 0) and np.isclose(np.max(possible_levels), 1)
 
@@ -706,7 +718,8 @@ print(f"violations without the CRF: {violations}; the CRF changes k on {(k_plain
 # the CRF's masks happen to stay nested too, but nothing guarantees it.)
 ### END SOLUTION
 assert violations == 0 and k_plain.shape == k_crf.shape
-k_check = []                        # k from the probabilities alone: the factors at which P_c^n beats every other channel
+# k from the probabilities alone: the factors at which P_c^n beats every other channel
+k_check = []
 for s, p in probs_of(range(min(10, len(PL)))):
     for c in urn.present_classes(s["mask"], include_background=False):
         others = np.delete(p, c, 0).max(0)
@@ -727,7 +740,7 @@ assert (k_plain != np.concatenate(k_check)).mean() < 1e-4      # (exact ties asi
 lv = np.unique(U_ALL)
 n_wrong = np.array([(WRONG & (U_ALL == u)).sum() for u in lv], float)
 n_right = np.array([(~WRONG & (U_ALL == u)).sum() for u in lv], float)
-right_below = np.cumsum(n_right) - n_right                       # right pixels strictly below each level
+right_below = np.cumsum(n_right) - n_right   # right pixels strictly below each level
 auroc_levels = float((n_wrong * (right_below + n_right / 2)).sum() / (n_wrong.sum() * n_right.sum()))
 print("| U | wrong | right |\n| --- | --- | --- |\n" + "\n".join(f"| {u:.3f} | {a:.0f} | {b:.0f} |" for u, a, b in zip(lv, n_wrong, n_right)))
 # Most wrong pixels sit at U = 0 together with almost all the right ones: they tie, and a tie
@@ -763,5 +776,6 @@ print(f"U's band: {WRONG[band].mean():.1%} wrong, {band[WRONG].mean():.1%} of th
 ### END SOLUTION
 assert conf_band.dtype == bool and conf_band.shape == band.shape and conf_band.sum() == band.sum()
 if band.any() and (~band).any() and WRONG.any():   # a tiny full-profile run may down-weight nothing
-    assert CONF_ALL[conf_band].min() >= CONF_ALL[~conf_band].max()          # the most uncertain pixels by 1 - max P
+    # the most uncertain pixels by 1 - max P
+    assert CONF_ALL[conf_band].min() >= CONF_ALL[~conf_band].max()
     assert np.isclose(wrong_in_conf_band, WRONG[conf_band].mean()) and np.isclose(caught_conf, wrong_in_conf_band * band.sum() / WRONG.sum())

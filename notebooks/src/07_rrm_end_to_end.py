@@ -125,8 +125,10 @@ CFG, RATIOS = rrm_step.rrm_config(PROFILE, run.seed, step1.cfg, has_background=s
                              RRM_DILATION=RRM_DILATION, RRM_SEG_CHANNELS=RRM_SEG_CHANNELS, CAM_SCALES=CAM_SCALES,
                              SIGMA_XY=SIGMA_XY, ENERGY_SCALE=ENERGY_SCALE, RATIOS=RATIOS, GAMMA=GAMMA, FRACTION=FRACTION,
                              TWO_CRF=TWO_CRF, RULE=RULE, ENERGY_WEIGHT=ENERGY_WEIGHT, SIGMA_RGB=SIGMA_RGB)
-TRAIN, TEST, SPLIT, CLASSES = step1.train_view, step1.test, step1.test_split, step1.classes   # reported on TEST: no choice saw it
-INIT, INIT_KEY = step1.model.state_dict(), {"data": step1.data_key, "classifier": dataclasses.asdict(step1.cfg)}
+# reported on TEST: no choice saw it
+TRAIN, TEST, SPLIT, CLASSES = step1.train_view, step1.test, step1.test_split, step1.classes
+INIT, INIT_KEY = step1.model.state_dict(), {"data": step1.data_key,
+                                            "classifier": dataclasses.asdict(step1.cfg)}
 FRACTION = CFG.fraction
 print(CFG, "\nTable 1 ratios:", RATIOS)
 
@@ -206,7 +208,8 @@ def region_panels(index=SHOW, fraction=CFG.fraction, gamma=CFG.gamma):
                                          has_background=step1.has_background)
         rel = as_mask(out["reliable"])
         wrong = (rel != 255) & (rel != s["mask"]) & (s["mask"] != 255)
-        rows.append([s["image"], s["mask"], heat, as_mask(out["cam"]), as_mask(out["crf"]), rel, wrong.astype(float)])
+        rows.append([s["image"], s["mask"], heat, as_mask(out["cam"]), as_mask(out["crf"]), rel,
+                     wrong.astype(float)])
     viz.show_grid(rows, titles=["image", "true mask", f"P_fg ({CLASSES[classes[0] + 1] if classes else '-'})",
                                 "CAM side", "CRF side", "kept labels", "kept, wrong"],
                   row_titles=["paper: eqs. 5, 6, 7", "reference code" if step1.has_background else "reference's cut + CRF-sure"])
@@ -248,12 +251,14 @@ def maps_with_background(s, p_fg, classes, fractions, gamma):
     crf_l = (rrm.two_crf_label(s["image"], p_fg, present, CFG.two_crf, CFG.crf_params) if CFG.two_crf
              else rrm.crf_label(s["image"], probs, present, CFG.crf_params))
     la = rrm.reference_crf_marginals(s["image"], p_fg, classes, gamma, CFG.crf_params)
-    ha = rrm.reference_crf_marginals(s["image"], p_fg, classes, rrm.REFERENCE_GAMMAS[1], CFG.crf_params)
+    ha = rrm.reference_crf_marginals(s["image"], p_fg, classes, rrm.REFERENCE_GAMMAS[1],
+                                     CFG.crf_params)
     ref_l, crf_sure = rrm.reference_crf_label(la, ha), rrm.reference_crf_sure_region(la, ha)
     out = {}
     for f in fractions:
         cam_l = rrm.top_fraction_labels(probs, present, f)
-        cam_sure = rrm.reference_cam_sure_region(p_fg, classes, np.unique(la.argmax(0)), fraction=f)[0]
+        cam_sure = rrm.reference_cam_sure_region(p_fg, classes, np.unique(la.argmax(0)),
+                                                 fraction=f)[0]
         out[f] = {"cam": cam_l.numpy(), "paper": rrm.reliable_labels(cam_l, crf_l).numpy(),
                   "reference": np.where(cam_sure & crf_sure, ref_l, 255)}
     return out
@@ -268,7 +273,8 @@ def maps_without_background(s, p_fg, classes, fractions):
     out = {}
     for f in fractions:
         cam_l = {rule: rrm.cam_labels_without_background(p_fg, classes, f, rule) for rule in rrm.RULES}
-        out[f] = {"cam": as_mask(cam_l["paper"]), **{r: as_mask(rrm.reliable_labels(cam_l[r], crf[r])) for r in rrm.RULES}}
+        out[f] = {"cam": as_mask(cam_l["paper"]),
+                  **{r: as_mask(rrm.reliable_labels(cam_l[r], crf[r])) for r in rrm.RULES}}
     return out
 
 def label_stats(indices, fractions, gamma=CFG.gamma):
@@ -284,7 +290,8 @@ def label_stats(indices, fractions, gamma=CFG.gamma):
         for f in fractions:
             for k, lab in maps[f].items():
                 on, fg = (lab != 255) & known, (lab != 255) & known & (lab != 0)
-                stats[f][k] += [(on & (lab == truth)).sum(), on.sum(), (fg & (lab == truth)).sum(), fg.sum(), known.sum()]
+                stats[f][k] += [(on & (lab == truth)).sum(), on.sum(), (fg & (lab == truth)).sum(),
+                                fg.sum(), known.sum()]
     return stats
 
 FRACTIONS = sorted(set((0.1, 0.2, 0.4, 0.6, 0.8, 1.0, FRACTION)))
@@ -296,7 +303,8 @@ for k, color in zip(MAPS, ("C0", "C1", "C2")):
     a = np.array([stats[f][k] for f in FRACTIONS])
     axes[0].plot(a[:, 1] / a[:, 4], a[:, 0] / a[:, 1], "o-", color=color, label=f"{k}: all classes")
     if step1.has_background:      # without one, the foreground is every class: the same curve
-        axes[0].plot(a[:, 1] / a[:, 4], a[:, 2] / a[:, 3], "s--", color=color, label=f"{k}: foreground")
+        axes[0].plot(a[:, 1] / a[:, 4], a[:, 2] / a[:, 3], "s--", color=color,
+                     label=f"{k}: foreground")
     axes[1].plot(FRACTIONS, a[:, 3] / a[:, 4], "o-", color=color, label=f"{k} labels")
 axes[0].set_xlabel("coverage (labelled share of the pixels)")
 axes[0].set_ylabel("precision")
@@ -313,7 +321,8 @@ for f in FRACTIONS:
                                    f"{stats[f][k][1] / stats[f][k][4]:.3f}" for k in MAPS) + " |")
 
 # %%
-c, r = stats[FRACTION]["cam"], stats[FRACTION][CFG.rule]       # the reliable labels of the rule trained with
+# the reliable labels of the rule trained with
+c, r = stats[FRACTION]["cam"], stats[FRACTION][CFG.rule]
 precision_cam_labels, precision_reliable = c[0] / c[1], r[0] / r[1]
 precision_cam_labels_fg, precision_reliable_fg = c[2] / c[3], r[2] / r[3]
 coverage_cam_labels, coverage_reliable = c[1] / c[4], r[1] / r[4]
@@ -390,7 +399,8 @@ print({k: round(v, 3) for k, v in by_rule.items()})
 # weight as in the training below, at the image's full resolution).
 
 # %%
-N_SEG = len(CLASSES) if step1.has_background else len(CLASSES) - 1   # the segmentation branch's channels
+# the segmentation branch's channels
+N_SEG = len(CLASSES) if step1.has_background else len(CLASSES) - 1
 
 def fit_logits(image, labels, joint, sigma_xy, steps=120):
     """Per-pixel logits for one image (no network), trained by Adam on eq. (9)'s cross-entropy of
@@ -412,7 +422,8 @@ def energy_demo(index=SHOW):
     s = TRAIN[index]
     rel = rrm.reliable_region_labels(s["image"], *cams_of(s), CFG.gamma, CFG.fraction, CFG.crf_params,
                                      CFG.two_crf, rule=CFG.rule, has_background=step1.has_background)["reliable"]
-    k = max(1, max(rel.shape) // 64)   # a photo is shrunk to about 64 px: the exact energy is quadratic in the pixels
+    # a photo is shrunk to about 64 px: the exact energy is quadratic in the pixels
+    k = max(1, max(rel.shape) // 64)
     image, rel = s["image"][::k, ::k], rel[::k, ::k]
     viz.show_grid([[image, s["mask"][::k, ::k], as_mask(rel), fit_logits(image, rel, False, CFG.sigma_xy / k),
                     fit_logits(image, rel, True, CFG.sigma_xy / k)]],
@@ -436,7 +447,8 @@ s = TRAIN[SHOW]
 img = torch.as_tensor(s["image"][::2, ::2].copy()).permute(2, 0, 1)[None].float().to(run.device)
 truth = torch.as_tensor(np.where(s["mask"] == 255, 0, s["mask"])[::2, ::2].astype(np.int64))
 rng = np.random.default_rng(0)
-noisy = torch.where(torch.as_tensor(rng.random(truth.shape) < 0.1), torch.as_tensor(rng.integers(0, len(CLASSES), truth.shape)), truth)
+noisy = torch.where(torch.as_tensor(rng.random(truth.shape) < 0.1),
+                    torch.as_tensor(rng.integers(0, len(CLASSES), truth.shape)), truth)
 maps = {"all background" if step1.has_background else "one class everywhere": torch.zeros_like(truth), "true mask": truth,
         "true mask, 10 % of pixels random": noisy,
         "true mask shifted 2 px": torch.roll(truth, 2, 1)}
@@ -460,7 +472,8 @@ p = torch.randn(1, len(CLASSES), *patch.shape[-2:], generator=torch.Generator().
 f = rrm.pixel_features(patch[0], CFG.sigma_xy / 2, CFG.sigma_rgb)
 g = rrm.gaussian_kernel(f, f).fill_diagonal_(0)
 flat = p[0].reshape(len(CLASSES), -1).T
-ours = rrm.dense_energy_loss(p, patch, None, CFG.sigma_xy / 2, CFG.sigma_rgb, normalize="none").item()
+ours = rrm.dense_energy_loss(p, patch, None, CFG.sigma_xy / 2, CFG.sigma_rgb,
+                             normalize="none").item()
 reference_form = -(flat * (g @ flat)).sum().item()
 print(f"eq. (13): {ours:.1f}   reference's form: {reference_form:.1f}   difference: {ours - reference_form:.1f}   sum of G: {g.sum().item():.1f}")
 
@@ -473,7 +486,8 @@ def step_times():
     """Seconds for one forward + backward of the RRM step without and with the energy term, on
     one training batch (the training's transform: crops at full scale)."""
     data = SegTransformDataset(TRAIN, crop=CFG.crop, scale=CFG.scale, flip=True)
-    batch = to_device(next(iter(torch.utils.data.DataLoader(data, CFG.batch_size, shuffle=True))), run.device)
+    batch = to_device(next(iter(torch.utils.data.DataLoader(data, CFG.batch_size, shuffle=True))),
+                      run.device)
     net = rrm_step.make_rrm(len(CLASSES) - 1, CFG).to(run.device)
     net.classifier_net.load_state_dict(INIT)
     seconds = {False: [], True: []}
@@ -486,7 +500,8 @@ def step_times():
         loss.backward()
         sync()
         seconds[joint].append(time.perf_counter() - t)
-    return {j: min(v[1:]) for j, v in seconds.items()}   # the first round warms up; the faster of the others
+    # the first round warms up; the faster of the others
+    return {j: min(v[1:]) for j, v in seconds.items()}
 
 st = step_times()
 print(f"one step of {CFG.batch_size} images: CE only {st[False]:.2f} s, joint {st[True]:.2f} s "
@@ -566,7 +581,8 @@ for j, name in ((False, "CE only"), (True, "joint")):
 table2 = {"CAM labels, CE": miou_cam_ce, "CAM labels, joint": miou_cam_joint,
           "RRM labels, CE": miou_rrm_ce, "RRM labels, joint": miou_rrm_joint,
           "RRM labels, CE, + CRF at test": miou_rrm_ce_crf, "RRM labels, joint, + CRF at test": miou_rrm_joint_crf}
-table2 = {k: v for k, v in table2.items() if not np.isnan(v)}     # TABLE2_CAM False: no CAM-label rows
+# TABLE2_CAM False: no CAM-label rows
+table2 = {k: v for k, v in table2.items() if not np.isnan(v)}
 viz.bar_table({k: [v] for k, v in table2.items()}, f"{SPLIT} mIoU", row_header="labels, loss")
 
 # %%
@@ -608,7 +624,8 @@ if step1.has_background:
 else:
     n_px, truth_share = cm[False].sum(), cm[False].sum(1)[1:] / cm[False].sum()
     iou_change = scores[MAIN[True]].iou[1:] - scores[MAIN[False]].iou[1:]
-    share_change = (cm[True].sum(0) - cm[False].sum(0))[1:len(CLASSES)] / n_px   # (its last column: invalid predictions)
+    # (its last column: invalid predictions)
+    share_change = (cm[True].sum(0) - cm[False].sum(0))[1:len(CLASSES)] / n_px
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     for ax, y, name in zip(axes, (iou_change, share_change), ("IoU", "share of the predicted pixels")):
         ax.scatter(truth_share, y, s=12)
@@ -653,7 +670,8 @@ plt.close()
 main_net = nets[MAIN[True]]
 PL_FOLDER = run.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm_step.rrm_key(step1.data_key, INIT_KEY, CFG))
 rrm_step.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=run.device, processes=WORKERS)
-miou_rrm_pseudo_train = pseudo_label_confusion(step1.scored_view, PL_FOLDER).miou    # VOC: scored on train, as IRNet's
+# VOC: scored on train, as IRNet's
+miou_rrm_pseudo_train = pseudo_label_confusion(step1.scored_view, PL_FOLDER).miou
 miou_rrm_one_step_train = segmenter_step.evaluate(rrm.SegmentationBranch(main_net),
                                                   step1.scored_view, progress=False).miou
 miou_rrm_two_step = miou_rrm_two_step_crf = float("nan")
@@ -663,14 +681,16 @@ if TWO_STEP:
     seg = segmenter_step.cached_segmenter(run.output_dir, datasets.PseudoLabeled(TRAIN, PL_FOLDER), {"rrm_pseudo_labels": PL_FOLDER.name},
                                   SEG, run.device, progress=True)
     plain, with_crf = segmenter_step.evaluate_with_and_without_crf(seg, TEST, "rrm_test", progress=False, processes=WORKERS)
-    miou_rrm_two_step, miou_rrm_two_step_crf = plain.miou, with_crf.miou   # like for like: paper 003 uses the CRF on both
+    # like for like: paper 003 uses the CRF on both
+    miou_rrm_two_step, miou_rrm_two_step_crf = plain.miou, with_crf.miou
 print(f"train: one-step prediction {miou_rrm_one_step_train:.3f}, with tags + CRF (the pseudo-labels) {miou_rrm_pseudo_train:.3f}; "
       f"{SPLIT}: one-step {miou_rrm_joint:.3f} (+ CRF {miou_rrm_joint_crf:.3f}), "
       f"two-step {miou_rrm_two_step:.3f} (+ CRF {miou_rrm_two_step_crf:.3f})")
 
 # %%
 earlier = load_all_metrics(run.output_dir)
-compare = {f"RRM one-step ({SPLIT})": miou_rrm_joint, f"RRM one-step + CRF ({SPLIT})": miou_rrm_joint_crf}
+compare = {f"RRM one-step ({SPLIT})": miou_rrm_joint,
+           f"RRM one-step + CRF ({SPLIT})": miou_rrm_joint_crf}
 if TWO_STEP:
     compare[f"RRM two-step: DeepLabv3+ ({SPLIT})"] = miou_rrm_two_step
     compare[f"RRM two-step: DeepLabv3+ + CRF ({SPLIT})"] = miou_rrm_two_step_crf
@@ -678,7 +698,8 @@ if TWO_STEP:
 drop = cam_step.step1_values(PROFILE, DATASET)["DROP_CLASS"]
 tags = f"{drop} dropped" if drop else "every tag"
 for nb, key, name in (("04_irnet_random_walk", "miou_irnet", f"IRNet pseudo-labels, {tags} (train)"),
-                      ("05_deeplab_and_results", "miou_deeplab", f"three steps: DeepLabv3+, {tags} ({SPLIT})"),
+                      ("05_deeplab_and_results", "miou_deeplab",
+                       f"three steps: DeepLabv3+, {tags} ({SPLIT})"),
                       ("05_deeplab_and_results", "miou_table3_bg30_tta1_kept", f"three steps: DeepLabv3+ + TTA, every tag ({SPLIT})")):
     if key in earlier.get(nb, {}):
         compare[name] = earlier[nb][key]
@@ -697,9 +718,11 @@ metrics = {"precision_cam_labels": precision_cam_labels, "precision_reliable": p
            "miou_rrm_two_step_crf": miou_rrm_two_step_crf,
            "rrm_step_seconds_ce": st[False], "rrm_step_seconds_joint": st[True]}
 if step1.has_background:   # without one: no foreground share, and the foreground precision is the precision
-    metrics |= {"foreground_share_rrm_ce": fg_share["CE only"], "foreground_share_rrm_joint": fg_share["joint"]}
+    metrics |= {"foreground_share_rrm_ce": fg_share["CE only"],
+                "foreground_share_rrm_joint": fg_share["joint"]}
 else:                   # where the energy's change falls instead (§5)
-    metrics |= {"iou_change_small_classes": iou_change_small, "iou_change_large_classes": iou_change_large}
+    metrics |= {"iou_change_small_classes": iou_change_small,
+                "iou_change_large_classes": iou_change_large}
 metrics |= {f"miou_rrm_{'joint' if j else 'ce'}_ratio_{r}": scores[(r, "rrm", j)].miou for r in RATIOS for j in (False, True)}
 metrics = {k: float(v) for k, v in metrics.items()      # not run (nan): left out
            if (step1.has_background or "_fg" not in k) and not np.isnan(v)}
@@ -837,7 +860,7 @@ if DATASET == "msrc" and run.quick:
 
 # %% tags=["exercise"]
 gen = torch.Generator().manual_seed(1)
-patch10 = img[..., :10, :10].double().cpu()                            # (1, 3, 10, 10), §4's half-resolution image
+patch10 = img[..., :10, :10].double().cpu()   # (1, 3, 10, 10), §4's half-resolution image
 p10 = torch.randn(1, len(CLASSES), 10, 10, generator=gen, dtype=torch.float64).softmax(1)
 lab10 = torch.where(torch.rand(1, 10, 10, generator=gen) < 0.3,
                     torch.randint(0, len(CLASSES), (1, 10, 10), generator=gen), torch.tensor(255))
@@ -849,11 +872,13 @@ pos = torch.stack([xx.flatten(), yy.flatten()], 1).double()               # (HW,
 rgb = patch10[0].reshape(3, -1).T                                          # (HW, 3)
 G = torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * sxy ** 2) - torch.cdist(rgb, rgb) ** 2 / (2 * srgb ** 2))
 G.fill_diagonal_(0)
-s_filter = torch.where(lab10[0].flatten() != 255, 1 - probs.max(1).values, torch.ones(100, dtype=torch.float64))
-potts = probs @ (1 - probs).T                                              # sum_c P_c(i) (1 - P_c(j))
+s_filter = torch.where(lab10[0].flatten() != 255, 1 - probs.max(1).values,
+                       torch.ones(100, dtype=torch.float64))
+potts = probs @ (1 - probs).T   # sum_c P_c(i) (1 - P_c(j))
 energy_manual = float((s_filter[:, None] * G * potts).sum() / 100 ** 2)
 ### END SOLUTION
-assert np.isclose(energy_manual, rrm.dense_energy_loss(p10, patch10, lab10, sxy, srgb).item(), rtol=1e-6, atol=0)
+assert np.isclose(energy_manual, rrm.dense_energy_loss(p10, patch10, lab10, sxy, srgb).item(),
+                  rtol=1e-6, atol=0)
 
 # %% [markdown]
 # ### Exercise 2 — Why the reference's negative loss trains the same network
@@ -953,7 +978,8 @@ assert 0 <= removed <= c_st[1]
 if removed > 0 and r_st[1] > 0:   # a tiny full-profile run may remove nothing
     assert 0 <= removed_wrong_share <= 1
     assert (removed_wrong_share > 1 - precision_cam_labels) == (r_st[0] / r_st[1] > precision_cam_labels)
-    kept_wrong = r_st[1] - r_st[0]             # wrong pixels: removed ones + kept ones = the CAM labels' wrong pixels
+    # wrong pixels: removed ones + kept ones = the CAM labels' wrong pixels
+    kept_wrong = r_st[1] - r_st[0]
     assert np.isclose(removed * removed_wrong_share + kept_wrong, c_st[1] - c_st[0])
 if removed_fg > 0 and r_st[3] > 0:
     assert (removed_fg_wrong_share > 1 - precision_cam_labels_fg) == (r_st[2] / r_st[3] > precision_cam_labels_fg)

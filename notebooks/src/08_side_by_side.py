@@ -109,8 +109,9 @@ step1 = cam_step.step1(run, DATASET, DROP_CLASS, BALANCE, MISSING_RATE, IMBALANC
                IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, CAM_SCALES=CAM_SCALES,
                FROZEN_BLOCKS=FROZEN_BLOCKS)
-TRAIN, TEST, SPLIT, CLASSES = step1.train, step1.test, step1.test_split, step1.classes   # every network reported on TEST
-FIRST = 0 if step1.has_background else 1    # MSRC's class 0 exists by name only: its IoU is left out
+# every network reported on TEST
+TRAIN, TEST, SPLIT, CLASSES = step1.train, step1.test, step1.test_split, step1.classes
+FIRST = 0 if step1.has_background else 1   # MSRC's class 0 exists by name only: its IoU is left out
 SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE,
                           SEG_EPOCHS=SEG_EPOCHS, SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)
@@ -215,7 +216,8 @@ def cam_label(sample):
     cams = cam_step.load_cams(step1.test_folder, sample["name"], len(CLASSES) - 1)
     return cam.cams_to_labels(cams[None], THETA)[0].numpy()
 
-show = sorted(range(len(TEST)), key=lambda i: -int(TEST[i]["labels"].sum()))[:N_SHOW]   # the busiest images
+# the busiest images
+show = sorted(range(len(TEST)), key=lambda i: -int(TEST[i]["labels"].sum()))[:N_SHOW]
 rows = [[TEST[i]["image"], TEST[i]["mask"], cam_label(TEST[i])] + [predict(n, TEST[i]) for n in NETS.values()]
         for i in show]
 viz.show_grid(rows, titles=["image", "truth", "CAM"] + list(NETS))
