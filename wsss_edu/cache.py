@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io import atomic_path, write_text_atomic
+
 
 def params_key(params: dict) -> str:
     """A short, stable hash of a JSON-able parameter dict (key order does not matter)."""
@@ -48,13 +50,11 @@ def save_artifact(path, obj, params: dict | None = None) -> Path:
     """Save a dict of tensors/arrays/numbers atomically (write then rename); numpy arrays become
     tensors. The parameters are saved beside it as JSON for people to read."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(_to_storable(obj), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(_to_storable(obj), tmp)
     if params is not None:
-        path.with_suffix(".json").write_text(json.dumps(params, indent=2, sort_keys=True,
-                                                        default=str))
+        write_text_atomic(path.with_suffix(".json"), json.dumps(params, indent=2, sort_keys=True,
+                                                                default=str))
     return path
 
 
@@ -83,7 +83,7 @@ def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
     t0 = time.perf_counter()
     obj = compute()
     save_artifact(path, obj, params)
-    path.with_suffix(".seconds").write_text(f"{time.perf_counter() - t0:.2f}\n")
+    write_text_atomic(path.with_suffix(".seconds"), f"{time.perf_counter() - t0:.2f}\n")
     checkpoint_path(output_dir, name, params).unlink(missing_ok=True)
     return load_artifact(path)
 

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import io
+from .io import user_path
 from .data import images_to_tensor
 from .errors import DataFileError, DatasetNotFoundError, ParameterError, WsssError, check_choice
 from .labels import IGNORE, instances_from_components, make_sample, voc_palette
@@ -870,7 +871,7 @@ def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegData
         return ToyDataset(split=split, **kwargs)
     loader = {"voc": VOCSegmentation, "cityscapes": Cityscapes, "camvid": CamVid,
               "coco": COCOSegmentation, "msrc": MSRC}[name]
-    return loader(root, split=split, **kwargs)
+    return loader(user_path(root) if root is not None else root, split=split, **kwargs)
 
 
 def _stack_images(images) -> torch.Tensor:

@@ -54,6 +54,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .errors import ParameterError
+from .io import atomic_path
 
 PROCESSES_ENV = "WSSS_TRAIN_PROCESSES"
 
@@ -460,8 +461,8 @@ def main(argv) -> None:
         out = spec["fn"](**spec["kwargs"])
         barrier()
         if r == 0:
-            torch.save(out, job.parent / "result.tmp")
-            (job.parent / "result.tmp").replace(job.parent / "result.pt")
+            with atomic_path(job.parent / "result.pt") as tmp:
+                torch.save(out, tmp)
     except BaseException:
         (job.parent / f"error-rank{r}.txt").write_text(traceback.format_exc())
         raise

@@ -39,6 +39,7 @@ from typing import Iterable, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from .errors import DownloadError, check_choice
+from .io import user_path
 
 __all__ = [
     "Archive", "Source", "SOURCES", "UnverifiedDownloadWarning",
@@ -277,7 +278,7 @@ def download(urls: Sequence[str] | str, dest, md5: str | None = None,
     :class:`UnverifiedDownloadWarning` says so.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
-    dest = Path(dest).expanduser()
+    dest = user_path(dest)
     if not urls:
         raise DownloadError(f"no URL given to download {dest}; pass at least one mirror")
     verifiable = md5 is not None or sha256 is not None
@@ -648,7 +649,7 @@ def _missing(source: Source, dataset_dir: Path) -> list[str]:
 def is_in_place(name: str, root, sources: dict | None = None) -> bool:
     """True when every expected entry of dataset ``name`` exists under ``root``."""
     source = (sources or SOURCES)[name]
-    return not _missing(source, Path(root) / source.dataset_dir)
+    return not _missing(source, user_path(root) / source.dataset_dir)
 
 
 def _move_into_place(source: Source, unpack_dir: Path, dataset_dir: Path) -> None:
@@ -685,7 +686,7 @@ def fetch(name: str, root, mirrors: Sequence[str] | None = None,
     registry = SOURCES if sources is None else sources
     check_choice("dataset", name, list(registry))
     source = registry[name]
-    root = Path(root).expanduser()
+    root = user_path(root)
     dataset_dir = root / source.dataset_dir
     if not _missing(source, dataset_dir):
         _say(progress, f"[{name}] already in place: {dataset_dir}")

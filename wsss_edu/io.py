@@ -1,12 +1,106 @@
-"""Reading images and masks from disk, with errors that name the file at fault."""
+"""Reading images and masks from disk, with errors that name the file at fault; writing any file
+atomically under a name no other writer uses (:func:`atomic_path`), and a lock for files that
+several processes update (:func:`file_lock`)."""
 from __future__ import annotations
 
+import os
+import threading
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .errors import DataFileError
+
+
+def user_path(path) -> Path | None:
+    """A path as a user typed it (a notebook parameter, a command-line option), resolved once and
+    the same way everywhere: ``~`` expanded, a relative path taken from the current folder (not
+    from a notebook's folder, where papermill runs its kernel), made absolute. ``''`` / None stay
+    None (not given)."""
+    if path is None or str(path) == "":
+        return None
+    return Path(os.path.expandvars(str(path))).expanduser().absolute()
+
+
+@contextmanager
+def atomic_path(path):
+    """A temporary path beside ``path`` to write to; on leaving the block it replaces ``path`` in
+    one step, so a reader sees the old file or the new one, never half of one. Its name is unique
+    (process, thread, random part): two writers of the same file at once (two notebooks, two
+    ``--shard`` machines on one folder) never write into each other's temporary file, and the last
+    to finish wins whole. On an error (disk full, Ctrl-C) the temporary file is removed and
+    ``path`` is left as it was. The name ends in ``.tmp``, so no ``*.png`` / ``*.json`` glob of the
+    folder takes it for a result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+@contextmanager
+def file_lock(path, timeout: float = 600.0):
+    """Hold an exclusive lock on ``<path>.lock`` for the block: the read-modify-write of a file
+    that several processes update (a notebook's metrics JSON) is done by one at a time. An OS lock
+    (``fcntl.flock``; ``msvcrt.locking`` on Windows), released by the OS if its holder dies, so a
+    killed run never leaves a stale lock. Waits at most ``timeout`` seconds, then raises an error
+    naming the lock file."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as f:
+        deadline = time.monotonic() + timeout
+        while not _try_lock(f):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{lock} is held by another process for over {timeout:.0f} s; "
+                                   "wait for it to finish (or stop it) and run again")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            _unlock(f)
+
+
+def _try_lock(f) -> bool:
+    try:
+        if os.name == "nt":
+            import msvcrt   # Windows only
+
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl   # POSIX only
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _unlock(f) -> None:
+    if os.name == "nt":
+        import msvcrt   # Windows only
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl   # POSIX only
+
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def read_image(path) -> np.ndarray:
@@ -68,21 +162,19 @@ def write_mask(path, mask: np.ndarray, palette: np.ndarray | None = None) -> Non
     if palette is not None:
         im = im.convert("P")
         im.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    im.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def write_image(path, image: np.ndarray, quality: int = 95) -> None:
-    """Write an RGB uint8 image; JPEG when the suffix says so, else PNG."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Write an RGB uint8 image, atomically; JPEG when the suffix says so, else PNG."""
     im = Image.fromarray(np.ascontiguousarray(image.astype(np.uint8)))
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, quality=quality, subsampling=0)
-    else:
-        im.save(path)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    with atomic_path(path) as tmp:
+        if fmt == "JPEG":
+            im.save(tmp, format=fmt, quality=quality, subsampling=0)
+        else:
+            im.save(tmp, format=fmt)
 
 
 def folder_complete(folder) -> bool:
@@ -93,5 +185,4 @@ def folder_complete(folder) -> bool:
 
 def mark_folder_complete(folder, n: int) -> None:
     """Write the 'complete' marker of a folder of ``n`` per-image files: a resumed pass skips it."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / "complete").write_text(f"{n} images\n")
+    write_text_atomic(Path(folder) / "complete", f"{n} images\n")

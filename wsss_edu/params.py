@@ -14,6 +14,7 @@ import torch
 
 from .datasets import DATASETS, get_dataset
 from .errors import ParameterError, check_choice
+from .io import user_path
 from .results import record_metrics, save_model
 from .train import get_device, seed_everything
 
@@ -29,8 +30,7 @@ def repo_root() -> Path:
 
 def default_output_dir() -> Path:
     """``$WSSS_OUTPUT_DIR`` if set, else ``<repo>/runs``."""
-    env = os.environ.get("WSSS_OUTPUT_DIR")
-    return Path(env) if env else repo_root() / "runs"
+    return user_path(os.environ.get("WSSS_OUTPUT_DIR")) or repo_root() / "runs"
 
 
 @dataclass
@@ -84,13 +84,12 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     except (TypeError, ValueError):
         raise ParameterError(f"SEED={SEED!r} must be an integer") from None
     device = get_device(DEVICE)
-    out = Path(OUTPUT_DIR) if OUTPUT_DIR else default_output_dir()
+    out = user_path(OUTPUT_DIR) or default_output_dir()
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(int(threads))
     seed_everything(seed)
-    s = Setup(notebook, DATASET, Path(DATA_ROOT) if DATA_ROOT else None, out.resolve(), PROFILE,
-              device, seed)
+    s = Setup(notebook, DATASET, user_path(DATA_ROOT), out.resolve(), PROFILE, device, seed)
     if verbose:
         print(f"{notebook}: dataset={DATASET} profile={PROFILE} device={device} seed={seed} "
               f"output={s.output_dir}")

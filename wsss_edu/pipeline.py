@@ -28,6 +28,7 @@ from pathlib import Path
 
 from . import compare
 from .errors import ParameterError
+from .io import user_path, write_text_atomic
 from .results import load_all_metrics, results_table
 from .runner import notebook_paths, parse_params
 
@@ -110,7 +111,7 @@ def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None) -> 
                 cwd=str(Path(path).parent), progress_bar=False, execution_timeout=timeout,
                 log_output=True, stdout_file=log, stderr_file=log)
     seconds = time.time() - t0
-    (step_dir / "done.json").write_text(json.dumps(
+    write_text_atomic(step_dir / "done.json", json.dumps(
         {"parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
         indent=2, default=str))
     return seconds
@@ -122,7 +123,7 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
                  timeout: int = 86400, notebooks_dir=None, execute=None, log=print) -> dict:
     """Run the course's notebooks in order into ``output`` (see the module docstring); returns
     {notebook: 'ran' | 'skipped'}. Stops at the first failing step, naming its log."""
-    output = Path(output).resolve()
+    output, data_root, boxes_data_root = (user_path(p) for p in (output, data_root, boxes_data_root))
     output.mkdir(parents=True, exist_ok=True)
     if boxes_dataset is None:
         boxes_dataset, boxes_data_root = ((dataset, data_root) if dataset in BOXES_DATASETS

@@ -6,14 +6,23 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import time
+import warnings
 from pathlib import Path
 
-from .errors import ParameterError
+from .errors import DataFileError, ParameterError
+from .io import atomic_path, file_lock, write_text_atomic
 
 
 def record_metrics(output_dir, notebook: str, metrics: dict, merge: bool = True) -> Path:
     """Write (or merge into) ``<output_dir>/metrics/<notebook>.json``. Values must be finite
-    numbers (or None for 'not computed'); names must be strings. Returns the path."""
+    numbers (or None for 'not computed'); names must be strings. Returns the path.
+
+    Two runs recording into one folder at once (two notebooks, the same notebook twice) merge one
+    after the other under a lock (:func:`wsss_edu.io.file_lock`): neither loses the other's numbers
+    and the file is never half written. A file that is not a metrics JSON (cut short by a crash of
+    an older version, edited by hand) is kept beside it as ``<notebook>.json.corrupt-<time>``, named
+    in a warning, and the metrics start afresh."""
     path = Path(output_dir) / "metrics" / f"{notebook}.json"
     clean = {}
     for k, v in metrics.items():
@@ -27,18 +36,38 @@ def record_metrics(output_dir, notebook: str, metrics: dict, merge: bool = True)
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise ParameterError(f"metric {k}={v!r} must be a finite number (or None)")
         clean[k] = float(v) if not isinstance(v, numbers.Integral) else int(v)
-    old = load_metrics(path) if (merge and path.exists()) else {}
-    old.update(clean)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    with file_lock(path):
+        old = _metrics_or_set_aside(path) if (merge and path.exists()) else {}
+        old.update(clean)
+        write_text_atomic(path, json.dumps(old, indent=2, sort_keys=True) + "\n")
     return path
 
 
+def _metrics_or_set_aside(path: Path) -> dict:
+    """The metrics in ``path``; a file that is not a metrics JSON is renamed aside (warned) and {}
+    returned, so the notebook that records next starts the file afresh."""
+    try:
+        return load_metrics(path)
+    except DataFileError as e:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        warnings.warn(f"{e}; kept as {aside.name}, recording afresh", stacklevel=3)
+        return {}
+
+
 def load_metrics(path) -> dict:
-    """One notebook's metrics dict."""
-    return json.loads(Path(path).read_text())
+    """One notebook's metrics dict; a file that is not one (not JSON, not an object) raises an
+    error naming the file and the fix."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = e
+    if not isinstance(data, dict):
+        raise DataFileError(f"{path} is not a metrics file (a JSON object of named numbers): "
+                            f"{data if isinstance(data, Exception) else type(data).__name__}. Delete it "
+                            f"and rerun notebook {path.stem} to record its numbers again")
+    return data
 
 
 def load_all_metrics(output_dir) -> dict:
@@ -87,10 +116,8 @@ def save_model(output_dir, notebook: str, name: str, model) -> Path:
     import torch
 
     path = model_path(output_dir, notebook, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(copy.deepcopy(model).cpu().eval(), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(copy.deepcopy(model).cpu().eval(), tmp)
     return path
 
 

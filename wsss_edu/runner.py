@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import ParameterError
+from .io import user_path, write_text_atomic
 from .params import repo_root
 from .results import duplicate_metric_names, load_all_metrics, results_table
 
@@ -45,16 +46,30 @@ def parse_params(pairs) -> dict:
     return out
 
 
+# The notebook parameters that are paths: resolved against the caller's folder before a notebook
+# (whose kernel runs in notebooks/) sees them (:func:`wsss_edu.io.user_path`).
+PATH_PARAMS = ("OUTPUT_DIR", "DATA_ROOT", "BOXES_DATA_ROOT")
+
+
+def resolve_paths(output, params: dict) -> tuple:
+    """(the output folder, ``params`` with every path parameter made absolute): an ``OUTPUT_DIR``
+    parameter is the output folder (the notebooks' numbers and results.md in one place), else
+    ``output``."""
+    params = {k: (str(user_path(v)) if k in PATH_PARAMS and v not in ("", None) else v)
+              for k, v in (params or {}).items()}
+    output = user_path(params.get("OUTPUT_DIR") or output)
+    return output, params | {"OUTPUT_DIR": str(output)}
+
+
 def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
                   notebooks_dir=None, log=print) -> dict:
     """Execute the notebooks; returns {notebook name: seconds}. Stops at the first failure (its
-    partly executed notebook is kept) after writing results.md for what ran."""
+    partly executed notebook is kept) after writing results.md for what ran. Relative paths
+    (``output``, an ``OUTPUT_DIR`` / ``DATA_ROOT`` parameter) are taken from the current folder."""
     import papermill as pm
 
-    output = Path(output).resolve()
+    output, params = resolve_paths(output, params)
     output.mkdir(parents=True, exist_ok=True)
-    params = dict(params or {})
-    params.setdefault("OUTPUT_DIR", str(output))
     times = {}
     paths = notebook_paths(notebooks_dir, only)
     for nb in paths:  # check every notebook's parameters before running any
@@ -92,7 +107,7 @@ def write_results(output, times: dict) -> Path:
     tfile = output / "times.json"
     all_times = json.loads(tfile.read_text()) if tfile.exists() else {}
     all_times.update({k: round(v, 1) for k, v in times.items()})
-    tfile.write_text(json.dumps(all_times, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(tfile, json.dumps(all_times, indent=2, sort_keys=True) + "\n")
     metrics = load_all_metrics(output)
     text = "# Results\n\nHeadline numbers of each notebook (metrics/*.json) and its execution " \
            "time.\n\n" + results_table(metrics, all_times)
@@ -100,7 +115,7 @@ def write_results(output, times: dict) -> Path:
     if dups:
         text += f"\n**Warning:** metric names recorded by several notebooks: {dups}\n"
     path = output / "results.md"
-    path.write_text(text)
+    write_text_atomic(path, text)
     return path
 
 
@@ -112,8 +127,9 @@ def main(argv=None) -> int:
                     help="notebook parameter KEY=VALUE (repeatable), e.g. -p PROFILE=full")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
     args = ap.parse_args(argv)
-    times = run_notebooks(args.output, args.only, parse_params(args.param), args.timeout)
-    out = Path(args.output).resolve()
+    params = parse_params(args.param)
+    times = run_notebooks(args.output, args.only, params, args.timeout)
+    out = resolve_paths(args.output, params)[0]
     print(f"\n{len(times)} notebook(s) executed in {sum(times.values()):.0f} s.")
     print(f"  executed notebooks: {out}/")
     print(f"  headline numbers:   {out}/metrics/*.json")

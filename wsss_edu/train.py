@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as D
 from .errors import ParameterError
+from .io import atomic_path
 from .labels import IGNORE
 from .metrics import ConfusionMeter
 
@@ -66,9 +67,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

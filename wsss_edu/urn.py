@@ -66,7 +66,6 @@ them (an absent channel, five classes). What differs, and the switch:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +74,7 @@ import torch.nn.functional as F
 
 from .crf import crf_on_scores_rescaled
 from .errors import DataFileError, ParameterError, check_choice
+from .io import atomic_path
 
 VOC_FACTORS = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)   # the paper's S for PASCAL VOC
 COCO_FACTORS = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)    # and for MS COCO
@@ -384,11 +384,8 @@ def write_label_and_weight(path, label: np.ndarray, w: np.ndarray, rounding: str
         raise ValueError(f"label {label.shape} and weight {np.shape(w)} differ in size")
     im = Image.fromarray(label_weight_array(label, weight_to_uint8(w, rounding), layout))
     assert im.mode == layout, im.mode   # PIL infers 'LA' from 2 uint8 channels, 'RGB' from 3
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")   # per process: shards may overlap
-    im.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:   # a name of its own: shards may overlap
+        im.save(tmp, format="PNG")
 
 
 def read_label_and_weight(path):

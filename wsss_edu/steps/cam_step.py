@@ -39,7 +39,7 @@ from ..data import Relabeled, SegTransformDataset, images_to_tensor, same_size_b
 from ..datasets import get_dataset
 from ..distributed import trained_state
 from ..errors import ParameterError, check_choice
-from ..io import folder_complete
+from ..io import atomic_path, folder_complete
 from ..metrics import ConfusionMeter
 from ..parallel import finish_folder, pending, shard_spec
 from ..train import fit, seed_everything
@@ -90,12 +90,9 @@ def save_cams(folder, name: str, cams: torch.Tensor, labels: torch.Tensor) -> Pa
     (``labels`` (K,) multi-hot), float16, with their class indices ('keys'). Atomic."""
     keys = torch.nonzero(torch.as_tensor(labels) > 0).flatten()
     path = cam_path(folder, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, keys=keys.numpy().astype(np.int64),
                  cams=cams[keys].float().numpy().astype(np.float16))
-    tmp.replace(path)
     return path
 
 

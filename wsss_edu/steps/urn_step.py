@@ -12,7 +12,6 @@ and the weight W written next to the cyclic pseudo-mask — what notebook 06 run
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from .. import params
 from ..data import images_to_tensor, same_size_batches
 from ..datasets import PseudoLabeled
 from ..errors import ParameterError, check_choice
-from ..io import check_same_size
+from ..io import check_same_size, write_text_atomic
 from ..models import tta_probs
 from ..parallel import (
     finish_folder,
@@ -115,9 +114,7 @@ def _check_folder_settings(folder: Path, settings: dict) -> None:
                       f"settings ({settings}) by one byte of weight. Delete the folder to "
                       "recompute it; new files are added with the current settings", stacklevel=3)
         return
-    tmp = folder / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
-    tmp.replace(record)
+    write_text_atomic(record, json.dumps(settings, indent=1, sort_keys=True))
 
 
 def _urn_job(args) -> str:
