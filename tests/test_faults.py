@@ -150,7 +150,7 @@ def _hold_briefly(target):
         with io.file_lock(target, timeout=0.3):
             pass
     except TimeoutError as e:
-        sys.exit(3 if "m.json.lock" in str(e) else 4)
+        sys.exit(3 if ".m.json.lock" in str(e) else 4)
 
 
 def test_a_path_resolves_the_same_way_everywhere(tmp_path, monkeypatch, capsys):

@@ -18,7 +18,8 @@ from .errors import DataFileError
 
 def user_path(path) -> Path | None:
     """A path as a user typed it (a notebook parameter, a command-line option), resolved once and
-    the same way everywhere: ``~`` expanded, a relative path taken from the current folder (not
+    the same way everywhere: environment variables (``$HOME``, ``${SCRATCH}``; ``%VAR%`` on
+    Windows) and ``~`` expanded, a relative path taken from the current folder (not
     from a notebook's folder, where papermill runs its kernel), made absolute. ``''`` / None stay
     None (not given)."""
     if path is None or str(path) == "":
@@ -53,14 +54,21 @@ def write_text_atomic(path, text: str) -> Path:
     return Path(path)
 
 
+def lock_path(path) -> Path:
+    """The lock file of :func:`file_lock` for ``path``: ``.<name>.lock`` in its folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
 @contextmanager
 def file_lock(path, timeout: float = 600.0):
-    """Hold an exclusive lock on ``<path>.lock`` for the block: the read-modify-write of a file
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``path`` (hidden, like the temporary
+    files of :func:`atomic_path`) for the block: the read-modify-write of a file
     that several processes update (a notebook's metrics JSON) is done by one at a time. An OS lock
     (``fcntl.flock``; ``msvcrt.locking`` on Windows), released by the OS if its holder dies, so a
     killed run never leaves a stale lock. Waits at most ``timeout`` seconds, then raises an error
     naming the lock file."""
-    lock = Path(f"{path}.lock")
+    lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as f:
         deadline = time.monotonic() + timeout

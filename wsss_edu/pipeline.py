@@ -29,6 +29,8 @@ from pathlib import Path
 from . import compare
 from .errors import ParameterError
 from .io import user_path, write_text_atomic
+from .parallel import shard_spec
+from .params import check_parameter_values
 from .results import load_all_metrics, results_table
 from .runner import notebook_paths, parse_params
 
@@ -139,6 +141,8 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
     valids = {p.name: notebook_parameters(p) for p in paths}
     check_overrides(paths, overrides, valids)
     plan = [(p, step_parameters(p, shared, overrides, valids[p.name])) for p in paths]
+    for path, params in plan:   # every value within its rule before hours of compute
+        check_parameter_values(params, path.stem)
     status, times = {}, {}
     for path, params in plan:
         step_dir = output / "steps" / path.stem
@@ -232,6 +236,19 @@ def ensure_metrics(output_dir, params: dict | None = None, run=None, methods=com
     return metrics
 
 
+def check_options(args) -> None:
+    """Refuse a malformed option at once, not when the step that uses it starts hours later."""
+    if args.shard is not None:
+        shard_spec(args.shard)
+    if args.train_processes is not None and args.train_processes < 1:
+        raise ParameterError(f"--train-processes {args.train_processes}: give a whole number >= 1 "
+                             "(1 trains in one process)")
+    if args.shard_wait is not None and args.shard_wait < 0:
+        raise ParameterError(f"--shard-wait {args.shard_wait}: give the seconds to wait, >= 0")
+    if args.timeout < 1:
+        raise ParameterError(f"--timeout {args.timeout}: give the seconds a cell may run, >= 1")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", default="voc", help="toy | voc | cityscapes | camvid | coco")
@@ -253,6 +270,7 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="rerun finished steps too")
     ap.add_argument("--timeout", type=int, default=86400, help="per-cell timeout, seconds")
     args = ap.parse_args(argv)
+    check_options(args)
     if args.train_processes is not None:
         os.environ["WSSS_TRAIN_PROCESSES"] = str(args.train_processes)   # the kernels inherit it
     if args.shard is not None:

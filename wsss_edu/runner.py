@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ParameterError
 from .io import user_path, write_text_atomic
-from .params import repo_root
+from .params import check_parameter_values, repo_root
 from .results import duplicate_metric_names, load_all_metrics, results_table
 
 
@@ -90,7 +90,8 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
 
 def check_parameters(notebook, params: dict) -> None:
     """Raise :class:`ParameterError` listing the valid names when ``params`` names a parameter
-    the notebook's ``parameters`` cell does not define (papermill would only log it)."""
+    the notebook's ``parameters`` cell does not define (papermill would only log it), or naming
+    the values that break their rule (:func:`wsss_edu.params.check_parameter_values`)."""
     import papermill as pm
 
     valid = set(pm.inspect_notebook(str(notebook)))
@@ -98,6 +99,7 @@ def check_parameters(notebook, params: dict) -> None:
     if unknown:
         raise ParameterError(f"{Path(notebook).name} has no parameter(s) {unknown}; its parameters: "
                              f"{sorted(valid)}")
+    check_parameter_values(params, Path(notebook).stem)
 
 
 def write_results(output, times: dict) -> Path:

@@ -56,7 +56,7 @@ import torch
 from wsss_edu import params, stats, toy, viz
 
 run = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
-                   SEED)
+                   SEED, namespace=globals())
 sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(64, 320), N_TRAIN=(1000, 5000), N_VAL=(200, 1000),
                                         EPOCHS=(10, 30), BATCH_SIZE=(16, 16), CROP=(256, 512)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, EPOCHS=EPOCHS,

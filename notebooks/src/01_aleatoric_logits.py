@@ -36,7 +36,8 @@ import torch
 from wsss_edu import params, viz
 from wsss_edu import label_uncertainty as lu
 
-run = params.setup("01_aleatoric_logits", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("01_aleatoric_logits", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED, namespace=globals())
 gen = torch.Generator().manual_seed(SEED)
 
 # %% [markdown]

@@ -59,7 +59,7 @@ from wsss_edu.steps import lu_experiments
 from wsss_edu import label_uncertainty as lu
 
 run = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
-                   SEED)
+                   SEED, namespace=globals())
 sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         PP_SWEEP=([10, 40], [100, 250, 1000]), N_VAL=(150, 500),
                                         EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(8, 32)),

@@ -53,7 +53,7 @@ from wsss_edu.steps import lu_experiments
 from wsss_edu import label_uncertainty as lu
 
 run = params.setup("02b_bootstrapping_multiclass", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
-                   SEED)
+                   SEED, namespace=globals())
 sizes = params.profile_values(PROFILE, dict(IMAGE_SIZE=(48, 256), N_TRAIN=(200, 2780), N_PP=(20, None),
                                         N_VAL=(150, 500), EPOCHS=(16, 60), WARMUP=(12, 45), WIDTH=(16, 32)),
                           IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_PP=N_PP, N_VAL=N_VAL, EPOCHS=EPOCHS,

@@ -74,7 +74,7 @@ from wsss_edu.steps import cam_step
 from wsss_edu.data import Relabeled, images_to_tensor
 
 run = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
-                   SEED)
+                   SEED, namespace=globals())
 settings = cam_step.step1_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
                      IMAGE_SIZE=IMAGE_SIZE, N_TRAIN=N_TRAIN, N_VAL=N_VAL, BACKBONE=BACKBONE, EPOCHS=EPOCHS,
                      LR_NEW=LR_NEW, CROP=CROP, AUGMENT=AUGMENT, DROP_CLASS=DROP_CLASS, BALANCE=BALANCE,

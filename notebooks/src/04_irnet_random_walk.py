@@ -72,7 +72,8 @@ from wsss_edu import cam, irnet, params, viz
 from wsss_edu.steps import cam_step, irnet_step
 from wsss_edu.data import images_to_tensor
 
-run = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED, namespace=globals())
 settings = irnet_step.step2_values(PROFILE, DATASET,   # the profile's value on this dataset wherever a knob is None
     IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS, IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH,
     IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT, IR_COPY_SCALES=IR_COPY_SCALES,

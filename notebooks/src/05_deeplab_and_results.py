@@ -81,7 +81,8 @@ from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.data import images_to_tensor
 from wsss_edu.models import tta_probs
 
-run = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED, namespace=globals())
 IRCFG, IR_BACKBONE, IR_WEIGHTS = irnet_step.step2_config(
     PROFILE, run.seed, CONFIDENCE, IR_LR, WEIGHTS, IR_PATH, IR_SOURCES, DATASET, IR_BACKBONE=IR_BACKBONE, IR_EPOCHS=IR_EPOCHS,
     IR_RADIUS=IR_RADIUS, IR_BATCH=IR_BATCH, IR_CROP=IR_CROP, IR_MOMENTUM=IR_MOMENTUM, IR_AUGMENT=IR_AUGMENT,

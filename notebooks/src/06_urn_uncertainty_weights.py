@@ -101,7 +101,7 @@ from wsss_edu.cache import params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
 run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
-                   SEED)
+                   SEED, namespace=globals())
 SEG = segmenter_step.step3_config(PROFILE, run.seed, WEIGHTS, SEG_SCALE, DATASET, SEG_BACKBONE=SEG_BACKBONE, SEG_EPOCHS=SEG_EPOCHS,
                           SEG_OPTIMIZER=SEG_OPTIMIZER, SEG_LR=SEG_LR, SEG_CROP=SEG_CROP,
                           SEG_FROZEN_BLOCKS=SEG_FROZEN_BLOCKS)

@@ -95,7 +95,8 @@ from wsss_edu.steps.irnet_step import pseudo_label_confusion
 from wsss_edu.results import load_all_metrics
 from wsss_edu.train import to_device
 
-run = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED, namespace=globals())
 settings = rrm_step.rrm_values(PROFILE, DATASET, TABLE2_CAM=TABLE2_CAM, TWO_STEP=TWO_STEP,
                                N_CURVE=N_CURVE)   # the profile's on this dataset
 TABLE2_CAM, TWO_STEP, N_CURVE = settings["TABLE2_CAM"], settings["TWO_STEP"], settings["N_CURVE"]

@@ -65,7 +65,8 @@ from wsss_edu.steps import cam_step, segmenter_step
 from wsss_edu.data import images_to_tensor
 from wsss_edu.results import load_model
 
-run = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE, SEED)
+run = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
+                   SEED, namespace=globals())
 SHARED = dict(DATASET=DATASET, DATA_ROOT=DATA_ROOT, PROFILE=PROFILE, DEVICE=DEVICE, SEED=SEED)
 METHODS = compare.methods_for(DATASET)   # paper 000's rows live in the toy box world only
 print(run.output_dir)
