@@ -349,7 +349,7 @@ def _try_mirror(url: str, part: Path, md5: str | None, sha256: str | None, timeo
                 f"discarding the partial download {part} ({_size(part)} bytes): no checksum is "
                 "known for this file, so bytes from an earlier attempt cannot be checked and are "
                 "never resumed; downloading it again from the start", UnverifiedDownloadWarning,
-                stacklevel=4)
+                stacklevel=3)
             part.unlink()
         try:
             _transfer_with_resume(url, part, timeout, progress, label, retries, verifiable=False)
@@ -727,13 +727,13 @@ def extract(archive, target, progress: bool = True) -> Path:
     state = _Unpacking()
     try:
         count = (_extract_tar if kind == "tar" else _extract_zip)(archive, target, progress, state)
+        write_text_atomic(marker, f"{archive.name}: {count} members extracted\n")
     except BaseException as e:
         if state.current is not None:
             _remove_partial(target, state.current)
         if isinstance(e, OSError):
             raise _extraction_failure(archive, target, state, e) from e
         raise
-    write_text_atomic(marker, f"{archive.name}: {count} members extracted\n")
     return target
 
 
@@ -961,8 +961,8 @@ def is_in_place(name: str, root, sources: Mapping[str, Source] | None = None) ->
 def _merge_move(src: Path, dst: Path) -> None:
     """Move the folder ``src`` to ``dst``; when ``dst`` exists (left by an interrupted run, or
     holding files of the user's such as MSRC's ``newsegmentations_mats``), move its entries in one
-    by one, replacing only the entries ``src`` has. Each step is a rename, so a rerun after an
-    interruption carries on where this one stopped."""
+    by one, replacing only the entries ``src`` has. Each step is a rename (a copy, then a delete,
+    across disks), so a rerun after an interruption carries on where this one stopped."""
     if not dst.exists() and not dst.is_symlink():
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(src), str(dst))
@@ -978,7 +978,7 @@ def _merge_move(src: Path, dst: Path) -> None:
             raise DownloadError(f"cannot put {child} in place: {target} is a folder where the "
                                 f"archive has a file. Move {target} away and run again.")
         else:
-            os.replace(child, target)
+            shutil.move(str(child), str(target))  # a rename; a copy when dst is on another disk
     src.rmdir()
 
 
