@@ -6,7 +6,8 @@
     python data_scripts/download.py all --root data --mirror http://my.mirror/datasets/
 
 Downloads are resumable (run the same command again after an interruption) and verified by their
-checksum; a dataset already in place is skipped. Works from any working directory.
+checksum; a dataset already in place (its completion marker written) is skipped. The arguments are
+checked before any download starts. Works from any working directory.
 """
 from __future__ import annotations
 
@@ -14,19 +15,68 @@ import argparse
 import sys
 from pathlib import Path
 
-try:
-    import wsss_edu  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "wsss_edu" / "__init__.py").is_file():
+    # the package of this checkout, so that the script and the package always match (even when
+    # another copy is installed, or none is: no `pip install -e .` needed)
+    sys.path.insert(0, str(_CHECKOUT))
 
-from wsss_edu.download import SOURCES, fetch, is_in_place  # noqa: E402
-from wsss_edu.errors import DownloadError  # noqa: E402
+from wsss_edu.download import (SOURCES, check_destination, check_url, fetch,  # noqa: E402
+                               is_in_place)
+from wsss_edu.errors import DownloadError, ParameterError  # noqa: E402
+from wsss_edu.io import user_path  # noqa: E402
 
 CHOICES = [*SOURCES, "all"]
 
 
+def _mirror(text: str) -> str:
+    """``--mirror``: a URL with a scheme the downloader accepts (else the error lists them)."""
+    try:
+        return check_url(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _root(text: str) -> Path:
+    """``--root``: a folder, or a path where one can be made (not an existing file)."""
+    root = user_path(text)
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise argparse.ArgumentTypeError(
+                    f"{root} cannot be the data folder: {folder} is a file, not a folder. Pass a "
+                    "folder (it is created if missing).")
+            break
+    return root
+
+
+def _positive(text: str) -> float:
+    """``--timeout``: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _check_destinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop (before any network traffic) when an archive's destination under ``<root>/downloads``
+    is a directory or lies under a file."""
+    names = list(SOURCES) if args.dataset == "all" else [args.dataset]
+    for name in names:
+        for archive in SOURCES[name].archives:
+            try:
+                check_destination(args.root / "downloads" / archive.filename)
+            except DownloadError as e:
+                parser.error(str(e))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line arguments; the epilog lists every dataset and its layout."""
+    """Command-line arguments, checked at once (a mirror without a scheme, a root that is a file,
+    a download destination that is a directory stop here, before any traffic); the epilog lists
+    every dataset and its layout."""
     epilog = "datasets:\n" + "\n".join(
         f"  {s.name:<11} {s.description}\n  {'':<11} -> <root>/{s.dataset_dir}"
         for s in SOURCES.values())
@@ -34,17 +84,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=CHOICES, help="which dataset to fetch ('all': every one)")
-    parser.add_argument("--root", required=True, type=Path,
+    parser.add_argument("--root", required=True, type=_root,
                         help="data folder; archives go to <root>/downloads")
-    parser.add_argument("--mirror", action="append", default=None, metavar="URL",
+    parser.add_argument("--mirror", action="append", default=None, metavar="URL", type=_mirror,
                         help="use this URL instead of the built-in mirrors (repeatable). A URL "
                              "ending in '/' is a folder holding the archive files.")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete each archive once it is extracted (saves disk space)")
-    parser.add_argument("--timeout", type=float, default=60,
+    parser.add_argument("--timeout", type=_positive, default=60,
                         help="network timeout in seconds (default 60)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _check_destinations(parser, args)
+    return args
 
 
 def next_steps(done: list[str], root: Path) -> list[str]:

@@ -6,10 +6,16 @@ Three layers, each usable on its own:
   interrupted transfer with an HTTP ``Range`` request, checks the MD5 / SHA-256 and only then renames
   the ``.part`` to ``dest``. A file that fails its checksum is deleted, never kept.
 * :func:`extract` unpacks a tar or zip archive after refusing any member that would land outside
-  the target folder (absolute paths, ``..``, links pointing outside). A marker file makes a second
-  call a no-op.
+  the target folder (absolute paths, ``..``, links pointing outside; a symlink the user made in
+  the target beforehand is followed). A marker file, written last and atomically, is the only
+  proof that it finished and makes a second call a no-op.
 * :func:`fetch` knows the datasets (:data:`SOURCES`) and puts each into the layout the loaders
-  expect under a root folder.
+  expect under a root folder; a dataset is in place only once its completion marker is written.
+
+Nothing partial passes for complete: a download without a checksum is never resumed and must
+arrive whole by the server's own account, an interrupted extraction leaves no marker (and no
+half-written member), a full disk is a :class:`~wsss_edu.errors.DownloadError` naming the folder,
+the space needed and the fix.
 
 Only the standard library (``urllib``) and ``tqdm`` are used.
 
@@ -21,6 +27,7 @@ Example::
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -29,26 +36,32 @@ import shutil
 import sys
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from .errors import DownloadError, check_choice
-from .io import user_path
+from .errors import DownloadError, ParameterError, check_choice
+from .io import user_path, write_text_atomic
 
 __all__ = [
     "Archive", "Source", "SOURCES", "UnverifiedDownloadWarning",
-    "download", "extract", "fetch", "file_digest", "extracted_marker", "part_path",
+    "download", "extract", "fetch", "file_digest", "extracted_marker", "complete_marker",
+    "part_path", "check_url", "check_destination", "is_in_place", "ACCEPTED_SCHEMES",
 ]
 
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "wsss_edu-downloader/1.0 (Python urllib)"
 MARKER_PREFIX = ".wsss_edu-extracted-"
+COMPLETE_MARKER = ".wsss_edu-complete"
+ACCEPTED_SCHEMES = ("http", "https", "ftp", "file")
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)
 
@@ -121,6 +134,79 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _human(n: int) -> str:
+    """``n`` bytes as a short human-readable size (``1.9 GiB``)."""
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def _free_space(folder: Path) -> str:
+    """Free space on the disk holding ``folder`` (or its nearest existing parent), as text."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return _human(shutil.disk_usage(candidate).free)
+        except OSError:
+            continue
+    return "unknown"  # pragma: no cover
+
+
+def _disk_full(action: str, folder: Path, needed: int | None, error: OSError,
+               after: str) -> DownloadError:
+    """The DownloadError for a full disk: what failed where, the space needed, the fix."""
+    need = (f"it needs {_human(needed)} in all" if needed is not None
+            else "the space it needs is not known in advance")
+    return DownloadError(
+        f"the disk is full: {action} into {folder} failed ({error.strerror or error}); {need}, "
+        f"{_free_space(folder)} are free there now. Fix: free space on that disk, or use a root "
+        "folder on a bigger disk (--root on the command line, root= in Python), or make the "
+        f"dataset folder a symlink to a bigger disk; then run again. {after}")
+
+
+def _write_failure(part: Path, total: int | None, error: OSError) -> DownloadError:
+    """The DownloadError for a failed write of a download: disk full or another OS refusal."""
+    after = (f"The partial download {part} is kept: with a checksum the next run resumes it, "
+             "without one it starts again from zero.")
+    if error.errno in _DISK_FULL:
+        return _disk_full(f"downloading {part.name}", part.parent, total, error, after)
+    return DownloadError(f"cannot write the download {part}: {error}. Fix: check that "
+                         f"{part.parent} exists, is a folder and is writable; then run again.")
+
+
+def check_url(url) -> str:
+    """Return ``url`` when urllib can fetch it (a scheme of :data:`ACCEPTED_SCHEMES` and, but for
+    ``file:``, a host); else :class:`ParameterError` naming it and the accepted schemes. A mirror
+    typed as ``example.org/voc`` would otherwise fail only when its download starts."""
+    parts = urllib.parse.urlsplit(str(url))
+    if parts.scheme.lower() not in ACCEPTED_SCHEMES or (parts.scheme.lower() != "file"
+                                                        and not parts.netloc):
+        schemes = ", ".join(f"{s}://" for s in ACCEPTED_SCHEMES)
+        raise ParameterError(f"mirror URL {str(url)!r} is not a URL this downloader can fetch; it "
+                             f"must start with one of {schemes} (for example 'http://{url}')")
+    return str(url)
+
+
+def check_destination(dest) -> Path:
+    """Return ``dest`` (as :func:`user_path`) when a download can be written there; else
+    :class:`DownloadError` naming what is in the way: ``dest`` or its ``.part`` is a directory, or
+    a parent folder is a file. Checked before any network traffic."""
+    dest = user_path(dest)
+    for path in (dest, part_path(dest)):
+        if path.is_dir():
+            raise DownloadError(f"cannot download to {path}: it is a directory. Pass the path of "
+                                f"the file to write, or move that directory away; then run again.")
+    for parent in dest.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DownloadError(f"cannot download to {dest}: {parent} is a file, not a folder. "
+                                    "Move that file away or choose another root folder.")
+            break
+    return dest
+
+
 def _range_start_and_total(content_range: str | None) -> tuple[int | None, int | None]:
     """Parse ``bytes START-END/TOTAL`` (or ``bytes */TOTAL``) into (START, TOTAL); None if absent."""
     m = re.match(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", content_range or "")
@@ -139,10 +225,15 @@ def _open(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)
 
 
-def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str) -> None:
+def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str,
+              verifiable: bool = True) -> None:
     """One attempt: append the rest of ``url`` to ``part`` (or rewrite it when the server ignores
     ``Range``). Raises :class:`_TransferError`; ``retryable`` is set when bytes were received before
-    the connection broke, so a resume can pick up where it stopped."""
+    the connection broke, so a resume can pick up where it stopped.
+
+    Without a checksum (``verifiable`` False) the body must say where it ends: a Content-Length
+    received in full, or a chunked body closed by its last chunk. A body that simply stops when the
+    connection closes cannot be told from a cut one, so it is deleted and refused."""
     offset = _size(part)
     try:
         response = _open(url, offset, timeout)
@@ -179,55 +270,93 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str) 
             offset = 0
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        chunked = bool(getattr(response, "chunked", False))
         total = offset + expected if expected is not None else None
         received = _copy_body(response, part, mode, offset, total, progress, label)
     if expected is not None and received < expected:
         raise _TransferError(
             f"connection closed after {offset + received} of {total} bytes", retryable=received > 0)
+    if expected is None and not chunked and not verifiable:
+        part.unlink(missing_ok=True)
+        raise _TransferError(
+            f"the server sent no Content-Length and no chunked body, so the end of the {offset + received} "
+            "bytes received cannot be told from a cut connection, and no checksum is known to check "
+            "them; deleted them. Use another mirror, or download the file yourself")
+
+
+def _read_chunk(response, received: int) -> bytes:
+    """The next chunk of the body; :class:`_TransferError` if the connection breaks, retryable
+    once bytes came (or the chunk itself was cut: ``IncompleteRead``)."""
+    try:
+        return response.read(CHUNK_SIZE)
+    except (OSError, http.client.HTTPException) as e:
+        cut = isinstance(e, http.client.IncompleteRead)
+        raise _TransferError(f"connection lost after {received} bytes: {e!r}",
+                             retryable=received > 0 or cut) from None
 
 
 def _copy_body(response, part: Path, mode: str, offset: int, total: int | None, progress: bool,
                label: str) -> int:
-    """Stream the response body into ``part`` with a progress bar; return the bytes received."""
+    """Stream the response body into ``part`` with a progress bar; return the bytes received.
+    A failed write (disk full, ...) raises :class:`DownloadError` at once: another mirror would
+    not help."""
     received = 0
-    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                     unit_divisor=1024, desc=label, disable=not progress,
-                                     leave=False) as bar:
-        while True:
-            try:
-                chunk = response.read(CHUNK_SIZE)
-            except (OSError, http.client.HTTPException) as e:
-                raise _TransferError(f"connection lost after {offset + received} bytes: {e!r}",
-                                     retryable=received > 0) from None
-            if not chunk:
-                return received
-            f.write(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
+    try:
+        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                         unit_divisor=1024, desc=label, disable=not progress,
+                                         leave=False) as bar:
+            while chunk := _read_chunk(response, offset + received):
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    except OSError as e:
+        raise _write_failure(part, total, e) from e
+    return received
 
 
 def _transfer_with_resume(url: str, part: Path, timeout: float, progress: bool, label: str,
-                          retries: int) -> None:
-    """Call :func:`_transfer` until it completes; a broken connection is resumed up to
-    ``retries`` times, any other failure is raised at once."""
+                          retries: int, verifiable: bool = True) -> None:
+    """Call :func:`_transfer` until it completes; a broken connection is retried up to
+    ``retries`` times, any other failure is raised at once. Only a ``verifiable`` download (a
+    checksum is known) is resumed where it stopped; an unverifiable one starts again from byte 0,
+    since spliced bytes could not be checked."""
     for attempt in range(retries + 1):
+        if not verifiable:
+            part.unlink(missing_ok=True)
         try:
-            _transfer(url, part, timeout, progress, label)
+            _transfer(url, part, timeout, progress, label, verifiable)
             return
         except _TransferError as e:
             if not e.retryable or attempt == retries:
                 raise
-            _say(progress, f"{label}: {e}; resuming from byte {_size(part)} "
-                           f"(retry {attempt + 1} of {retries})")
+            where = f"resuming from byte {_size(part)}" if verifiable else (
+                "starting again from byte 0 (no checksum: never resumed)")
+            _say(progress, f"{label}: {e}; {where} (retry {attempt + 1} of {retries})")
 
 
 def _try_mirror(url: str, part: Path, md5: str | None, sha256: str | None, timeout: float,
                 progress: bool, label: str, retries: int) -> str | None:
     """Download ``url`` into ``part`` and verify it. Returns None on success, else what went wrong.
 
-    A ``.part`` that came from earlier (another mirror, an earlier run) and leads to a checksum
-    mismatch is discarded and the mirror is tried once more from byte 0. A file that fails its
-    checksum is always deleted."""
+    With a checksum, a ``.part`` that came from earlier (another mirror, an earlier run) and leads
+    to a checksum mismatch is discarded and the mirror is tried once more from byte 0; a file that
+    fails its checksum is always deleted. Without a checksum an earlier ``.part`` is never resumed
+    (its bytes could be another file's): it is deleted with an :class:`UnverifiedDownloadWarning`,
+    and a failed attempt keeps nothing."""
+    if md5 is None and sha256 is None:
+        if part.exists():
+            warnings.warn(
+                f"discarding the partial download {part} ({_size(part)} bytes): no checksum is "
+                "known for this file, so bytes from an earlier attempt cannot be checked and are "
+                "never resumed; downloading it again from the start", UnverifiedDownloadWarning,
+                stacklevel=3)
+            part.unlink()
+        try:
+            _transfer_with_resume(url, part, timeout, progress, label, retries, verifiable=False)
+        except _TransferError as e:
+            part.unlink(missing_ok=True)
+            return str(e)
+        return None
     for from_scratch in (False, True):
         if from_scratch:
             part.unlink(missing_ok=True)
@@ -264,21 +393,29 @@ def download(urls: Sequence[str] | str, dest, md5: str | None = None,
              retries: int = 3) -> Path:
     """Download one file from the first mirror in ``urls`` that works, verified by its checksum.
 
+    * ``urls`` must each have a scheme of :data:`ACCEPTED_SCHEMES`, and ``dest`` must not be a
+      directory (:func:`check_url`, :func:`check_destination`): checked before any traffic.
     * ``dest`` already present with a matching checksum (or no checksum known): returned at once.
       Present but wrong: deleted and downloaded again.
-    * The data goes to ``dest.part``; an existing ``.part`` is resumed with ``Range: bytes=N-``. A
-      server that ignores ``Range`` (HTTP 200 instead of 206) makes the download restart at byte 0.
-      A connection that breaks mid-transfer is resumed up to ``retries`` times.
+    * The data goes to ``dest.part``; with a checksum an existing ``.part`` is resumed with
+      ``Range: bytes=N-``. A server that ignores ``Range`` (HTTP 200 instead of 206) makes the
+      download restart at byte 0. A connection that breaks mid-transfer is resumed up to
+      ``retries`` times.
     * After the transfer the MD5 / SHA-256 is checked. On a mismatch the file is deleted (nothing
       partial is kept) and the next mirror is tried. Only a verified file is renamed (atomically)
       from ``.part`` to ``dest``.
+    * With neither ``md5`` nor ``sha256`` the file cannot be verified (an
+      :class:`UnverifiedDownloadWarning` says so) and these rules keep a cut body from passing for
+      the whole file: a ``.part`` is never resumed (an earlier one is deleted with a warning, a
+      broken connection restarts at byte 0), and the body must arrive whole by the server's own
+      account -- its full Content-Length, or a chunked body up to its last chunk; a body without
+      either is refused.
+    * A full disk raises :class:`DownloadError` naming the folder, the file's size and the fix.
     * When no mirror works, :class:`DownloadError` lists each URL and what went wrong with it.
-
-    With neither ``md5`` nor ``sha256`` the file cannot be verified; an
-    :class:`UnverifiedDownloadWarning` says so.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
-    dest = user_path(dest)
+    urls = [check_url(u) for u in urls]
+    dest = check_destination(dest)
     if not urls:
         raise DownloadError(f"no URL given to download {dest}; pass at least one mirror")
     verifiable = md5 is not None or sha256 is not None
@@ -403,7 +540,97 @@ def _bar(items: list, progress: bool, label: str):
 _TAR_FILTER_ERRORS = (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
 
 
-def _extract_tar(archive: Path, target: Path, progress: bool) -> int:
+def _logical(name: str) -> str:
+    """A member path normalised without touching the disk: ``'a/./b/../c'`` -> ``'a/c'``."""
+    stack: list[str] = []
+    for part in _split(name):
+        if part == "..":
+            if stack:
+                stack.pop()
+        elif part not in ("", "."):
+            stack.append(part)
+    return "/".join(stack)
+
+
+def _user_links(target: Path, names: Iterable[str]) -> dict[str, str]:
+    """The symlinks already on disk in ``target`` *before* extraction, at a path that a member goes
+    through or lands on: their path relative to ``target`` -> the real path they lead to.
+
+    Such a link was made by the user (``VOCdevkit -> /mnt/big/VOCdevkit`` to put the data on a
+    bigger disk) or by an earlier extraction whose links were checked to stay inside; either way
+    it is trusted and followed. Links stored in the archive are not: they are checked member by
+    member (:func:`_tar_member_problem`)."""
+    if not target.is_dir():
+        return {}
+    links: dict[str, str] = {}
+    seen: set[str] = set()
+    for name in names:
+        parts = _logical(name).split("/")
+        for i in range(1, len(parts) + 1):
+            rel = "/".join(parts[:i])
+            if rel in seen:
+                continue
+            seen.add(rel)
+            path = target.joinpath(*parts[:i])
+            if path.is_symlink():
+                links[rel] = os.path.realpath(path)
+            elif not path.exists():
+                break  # nothing deeper exists either
+    return links
+
+
+def _tar_filter(target: Path, user_links: Mapping[str, str]):
+    """The extraction filter: tarfile's 'data' filter (no absolute paths, device files or unsafe
+    modes; nothing lands outside ``target`` once the links on disk are resolved), except that a
+    member may land where a symlink of ``user_links`` leads, when its path goes through that link.
+    So ``root/VOCdevkit -> /mnt/big/VOCdevkit`` is followed, while a member that climbs out of the
+    linked folder again (``VOCdevkit/../x``) or a link of the archive pointing elsewhere is
+    refused."""
+    root = os.path.realpath(target)
+    anchor = Path(root).anchor
+
+    def outside(path: str, logical: str) -> str | None:
+        """The real path of ``path`` when it lies outside every folder allowed for ``logical``."""
+        real = os.path.realpath(path)
+        bases = [root] + [base for rel, base in user_links.items()
+                          if logical == rel or logical.startswith(rel + "/")]
+        return None if any(os.path.commonpath([real, b]) == b for b in bases) else real
+
+    def check(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+        name = member.name.lstrip("/" + os.sep)
+        real = outside(os.path.join(dest_path, name), _logical(name))
+        if real is not None:
+            raise tarfile.OutsideDestinationError(member, real)
+        if member.issym() or member.islnk():
+            rel = (f"{os.path.dirname(name)}/{member.linkname}" if member.issym()
+                   else member.linkname)
+            real = outside(os.path.join(dest_path, rel), _logical(rel))
+            if real is not None:
+                raise tarfile.LinkOutsideDestinationError(member, real)
+        # where the member lands is settled above; the 'data' filter does the rest
+        return tarfile.data_filter(member, anchor)
+
+    return check
+
+
+@dataclass
+class _Unpacking:
+    """What an extraction is doing, for its error message and clean-up: the member being
+    written (None when no file is being written) and the bytes all members need."""
+
+    current: str | None = None
+    size: int | None = None
+
+
+def _tracked(items: list, state: _Unpacking, name_of, progress: bool, label: str):
+    """Yield ``items`` (with a progress bar), recording in ``state`` the member being written."""
+    for item in _bar(items, progress, label):
+        state.current = name_of(item)
+        yield item
+    state.current = None
+
+
+def _extract_tar(archive: Path, target: Path, progress: bool, state: _Unpacking) -> int:
     """Check every member of a tar, then extract it; returns the member count."""
     try:
         with tarfile.open(archive, "r:*") as tf:
@@ -413,33 +640,65 @@ def _extract_tar(archive: Path, target: Path, progress: bool) -> int:
             problems = [(m.name, why) for m in members
                         if (why := _tar_member_problem(m, links)) is not None]
             _refuse(archive, target, problems)
+            state.size = sum(m.size for m in members if m.isreg())
+            user_links = _user_links(target, (m.name for m in members))
             target.mkdir(parents=True, exist_ok=True)
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(target, members=_bar(members, progress, f"extract {archive.name}"),
-                          **safe)
+            safe = ({"filter": _tar_filter(target, user_links)}
+                    if hasattr(tarfile, "data_filter") else {})
+            tf.extractall(target, **safe, members=_tracked(
+                members, state, lambda m: m.name, progress, f"extract {archive.name}"))
             return len(members)
-    except _TAR_FILTER_ERRORS as e:  # the 'data' filter's own check, a second line of defence
+    except _TAR_FILTER_ERRORS as e:  # the filter's own check, a second line of defence
+        state.current = None  # refused before writing: there is no half-written file
         raise DownloadError(f"refusing to extract {archive} into {target}: {e}. The archive is "
                             f"corrupt or malicious: delete {archive} and download it again.") from e
-    except (tarfile.TarError, EOFError) as e:
+    except (tarfile.TarError, EOFError, zlib.error) as e:
         raise DownloadError(f"cannot read the tar archive {archive}: {e}. Delete it and download "
                             "it again.") from e
 
 
-def _extract_zip(archive: Path, target: Path, progress: bool) -> int:
-    """Check every member of a zip, then extract it; returns the member count."""
+def _extract_zip(archive: Path, target: Path, progress: bool, state: _Unpacking) -> int:
+    """Check every member of a zip, then extract it; returns the member count. A member whose
+    CRC does not match raises :class:`DownloadError` naming the archive."""
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             problems = [(i.filename, why) for i in infos
                         if (why := _path_problem(i.filename, frozenset())) is not None]
             _refuse(archive, target, problems)
+            state.size = sum(i.file_size for i in infos)
             target.mkdir(parents=True, exist_ok=True)
-            zf.extractall(target, members=_bar(infos, progress, f"extract {archive.name}"))
+            zf.extractall(target, members=_tracked(infos, state, lambda i: i.filename, progress,
+                                                   f"extract {archive.name}"))
             return len(infos)
-    except zipfile.BadZipFile as e:
-        raise DownloadError(f"cannot read the zip archive {archive}: {e}. Delete it and download "
-                            "it again.") from e
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise DownloadError(f"cannot read the zip archive {archive}: {e}. It is damaged: delete "
+                            "it and download it again. The members extracted before the damage "
+                            "are not marked complete; the next run extracts it again.") from e
+
+
+def _remove_partial(target: Path, name: str) -> None:
+    """Delete the file of member ``name`` that an interrupted extraction was writing (a regular
+    file only: never a folder or a link, never anything the archive would not write)."""
+    path = target / _logical(name)
+    if path.is_file() and not path.is_symlink():
+        path.unlink()
+
+
+def _extraction_failure(archive: Path, target: Path, state: _Unpacking,
+                        error: OSError) -> DownloadError:
+    """The DownloadError for an OSError while extracting: disk full, another write failure, or
+    (no errno) a damaged compressed stream."""
+    if error.errno is None:
+        return DownloadError(f"cannot read the archive {archive}: {error}. It is damaged: delete "
+                             "it and download it again.")
+    after = (f"Nothing is marked complete (no {extracted_marker(archive, target).name}) and the "
+             f"half-written member was deleted; the next run extracts {archive.name} again over "
+             "the files already written.")
+    if error.errno in _DISK_FULL:
+        return _disk_full(f"extracting {archive.name}", target, state.size, error, after)
+    return DownloadError(f"cannot extract {archive} into {target}: {error}. Fix: check that "
+                         f"{target} is writable; then run again. {after}")
 
 
 def extract(archive, target, progress: bool = True) -> Path:
@@ -447,20 +706,34 @@ def extract(archive, target, progress: bool = True) -> Path:
 
     Every member is checked first; any member whose path would escape ``target`` (absolute path,
     ``..``, a symlink or hard link pointing outside, a path through a link, a device file) makes
-    it raise :class:`DownloadError` naming the member, before anything is written. After a
-    successful extraction a marker file (:func:`extracted_marker`) is written into ``target``; while
-    it exists, later calls return at once.
+    it raise :class:`DownloadError` naming the member, before anything is written. A symlink that
+    was already in ``target`` (``VOCdevkit -> /mnt/big/VOCdevkit``, made by the user) is followed.
+
+    The marker file (:func:`extracted_marker`) is the only proof that the extraction finished: it is
+    written last, atomically, once every member is in place, and while it exists later calls return
+    at once. Without it the archive is extracted again over whatever an earlier, interrupted run
+    left (Ctrl-C, disk full, a damaged member). An interrupted extraction deletes the member it was
+    writing, so no truncated file is left; a full disk or another write failure raises
+    :class:`DownloadError` naming ``target``, the space needed and the fix.
     """
-    archive, target = Path(archive).expanduser(), Path(target).expanduser()
+    archive, target = user_path(archive), user_path(target)
     marker = extracted_marker(archive, target)
-    if marker.exists():
+    if marker.is_file():
         return target
     if not archive.is_file():
         raise DownloadError(f"cannot extract {archive}: the file does not exist. Download it first "
                             "(python data_scripts/download.py --help).")
     kind = _archive_kind(archive)
-    count = (_extract_tar if kind == "tar" else _extract_zip)(archive, target, progress)
-    marker.write_text(f"{archive.name}: {count} members extracted\n")
+    state = _Unpacking()
+    try:
+        count = (_extract_tar if kind == "tar" else _extract_zip)(archive, target, progress, state)
+        write_text_atomic(marker, f"{archive.name}: {count} members extracted\n")
+    except BaseException as e:
+        if state.current is not None:
+            _remove_partial(target, state.current)
+        if isinstance(e, OSError):
+            raise _extraction_failure(archive, target, state, e) from e
+        raise
     return target
 
 
@@ -489,8 +762,9 @@ class Source:
       ``<root>/<extract_to>``.
     * ``move_from``, when set, is a glob under ``extract_to`` whose single match is moved to
       ``<root>/<dataset_dir>`` (then the ``extract_to`` folder is removed).
-    * ``expected`` lists entries of ``<root>/<dataset_dir>`` that prove the dataset is in place;
-      when all exist, :func:`fetch` does nothing.
+    * ``expected`` lists entries of ``<root>/<dataset_dir>`` that the dataset must have; they
+      are checked after extraction, and :func:`is_in_place` needs them besides the completion
+      marker (for a manual dataset, they alone).
     * ``manual_steps`` is set for datasets that need a login; it is formatted with ``root`` and
       ``dataset_dir`` and becomes the DownloadError message.
     """
@@ -646,26 +920,89 @@ def _missing(source: Source, dataset_dir: Path) -> list[str]:
     return [e for e in source.expected if not (dataset_dir / e).exists()]
 
 
-def is_in_place(name: str, root, sources: dict | None = None) -> bool:
-    """True when every expected entry of dataset ``name`` exists under ``root``."""
-    source = (sources or SOURCES)[name]
-    return not _missing(source, user_path(root) / source.dataset_dir)
+def complete_marker(dataset_dir) -> Path:
+    """The marker file :func:`fetch` writes into a dataset's folder once it is wholly in place."""
+    return Path(dataset_dir) / COMPLETE_MARKER
+
+
+def _archives_extracted(source: Source, root: Path) -> bool:
+    """True when every archive of ``source`` has its extraction marker in the unpack folder
+    (and, for a dataset moved out of it, the folder to move is still there)."""
+    unpack_dir = root / source.extract_to
+    if not all(extracted_marker(a.filename, unpack_dir).is_file() for a in source.archives):
+        return False
+    return source.move_from is None or any(p.is_dir() for p in unpack_dir.glob(source.move_from))
+
+
+def _is_complete(source: Source, root: Path) -> bool:
+    """Whether dataset ``source`` is wholly in place under ``root``.
+
+    Only a marker proves it, never the folders alone (an extraction interrupted by Ctrl-C or a full
+    disk leaves folders with part of the files): the dataset's :func:`complete_marker`, or -- for
+    folders extracted in place by earlier versions of this module -- every archive's extraction
+    marker. The expected entries must exist too. A manual dataset (Cityscapes) has no marker and is
+    judged by its expected entries."""
+    dataset_dir = root / source.dataset_dir
+    if _missing(source, dataset_dir):
+        return False
+    if source.manual_steps is not None:
+        return True
+    if complete_marker(dataset_dir).is_file():
+        return True
+    return source.move_from is None and _archives_extracted(source, root)
+
+
+def is_in_place(name: str, root, sources: Mapping[str, Source] | None = None) -> bool:
+    """True when dataset ``name`` is wholly in place under ``root``: its completion marker is there
+    (written last by :func:`fetch`) and so is every expected entry."""
+    return _is_complete((sources or SOURCES)[name], user_path(root))
+
+
+def _merge_move(src: Path, dst: Path) -> None:
+    """Move the folder ``src`` to ``dst``; when ``dst`` exists (left by an interrupted run, or
+    holding files of the user's such as MSRC's ``newsegmentations_mats``), move its entries in one
+    by one, replacing only the entries ``src`` has. Each step is a rename (a copy, then a delete,
+    across disks), so a rerun after an interruption carries on where this one stopped."""
+    if not dst.exists() and not dst.is_symlink():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+        return
+    if not dst.is_dir():
+        raise DownloadError(f"cannot put {src} in place: {dst} is in the way (a file where the "
+                            f"archive has a folder). Move {dst} away and run again.")
+    for child in sorted(src.iterdir()):
+        target = dst / child.name
+        if child.is_dir() and not child.is_symlink():
+            _merge_move(child, target)
+        elif target.is_dir() and not target.is_symlink():
+            raise DownloadError(f"cannot put {child} in place: {target} is a folder where the "
+                                f"archive has a file. Move {target} away and run again.")
+        else:
+            shutil.move(str(child), str(target))  # a rename; a copy when dst is on another disk
+    src.rmdir()
 
 
 def _move_into_place(source: Source, unpack_dir: Path, dataset_dir: Path) -> None:
-    """Move the single match of ``source.move_from`` under ``unpack_dir`` to ``dataset_dir``."""
+    """Move the single match of ``source.move_from`` under ``unpack_dir`` into ``dataset_dir``
+    (merged into it when it exists: see :func:`_merge_move`)."""
     matches = sorted(p for p in unpack_dir.glob(source.move_from) if p.is_dir())
     if len(matches) != 1:
         raise DownloadError(
             f"expected exactly one folder matching {source.move_from!r} in {unpack_dir}, found "
             f"{[str(m) for m in matches]}; the archive layout changed. Delete {unpack_dir} and the "
             "archive in downloads/ and try another mirror.")
-    if dataset_dir.exists():
-        raise DownloadError(f"{dataset_dir} already exists but is incomplete (lacks "
-                            f"{_missing(source, dataset_dir)}); delete it and run again.")
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(matches[0]), str(dataset_dir))
-    shutil.rmtree(unpack_dir)
+    _merge_move(matches[0], dataset_dir)
+
+
+def _check_root(root: Path) -> None:
+    """DownloadError naming ``root`` when it (or a parent) is a file: caught before any download."""
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise DownloadError(f"the root folder {root} cannot be used: {folder} is a file, "
+                                    "not a folder. Pass a folder (--root DIR on the command line, "
+                                    "root= in Python).")
+            return
 
 
 def fetch(name: str, root, mirrors: Sequence[str] | None = None,
@@ -680,30 +1017,49 @@ def fetch(name: str, root, mirrors: Sequence[str] | None = None,
 
     Archives are kept in ``<root>/downloads`` unless ``keep_archives`` is False. ``mirrors``
     replaces the registry's URLs (see :func:`_mirror_urls`); ``sources`` replaces the registry
-    itself (e.g. to point a test at a local server with its own checksums). A dataset whose
-    expected entries all exist is not downloaded again.
+    itself (e.g. to point a test at a local server with its own checksums).
+
+    A dataset counts as in place only by its completion marker (:func:`complete_marker`, written
+    last, atomically, once every archive is extracted and every expected entry is there; see
+    :func:`is_in_place`). A folder without it -- an extraction cut short by Ctrl-C or a full disk --
+    is extracted again over (files of the archive are rewritten, other files are left alone). The
+    mirrors, the root folder and the download destinations are checked before any traffic.
     """
     registry = SOURCES if sources is None else sources
     check_choice("dataset", name, list(registry))
     source = registry[name]
     root = user_path(root)
+    _check_root(root)
     dataset_dir = root / source.dataset_dir
-    if not _missing(source, dataset_dir):
+    if _is_complete(source, root):
         _say(progress, f"[{name}] already in place: {dataset_dir}")
         return dataset_dir
     if source.manual_steps is not None:
         raise DownloadError(source.manual_steps.format(root=root, dataset_dir=dataset_dir))
+    plan = [(archive, root / "downloads" / archive.filename,
+             _mirror_urls(archive, source, mirrors)) for archive in source.archives]
+    for _, dest, urls in plan:
+        for url in urls:
+            check_url(url)
+        check_destination(dest)
+    if dataset_dir.exists():
+        _say(progress, f"[{name}] {dataset_dir} has no completion marker ({COMPLETE_MARKER}): an "
+                       "earlier run did not finish. Extracting again over it. (If you copied a "
+                       f"complete dataset there yourself, create {complete_marker(dataset_dir)} "
+                       "to skip this.)")
     unpack_dir = root / source.extract_to
-    for archive in source.archives:
-        dest = root / "downloads" / archive.filename
-        if extracted_marker(dest, unpack_dir).exists():
+    moved_away = source.move_from is not None and not any(
+        p.is_dir() for p in unpack_dir.glob(source.move_from))  # the markers there are stale
+    for archive, dest, urls in plan:
+        if extracted_marker(dest, unpack_dir).is_file() and not moved_away:
             continue
         if archive.md5 is None and archive.sha256 is None and archive.checksum_note:
             _say(progress, f"[{name}] note: {archive.checksum_note}")
         _say(progress, f"[{name}] downloading {archive.filename} -> {dest}")
-        download(_mirror_urls(archive, source, mirrors), dest, md5=archive.md5,
-                 sha256=archive.sha256, timeout=timeout, progress=progress)
+        download(urls, dest, md5=archive.md5, sha256=archive.sha256, timeout=timeout,
+                 progress=progress)
         _say(progress, f"[{name}] extracting {archive.filename} -> {unpack_dir}")
+        extracted_marker(dest, unpack_dir).unlink(missing_ok=True)  # stale: the folder is gone
         extract(dest, unpack_dir, progress=progress)
         if not keep_archives:
             dest.unlink()
@@ -715,6 +1071,9 @@ def fetch(name: str, root, mirrors: Sequence[str] | None = None,
             f"[{name}] after extraction {dataset_dir} still lacks {missing}; the archive does not "
             f"have the expected layout. Delete {root / 'downloads'} entries for {name} and the "
             f"'{MARKER_PREFIX}*' files in {unpack_dir}, then run again with another mirror.")
+    write_text_atomic(complete_marker(dataset_dir),
+                      f"{name}: complete ({', '.join(a.filename for a in source.archives)})\n")
+    if source.move_from:
+        shutil.rmtree(unpack_dir)
     _say(progress, f"[{name}] ready: {dataset_dir}")
     return dataset_dir
-
