@@ -47,7 +47,8 @@ def test_cache_computes_once_and_is_keyed_by_params(tmp_path):
     assert path.exists() and path.with_suffix(".json").exists()
     torch.load(path, weights_only=True)  # plain tensors only
     path.write_bytes(b"corrupt")
-    cached(tmp_path, "cams", {"scale": 1, "seed": 0}, compute)
+    with pytest.warns(UserWarning, match=r"cannot be trusted.*computing it again"):
+        cached(tmp_path, "cams", {"scale": 1, "seed": 0}, compute)
     assert len(calls) == 3
     assert params_key({"a": 1}) != params_key({"a": 2})
 

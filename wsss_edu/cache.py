@@ -4,18 +4,32 @@ computed (CAMs, pseudo-labels, trained weights) and computes it itself when abse
 ``cached(output_dir, "cams", params, compute)`` returns ``compute()``'s dict of arrays/tensors,
 stored as ``<output_dir>/cache/cams/<key>.pt`` where ``key`` hashes ``params``. Files hold plain
 tensors / arrays only and load with ``torch.load(weights_only=True)``.
+
+Every artifact has its SHA-256 beside it (``<key>.pt.sha256``, :func:`wsss_edu.io.write_digest`),
+checked on every load: a flipped bit, a truncated or a foreign file is named in a warning and
+computed again, never taken for the result. Artifacts written before digests existed have none and
+are computed again once (the safe choice: nothing vouches for their bytes); to keep such files
+that you trust, run :func:`trust_unverified` on the output folder once.
+
+One computation per entry at a time: :func:`cached` holds the entry's lock
+(:func:`wsss_edu.io.run_lock`) while it computes, so a second process (another notebook, another
+``--shard`` machine on a shared folder) waits for it and loads its result instead of computing it
+again beside it; a killed computation's lock is released by the OS.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .io import atomic_path, write_text_atomic
+from .errors import DataFileError
+from .io import atomic_path, digest_path, digest_problem, run_lock, write_digest, write_text_atomic
 
 
 def params_key(params: dict) -> str:
@@ -47,11 +61,13 @@ def _to_storable(obj, where="artifact"):
 
 
 def save_artifact(path, obj, params: dict | None = None) -> Path:
-    """Save a dict of tensors/arrays/numbers atomically (write then rename); numpy arrays become
-    tensors. The parameters are saved beside it as JSON for people to read."""
+    """Save a dict of tensors/arrays/numbers atomically (write then rename), then its digest
+    (``<path>.sha256``); numpy arrays become tensors. The parameters are saved beside it as JSON
+    for people to read."""
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(_to_storable(obj), tmp)
+    write_digest(path)
     if params is not None:
         write_text_atomic(path.with_suffix(".json"), json.dumps(params, indent=2, sort_keys=True,
                                                                 default=str))
@@ -59,8 +75,36 @@ def save_artifact(path, obj, params: dict | None = None) -> Path:
 
 
 def load_artifact(path):
-    """Load what :func:`save_artifact` wrote (``weights_only=True``)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load what :func:`save_artifact` wrote (``weights_only=True``), after checking its digest. A
+    file without digest, whose bytes do not match it, or that does not load raises
+    :class:`~wsss_edu.errors.DataFileError` naming the file and why."""
+    path = Path(path)
+    problem = digest_problem(path)
+    if problem is not None:
+        raise DataFileError(f"cached artifact {path} cannot be trusted: {problem}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:    # a digest of a file that never loaded (written by hand, a bug)
+        raise DataFileError(f"cached artifact {path} does not load: {type(e).__name__}: {e}") from e
+
+
+def trust_unverified(output_dir) -> list[Path]:
+    """Write digests for the artifacts and checkpoints under ``<output_dir>/cache`` that have none
+    but load (files written by a version of wsss_edu before digests), so they are reused instead
+    of computed again. Only for folders whose files you trust: a file damaged before this call
+    is vouched for by it. Returns the files adopted."""
+    adopted = []
+    root = Path(output_dir) / "cache"
+    for path in sorted(list(root.glob("*/*.pt")) + list(root.glob("*/*.ckpt"))):
+        if digest_path(path).exists():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            continue
+        write_digest(path)
+        adopted.append(path)
+    return adopted
 
 
 def checkpoint_path(output_dir, name: str, params: dict) -> Path:
@@ -70,22 +114,50 @@ def checkpoint_path(output_dir, name: str, params: dict) -> Path:
     return artifact_path(output_dir, name, params).with_suffix(".ckpt")
 
 
+_ABSENT = object()
+
+
+def _load_if_trusted(path: Path, warn: bool):
+    """The artifact at ``path``, or ``_ABSENT`` when there is none or it cannot be trusted (named
+    in a warning when ``warn``)."""
+    if not path.exists():
+        return _ABSENT
+    try:
+        return load_artifact(path)
+    except DataFileError as e:
+        if warn:
+            warnings.warn(f"{e}; computing it again", stacklevel=3)
+        return _ABSENT
+
+
 def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
     """Return the artifact ``name`` for ``params`` from the cache, or ``compute()`` it, store it and
-    return it. ``refresh=True`` recomputes. A corrupt file is recomputed. A resume checkpoint at
-    :func:`checkpoint_path` is removed once the artifact is stored."""
+    return it. ``refresh=True`` recomputes. A file that cannot be trusted (no digest, a digest that
+    does not match: damaged, truncated, or written by a version before digests) is named in a
+    warning and recomputed. A resume checkpoint at :func:`checkpoint_path` is removed once the
+    artifact is stored.
+
+    The computation runs under the entry's lock (:func:`wsss_edu.io.run_lock`): when another live
+    process computes the same entry, this one says so, waits for it and returns what it stored
+    (computing only if it stored nothing). A lock of a killed process is released by the OS."""
     path = artifact_path(output_dir, name, params)
-    if path.exists() and not refresh:
-        try:
-            return load_artifact(path)
-        except Exception:  # an interrupted or foreign file: compute again
-            path.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    obj = compute()
-    save_artifact(path, obj, params)
-    write_text_atomic(path.with_suffix(".seconds"), f"{time.perf_counter() - t0:.2f}\n")
-    checkpoint_path(output_dir, name, params).unlink(missing_ok=True)
-    return load_artifact(path)
+    if not refresh:
+        found = _load_if_trusted(path, warn=False)     # without the lock: the common, fast case
+        if found is not _ABSENT:
+            return found
+    with run_lock(path, math.inf, f"the computation of cache entry {name}/{path.name}"):
+        if not refresh:     # under the lock: another process may have just stored it
+            found = _load_if_trusted(path, warn=True)
+            if found is not _ABSENT:
+                return found
+        t0 = time.perf_counter()
+        obj = compute()
+        save_artifact(path, obj, params)
+        write_text_atomic(path.with_suffix(".seconds"), f"{time.perf_counter() - t0:.2f}\n")
+        ckpt = checkpoint_path(output_dir, name, params)
+        ckpt.unlink(missing_ok=True)
+        digest_path(ckpt).unlink(missing_ok=True)
+        return load_artifact(path)
 
 
 def compute_seconds(output_dir, name: str) -> list[float]:

@@ -57,6 +57,7 @@ from .errors import ParameterError
 from .io import atomic_path
 
 PROCESSES_ENV = "WSSS_TRAIN_PROCESSES"
+LAUNCHER_ENV = "WSSS_LAUNCHER_PID"     # the ranks exit when the process that launched them dies
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,6 +163,14 @@ def start_epoch(loader, epoch: int, seed: int) -> None:
 
     loader.sampler.set_epoch(epoch)
     torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank()]).generate_state(1)[0]))
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (any picklable object) on every rank: what one rank read from a file (a
+    checkpoint) is what all use."""
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
 
 
 def broadcast_state(model: nn.Module) -> None:
@@ -323,6 +332,7 @@ def _rank_env(nproc: int, device_type: str) -> dict:
     paths = [str(Path(__file__).resolve().parents[1])] + [p for p in sys.path if p and Path(p).is_dir()]
     paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env[LAUNCHER_ENV] = str(os.getpid())
     if device_type == "cpu":
         env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // nproc))
     return env
@@ -404,13 +414,79 @@ def _run_showing_rank0(cmd, env: dict, job_dir: Path, timeout: float | None) -> 
     return proc.returncode
 
 
+# Run before torchrun, in its process (``python -c`` then exec, so no preexec_fn, which is unsafe in
+# a threaded parent such as a Jupyter kernel): on Linux the kernel kills it when its parent (the
+# launching Python) dies; a parent already gone makes it exit at once. POSIX only (exec on Windows
+# starts another process); elsewhere torchrun exits once its ranks have (die_with_launcher).
+_DIE_WITH_PARENT_THEN_EXEC = (
+    "import os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    try:\n"
+    "        import ctypes\n"
+    "        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "    except Exception:\n"
+    "        pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(1)\n"
+    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not).
+    On Windows, where ``os.kill`` would terminate it, always True."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True          # no /proc (macOS): os.kill's answer
+
+
+def die_with_launcher(interval: float = 0.5) -> None:
+    """Make this rank exit when the Python that launched it dies (a killed or restarted notebook
+    kernel), so no orphaned rank trains on and rewrites the checkpoint: on Linux the kernel kills
+    it when its parent (torchrun) dies (``PR_SET_PDEATHSIG``); everywhere a daemon thread checks
+    every ``interval`` seconds that the launcher (``WSSS_LAUNCHER_PID``) and the parent are alive,
+    and ends the process otherwise (POSIX; on Windows nothing is checked)."""
+    import signal
+    import threading
+    import time
+
+    launcher = int(os.environ.get(LAUNCHER_ENV, "0") or 0)
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent or (launcher and not _alive(launcher)):
+                os._exit(70)
+            time.sleep(interval)
+
+    threading.Thread(target=watch, name="die-with-launcher", daemon=True).start()
+
+
 def launch(fn, kwargs: dict, nproc: int, device_type: str = "cpu", timeout: float | None = None):
     """Run ``fn(**kwargs)`` on ``nproc`` processes under ``python -m torch.distributed.run
     --standalone`` and return rank 0's result. ``fn`` must be a module-level function and
     ``kwargs`` picklable (they travel in a temporary file). Each rank initialises the process group
     (NCCL with its own GPU when ``device_type`` is 'cuda', gloo otherwise) before calling ``fn``.
     Rank 0's output (progress bars) shows here as it comes. A failure raises RuntimeError with the
-    failing rank's traceback and the end of its log; past ``timeout`` seconds, TimeoutError."""
+    failing rank's traceback and the end of its log; past ``timeout`` seconds, TimeoutError.
+    When this process dies without stopping them (SIGKILL, an out-of-memory kill, a restarted
+    notebook kernel), torchrun and the ranks die with it (:func:`die_with_launcher`)."""
     import shutil
     import tempfile
 
@@ -426,8 +502,9 @@ def launch(fn, kwargs: dict, nproc: int, device_type: str = "cpu", timeout: floa
             torch.save({"fn": fn, "kwargs": kwargs, "device_type": device_type}, job_dir / "job.pt")
         except Exception as e:
             raise ParameterError(f"launch needs a module-level function and picklable arguments: {e}") from e
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "wsss_edu.distributed", str(job_dir / "job.pt")]
+        guard = ["-c", _DIE_WITH_PARENT_THEN_EXEC, str(os.getpid())] if os.name == "posix" else []
+        cmd = [sys.executable, *guard, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "wsss_edu.distributed", str(job_dir / "job.pt")]
         code = _run_showing_rank0(cmd, _rank_env(nproc, device_type), job_dir, timeout)
         if code != 0 or not (job_dir / "result.pt").exists():
             raise RuntimeError(_failure_message(job_dir, nproc, code))
@@ -443,6 +520,7 @@ def main(argv) -> None:
     import traceback
 
     job = Path(argv[0])
+    die_with_launcher()
     r, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     (job.parent / f"pid-rank{r}").write_text(str(os.getpid()))
     log = open(job.parent / f"rank{r}.log", "w", buffering=1)

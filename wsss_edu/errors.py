@@ -36,3 +36,8 @@ def check_choice(name: str, value, valid: Iterable) -> None:
     if value not in valid:
         shown = ", ".join(repr(v) for v in valid)
         raise ParameterError(f"{name}={value!r} is not valid; choose one of: {shown}")
+
+
+class RunInProgress(WsssError, RuntimeError):
+    """Another live process runs the same computation (it holds its lock); the message names that
+    process and the lock file."""

@@ -287,3 +287,100 @@ def folder_complete(folder) -> bool:
 def mark_folder_complete(folder, n: int) -> None:
     """Write the 'complete' marker of a folder of ``n`` per-image files: a resumed pass skips it."""
     write_text_atomic(Path(folder) / "complete", f"{n} images\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Digests beside files, and a lock that names its holder
+# ------------------------------------------------------------------------------------------------
+
+def digest_path(path) -> Path:
+    """Where the SHA-256 digest of ``path`` is kept: ``<path>.sha256`` (``sha256sum`` format)."""
+    return Path(f"{path}.sha256")
+
+
+def file_digest(path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_digest(path) -> Path:
+    """Write the digest of ``path`` beside it, atomically, *after* the file itself: a crash between
+    the two leaves a file without (or with another file's) digest, which :func:`digest_problem`
+    reports, never a digest that vouches for a file it was not computed from."""
+    return write_text_atomic(digest_path(path), f"{file_digest(path)}  {Path(path).name}\n")
+
+
+def digest_problem(path) -> str | None:
+    """Why ``path`` cannot be trusted (no digest beside it, a digest that does not match its bytes:
+    a flipped bit, a truncated or foreign file), or None when its digest matches."""
+    d = digest_path(path)
+    try:
+        expected = d.read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return f"it has no digest ({d.name} missing or empty)"
+    try:
+        actual = file_digest(path)
+    except OSError as e:
+        return f"it cannot be read ({e})"
+    if actual != expected:
+        return f"its bytes do not match its digest {d.name} (damaged, truncated or replaced)"
+    return None
+
+
+@contextmanager
+def run_lock(path, wait: float, what: str):
+    """Hold ``<path>.lock`` (:func:`file_lock`: an OS lock, released when its holder dies, so a
+    killed run never leaves a stale lock) for a long computation of ``path`` (a training, a cached
+    artifact), writing who holds it to ``<path>.owner``. When another live process holds it, a
+    message naming that process and the lock file goes to stderr and this waits up to ``wait``
+    seconds (``math.inf``: until it finishes), then raises :class:`~wsss_edu.errors.RunInProgress`
+    naming them. ``what`` names the computation in the messages.
+
+    The lock is ``fcntl.flock``: sure on a local disk; on NFS it holds between machines only where
+    the client maps flock to NFS locks (Linux NFSv4 does; NFSv3 needs lockd) — check yours before
+    sharing an output folder between machines."""
+    import math
+    import sys
+    from contextlib import ExitStack
+
+    from .errors import RunInProgress
+
+    lock, owner = Path(f"{path}.lock"), Path(f"{path}.owner")
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(path, timeout=0.1))
+        except TimeoutError:
+            holder = _read_holder(owner)
+            if wait <= 0.1:
+                raise RunInProgress(f"{what} is already running in {holder} (it holds {lock}): wait for "
+                                    "it to finish, or stop it, then run again") from None
+            print(f"{what} is running in {holder} (it holds {lock}): waiting for it to finish"
+                  + ("" if math.isinf(wait) else f" (at most {wait:.0f} s)"), file=sys.stderr, flush=True)
+            try:
+                stack.enter_context(file_lock(path, timeout=wait))
+            except TimeoutError:
+                raise RunInProgress(f"{what} is still running in {_read_holder(owner)} after {wait:.0f} s "
+                                    f"(it holds {lock}): wait for it to finish, or stop it, then run "
+                                    "again") from None
+        import socket
+
+        write_text_atomic(owner, f"process {os.getpid()} on {socket.gethostname()} since "
+                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        try:
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+
+
+def _read_holder(owner: Path) -> str:
+    """Who holds a :func:`run_lock` (its owner file), or a vaguer phrase while it is not written."""
+    try:
+        return owner.read_text().strip() or "another process"
+    except OSError:
+        return "another process"

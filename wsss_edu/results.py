@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from .errors import DataFileError, ParameterError
-from .io import atomic_path, file_lock, write_text_atomic
+from .io import atomic_path, digest_problem, file_lock, write_digest, write_text_atomic
 
 
 def record_metrics(output_dir, notebook: str, metrics: dict, merge: bool = True) -> Path:
@@ -109,8 +109,9 @@ def model_path(output_dir, notebook: str, name: str) -> Path:
 
 
 def save_model(output_dir, notebook: str, name: str, model) -> Path:
-    """Save the whole module (its class and weights, on the CPU, in eval mode) atomically, so a
-    later notebook can run it without knowing how it was configured."""
+    """Save the whole module (its class and weights, on the CPU, in eval mode) atomically, then its
+    digest beside it (``<name>.pt.sha256``), so a later notebook can run it without knowing how it
+    was configured and :func:`load_model` can tell a damaged file."""
     import copy
 
     import torch
@@ -118,16 +119,23 @@ def save_model(output_dir, notebook: str, name: str, model) -> Path:
     path = model_path(output_dir, notebook, name)
     with atomic_path(path) as tmp:
         torch.save(copy.deepcopy(model).cpu().eval(), tmp)
+    write_digest(path)
     return path
 
 
 def load_model(output_dir, notebook: str, name: str, device="cpu"):
-    """The network :func:`save_model` kept; a missing file names the notebook to run. The file
-    holds a pickled module (``weights_only=False``): load only folders you wrote yourself."""
+    """The network :func:`save_model` kept; a missing file names the notebook to run, and so does
+    a file whose digest is missing or does not match (damaged, or saved by a version before
+    digests: if you trust it, ``wsss_edu.io.write_digest(path)`` vouches for it). The file holds a
+    pickled module (``weights_only=False``): load only folders you wrote yourself."""
     import torch
 
     path = model_path(output_dir, notebook, name)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebooks/{notebook}.ipynb with "
                                 f"OUTPUT_DIR={output_dir} first")
+    problem = digest_problem(path)
+    if problem is not None:
+        raise DataFileError(f"saved network {path} cannot be trusted: {problem}. Run "
+                            f"notebooks/{notebook}.ipynb with OUTPUT_DIR={output_dir} again to save it anew")
     return torch.load(path, map_location=device, weights_only=False).eval()

@@ -1,10 +1,19 @@
 """Training helpers: a device that always works, seeding, a training loop with a ``tqdm.auto``
 progress bar, AMP on GPU, checkpoints as plain state_dicts (``weights_only=True``-loadable) and
-resume after interruption, and segmentation evaluation."""
+resume after interruption, and segmentation evaluation.
+
+A checkpoint has its SHA-256 beside it (``<checkpoint>.sha256``) and is trusted only when it
+matches; one that does not (damaged, truncated, empty, written by a version before digests), that
+does not load, or that lacks the optimizer or scheduler state the resuming :func:`fit` needs, is
+named in a warning, set aside as ``<name>.bad-<time>`` and the training starts from the beginning.
+"""
 from __future__ import annotations
 
 import os
 import random
+import time
+import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +22,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as D
-from .errors import ParameterError
-from .io import atomic_path
+from .errors import DataFileError, ParameterError
+from .io import atomic_path, digest_path, digest_problem, run_lock, write_digest
 from .labels import IGNORE
 from .metrics import ConfusionMeter
 
@@ -55,10 +64,16 @@ def to_device(batch, device):
     return batch
 
 
+# How long a training waits for another live process holding its checkpoint's lock before it
+# fails naming it: long enough for the ranks of a killed launcher to notice and exit.
+CHECKPOINT_LOCK_WAIT = 10.0
+
+
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1,
                     history: dict | None = None) -> Path:
     """Save plain state_dicts (model, optimizer, scheduler), the last finished epoch and the
-    history of numbers, atomically. Loadable with ``torch.load(..., weights_only=True)``."""
+    history of numbers, atomically, then its digest beside it. Loadable with
+    ``torch.load(..., weights_only=True)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "epoch": int(epoch), "history": history or {},
@@ -69,21 +84,91 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1
         state["scheduler"] = scheduler.state_dict()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+    write_digest(path)
     return path
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` into the given objects (weights only).
-    Returns the checkpoint dict (its 'epoch' and 'history')."""
-    state = torch.load(Path(path), map_location=map_location, weights_only=True)
+def read_checkpoint(path, model=None, optimizer=None, scheduler=None) -> dict:
+    """The checkpoint dict at ``path`` (on the CPU), checked before anything uses it: its digest
+    matches, it loads, it is a :func:`save_checkpoint` dict, it holds the optimizer / scheduler
+    state when they are given (resuming without them would silently restart their momentum and
+    schedule) and weights of ``model``'s names and shapes when given. Anything else raises
+    :class:`~wsss_edu.errors.DataFileError` naming the file and what is wrong."""
+    path = Path(path)
+    problem = digest_problem(path)
+    if problem is not None:
+        raise DataFileError(f"checkpoint {path} cannot be trusted: {problem}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataFileError(f"checkpoint {path} does not load: {type(e).__name__}: {e}") from e
+    if not isinstance(state, dict) or not {"model", "epoch"} <= set(state):
+        raise DataFileError(f"checkpoint {path} is not a wsss_edu.train.save_checkpoint file "
+                            "(no 'model' and 'epoch')")
+    missing = [k for k, obj in (("optimizer", optimizer), ("scheduler", scheduler))
+               if obj is not None and k not in state]
+    if missing:
+        raise DataFileError(f"checkpoint {path} holds no {' or '.join(missing)} state, which resuming "
+                            "needs")
+    if optimizer is not None:
+        want = [len(g["params"]) for g in optimizer.param_groups]
+        have = [len(g["params"]) for g in state["optimizer"].get("param_groups", [])]
+        if want != have:
+            raise DataFileError(f"checkpoint {path} holds the state of another optimizer (parameter "
+                                f"groups of {have} parameters, this one has {want})")
+    if model is not None:
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in state["model"].items()}
+        if want != have:
+            odd = sorted(set(want.items()) ^ set(have.items()))[:3]
+            raise DataFileError(f"checkpoint {path} holds the weights of another network "
+                                f"(names/shapes differ, e.g. {odd})")
+    return state
+
+
+def apply_checkpoint(state: dict, model, optimizer=None, scheduler=None) -> None:
+    """Put a :func:`read_checkpoint` dict into the given objects and restore torch's RNG."""
     model.load_state_dict(state["model"])
-    if optimizer is not None and "optimizer" in state:
+    if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
+    if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     if "torch_rng" in state:  # shuffling and augmentation continue as if never interrupted
         torch.set_rng_state(state["torch_rng"].cpu())
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` into the given objects (weights only),
+    checked by :func:`read_checkpoint` (which raises DataFileError naming the file). Returns the
+    checkpoint dict (its 'epoch' and 'history'); ``map_location`` is kept for callers, the state
+    is read on the CPU and copied into the objects where they live."""
+    state = read_checkpoint(path, model, optimizer, scheduler)
+    apply_checkpoint(state, model, optimizer, scheduler)
     return state
+
+
+def set_aside(path) -> Path:
+    """Rename a file that cannot be used (and its digest) to ``<name>.bad-<time>``, kept for
+    inspection; returns the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(aside)
+    if digest_path(path).exists():
+        digest_path(path).replace(digest_path(aside))
+    return aside
+
+
+def _resume_state(checkpoint, model, optimizer, scheduler) -> dict | None:
+    """The checkpoint to resume from, or None to start from the beginning: absent, or unusable
+    (named in a warning and set aside by :func:`set_aside`, never a bare EOFError)."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    try:
+        return read_checkpoint(checkpoint, model, optimizer, scheduler)
+    except DataFileError as e:
+        aside = set_aside(checkpoint)
+        warnings.warn(f"{e}; set aside as {aside.name}, training from the first epoch", stacklevel=3)
+        return None
 
 
 def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=None,
@@ -103,15 +188,38 @@ def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=N
     the ranks, batch norm uses the global batch's statistics, the history holds the mean over the
     ranks, and rank 0 alone writes the checkpoint and shows progress. Random augmentations are
     then drawn from a seed per rank and epoch, so they differ from the one-process run's draws.
+    Rank 0 alone reads the checkpoint and sends its state to the others, so every rank resumes at
+    the same epoch.
+
+    The checkpoint is checked before use (:func:`read_checkpoint`): an unusable one is named in a
+    warning, set aside and the training starts from the beginning. While training, the process
+    writing the checkpoint holds its lock (:func:`wsss_edu.io.run_lock`): a second training of
+    the same checkpoint waits ``CHECKPOINT_LOCK_WAIT`` seconds for it, then fails naming the live
+    process and the lock file.
     """
     several = D.active()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     device = D.rank_device(device) if several else device
     model.to(device)
     seed = torch.initial_seed() % 2 ** 62 if several else None   # orders shuffles and augmentations
+    with ExitStack() as held:
+        if checkpoint is not None and D.is_main():
+            held.enter_context(run_lock(checkpoint, CHECKPOINT_LOCK_WAIT,
+                                        f"a training with checkpoint {checkpoint}"))
+        state = _resume_state(checkpoint, model, optimizer, scheduler) if D.is_main() else None
+        if several:
+            state = D.broadcast_object(state)      # rank 0's reading: every rank at one epoch
+        return _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, scheduler, checkpoint,
+                         amp, desc, on_epoch_end, progress, seed)
+
+
+def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, scheduler, checkpoint, amp,
+              desc, on_epoch_end, progress, seed) -> dict:
+    """:func:`fit` from a checked checkpoint ``state`` (None: from the first epoch)."""
+    several = D.active()
     history, start = {"loss": []}, 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler, map_location=device)
+    if state is not None:
+        apply_checkpoint(state, model, optimizer, scheduler)
         start, history = state["epoch"] + 1, state.get("history") or {"loss": []}
     undo = None
     if several:
