@@ -160,6 +160,22 @@ def test_pseudo_label_of_another_class_list_is_refused(tmp_path):
         pl[1]
 
 
+def test_urn_label_of_another_class_list_is_refused(tmp_path):
+    """URN's label + weight PNGs (notebook 06's retraining) are checked as the pseudo-labels are."""
+    from wsss_edu.steps.urn_step import URNLabeled
+    from wsss_edu.urn import write_label_and_weight
+
+    fx.make_voc(tmp_path)
+    d = ds.VOCSegmentation(tmp_path, "train")
+    for n in d.names:
+        m = _mask_with(21 if n == NAME else 3)
+        write_label_and_weight(tmp_path / "u" / f"{n}.png", m, np.ones(m.shape, np.float32))
+    u = URNLabeled(d, tmp_path / "u")
+    assert u[0]["mask"][20, 2] == 3
+    with pytest.raises(DataFileError, match=rf"u/{NAME}\.png holds class ids 21"):
+        u[1]
+
+
 # ------------------------------------------------------------------------------------------------
 # VOC XML boxes: clipped to the image by rule, empty ones refused
 # ------------------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_a_second_training_of_a_checkpoint_in_use_names_the_live_process(tmp_pat
     ck = tmp_path / "run.ckpt"
     monkeypatch.setattr(train, "CHECKPOINT_LOCK_WAIT", 0.3)
     with io.run_lock(ck, 0, "a training"):                 # as a live training holds it
-        with pytest.raises(RunInProgress, match=rf"process {os.getpid()} .*run\.ckpt\.lock"):
+        with pytest.raises(RunInProgress, match=rf"process {os.getpid()} .*\.run\.ckpt\.lock"):
             tiny_fit(ck, 1)
     assert not ck.exists()
     tiny_fit(ck, 1)                                        # released: trains

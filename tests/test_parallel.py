@@ -54,3 +54,34 @@ def test_compute_missing_runs_only_the_missing_jobs(tmp_path):
     assert ran == 2 and done.read_text() == "old"
     assert (tmp_path / "b").read_text() == (tmp_path / "c").read_text() == "done"
     assert parallel.compute_missing(_touch, jobs, lambda p: not (tmp_path / p).exists(), 2, progress=False) == 0
+
+
+def _write_square(job):
+    path, x = job
+    if x < 0:
+        raise ValueError(f"job {x} fails")
+    path.write_text(str(x * x))
+
+
+def test_run_streamed_runs_every_job_once_keeps_the_producer_bounded_and_raises_a_failure(tmp_path):
+    import pytest
+
+    produced, finished = [], []
+
+    def jobs(xs):
+        for x in xs:
+            # never more than max_in_flight + 1 jobs produced and not yet finished
+            assert len(produced) - len(finished) <= 3 + 1
+            produced.append(x)
+            yield tmp_path / f"{x}.txt", x
+
+    for processes in (1, 2):
+        produced.clear(), finished.clear()
+        parallel.run_streamed(_write_square, jobs(range(10)), processes, max_in_flight=3,
+                              on_done=lambda: finished.append(1))
+        assert len(finished) == 10
+        assert sorted(int(p.read_text()) for p in tmp_path.glob("*.txt")) == [x * x for x in range(10)]
+        for p in tmp_path.glob("*.txt"):
+            p.unlink()
+        with pytest.raises(ValueError, match="job -1 fails"):
+            parallel.run_streamed(_write_square, jobs([1, -1, 2]), processes, max_in_flight=3)

@@ -1026,14 +1026,19 @@ class PseudoLabeled(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
+    def check_label(self, label, path) -> None:
+        """Refuse a pseudo-label holding class ids beyond the dataset's (naming the file and the
+        values: :func:`wsss_edu.io.check_label_values`)."""
+        if self.num_classes is not None:
+            io.check_label_values(label, path, self.num_classes, hint=(
+                "a pseudo-label of another dataset or class list: remove the folder and "
+                f"{self.missing_hint}"))
+
     def __getitem__(self, i):
         s = dict(self.dataset[i])
         path = self.folder / f"{s['name']}.png"
         s["true_mask"], s["mask"] = s["mask"], io.read_mask(path)
-        if self.num_classes is not None:
-            io.check_label_values(s["mask"], path, self.num_classes, hint=(
-                "a pseudo-label of another dataset or class list: remove the folder and "
-                f"{self.missing_hint}"))
+        self.check_label(s["mask"], path)
         if self.resize and s["mask"].shape != s["image"].shape[:2]:
             from PIL import Image
 

@@ -3,17 +3,21 @@ atomically under a name no other writer uses (:func:`atomic_path`), and a lock f
 several processes update (:func:`file_lock`)."""
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import socket
+import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .errors import DataFileError
+from .errors import DataFileError, RunInProgress
 
 
 def user_path(path) -> Path | None:
@@ -300,8 +304,6 @@ def digest_path(path) -> Path:
 
 def file_digest(path, chunk: int = 1 << 20) -> str:
     """The SHA-256 of a file's bytes, as hex."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
@@ -335,9 +337,9 @@ def digest_problem(path) -> str | None:
 
 @contextmanager
 def run_lock(path, wait: float, what: str):
-    """Hold ``<path>.lock`` (:func:`file_lock`: an OS lock, released when its holder dies, so a
+    """Hold ``.<name>.lock`` beside ``path`` (:func:`file_lock`: an OS lock, released when its holder dies, so a
     killed run never leaves a stale lock) for a long computation of ``path`` (a training, a cached
-    artifact), writing who holds it to ``<path>.owner``. When another live process holds it, a
+    artifact), writing who holds it to ``.<name>.owner`` beside it. When another live process holds it, a
     message naming that process and the lock file goes to stderr and this waits up to ``wait``
     seconds (``math.inf``: until it finishes), then raises :class:`~wsss_edu.errors.RunInProgress`
     naming them. ``what`` names the computation in the messages.
@@ -345,13 +347,7 @@ def run_lock(path, wait: float, what: str):
     The lock is ``fcntl.flock``: sure on a local disk; on NFS it holds between machines only where
     the client maps flock to NFS locks (Linux NFSv4 does; NFSv3 needs lockd) — check yours before
     sharing an output folder between machines."""
-    import math
-    import sys
-    from contextlib import ExitStack
-
-    from .errors import RunInProgress
-
-    lock, owner = Path(f"{path}.lock"), Path(f"{path}.owner")
+    lock, owner = lock_path(path), Path(path).with_name(f".{Path(path).name}.owner")
     with ExitStack() as stack:
         try:
             stack.enter_context(file_lock(path, timeout=0.1))
@@ -368,8 +364,6 @@ def run_lock(path, wait: float, what: str):
                 raise RunInProgress(f"{what} is still running in {_read_holder(owner)} after {wait:.0f} s "
                                     f"(it holds {lock}): wait for it to finish, or stop it, then run "
                                     "again") from None
-        import socket
-
         write_text_atomic(owner, f"process {os.getpid()} on {socket.gethostname()} since "
                                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         try:

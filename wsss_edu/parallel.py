@@ -97,6 +97,35 @@ def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: b
         return list(tqdm(pool.map(_threaded_call, work), **bar))
 
 
+def run_streamed(fn, jobs, processes: int = 1, max_in_flight: int = 64, on_done=None) -> None:
+    """Run ``fn(job)`` for each job of the iterable ``jobs`` as it is produced — the main process
+    makes each job's input (a network's probabilities for one image) while workers run ``fn`` (its
+    CRFs): here when ``processes`` <= 1, else in a pool of that many spawned processes with at
+    most ``max_in_flight`` jobs submitted and unfinished (the producer waits for the oldest), so
+    the inputs waiting in memory stay bounded. ``on_done()`` is called after each job (a progress
+    bar's update); a job's error is raised here. ``fn`` and the jobs must be picklable."""
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    done = on_done or (lambda: None)
+    if processes <= 1:
+        for job in jobs:
+            fn(job)
+            done()
+        return
+    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        in_flight = deque()
+        for job in jobs:
+            in_flight.append(pool.submit(fn, job))
+            while len(in_flight) > max_in_flight:
+                in_flight.popleft().result()
+                done()
+        while in_flight:
+            in_flight.popleft().result()
+            done()
+
+
 def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jobs",
                     progress: bool = True) -> int:
     """Run ``fn(job)`` for each job with ``missing(job)`` true — e.g. a network not yet in the

@@ -16,6 +16,7 @@ probability, the uncertain and bootstrapped losses, the box labels) is
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..cache import artifact_path, load_artifact, save_artifact
 from ..data import images_to_tensor
-from ..errors import check_choice
+from ..errors import DataFileError, check_choice
 from ..label_uncertainty import (
     REGIONS,
     AleatoricUNet,
@@ -426,7 +427,8 @@ def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
     def stored(path):
         try:
             return _as_numpy(load_artifact(path)) if path.exists() else None
-        except Exception:  # an interrupted or foreign file: train again
+        except DataFileError as e:  # damaged, interrupted or without digest: train again
+            warnings.warn(f"{e}; training it again", stacklevel=3)
             return None
 
     keys = [experiment_key(j) for j in jobs]

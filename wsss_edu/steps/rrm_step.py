@@ -25,7 +25,7 @@ from ..crf import crf_on_scores
 from ..data import SegTransformDataset, images_to_tensor, same_size_batches
 from ..errors import ParameterError, check_choice
 from ..io import folder_complete, write_mask
-from ..parallel import compute_missing, finish_folder, pending, shard_spec
+from ..parallel import compute_missing, finish_folder, pending, run_streamed, shard_spec
 from ..rrm import RULES, RRMNet, freeze_reference_layers, rrm_loss
 from ..train import fit, poly_schedule, seed_everything
 
@@ -300,8 +300,6 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all) writes this machine's share of the images
     (:func:`wsss_edu.parallel.shard`), the marker coming once every image is there. Returns the
     folder."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
     from pathlib import Path
 
     from tqdm.auto import tqdm
@@ -314,10 +312,9 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     background = getattr(net, "has_background", True)
     names, spec = dataset.names, shard_spec(shard)
     todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
-    bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
-    pool = ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) if processes > 1 else None
-    in_flight = []
-    try:
+
+    def jobs():
+        """One CRF job per image: its probabilities restricted to its tags."""
         for idx, group in same_size_batches(dataset, batch_size, todo):
             x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
             probs = net.segment(x).float().softmax(1).cpu()
@@ -329,21 +326,12 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
                     keep = tags if tags.any() else torch.ones_like(tags)
                 p = p * keep[:, None, None]
                 p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
-                job = (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png", 0 if background else 1)
-                if pool is None:
-                    _crf_label_png(job)
-                    bar.update(1)
-                else:
-                    in_flight.append(pool.submit(_crf_label_png, job))
-            while len(in_flight) > 4 * processes * batch_size:      # bound the maps in memory
-                in_flight.pop(0).result()
-                bar.update(1)
-        for f in in_flight:
-            f.result()
-            bar.update(1)
+                yield (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png", 0 if background else 1)
+
+    bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
+    try:   # at most 4 batches per worker wait in memory
+        run_streamed(_crf_label_png, jobs(), processes, 4 * processes * batch_size, lambda: bar.update(1))
     finally:
-        if pool is not None:
-            pool.shutdown()
         bar.close()
     finish_folder(folder, names, ".png", spec)
     return folder

@@ -26,6 +26,7 @@ from ..models import tta_probs
 from ..parallel import (
     finish_folder,
     pending,
+    run_streamed,
     set_worker_state,
     shard_spec,
     worker_state,
@@ -235,17 +236,10 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                                      initargs=(work, _rebuild_model)) as pool:
                 for n in pool.map(_urn_chunk, chunks):
                     bar.update(n)
-        else:
-            with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-                in_flight = []
-                for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device):
-                    in_flight.append(pool.submit(_urn_job, _job_args(s, p, job)))
-                    while len(in_flight) > 4 * processes * batch_size:   # bound the maps in memory
-                        in_flight.pop(0).result()
-                        bar.update(1)
-                for f in in_flight:
-                    f.result()
-                    bar.update(1)
+        else:   # the probabilities here, the CRFs in the workers; at most 4 batches per worker wait
+            run_streamed(_urn_job, (_job_args(s, p, job) for s, p in
+                                    averaged_probs(model, dataset, todo, scales, batch_size, device)),
+                         processes, 4 * processes * batch_size, lambda: bar.update(1))
     finally:
         bar.close()
     finish_folder(folder, names, ".png", spec)
@@ -270,6 +264,7 @@ class URNLabeled(PseudoLabeled):
         s = dict(self.dataset[i])
         path = self.folder / f"{s['name']}.png"
         label, w = read_label_and_weight(path)
+        self.check_label(label, path)
         check_same_size(s["image"], label, s["name"], path)
         s["true_mask"], s["mask"] = s.get("true_mask", s["mask"]), label
         s["weight"] = w if self.t is None else loss_weight(1 - w, self.t, self.split)
