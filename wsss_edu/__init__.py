@@ -29,6 +29,18 @@ processes), ``viz``.
 The plumbing: ``params`` (the parameters every notebook shares), ``cache`` and ``results`` (artifacts
 and headline numbers under OUTPUT_DIR), ``parallel`` (worker processes), ``download``, ``runner``
 (every notebook through papermill), ``pipeline`` (the full-scale run and its report), ``compare``
-(the methods side by side), ``nbtools`` (notebook housekeeping).
+(the methods side by side), ``nbtools`` (notebook housekeeping), ``versions`` (``show_versions()``:
+what a bug report needs).
 """
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it (statically, setuptools' ``attr:``),
+# CITATION.cff and CHANGELOG.md repeat it (tests/test_install_hygiene.py checks they agree).
+__version__ = "0.2.0"
+
+
+def show_versions(file=None) -> dict:
+    """Print, and return as a dict, the versions a bug report needs: this package, Python, the
+    platform, torch and what it can run on, every library the course uses
+    (:func:`wsss_edu.versions.show_versions`; also ``python -m wsss_edu.versions``)."""
+    # imported on first use: `python -m wsss_edu.versions` must find the module not yet imported
+    from .versions import show_versions as show
+    return show(file)

@@ -125,6 +125,7 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
                  timeout: int = 86400, notebooks_dir=None, execute=None, log=print) -> dict:
     """Run the course's notebooks in order into ``output`` (see the module docstring); returns
     {notebook: 'ran' | 'skipped'}. Stops at the first failing step, naming its log."""
+    paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
     output, data_root, boxes_data_root = (user_path(p) for p in (output, data_root, boxes_data_root))
     output.mkdir(parents=True, exist_ok=True)
     if boxes_dataset is None:
@@ -137,7 +138,6 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
                   PROFILE=profile, DEVICE=device, SEED=seed, BOXES_DATASET=boxes_dataset,
                   BOXES_DATA_ROOT=str(boxes_data_root or ""))
     overrides = overrides or {}
-    paths = notebook_paths(notebooks_dir, only)
     valids = {p.name: notebook_parameters(p) for p in paths}
     check_overrides(paths, overrides, valids)
     plan = [(p, step_parameters(p, shared, overrides, valids[p.name])) for p in paths]
@@ -269,6 +269,8 @@ def main(argv=None) -> int:
                     help="seconds a machine waits for the other shards of a pass (default: stop)")
     ap.add_argument("--force", action="store_true", help="rerun finished steps too")
     ap.add_argument("--timeout", type=int, default=86400, help="per-cell timeout, seconds")
+    ap.add_argument("--notebooks", default=None, metavar="DIR",
+                    help="the folder of the course notebooks (default: the checkout's notebooks/)")
     args = ap.parse_args(argv)
     check_options(args)
     if args.train_processes is not None:
@@ -280,7 +282,7 @@ def main(argv=None) -> int:
     print(machine())
     run_pipeline(args.output, args.dataset, args.data_root, args.profile, args.device, args.seed,
                  args.only, split_overrides(args.param), args.boxes_dataset, args.boxes_data_root,
-                 args.force, args.timeout)
+                 args.force, args.timeout, notebooks_dir=args.notebooks)
     return 0
 
 

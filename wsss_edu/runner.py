@@ -3,6 +3,10 @@ gather the results: executed notebooks under ``<output>/``, one JSON of headline
 notebook under ``<output>/metrics/``, and ``<output>/results.md`` (numbers + execution times).
 
     python -m wsss_edu.runner [--output runs] [--only 00 03] [-p PROFILE=full -p DATASET=voc ...]
+                              [--notebooks DIR]
+
+The notebooks are those of the checkout the package is in, else ``./notebooks``; ``--notebooks DIR``
+names another folder. Finding none is an error (exit status 2), never "0 notebook(s) executed".
 """
 from __future__ import annotations
 
@@ -21,9 +25,19 @@ from .results import duplicate_metric_names, load_all_metrics, results_table
 def notebook_paths(folder=None, only=None) -> list[Path]:
     """The course notebooks ``NN_*.ipynb`` and ``NNx_*.ipynb`` in order (02b follows 02); ``only``
     keeps those whose name starts with one of the given prefixes (e.g. ['00', '02'] runs 00, 02
-    and 02b)."""
-    folder = Path(folder) if folder else repo_root() / "notebooks"
+    and 02b). ``folder``: default the checkout's ``notebooks/`` (:func:`wsss_edu.params.repo_root`,
+    the current folder outside a checkout).
+
+    Raises :class:`ParameterError` naming the folder looked in and how to give another when it holds
+    no notebook: a command run outside a checkout (an installed package has no notebooks) must not
+    report success for running nothing."""
+    folder = user_path(folder) if folder else repo_root() / "notebooks"
     paths = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
+    if not paths:
+        state = "does not exist" if not folder.is_dir() else "holds no notebook NN_*.ipynb"
+        raise ParameterError(f"no course notebooks found: {folder} {state}. Run the command in a "
+                             f"checkout of the course (or a copy of it), or name the folder of the "
+                             f"notebooks: --notebooks DIR (notebooks_dir=... from Python).")
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
         if not paths:
@@ -66,12 +80,12 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
     """Execute the notebooks; returns {notebook name: seconds}. Stops at the first failure (its
     partly executed notebook is kept) after writing results.md for what ran. Relative paths
     (``output``, an ``OUTPUT_DIR`` / ``DATA_ROOT`` parameter) are taken from the current folder."""
+    paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
     import papermill as pm
 
     output, params = resolve_paths(output, params)
     output.mkdir(parents=True, exist_ok=True)
     times = {}
-    paths = notebook_paths(notebooks_dir, only)
     for nb in paths:  # check every notebook's parameters before running any
         check_parameters(nb, params)
     for nb in paths:
@@ -128,9 +142,19 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--param", action="append", default=[],
                     help="notebook parameter KEY=VALUE (repeatable), e.g. -p PROFILE=full")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    ap.add_argument("--notebooks", default=None, metavar="DIR",
+                    help="the folder of the course notebooks (default: the checkout's notebooks/)")
     args = ap.parse_args(argv)
-    params = parse_params(args.param)
-    times = run_notebooks(args.output, args.only, params, args.timeout)
+    try:
+        params = parse_params(args.param)
+        times = run_notebooks(args.output, args.only, params, args.timeout, args.notebooks)
+    except ParameterError as e:   # bad input: the message names the fix; no traceback
+        ap.error(str(e))
+    except ModuleNotFoundError as e:
+        if e.name != "papermill":
+            raise
+        ap.error("papermill, which runs the notebooks, is not installed: "
+                 "pip install 'wsss_edu[notebooks]'")
     out = resolve_paths(args.output, params)[0]
     print(f"\n{len(times)} notebook(s) executed in {sum(times.values()):.0f} s.")
     print(f"  executed notebooks: {out}/")
