@@ -9,7 +9,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
 # listed for it, nothing else. ``steps`` is the subpackage wsss_edu/steps/.
 METHODS = {"label_uncertainty", "cam", "irnet", "models", "urn", "rrm"}
 SUBSTRATE = {"toy", "datasets", "labels", "data", "io", "errors", "pretrained", "crf", "metrics",
-             "stats", "train", "distributed", "viz"}
+             "stats", "train", "distributed", "viz", "progress"}
 PLUMBING = {"params", "cache", "results", "parallel", "download", "runner", "pipeline", "compare",
             "nbtools", "versions"}
 MAY_IMPORT = {"substrate": {"substrate"}, "methods": {"substrate", "methods"},

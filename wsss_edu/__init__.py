@@ -24,7 +24,7 @@ The substrate every method shares: ``toy`` (the toy world), ``datasets`` (VOC, M
 ``PseudoLabeled``), ``labels`` (the sample format, the VOC palette), ``data`` (tensors, augmentation,
 batching), ``io`` (images and masks on disk), ``errors``, ``pretrained`` (ImageNet weights),
 ``crf``, ``metrics``, ``stats``, ``train`` (the training loop), ``distributed`` (the same loop on N
-processes), ``viz``.
+processes), ``progress`` (progress bars, or log lines when headless), ``viz``.
 
 The plumbing: ``params`` (the parameters every notebook shares), ``cache`` and ``results`` (artifacts
 and headline numbers under OUTPUT_DIR), ``parallel`` (worker processes), ``download``, ``runner``

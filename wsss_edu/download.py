@@ -17,7 +17,8 @@ arrive whole by the server's own account, an interrupted extraction leaves no ma
 half-written member), a full disk is a :class:`~wsss_edu.errors.DownloadError` naming the folder,
 the space needed and the fix.
 
-Only the standard library (``urllib``) and ``tqdm`` are used.
+Only the standard library (``urllib``) and ``tqdm`` are used (its bars through
+:func:`wsss_edu.progress.bar`: plain log lines when stderr is not a terminal).
 
 Example::
 
@@ -45,10 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from tqdm.auto import tqdm
-
 from .errors import DownloadError, ParameterError, check_choice
 from .io import user_path, write_text_atomic
+from .progress import bar as progress_bar
 
 __all__ = [
     "Archive", "Source", "SOURCES", "UnverifiedDownloadWarning",
@@ -302,9 +302,9 @@ def _copy_body(response, part: Path, mode: str, offset: int, total: int | None, 
     not help."""
     received = 0
     try:
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=label, disable=not progress,
-                                         leave=False) as bar:
+        with open(part, mode) as f, progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
+                                                 unit_divisor=1024, desc=label, disable=not progress,
+                                                 leave=False) as bar:
             while chunk := _read_chunk(response, offset + received):
                 f.write(chunk)
                 received += len(chunk)
@@ -533,8 +533,9 @@ def _refuse(archive: Path, target: Path, problems: list[tuple[str, str]]) -> Non
 
 
 def _bar(items: list, progress: bool, label: str):
-    """``items`` wrapped in a tqdm bar (a plain iterator when progress is off)."""
-    return tqdm(items, desc=label, unit="file", disable=not progress, leave=False)
+    """``items`` wrapped in a progress bar (:func:`wsss_edu.progress.bar`; a plain iterator when
+    progress is off)."""
+    return progress_bar(items, desc=label, unit="file", disable=not progress, leave=False)
 
 
 _TAR_FILTER_ERRORS = (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()

@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -30,6 +29,7 @@ from .datasets import get_dataset
 from .errors import check_choice
 from .labels import IGNORE
 from .models import UNet
+from .progress import bar as progress_bar
 
 # ------------------------------------------------------------------------------------------------
 # Heads
@@ -297,7 +297,7 @@ def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indic
     pp = np.zeros(len(indices), bool)
     pp[perm[:n_pixel_perfect]] = True
     images, targets, masks, in_box = [], [], [], []
-    for j, i in enumerate(tqdm(indices, desc="building the mixed set", leave=False)):
+    for j, i in enumerate(progress_bar(indices, desc="building the mixed set", leave=False)):
         s = dataset[i] if size is None else resize_sample(dataset[i], size)
         m = remap_mask(s["mask"], classes)
         boxes = rasterize_boxes(s["boxes"], s["box_labels"], m.shape, classes)

@@ -26,6 +26,7 @@ import torch
 
 from .errors import ParameterError, ShardIncomplete
 from .io import mark_folder_complete
+from .progress import bar as progress_bar
 
 SHARD_ENV = "WSSS_SHARD"            # 'i/n': this machine's share of the per-image passes
 SHARD_WAIT_ENV = "WSSS_SHARD_WAIT"  # seconds to wait for the other shards (default 0: stop at once)
@@ -80,21 +81,19 @@ def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: b
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm.auto import tqdm
-
     bar = dict(desc=desc, disable=not progress, total=len(jobs) + done, initial=done)
     if processes <= 1:
-        return list(tqdm((fn(j) for j in jobs), **bar))
+        return list(progress_bar((fn(j) for j in jobs), **bar))
     shares = thread_shares(len(jobs), processes)
     if len(jobs) <= 1:
         before = torch.get_num_threads()
         try:
-            return list(tqdm((_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)), **bar))
+            return list(progress_bar((_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)), **bar))
         finally:
             torch.set_num_threads(before)
     work = [(fn, j, t) for j, t in zip(jobs, shares)]
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(_threaded_call, work), **bar))
+        return list(progress_bar(pool.map(_threaded_call, work), **bar))
 
 
 def run_streamed(fn, jobs, processes: int = 1, max_in_flight: int = 64, on_done=None) -> None:

@@ -31,6 +31,7 @@ from .errors import ParameterError
 from .io import user_path, write_text_atomic
 from .parallel import shard_spec
 from .params import check_parameter_values
+from .progress import check_settings, headless_kernels
 from .results import load_all_metrics, results_table
 from .runner import notebook_paths, parse_params
 
@@ -99,6 +100,8 @@ def _done(step_dir: Path, params: dict) -> bool:
 
 def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None) -> float:
     """Execute one notebook into ``step_dir`` (executed notebook, log.txt); returns seconds.
+    The kernel's progress bars write plain lines into log.txt as they go (``WSSS_PROGRESS=log``
+    unless set otherwise: :func:`wsss_edu.progress.headless_kernels`).
     ``execute`` (tests): a replacement for papermill.execute_notebook."""
     import papermill as pm
 
@@ -109,9 +112,10 @@ def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None) -> 
     with open(step_dir / "log.txt", "w") as log:
         log.write(f"# {Path(path).name} with {json.dumps(params, default=str)}\n")
         log.flush()
-        execute(str(path), str(step_dir / Path(path).name), parameters=params, kernel_name="python3",
-                cwd=str(Path(path).parent), progress_bar=False, execution_timeout=timeout,
-                log_output=True, stdout_file=log, stderr_file=log)
+        with headless_kernels():
+            execute(str(path), str(step_dir / Path(path).name), parameters=params, kernel_name="python3",
+                    cwd=str(Path(path).parent), progress_bar=False, execution_timeout=timeout,
+                    log_output=True, stdout_file=log, stderr_file=log)
     seconds = time.time() - t0
     write_text_atomic(step_dir / "done.json", json.dumps(
         {"parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
@@ -143,6 +147,7 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
     plan = [(p, step_parameters(p, shared, overrides, valids[p.name])) for p in paths]
     for path, params in plan:   # every value within its rule before hours of compute
         check_parameter_values(params, path.stem)
+    check_settings()            # WSSS_PROGRESS / WSSS_PROGRESS_SECONDS too
     status, times = {}, {}
     for path, params in plan:
         step_dir = output / "steps" / path.stem

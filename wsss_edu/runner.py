@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import ParameterError
 from .io import user_path, write_text_atomic
 from .params import check_parameter_values, repo_root
+from .progress import check_settings, headless_kernels
 from .results import duplicate_metric_names, load_all_metrics, results_table
 
 
@@ -79,7 +80,9 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
                   notebooks_dir=None, log=print) -> dict:
     """Execute the notebooks; returns {notebook name: seconds}. Stops at the first failure (its
     partly executed notebook is kept) after writing results.md for what ran. Relative paths
-    (``output``, an ``OUTPUT_DIR`` / ``DATA_ROOT`` parameter) are taken from the current folder."""
+    (``output``, an ``OUTPUT_DIR`` / ``DATA_ROOT`` parameter) are taken from the current folder.
+    The kernels write their progress as plain lines (``WSSS_PROGRESS=log`` unless set otherwise:
+    :func:`wsss_edu.progress.headless_kernels`), not widgets nobody draws."""
     paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
     import papermill as pm
 
@@ -88,13 +91,15 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
     times = {}
     for nb in paths:  # check every notebook's parameters before running any
         check_parameters(nb, params)
+    check_settings()  # and the progress settings the kernels will read
     for nb in paths:
         log(f"running {nb.name} ...")
         t0 = time.time()
         try:
-            pm.execute_notebook(str(nb), str(output / nb.name), parameters=params,
-                                kernel_name="python3", execution_timeout=timeout,
-                                cwd=str(nb.parent), progress_bar=False)
+            with headless_kernels():
+                pm.execute_notebook(str(nb), str(output / nb.name), parameters=params,
+                                    kernel_name="python3", execution_timeout=timeout,
+                                    cwd=str(nb.parent), progress_bar=False)
         finally:
             times[nb.stem] = time.time() - t0
             write_results(output, times)

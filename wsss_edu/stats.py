@@ -4,9 +4,9 @@ world and for a real dataset alike."""
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .labels import IGNORE
+from .progress import bar as progress_bar
 
 # Annotation time per image or per object, in seconds, from the literature:
 # Bearman et al., "What's the point: semantic segmentation with point supervision" (ECCV 2016):
@@ -19,7 +19,7 @@ LABEL_COST_SECONDS = {"tags_per_image": 20.0, "masks_per_image": 239.7, "box_dra
 
 def _samples(dataset, limit):
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in tqdm(range(n), desc="reading samples", leave=False):
+    for i in progress_bar(range(n), desc="reading samples", leave=False):
         yield dataset[i]
 
 

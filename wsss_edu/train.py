@@ -1,6 +1,7 @@
-"""Training helpers: a device that always works, seeding, a training loop with a ``tqdm.auto``
-progress bar, AMP on GPU, checkpoints as plain state_dicts (``weights_only=True``-loadable) and
-resume after interruption, and segmentation evaluation.
+"""Training helpers: a device that always works, seeding, a training loop with a progress bar
+(:func:`wsss_edu.progress.bar`: ``tqdm.auto``'s, or log lines when headless), AMP on GPU,
+checkpoints as plain state_dicts (``weights_only=True``-loadable) and resume after interruption,
+and segmentation evaluation.
 
 A checkpoint has its SHA-256 beside it (``<checkpoint>.sha256``) and is trusted only when it
 matches; one that does not (damaged, truncated, empty, written by a version before digests), that
@@ -19,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import distributed as D
 from .errors import DataFileError, ParameterError
 from .io import atomic_path, digest_path, digest_problem, run_lock, write_digest
 from .labels import IGNORE
 from .metrics import ConfusionMeter
+from .progress import bar as progress_bar
 
 
 def get_device(device: str = "auto") -> torch.device:
@@ -225,8 +226,8 @@ def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, schedule
     if several:
         loader, undo = D.prepare_training(model, loader, seed)
     use_amp = amp and device.type == "cuda"
-    bar = tqdm(total=epochs * len(loader), initial=start * len(loader), desc=desc,
-               disable=not progress or not D.is_main(), leave=False)
+    bar = progress_bar(total=epochs * len(loader), initial=start * len(loader), desc=desc,
+                       disable=not progress or not D.is_main(), leave=False)
     try:
         for epoch in range(start, epochs):
             if several:
@@ -306,7 +307,7 @@ def evaluate_segmentation(model, loader, num_classes: int, device=None, progress
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     meter = ConfusionMeter(num_classes)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False):
         pred = model(batch["image"].to(device)).argmax(1)
         meter.update(batch["mask"], pred)
     return meter

@@ -42,6 +42,7 @@ from ..errors import ParameterError, check_choice
 from ..io import atomic_path, folder_complete
 from ..metrics import ConfusionMeter
 from ..parallel import finish_folder, pending, shard_spec
+from ..progress import bar as progress_bar
 from ..train import fit, seed_everything
 
 
@@ -66,12 +67,10 @@ def classifier_probs(model: nn.Module, dataset, batch_size: int = 64, device=Non
                      progress: bool = True) -> torch.Tensor:
     """Sigmoid outputs (N, K) of the classifier for every image of ``dataset`` (samples with a
     uint8 'image'), whole images, batched where sizes agree."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     out = []
-    bar = tqdm(total=len(dataset), desc="classify", disable=not progress, leave=False)
+    bar = progress_bar(total=len(dataset), desc="classify", disable=not progress, leave=False)
     for _, group in same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         out.append(torch.sigmoid(model(x).float()).cpu())
@@ -119,13 +118,11 @@ def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0),
     interrupted extraction resumes. ``cam_fn`` defaults to ``model.cam`` (e.g. a Grad-CAM instead).
     ``shard`` ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all): this machine's share of the
     images (:func:`wsss_edu.parallel.shard`). Returns the number of images computed."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     cam_fn = cam_fn or model.cam
     todo = pending(range(len(dataset)), lambda i: cam_path(folder, _sample_name(dataset, i)), shard)
-    bar = tqdm(total=len(todo), desc="CAMs", disable=not progress, leave=False)
+    bar = progress_bar(total=len(todo), desc="CAMs", disable=not progress, leave=False)
     for _, group in same_size_batches(dataset, batch_size, todo):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         labels = torch.as_tensor(np.stack([s["labels"] for s in group])).float()
@@ -148,12 +145,10 @@ def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: 
     'mask' (255 ignored), one per background threshold (None: no plane, for a dataset without a
     background class), in one pass over the CAM folder. ``dataset.num_classes`` counts the
     background. Returns [ConfusionMeter per threshold]."""
-    from tqdm.auto import tqdm
-
     k = dataset.num_classes
     meters = [ConfusionMeter(k) for _ in thresholds]
     idx = range(len(dataset)) if indices is None else indices
-    for i in tqdm(idx, desc="evaluate CAMs", disable=not progress, leave=False):
+    for i in progress_bar(idx, desc="evaluate CAMs", disable=not progress, leave=False):
         s = dataset[i]
         cams = load_cams(folder, s["name"], k - 1).numpy()
         peak, arg = cams.max(0), cams.argmax(0) + 1   # cams_to_labels for every threshold at once

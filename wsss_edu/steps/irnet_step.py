@@ -56,6 +56,7 @@ from ..parallel import (
     worker_state,
 )
 from .cam_step import classifier_probs, dataset_tags, load_cams
+from ..progress import bar as progress_bar
 from ..train import fit, poly_schedule, seed_everything
 
 # ------------------------------------------------------------------------------------------------
@@ -131,11 +132,9 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
     Images whose PNG exists are skipped (resumable); ``processes`` > 1 spreads the CRFs over
     that many processes; ``shard`` ((i, n) or 'i/n'; default: ``WSSS_SHARD``, else all): this
     machine's share of ``indices`` (:func:`wsss_edu.parallel.shard`). Returns the number written."""
-    from tqdm.auto import tqdm
-
     names = dataset.names
     todo = pending(indices, lambda i: Path(folder) / f"{names[i]}.png", shard)
-    bar = tqdm(total=len(todo), desc="relation labels", disable=not progress, leave=False)
+    bar = progress_bar(total=len(todo), desc="relation labels", disable=not progress, leave=False)
     job = dict(dataset=dataset, cam_folder=cam_folder, folder=folder, cfg=cfg)
     if processes > 1 and len(todo) > 16:
         import multiprocessing as mp
@@ -253,14 +252,12 @@ def walk_inputs(net: IRNet, dataset, cam_folder, indices=None, flip: bool = True
     the boundary map 'boundary' (h, w) (:func:`boundary_map`), its CAMs on the same stride-4 grid
     'cams' (k, h, w) for its classes 'keys' (k,) only (bilinear from the CAM folder's full-size
     maps), and the image 'size' (H, W). Batched where image sizes agree."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device)
     k = dataset.num_classes - 1
     idx = list(range(len(dataset)) if indices is None else indices)
     out = []
-    bar = tqdm(total=len(idx), desc="boundary maps", disable=not progress, leave=False)
+    bar = progress_bar(total=len(idx), desc="boundary maps", disable=not progress, leave=False)
     for _, group in same_size_batches(dataset, batch_size, idx):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         bnd = boundary_map(net, x, flip).cpu()
@@ -409,14 +406,12 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
     interrupted pass resumes; a 'complete' marker says the folder is whole. ``shard`` ((i, n) or
     'i/n'; default: ``WSSS_SHARD``, else all): this machine's share of the images when several
     share the output folder; the marker comes once every image is there."""
-    from tqdm.auto import tqdm
-
     folder = pseudo_label_folder(output_dir, key, walk)
     if folder_complete(folder):
         return folder
     names, spec = dataset.names, shard_spec(shard)
     todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
-    bar = tqdm(total=len(todo), desc="random walk", disable=not progress, leave=False)
+    bar = progress_bar(total=len(todo), desc="random walk", disable=not progress, leave=False)
     for c in range(0, len(todo), chunk):
         idx = todo[c:c + chunk]
         inputs = walk_inputs(net, dataset, cam_folder, idx, device=device, progress=False)
@@ -461,13 +456,11 @@ def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas
     Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): mIoU})."""
     import itertools
 
-    from tqdm.auto import tqdm
-
     inputs = walk_inputs(net, val_dataset, val_cam_folder, device=device, progress=progress)
     idx = list(range(len(val_dataset)))
     grid = {}
-    for r, t, b in tqdm(list(itertools.product(radii, exp_times, betas)), desc="walk grid",
-                        disable=not progress, leave=False):
+    for r, t, b in progress_bar(list(itertools.product(radii, exp_times, betas)), desc="walk grid",
+                                disable=not progress, leave=False):
         for bg, m in zip(bg_thresholds, walk_confusions(val_dataset, idx, inputs, WalkConfig(r, b, t, path=path),
                                                         bg_thresholds, device=device)):
             grid[(r, t, b, bg)] = m.miou

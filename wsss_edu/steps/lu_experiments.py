@@ -23,7 +23,6 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..cache import artifact_path, load_artifact, save_artifact
 from ..data import images_to_tensor
@@ -39,6 +38,7 @@ from ..label_uncertainty import (
 from ..labels import IGNORE
 from ..metrics import ConfusionMeter, auroc
 from ..parallel import map_jobs
+from ..progress import bar as progress_bar
 from ..train import seed_everything
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
         pp = torch.as_tensor(np.flatnonzero(data["pixel_perfect"]))
         bb = torch.as_tensor(np.flatnonzero(~data["pixel_perfect"]))
         k = min(pp_per_batch, batch_size)
-    for epoch in tqdm(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
+    for epoch in progress_bar(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
         net.train()
         if balanced:
             pp_order = _cycled_permutation(pp, per_epoch * k, gen).view(per_epoch, k)

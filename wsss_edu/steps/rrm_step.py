@@ -26,6 +26,7 @@ from ..data import SegTransformDataset, images_to_tensor, same_size_batches
 from ..errors import ParameterError, check_choice
 from ..io import folder_complete, write_mask
 from ..parallel import compute_missing, finish_folder, pending, run_streamed, shard_spec
+from ..progress import bar as progress_bar
 from ..rrm import RULES, RRMNet, freeze_reference_layers, rrm_loss
 from ..train import fit, poly_schedule, seed_everything
 
@@ -269,14 +270,12 @@ def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "
     on the CPU the networks missing from the cache are trained first in ``processes`` worker
     processes (:func:`wsss_edu.parallel.compute_missing`), on a GPU one after the other with
     ``loader_workers`` DataLoader workers. Returns the networks, in order, on ``device``."""
-    from tqdm.auto import tqdm
-
     on_cpu = device is None or torch.device(device).type == "cpu"
     if on_cpu and processes > 1:
         compute_missing(_rrm_into_cache, [(output_dir, *j) for j in jobs], _rrm_not_cached, processes,
                         desc, progress)
     return [cached_rrm(output_dir, *j, device=device, workers=0 if on_cpu else loader_workers, progress=False)
-            for j in tqdm(jobs, desc=desc, disable=not progress)]
+            for j in progress_bar(jobs, desc=desc, disable=not progress)]
 
 
 def _crf_label_png(job) -> None:
@@ -302,8 +301,6 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
     folder."""
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     folder = Path(folder)
     if folder_complete(folder):
         return folder
@@ -328,7 +325,7 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
                 p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
                 yield (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png", 0 if background else 1)
 
-    bar = tqdm(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
+    bar = progress_bar(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
     try:   # at most 4 batches per worker wait in memory
         run_streamed(_crf_label_png, jobs(), processes, 4 * processes * batch_size, lambda: bar.update(1))
     finally:

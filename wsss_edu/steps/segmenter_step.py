@@ -25,6 +25,7 @@ from ..errors import check_choice
 from ..metrics import ConfusionMeter
 from ..models import make_segmenter, tta_probs, tta_views
 from ..parallel import compute_missing
+from ..progress import bar as progress_bar
 from ..train import cross_entropy_loss, fit, poly_schedule, seed_everything
 from ..urn import probability_weight, weighted_cross_entropy
 
@@ -164,10 +165,8 @@ def cached_segmenters(output_dir, jobs, device=None, processes: int = 1, desc: s
         compute_missing(_train_into_cache, [(output_dir, *j) for j in jobs], _not_cached, processes,
                         desc, progress)
         return [cached_segmenter(output_dir, *j, device=device, progress=False) for j in jobs]
-    from tqdm.auto import tqdm
-
     return [cached_segmenter(output_dir, *j, device=device, progress=False)
-            for j in tqdm(jobs, desc=desc, disable=not progress)]
+            for j in progress_bar(jobs, desc=desc, disable=not progress)]
 
 
 def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig, device=None,
@@ -198,8 +197,6 @@ def evaluate_views(model, dataset, scales=(0.5, 1.0, 2.0), flip: bool = True, wi
     mirror (``flip``), for each s of ``scales``, 'tta': the average of all views, as
     :func:`evaluate` with ``tta=True``}; ``within_tags``: also 'plain_within_tags', the plain
     view's argmax among each image's tags (:func:`evaluate`'s diagnostic)."""
-    from tqdm.auto import tqdm
-
     if 1.0 not in scales:
         raise ValueError(f"scales {tuple(scales)} lack 1.0, the plain view; add it")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -209,7 +206,7 @@ def evaluate_views(model, dataset, scales=(0.5, 1.0, 2.0), flip: bool = True, wi
     if within_tags:
         meters["plain_within_tags"] = ConfusionMeter(k)
     background = getattr(dataset, "has_background", True)
-    bar = tqdm(total=len(dataset), desc="evaluate (views)", disable=not progress, leave=False)
+    bar = progress_bar(total=len(dataset), desc="evaluate (views)", disable=not progress, leave=False)
     for _, group in same_size_batches(dataset, batch_size):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         total, per_scale, n = 0, {}, 0
@@ -265,13 +262,11 @@ def evaluate(model, dataset, tta: bool = False, scales=(0.5, 1.0, 2.0), batch_si
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     meter = ConfusionMeter(dataset.num_classes)
-    bar = tqdm(total=len(dataset), desc="evaluate" + (" (TTA)" if tta else ""), disable=not progress,
-               leave=False)
+    bar = progress_bar(total=len(dataset), desc="evaluate" + (" (TTA)" if tta else ""),
+                       disable=not progress, leave=False)
     pool = (ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"))
             if crf is not None and processes > 1 else None)
     try:

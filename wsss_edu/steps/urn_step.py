@@ -31,6 +31,7 @@ from ..parallel import (
     shard_spec,
     worker_state,
 )
+from ..progress import bar as progress_bar
 from ..urn import (
     LAYOUTS,
     NORM_EPS,
@@ -200,8 +201,6 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm.auto import tqdm
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     spec = shard_spec(shard)
@@ -214,7 +213,7 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                eps=eps, rounding=rounding, layout=layout, crf_scale=crf_scale)
     _check_folder_settings(folder, pass_settings(factors, scales, crf_params, include_background,
                                                  present_from, eps, rounding, layout, crf_scale))
-    bar = tqdm(total=len(todo), desc="URN uncertainty", disable=not progress, leave=False)
+    bar = progress_bar(total=len(todo), desc="URN uncertainty", disable=not progress, leave=False)
     ctx = mp.get_context("spawn")   # not fork: a forked child of a process that ran torch can hang
     try:
         if processes <= 1 or len(todo) <= 1:
