@@ -326,7 +326,7 @@ if train.has_background:
 # object edges; the CRF snaps them back.
 
 # %%
-from tqdm.auto import tqdm
+from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu.metrics import ConfusionMeter
 
 crf_meter, crf_show = ConfusionMeter(len(CLASSES)), {}

@@ -454,7 +454,7 @@ plt.close()
 # itself fixed to the one chosen above):
 
 # %%
-from tqdm.auto import tqdm
+from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 
 val_inputs = irnet_step.walk_inputs(net, step1.val_view, step1.val_folder, device=run.device,
                                     progress=False)

@@ -75,7 +75,7 @@ import dataclasses
 import numpy as np
 import matplotlib.pyplot as plt
 import torch
-from tqdm.auto import tqdm
+from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu import datasets, params, viz
 from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.data import images_to_tensor

@@ -94,7 +94,7 @@ from functools import partial
 
 import numpy as np
 import matplotlib.pyplot as plt
-from tqdm.auto import tqdm
+from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu import datasets, params, urn, viz
 from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
 from wsss_edu.cache import params_key

@@ -86,7 +86,7 @@ import time
 import numpy as np
 import matplotlib.pyplot as plt
 import torch
-from tqdm.auto import tqdm
+from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu import cam, datasets, params, rrm, viz
 from wsss_edu.steps import cam_step, rrm_step, segmenter_step
 from wsss_edu.cache import params_key
