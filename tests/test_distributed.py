@@ -212,7 +212,7 @@ def test_cached_segmenter_trains_on_two_processes_into_the_same_cache_entry(tmp_
     assert calls == [2]                                                # forced to one process
     key = segmenter_step._segmenter_key({"labels": "mirrored"}, cfg)
     for root in ("one", "two"):
-        assert artifact_path(tmp_path / root, "segmenter", key).exists()
+        assert artifact_path(tmp_path / root, "segmenter", key, segmenter_step.CODE_VERSION).exists()
     assert_same_weights(two.state_dict(), one.state_dict())
     assert not two.training
 

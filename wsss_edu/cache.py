@@ -11,6 +11,19 @@ computed again, never taken for the result. Artifacts written before digests exi
 are computed again once (the safe choice: nothing vouches for their bytes); to keep such files
 that you trust, run :func:`trust_unverified` on the output folder once.
 
+Code versions: a cache key holds the parameters *and* the code version of the step that computes
+the artifact (``version=``: each ``wsss_edu/steps/*.py`` passes its ``CODE_VERSION``), so that after
+an update (``git pull``, a new release) what a changed step computes is computed again and the rest
+is reused. A maintainer who changes what a step computes bumps that module's ``CODE_VERSION``: its
+artifacts get new keys, and so does everything downstream, whose keys name the upstream artifact
+(a CAM folder's name is in IRNet's key, a pseudo-label folder's in the segmenter's). The package
+version (``wsss_edu.__version__``) is *not* in the key, deliberately: a release changes a few steps,
+and putting it there would throw away hours of valid training at every release; it is *recorded*,
+with the parameters and the code version, in the artifact's ``<key>.json`` beside it (provenance:
+which release wrote this file). Artifacts written before code versions were keyed (wsss_edu
+<= 0.1) have other keys and are computed again once: nothing says which code wrote them.
+``version=None`` (ad-hoc use, tests) keys by the parameters alone.
+
 One computation per entry at a time: :func:`cached` holds the entry's lock
 (:func:`wsss_edu.io.run_lock`) while it computes, so a second process (another notebook, another
 ``--shard`` machine on a shared folder) waits for it and loads its result instead of computing it
@@ -28,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import wsss_edu
+
 from .errors import DataFileError
 from .io import atomic_path, digest_path, digest_problem, run_lock, write_digest, write_text_atomic
 
@@ -38,9 +53,15 @@ def params_key(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def artifact_path(output_dir, name: str, params: dict) -> Path:
-    """Where the artifact ``name`` for ``params`` lives."""
-    return Path(output_dir) / "cache" / name / f"{params_key(params)}.pt"
+def cache_key(params: dict, version=None) -> str:
+    """The key of an artifact: :func:`params_key` of ``params`` and of the code ``version`` that
+    computes it (a step's ``CODE_VERSION``; None: the parameters alone)."""
+    return params_key(params if version is None else {"params": params, "code_version": version})
+
+
+def artifact_path(output_dir, name: str, params: dict, version=None) -> Path:
+    """Where the artifact ``name`` for ``params``, computed by code ``version``, lives."""
+    return Path(output_dir) / "cache" / name / f"{cache_key(params, version)}.pt"
 
 
 def _to_storable(obj, where="artifact"):
@@ -60,17 +81,23 @@ def _to_storable(obj, where="artifact"):
                     "numbers, strings and dicts/lists of them (weights_only=True must load it)")
 
 
-def save_artifact(path, obj, params: dict | None = None) -> Path:
+def provenance(params: dict, version=None) -> dict:
+    """What ``<key>.json`` records beside an artifact, for people to read: its parameters, the
+    code version that computed it and the package version that wrote it."""
+    return {"parameters": params, "code_version": version, "wsss_edu": wsss_edu.__version__}
+
+
+def save_artifact(path, obj, params: dict | None = None, version=None) -> Path:
     """Save a dict of tensors/arrays/numbers atomically (write then rename), then its digest
-    (``<path>.sha256``); numpy arrays become tensors. The parameters are saved beside it as JSON
-    for people to read."""
+    (``<path>.sha256``); numpy arrays become tensors. The parameters, the code ``version`` and the
+    package version are saved beside it as JSON (:func:`provenance`)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(_to_storable(obj), tmp)
     write_digest(path)
     if params is not None:
-        write_text_atomic(path.with_suffix(".json"), json.dumps(params, indent=2, sort_keys=True,
-                                                                default=str))
+        write_text_atomic(path.with_suffix(".json"), json.dumps(provenance(params, version), indent=2,
+                                                                sort_keys=True, default=str))
     return path
 
 
@@ -107,11 +134,11 @@ def trust_unverified(output_dir) -> list[Path]:
     return adopted
 
 
-def checkpoint_path(output_dir, name: str, params: dict) -> Path:
+def checkpoint_path(output_dir, name: str, params: dict, version=None) -> Path:
     """Where a long computation of the artifact ``name`` for ``params`` keeps its resume checkpoint
-    (beside the artifact, so other parameters never resume from it); :func:`cached` deletes it once
-    the artifact is saved."""
-    return artifact_path(output_dir, name, params).with_suffix(".ckpt")
+    (beside the artifact, so other parameters and other code versions never resume from it);
+    :func:`cached` deletes it once the artifact is saved."""
+    return artifact_path(output_dir, name, params, version).with_suffix(".ckpt")
 
 
 _ABSENT = object()
@@ -130,8 +157,9 @@ def _load_if_trusted(path: Path, warn: bool):
         return _ABSENT
 
 
-def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
-    """Return the artifact ``name`` for ``params`` from the cache, or ``compute()`` it, store it and
+def cached(output_dir, name: str, params: dict, compute, refresh: bool = False, version=None):
+    """Return the artifact ``name`` for ``params`` and code ``version`` (the computing step's
+    ``CODE_VERSION``; see the module docstring) from the cache, or ``compute()`` it, store it and
     return it. ``refresh=True`` recomputes. A file that cannot be trusted (no digest, a digest that
     does not match: damaged, truncated, or written by a version before digests) is named in a
     warning and recomputed. A resume checkpoint at :func:`checkpoint_path` is removed once the
@@ -140,7 +168,7 @@ def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
     The computation runs under the entry's lock (:func:`wsss_edu.io.run_lock`): when another live
     process computes the same entry, this one says so, waits for it and returns what it stored
     (computing only if it stored nothing). A lock of a killed process is released by the OS."""
-    path = artifact_path(output_dir, name, params)
+    path = artifact_path(output_dir, name, params, version)
     if not refresh:
         found = _load_if_trusted(path, warn=False)     # without the lock: the common, fast case
         if found is not _ABSENT:
@@ -152,9 +180,9 @@ def cached(output_dir, name: str, params: dict, compute, refresh: bool = False):
                 return found
         t0 = time.perf_counter()
         obj = compute()
-        save_artifact(path, obj, params)
+        save_artifact(path, obj, params, version)
         write_text_atomic(path.with_suffix(".seconds"), f"{time.perf_counter() - t0:.2f}\n")
-        ckpt = checkpoint_path(output_dir, name, params)
+        ckpt = checkpoint_path(output_dir, name, params, version)
         ckpt.unlink(missing_ok=True)
         digest_path(ckpt).unlink(missing_ok=True)
         return load_artifact(path)

@@ -7,9 +7,15 @@ notebook 08 side by side), then a report that puts the numbers next to the paper
     python -m wsss_edu.pipeline ... --only 03 04 05       # some steps (02 also runs 02b)
     python -m wsss_edu.pipeline ... -p SEG_EPOCHS=30 -p 07:RRM_EPOCHS=4   # all / one notebook
 
-Resumable: a step that finished with the same parameters has ``steps/<notebook>/done.json`` and is
-skipped; an interrupted one runs again, and inside it the cached artifacts and the per-epoch
-training checkpoints are picked up where they stopped. Each step keeps its executed notebook and
+Resumable: a step that finished has ``steps/<notebook>/done.json``, which records its parameters,
+a digest of the notebook's code cells, the ``CODE_VERSION`` of each step module the notebook uses
+(``wsss_edu/steps/*.py`` named in its code, and those they import) and, for provenance, the package
+version. A step whose record matches is skipped; one whose parameters, notebook code or step
+versions changed (after ``git pull``, an update) runs again, and its log line says why; so does a
+step whose done.json predates these records. The package version alone reruns nothing: the step
+versions say what an update changed (see :mod:`wsss_edu.cache`). An interrupted step runs again,
+and inside it the cached artifacts and the per-epoch training checkpoints are picked up where they
+stopped. Each step keeps its executed notebook and
 its log (``steps/<notebook>/``). ``--train-processes N`` (default: one per visible GPU) runs the
 training steps under torchrun; ``--shard i/n`` lets n machines sharing OUTPUT_DIR split the
 CRF-heavy per-image passes. Paper 000's notebooks (02, 02b) need a street-scene dataset: they take
@@ -19,12 +25,17 @@ else the toy world at the full profile's size).
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
+
+import wsss_edu
 
 from . import compare
 from .errors import ParameterError
@@ -37,6 +48,7 @@ from .runner import notebook_paths, parse_params
 
 BOXES_NOTEBOOKS = ("02_", "02b_")           # paper 000: boxes + a few masks, street scenes
 BOXES_DATASETS = ("toy", "cityscapes", "camvid")
+STEPS_DIR = Path(__file__).resolve().parent / "steps"   # the step modules whose CODE_VERSION done.json records
 
 
 def notebook_parameters(path) -> set:
@@ -91,21 +103,88 @@ def check_overrides(paths, overrides: dict, valids: dict) -> None:
             raise ParameterError(f"'{target}:' matches no notebook among {names}")
 
 
-def _done(step_dir: Path, params: dict) -> bool:
+def step_code_versions(steps_dir=None) -> dict:
+    """{step module: (its ``CODE_VERSION``, the step modules it imports)} of ``wsss_edu/steps/*.py``
+    (``steps_dir``, default :data:`STEPS_DIR`), read from their source: the pipeline (plumbing)
+    does not import the steps (``tests/test_layout.py``), and the constant is all it needs. A module
+    without ``CODE_VERSION`` is left out."""
+    out = {}
+    for path in sorted(Path(steps_dir or STEPS_DIR).glob("*.py")):
+        tree = ast.parse(path.read_text())
+        versions = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "CODE_VERSION" for t in n.targets)]
+        if not versions:
+            continue
+        froms = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1]
+        imports = {n.module.split(".")[0] for n in froms if n.module} | \
+                  {a.name for n in froms if not n.module for a in n.names}
+        out[path.stem] = (versions[-1], imports)
+    return out
+
+
+def notebook_code(path) -> str:
+    """The source of a notebook's code cells, in order: what decides its results (markdown, outputs
+    and metadata do not, so a re-saved or stripped notebook is not taken for a changed one)."""
+    cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    return "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+
+
+def notebook_steps(code: str, steps: dict) -> dict:
+    """{step module: CODE_VERSION} of the step modules named in a notebook's ``code`` (as a word:
+    ``from wsss_edu.steps import cam_step``) and of those they import, transitively (``steps``:
+    :func:`step_code_versions`)."""
+    todo, used = [m for m in steps if re.search(rf"\b{m}\b", code)], set()
+    while todo:
+        m = todo.pop()
+        if m in steps and m not in used:
+            used.add(m)
+            todo.extend(steps[m][1])
+    return {m: steps[m][0] for m in sorted(used)}
+
+
+def code_record(path, steps: dict | None = None) -> dict:
+    """What ``done.json`` records about the code a step ran: the package version (provenance), the
+    SHA-256 of the notebook's code cells and the versions of the step modules it uses."""
+    code = notebook_code(path)
+    return {"wsss_edu": wsss_edu.__version__,
+            "notebook_code_sha256": hashlib.sha256(code.encode()).hexdigest(),
+            "step_versions": notebook_steps(code, step_code_versions() if steps is None else steps)}
+
+
+def rerun_reason(step_dir: Path, params: dict, record: dict) -> str | None:
+    """Why the step in ``step_dir`` must run (again) with ``params`` and the code ``record``
+    (:func:`code_record`), or None when its ``done.json`` says it finished with both."""
     marker = step_dir / "done.json"
     if not marker.exists():
-        return False
-    return json.loads(marker.read_text()).get("parameters") == json.loads(json.dumps(params))
+        return "not finished before"
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        return f"{marker} does not parse"
+    if done.get("parameters") != json.loads(json.dumps(params)):
+        return "its parameters changed"
+    if "notebook_code_sha256" not in done or "step_versions" not in done:
+        return "its done.json records no code versions (written before wsss_edu recorded them)"
+    if done["notebook_code_sha256"] != record["notebook_code_sha256"]:
+        return "the notebook's code changed since it finished"
+    old, new = done["step_versions"], record["step_versions"]
+    changed = [f"{m} {old.get(m, 'unused')} -> {new.get(m, 'unused')}" for m in sorted(set(old) | set(new))
+               if old.get(m) != new.get(m)]
+    if changed:
+        return f"step code changed since it finished ({', '.join(changed)})"
+    return None
 
 
-def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None) -> float:
+def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None, record=None) -> float:
     """Execute one notebook into ``step_dir`` (executed notebook, log.txt); returns seconds.
     The kernel's progress bars write plain lines into log.txt as they go (``WSSS_PROGRESS=log``
-    unless set otherwise: :func:`wsss_edu.progress.headless_kernels`).
-    ``execute`` (tests): a replacement for papermill.execute_notebook."""
+    unless set otherwise: :func:`wsss_edu.progress.headless_kernels`). ``done.json`` records the
+    parameters and the code ``record`` (default: :func:`code_record` of ``path``, taken before
+    it runs). ``execute`` (tests): a replacement for papermill.execute_notebook."""
     import papermill as pm
 
     execute = execute or pm.execute_notebook
+    record = code_record(path) if record is None else record
     step_dir.mkdir(parents=True, exist_ok=True)
     (step_dir / "done.json").unlink(missing_ok=True)
     t0 = time.time()
@@ -118,7 +197,8 @@ def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None) -> 
                     log_output=True, stdout_file=log, stderr_file=log)
     seconds = time.time() - t0
     write_text_atomic(step_dir / "done.json", json.dumps(
-        {"parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+        {"parameters": params, **record, "seconds": round(seconds, 1),
+         "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
         indent=2, default=str))
     return seconds
 
@@ -128,7 +208,9 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
                  boxes_dataset: str | None = None, boxes_data_root: str = "", force: bool = False,
                  timeout: int = 86400, notebooks_dir=None, execute=None, log=print) -> dict:
     """Run the course's notebooks in order into ``output`` (see the module docstring); returns
-    {notebook: 'ran' | 'skipped'}. Stops at the first failing step, naming its log."""
+    {notebook: 'ran' | 'skipped'}. A step is skipped when its done.json matches its parameters
+    and code (:func:`rerun_reason`; ``force`` runs every step). Stops at the first failing step,
+    naming its log."""
     paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
     output, data_root, boxes_data_root = (user_path(p) for p in (output, data_root, boxes_data_root))
     output.mkdir(parents=True, exist_ok=True)
@@ -148,16 +230,18 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
     for path, params in plan:   # every value within its rule before hours of compute
         check_parameter_values(params, path.stem)
     check_settings()            # WSSS_PROGRESS / WSSS_PROGRESS_SECONDS too
-    status, times = {}, {}
+    status, times, steps = {}, {}, step_code_versions()
     for path, params in plan:
         step_dir = output / "steps" / path.stem
-        if not force and _done(step_dir, params):
+        record = code_record(path, steps)
+        reason = "forced (--force)" if force else rerun_reason(step_dir, params, record)
+        if reason is None:
             status[path.stem] = "skipped"
-            log(f"{path.stem}: done before with the same parameters, skipped")
+            log(f"{path.stem}: done before with the same parameters and code, skipped")
             continue
-        log(f"{path.stem}: running (log: {step_dir / 'log.txt'})")
+        log(f"{path.stem}: running ({reason}; log: {step_dir / 'log.txt'})")
         try:
-            times[path.stem] = run_step(path, params, step_dir, timeout, execute)
+            times[path.stem] = run_step(path, params, step_dir, timeout, execute, record)
         except Exception as e:
             write_report(output)
             raise RuntimeError(f"step {path.stem} failed ({type(e).__name__}); its log: "

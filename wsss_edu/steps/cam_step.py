@@ -46,6 +46,12 @@ from ..progress import bar as progress_bar
 from ..train import fit, seed_everything
 
 
+# This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
+# bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
+# them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
+CODE_VERSION = 1
+
+
 # ------------------------------------------------------------------------------------------------
 # The pieces: train the classifier, write its CAMs to a folder, score them
 # ------------------------------------------------------------------------------------------------
@@ -264,11 +270,11 @@ def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, dev
     labels0 = dataset[0]["labels"]
 
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
-        ckpt = checkpoint_path(output_dir, "classifier", key)
+        ckpt = checkpoint_path(output_dir, "classifier", key, CODE_VERSION)
         return trained_state(train_step1, dataset=dataset, cfg=cfg, device=device, workers=workers,
                              checkpoint=ckpt, progress=progress)
 
-    state = cached(output_dir, "classifier", key, compute)
+    state = cached(output_dir, "classifier", key, compute, version=CODE_VERSION)
     model = make_classifier(len(labels0), cfg)
     model.load_state_dict(state)
     return model.to(device or "cpu").eval()
@@ -277,7 +283,7 @@ def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, dev
 def cam_folder(output_dir, data_key: dict, cfg: ClassifierConfig, **cam_params) -> Path:
     """The CAM folder of (data, classifier, CAM parameters) under ``output_dir``/cache/cams."""
     key = {"data": data_key, "classifier": dataclasses.asdict(cfg), "cams": cam_params}
-    return artifact_path(output_dir, "cams", key).with_suffix("")
+    return artifact_path(output_dir, "cams", key, CODE_VERSION).with_suffix("")
 
 
 def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfig,

@@ -59,6 +59,13 @@ from .cam_step import classifier_probs, dataset_tags, load_cams
 from ..progress import bar as progress_bar
 from ..train import fit, poly_schedule, seed_everything
 
+
+# This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
+# bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
+# them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
+CODE_VERSION = 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Step 2 end to end, cached: what notebook 04 builds and notebook 05 reuses
 # ------------------------------------------------------------------------------------------------
@@ -343,7 +350,8 @@ def cached_confident_images(output_dir, model, dataset, cam_folder, confidence: 
     forward pass over every training image) and stored."""
     key = {"cams": Path(cam_folder).name, "confidence": confidence}
     found = cached(output_dir, "confident_images", key,
-                   lambda: [int(i) for i in confident_images(model, dataset, confidence, progress)])
+                   lambda: [int(i) for i in confident_images(model, dataset, confidence, progress)],
+                   version=CODE_VERSION)
     return np.asarray(found, np.int64)
 
 
@@ -365,7 +373,7 @@ def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetC
     complete once every image's PNG is there (:func:`wsss_edu.parallel.finish_folder`)."""
     key = {"cams": Path(cam_folder).name, "fg": cfg.fg_threshold, "bg": cfg.bg_threshold,
            "images": params_key({"i": [int(i) for i in indices]})}
-    folder = artifact_path(output_dir, "relations", key).with_suffix("")
+    folder = artifact_path(output_dir, "relations", key, CODE_VERSION).with_suffix("")
     if not folder_complete(folder):
         spec = shard_spec(shard)
         write_relation_labels(dataset, cam_folder, folder, indices, cfg, progress, processes, spec)
@@ -380,11 +388,11 @@ def cached_step2(output_dir, stages, dataset, key: dict, cfg: IRNetConfig, devic
     resumable) and stored. ``stages``: the frozen backbone (:func:`backbone_stages`). Trains on every
     visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
-        ckpt = checkpoint_path(output_dir, "irnet", key)
+        ckpt = checkpoint_path(output_dir, "irnet", key, CODE_VERSION)
         return distributed.trained_state(train_irnet, stages=stages, dataset=dataset, cfg=cfg, device=device,
                              workers=workers, checkpoint=ckpt, progress=progress)
 
-    state = cached(output_dir, "irnet", key, compute)
+    state = cached(output_dir, "irnet", key, compute, version=CODE_VERSION)
     net = IRNet(stages, cfg.width)
     net.load_state_dict(state)
     return net.to(device or "cpu").eval()
@@ -394,7 +402,7 @@ def pseudo_label_folder(output_dir, key: dict, walk: WalkConfig) -> Path:
     """Where the walked pseudo-labels of (step 2 ``key``, ``walk``) live: a folder of PNGs."""
     import dataclasses
 
-    return artifact_path(output_dir, "pseudo_labels", {**key, "walk": dataclasses.asdict(walk)}) \
+    return artifact_path(output_dir, "pseudo_labels", {**key, "walk": dataclasses.asdict(walk)}, CODE_VERSION) \
         .with_suffix("")
 
 
@@ -481,7 +489,7 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
                 "grid": [list(k) + [v] for k, v in scores.items()]}
 
     found = cached(output_dir, "walk_choice", {**key, "grid": grid, "val_cams": Path(val_cam_folder).name,
-                                               "path": path}, search)
+                                               "path": path}, search, version=CODE_VERSION)
     return WalkConfig(*found["walk"]), {tuple(r[:4]): r[4] for r in found["grid"]}
 
 

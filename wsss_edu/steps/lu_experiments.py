@@ -41,6 +41,13 @@ from ..parallel import map_jobs
 from ..progress import bar as progress_bar
 from ..train import seed_everything
 
+
+# This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
+# bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
+# them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
+CODE_VERSION = 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Experiments (notebook 02): one training routine for every row of the paper's Tables 1 and 2
 # ------------------------------------------------------------------------------------------------
@@ -432,11 +439,11 @@ def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
             return None
 
     keys = [experiment_key(j) for j in jobs]
-    paths = [artifact_path(output_dir, "experiments", k) for k in keys]
+    paths = [artifact_path(output_dir, "experiments", k, CODE_VERSION) for k in keys]
     histories = [stored(p) for p in paths]
     todo = [i for i, h in enumerate(histories) if h is None]
     trained = map_jobs(_experiment, [jobs[i] for i in todo], processes, desc, done=len(jobs) - len(todo))
     for i, h in zip(todo, trained):
-        save_artifact(paths[i], h, keys[i])
+        save_artifact(paths[i], h, keys[i], CODE_VERSION)
         histories[i] = _as_numpy(load_artifact(paths[i]))
     return histories

@@ -29,6 +29,16 @@ from ..parallel import compute_missing, finish_folder, pending, run_streamed, sh
 from ..progress import bar as progress_bar
 from ..rrm import RULES, RRMNet, freeze_reference_layers, rrm_loss
 from ..train import fit, poly_schedule, seed_everything
+from .cam_step import CODE_VERSION as CAM_STEP_VERSION
+
+
+# This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
+# bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
+# them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
+CODE_VERSION = 1
+# An RRM network's cache version: RRM's code and step 1's, whose classifier it may start from
+# (``init_key`` names that classifier by its data and config, not by the code that trained it).
+RRM_VERSION = {"rrm_step": CODE_VERSION, "cam_step": CAM_STEP_VERSION}
 
 
 @dataclass(frozen=True)
@@ -245,11 +255,11 @@ def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, i
     key = rrm_key(data_key, init_key, cfg)
 
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
-        ckpt = checkpoint_path(output_dir, "rrm", key)
+        ckpt = checkpoint_path(output_dir, "rrm", key, RRM_VERSION)
         return distributed.trained_state(train_rrm, dataset=dataset, cfg=cfg, device=device, workers=workers,
                              checkpoint=ckpt, progress=progress, init=init)
 
-    state = cached(output_dir, "rrm", key, compute)
+    state = cached(output_dir, "rrm", key, compute, version=RRM_VERSION)
     net = make_rrm(len(dataset.classes) - 1, cfg)
     net.load_state_dict(state)
     return net.to(device or "cpu").eval()
@@ -261,7 +271,7 @@ def _rrm_into_cache(job) -> None:
 
 
 def _rrm_not_cached(job) -> bool:
-    return not artifact_path(job[0], "rrm", rrm_key(job[2], job[5], job[3])).exists()
+    return not artifact_path(job[0], "rrm", rrm_key(job[2], job[5], job[3]), RRM_VERSION).exists()
 
 
 def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "RRM networks",

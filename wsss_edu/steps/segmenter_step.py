@@ -30,6 +30,12 @@ from ..train import cross_entropy_loss, fit, poly_schedule, seed_everything
 from ..urn import probability_weight, weighted_cross_entropy
 
 
+# This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
+# bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
+# them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
+CODE_VERSION = 1
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     """Everything that decides step 3's network (its cache key with the pseudo-label folder).
@@ -151,7 +157,7 @@ def _train_into_cache(job) -> None:
 
 
 def _not_cached(job) -> bool:
-    return not artifact_path(job[0], "segmenter", _segmenter_key(job[2], job[3])).exists()
+    return not artifact_path(job[0], "segmenter", _segmenter_key(job[2], job[3]), CODE_VERSION).exists()
 
 
 def cached_segmenters(output_dir, jobs, device=None, processes: int = 1, desc: str = "segmenters",
@@ -178,11 +184,11 @@ def cached_segmenter(output_dir, dataset, label_key: dict, cfg: SegmenterConfig,
     key = _segmenter_key(label_key, cfg)
 
     def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
-        ckpt = checkpoint_path(output_dir, "segmenter", key)
+        ckpt = checkpoint_path(output_dir, "segmenter", key, CODE_VERSION)
         return trained_state(train_segmenter, dataset=dataset, cfg=cfg, device=device, workers=workers,
                              checkpoint=ckpt, progress=progress)
 
-    state = cached(output_dir, "segmenter", key, compute)
+    state = cached(output_dir, "segmenter", key, compute, version=CODE_VERSION)
     net = make_model(dataset.num_classes, cfg)
     net.load_state_dict(state)
     return net.to(device or "cpu").eval()

@@ -45,6 +45,13 @@ from ..urn import (
     write_label_and_weight,
 )
 
+
+# This step's code version, in the pipeline's done.json: bump it when a change alters what the step
+# computes, so that the notebooks that use it rerun. (Its output folder's cache key is built by the
+# notebook that calls uncertainty_pass, notebook 06: this version belongs in that key too.)
+CODE_VERSION = 1
+
+
 # ------------------------------------------------------------------------------------------------
 # The uncertainty pass over a training set: P and the CRFs in worker processes
 # ------------------------------------------------------------------------------------------------
