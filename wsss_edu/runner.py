@@ -5,7 +5,8 @@ notebook under ``<output>/metrics/``, and ``<output>/results.md`` (numbers + exe
     python -m wsss_edu.runner [--output runs] [--only 00 03] [-p PROFILE=full -p DATASET=voc ...]
                               [--notebooks DIR]
 
-The notebooks are those of the checkout the package is in, else ``./notebooks``; ``--notebooks DIR``
+The notebooks are those of the checkout the package is in, else of the course copy the current
+folder is in (``python -m wsss_edu.course copy DIR``), else ``./notebooks``; ``--notebooks DIR``
 names another folder. Finding none is an error (exit status 2), never "0 notebook(s) executed".
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .results import duplicate_metric_names, load_all_metrics, results_table
 def notebook_paths(folder=None, only=None) -> list[Path]:
     """The course notebooks ``NN_*.ipynb`` and ``NNx_*.ipynb`` in order (02b follows 02); ``only``
     keeps those whose name starts with one of the given prefixes (e.g. ['00', '02'] runs 00, 02
-    and 02b). ``folder``: default the checkout's ``notebooks/`` (:func:`wsss_edu.params.repo_root`,
-    the current folder outside a checkout).
+    and 02b). ``folder``: default the course's ``notebooks/`` (:func:`wsss_edu.params.repo_root`:
+    the checkout, a copied course the current folder is in, else the current folder).
 
     Raises :class:`ParameterError` naming the folder looked in and how to give another when it holds
     no notebook: a command run outside a checkout (an installed package has no notebooks) must not
