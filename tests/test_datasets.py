@@ -120,20 +120,20 @@ def test_voc_extra_list_file_is_a_valid_split(tmp_path):
 
 
 def test_voc_errors(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match=r"python data_scripts/download.py voc --root"):
+    with pytest.raises(DatasetNotFoundError, match=r"python -m wsss_edu.download voc --root"):
         ds.VOCSegmentation(tmp_path / "nothing")
     with pytest.raises(DatasetNotFoundError,
-                       match=r"download.py voc --root .*download.py sbd --root"
-                             r" .*prepare_voc_trainaug.py --root"):
+                       match=r"wsss_edu.download voc --root .*wsss_edu.download sbd --root"
+                             r" .*wsss_edu.prepare_voc_trainaug --root"):
         ds.get_dataset("voc", tmp_path / "nothing", "train_aug")
     with pytest.raises(ParameterError, match=r"'train'.*'val'.*'trainval'.*'train_aug'"):
         ds.VOCSegmentation(tmp_path, split="training")
     voc = fx.make_voc(tmp_path)
     (voc / "ImageSets" / "Segmentation" / "val.txt").unlink()
-    with pytest.raises(DatasetNotFoundError, match=r"val.txt.*download.py voc"):
+    with pytest.raises(DatasetNotFoundError, match=r"val.txt.*wsss_edu.download voc"):
         ds.VOCSegmentation(tmp_path, "val")
     with pytest.raises(DatasetNotFoundError,
-                       match=r"download.py sbd --root .*prepare_voc_trainaug.py --root"):
+                       match=r"wsss_edu.download sbd --root .*wsss_edu.prepare_voc_trainaug --root"):
         ds.VOCSegmentation(tmp_path, "train_aug")
 
 
@@ -202,7 +202,7 @@ def test_trainaug_falls_back_to_segmentation_class(tmp_path):
 
 def test_prepare_trainaug_without_sbd_names_the_command(tmp_path):
     fx.make_voc(tmp_path)
-    with pytest.raises(DatasetNotFoundError, match=r"python data_scripts/download.py sbd --root"):
+    with pytest.raises(DatasetNotFoundError, match=r"python -m wsss_edu.download sbd --root"):
         ds.prepare_voc_trainaug(tmp_path)
 
 
@@ -221,7 +221,7 @@ def test_prepare_trainaug_script(tmp_path, capsys):
     assert script.main(["--root", str(tmp_path)]) == 0
     assert "4 train_aug ids" in capsys.readouterr().out
     assert script.main(["--root", str(tmp_path / "none")]) == 1
-    assert "download.py voc" in capsys.readouterr().err
+    assert "python -m wsss_edu.download voc" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def test_camvid_all_classes(tmp_path):
 
 def test_camvid_errors(tmp_path):
     with pytest.raises(DatasetNotFoundError,
-                       match=r"python data_scripts/download.py camvid --root"):
+                       match=r"python -m wsss_edu.download camvid --root"):
         ds.get_dataset("camvid", tmp_path)
     with pytest.raises(ParameterError, match=r"'train'.*'val'.*'test'"):
         ds.CamVid(tmp_path, "trainval")
@@ -380,7 +380,7 @@ def test_get_dataset_unknown_name_lists_valid():
 
 
 def test_get_dataset_without_root_names_the_command():
-    with pytest.raises(DatasetNotFoundError, match=r"python data_scripts/download.py voc --root"):
+    with pytest.raises(DatasetNotFoundError, match=r"python -m wsss_edu.download voc --root"):
         ds.get_dataset("voc")
 
 
@@ -443,5 +443,5 @@ def test_a_truncated_sbd_class_map_is_named_with_the_command_that_refetches_it(t
 
     bad = tmp_path / "2008_000001.mat"
     bad.write_bytes(b"MAT")   # an interrupted download: fewer bytes than a header
-    with pytest.raises(DataFileError, match=r"2008_000001\.mat.*download\.py sbd"):
+    with pytest.raises(DataFileError, match=r"2008_000001\.mat.*wsss_edu\.download sbd"):
         read_sbd_mat(bad)

@@ -7,6 +7,7 @@ Every test builds its bad input in ``tmp_path`` (tiny VOC-layout folders from
 ``fixtures_datasets``) and checks the observable outcome."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 import types
@@ -86,7 +87,7 @@ def test_sbd_class_map_with_an_impossible_id_is_refused_before_it_is_converted(t
     voc, ids, _ = fx.make_voc_with_sbd(tmp_path)
     sbd_cls = tmp_path / "SBD" / "benchmark_RELEASE" / "dataset" / "cls"
     fx.write_sbd_mat(sbd_cls / f"{ids['e']}.mat", _mask_with(40))
-    with pytest.raises(DataFileError, match=rf"{ids['e']}\.mat holds class ids 40.*download\.py sbd"):
+    with pytest.raises(DataFileError, match=rf"{ids['e']}\.mat holds class ids 40.*wsss_edu\.download sbd"):
         ds.prepare_voc_trainaug(tmp_path)
     assert not (voc / "ImageSets" / "Segmentation" / "train_aug.txt").exists()
 
@@ -315,10 +316,9 @@ def test_sbd_and_camvid_lists_with_bom_and_crlf(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 def _script():
-    spec = importlib.util.spec_from_file_location("write_toy_voc", REPO / "data_scripts" / "write_toy_voc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command's module (data_scripts/write_toy_voc.py only runs its main:
+    tests/test_install_usable.py)."""
+    return importlib.import_module("wsss_edu.write_toy_voc")
 
 
 def _tree(folder: Path) -> set:

@@ -142,7 +142,7 @@ def test_the_runner_names_the_extra_that_installs_papermill(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "papermill", None)
     with pytest.raises(SystemExit) as e:
         runner.main(["--notebooks", str(tmp_path), "--output", str(tmp_path / "out")])
-    assert e.value.code == 2 and "pip install 'wsss_edu[notebooks]'" in capsys.readouterr().err
+    assert e.value.code == 2 and 'pip install "wsss_edu[notebooks]"' in capsys.readouterr().err
 
 
 def test_the_pipeline_finding_no_notebooks_fails_before_writing(tmp_path, monkeypatch):

@@ -161,7 +161,7 @@ def test_jpeg_images_are_read_too(tmp_path):
 
 
 def test_missing_and_bad_files_are_named(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="download.py msrc"):
+    with pytest.raises(DatasetNotFoundError, match="wsss_edu.download msrc"):
         D.get_dataset("msrc", tmp_path / "nothing", "train")
     maps = _class_maps(n=10)
     base = _write_mat_layout(tmp_path / "a", maps)
@@ -192,7 +192,7 @@ def test_missing_and_bad_files_are_named(tmp_path):
 
 
 @pytest.mark.skipif(shared_msrc_root() is None, reason="MSRC v2 not found (../shared/realdata/msrc_v2 or "
-                    "WSSS_MSRC_ROOT; `python data_scripts/download.py msrc --root DIR` fetches it)")
+                    "WSSS_MSRC_ROOT; `python -m wsss_edu.download msrc --root DIR` fetches it)")
 def test_real_msrc_tags_match_the_datasets_own_tag_file():
     root = shared_msrc_root() / "msrc_v2"
     order = [line.strip()[:-len("_GT.mat")] for line in

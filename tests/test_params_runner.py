@@ -22,11 +22,11 @@ def test_setup_validates_and_resolves(tmp_path):
         params.setup("nb", DATASET="pascal", OUTPUT_DIR=str(tmp_path))
     with pytest.raises(ParameterError, match="'quick', 'full'"):
         params.setup("nb", PROFILE="fast", OUTPUT_DIR=str(tmp_path))
-    with pytest.raises(ParameterError, match="data_scripts/download.py voc"):
+    with pytest.raises(ParameterError, match="python -m wsss_edu.download voc"):
         params.setup("nb", DATASET="voc", OUTPUT_DIR=str(tmp_path))
     s = params.setup("nb", DATASET="voc", DATA_ROOT=str(tmp_path / "none"), OUTPUT_DIR=str(tmp_path),
                      verbose=False)
-    with pytest.raises(DatasetNotFoundError, match="data_scripts/download.py voc"):
+    with pytest.raises(DatasetNotFoundError, match="python -m wsss_edu.download voc"):
         params.load_splits(s)
 
 

@@ -22,7 +22,7 @@ NOTEBOOKS = ("03_classification_and_cam", "04_irnet_random_walk", "05_deeplab_an
 @pytest.mark.slow
 @pytest.mark.skipif(shared_msrc_root() is None,
                     reason="MSRC v2 not found (../shared/realdata/msrc_v2 or WSSS_MSRC_ROOT): fetch it with "
-                           "`python data_scripts/download.py msrc --root DATA_ROOT`")
+                           "`python -m wsss_edu.download msrc --root DATA_ROOT`")
 @pytest.mark.skipif(shared_weights_dir() is None,
                     reason="no offline ImageNet MobileNetV2 (../shared/weights or WSSS_WEIGHTS_DIR holding "
                            "mobilenet_v2*.pth); with internet, torchvision downloads it: run the notebooks instead")

@@ -30,7 +30,9 @@ The plumbing: ``params`` (the parameters every notebook shares), ``cache`` and `
 and headline numbers under OUTPUT_DIR), ``parallel`` (worker processes), ``download``, ``runner``
 (every notebook through papermill), ``pipeline`` (the full-scale run and its report), ``compare``
 (the methods side by side), ``nbtools`` (notebook housekeeping), ``versions`` (``show_versions()``:
-what a bug report needs).
+what a bug report needs), ``course`` (the notebooks copied out of an installed package), and the
+data commands ``prepare_voc_trainaug`` and ``write_toy_voc`` (``python -m wsss_edu.<name>``, as
+``download``).
 """
 # The one place the version is written: pyproject.toml reads it (statically, setuptools' ``attr:``),
 # CITATION.cff and CHANGELOG.md repeat it (tests/test_install_hygiene.py checks they agree).

@@ -166,7 +166,7 @@ def _find_voc_dir(root) -> Path | None:
 
 
 def _voc_data_root(voc_dir: Path) -> Path:
-    """The folder holding VOCdevkit (where the data_scripts commands put it)."""
+    """The folder holding VOCdevkit (where ``python -m wsss_edu.download`` puts it)."""
     if voc_dir.name == "VOC2012" and voc_dir.parent.name == "VOCdevkit":
         return voc_dir.parent.parent
     if voc_dir.name == "VOC2012":
@@ -176,12 +176,12 @@ def _voc_data_root(voc_dir: Path) -> Path:
 
 def _voc_download_hint(root) -> str:
     r = root if root is not None else "data"
-    return f"run `python data_scripts/download.py voc --root {r}`"
+    return f"run `python -m wsss_edu.download voc --root {r}`"
 
 
 def _trainaug_hint(root) -> str:
-    return (f"run `python data_scripts/download.py sbd --root {root}` and then "
-            f"`python data_scripts/prepare_voc_trainaug.py --root {root}`")
+    return (f"run `python -m wsss_edu.download sbd --root {root}` and then "
+            f"`python -m wsss_edu.prepare_voc_trainaug --root {root}`")
 
 
 def read_list_lines(path) -> list:
@@ -389,14 +389,14 @@ def read_sbd_mat(path) -> np.ndarray:
     except (OSError, ValueError, KeyError, AttributeError, TypeError, MatReadError) as e:
         raise DataFileError(
             f"cannot read SBD class map {path}: {e}. Re-download SBD "
-            "(`python data_scripts/download.py sbd --root DIR`) or remove the file.") from e
+            "(`python -m wsss_edu.download sbd --root DIR`) or remove the file.") from e
     if seg.ndim != 2:
         raise DataFileError(f"SBD class map {path} has shape {seg.shape}; expected (H, W)")
     bad = np.unique(seg[(seg < 0) | (seg > 255)]) if seg.dtype != np.uint8 else []
     if len(bad):
         raise DataFileError(f"SBD class map {path} holds values {bad[:10].tolist()} outside 0..255 "
                             "(SBD's are 0..20); re-download SBD "
-                            "(`python data_scripts/download.py sbd --root DIR`) or remove the file")
+                            "(`python -m wsss_edu.download sbd --root DIR`) or remove the file")
     return seg.astype(np.uint8)
 
 
@@ -419,7 +419,7 @@ def train_aug_ids(root) -> list:
     if not (sbd / "cls").is_dir():
         raise DatasetNotFoundError(
             f"SBD is missing (expected {sbd / 'cls'}); run "
-            f"`python data_scripts/download.py sbd --root {root}`")
+            f"`python -m wsss_edu.download sbd --root {root}`")
     lists = voc_dir / "ImageSets" / "Segmentation"
     for split in ("train", "val"):
         if not (lists / f"{split}.txt").is_file():
@@ -457,11 +457,11 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
             if not mat.is_file():
                 raise DataFileError(f"{name!r} has neither a VOC mask ({voc_png}) nor an SBD one "
                                     f"({mat}); re-download SBD: "
-                                    f"`python data_scripts/download.py sbd --root {root}`")
+                                    f"`python -m wsss_edu.download sbd --root {root}`")
             mask = read_sbd_mat(mat)
             io.check_label_values(mask, mat, len(VOC_CLASSES), hint=(
                 "SBD holds the 21 VOC classes; re-download SBD "
-                f"(`python data_scripts/download.py sbd --root {root}`) or remove the file"))
+                f"(`python -m wsss_edu.download sbd --root {root}`) or remove the file"))
         io.write_mask(out, mask)
         written += 1
         if verbose and written % 500 == 0:
@@ -479,7 +479,7 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
 
 def _cityscapes_hint(root) -> str:
     r = root if root is not None else "data"
-    return ("Cityscapes needs a manual download (`python data_scripts/download.py cityscapes "
+    return ("Cityscapes needs a manual download (`python -m wsss_edu.download cityscapes "
             f"--root {r}` prints these steps): register at https://www.cityscapes-dataset.com, "
             "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, and unzip both "
             f"into {Path(r) / 'cityscapes'} (giving {Path(r) / 'cityscapes' / 'leftImg8bit'} and "
@@ -568,7 +568,7 @@ class Cityscapes(SegDataset):
 
 def _camvid_hint(root) -> str:
     r = root if root is not None else "data"
-    return f"run `python data_scripts/download.py camvid --root {r}`"
+    return f"run `python -m wsss_edu.download camvid --root {r}`"
 
 
 def _find_camvid_dir(root, split: str) -> Path | None:
@@ -679,7 +679,7 @@ MSRC_DIRS = ("msrc_v2", "MSRC_ObjCategImageDatabase_v2", "MSRC_v2")
 
 def _msrc_hint(root) -> str:
     r = root if root is not None else "data"
-    return f"run `python data_scripts/download.py msrc --root {r}`"
+    return f"run `python -m wsss_edu.download msrc --root {r}`"
 
 
 def _find_msrc_dir(root) -> Path | None:

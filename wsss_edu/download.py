@@ -25,9 +25,18 @@ Example::
     from wsss_edu.download import fetch
     fetch("voc", "data")      # -> data/VOCdevkit/VOC2012
     fetch("sbd", "data")      # -> data/SBD/benchmark_RELEASE/dataset
+
+From a shell (an installed package is enough; a checkout's ``data_scripts/download.py`` runs the
+same :func:`main`)::
+
+    python -m wsss_edu.download voc --root data
+    python -m wsss_edu.download sbd --root data
+    python -m wsss_edu.download all --root data --mirror http://my.mirror/datasets/
+    python -m wsss_edu.download --help          # every dataset and option
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import hashlib
 import http.client
@@ -56,6 +65,8 @@ __all__ = [
     "part_path", "check_url", "check_destination", "is_in_place", "ACCEPTED_SCHEMES",
 ]
 
+COMMAND = "python -m wsss_edu.download"
+"""How a user runs this module's command line (:func:`main`): it works from an installed package."""
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "wsss_edu-downloader/1.0 (Python urllib)"
 MARKER_PREFIX = ".wsss_edu-extracted-"
@@ -723,7 +734,7 @@ def extract(archive, target, progress: bool = True) -> Path:
         return target
     if not archive.is_file():
         raise DownloadError(f"cannot extract {archive}: the file does not exist. Download it first "
-                            "(python data_scripts/download.py --help).")
+                            f"({COMMAND} --help).")
     kind = _archive_kind(archive)
     state = _Unpacking()
     try:
@@ -795,7 +806,7 @@ Cityscapes cannot be downloaded automatically: its licence requires a (free) log
        unzip leftImg8bit_trainvaltest.zip -d {dataset_dir}
        unzip gtFine_trainvaltest.zip -d {dataset_dir}
      so that {dataset_dir} holds leftImg8bit/ and gtFine/ (each with train/, val/, test/).
-  4. Check the layout: python data_scripts/download.py cityscapes --root {root}"""
+  4. Check the layout: python -m wsss_edu.download cityscapes --root {root}"""
 
 SOURCES: dict[str, Source] = {
     "voc": Source(
@@ -1078,3 +1089,131 @@ def fetch(name: str, root, mirrors: Sequence[str] | None = None,
         shutil.rmtree(unpack_dir)
     _say(progress, f"[{name}] ready: {dataset_dir}")
     return dataset_dir
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: python -m wsss_edu.download DATASET --root DIR (data_scripts/download.py in a
+# checkout is a wrapper of the same main)
+# --------------------------------------------------------------------------------------------
+
+CHOICES = [*SOURCES, "all"]
+
+
+def _mirror_arg(text: str) -> str:
+    """``--mirror``: a URL with a scheme the downloader accepts (else the error lists them)."""
+    try:
+        return check_url(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _root_arg(text: str) -> Path:
+    """``--root``: a folder, or a path where one can be made (not an existing file)."""
+    root = user_path(text)
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise argparse.ArgumentTypeError(
+                    f"{root} cannot be the data folder: {folder} is a file, not a folder. Pass a "
+                    "folder (it is created if missing).")
+            break
+    return root
+
+
+def _seconds_arg(text: str) -> float:
+    """``--timeout``: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _check_destinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop (before any network traffic) when an archive's destination under ``<root>/downloads``
+    is a directory or lies under a file."""
+    names = list(SOURCES) if args.dataset == "all" else [args.dataset]
+    for name in names:
+        for archive in SOURCES[name].archives:
+            try:
+                check_destination(args.root / "downloads" / archive.filename)
+            except DownloadError as e:
+                parser.error(str(e))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line arguments, checked at once (a mirror without a scheme, a root that is a file,
+    a download destination that is a directory stop here, before any traffic); the epilog lists
+    every dataset and its layout."""
+    epilog = "datasets:\n" + "\n".join(
+        f"  {s.name:<11} {s.description}\n  {'':<11} -> <root>/{s.dataset_dir}"
+        for s in SOURCES.values())
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, description="Download and unpack the course datasets into the layout the "
+        "loaders expect. Resumable (run the same command again after an interruption), verified by "
+        "checksum; a dataset already in place is skipped. Works from any folder.", epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=CHOICES, help="which dataset to fetch ('all': every one)")
+    parser.add_argument("--root", required=True, type=_root_arg,
+                        help="data folder; archives go to <root>/downloads")
+    parser.add_argument("--mirror", action="append", default=None, metavar="URL", type=_mirror_arg,
+                        help="use this URL instead of the built-in mirrors (repeatable). A URL "
+                             "ending in '/' is a folder holding the archive files.")
+    parser.add_argument("--delete-archives", action="store_true",
+                        help="delete each archive once it is extracted (saves disk space)")
+    parser.add_argument("--timeout", type=_seconds_arg, default=60,
+                        help="network timeout in seconds (default 60)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    args = parser.parse_args(argv)
+    _check_destinations(parser, args)
+    return args
+
+
+def next_steps(done: list[str], root: Path) -> list[str]:
+    """What to run after fetching the datasets in ``done`` (commands an installed user has)."""
+    steps = []
+    have = set(done) | {n for n in ("voc", "sbd") if is_in_place(n, root)}
+    if "voc" in done or "sbd" in done:
+        missing = [n for n in ("voc", "sbd") if n not in have]
+        if missing:
+            steps.append(f"fetch {' and '.join(missing)} too: {COMMAND} {missing[0]} --root {root}")
+        steps.append(f"then run python -m wsss_edu.prepare_voc_trainaug --root {root}")
+    if "msrc" in done and not (root / SOURCES["msrc"].dataset_dir / "newsegmentations_mats").is_dir():
+        steps.append("optional, preferred by the loader: the cleaned-up MSRC annotations (Malisiewicz & "
+                     "Efros, BMVC 2007) from the project page http://www.cs.cmu.edu/~tmalisie/projects/bmvc07/"
+                     f": unpack its newsegmentations_mats/ into {root / SOURCES['msrc'].dataset_dir}")
+    return steps
+
+
+def main(argv=None) -> int:
+    """Fetch the requested dataset(s); print a summary and the next step. Exit code 1 on failure."""
+    args = parse_args(argv)
+    root = args.root.expanduser().resolve()
+    names = list(SOURCES) if args.dataset == "all" else [args.dataset]
+    done, failed, manual = [], [], []
+    for name in names:
+        try:
+            path = fetch(name, root, mirrors=args.mirror, progress=not args.quiet,
+                         keep_archives=not args.delete_archives, timeout=args.timeout)
+        except DownloadError as e:
+            if SOURCES[name].manual_steps is not None and args.dataset == "all":
+                manual.append(name)
+            else:
+                failed.append(name)
+            print(f"\n[{name}] {e}\n", file=sys.stderr)
+            continue
+        done.append(name)
+        print(f"{name}: ready at {path}")
+    for name in manual:
+        print(f"{name}: needs a manual download (steps above)")
+    for name in failed:
+        print(f"{name}: FAILED (see the message above)")
+    for step in next_steps(done, root):
+        print(f"next: {step}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

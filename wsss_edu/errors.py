@@ -14,7 +14,7 @@ class ParameterError(WsssError, ValueError):
 
 
 class DatasetNotFoundError(WsssError, FileNotFoundError):
-    """A dataset folder is missing; the message names the data_scripts command that fetches it."""
+    """A dataset folder is missing; the message names the command that fetches it."""
 
 
 class DataFileError(WsssError, ValueError):

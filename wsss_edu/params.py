@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import course
 from .datasets import DATASETS, get_dataset
 from .distributed import train_processes
 from .errors import ParameterError, check_choice
@@ -244,9 +245,11 @@ def check_writable(folder: Path, name: str = "OUTPUT_DIR") -> None:
 
 
 def repo_root() -> Path:
-    """The repository holding this package (an editable install), else the current folder."""
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "notebooks").is_dir() else Path.cwd()
+    """The course's root folder: the repository holding this package (an editable install,
+    ``PYTHONPATH``), else the copy of the course (``python -m wsss_edu.course copy DIR``) the
+    current folder is in — a notebook's kernel runs in ``DIR/notebooks`` or ``DIR/students`` —,
+    else the current folder (:mod:`wsss_edu.course`)."""
+    return course.checkout_root() or course.find_course_root(Path.cwd()) or Path.cwd()
 
 
 def default_output_dir() -> Path:
@@ -292,7 +295,7 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     """Validate the shared parameters, seed everything, pick the device and make OUTPUT_DIR.
 
     An unknown DATASET / PROFILE / DEVICE raises an error listing the valid values; a real dataset
-    without DATA_ROOT raises one naming the data_scripts command. With ``namespace`` (the
+    without DATA_ROOT raises one naming the command that fetches it. With ``namespace`` (the
     notebook's ``globals()``), every parameter is checked against its rule and a parameter the
     notebook does not have (a misspelt ``-p`` name) is refused (:func:`check_namespace`).
     OUTPUT_DIR must be writable, and the environment's ``WSSS_SHARD`` / ``WSSS_TRAIN_PROCESSES``
@@ -307,7 +310,8 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     if DATASET != "toy" and not DATA_ROOT:
         raise ParameterError(
             f"DATASET={DATASET!r} needs DATA_ROOT, the folder holding the data; fetch it with "
-            f"`python data_scripts/download.py {DATASET} --root DATA_ROOT` (see data_scripts/README.md)")
+            f"`python -m wsss_edu.download {DATASET} --root DATA_ROOT` (`python -m wsss_edu.download "
+            "--help` lists every dataset)")
     seed = int(SEED)
     device = get_device(DEVICE)
     out = user_path(OUTPUT_DIR) or default_output_dir()

@@ -44,7 +44,7 @@ from .parallel import shard_spec
 from .params import check_parameter_values
 from .progress import check_settings, headless_kernels
 from .results import load_all_metrics, results_table
-from .runner import notebook_paths, parse_params
+from .runner import import_papermill, notebook_paths, parse_params
 
 BOXES_NOTEBOOKS = ("02_", "02b_")           # paper 000: boxes + a few masks, street scenes
 BOXES_DATASETS = ("toy", "cityscapes", "camvid")
@@ -53,9 +53,7 @@ STEPS_DIR = Path(__file__).resolve().parent / "steps"   # the step modules whose
 
 def notebook_parameters(path) -> set:
     """The names a notebook's ``parameters`` cell defines."""
-    import papermill as pm
-
-    return set(pm.inspect_notebook(str(path)))
+    return set(import_papermill().inspect_notebook(str(path)))
 
 
 def split_overrides(pairs) -> dict:
@@ -181,9 +179,7 @@ def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None, rec
     unless set otherwise: :func:`wsss_edu.progress.headless_kernels`). ``done.json`` records the
     parameters and the code ``record`` (default: :func:`code_record` of ``path``, taken before
     it runs). ``execute`` (tests): a replacement for papermill.execute_notebook."""
-    import papermill as pm
-
-    execute = execute or pm.execute_notebook
+    execute = execute or import_papermill().execute_notebook
     record = code_record(path) if record is None else record
     step_dir.mkdir(parents=True, exist_ok=True)
     (step_dir / "done.json").unlink(missing_ok=True)
@@ -212,6 +208,7 @@ def run_pipeline(output, dataset: str = "toy", data_root: str = "", profile: str
     and code (:func:`rerun_reason`; ``force`` runs every step). Stops at the first failing step,
     naming its log."""
     paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
+    import_papermill()                            # missing: an error naming the extra, ditto
     output, data_root, boxes_data_root = (user_path(p) for p in (output, data_root, boxes_data_root))
     output.mkdir(parents=True, exist_ok=True)
     if boxes_dataset is None:
@@ -341,7 +338,7 @@ def check_options(args) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", default="voc", help="toy | voc | cityscapes | camvid | coco")
-    ap.add_argument("--data-root", default="", help="the dataset's folder (see data_scripts/)")
+    ap.add_argument("--data-root", default="", help="the dataset's folder (python -m wsss_edu.download fetches one)")
     ap.add_argument("--output", default="runs/full", help="OUTPUT_DIR shared by every step")
     ap.add_argument("--profile", default="full", help="full (the papers' settings) | quick")
     ap.add_argument("--device", default="auto")
@@ -369,9 +366,14 @@ def main(argv=None) -> int:
     if args.shard_wait is not None:
         os.environ["WSSS_SHARD_WAIT"] = str(args.shard_wait)
     print(machine())
-    run_pipeline(args.output, args.dataset, args.data_root, args.profile, args.device, args.seed,
-                 args.only, split_overrides(args.param), args.boxes_dataset, args.boxes_data_root,
-                 args.force, args.timeout, notebooks_dir=args.notebooks)
+    try:
+        run_pipeline(args.output, args.dataset, args.data_root, args.profile, args.device, args.seed,
+                     args.only, split_overrides(args.param), args.boxes_dataset, args.boxes_data_root,
+                     args.force, args.timeout, notebooks_dir=args.notebooks)
+    except ModuleNotFoundError as e:
+        if e.name != "papermill":
+            raise
+        ap.error(str(e))         # not a traceback: the message names the install command
     return 0
 
 

@@ -5,7 +5,8 @@ notebook under ``<output>/metrics/``, and ``<output>/results.md`` (numbers + exe
     python -m wsss_edu.runner [--output runs] [--only 00 03] [-p PROFILE=full -p DATASET=voc ...]
                               [--notebooks DIR]
 
-The notebooks are those of the checkout the package is in, else ``./notebooks``; ``--notebooks DIR``
+The notebooks are those of the checkout the package is in, else of the course copy the current
+folder is in (``python -m wsss_edu.course copy DIR``), else ``./notebooks``; ``--notebooks DIR``
 names another folder. Finding none is an error (exit status 2), never "0 notebook(s) executed".
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .results import duplicate_metric_names, load_all_metrics, results_table
 def notebook_paths(folder=None, only=None) -> list[Path]:
     """The course notebooks ``NN_*.ipynb`` and ``NNx_*.ipynb`` in order (02b follows 02); ``only``
     keeps those whose name starts with one of the given prefixes (e.g. ['00', '02'] runs 00, 02
-    and 02b). ``folder``: default the checkout's ``notebooks/`` (:func:`wsss_edu.params.repo_root`,
-    the current folder outside a checkout).
+    and 02b). ``folder``: default the course's ``notebooks/`` (:func:`wsss_edu.params.repo_root`:
+    the checkout, a copied course the current folder is in, else the current folder).
 
     Raises :class:`ParameterError` naming the folder looked in and how to give another when it holds
     no notebook: a command run outside a checkout (an installed package has no notebooks) must not
@@ -45,6 +46,25 @@ def notebook_paths(folder=None, only=None) -> list[Path]:
             raise ParameterError(f"no notebook matches {only}; available: "
                                  f"{[p.name for p in sorted(folder.glob('[0-9][0-9]*_*.ipynb'))]}")
     return paths
+
+
+NOTEBOOKS_EXTRA = 'pip install "wsss_edu[notebooks]"'
+"""The command that installs what runs the notebooks (papermill, JupyterLab, the kernel); double
+quotes, which every shell reads (cmd.exe on Windows does not take single ones)."""
+
+
+def import_papermill():
+    """The papermill module, which executes the notebooks. It comes with the ``notebooks`` extra,
+    not with the package: when it is missing, a :class:`ModuleNotFoundError` whose message names
+    :data:`NOTEBOOKS_EXTRA` (a missing dependency of papermill itself is raised as it is)."""
+    try:
+        import papermill
+    except ModuleNotFoundError as e:
+        if e.name != "papermill":
+            raise
+        raise ModuleNotFoundError(f"papermill, which runs the notebooks, is not installed: "
+                                  f"{NOTEBOOKS_EXTRA}", name="papermill") from None
+    return papermill
 
 
 def parse_params(pairs) -> dict:
@@ -84,7 +104,7 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
     The kernels write their progress as plain lines (``WSSS_PROGRESS=log`` unless set otherwise:
     :func:`wsss_edu.progress.headless_kernels`), not widgets nobody draws."""
     paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
-    import papermill as pm
+    pm = import_papermill()                       # missing: an error naming the extra, ditto
 
     output, params = resolve_paths(output, params)
     output.mkdir(parents=True, exist_ok=True)
@@ -111,9 +131,7 @@ def check_parameters(notebook, params: dict) -> None:
     """Raise :class:`ParameterError` listing the valid names when ``params`` names a parameter
     the notebook's ``parameters`` cell does not define (papermill would only log it), or naming
     the values that break their rule (:func:`wsss_edu.params.check_parameter_values`)."""
-    import papermill as pm
-
-    valid = set(pm.inspect_notebook(str(notebook)))
+    valid = set(import_papermill().inspect_notebook(str(notebook)))
     unknown = sorted(set(params) - valid)
     if unknown:
         raise ParameterError(f"{Path(notebook).name} has no parameter(s) {unknown}; its parameters: "
@@ -158,8 +176,7 @@ def main(argv=None) -> int:
     except ModuleNotFoundError as e:
         if e.name != "papermill":
             raise
-        ap.error("papermill, which runs the notebooks, is not installed: "
-                 "pip install 'wsss_edu[notebooks]'")
+        ap.error(str(e))          # names the install command (import_papermill)
     out = resolve_paths(args.output, params)[0]
     print(f"\n{len(times)} notebook(s) executed in {sum(times.values()):.0f} s.")
     print(f"  executed notebooks: {out}/")
