@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from difflib import get_close_matches
 from numbers import Integral, Real
@@ -289,6 +290,22 @@ class Setup:
         return p.joinpath(*parts)
 
 
+class SlowProfileWarning(UserWarning):
+    """PROFILE='full' on a CPU: the run works, but takes far longer than the course means it to."""
+
+
+def slow_profile_message(profile: str, device: torch.device) -> str | None:
+    """The warning :func:`setup` gives for ``profile`` on ``device``, or None when there is none:
+    PROFILE='full' (the papers' networks, image sizes and epochs, sized for a GPU) on a CPU."""
+    if profile != "full" or torch.device(device).type != "cpu":
+        return None
+    return ("PROFILE='full' on the CPU: the full profile trains the papers' networks at their image "
+            "sizes and epochs (ResNet-50 backbones, thousands of images), sized for a GPU; on a CPU "
+            "it is very slow (hours where the quick profile takes minutes). Set PROFILE = \"quick\" (the toy-sized course, minutes on a laptop), or run "
+            "on a machine with a GPU (DEVICE='auto' picks it up; on Colab: Runtime > Change runtime "
+            "type > GPU).")
+
+
 def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: str = "",
           PROFILE: str = "quick", DEVICE: str = "auto", SEED: int = 0, threads: int | None = None,
           verbose: bool = True, namespace: dict | None = None) -> Setup:
@@ -299,7 +316,8 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     notebook's ``globals()``), every parameter is checked against its rule and a parameter the
     notebook does not have (a misspelt ``-p`` name) is refused (:func:`check_namespace`).
     OUTPUT_DIR must be writable, and the environment's ``WSSS_SHARD`` / ``WSSS_TRAIN_PROCESSES``
-    valid, before anything is computed.
+    valid, before anything is computed. PROFILE='full' on a CPU runs, with a
+    :class:`SlowProfileWarning` naming the fix (:func:`slow_profile_message`).
     """
     if namespace is not None:
         check_namespace(notebook, namespace)
@@ -314,6 +332,9 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
             "--help` lists every dataset)")
     seed = int(SEED)
     device = get_device(DEVICE)
+    slow = slow_profile_message(PROFILE, device)
+    if slow is not None:
+        warnings.warn(slow, SlowProfileWarning, stacklevel=2)
     out = user_path(OUTPUT_DIR) or default_output_dir()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Training helpers: a device that always works, seeding, a training loop with a progress bar
-(:func:`wsss_edu.progress.bar`: ``tqdm.auto``'s, or log lines when headless), AMP on GPU,
-checkpoints as plain state_dicts (``weights_only=True``-loadable) and resume after interruption,
+(:func:`wsss_edu.progress.bar`: ``tqdm.auto``'s, or log lines when headless), mixed precision
+on a GPU in the dtype the GPU computes natively (:func:`amp_dtype`: bfloat16, or float16 with loss
+scaling), checkpoints as plain state_dicts (``weights_only=True``-loadable) and resume after interruption,
 and segmentation evaluation.
 
 A checkpoint has its SHA-256 beside it (``<checkpoint>.sha256``) and is trusted only when it
@@ -65,15 +66,77 @@ def to_device(batch, device):
     return batch
 
 
+def amp_dtype(device) -> torch.dtype | None:
+    """The autocast dtype for ``device``, or None for no autocast (float32 throughout).
+
+    - a CUDA GPU that computes bfloat16 natively (compute capability 8.0 and above: A100, H100,
+      RTX 30xx on; and every ROCm GPU): ``torch.bfloat16``, float32's exponent range, so the
+      gradients need no loss scaling;
+    - an older CUDA GPU (a T4 on Colab, 7.5; V100, 7.0; P100, 6.0): ``torch.float16``, which
+      its tensor cores compute; its range ends at 65504 and small gradients underflow to 0, so
+      :func:`fit` then scales the loss (:func:`make_scaler`, Micikevicius et al. 2018, "Mixed
+      precision training", sec. 3.2);
+    - CPU and MPS: None (autocast there is slower or less accurate than float32 for this course).
+
+    The capability is read for ``device`` itself, not through ``torch.cuda.is_bf16_supported()``:
+    that function, by default, also counts bfloat16 *emulated* in float32 (a T4) as supported.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if torch.version.hip:
+        return torch.bfloat16
+    major, _minor = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """'bfloat16', 'float16' or 'off' (no autocast): how the history names an autocast dtype."""
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def autocast(device, dtype="auto"):
+    """``torch.autocast`` on ``device`` in ``dtype`` ('auto': :func:`amp_dtype`'s choice; None:
+    disabled), as :func:`fit` enters it: ``with train.autocast(run.device): loss = ...``."""
+    device = torch.device(device)
+    dtype = amp_dtype(device) if isinstance(dtype, str) and dtype == "auto" else dtype
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def make_scaler(device, dtype: torch.dtype | None):
+    """The gradient scaler of a training on ``device`` autocast in ``dtype``: enabled for float16
+    only (its gradients underflow unscaled), a pass-through otherwise (``scale`` returns the loss,
+    ``step`` calls ``optimizer.step()``), so one training step serves every dtype."""
+    enabled = dtype == torch.float16
+    if hasattr(torch.amp, "GradScaler"):              # torch >= 2.3: any device type
+        return torch.amp.GradScaler(torch.device(device).type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # torch 2.2: CUDA only
+
+
+def _training_dtype(amp, device) -> torch.dtype | None:
+    """The autocast dtype :func:`fit` trains in: ``amp`` True → :func:`amp_dtype`, False/None →
+    none, ``torch.float16`` / ``torch.bfloat16`` → that one (on any device, e.g. to try the
+    float16 path with loss scaling on a CPU)."""
+    if amp is True:
+        return amp_dtype(device)
+    if amp is False or amp is None:
+        return None
+    if amp in (torch.float16, torch.bfloat16):
+        return amp
+    raise ParameterError(f"amp={amp!r} is not valid; choose one of: True (the device's dtype, see "
+                         "train.amp_dtype), False, torch.float16, torch.bfloat16")
+
+
 # How long a training waits for another live process holding its checkpoint's lock before it
 # fails naming it: long enough for the ranks of a killed launcher to notice and exit.
 CHECKPOINT_LOCK_WAIT = 10.0
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1,
-                    history: dict | None = None) -> Path:
-    """Save plain state_dicts (model, optimizer, scheduler), the last finished epoch and the
-    history of numbers, atomically, then its digest beside it. Loadable with
+                    history: dict | None = None, scaler=None) -> Path:
+    """Save plain state_dicts (model, optimizer, scheduler, and the gradient scaler when it is
+    enabled: float16 training, so a resume continues at its loss scale), the last finished epoch
+    and the history, atomically, then its digest beside it. Loadable with
     ``torch.load(..., weights_only=True)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +146,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     write_digest(path)
@@ -106,6 +171,9 @@ def read_checkpoint(path, model=None, optimizer=None, scheduler=None) -> dict:
     if not isinstance(state, dict) or not {"model", "epoch"} <= set(state):
         raise DataFileError(f"checkpoint {path} is not a wsss_edu.train.save_checkpoint file "
                             "(no 'model' and 'epoch')")
+    if not isinstance(state.get("scaler", {}), dict):
+        raise DataFileError(f"checkpoint {path} holds a gradient scaler state that is not a "
+                            "GradScaler.state_dict()")
     missing = [k for k, obj in (("optimizer", optimizer), ("scheduler", scheduler))
                if obj is not None and k not in state]
     if missing:
@@ -127,24 +195,30 @@ def read_checkpoint(path, model=None, optimizer=None, scheduler=None) -> dict:
     return state
 
 
-def apply_checkpoint(state: dict, model, optimizer=None, scheduler=None) -> None:
-    """Put a :func:`read_checkpoint` dict into the given objects and restore torch's RNG."""
+def apply_checkpoint(state: dict, model, optimizer=None, scheduler=None, scaler=None) -> None:
+    """Put a :func:`read_checkpoint` dict into the given objects and restore torch's RNG. An
+    enabled ``scaler`` takes the checkpoint's loss scale when it holds one (one written by a
+    bfloat16 or float32 run has none: the scaler then starts at its initial scale, which costs
+    a few skipped steps, not a wrong result)."""
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     if "torch_rng" in state:  # shuffling and augmentation continue as if never interrupted
         torch.set_rng_state(state["torch_rng"].cpu())
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, map_location="cpu") -> dict:
+def load_checkpoint(path, model, optimizer=None, scheduler=None, map_location="cpu",
+                    scaler=None) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` into the given objects (weights only),
     checked by :func:`read_checkpoint` (which raises DataFileError naming the file). Returns the
     checkpoint dict (its 'epoch' and 'history'); ``map_location`` is kept for callers, the state
     is read on the CPU and copied into the objects where they live."""
     state = read_checkpoint(path, model, optimizer, scheduler)
-    apply_checkpoint(state, model, optimizer, scheduler)
+    apply_checkpoint(state, model, optimizer, scheduler, scaler)
     return state
 
 
@@ -173,15 +247,25 @@ def _resume_state(checkpoint, model, optimizer, scheduler) -> dict | None:
 
 
 def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=None,
-        checkpoint=None, amp: bool = True, desc: str = "train", on_epoch_end=None,
+        checkpoint=None, amp: bool | torch.dtype = True, desc: str = "train", on_epoch_end=None,
         progress: bool = True) -> dict:
     """Train ``model`` for ``epochs`` over ``loader``.
 
     ``loss_fn(model, batch) -> loss`` (the batch already on ``device``); ``scheduler.step()`` is
     called once per batch. With ``checkpoint`` (a path), the state is saved after every epoch and a
     run that finds the file resumes after its last finished epoch (a finished run trains no more).
-    AMP (bfloat16 autocast) is used on CUDA when ``amp``. ``on_epoch_end(epoch, model)`` may return
-    a dict of numbers to add to the history. Returns the history {name: [value per epoch]}.
+    ``on_epoch_end(epoch, model)`` may return a dict of numbers to add to the history. Returns
+    the history {name: [value per epoch]}.
+
+    Mixed precision: with ``amp`` True, the forward pass and loss run under autocast in
+    :func:`amp_dtype`'s dtype (bfloat16 on a GPU that computes it, float16 on an older one such
+    as Colab's T4, none on CPU/MPS); ``amp`` False trains in float32, ``torch.float16`` /
+    ``torch.bfloat16`` force that dtype on any device. In float16 the loss is scaled before the
+    backward pass and the gradients unscaled before the optimizer step, which is skipped when a
+    gradient is inf/NaN (the scale then halves; :func:`make_scaler`); the scaler's state goes into
+    the checkpoint, so a resume continues at the same scale. The history records the dtype of
+    every epoch (``history['autocast']``: 'bfloat16', 'float16' or 'off') and, in float16, the
+    loss scale at its end (``history['loss_scale']``); a run with autocast on prints the dtype.
 
     Inside a process group of several processes (:mod:`wsss_edu.distributed`, e.g. under
     ``torchrun``) each rank trains on its shard of the data with batch = ``loader``'s batch / world
@@ -219,27 +303,35 @@ def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, schedule
     """:func:`fit` from a checked checkpoint ``state`` (None: from the first epoch)."""
     several = D.active()
     history, start = {"loss": []}, 0
+    dtype = _training_dtype(amp, device)
+    scaler = make_scaler(device, dtype)
     if state is not None:
-        apply_checkpoint(state, model, optimizer, scheduler)
+        apply_checkpoint(state, model, optimizer, scheduler, scaler)
         start, history = state["epoch"] + 1, state.get("history") or {"loss": []}
+    if dtype is not None and D.is_main():
+        print(f"{desc}: autocast {dtype_name(dtype)} on {device}"
+              + (", loss scaled (GradScaler)" if scaler.is_enabled() else ""))
     undo = None
     if several:
         loader, undo = D.prepare_training(model, loader, seed)
-    use_amp = amp and device.type == "cuda"
     bar = progress_bar(total=epochs * len(loader), initial=start * len(loader), desc=desc,
                        disable=not progress or not D.is_main(), leave=False)
     try:
         for epoch in range(start, epochs):
             if several:
                 D.start_epoch(loader, epoch, seed)
-            loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, use_amp, bar, epoch)
+            loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler,
+                                bar, epoch)
             history.setdefault("loss", []).append(D.mean_over_ranks(loss))
+            history.setdefault("autocast", []).append(dtype_name(dtype))
+            if scaler.is_enabled():
+                history.setdefault("loss_scale", []).append(float(scaler.get_scale()))
             if on_epoch_end is not None:
                 extra = on_epoch_end(epoch, model) or {}
                 for k, v in extra.items():
                     history.setdefault(k, []).append(float(v))
             if checkpoint is not None and D.is_main():
-                save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, history)
+                save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, history, scaler)
             D.barrier()
     finally:
         if undo is not None:
@@ -248,22 +340,27 @@ def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, schedule
     return history
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, use_amp: bool, bar,
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar,
                  epoch: int) -> float:
-    """One epoch of :func:`fit`: a step per batch (gradients averaged over the ranks when there
-    are several), the scheduler stepped per batch. Returns this process's mean batch loss."""
+    """One epoch of :func:`fit`: a step per batch under autocast in ``dtype`` (None: float32),
+    the loss scaled by ``scaler`` (a pass-through unless float16), gradients averaged over the
+    ranks when there are several (the scaled ones: averaging is linear, and an inf on one rank
+    reaches all, so every rank skips the same steps), then unscaled and stepped by the scaler,
+    the scheduler stepped per batch. A gradient clipping would go after
+    ``scaler.unscale_(optimizer)``. Returns this process's mean batch loss."""
     several = D.active()
     model.train()
     total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device, dtype):
             loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if several:
             D.average_gradients(model)
-        optimizer.step()
+        scaler.step(optimizer)     # unscales the gradients; skips the step if one is inf/NaN
+        scaler.update()
         if scheduler is not None:
             scheduler.step()
         total += float(loss.detach())
