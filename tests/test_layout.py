@@ -11,7 +11,7 @@ METHODS = {"label_uncertainty", "cam", "irnet", "models", "urn", "rrm"}
 SUBSTRATE = {"toy", "datasets", "labels", "data", "io", "errors", "pretrained", "crf", "metrics",
              "stats", "train", "distributed", "viz", "progress"}
 PLUMBING = {"params", "cache", "results", "parallel", "download", "runner", "pipeline", "compare",
-            "nbtools", "versions", "course", "prepare_voc_trainaug", "write_toy_voc"}
+            "nbtools", "versions", "course", "prepare_voc_trainaug", "write_toy_voc", "colab"}
 MAY_IMPORT = {"substrate": {"substrate"}, "methods": {"substrate", "methods"},
               "steps": {"substrate", "methods", "steps", "plumbing"}, "plumbing": {"substrate", "plumbing"}}
 

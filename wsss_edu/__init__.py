@@ -32,7 +32,7 @@ and headline numbers under OUTPUT_DIR), ``parallel`` (worker processes), ``downl
 (the methods side by side), ``nbtools`` (notebook housekeeping), ``versions`` (``show_versions()``:
 what a bug report needs), ``course`` (the notebooks copied out of an installed package), and the
 data commands ``prepare_voc_trainaug`` and ``write_toy_voc`` (``python -m wsss_edu.<name>``, as
-``download``).
+``download``), ``colab`` (the notebooks' Colab install cell).
 """
 # The one place the version is written: pyproject.toml reads it (statically, setuptools' ``attr:``),
 # CITATION.cff and CHANGELOG.md repeat it (tests/test_install_hygiene.py checks they agree).
