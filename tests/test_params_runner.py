@@ -1,5 +1,7 @@
 """Notebook parameters, the runner and the notebook conventions."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from wsss_edu import params, runner
 from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.errors import DatasetNotFoundError, ParameterError
-from wsss_edu.nbtools import convention_problems, strip_outputs
+from wsss_edu.nbtools import convention_problems
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,32 +79,101 @@ def test_course_notebooks_follow_conventions():
     assert not problems, problems
 
 
-def test_notebooks_in_step_with_their_sources(tmp_path):
-    sys.path.insert(0, str(REPO / "tools"))
-    import nbbuild
+def _pairs():
+    """Each course notebook and the source notebooks/jupytext.toml pairs it with, with that
+    source's jupytext format (as jupytext itself derives them from the configuration)."""
+    from jupytext.config import load_jupytext_config
+    from jupytext.paired_paths import paired_paths
 
-    for src in sorted((REPO / "notebooks" / "src").glob("*.py")):
-        built = tmp_path / (src.stem + ".ipynb")
-        nbbuild.build(src, built)
-        committed = json.loads((REPO / "notebooks" / (src.stem + ".ipynb")).read_text())
-        fresh = json.loads(built.read_text())
-        def cells(nb):
-            return [(c["source"], c.get("metadata", {}).get("tags", [])) for c in nb["cells"]]
-
-        assert cells(committed) == cells(fresh), \
-            f"{src.name} changed: rebuild with `python tools/nbbuild.py {src.relative_to(REPO)}`"
+    out = []
+    for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
+        config = load_jupytext_config(str(nb))
+        assert config is not None, f"no jupytext configuration for {nb.name}: notebooks/jupytext.toml"
+        paths = paired_paths(str(nb), "ipynb", config.default_formats(str(nb)))
+        (src, fmt), = [(Path(p), f) for p, f in paths if f["extension"] == ".py"]
+        out.append((nb, src, fmt))
+    return out
 
 
-def test_strip_keeps_counts(tmp_path):
+def _cells(nb):
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+
+def test_notebooks_in_step_with_their_sources():
+    """Each notebooks/NN_*.ipynb holds the cells (type, source, tags) jupytext reads from its
+    source notebooks/src/NN_*.py, and every source has its notebook."""
+    import jupytext
+
+    pairs = _pairs()
+    assert pairs, "no notebooks found"
+    sources = {p.name for p in (REPO / "notebooks" / "src").glob("*.py")}
+    unpaired = sources - {src.name for _, src, _ in pairs}
+    assert not unpaired, f"sources without a notebook: {sorted(unpaired)}: run `make sync`"
+    for nb, src, fmt in pairs:
+        assert src.exists(), f"{nb.name} has no source {src.relative_to(REPO)}: run `make sync`"
+        assert _cells(nbformat.read(nb, as_version=4)) == _cells(jupytext.read(src, fmt=fmt)), \
+            (f"{nb.name} and {src.relative_to(REPO)} differ: run `make sync` "
+             f"(jupytext --sync {nb.relative_to(REPO)}; the newer file wins)")
+
+
+def test_sync_keeps_cell_ids_and_tags(tmp_path):
+    """`make sync` after an edit of a source: the notebook keeps the ids of its unchanged cells
+    (nbval, the browser test and diffs rely on them), its tags and its metadata; a second sync
+    changes nothing."""
+    nb, src, _ = min(_pairs(), key=lambda p: p[0].stat().st_size)
+    (tmp_path / "src").mkdir()
+    shutil.copy2(REPO / "notebooks" / "jupytext.toml", tmp_path)
+    work_nb, work_src = tmp_path / nb.name, tmp_path / "src" / src.name
+    shutil.copy2(nb, work_nb)
+    text = src.read_text()
+    marker = '# %% tags=["parameters"]\n'
+    assert text.count(marker) == 1, src.name
+    head, tail = text.split(marker)
+    work_src.write_text(head + "# %% [markdown]\n# An inserted cell.\n\n" + marker + tail)
+    later = nb.stat().st_mtime + 10  # the edited source is the newer file of the pair
+    os.utime(work_src, (later, later))
+
+    def sync():  # jupytext's command line, in this process (a fresh interpreter costs seconds)
+        from jupytext.cli import jupytext
+
+        assert jupytext(["--quiet", "--sync", str(work_src)]) in (0, None)
+
+    sync()
+    before, after = nbformat.read(nb, as_version=4), nbformat.read(work_nb, as_version=4)
+    k = next(i for i, c in enumerate(before.cells) if "parameters" in c.metadata.get("tags", []))
+    assert after.cells[k].source == "An inserted cell." and after.cells[k].id not in \
+        {c.id for c in before.cells}
+    del after.cells[k]
+    assert [(c.id, c.metadata) for c in after.cells] == [(c.id, c.metadata) for c in before.cells]
+    assert _cells(after) == _cells(before) and after.metadata == before.metadata
+    state = (work_nb.read_bytes(), work_src.read_bytes())
+    sync()
+    assert (work_nb.read_bytes(), work_src.read_bytes()) == state
+
+
+def test_make_strip_keeps_ids_and_counts(tmp_path):
+    """The strip command of the Makefile (nbstripout with the project's flags) removes outputs,
+    widget state and execution metadata, and keeps cell ids, execution counts and tags."""
+    line, = [x for x in (REPO / "Makefile").read_text().splitlines()
+             if x.startswith("NBSTRIPOUT")]
+    flags = line.split("nbstripout", 1)[1].split()
     p = tmp_path / "x.ipynb"
     make_notebook(p, "print(1)")
-    nb = json.loads(p.read_text())
-    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "1"}]
-    nb["cells"][1]["execution_count"] = 4
-    p.write_text(json.dumps(nb))
-    assert strip_outputs(p)
-    nb = json.loads(p.read_text())
-    assert nb["cells"][1]["outputs"] == [] and nb["cells"][1]["execution_count"] == 4
+    nb = nbformat.read(p, as_version=4)
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    cell = nb.cells[1]
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    cell.execution_count, cell.metadata["execution"] = 4, {"iopub.status.busy": "2024"}
+    ids = [c.id for c in nb.cells]
+    nbformat.write(nb, p)
+    # a subprocess: nbstripout's main() takes over sys.stdout, which pytest captures
+    r = subprocess.run([sys.executable, "-m", "nbstripout", *flags, str(p)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    out = nbformat.read(p, as_version=4)
+    assert out.cells[1].outputs == [] and out.cells[1].execution_count == 4
+    assert "execution" not in out.cells[1].metadata and "widgets" not in out.metadata
+    assert [c.id for c in out.cells] == ids and out.cells[0].metadata["tags"] == ["parameters"]
 
 
 def test_runner_cli_help():

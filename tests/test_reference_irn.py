@@ -44,7 +44,7 @@ def test_path_indices_on_the_references_grid():
     """The flat indices of every path pixel of every source equal the reference's
     ``path_indices`` (sources at (y, radius_floor + x), partners at + (dy, dx))."""
     d = load("irn_pathindex_r5_12x16.npz")
-    (h, w), rf = d["default_size"], int(d["radius_floor"])
+    (_, w), rf = d["default_size"], int(d["radius_floor"])
     src = d["src_indices"]
     rows, cols = src // w, src % w
     assert (cols.min(), rows.min()) == (rf, 0)

@@ -1,8 +1,10 @@
-"""Notebook housekeeping: strip outputs (keeping execution counts, like ``nbstripout
---keep-count``), check the course's conventions, and write the student versions.
+"""Notebook housekeeping: check the course's conventions and write the student versions.
 
-    python -m wsss_edu.nbtools strip|check NOTEBOOK...
+    python -m wsss_edu.nbtools check NOTEBOOK...
     python -m wsss_edu.nbtools students [--out students] [NOTEBOOK...]
+
+Stripping outputs is nbstripout's (``make strip``), keeping each notebook in step with its source
+in notebooks/src/ is jupytext's (``make sync``, configured in notebooks/jupytext.toml).
 
 Exercises follow one convention (nbgrader's markers): after the summary, a markdown cell
 ``## Exercises``, then per exercise a markdown cell ``### Exercise k — title`` and a code cell
@@ -22,23 +24,6 @@ from .runner import notebook_paths
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENTS_DIR = "students"
-
-
-def strip_outputs(path) -> bool:
-    """Remove outputs and widget state from a notebook in place; returns True when it changed."""
-    path = Path(path)
-    text = path.read_text()
-    nb = json.loads(text)
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-        cell.get("metadata", {}).pop("execution", None)
-    nb.get("metadata", {}).pop("widgets", None)
-    new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    if new != text:
-        path.write_text(new)
-        return True
-    return False
 
 
 def convention_problems(path) -> list[str]:
@@ -142,10 +127,14 @@ def student_version(nb: dict, name: str) -> dict:
 
 
 def student_text(path) -> str:
-    """The student version of the notebook at ``path``, as the file's text."""
+    """The student version of the notebook at ``path``, as the file's text: nbformat's own layout
+    (sorted keys, sources as lists of lines; what Jupyter, jupytext and nbstripout write), so that
+    opening and saving a student notebook changes nothing."""
+    import nbformat  # the `notebooks` extra, needed only to write the student versions
+
     path = Path(path)
-    nb = student_version(json.loads(path.read_text()), path.name)
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    nb = nbformat.from_dict(student_version(json.loads(path.read_text()), path.name))
+    return nbformat.writes(nb) + "\n"
 
 
 def write_students(notebooks, out) -> list[Path]:
@@ -164,9 +153,10 @@ def write_students(notebooks, out) -> list[Path]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("strip", "check", "students"):
-        print("usage: python -m wsss_edu.nbtools strip|check NOTEBOOK... | students "
-              "[--out FOLDER] [NOTEBOOK...]")
+    if not argv or argv[0] not in ("check", "students"):
+        print("usage: python -m wsss_edu.nbtools check NOTEBOOK... | students "
+              "[--out FOLDER] [NOTEBOOK...]\n(strip outputs with `make strip` (nbstripout), "
+              "sync the sources with `make sync` (jupytext))")
         return 2
     if argv[0] == "students":
         args = argv[1:]
@@ -176,13 +166,7 @@ def main(argv=None) -> int:
         for p in write_students(args or notebook_paths(), out):
             print(f"wrote {p}")
         return 0
-    problems = []
-    for p in argv[1:]:
-        if argv[0] == "strip":
-            if strip_outputs(p):
-                print(f"stripped {p}")
-        else:
-            problems += convention_problems(p)
+    problems = [q for p in argv[1:] for q in convention_problems(p)]
     print("\n".join(problems))
     return 1 if problems else 0
 

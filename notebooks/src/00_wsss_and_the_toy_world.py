@@ -177,6 +177,7 @@ viz.show_toy_world(seed=SEED, size=IMAGE_SIZE)
 plt.show()
 plt.close()
 
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 def explore(seed=0, size=64, imbalance=1.0, missing_label_rate=0.0, mask_noise=0.0, pixel_perfect=1.0):

@@ -181,6 +181,7 @@ lu.plot_logit_distribution(mu=-3.0, sigma2=3.0, tau=1.0)
 plt.show()
 plt.close()
 
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 def one_pixel(mu=-3.0, sigma2=3.0, tau=1.0):

@@ -69,6 +69,7 @@ IMAGE_SIZE, N_TRAIN, N_PP, PP_SWEEP, N_VAL, EPOCHS, WARMUP, WIDTH = sizes.values
 CFG = lu_experiments.BootstrapConfig(warmup_epochs=WARMUP, tau=TAU, warmup_on_boxes=WARMUP_ON_BOXES)
 print(sizes, CFG)
 
+
 # %% [markdown]
 # ## 1 · The data: a few masks, many boxes
 #
@@ -166,6 +167,7 @@ elif any(any(collapsed1[m]) for m in ("ignore_box", "ours")):
           "PP_PER_BATCH=4 or WARMUP_ON_BOXES=True prevent it (§7).")
 viz.bar_table(final, f"car IoU ({EVAL_SPLIT}), mean ± std over {SEEDS} seeds (collapsed runs left out)",
               {m: NAMES[m] + kept1[m][1] for m in lu_experiments.METHODS}, COLORS)
+
 
 # %% [markdown]
 # ## 3 · Training curves

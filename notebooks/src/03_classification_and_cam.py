@@ -282,6 +282,7 @@ ax.legend(fontsize=8)
 plt.show()
 plt.close(fig)
 
+
 # %% [markdown]
 # At the toy world's quick defaults the two are close (0.413 per class vs 0.405 global): with a
 # global maximum the smaller, weaker classes of an image (bottle, boat) lose pixels to the
@@ -397,6 +398,7 @@ def score_variant(cfg):
                                 device=run.device, progress=False)
     t = THRESHOLDS[int(np.argmax([m.miou for m in cam_step.cam_confusions(v_va, f_va, THRESHOLDS, progress=False)]))]
     return cam_step.cam_confusions(v_sc, f_tr, [t], progress=False)[0].iou
+
 
 # %%
 seeds = [run.seed + k for k in range(SEEDS)]

@@ -694,6 +694,7 @@ assert len(walked_max) == 9 and all(m <= start_max + 1e-6 for m in walked_max)
 # T^(2^(t+1)) = T^(2^t) T^(2^t)
 assert all(b <= a + 1e-6 for a, b in zip(walked_max, walked_max[1:]))
 
+
 # %% [markdown]
 # ### Exercise 4 — What $\beta$ does to a faint boundary
 #

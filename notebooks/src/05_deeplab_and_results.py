@@ -138,6 +138,7 @@ miou_cam = cam_step.cam_confusions(step1.scored_view, step1.folder, [CAM_THRESHO
 miou_irnet = irnet_step.pseudo_label_confusion(step1.scored_view, step2.folder).miou
 print(f"miou_cam {miou_cam:.3f}   miou_irnet {miou_irnet:.3f}")
 
+
 # %% [markdown]
 # ## 2 · DeepLabv3+
 #

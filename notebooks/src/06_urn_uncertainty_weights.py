@@ -1,4 +1,3 @@
-
 # %% [markdown]
 # # 06 · URN: uncertainty from response scaling, used as loss weights
 #
@@ -148,6 +147,7 @@ CLASSES, K = list(TRAIN.classes), TRAIN.num_classes
 print(f"the walk and the CAM threshold were chosen on val; every network here is reported on {SPLIT}")
 print(f"{len(PL)} training images; pseudo-masks: {PL_FOLDER}")
 
+
 # %% [markdown]
 # ## 2 · The observation: the response scale decides what is missed and what is invented
 #
@@ -176,6 +176,7 @@ def error_map(mask, truth, valid):
     out[~valid] = 255
     return out
 
+
 # %%
 def class_masks(s, p, factors):
     """Eqs. (6-8) as the uncertainty pass runs them: for each foreground class of the pseudo-mask,
@@ -200,6 +201,7 @@ def show_scaling(index=SHOW, factors=(0.15, 0.5, 1.0, 2.0, 6.0)):
     plt.close()
 
 show_scaling()
+
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -293,6 +295,7 @@ urn_step.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, settings["P_SCALES"]
                      crf_scale=CRF_SCALE)
 URN_FOLDER.joinpath("key.json").write_text(json.dumps(URN_KEY, indent=1))
 print(URN_FOLDER)
+
 
 # %%
 def urn_panels(indices):

@@ -1,4 +1,3 @@
-
 # %% [markdown]
 # # 07 · RRM: reliable regions and a dense energy loss, one network end to end
 #
@@ -132,6 +131,7 @@ INIT, INIT_KEY = step1.model.state_dict(), {"data": step1.data_key,
                                             "classifier": dataclasses.asdict(step1.cfg)}
 FRACTION = CFG.fraction
 print(CFG, "\nTable 1 ratios:", RATIOS)
+
 
 # %% [markdown]
 # ## 2 · Reliable regions (eqs. 2-7)
@@ -477,6 +477,7 @@ ours = rrm.dense_energy_loss(p, patch, None, CFG.sigma_xy / 2, CFG.sigma_rgb,
                              normalize="none").item()
 reference_form = -(flat * (g @ flat)).sum().item()
 print(f"eq. (13): {ours:.1f}   reference's form: {reference_form:.1f}   difference: {ours - reference_form:.1f}   sum of G: {g.sum().item():.1f}")
+
 
 # %% [markdown]
 # The cost of the loss in a training step, at this notebook's size (the benchmark in

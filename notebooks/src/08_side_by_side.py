@@ -209,6 +209,7 @@ for k, nb, key in (("CAM → IRNet → DeepLabv3+", "05_deeplab_and_results", "m
                    ("URN", "06_urn_uncertainty_weights", "miou_urn")):
     print(f"{k}: kept network {MEASURED[k].miou:.3f}, recorded mean over seeds {METRICS[nb][key]:.3f}")
 
+
 # %%
 def predict(net, sample):
     return train.predict_logits(net, images_to_tensor(sample["image"][None]), device=run.device).argmax(1)[0].numpy()
@@ -238,6 +239,7 @@ ax.set_ylabel(f"{SPLIT} IoU")
 ax.legend(fontsize=7)
 plt.show()
 plt.close()
+
 
 # %% [markdown]
 # ## 6 · Headline numbers and what must hold
