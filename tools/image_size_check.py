@@ -33,7 +33,7 @@ import numpy as np
 
 from wsss_edu import datasets, params, urn
 from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
-from wsss_edu.cache import params_key
+from wsss_edu.cache import cache_key, params_key
 
 TTA_SCALES = (0.5, 1.0, 2.0)
 
@@ -81,7 +81,7 @@ def urn_check(output, size, seeds, t=0.05):
     teacher, seg = network(s, data, ir, size, 0, rescale=False)
     key = {"teacher": {"pseudo_labels": ir.folder.name, "size": size, "segmenter": params_key(dataclasses.asdict(seg))},
            "factors": list(urn.VOC_FACTORS), "p_scales": [1.0], "crf": "urn", "background": False}
-    folder = s.output_dir / "cache" / "urn" / params_key(key)
+    folder = s.output_dir / "cache" / "urn" / cache_key(key, urn_step.CODE_VERSION)
     urn_step.uncertainty_pass(teacher, data, folder, urn.VOC_FACTORS, (1.0,), "urn", False, processes=2,
                          device="cpu", model_factory=partial(segmenter_step.make_model, data.num_classes, seg),
                          progress=False)

@@ -49,7 +49,7 @@ import numpy as np
 
 from wsss_edu import datasets, toy, urn
 from wsss_edu.steps import segmenter_step, urn_step
-from wsss_edu.cache import params_key
+from wsss_edu.cache import cache_key, params_key
 from wsss_edu.io import folder_complete, mark_folder_complete, write_mask
 from wsss_edu.metrics import ConfusionMeter, auroc
 
@@ -186,7 +186,7 @@ def uncertainty_folder(output: Path, teacher, pl, teacher_key: dict, seg, settin
                    include_background=settings["include_background"], present_from=settings["present_from"])
     key = {"teacher": teacher_key | {"segmenter": params_key(dataclasses.asdict(seg))},
            "pass": urn_step.pass_settings(**pass_kw)}
-    folder = output / "urn" / params_key(key)
+    folder = output / "urn" / cache_key(key, urn_step.CODE_VERSION)
     urn_step.uncertainty_pass(teacher, pl, folder, processes=processes, device="cpu", progress=progress,
                          model_factory=partial(segmenter_step.make_model, pl.num_classes, seg), **pass_kw)
     (folder / "key.json").write_text(json.dumps(key, indent=1))

@@ -33,16 +33,22 @@ INSTALL_CELL = f'''\
 # On Colab only (a no-op anywhere else): install the course's package into this runtime.
 # From a repository: run `%env {SOURCE_ENV}=git+https://github.com/<owner>/wsss_edu` first.
 import sys
+
 if "google.colab" in sys.modules:
-    import importlib, os, subprocess
+    import importlib
+    import os
+    import subprocess
+
     _source = os.environ.get("{SOURCE_ENV}", "{DEFAULT_SOURCE}")
     if "://" in _source and " @ " not in _source:  # a URL: with the notebooks' extra
         _source = f"{DEFAULT_SOURCE} @ {{_source}}"
     print(f"Colab: pip install {{_source}}")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", _source])
     importlib.invalidate_caches()
-    print(f"Colab: installed {{_source}} (if pip upgraded a package already imported, "
-          "Runtime > Restart session, then run the cells again)")
+    print(
+        f"Colab: installed {{_source}} (if pip upgraded a package already imported, "
+        "Runtime > Restart session, then run the cells again)"
+    )
 '''
 
 

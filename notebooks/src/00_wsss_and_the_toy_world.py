@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 DATASET = "toy"        # toy | voc | cityscapes | camvid | coco
-DATA_ROOT = ""         # folder holding a real dataset (see data_scripts/README.md)
+DATA_ROOT = ""         # folder holding a real dataset (`python -m wsss_edu.download --help`)
 OUTPUT_DIR = ""        # default: $WSSS_OUTPUT_DIR or <repo>/runs
 PROFILE = "quick"      # quick (CPU minutes) | full (paper settings, a GPU)
 DEVICE = "auto"        # auto | cpu | cuda | mps
@@ -43,6 +43,27 @@ EPOCHS = None          # (10 | 30)
 BATCH_SIZE = None      # (16 | 16)
 CROP = None            # training crop on real datasets, px (256 | 512)
 WEIGHTS = "imagenet"   # full profile backbone weights: "imagenet" | None (from scratch)
+
+# %% tags=["colab"] jupyter={"source_hidden": true}
+# On Colab only (a no-op anywhere else): install the course's package into this runtime.
+# From a repository: run `%env WSSS_EDU_SOURCE=git+https://github.com/<owner>/wsss_edu` first.
+import sys
+
+if "google.colab" in sys.modules:
+    import importlib
+    import os
+    import subprocess
+
+    _source = os.environ.get("WSSS_EDU_SOURCE", "wsss_edu[notebooks]")
+    if "://" in _source and " @ " not in _source:  # a URL: with the notebooks' extra
+        _source = f"wsss_edu[notebooks] @ {_source}"
+    print(f"Colab: pip install {_source}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", _source])
+    importlib.invalidate_caches()
+    print(
+        f"Colab: installed {_source} (if pip upgraded a package already imported, "
+        "Runtime > Restart session, then run the cells again)"
+    )
 
 # %% [markdown]
 # `setup` checks the parameters (a typo lists the valid values), seeds every random generator and

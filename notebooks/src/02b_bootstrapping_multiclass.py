@@ -44,6 +44,27 @@ WARMUP = None          # epochs of warm-up, on the box labels (12 | 45)
 TAU = 0.5              # eq. (7)'s threshold on max_c sigma^2_c
 WIDTH = None           # U-Net width (16 | 32): at 8 the thin person is never learned, even from all masks
 
+# %% tags=["colab"] jupyter={"source_hidden": true}
+# On Colab only (a no-op anywhere else): install the course's package into this runtime.
+# From a repository: run `%env WSSS_EDU_SOURCE=git+https://github.com/<owner>/wsss_edu` first.
+import sys
+
+if "google.colab" in sys.modules:
+    import importlib
+    import os
+    import subprocess
+
+    _source = os.environ.get("WSSS_EDU_SOURCE", "wsss_edu[notebooks]")
+    if "://" in _source and " @ " not in _source:  # a URL: with the notebooks' extra
+        _source = f"wsss_edu[notebooks] @ {_source}"
+    print(f"Colab: pip install {_source}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", _source])
+    importlib.invalidate_caches()
+    print(
+        f"Colab: installed {_source} (if pip upgraded a package already imported, "
+        "Runtime > Restart session, then run the cells again)"
+    )
+
 # %%
 import numpy as np
 import matplotlib.pyplot as plt

@@ -30,7 +30,7 @@
 # reused by notebooks 04-07.
 #
 # **Real photos.** With `DATASET = "msrc"` the same cells run on MSRC-21 (591 photographs of
-# about 320×213 px, 21 classes, tags from its masks; `python data_scripts/download.py msrc`), with
+# about 320×213 px, 21 classes, tags from its masks; `python -m wsss_edu.download msrc`), with
 # an ImageNet-pretrained MobileNetV2 instead of the toy world's small network trained from
 # scratch. Two things differ, and the text says where: MSRC's tags are complete and its classes
 # are not balanced on purpose, so nothing is dropped or down-sampled; and MSRC has **no
@@ -63,6 +63,27 @@ CAM_SCALES = None      # the image scales whose CAMs are summed, IRNet's (1.0, 0
 FROZEN_BLOCKS = None   # MobileNetV2's first blocks kept as ImageNet's (0; msrc: 7 | 0)
 WEIGHTS = "imagenet"   # "imagenet" | None (from scratch), for every backbone but the small one
 GRAD_CAM_IMAGES = None # images of §7's Grad-CAM (None: 200 on the toy world, 20 on real photos)
+
+# %% tags=["colab"] jupyter={"source_hidden": true}
+# On Colab only (a no-op anywhere else): install the course's package into this runtime.
+# From a repository: run `%env WSSS_EDU_SOURCE=git+https://github.com/<owner>/wsss_edu` first.
+import sys
+
+if "google.colab" in sys.modules:
+    import importlib
+    import os
+    import subprocess
+
+    _source = os.environ.get("WSSS_EDU_SOURCE", "wsss_edu[notebooks]")
+    if "://" in _source and " @ " not in _source:  # a URL: with the notebooks' extra
+        _source = f"wsss_edu[notebooks] @ {_source}"
+    print(f"Colab: pip install {_source}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", _source])
+    importlib.invalidate_caches()
+    print(
+        f"Colab: installed {_source} (if pip upgraded a package already imported, "
+        "Runtime > Restart session, then run the cells again)"
+    )
 
 # %%
 import dataclasses

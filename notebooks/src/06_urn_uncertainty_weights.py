@@ -86,6 +86,27 @@ T_GRID = None          # Table 3 ((1.0, 0.5, 0.1, 0.05, 0.0); msrc quick: (1.0, 
 SEEDS = None           # retrained networks per row, mean ± spread (2)
 SHOW = 3               # the training image of the figures
 
+# %% tags=["colab"] jupyter={"source_hidden": true}
+# On Colab only (a no-op anywhere else): install the course's package into this runtime.
+# From a repository: run `%env WSSS_EDU_SOURCE=git+https://github.com/<owner>/wsss_edu` first.
+import sys
+
+if "google.colab" in sys.modules:
+    import importlib
+    import os
+    import subprocess
+
+    _source = os.environ.get("WSSS_EDU_SOURCE", "wsss_edu[notebooks]")
+    if "://" in _source and " @ " not in _source:  # a URL: with the notebooks' extra
+        _source = f"wsss_edu[notebooks] @ {_source}"
+    print(f"Colab: pip install {_source}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", _source])
+    importlib.invalidate_caches()
+    print(
+        f"Colab: installed {_source} (if pip upgraded a package already imported, "
+        "Runtime > Restart session, then run the cells again)"
+    )
+
 # %%
 import dataclasses
 import json
@@ -96,7 +117,7 @@ import matplotlib.pyplot as plt
 from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu import datasets, params, urn, viz
 from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
-from wsss_edu.cache import params_key
+from wsss_edu.cache import cache_key, params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
 
 run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
@@ -288,7 +309,7 @@ missed_small_n, missed_large_n = counts[0, 0] / counts[0, 2], counts[-1, 0] / co
 URN_KEY = {"teacher": TEACHER_KEY | {"segmenter": params_key(dataclasses.asdict(SEG))},
            "pass": urn_step.pass_settings(FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND, PRESENT_FROM,
                                      crf_scale=CRF_SCALE)}
-URN_FOLDER = run.output_dir / "cache" / "urn" / params_key(URN_KEY)
+URN_FOLDER = run.output_dir / "cache" / "urn" / cache_key(URN_KEY, urn_step.CODE_VERSION)   # the step's code version in the key
 factory = partial(segmenter_step.make_model, K, SEG)
 urn_step.uncertainty_pass(teacher, PL, URN_FOLDER, FACTORS, settings["P_SCALES"], "urn", INCLUDE_BACKGROUND,
                      present_from=PRESENT_FROM, processes=WORKERS, device=run.device, model_factory=factory,

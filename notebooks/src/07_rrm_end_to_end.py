@@ -78,6 +78,27 @@ SEG_CROP = None        # (None | 512; msrc: 160 | 320)
 N_CURVE = None         # training images for the precision / coverage curves (200 | 200; msrc: 100 | 266)
 SHOW = 2               # the training image of the figures
 
+# %% tags=["colab"] jupyter={"source_hidden": true}
+# On Colab only (a no-op anywhere else): install the course's package into this runtime.
+# From a repository: run `%env WSSS_EDU_SOURCE=git+https://github.com/<owner>/wsss_edu` first.
+import sys
+
+if "google.colab" in sys.modules:
+    import importlib
+    import os
+    import subprocess
+
+    _source = os.environ.get("WSSS_EDU_SOURCE", "wsss_edu[notebooks]")
+    if "://" in _source and " @ " not in _source:  # a URL: with the notebooks' extra
+        _source = f"wsss_edu[notebooks] @ {_source}"
+    print(f"Colab: pip install {_source}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", _source])
+    importlib.invalidate_caches()
+    print(
+        f"Colab: installed {_source} (if pip upgraded a package already imported, "
+        "Runtime > Restart session, then run the cells again)"
+    )
+
 # %%
 import dataclasses
 import time
@@ -88,10 +109,11 @@ import torch
 from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu import cam, datasets, params, rrm, viz
 from wsss_edu.steps import cam_step, rrm_step, segmenter_step
-from wsss_edu.cache import params_key
+from wsss_edu.cache import cache_key
 from wsss_edu.data import SegTransformDataset, images_to_tensor
 from wsss_edu.steps.irnet_step import pseudo_label_confusion
 from wsss_edu.results import load_all_metrics
+from wsss_edu import train
 from wsss_edu.train import to_device
 
 run = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
@@ -497,7 +519,7 @@ def step_times():
     for joint in (False, True) * 3:
         sync()
         t = time.perf_counter()
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):   # as fit()
+        with train.autocast(run.device):   # as fit(): bf16 or fp16 by GPU, off on a CPU
             loss = rrm_step.rrm_step_loss(net, batch, dataclasses.replace(CFG, joint=joint))
         loss.backward()
         sync()
@@ -670,7 +692,8 @@ plt.close()
 
 # %%
 main_net = nets[MAIN[True]]
-PL_FOLDER = run.output_dir / "cache" / "rrm_pseudo_labels" / params_key(rrm_step.rrm_key(step1.data_key, INIT_KEY, CFG))
+PL_FOLDER = run.output_dir / "cache" / "rrm_pseudo_labels" / cache_key(rrm_step.rrm_key(step1.data_key, INIT_KEY, CFG),
+                                                                 rrm_step.RRM_VERSION)
 rrm_step.write_pseudo_labels(main_net, TRAIN, PL_FOLDER, device=run.device, processes=WORKERS)
 # VOC: scored on train, as IRNet's
 miou_rrm_pseudo_train = pseudo_label_confusion(step1.scored_view, PL_FOLDER).miou
