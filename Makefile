@@ -6,7 +6,9 @@
 #   make browser  only the JupyterLab test (tests_browser; after make test has filled runs/test)
 #   make bench  benchmarks (pytest-benchmark; figures, not pass/fail)
 #   make lab    JupyterLab with the package's environment as the kernel
-#   make lock   re-compile requirements.lock from requirements.in
+#   make lock   re-compile requirements.lock from requirements.in (one file for every platform/Python)
+#   make lock-check  resolve requirements.lock for each platform x Python (no install; CI runs it)
+#   make torch-choice  say which torch build `make env` installs here (TORCH=auto|cpu|cuda)
 #   make sync   jupytext --sync: notebooks/NN_*.ipynb <-> notebooks/src/NN_*.py, after editing either
 #   make strip  strip notebook outputs (nbstripout; execution counts and cell ids kept)
 #   make students  regenerate the student versions (students/) from the notebooks
@@ -30,9 +32,48 @@ export UV_NATIVE_TLS := 1
 export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env run test lint unit notebooks browser bench lab lock sync strip students clean
+.PHONY: env run test lint unit notebooks browser bench lab lock lock-check torch-choice sync strip students clean
+
+# Which torch build `make env` installs (README "Install"):
+#   TORCH=cpu   CPU-only torch/torchvision (+cpu) from PyTorch's CPU index (uv --torch-backend cpu),
+#               every other pin from the registry, no nvidia-*/cuda-*/triton packages
+#   TORCH=cuda  the registry's pair as locked (on Linux PyPI's torch is the CUDA build)
+#   TORCH=auto  (default) cpu on Linux without an NVIDIA driver (no nvidia-smi) when the CPU index
+#               answers within TORCH_PROBE_SECONDS, otherwise the registry's pair, saying why.
+#               On macOS and Windows the registry's wheels are already CPU (or MPS) builds.
+# The choice applies when .venv is made; to switch: rm -rf .venv && make env TORCH=cpu
+TORCH ?= auto
+# The index of uv's --torch-backend cpu (what TORCH=auto probes).
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_PROBE_SECONDS ?= 5
+NVIDIA_SMI ?= nvidia-smi
+# Lock entries only the CUDA build of torch needs, left out for TORCH=cpu (tests/test_lock.py checks
+# that nothing else in the lock needs them).
+CUDA_ONLY := ^(nvidia-|cuda-|triton==)
+
+# Prints `cpu` or `registry` for $(TORCH), and on stderr one line saying why.
+define TORCH_CHOICE
+case "$(TORCH)" in \
+  cpu) echo "torch: TORCH=cpu, the CPU-only build from $(TORCH_CPU_INDEX)" >&2; echo cpu ;; \
+  cuda) echo "torch: TORCH=cuda, the registry's pair as locked" >&2; echo registry ;; \
+  auto) if [ "$$(uname -s)" != Linux ]; then \
+          echo "torch: the registry's pair (on $$(uname -s) it is a CPU/MPS build)" >&2; echo registry; \
+        elif command -v $(NVIDIA_SMI) >/dev/null 2>&1; then \
+          echo "torch: the registry's CUDA build (nvidia-smi found an NVIDIA driver)" >&2; echo registry; \
+        elif $(PYTHON) -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))" \
+             "$(TORCH_CPU_INDEX)/torch/" "$(TORCH_PROBE_SECONDS)" >/dev/null 2>&1; then \
+          echo "torch: the CPU-only build from $(TORCH_CPU_INDEX) (no NVIDIA GPU found)" >&2; echo cpu; \
+        else \
+          echo "torch: the registry's CUDA build, which runs on the CPU (no NVIDIA GPU, but $(TORCH_CPU_INDEX) is not reachable: probed with a $(TORCH_PROBE_SECONDS) s timeout; TORCH=cpu to insist)" >&2; echo registry; \
+        fi ;; \
+  *) echo "TORCH=$(TORCH) is not a choice: use TORCH=auto, TORCH=cpu or TORCH=cuda" >&2; exit 2 ;; \
+esac
+endef
 
 env: $(STAMP)
+
+torch-choice:
+	@$(TORCH_CHOICE)
 
 # A plain venv first (the system Python is never modified, even where it is "externally managed"),
 # uv inside it, then the locked set through uv, compiled to bytecode: where PYTHONDONTWRITEBYTECODE
@@ -41,7 +82,15 @@ env: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements.lock
+	@build=$$($(TORCH_CHOICE)) || exit $$?; \
+	if [ "$$build" = cpu ]; then \
+	  grep -vE '$(CUDA_ONLY)' requirements.lock > $(VENV)/requirements-cpu.txt && \
+	  echo "$(UV) pip install --torch-backend cpu -r $(VENV)/requirements-cpu.txt" && \
+	  $(UV) pip install --quiet --compile-bytecode --python $(PY) --torch-backend cpu -r $(VENV)/requirements-cpu.txt; \
+	else \
+	  echo "$(UV) pip install -r requirements.lock" && \
+	  $(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements.lock; \
+	fi
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
@@ -89,16 +138,23 @@ lab: env
 	$(PY) -m jupyter lab --notebook-dir=notebooks
 
 # uv rewrites the whole file: the first line, which says what the file is, is put back after it.
-LOCK_HEADER := \# Exact, tested set: compiled from requirements.in with `make lock` (uv pip compile). CI and `make` install this.
+# --universal: one file with environment markers for every platform; --python-version: the lowest
+# Python supported (requires-python in pyproject.toml).
+LOCK_HEADER := \# Exact, tested set: compiled from requirements.in with `make lock` (uv pip compile --universal: one file, environment markers, every supported platform and Python). CI and `make` install this; `make lock-check` resolves it for each platform and Python.
 
 lock: env
-	$(UV) pip compile requirements.in -o requirements.lock --python-version 3.11 --quiet --no-header
+	$(UV) pip compile requirements.in -o requirements.lock --universal --python-version 3.11 --quiet --no-header
 	@{ echo '$(LOCK_HEADER)'; cat requirements.lock; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 # The newer file of each pair wins (notebooks/jupytext.toml pairs them); the .ipynb keeps its cell ids
 # and outputs. The sources are named too, so that a new notebooks/src/NN_*.py gets its notebook.
 sync: env
 	$(JUPYTEXT) --sync $(NOTEBOOKS) notebooks/src/*.py
+
+# Resolution only (no install), through the registry: fails naming each platform x Python that
+# does not resolve (tools/check_lock.py; ~2 min the first time, seconds with uv's cache).
+lock-check: env
+	$(PY) tools/check_lock.py
 
 strip: env
 	$(NBSTRIPOUT) $(NOTEBOOKS)
