@@ -145,9 +145,13 @@ def _inference_torch(unary: np.ndarray, image: np.ndarray, p: CRFParams,
     approximation is a coarser grid of at most ``max_pixels`` pixels (side factor
     s = sqrt(max_pixels / (H * W))), as :func:`crf_on_scores_rescaled`: the image resized, the
     probabilities softmax(-U) averaged per coarse pixel, both spatial widths times s, the marginals
-    resized back bilinearly. Measured against pydensecrf at full size on a 213 x 320 image with
-    5 classes (``tests/test_crf_torch.py``, ``test_large_images_use_the_coarse_grid``): see the
-    numbers there."""
+    resized back bilinearly. Measured against pydensecrf at full size on a 213 x 320 image with 5
+    classes (``tests/test_crf_torch.py``, the comment above ``test_large_images_use_the_coarse_grid``),
+    over the four presets: 98.9-99.3 % of the labels agree, mean |marginal difference| 0.005-0.007;
+    the labels that differ lie along class edges (83-99 % of them within 3 px of one, a band of 9 %
+    of the image: detail finer than a coarse pixel is lost). Time: 0.10-0.16 s per image on one CPU
+    thread, like pydensecrf's 0.11-0.29 s; the exact sum would cost about (H * W / max_pixels)^2
+    times the 64 x 64 one (~280x here, an estimate)."""
     from .crf_torch import dense_crf
 
     c, h, w = unary.shape
@@ -249,14 +253,29 @@ def _crf_job(args):
     return crf_on_labels(image, x, **kwargs)
 
 
+def _crf_worker_threads(threads: int) -> None:
+    """Pool initializer: this worker's share of the CPU threads (the torch backend is threaded)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def crf_map(images, inputs, kind: str = "scores", processes: int = 1, **kwargs) -> list:
     """Run the CRF over many images: ``kind`` 'scores' (inputs are (C, H, W) probabilities) or
-    'labels' (inputs are (H, W) label maps; pass ``num_classes``). ``processes`` > 1 uses a process
-    pool. Other keyword arguments (``params``, ``backend``, ...) go to :func:`crf_on_scores` /
+    'labels' (inputs are (H, W) label maps; pass ``num_classes``). ``processes`` > 1 uses a pool of
+    spawned processes (not forked: a forked child of a process that has run torch can hang, which
+    the torch backend would), each with 1/``processes`` of this process's torch threads. Other
+    keyword arguments (``params``, ``backend``, ...) go to :func:`crf_on_scores` /
     :func:`crf_on_labels`. Returns the list of marginals (C, H, W), in order."""
+    import multiprocessing as mp
+
+    import torch
+
     check_choice("kind", kind, ("scores", "labels"))
     jobs = [(kind, im, x, kwargs) for im, x in zip(images, inputs)]
     if processes <= 1 or len(jobs) <= 1:
         return [_crf_job(j) for j in jobs]
-    with ProcessPoolExecutor(processes) as pool:
+    threads = max(1, torch.get_num_threads() // processes)
+    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"), initializer=_crf_worker_threads,
+                             initargs=(threads,)) as pool:
         return list(pool.map(_crf_job, jobs, chunksize=max(1, len(jobs) // (4 * processes))))
