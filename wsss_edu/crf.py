@@ -266,12 +266,15 @@ def crf_map(images, inputs, kind: str = "scores", processes: int = 1, **kwargs) 
     spawned processes (not forked: a forked child of a process that has run torch can hang, which
     the torch backend would), each with 1/``processes`` of this process's torch threads. Other
     keyword arguments (``params``, ``backend``, ...) go to :func:`crf_on_scores` /
-    :func:`crf_on_labels`. Returns the list of marginals (C, H, W), in order."""
+    :func:`crf_on_labels`; ``backend`` is resolved here (:func:`resolve_backend`), so that every
+    worker runs the backend this process would. Returns the list of marginals (C, H, W), in order."""
     import multiprocessing as mp
 
     import torch
 
     check_choice("kind", kind, ("scores", "labels"))
+    # resolved here, once: the workers then run the same backend as this process, and warn no more
+    kwargs = dict(kwargs, backend=resolve_backend(kwargs.get("backend", "auto")))
     jobs = [(kind, im, x, kwargs) for im, x in zip(images, inputs)]
     if processes <= 1 or len(jobs) <= 1:
         return [_crf_job(j) for j in jobs]
