@@ -66,7 +66,7 @@ def gaussian_kernel(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
     matrix product and one exp (centre the features first: float32 loses ~1e-7 (|f_i|^2 + |f_j|^2)
     in the exponent). Exponents below -80 are raised to -80 (a kernel value of 1.8e-35 instead of
     a smaller one, an error below N * 1.8e-35): float32 results under 1.2e-38 are denormal numbers,
-    which x86 CPUs compute tens of times more slowly."""
+    which x86 CPUs compute slowly (a 1024 x 4096 block: 53 ms without the floor, 10 ms with it)."""
     a = torch.cat([fa, -0.5 * fa.pow(2).sum(1, keepdim=True), torch.ones_like(fa[:, :1])], 1)
     b = torch.cat([fb, torch.ones_like(fb[:, :1]), -0.5 * fb.pow(2).sum(1, keepdim=True)], 1)
     return torch.exp_((a @ b.T).clamp_(-80.0, 0.0))
