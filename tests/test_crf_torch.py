@@ -134,7 +134,7 @@ def test_large_images_use_the_coarse_grid(monkeypatch):
     img, p, truth = toy_scene(96, 128, 4, seed=4)
     seen = []
     real = crf_torch.dense_crf
-    monkeypatch.setattr(crf_torch, "dense_crf", lambda u, *a, **k: seen.append(u.shape) or real(u, *a, **k))
+    monkeypatch.setattr(crf, "dense_crf", lambda u, *a, **k: seen.append(u.shape) or real(u, *a, **k))
     b = crf_on_scores(img, p, "rrm_train", backend="torch")
     assert len(seen) == 1 and seen[0][1] * seen[0][2] <= crf.TORCH_EXACT_PIXELS
     assert b.shape == p.shape and np.allclose(b.sum(0), 1, atol=1e-3)

@@ -8,7 +8,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
 # The layers of the package's map (its docstring): a module may import its own layer and those
 # listed for it, nothing else. ``steps`` is the subpackage wsss_edu/steps/.
 METHODS = {"label_uncertainty", "cam", "irnet", "models", "urn", "rrm"}
-SUBSTRATE = {"toy", "datasets", "labels", "data", "io", "errors", "pretrained", "crf", "metrics",
+SUBSTRATE = {"toy", "datasets", "labels", "data", "io", "errors", "pretrained", "crf", "crf_torch", "metrics",
              "stats", "train", "distributed", "viz", "progress"}
 PLUMBING = {"params", "cache", "results", "parallel", "download", "runner", "pipeline", "compare",
             "nbtools", "versions", "course", "prepare_voc_trainaug", "write_toy_voc", "colab"}

@@ -23,7 +23,7 @@ A method module imports only the substrate and other methods, never a step nor t
 The substrate every method shares: ``toy`` (the toy world), ``datasets`` (VOC, MSRC, ... and
 ``PseudoLabeled``), ``labels`` (the sample format, the VOC palette), ``data`` (tensors, augmentation,
 batching), ``io`` (images and masks on disk), ``errors``, ``pretrained`` (ImageNet weights),
-``crf``, ``metrics``, ``stats``, ``train`` (the training loop), ``distributed`` (the same loop on N
+``crf`` (with ``crf_torch``, its PyTorch backend), ``metrics``, ``stats``, ``train`` (the training loop), ``distributed`` (the same loop on N
 processes), ``progress`` (progress bars, or log lines when headless), ``viz``.
 
 The plumbing: ``params`` (the parameters every notebook shares), ``cache`` and ``results`` (artifacts

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .crf_torch import dense_crf
 from .errors import WsssError, check_choice
 
 BACKENDS = ("auto", "pydensecrf", "torch")
@@ -152,8 +153,6 @@ def _inference_torch(unary: np.ndarray, image: np.ndarray, p: CRFParams,
     of the image: detail finer than a coarse pixel is lost). Time: 0.10-0.16 s per image on one CPU
     thread, like pydensecrf's 0.11-0.29 s; the exact sum would cost about (H * W / max_pixels)^2
     times the 64 x 64 one (~280x here, an estimate)."""
-    from .crf_torch import dense_crf
-
     c, h, w = unary.shape
     if h * w <= max_pixels:
         return dense_crf(unary, image, p.gauss_sxy, p.gauss_compat, p.bilateral_sxy, p.bilateral_srgb,
