@@ -8,6 +8,7 @@ installed package (``pip install <the repository>``, no checkout) can hand them 
 skips the copy: the package finds the checkout itself. Everything else is in pyproject.toml; the
 source distribution takes the same files through MANIFEST.in.
 """
+
 import ast
 import shutil
 from pathlib import Path
@@ -22,8 +23,9 @@ def course_patterns(module: Path = HERE / "wsss_edu" / "course.py") -> tuple:
     """``COURSE_FILES`` of wsss_edu/course.py, read without importing the package (its imports,
     torch and numpy among them, are not installed in an isolated build)."""
     for node in ast.parse(module.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COURSE_FILES"
-                                                for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "COURSE_FILES" for t in node.targets
+        ):
             return tuple(ast.literal_eval(node.value))
     raise RuntimeError(f"{module} defines no COURSE_FILES literal")
 
@@ -36,10 +38,14 @@ class build_py_with_course(build_py):
         if getattr(self, "editable_mode", False):
             return
         target = Path(self.build_lib) / "wsss_edu" / "_course"
-        files = sorted({p for pattern in course_patterns() for p in HERE.glob(pattern) if p.is_file()})
+        files = sorted(
+            {p for pattern in course_patterns() for p in HERE.glob(pattern) if p.is_file()}
+        )
         if not any(p.relative_to(HERE).parts[0] == "notebooks" for p in files):
-            raise RuntimeError(f"no course notebook under {HERE}/notebooks: the wheel would lack the "
-                               "course (an sdist built without MANIFEST.in?)")
+            raise RuntimeError(
+                f"no course notebook under {HERE}/notebooks: the wheel would lack the "
+                "course (an sdist built without MANIFEST.in?)"
+            )
         for src in files:
             dst = target / src.relative_to(HERE)
             dst.parent.mkdir(parents=True, exist_ok=True)

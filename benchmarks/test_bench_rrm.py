@@ -4,6 +4,7 @@ of 16 toy images of 64 px, the loss at half resolution: 32 x 32) and at the full
 321-px crop at half resolution: 161 x 161, 21 classes), next to one training step of the rest of
 the network at the quick size. Peak memory: the process's maximum resident size, measured in a
 fresh subprocess per case."""
+
 import json
 import subprocess
 import sys
@@ -44,16 +45,24 @@ print(json.dumps(out))
 
 
 def _run(code, *args):
-    res = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                         check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name, n, c, h, chunk", [("quick: 16 x 32², 7 classes", 16, 7, 32, 1024),
-                                                   ("full: 1 x 161², 21 classes", 1, 21, 161, 1024)])
+@pytest.mark.parametrize(
+    "name, n, c, h, chunk",
+    [
+        ("quick: 16 x 32², 7 classes", 16, 7, 32, 1024),
+        ("full: 1 x 161², 21 classes", 1, 21, 161, 1024),
+    ],
+)
 def test_energy_loss(benchmark, name, n, c, h, chunk):
     r = benchmark.pedantic(lambda: _run(CASE, n, c, h, chunk), rounds=1, iterations=1)
-    print(f"\ndense energy loss, {name}: forward + backward {r['s']:.2f} s, peak +{r['peak_mb']:.0f} MB")
+    print(
+        f"\ndense energy loss, {name}: forward + backward {r['s']:.2f} s, peak +{r['peak_mb']:.0f} MB"
+    )
 
 
 def test_training_step_with_and_without_the_energy(benchmark):

@@ -1,5 +1,6 @@
 """Benchmarks (figures, not pass/fail): ``make bench``. The toy world must make 1,000 images of
 96 px in under 10 s on one core (the issue's target)."""
+
 from wsss_edu.toy import ToyDataset
 
 
@@ -11,7 +12,9 @@ def _generate(n, size):
 
 def test_toy_world_1000_images_96px(benchmark):
     benchmark.pedantic(_generate, args=(1000, 96), rounds=3, iterations=1)
-    print(f"\ntoy world: 1000 images of 96 px in {benchmark.stats.stats.mean:.2f} s (mean of 3, one core)")
+    print(
+        f"\ntoy world: 1000 images of 96 px in {benchmark.stats.stats.mean:.2f} s (mean of 3, one core)"
+    )
 
 
 def test_toy_world_100_images_320px(benchmark):

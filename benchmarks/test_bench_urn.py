@@ -3,15 +3,15 @@ with 2 processes at least 1.8x faster than with 1. 800 toy images of 64 px (note
 set; starting the two workers costs ~4 s, which a smaller set would make look larger), the true
 masks as the pseudo-masks, a small untrained DeepLabv3+ for P; each worker computes P for its own
 images."""
+
 import time
 from functools import partial
 
 import pytest
 import torch
 
-
-from wsss_edu.steps import urn_step
 from wsss_edu.models import make_segmenter
+from wsss_edu.steps import urn_step
 from wsss_edu.toy import ToyDataset
 
 
@@ -30,9 +30,13 @@ def test_uncertainty_pass(benchmark, setup, tmp_path_factory, processes):
     def run():
         folder = tmp_path_factory.mktemp(f"urn{processes}")
         start = time.perf_counter()
-        urn_step.uncertainty_pass(net, ds, folder, processes=processes, model_factory=factory, progress=False)
+        urn_step.uncertainty_pass(
+            net, ds, folder, processes=processes, model_factory=factory, progress=False
+        )
         return time.perf_counter() - start
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    print(f"\nURN uncertainty pass, {len(ds)} images of 64 px, {processes} process(es): "
-          f"{benchmark.stats.stats.mean:.2f} s ")
+    print(
+        f"\nURN uncertainty pass, {len(ds)} images of 64 px, {processes} process(es): "
+        f"{benchmark.stats.stats.mean:.2f} s "
+    )

@@ -11,6 +11,7 @@ installed package): this file only runs :func:`wsss_edu.download.main`. Download
 already in place (its completion marker written) is skipped. The arguments are checked before any
 download starts. Works from any working directory.
 """
+
 from __future__ import annotations
 
 import sys

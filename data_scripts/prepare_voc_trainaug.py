@@ -7,6 +7,7 @@ The same command as ``python -m wsss_edu.prepare_voc_trainaug --root data`` (whi
 this folder, from an installed package): this file only runs
 :func:`wsss_edu.prepare_voc_trainaug.main`; see that module for what it writes.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
 if (_CHECKOUT / "wsss_edu" / "__init__.py").is_file():
-    sys.path.insert(0, str(_CHECKOUT))   # this checkout's package (no install needed)
+    sys.path.insert(0, str(_CHECKOUT))  # this checkout's package (no install needed)
 
 from wsss_edu.prepare_voc_trainaug import main  # noqa: E402
 

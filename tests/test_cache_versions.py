@@ -1,6 +1,7 @@
 """Versioned caches (issue 25): a step's CODE_VERSION is in its cache keys and in the pipeline's
 done.json, so that after an update what a changed step computes is computed again (and the
 notebooks that use it rerun) while the rest is reused; the package version is recorded, not keyed."""
+
 import ast
 import hashlib
 import json
@@ -34,14 +35,16 @@ def test_the_version_keys_the_artifact_and_the_package_version_is_recorded(tmp_p
     params = {"seed": 0}
     cache.cached(tmp_path, "cams", params, compute, version=1)
     cache.cached(tmp_path, "cams", params, compute, version=1)
-    assert len(calls) == 1                                          # the same version reuses
+    assert len(calls) == 1  # the same version reuses
     cache.cached(tmp_path, "cams", params, compute, version=2)
-    assert len(calls) == 2                                          # another version computes
+    assert len(calls) == 2  # another version computes
     cache.cached(tmp_path, "cams", params, compute, version=1)
-    assert len(calls) == 2                                          # back to 1: its file is still there
+    assert len(calls) == 2  # back to 1: its file is still there
     v1, v2 = (cache.artifact_path(tmp_path, "cams", params, v) for v in (1, 2))
     assert v1 != v2 and v1.exists() and v2.exists()
-    assert cache.checkpoint_path(tmp_path, "cams", params, 1) != cache.checkpoint_path(tmp_path, "cams", params, 2)
+    assert cache.checkpoint_path(tmp_path, "cams", params, 1) != cache.checkpoint_path(
+        tmp_path, "cams", params, 2
+    )
     meta = json.loads(v2.with_suffix(".json").read_text())
     assert meta == {"parameters": params, "code_version": 2, "wsss_edu": wsss_edu.__version__}
     # unversioned (ad-hoc use): the parameters alone, as before versions
@@ -67,31 +70,50 @@ def test_bumping_a_steps_version_recomputes_its_artifacts_and_not_anothers(tmp_p
     monkeypatch.setattr(irnet_step, "confident_images", fake_confident)
 
     def both():
-        net = segmenter_step.cached_segmenter(tmp_path, data, {"pseudo_labels": "f"}, cfg, progress=False)
-        idx = irnet_step.cached_confident_images(tmp_path, None, None, tmp_path / "cams_abc", 0.8, False)
+        net = segmenter_step.cached_segmenter(
+            tmp_path, data, {"pseudo_labels": "f"}, cfg, progress=False
+        )
+        idx = irnet_step.cached_confident_images(
+            tmp_path, None, None, tmp_path / "cams_abc", 0.8, False
+        )
         return dict(calls), net, idx
 
     first, net1, idx1 = both()
     assert first == {"segmenter": 1, "confident": 1}
     again, net2, idx2 = both()
-    assert again == first                                        # same versions: all reused
-    assert all(torch.equal(a, b) for a, b in zip(net1.state_dict().values(), net2.state_dict().values()))
+    assert again == first  # same versions: all reused
+    assert all(
+        torch.equal(a, b) for a, b in zip(net1.state_dict().values(), net2.state_dict().values())
+    )
     assert idx2.tolist() == idx1.tolist() == [0, 2]
     monkeypatch.setattr(segmenter_step, "CODE_VERSION", segmenter_step.CODE_VERSION + 1)
-    assert both()[0] == {"segmenter": 2, "confident": 1}         # only the bumped step
+    assert both()[0] == {"segmenter": 2, "confident": 1}  # only the bumped step
     monkeypatch.setattr(irnet_step, "CODE_VERSION", irnet_step.CODE_VERSION + 1)
     assert both()[0] == {"segmenter": 2, "confident": 2}
-    assert both()[0] == {"segmenter": 2, "confident": 2}         # and then reused at the new versions
+    assert both()[0] == {"segmenter": 2, "confident": 2}  # and then reused at the new versions
 
 
 def _cache_calls_without_version(tree) -> list:
     """(line, function) of the calls of the cache's keyed functions that pass no code version."""
-    where = {"cached": 5, "artifact_path": 3, "checkpoint_path": 3, "save_artifact": 3}   # version's position
+    where = {
+        "cached": 5,
+        "artifact_path": 3,
+        "checkpoint_path": 3,
+        "save_artifact": 3,
+    }  # version's position
     missing = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            f = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-            if f in where and len(node.args) <= where[f] and not any(k.arg == "version" for k in node.keywords):
+            f = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", None)
+            )
+            if (
+                f in where
+                and len(node.args) <= where[f]
+                and not any(k.arg == "version" for k in node.keywords)
+            ):
                 missing.append((node.lineno, f))
     return missing
 
@@ -99,9 +121,15 @@ def _cache_calls_without_version(tree) -> list:
 def test_every_cache_call_of_the_steps_passes_their_code_version():
     """A step that forgot its version would key its artifacts by the parameters alone: never
     recomputed after an update (and, for artifact_path beside cached, never found either)."""
-    assert _cache_calls_without_version(ast.parse("cached(o, 'a', k, f)\nartifact_path(o, 'a', k, 1)\n"
-                                                  "checkpoint_path(o, 'a', k, version=V)\n")) == [(1, "cached")]
-    found = {p.name: _cache_calls_without_version(ast.parse(p.read_text())) for p in STEPS.glob("*.py")}
+    assert _cache_calls_without_version(
+        ast.parse(
+            "cached(o, 'a', k, f)\nartifact_path(o, 'a', k, 1)\n"
+            "checkpoint_path(o, 'a', k, version=V)\n"
+        )
+    ) == [(1, "cached")]
+    found = {
+        p.name: _cache_calls_without_version(ast.parse(p.read_text())) for p in STEPS.glob("*.py")
+    }
     assert not {k: v for k, v in found.items() if v}
     versions = pipeline.step_code_versions()
     assert {p.stem for p in STEPS.glob("*.py") if p.stem != "__init__"} == set(versions)
@@ -117,20 +145,30 @@ def write_notebook(path, code: str, markdown: str = ""):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("DATASET = 'toy'\nOUTPUT_DIR = ''")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(code)] + ([nbformat.v4.new_markdown_cell(markdown)]
-                                                           if markdown else [])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [params, nbformat.v4.new_code_cell(code)] + (
+        [nbformat.v4.new_markdown_cell(markdown)] if markdown else []
+    )
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path.write_text(nbformat.writes(nb))
 
 
-CODE = {"03_cam": "from wsss_edu.steps import cam_step", "04_irn": "from wsss_edu.steps import irnet_step",
-        "05_seg": "from wsss_edu.steps import segmenter_step"}
+CODE = {
+    "03_cam": "from wsss_edu.steps import cam_step",
+    "04_irn": "from wsss_edu.steps import irnet_step",
+    "05_seg": "from wsss_edu.steps import segmenter_step",
+}
 
 
 def write_steps(folder, cam: int = 1, irnet: int = 1, seg: int = 1):
     folder.mkdir(exist_ok=True)
     (folder / "cam_step.py").write_text(f"CODE_VERSION = {cam}\n")
-    (folder / "irnet_step.py").write_text(f"from .cam_step import load_cams\n\nCODE_VERSION = {irnet}\n")
+    (folder / "irnet_step.py").write_text(
+        f"from .cam_step import load_cams\n\nCODE_VERSION = {irnet}\n"
+    )
     (folder / "segmenter_step.py").write_text(f"import numpy\nCODE_VERSION = {seg}\n")
     (folder / "__init__.py").write_text("")
 
@@ -153,8 +191,13 @@ def run(course, out, logs=None):
         calls.append(Path(src).stem)
         Path(dst).write_text("{}")
 
-    status = pipeline.run_pipeline(out, "voc", notebooks_dir=course, execute=execute,
-                                   log=(logs if logs is not None else []).append)
+    status = pipeline.run_pipeline(
+        out,
+        "voc",
+        notebooks_dir=course,
+        execute=execute,
+        log=(logs if logs is not None else []).append,
+    )
     assert sorted(calls) == sorted(k for k, v in status.items() if v == "ran")
     return status
 
@@ -165,24 +208,38 @@ def test_done_json_records_the_package_and_step_versions(course, tmp_path):
     for name, code in CODE.items():
         done = json.loads((out / "steps" / name / "done.json").read_text())
         assert done["wsss_edu"] == wsss_edu.__version__
-        expected_code = "DATASET = 'toy'\nOUTPUT_DIR = ''\n" + code    # the code cells, in order
+        expected_code = "DATASET = 'toy'\nOUTPUT_DIR = ''\n" + code  # the code cells, in order
         assert done["notebook_code_sha256"] == hashlib.sha256(expected_code.encode()).hexdigest()
         assert done["parameters"]["DATASET"] == "voc"
-    steps = {n: json.loads((out / "steps" / n / "done.json").read_text())["step_versions"] for n in CODE}
+    steps = {
+        n: json.loads((out / "steps" / n / "done.json").read_text())["step_versions"] for n in CODE
+    }
     # 04 names irnet_step, which imports cam_step: both are its steps
-    assert steps == {"03_cam": {"cam_step": 1}, "04_irn": {"cam_step": 1, "irnet_step": 1},
-                     "05_seg": {"segmenter_step": 1}}
+    assert steps == {
+        "03_cam": {"cam_step": 1},
+        "04_irn": {"cam_step": 1, "irnet_step": 1},
+        "05_seg": {"segmenter_step": 1},
+    }
 
 
-def test_a_changed_step_version_or_notebook_reruns_the_step_and_the_rest_is_skipped(course, tmp_path, monkeypatch):
+def test_a_changed_step_version_or_notebook_reruns_the_step_and_the_rest_is_skipped(
+    course, tmp_path, monkeypatch
+):
     out, logs = tmp_path / "out", []
     run(course, out)
     assert run(course, out) == {"03_cam": "skipped", "04_irn": "skipped", "05_seg": "skipped"}
     write_steps(tmp_path / "steps", cam=2)
     assert run(course, out, logs) == {"03_cam": "ran", "04_irn": "ran", "05_seg": "skipped"}
-    assert any(line.startswith("04_irn: running (step code changed") and "cam_step 1 -> 2" in line
-               for line in logs)
-    assert json.loads((out / "steps" / "04_irn" / "done.json").read_text())["step_versions"]["cam_step"] == 2
+    assert any(
+        line.startswith("04_irn: running (step code changed") and "cam_step 1 -> 2" in line
+        for line in logs
+    )
+    assert (
+        json.loads((out / "steps" / "04_irn" / "done.json").read_text())["step_versions"][
+            "cam_step"
+        ]
+        == 2
+    )
     assert set(run(course, out).values()) == {"skipped"}
     write_steps(tmp_path / "steps", cam=2, seg=3)
     assert run(course, out) == {"03_cam": "skipped", "04_irn": "skipped", "05_seg": "ran"}
@@ -207,8 +264,11 @@ def test_an_old_done_json_without_versions_reruns(course, tmp_path):
     run(course, out)
     marker = out / "steps" / "04_irn" / "done.json"
     done = json.loads(marker.read_text())
-    marker.write_text(json.dumps({"parameters": done["parameters"], "seconds": 1.0,
-                                  "finished": "2026-01-01 00:00:00"}))   # as wsss_edu 0.1 wrote it
+    marker.write_text(
+        json.dumps(
+            {"parameters": done["parameters"], "seconds": 1.0, "finished": "2026-01-01 00:00:00"}
+        )
+    )  # as wsss_edu 0.1 wrote it
     assert run(course, out, logs) == {"03_cam": "skipped", "04_irn": "ran", "05_seg": "skipped"}
     assert any("04_irn: running (its done.json records no code versions" in line for line in logs)
     assert "step_versions" in json.loads(marker.read_text())

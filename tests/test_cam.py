@@ -1,4 +1,5 @@
 """Class activation maps: the equations against independent computations, and their invariants."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,9 +52,17 @@ def test_multiscale_cam_flip_equivariant_and_sums_scales():
     ref = F.interpolate(net.cam(x), size=(16, 24), mode="bilinear", align_corners=False)
     assert torch.allclose(one, ref, atol=1e-6)
     two = C.multiscale_cam(net.cam, x, scales=(1.0, 2.0), flip=False)
-    assert torch.allclose(two - one, C.multiscale_cam(net.cam, F.interpolate(
-        x, scale_factor=2.0, mode="bilinear", align_corners=False), scales=(1.0,), flip=False,
-        size=(16, 24)), atol=1e-5)
+    assert torch.allclose(
+        two - one,
+        C.multiscale_cam(
+            net.cam,
+            F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False),
+            scales=(1.0,),
+            flip=False,
+            size=(16, 24),
+        ),
+        atol=1e-5,
+    )
 
 
 def test_normalize_cams_per_class_and_global():
@@ -70,12 +79,12 @@ def test_normalize_cams_per_class_and_global():
 
 def test_cams_to_labels_without_a_background_picks_among_the_images_classes():
     cams = torch.zeros(2, 3, 2, 2)
-    cams[0, 1] = torch.tensor([[0.9, 0.0], [0.2, 0.0]])    # image 0 has classes 1 and 2 (ids 2, 3)
+    cams[0, 1] = torch.tensor([[0.9, 0.0], [0.2, 0.0]])  # image 0 has classes 1 and 2 (ids 2, 3)
     cams[0, 2] = torch.tensor([[0.1, 0.0], [0.8, 0.3]])
     out = C.cams_to_labels(cams, None)
     # (0, 1) has no CAM at all: still one of the image's classes, never absent class 0 (id 1)
     assert out[0].tolist() == [[2, 2], [3, 3]]
-    assert out[1].tolist() == [[0, 0], [0, 0]]           # an image without any map
+    assert out[1].tolist() == [[0, 0], [0, 0]]  # an image without any map
     # with a plane at 0 every zero pixel would be background instead
     assert C.cams_to_labels(cams, 0.0)[0, 0, 1] == 0
 
@@ -125,7 +134,7 @@ def test_balance_by_downsampling_against_counts():
     y = (torch.rand(400, 4, generator=g) < torch.tensor([0.6, 0.3, 0.15, 0.05])).int()
     idx = C.balance_by_downsampling(y, seed=1)
     counts, rarest = y[idx].sum(0), int(y.sum(0).min())
-    assert counts[3] == rarest == y[:, 3].sum()              # the rarest class keeps all its images
+    assert counts[3] == rarest == y[:, 3].sum()  # the rarest class keeps all its images
     assert (counts >= rarest).all() and counts.max() < y.sum(0).max()
     assert y[idx].any(1).all() and len(set(idx.tolist())) == len(idx)
     assert torch.equal(idx, C.balance_by_downsampling(y, seed=1))  # reproducible
@@ -144,11 +153,11 @@ def test_grad_cam_at_an_earlier_layer_matches_finite_differences():
     torch.manual_seed(0)
     net = C.CAMClassifier(2, "small", width=2, depth=2).double().eval()
     x = torch.randn(1, 3, 8, 8, dtype=torch.double)
-    layer = net.backbone.body[5]                       # the ReLU ending stage 1 (stride 2)
+    layer = net.backbone.body[5]  # the ReLU ending stage 1 (stride 2)
     acts = net.backbone.body[:6](x)
     rest = lambda a: net.classifier(net.backbone.body[6:](a).mean((2, 3), keepdim=True)).flatten(1)
     assert torch.allclose(rest(acts), net(x))
-    for c in range(2):                                 # d logit_c / d A by central differences
+    for c in range(2):  # d logit_c / d A by central differences
         grad, eps = torch.zeros_like(acts), 1e-6
         for i in range(acts.numel()):
             d = torch.zeros_like(acts).flatten()
@@ -159,7 +168,7 @@ def test_grad_cam_at_an_earlier_layer_matches_finite_differences():
         assert torch.allclose(C.grad_cam(net, x, c, layer=layer), ref, atol=1e-6)
     assert C.grad_cams(net, x, layer).shape == (1, 2, 4, 4)
     assert all(p.grad is None for p in net.parameters())
-    with torch.no_grad():                              # usable as multiscale_cam's cam_fn
+    with torch.no_grad():  # usable as multiscale_cam's cam_fn
         assert C.multiscale_cam(lambda v: C.grad_cams(net, v, layer), x).shape == (1, 2, 8, 8)
 
 
@@ -175,6 +184,7 @@ def test_cam_files_keep_only_the_images_classes_and_extraction_resumes(tmp_path)
     cams = torch.rand(4, 5, 6)
     cam_step.save_cams(tmp_path, "img", cams, torch.tensor([0, 1, 0, 1]))
     import numpy as np
+
     with np.load(cam_step.cam_path(tmp_path, "img")) as z:
         assert z["keys"].tolist() == [1, 3] and z["cams"].dtype == np.float16
     back = cam_step.load_cams(tmp_path, "img", 4)
@@ -182,36 +192,46 @@ def test_cam_files_keep_only_the_images_classes_and_extraction_resumes(tmp_path)
     with pytest.raises(FileNotFoundError, match="notebook 03"):
         cam_step.load_cams(tmp_path, "other", 4)
     from wsss_edu.toy import ToyDataset
+
     ds = ToyDataset("train", n=5, size=32)
     net = C.CAMClassifier(6, "small", width=4, depth=2)
     assert cam_step.extract_cams(net, ds, tmp_path / "cams", scales=(1.0, 0.5), progress=False) == 5
     first = cam_step.load_cams(tmp_path / "cams", ds[2]["name"], 6)
     assert first.shape == (6, 32, 32) and first.max() <= 1
     assert ((first.flatten(1).amax(1) > 0) <= torch.as_tensor(ds[2]["labels"] > 0)).all()
-    assert cam_step.extract_cams(net, ds, tmp_path / "cams", progress=False) == 0   # all there: skipped
+    assert (
+        cam_step.extract_cams(net, ds, tmp_path / "cams", progress=False) == 0
+    )  # all there: skipped
     cam_step.cam_path(tmp_path / "cams", ds[4]["name"]).unlink()
-    assert cam_step.extract_cams(net, ds, tmp_path / "cams", progress=False) == 1   # resumes the missing one
+    assert (
+        cam_step.extract_cams(net, ds, tmp_path / "cams", progress=False) == 1
+    )  # resumes the missing one
     # evaluation: the same confusion as cams_to_labels image by image
     from wsss_edu.metrics import miou
+
     meters = cam_step.cam_confusions(ds, tmp_path / "cams", (0.1, 0.5), progress=False)
     for m, t in zip(meters, (0.1, 0.5)):
-        preds = [C.cams_to_labels(cam_step.load_cams(tmp_path / "cams", s["name"], 6)[None], t)[0]
-                 for s in ds]
+        preds = [
+            C.cams_to_labels(cam_step.load_cams(tmp_path / "cams", s["name"], 6)[None], t)[0]
+            for s in ds
+        ]
         assert m.miou == pytest.approx(miou([s["mask"] for s in ds], preds, 7))
 
 
 def test_crf_cam_labels_uses_only_the_images_classes_and_follows_edges():
     import numpy as np
+
     img = np.zeros((24, 24, 3), np.uint8)
-    img[6:18, 6:18] = 255                              # a white square on black
+    img[6:18, 6:18] = 255  # a white square on black
     cams = torch.zeros(4, 24, 24)
-    cams[2, 8:20, 8:20] = 1.0                          # class 2's CAM, shifted by 2 px
-    cams[0] = 0.1                                      # a weak class everywhere, under the threshold
+    cams[2, 8:20, 8:20] = 1.0  # class 2's CAM, shifted by 2 px
+    cams[0] = 0.1  # a weak class everywhere, under the threshold
     out = C.crf_cam_labels(img, cams, bg_threshold=0.15)
     assert set(np.unique(out)) <= {0, 1, 3}
-    square = np.zeros((24, 24), bool); square[6:18, 6:18] = True
+    square = np.zeros((24, 24), bool)
+    square[6:18, 6:18] = True
     raw = C.cams_to_labels(cams[None], 0.15)[0].numpy()
-    assert ((out == 3) == square).mean() > ((raw == 3) == square).mean()   # CRF snaps to the edge
+    assert ((out == 3) == square).mean() > ((raw == 3) == square).mean()  # CRF snaps to the edge
     assert (C.crf_cam_labels(img, torch.zeros(4, 24, 24)) == 0).all()
 
 
@@ -220,12 +240,12 @@ def test_train_classifier_learns_image_level_labels():
     x = torch.randn(64, 3, 16, 16)
     y = torch.zeros(64, 2)
     y[:32, 0] = 1
-    x[:32, 0, 4:10, 4:10] += 3                         # class 0: a red patch
+    x[:32, 0, 4:10, 4:10] += 3  # class 0: a red patch
     y[16:48, 1] = 1
-    x[16:48, 2, 8:14, 8:14] += 3                       # class 1: a blue patch
-    perm = torch.randperm(64)                          # mixed batches (BN needs both kinds)
+    x[16:48, 2, 8:14, 8:14] += 3  # class 1: a blue patch
+    perm = torch.randperm(64)  # mixed batches (BN needs both kinds)
     x, y = x[perm], y[perm]
-    batches = [{"image": x[i:i + 16], "labels": y[i:i + 16]} for i in range(0, 64, 16)]
+    batches = [{"image": x[i : i + 16], "labels": y[i : i + 16]} for i in range(0, 64, 16)]
     net = C.CAMClassifier(2, "small", width=8, depth=2)
     hist = cam_step.train_classifier(net, batches, epochs=15, lr_new=3e-3, progress=False)
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
@@ -249,4 +269,4 @@ def test_freeze_bn_keeps_the_statistics_while_the_weights_train():
         opt.step()
         moved = any(not torch.equal(b, m.running_mean) for b, m in zip(before, bn))
         assert moved != freeze
-        assert not torch.equal(conv, model.backbone.body[0].weight)   # the weights train either way
+        assert not torch.equal(conv, model.backbone.body[0].weight)  # the weights train either way

@@ -1,4 +1,5 @@
 """Dense CRF wrappers: both flavours, input checks, the process pool gives the same answer."""
+
 import numpy as np
 import pytest
 
@@ -49,8 +50,10 @@ def test_inputs_checked_with_the_fix_named():
 
 def test_pool_matches_serial():
     img = scene()
-    probs = [np.stack([np.full((32, 40), a), np.full((32, 40), 1 - a)]).astype(np.float32)
-             for a in (0.3, 0.5, 0.7)]
+    probs = [
+        np.stack([np.full((32, 40), a), np.full((32, 40), 1 - a)]).astype(np.float32)
+        for a in (0.3, 0.5, 0.7)
+    ]
     serial = crf_map([img] * 3, probs, "scores", processes=1)
     pooled = crf_map([img] * 3, probs, "scores", processes=2)
     for a, b in zip(serial, pooled):
@@ -59,24 +62,30 @@ def test_pool_matches_serial():
 
 def test_crf_accepts_read_only_images_as_pil_gives_them():
     from PIL import Image
-    img = np.asarray(Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), np.uint8)))
+
+    img = np.asarray(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), np.uint8))
+    )
     assert not img.flags.writeable
-    labels = np.zeros((8, 8), np.int64); labels[2:6, 2:6] = 1
+    labels = np.zeros((8, 8), np.int64)
+    labels[2:6, 2:6] = 1
     assert crf_on_labels(img, labels, 2).shape == (2, 8, 8)
 
 
 def test_rescaled_crf_is_the_crf_at_scale_one_and_keeps_the_edge_at_half_size():
     from wsss_edu.crf import crf_on_scores_rescaled
 
-    img = np.repeat(np.repeat(scene(), 2, 0), 2, 1)            # 64 x 80, colour edge at x = 40
+    img = np.repeat(np.repeat(scene(), 2, 0), 2, 1)  # 64 x 80, colour edge at x = 40
     rng = np.random.default_rng(1)
     right = np.arange(80)[None, :] >= 40
     p1 = np.clip(np.where(right, 0.65, 0.35) + rng.normal(0, 0.2, (64, 80)), 0.01, 0.99)
     probs = np.stack([1 - p1, p1]).astype(np.float32)
-    assert np.array_equal(crf_on_scores_rescaled(img, probs, "urn", 1.0), crf_on_scores(img, probs, "urn"))
+    assert np.array_equal(
+        crf_on_scores_rescaled(img, probs, "urn", 1.0), crf_on_scores(img, probs, "urn")
+    )
     q = crf_on_scores_rescaled(img, probs, "urn", 0.5)
     assert q.shape == probs.shape and q.dtype == np.float32
-    assert np.allclose(q.sum(0), 1, atol=1e-3)                  # bilinear resizing keeps a distribution
+    assert np.allclose(q.sum(0), 1, atol=1e-3)  # bilinear resizing keeps a distribution
     before = (probs.argmax(0) == right).mean()
     assert (q.argmax(0) == right).mean() > max(before, 0.97)
     for bad in (0.0, 1.5, -1):
@@ -97,15 +106,38 @@ def test_rescaled_crf_scales_the_spatial_widths():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
     probs = rng.dirichlet(np.ones(3), (40, 48)).transpose(2, 0, 1).astype(np.float32)
-    small = F.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float(), size=(20, 24), mode="bilinear",
-                          align_corners=False, antialias=True)[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    small = (
+        F.interpolate(
+            torch.from_numpy(img).permute(2, 0, 1)[None].float(),
+            size=(20, 24),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )[0]
+        .round()
+        .clamp(0, 255)
+        .byte()
+        .permute(1, 2, 0)
+        .numpy()
+    )
     p = probs.reshape(3, 20, 2, 24, 2).mean((2, 4))
-    half = dataclasses.replace(PRESETS["urn"], gauss_sxy=PRESETS["urn"].gauss_sxy / 2,
-                               bilateral_sxy=PRESETS["urn"].bilateral_sxy / 2)
-    expected = F.interpolate(torch.from_numpy(crf_on_scores(small, p, half))[None], size=(40, 48),
-                             mode="bilinear", align_corners=False)[0].numpy()
+    half = dataclasses.replace(
+        PRESETS["urn"],
+        gauss_sxy=PRESETS["urn"].gauss_sxy / 2,
+        bilateral_sxy=PRESETS["urn"].bilateral_sxy / 2,
+    )
+    expected = F.interpolate(
+        torch.from_numpy(crf_on_scores(small, p, half))[None],
+        size=(40, 48),
+        mode="bilinear",
+        align_corners=False,
+    )[0].numpy()
     got = crf_on_scores_rescaled(img, probs, "urn", 0.5)
     assert np.allclose(got, expected, atol=1e-5)
-    unscaled = F.interpolate(torch.from_numpy(crf_on_scores(small, p, "urn"))[None], size=(40, 48),
-                             mode="bilinear", align_corners=False)[0].numpy()
+    unscaled = F.interpolate(
+        torch.from_numpy(crf_on_scores(small, p, "urn"))[None],
+        size=(40, 48),
+        mode="bilinear",
+        align_corners=False,
+    )[0].numpy()
     assert not np.allclose(got, unscaled, atol=1e-3)

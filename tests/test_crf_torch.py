@@ -2,6 +2,7 @@
 mean field equals a naive numpy one written from the paper (Potts mu = [l != l'], all pairs); it
 agrees with pydensecrf2 on the presets (measured numbers below); 'auto' falls back to it when
 pydensecrf cannot be imported; forcing 'pydensecrf' without it names the install command."""
+
 import sys
 import warnings
 
@@ -19,7 +20,9 @@ def toy_scene(h=64, w=64, classes=4, seed=0):
     noisy, spatially correlated class probabilities (argmax right on ~70 % of the pixels at 64 x 64)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    img = np.stack([60 + 40 * np.sin(xx / 7.0), 120 + 30 * np.cos(yy / 9.0), 60 + 0 * xx], -1).astype(float)
+    img = np.stack(
+        [60 + 40 * np.sin(xx / 7.0), 120 + 30 * np.cos(yy / 9.0), 60 + 0 * xx], -1
+    ).astype(float)
     truth = np.zeros((h, w), int)
     for k in range(1, classes):
         cy, cx = rng.integers(h // 6, h - h // 6), rng.integers(w // 6, w - w // 6)
@@ -29,8 +32,12 @@ def toy_scene(h=64, w=64, classes=4, seed=0):
         img[blob] = rng.integers(0, 255, 3)
     img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
     smooth = rng.normal(0, 1, (classes, h + 4, w + 4))
-    smooth = sum(smooth[:, i:i + h, j:j + w] for i in range(5) for j in range(5)) / 5
-    logits = 2.0 * np.eye(classes)[truth].transpose(2, 0, 1) + smooth + rng.normal(0, 0.8, (classes, h, w))
+    smooth = sum(smooth[:, i : i + h, j : j + w] for i in range(5) for j in range(5)) / 5
+    logits = (
+        2.0 * np.eye(classes)[truth].transpose(2, 0, 1)
+        + smooth
+        + rng.normal(0, 0.8, (classes, h, w))
+    )
     p = np.exp(logits - logits.max(0))
     return img, (p / p.sum(0)).astype(np.float32), truth
 
@@ -45,8 +52,8 @@ def naive_mean_field(unary, image, prm):
     rgb = image.reshape(-1, 3).astype(np.float64)
     dpos2 = (xs[:, None] - xs[None]) ** 2 + (ys[:, None] - ys[None]) ** 2
     drgb2 = ((rgb[:, None, :] - rgb[None, :, :]) ** 2).sum(-1)
-    smooth = np.exp(-dpos2 / (2 * prm.gauss_sxy ** 2))
-    appearance = np.exp(-dpos2 / (2 * prm.bilateral_sxy ** 2) - drgb2 / (2 * prm.bilateral_srgb ** 2))
+    smooth = np.exp(-dpos2 / (2 * prm.gauss_sxy**2))
+    appearance = np.exp(-dpos2 / (2 * prm.bilateral_sxy**2) - drgb2 / (2 * prm.bilateral_srgb**2))
     kernels = []
     for k in (smooth, appearance):
         d = k.sum(1)
@@ -55,15 +62,27 @@ def naive_mean_field(unary, image, prm):
     potts = 1.0 - np.eye(c)
     q = np.exp(-u) / np.exp(-u).sum(0)
     for _ in range(prm.iterations):
-        pairwise = sum(wt * potts @ (q @ k.T) for wt, k in zip((prm.gauss_compat, prm.bilateral_compat), kernels))
+        pairwise = sum(
+            wt * potts @ (q @ k.T)
+            for wt, k in zip((prm.gauss_compat, prm.bilateral_compat), kernels)
+        )
         e = np.exp(-(u + pairwise) - (-(u + pairwise)).max(0))
         q = e / e.sum(0)
     return q.reshape(c, h, w)
 
 
 def run_torch(unary, img, prm, **kw):
-    return dense_crf(unary, img, prm.gauss_sxy, prm.gauss_compat, prm.bilateral_sxy, prm.bilateral_srgb,
-                     prm.bilateral_compat, prm.iterations, **kw)
+    return dense_crf(
+        unary,
+        img,
+        prm.gauss_sxy,
+        prm.gauss_compat,
+        prm.bilateral_sxy,
+        prm.bilateral_srgb,
+        prm.bilateral_compat,
+        prm.iterations,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("preset", ["irn_labels", "urn"])
@@ -73,9 +92,10 @@ def test_torch_mean_field_equals_a_naive_numpy_one(preset):
     prm = PRESETS[preset]
     expected = naive_mean_field(unary, img, prm)
     import torch
+
     exact = run_torch(unary, img, prm, dtype=torch.float64)
     assert np.abs(exact - expected).max() < 1e-5
-    assert np.abs(run_torch(unary, img, prm) - expected).max() < 1e-4          # float32, the default
+    assert np.abs(run_torch(unary, img, prm) - expected).max() < 1e-4  # float32, the default
     # the uncached, block-by-block path (blocks of 7 rows, none kept) gives the same numbers
     blocks = run_torch(unary, img, prm, dtype=torch.float64, chunk=7, cache_mib=0)
     assert np.abs(blocks - expected).max() < 1e-5
@@ -109,7 +129,7 @@ def test_torch_agrees_with_pydensecrf_on_the_presets(preset):
     assert (a.argmax(0) == b.argmax(0)).mean() >= 0.99
     assert diff.mean() < 5e-3 and np.quantile(diff, 0.99) < 0.05
     assert np.allclose(b.sum(0), 1, atol=1e-4)
-    assert (b.argmax(0) == truth).mean() > (p.argmax(0) == truth).mean() + 0.1    # it cleans up
+    assert (b.argmax(0) == truth).mean() > (p.argmax(0) == truth).mean() + 0.1  # it cleans up
 
 
 def test_label_crf_agrees_with_pydensecrf():
@@ -134,7 +154,9 @@ def test_large_images_use_the_coarse_grid(monkeypatch):
     img, p, truth = toy_scene(96, 128, 4, seed=4)
     seen = []
     real = crf_torch.dense_crf
-    monkeypatch.setattr(crf, "dense_crf", lambda u, *a, **k: seen.append(u.shape) or real(u, *a, **k))
+    monkeypatch.setattr(
+        crf, "dense_crf", lambda u, *a, **k: seen.append(u.shape) or real(u, *a, **k)
+    )
     b = crf_on_scores(img, p, "rrm_train", backend="torch")
     assert len(seen) == 1 and seen[0][1] * seen[0][2] <= crf.TORCH_EXACT_PIXELS
     assert b.shape == p.shape and np.allclose(b.sum(0), 1, atol=1e-3)
@@ -159,7 +181,7 @@ def test_auto_falls_back_to_torch_once_warned(no_pydensecrf):
         q = crf_on_scores(img, p, "urn")
     assert np.array_equal(q, crf_on_scores(img, p, "urn", backend="torch"))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                      # a second warning would raise here
+        warnings.simplefilter("error")  # a second warning would raise here
         crf_on_labels(img, p.argmax(0), 3)
         assert crf.resolve_backend("auto") == "torch"
     serial = crf_map([img, img], [p, p[::-1].copy()], "scores", params="urn")
@@ -170,7 +192,7 @@ def test_forcing_pydensecrf_when_missing_names_the_install_command(no_pydensecrf
     img, p, _ = toy_scene(16, 16, 3)
     with pytest.raises(CRFBackendMissing, match=r'pip install "wsss_edu\[crf\]".*backend=.torch.'):
         crf_on_scores(img, p, backend="pydensecrf")
-    with pytest.raises(ImportError):                        # also an ImportError, as callers may expect
+    with pytest.raises(ImportError):  # also an ImportError, as callers may expect
         crf.resolve_backend("pydensecrf")
 
 
@@ -179,7 +201,9 @@ def test_auto_prefers_pydensecrf_and_bad_backends_are_named():
     assert crf.resolve_backend("auto") == "pydensecrf"
     assert crf.resolve_backend("torch") == "torch"
     img, p, _ = toy_scene(16, 16, 3)
-    assert np.array_equal(crf_on_scores(img, p, "urn"), crf_on_scores(img, p, "urn", backend="pydensecrf"))
+    assert np.array_equal(
+        crf_on_scores(img, p, "urn"), crf_on_scores(img, p, "urn", backend="pydensecrf")
+    )
     with pytest.raises(ParameterError, match="'auto', 'pydensecrf', 'torch'"):
         crf_on_scores(img, p, backend="cuda")
 
@@ -189,6 +213,7 @@ def test_crf_map_and_rescaled_pass_the_backend():
     direct = crf_on_scores(img, p, "urn", backend="torch")
     assert np.array_equal(crf_map([img], [p], "scores", params="urn", backend="torch")[0], direct)
     from wsss_edu.crf import crf_on_scores_rescaled
+
     assert np.array_equal(crf_on_scores_rescaled(img, p, "urn", 1.0, backend="torch"), direct)
     half = crf_on_scores_rescaled(img, p, "urn", 0.5, backend="torch")
     assert half.shape == p.shape and np.allclose(half.sum(0), 1, atol=1e-3)
@@ -197,6 +222,6 @@ def test_crf_map_and_rescaled_pass_the_backend():
 def test_pool_runs_the_torch_backend_after_torch_ran_here():
     """crf_map's workers are spawned: forked ones hung (OpenMP) once this process had run torch."""
     img, p, _ = toy_scene(24, 24, 3)
-    serial = crf_on_scores(img, p, "urn", backend="torch")              # torch's threads now exist
+    serial = crf_on_scores(img, p, "urn", backend="torch")  # torch's threads now exist
     pooled = crf_map([img, img], [p, p], "scores", processes=2, params="urn", backend="torch")
     assert all(np.array_equal(q, serial) for q in pooled)

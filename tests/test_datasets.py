@@ -1,4 +1,5 @@
 """Tests of the dataset loaders on tiny fabricated folders (no downloads)."""
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,9 @@ def check_sample(s, num_classes):
     h, w = s["mask"].shape
     assert s["image"].dtype == np.uint8 and s["image"].shape == (h, w, 3)
     assert s["mask"].dtype == np.uint8
-    assert s["instances"] is None or (s["instances"].dtype == np.int32
-                                      and s["instances"].shape == (h, w))
+    assert s["instances"] is None or (
+        s["instances"].dtype == np.int32 and s["instances"].shape == (h, w)
+    )
     assert s["boxes"].dtype == np.int64 and s["boxes"].ndim == 2 and s["boxes"].shape[1] == 4
     assert s["box_labels"].dtype == np.int64 and s["box_labels"].shape == (len(s["boxes"]),)
     assert s["labels"].dtype == np.float32 and s["labels"].shape == (num_classes - 1,)
@@ -39,6 +41,7 @@ def check_sample(s, num_classes):
 # ------------------------------------------------------------------------------------------------
 # VOC
 # ------------------------------------------------------------------------------------------------
+
 
 def test_voc_sample_format_labels_and_instance_boxes(tmp_path):
     fx.make_voc(tmp_path)
@@ -74,8 +77,8 @@ def test_voc_splits_and_root_variants(tmp_path):
     voc = fx.make_voc(tmp_path)
     assert len(ds.VOCSegmentation(tmp_path, "val")) == 1
     assert len(ds.VOCSegmentation(tmp_path, "trainval")) == 3
-    assert len(ds.VOCSegmentation(voc, "train")) == 2             # VOC2012 itself
-    assert len(ds.VOCSegmentation(voc.parent, "train")) == 2      # VOCdevkit
+    assert len(ds.VOCSegmentation(voc, "train")) == 2  # VOC2012 itself
+    assert len(ds.VOCSegmentation(voc.parent, "train")) == 2  # VOCdevkit
     bare = fx.make_voc(tmp_path / "bare", layout="bare")
     assert len(ds.VOCSegmentation(bare, "val")) == 1
 
@@ -122,9 +125,11 @@ def test_voc_extra_list_file_is_a_valid_split(tmp_path):
 def test_voc_errors(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"python -m wsss_edu.download voc --root"):
         ds.VOCSegmentation(tmp_path / "nothing")
-    with pytest.raises(DatasetNotFoundError,
-                       match=r"wsss_edu.download voc --root .*wsss_edu.download sbd --root"
-                             r" .*wsss_edu.prepare_voc_trainaug --root"):
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"wsss_edu.download voc --root .*wsss_edu.download sbd --root"
+        r" .*wsss_edu.prepare_voc_trainaug --root",
+    ):
         ds.get_dataset("voc", tmp_path / "nothing", "train_aug")
     with pytest.raises(ParameterError, match=r"'train'.*'val'.*'trainval'.*'train_aug'"):
         ds.VOCSegmentation(tmp_path, split="training")
@@ -132,8 +137,10 @@ def test_voc_errors(tmp_path):
     (voc / "ImageSets" / "Segmentation" / "val.txt").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"val.txt.*wsss_edu.download voc"):
         ds.VOCSegmentation(tmp_path, "val")
-    with pytest.raises(DatasetNotFoundError,
-                       match=r"wsss_edu.download sbd --root .*wsss_edu.prepare_voc_trainaug --root"):
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"wsss_edu.download sbd --root .*wsss_edu.prepare_voc_trainaug --root",
+    ):
         ds.VOCSegmentation(tmp_path, "train_aug")
 
 
@@ -150,15 +157,20 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
 def test_mask_of_other_size_names_both_files(tmp_path):
     voc = fx.make_voc(tmp_path)
     from wsss_edu.io import write_mask
+
     write_mask(voc / "SegmentationClass" / "2007_000002.png", np.zeros((10, 12), np.uint8))
-    with pytest.raises(DataFileError, match=r"SegmentationClass.*2007_000002.png.*12x10.*"
-                                            r"2007_000002.jpg.*40x30"):
+    with pytest.raises(
+        DataFileError,
+        match=r"SegmentationClass.*2007_000002.png.*12x10.*"
+        r"2007_000002.jpg.*40x30",
+    ):
         ds.VOCSegmentation(tmp_path)[1]
 
 
 # ------------------------------------------------------------------------------------------------
 # train_aug
 # ------------------------------------------------------------------------------------------------
+
 
 def test_prepare_trainaug_ids_pngs_and_loader(tmp_path):
     voc, ids, expected = fx.make_voc_with_sbd(tmp_path)
@@ -185,8 +197,8 @@ def test_prepare_trainaug_is_resumable(tmp_path):
     ds.prepare_voc_trainaug(tmp_path)
     aug = voc / "SegmentationClassAug"
     marker = np.full(fx.simple_mask(1).shape, 7, np.uint8)
-    fx.write_grey(aug / f"{ids['e']}.png", marker)       # an existing file is kept
-    (aug / f"{ids['f']}.png").unlink()                     # a missing one is rebuilt
+    fx.write_grey(aug / f"{ids['e']}.png", marker)  # an existing file is kept
+    (aug / f"{ids['f']}.png").unlink()  # a missing one is rebuilt
     ds.prepare_voc_trainaug(tmp_path)
     np.testing.assert_array_equal(read_mask(aug / f"{ids['e']}.png"), marker)
     np.testing.assert_array_equal(read_mask(aug / f"{ids['f']}.png"), expected[ids["f"]])
@@ -209,6 +221,7 @@ def test_prepare_trainaug_without_sbd_names_the_command(tmp_path):
 def _load_script(name):
     """Import a data_scripts/*.py file as a module (in-process: no second torch import)."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(name, REPO / "data_scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -228,6 +241,7 @@ def test_prepare_trainaug_script(tmp_path, capsys):
 # Cityscapes
 # ------------------------------------------------------------------------------------------------
 
+
 def test_cityscapes_mapping_and_instance_boxes(tmp_path):
     fx.make_cityscapes(tmp_path)
     d = ds.Cityscapes(tmp_path, "train")
@@ -239,12 +253,13 @@ def test_cityscapes_mapping_and_instance_boxes(tmp_path):
     m = s["mask"]
     assert (m[lab == 26] == 1).all() and (m[lab == 24] == 2).all()
     assert (m[lab == 0] == 255).all() and (m[lab == 1] == 255).all()
-    assert (m[lab == 7] == 0).all() and (m[lab == 25] == 0).all()   # rider not chosen
+    assert (m[lab == 7] == 0).all() and (m[lab == 25] == 0).all()  # rider not chosen
     np.testing.assert_array_equal(s["labels"], [1, 1])
-    assert s["instances"].max() == 3                                 # 2 cars + 1 person
+    assert s["instances"].max() == 3  # 2 cars + 1 person
     order = np.argsort(s["boxes"][:, 0])
-    np.testing.assert_array_equal(s["boxes"][order], [[2, 5, 8, 12], [8, 5, 14, 12],
-                                                      [20, 4, 24, 16]])
+    np.testing.assert_array_equal(
+        s["boxes"][order], [[2, 5, 8, 12], [8, 5, 14, 12], [20, 4, 24, 16]]
+    )
     np.testing.assert_array_equal(s["box_labels"][order], [1, 1, 2])
 
 
@@ -274,6 +289,7 @@ def test_cityscapes_errors(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # CamVid
 # ------------------------------------------------------------------------------------------------
+
 
 def test_camvid_mapping_and_list_file_paths(tmp_path):
     fx.make_camvid(tmp_path)
@@ -312,8 +328,7 @@ def test_camvid_all_classes(tmp_path):
 
 
 def test_camvid_errors(tmp_path):
-    with pytest.raises(DatasetNotFoundError,
-                       match=r"python -m wsss_edu.download camvid --root"):
+    with pytest.raises(DatasetNotFoundError, match=r"python -m wsss_edu.download camvid --root"):
         ds.get_dataset("camvid", tmp_path)
     with pytest.raises(ParameterError, match=r"'train'.*'val'.*'test'"):
         ds.CamVid(tmp_path, "trainval")
@@ -329,6 +344,7 @@ def test_camvid_errors(tmp_path):
 # COCO
 # ------------------------------------------------------------------------------------------------
 
+
 def test_coco_without_pycocotools_names_pip(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pycocotools", None)
     monkeypatch.setitem(sys.modules, "pycocotools.coco", None)
@@ -337,7 +353,7 @@ def test_coco_without_pycocotools_names_pip(tmp_path, monkeypatch):
 
 
 def check_coco(d):
-    assert d.classes == ["background", "person", "dog"]   # sorted category ids: 1, 18
+    assert d.classes == ["background", "person", "dog"]  # sorted category ids: 1, 18
     s = d[0]
     check_sample(s, 3)
     np.testing.assert_array_equal(s["labels"], [1, 1])
@@ -345,7 +361,7 @@ def check_coco(d):
     np.testing.assert_array_equal(s["boxes"][order], [[2, 2, 7, 12], [20, 10, 30, 20]])
     np.testing.assert_array_equal(s["box_labels"][order], [1, 2])
     assert (s["mask"][10:20, 20:30] == 2).all() and (s["mask"][2:12, 2:7] == 1).all()
-    assert (s["mask"][24:28, 34:38] == 255).all()                # crowd -> ignore, no box
+    assert (s["mask"][24:28, 34:38] == 255).all()  # crowd -> ignore, no box
     assert s["instances"].max() == 2
 
 
@@ -373,6 +389,7 @@ def test_coco_with_real_pycocotools(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # get_dataset and collate
 # ------------------------------------------------------------------------------------------------
+
 
 def test_get_dataset_unknown_name_lists_valid():
     with pytest.raises(ParameterError, match=r"'toy'.*'voc'.*'cityscapes'.*'camvid'.*'coco'"):
@@ -427,10 +444,12 @@ def test_voc_xml_boxes_are_one_based_inclusive(tmp_path):
     from wsss_edu.datasets import VOC_CLASSES, read_voc_boxes
 
     xml = tmp_path / "a.xml"
-    xml.write_text("<annotation><object><name>car</name><bndbox><xmin>1</xmin><ymin>3</ymin>"
-                   "<xmax>10</xmax><ymax>4</ymax></bndbox></object><object><name>unicorn</name>"
-                   "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox>"
-                   "</object></annotation>")
+    xml.write_text(
+        "<annotation><object><name>car</name><bndbox><xmin>1</xmin><ymin>3</ymin>"
+        "<xmax>10</xmax><ymax>4</ymax></bndbox></object><object><name>unicorn</name>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox>"
+        "</object></annotation>"
+    )
     boxes, labels = read_voc_boxes(xml, list(VOC_CLASSES))
     assert boxes.tolist() == [[0, 2, 10, 4]] and labels.tolist() == [VOC_CLASSES.index("car")]
     xml.write_text("<annotation><object><name>car</name>")
@@ -442,6 +461,6 @@ def test_a_truncated_sbd_class_map_is_named_with_the_command_that_refetches_it(t
     from wsss_edu.datasets import read_sbd_mat
 
     bad = tmp_path / "2008_000001.mat"
-    bad.write_bytes(b"MAT")   # an interrupted download: fewer bytes than a header
+    bad.write_bytes(b"MAT")  # an interrupted download: fewer bytes than a header
     with pytest.raises(DataFileError, match=r"2008_000001\.mat.*wsss_edu\.download sbd"):
         read_sbd_mat(bad)

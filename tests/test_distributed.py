@@ -1,6 +1,7 @@
 """wsss_edu.distributed: training on two CPU processes (gloo, under torchrun) gives the network one
 process trains. Launches are slow to start (each rank imports torch), so one launch serves several
 assertions."""
+
 import numpy as np
 import pytest
 import torch
@@ -27,9 +28,11 @@ def rank_checks() -> dict:
     the ranks import torch)."""
     from wsss_edu.errors import ParameterError
 
-    out = {"unet": {v: train_unet(v) for v in ("exact", "per_rank_mean", "local_bn")},
-           "irnet": {v: train_tiny_irnet(v) for v in ("exact", "per_rank_mean")},
-           "rrm": train_tiny_rrm()}
+    out = {
+        "unet": {v: train_unet(v) for v in ("exact", "per_rank_mean", "local_bn")},
+        "irnet": {v: train_tiny_irnet(v) for v in ("exact", "per_rank_mean")},
+        "rrm": train_tiny_rrm(),
+    }
     try:
         odd_batch()
     except ParameterError as e:
@@ -46,6 +49,7 @@ def two_ranks():
 # (a) the core guarantee: 2 ranks x batch B/2 = 1 process x batch B, batch norm included
 # ------------------------------------------------------------------------------------------------
 
+
 def labelled_squares(n=16, size=16):
     """Images with a red square (class 1) and, on every other image, a large ignored (255) area:
     the ranks' shares hold very different numbers of labelled pixels."""
@@ -54,8 +58,8 @@ def labelled_squares(n=16, size=16):
     mask = np.zeros((n, size, size), np.uint8)
     for i in range(n):
         y, x = rng.integers(0, size - 6, 2)
-        img[i, y:y + 6, x:x + 6] = (220, 40, 40)
-        mask[i, y:y + 6, x:x + 6] = 1
+        img[i, y : y + 6, x : x + 6] = (220, 40, 40)
+        mask[i, y : y + 6, x : x + 6] = 1
         if i % 2:
             mask[i, :, : size * 3 // 4] = 255
     return {"image": img, "mask": mask}
@@ -74,7 +78,7 @@ def train_unet(variant: str = "exact", epochs: int = 2) -> dict:
     if variant == "per_rank_mean":
         distributed.batch_mean = lambda total, count: total / count.clamp(min=1)
     if variant == "local_bn":
-        distributed.sync_batchnorm = lambda model: (lambda: None)
+        distributed.sync_batchnorm = lambda model: lambda: None
     try:
         train.seed_everything(0)
         net = models.UNet(2, width=4, depth=2)
@@ -89,7 +93,7 @@ def train_unet(variant: str = "exact", epochs: int = 2) -> dict:
 def test_two_processes_train_the_one_process_network_with_batch_norm(two_ranks):
     two = two_ranks["unet"]
     one = train_unet()
-    assert_same_weights(two["exact"]["state"], one["state"])        # running statistics included
+    assert_same_weights(two["exact"]["state"], one["state"])  # running statistics included
     assert np.allclose(two["exact"]["loss"], one["loss"], rtol=1e-5)
     # each ingredient matters: without it the two-process network differs (the test can fail)
     assert max_difference(two["per_rank_mean"]["state"], one["state"]) > 1e-3
@@ -99,6 +103,7 @@ def test_two_processes_train_the_one_process_network_with_batch_norm(two_ranks):
 # ------------------------------------------------------------------------------------------------
 # (c) IRNet: its loss balances pair sets by their counts over the batch
 # ------------------------------------------------------------------------------------------------
+
 
 class PairImages(torch.utils.data.Dataset):
     """IRNet training samples of 32-px images whose relation labels differ in kind: only images 0
@@ -139,15 +144,16 @@ def train_tiny_irnet(variant: str = "exact") -> dict:
     try:
         torch.manual_seed(3)
         clf = CAMClassifier(2, "small", width=4, depth=2)
-        with torch.no_grad():                   # frozen stages with non-trivial statistics
+        with torch.no_grad():  # frozen stages with non-trivial statistics
             for m in clf.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.running_mean.uniform_(-0.5, 0.5)
                     m.running_var.uniform_(0.5, 2.0)
         stages = irnet.backbone_stages(clf)
         before = {k: v.clone() for k, v in torch.nn.ModuleList(stages).state_dict().items()}
-        cfg = irnet_step.IRNetConfig(radius=3, epochs=3, batch_size=8, width=8, lr_boundary=0.1,
-                                lr_displacement=0.3)
+        cfg = irnet_step.IRNetConfig(
+            radius=3, epochs=3, batch_size=8, width=8, lr_boundary=0.1, lr_displacement=0.3
+        )
         net = irnet_step.train_irnet(stages, PairImages(), cfg, progress=False)
     finally:
         distributed.batch_mean = saved
@@ -163,8 +169,10 @@ def test_irnet_on_two_processes_keeps_the_global_pair_balance(two_ranks):
     two = two_ranks["irnet"]
     one = train_tiny_irnet()
     assert_same_weights(two["exact"]["state"], one["state"])
-    stages = {k[len("stages."):]: v for k, v in two["exact"]["state"].items() if k.startswith("stages.")}
-    assert_same_weights(stages, two["exact"]["stages_before"])       # frozen: never updated
+    stages = {
+        k[len("stages.") :]: v for k, v in two["exact"]["state"].items() if k.startswith("stages.")
+    }
+    assert_same_weights(stages, two["exact"]["stages_before"])  # frozen: never updated
     assert any("running_mean" in k for k in stages)
     assert max_difference(two["per_rank_mean"]["state"], one["state"]) > 1e-3
 
@@ -172,6 +180,7 @@ def test_irnet_on_two_processes_keeps_the_global_pair_balance(two_ranks):
 # ------------------------------------------------------------------------------------------------
 # (b) end to end: a cached training through launch, stored under the one-process cache key
 # ------------------------------------------------------------------------------------------------
+
 
 class MirroredToy:
     """Toy images and masks made left-right symmetric, so the random flips of training change
@@ -181,7 +190,11 @@ class MirroredToy:
         from wsss_edu.toy import ToyDataset
 
         self.base = ToyDataset("train", n=n, seed=0, size=size)
-        self.names, self.classes, self.num_classes = self.base.names, self.base.classes, self.base.num_classes
+        self.names, self.classes, self.num_classes = (
+            self.base.names,
+            self.base.classes,
+            self.base.num_classes,
+        )
 
     def __len__(self):
         return len(self.base)
@@ -201,18 +214,28 @@ def test_cached_segmenter_trains_on_two_processes_into_the_same_cache_entry(tmp_
 
     calls = []
     real_launch = distributed.launch
-    monkeypatch.setattr(distributed, "launch", lambda *a, **k: calls.append(a[2]) or real_launch(*a, **k))
+    monkeypatch.setattr(
+        distributed, "launch", lambda *a, **k: calls.append(a[2]) or real_launch(*a, **k)
+    )
     ds = MirroredToy()
-    cfg = segmenter_step.SegmenterConfig(model="unet", width=4, epochs=3, batch_size=8, optimizer="sgd", lr=0.05)
+    cfg = segmenter_step.SegmenterConfig(
+        model="unet", width=4, epochs=3, batch_size=8, optimizer="sgd", lr=0.05
+    )
     monkeypatch.setenv(distributed.PROCESSES_ENV, "2")
-    two = segmenter_step.cached_segmenter(tmp_path / "two", ds, {"labels": "mirrored"}, cfg, progress=False)
+    two = segmenter_step.cached_segmenter(
+        tmp_path / "two", ds, {"labels": "mirrored"}, cfg, progress=False
+    )
     assert calls == [2]
     monkeypatch.setenv(distributed.PROCESSES_ENV, "1")
-    one = segmenter_step.cached_segmenter(tmp_path / "one", ds, {"labels": "mirrored"}, cfg, progress=False)
-    assert calls == [2]                                                # forced to one process
+    one = segmenter_step.cached_segmenter(
+        tmp_path / "one", ds, {"labels": "mirrored"}, cfg, progress=False
+    )
+    assert calls == [2]  # forced to one process
     key = segmenter_step._segmenter_key({"labels": "mirrored"}, cfg)
     for root in ("one", "two"):
-        assert artifact_path(tmp_path / root, "segmenter", key, segmenter_step.CODE_VERSION).exists()
+        assert artifact_path(
+            tmp_path / root, "segmenter", key, segmenter_step.CODE_VERSION
+        ).exists()
     assert_same_weights(two.state_dict(), one.state_dict())
     assert not two.training
 
@@ -220,6 +243,7 @@ def test_cached_segmenter_trains_on_two_processes_into_the_same_cache_entry(tmp_
 # ------------------------------------------------------------------------------------------------
 # RRM: a loss that switches the network to eval mode and calls model.cam inside the step
 # ------------------------------------------------------------------------------------------------
+
 
 def image_labels(images, cams, tags, *args, **kwargs):
     """Stand-in for RRM's reliable labels, a fixed function of the image: dark pixels background,
@@ -247,8 +271,16 @@ def train_tiny_rrm() -> dict:
         ds = MirroredToy()
         torch.manual_seed(5)
         init = CAMClassifier(ds.num_classes - 1, "small", width=4, depth=2).state_dict()
-        cfg = rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=2, batch_size=8, sigma_xy=10.0,
-                            optimizer="sgd", lr=0.01)
+        cfg = rrm_step.RRMConfig(
+            width=4,
+            depth=2,
+            seg_channels=8,
+            epochs=2,
+            batch_size=8,
+            sigma_xy=10.0,
+            optimizer="sgd",
+            lr=0.01,
+        )
         return rrm_step.train_rrm(ds, cfg, progress=False, init=init).state_dict()
     finally:
         rrm.batch_reliable_labels = saved
@@ -262,6 +294,7 @@ def test_rrm_on_two_processes_equals_one(two_ranks):
 # Errors name the fix
 # ------------------------------------------------------------------------------------------------
 
+
 def odd_batch():
     """fit with batch 5 on two ranks: an error naming the fix."""
     from torch.utils.data import DataLoader
@@ -270,12 +303,22 @@ def odd_batch():
 
     net = models.UNet(2, width=4, depth=1)
     loader = DataLoader(data.ArrayDataset(labelled_squares(n=10)), batch_size=5)
-    train.fit(net, loader, train.cross_entropy_loss, torch.optim.SGD(net.parameters(), 0.1), 1, "cpu",
-              progress=False)
+    train.fit(
+        net,
+        loader,
+        train.cross_entropy_loss,
+        torch.optim.SGD(net.parameters(), 0.1),
+        1,
+        "cpu",
+        progress=False,
+    )
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_names_the_fix(two_ranks):
-    assert "divisible by 2" in two_ranks["odd_batch"] and distributed.PROCESSES_ENV in two_ranks["odd_batch"]
+    assert (
+        "divisible by 2" in two_ranks["odd_batch"]
+        and distributed.PROCESSES_ENV in two_ranks["odd_batch"]
+    )
 
 
 def test_a_failing_rank_comes_back_with_its_traceback_and_log(tmp_path):
@@ -288,7 +331,7 @@ def test_a_failing_rank_comes_back_with_its_traceback_and_log(tmp_path):
     (tmp_path / "launcher.log").write_text("SIGKILL")
     assert "SIGKILL" in distributed._failure_message(tmp_path, 2, -9)
     with pytest.raises(Exception, match="module"):
-        distributed.launch(lambda: 1, {}, 2)                          # not importable by the ranks
+        distributed.launch(lambda: 1, {}, 2)  # not importable by the ranks
 
 
 def test_process_count_from_the_environment(monkeypatch):
@@ -303,4 +346,7 @@ def test_process_count_from_the_environment(monkeypatch):
         distributed.train_processes("cpu")
     assert distributed.world() == 1 and distributed.is_main() and not distributed.active()
     t = torch.tensor(6.0)
-    assert distributed.batch_mean(t, torch.tensor(0)) == 6 and distributed.batch_mean(t, torch.tensor(3)) == 2
+    assert (
+        distributed.batch_mean(t, torch.tensor(0)) == 6
+        and distributed.batch_mean(t, torch.tensor(3)) == 2
+    )

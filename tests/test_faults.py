@@ -1,5 +1,6 @@
 """Fault injection (issue 24): concurrent writers and interrupted writes never leave a file half
 written, never lose another writer's numbers, and a damaged metrics file is named and recovered."""
+
 import json
 import multiprocessing as mp
 import threading
@@ -21,7 +22,11 @@ def _test_module(name):
     import importlib
 
     try:
-        return importlib.import_module(f"{__package__}.{name}") if __package__ else importlib.import_module(name)
+        return (
+            importlib.import_module(f"{__package__}.{name}")
+            if __package__
+            else importlib.import_module(name)
+        )
     except ImportError:
         return importlib.import_module(name)
 
@@ -47,7 +52,7 @@ def test_two_writers_of_one_file_at_once_never_collide(tmp_path):
                 cache.save_artifact(path, {"w": torch.full((256,), float(i))}, {"i": i})
                 train.save_checkpoint(ckpt, net, epoch=i)
                 io.write_mask(mask, np.full((8, 8), i, np.uint8))
-        except Exception as e:   # collected: an exception in a thread does not fail the test
+        except Exception as e:  # collected: an exception in a thread does not fail the test
             errors.append(e)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
@@ -57,7 +62,7 @@ def test_two_writers_of_one_file_at_once_never_collide(tmp_path):
         t.join()
     assert not errors, errors
     w = cache.load_artifact(path)["w"]
-    assert torch.all(w == w[0]) and 0 <= w[0] < 4          # one writer's, whole
+    assert torch.all(w == w[0]) and 0 <= w[0] < 4  # one writer's, whole
     assert len(np.unique(io.read_mask(mask))) == 1
     assert torch.load(ckpt, weights_only=True)["epoch"] in range(4)
     assert _leftovers(tmp_path) == []
@@ -89,7 +94,7 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path
 def _record_many(output_dir, worker, n, start_at):
     import time
 
-    time.sleep(max(0.0, start_at - time.time()))   # both start together, once imported
+    time.sleep(max(0.0, start_at - time.time()))  # both start together, once imported
     for i in range(n):
         results.record_metrics(output_dir, "05_nb", {f"w{worker}_{i}": float(i)})
 
@@ -103,7 +108,9 @@ def test_two_processes_recording_into_one_metrics_file_lose_nothing(tmp_path):
 
     ctx = mp.get_context("spawn")
     start_at = time.time() + 8
-    procs = [ctx.Process(target=_record_many, args=(str(tmp_path), w, 60, start_at)) for w in range(2)]
+    procs = [
+        ctx.Process(target=_record_many, args=(str(tmp_path), w, 60, start_at)) for w in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -116,8 +123,8 @@ def test_two_processes_recording_into_one_metrics_file_lose_nothing(tmp_path):
 def test_a_damaged_metrics_file_is_named_and_recording_recovers(tmp_path):
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    (metrics / "03_nb.json").write_text('{"miou_cam": 0.4')          # cut short
-    (metrics / "04_nb.json").write_text("[1, 2]")                     # JSON, but not metrics
+    (metrics / "03_nb.json").write_text('{"miou_cam": 0.4')  # cut short
+    (metrics / "04_nb.json").write_text("[1, 2]")  # JSON, but not metrics
     with pytest.raises(DataFileError, match=r"03_nb\.json.*rerun notebook 03_nb"):
         results.load_all_metrics(tmp_path)
     with pytest.raises(DataFileError, match=r"04_nb\.json.*list"):
@@ -126,7 +133,7 @@ def test_a_damaged_metrics_file_is_named_and_recording_recovers(tmp_path):
         results.record_metrics(tmp_path, "03_nb", {"miou_cam": 0.5})
     assert results.load_metrics(metrics / "03_nb.json") == {"miou_cam": 0.5}
     aside = list(metrics.glob("03_nb.json.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_text() == '{"miou_cam": 0.4'   # the evidence kept
+    assert len(aside) == 1 and aside[0].read_text() == '{"miou_cam": 0.4'  # the evidence kept
 
 
 def test_the_lock_waits_for_its_holder_and_names_itself_when_it_gives_up(tmp_path):
@@ -136,11 +143,11 @@ def test_the_lock_waits_for_its_holder_and_names_itself_when_it_gives_up(tmp_pat
         p = ctx.Process(target=_hold_briefly, args=(str(target),))
         p.start()
         p.join(60)
-        assert p.exitcode == 3     # the other process timed out while this one held the lock
+        assert p.exitcode == 3  # the other process timed out while this one held the lock
     p = mp.get_context("spawn").Process(target=_hold_briefly, args=(str(target),))
     p.start()
     p.join(60)
-    assert p.exitcode == 0         # released: the lock is free again
+    assert p.exitcode == 0  # released: the lock is free again
 
 
 def _hold_briefly(target):
@@ -171,10 +178,10 @@ def test_a_path_resolves_the_same_way_everywhere(tmp_path, monkeypatch, capsys):
     s = params.setup("nb", "voc", "~/data", "out", verbose=False)
     assert (s.data_root, s.output_dir) == (home / "data", tmp_path / "out")
     voc = download.SOURCES["voc"]
-    for entry in voc.expected:   # what the download script checks for, beside the fabricated VOC
+    for entry in voc.expected:  # what the download script checks for, beside the fabricated VOC
         (home / "data" / voc.dataset_dir / entry).mkdir(parents=True, exist_ok=True)
     download.complete_marker(home / "data" / voc.dataset_dir).write_text("voc: complete\n")
-    assert download.is_in_place("voc", "~/data")   # the marker, as a finished fetch leaves it
+    assert download.is_in_place("voc", "~/data")  # the marker, as a finished fetch leaves it
     capsys.readouterr()
     download.fetch("voc", "~/data")
     said = capsys.readouterr().err
@@ -188,11 +195,15 @@ def test_the_runner_takes_a_relative_output_dir_from_where_it_is_called(tmp_path
 
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
-    make_notebook(nbdir / "00_a.ipynb", "from wsss_edu.results import record_metrics\n"
-                                        "record_metrics(OUTPUT_DIR, '00_a', {'a_value': VALUE})")
+    make_notebook(
+        nbdir / "00_a.ipynb",
+        "from wsss_edu.results import record_metrics\n"
+        "record_metrics(OUTPUT_DIR, '00_a', {'a_value': VALUE})",
+    )
     monkeypatch.chdir(tmp_path)
-    runner.run_notebooks("runs", params={"OUTPUT_DIR": "mine", "VALUE": 2}, notebooks_dir=nbdir,
-                         log=lambda *_: None)
+    runner.run_notebooks(
+        "runs", params={"OUTPUT_DIR": "mine", "VALUE": 2}, notebooks_dir=nbdir, log=lambda *_: None
+    )
     assert json.loads((tmp_path / "mine" / "metrics" / "00_a.json").read_text()) == {"a_value": 2}
-    assert "`a_value` = 2" in (tmp_path / "mine" / "results.md").read_text()   # one folder, not two
+    assert "`a_value` = 2" in (tmp_path / "mine" / "results.md").read_text()  # one folder, not two
     assert not (nbdir / "mine").exists() and not (tmp_path / "runs").exists()

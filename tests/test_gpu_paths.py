@@ -2,6 +2,7 @@
 loss scaling on a GPU without bfloat16 such as Colab's T4), the float16 training step with its
 gradient scaler (forced on the CPU) and its resume, the warning for PROFILE='full' on a CPU, and
 the Colab install cell (its text, where it is inserted, what it runs)."""
+
 import sys
 import types
 import warnings
@@ -15,24 +16,31 @@ from wsss_edu import colab, data, nbtools, params, train
 from wsss_edu.errors import DataFileError, ParameterError
 from wsss_edu.io import write_digest
 
-
 # --- the dtype per device ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("capability, want", [((7, 5), torch.float16),    # T4 (Colab)
-                                              ((7, 0), torch.float16),    # V100
-                                              ((6, 0), torch.float16),    # P100
-                                              ((8, 0), torch.bfloat16),   # A100
-                                              ((8, 6), torch.bfloat16),   # RTX 30xx
-                                              ((9, 0), torch.bfloat16)])  # H100
+
+@pytest.mark.parametrize(
+    "capability, want",
+    [
+        ((7, 5), torch.float16),  # T4 (Colab)
+        ((7, 0), torch.float16),  # V100
+        ((6, 0), torch.float16),  # P100
+        ((8, 0), torch.bfloat16),  # A100
+        ((8, 6), torch.bfloat16),  # RTX 30xx
+        ((9, 0), torch.bfloat16),
+    ],
+)  # H100
 def test_amp_dtype_follows_the_gpus_compute_capability(monkeypatch, capability, want):
     seen = []
     monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: seen.append(d) or capability)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_capability", lambda d=None: seen.append(d) or capability
+    )
     # torch's own check counts bfloat16 emulated in float32 (a T4) as supported: not followed
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert train.amp_dtype("cuda") is want
     assert train.amp_dtype(torch.device("cuda", 1)) is want
-    assert seen[-1] == torch.device("cuda", 1)     # the capability of the device asked about
+    assert seen[-1] == torch.device("cuda", 1)  # the capability of the device asked about
 
 
 def test_amp_dtype_is_none_off_cuda_and_bfloat16_on_rocm(monkeypatch):
@@ -45,7 +53,7 @@ def test_amp_dtype_is_none_off_cuda_and_bfloat16_on_rocm(monkeypatch):
 
 def test_autocast_helper_enters_the_chosen_dtype_or_none():
     a, b = torch.randn(4, 4), torch.randn(4, 4)
-    with train.autocast("cpu"):                     # amp_dtype('cpu') is None: float32
+    with train.autocast("cpu"):  # amp_dtype('cpu') is None: float32
         assert (a @ b).dtype == torch.float32
     with train.autocast("cpu", torch.bfloat16):
         assert (a @ b).dtype == torch.bfloat16
@@ -62,11 +70,14 @@ def test_the_scaler_is_on_for_float16_only():
 
 # --- the float16 training step ----------------------------------------------------------------
 
+
 def _loader(n=16, size=12):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (n, size, size, 3)).astype(np.uint8)
     mask = (img[..., 0] > 127).astype(np.uint8)
-    return torch.utils.data.DataLoader(data.ArrayDataset({"image": img, "mask": mask}), batch_size=4)
+    return torch.utils.data.DataLoader(
+        data.ArrayDataset({"image": img, "mask": mask}), batch_size=4
+    )
 
 
 def _net(seed=0):
@@ -92,9 +103,17 @@ def _reference(loader, epochs, dtype, skip=()):
     return net
 
 
-def _fixed_scaler(monkeypatch, init_scale, growth_interval=10 ** 6):
-    monkeypatch.setattr(train, "make_scaler", lambda device, dtype: torch.amp.GradScaler(
-        "cpu", init_scale=init_scale, growth_interval=growth_interval, enabled=dtype == torch.float16))
+def _fixed_scaler(monkeypatch, init_scale, growth_interval=10**6):
+    monkeypatch.setattr(
+        train,
+        "make_scaler",
+        lambda device, dtype: torch.amp.GradScaler(
+            "cpu",
+            init_scale=init_scale,
+            growth_interval=growth_interval,
+            enabled=dtype == torch.float16,
+        ),
+    )
 
 
 def _weights(net):
@@ -111,8 +130,17 @@ def test_float16_with_a_scaled_loss_trains_as_the_unscaled_loop(monkeypatch, cap
     loader = _loader()
     net, opt = _net()
     start = _weights(net)
-    hist = train.fit(net, loader, train.cross_entropy_loss, opt, 2, "cpu", amp=torch.float16,
-                     progress=False, desc="probe")
+    hist = train.fit(
+        net,
+        loader,
+        train.cross_entropy_loss,
+        opt,
+        2,
+        "cpu",
+        amp=torch.float16,
+        progress=False,
+        desc="probe",
+    )
     ref = _reference(loader, 2, torch.float16)
     moved = max(float((b - a).abs().max()) for a, b in zip(start, _weights(ref)))
     assert moved > 1e-2
@@ -127,7 +155,7 @@ def test_a_step_with_an_inf_gradient_is_skipped_and_the_scale_halves(monkeypatch
     loader = _loader()
     calls = []
 
-    def loss_fn(model, batch):        # the second batch's loss (and gradient) overflows
+    def loss_fn(model, batch):  # the second batch's loss (and gradient) overflows
         calls.append(1)
         loss = train.cross_entropy_loss(model, batch)
         return loss * float("inf") if len(calls) == 2 else loss
@@ -147,12 +175,13 @@ def test_float32_and_bfloat16_runs_take_no_scaler_and_say_their_dtype(capsys):
     net, opt = _net()
     hist = train.fit(net, loader, train.cross_entropy_loss, opt, 1, "cpu", progress=False)
     assert hist["autocast"] == ["off"] and "loss_scale" not in hist
-    assert capsys.readouterr().out == ""             # the CPU run's output is unchanged
+    assert capsys.readouterr().out == ""  # the CPU run's output is unchanged
     ref = _reference(loader, 1, None)
     assert all(torch.equal(a, b) for a, b in zip(_weights(net), _weights(ref)))
     net, opt = _net()
-    hist = train.fit(net, loader, train.cross_entropy_loss, opt, 1, "cpu", amp=torch.bfloat16,
-                     progress=False)
+    hist = train.fit(
+        net, loader, train.cross_entropy_loss, opt, 1, "cpu", amp=torch.bfloat16, progress=False
+    )
     assert hist["autocast"] == ["bfloat16"] and "loss_scale" not in hist
     with pytest.raises(ParameterError, match="torch.float16"):
         train.fit(net, loader, train.cross_entropy_loss, opt, 1, "cpu", amp="fp16", progress=False)
@@ -161,20 +190,28 @@ def test_float32_and_bfloat16_runs_take_no_scaler_and_say_their_dtype(capsys):
 def test_a_float16_run_resumes_at_its_loss_scale(monkeypatch, tmp_path):
     """A start at 2**20 overflows and halves, growth every 3 good steps: the scale at epoch 2 is
     neither the initial one nor constant; a resume must continue from it to reach the same weights."""
-    _fixed_scaler(monkeypatch, 2.0 ** 20, growth_interval=3)
+    _fixed_scaler(monkeypatch, 2.0**20, growth_interval=3)
     loader = _loader()
     fit = lambda net, opt, epochs, ck=None: train.fit(  # noqa: E731
-        net, loader, train.cross_entropy_loss, opt, epochs, "cpu", amp=torch.float16,
-        checkpoint=ck, progress=False)
+        net,
+        loader,
+        train.cross_entropy_loss,
+        opt,
+        epochs,
+        "cpu",
+        amp=torch.float16,
+        checkpoint=ck,
+        progress=False,
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")        # lr_scheduler-free; torch warns of skipped steps
+        warnings.simplefilter("ignore")  # lr_scheduler-free; torch warns of skipped steps
         full_net, full_opt = _net()
         full = fit(full_net, full_opt, 4)
         ck = tmp_path / "run.ckpt"
         fit(*_net(), 2, ck)
         state = torch.load(ck, weights_only=True)
-        assert state["scaler"]["scale"] == full["loss_scale"][1] != 2.0 ** 20
-        net, opt = _net(seed=5)                # a fresh process: other weights, a fresh scaler
+        assert state["scaler"]["scale"] == full["loss_scale"][1] != 2.0**20
+        net, opt = _net(seed=5)  # a fresh process: other weights, a fresh scaler
         resumed = fit(net, opt, 4, ck)
     assert resumed["loss_scale"] == full["loss_scale"]
     assert resumed["autocast"] == ["float16"] * 4
@@ -193,6 +230,7 @@ def test_a_checkpoint_with_a_malformed_scaler_state_is_refused(tmp_path):
 
 # --- PROFILE='full' on a CPU ------------------------------------------------------------------
 
+
 def test_full_profile_on_a_cpu_warns_naming_the_fix(tmp_path):
     with pytest.warns(params.SlowProfileWarning) as got:
         params.setup("nb", OUTPUT_DIR=str(tmp_path), PROFILE="full", DEVICE="cpu", verbose=False)
@@ -208,7 +246,7 @@ def test_full_profile_on_a_cpu_warns_naming_the_fix(tmp_path):
 
 # --- the Colab install cell -------------------------------------------------------------------
 
-SOURCE = '''\
+SOURCE = """\
 # %% [markdown]
 # # A notebook
 
@@ -224,7 +262,7 @@ import numpy as np
 from wsss_edu import params
 
 run = params.setup("nb", DATASET)
-'''
+"""
 
 
 def test_the_install_cell_goes_after_the_parameters_cell_and_before_the_import():
@@ -235,10 +273,10 @@ def test_the_install_cell_goes_after_the_parameters_cell_and_before_the_import()
     import_at = lines.index("from wsss_edu import params")
     assert params_at < cell_at < import_at
     # no other cell header between the parameters cell and the install cell
-    assert not [x for x in lines[params_at + 1:cell_at] if x.startswith("# %%")]
-    assert colab.add_install_cell(out) == out                   # twice: unchanged
-    assert colab.remove_install_cell(out) == SOURCE             # and it is all that was added
-    body = out[out.index(colab.CELL_HEADER) + len(colab.CELL_HEADER) + 1:].split("\n# %%")[0]
+    assert not [x for x in lines[params_at + 1 : cell_at] if x.startswith("# %%")]
+    assert colab.add_install_cell(out) == out  # twice: unchanged
+    assert colab.remove_install_cell(out) == SOURCE  # and it is all that was added
+    body = out[out.index(colab.CELL_HEADER) + len(colab.CELL_HEADER) + 1 :].split("\n# %%")[0]
     assert body.strip() == colab.INSTALL_CELL.strip()
 
 
@@ -252,9 +290,16 @@ def test_jupytext_reads_the_cell_tagged_and_hidden(tmp_path):
     assert "from wsss_edu import params" in code[2].source
 
 
-@pytest.mark.parametrize("bad, match", [
-    (SOURCE.replace(' tags=["parameters"]', ""), "not tagged 'parameters'"),
-    (SOURCE.replace('SEED = 0', 'SEED = 0\nfrom wsss_edu import io'), "imports wsss_edu before")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (SOURCE.replace(' tags=["parameters"]', ""), "not tagged 'parameters'"),
+        (
+            SOURCE.replace("SEED = 0", "SEED = 0\nfrom wsss_edu import io"),
+            "imports wsss_edu before",
+        ),
+    ],
+)
 def test_a_source_the_cell_cannot_go_into_is_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         colab.add_install_cell(bad, "nb.py")
@@ -277,7 +322,7 @@ def _run_cell(monkeypatch, on_colab: bool):
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     namespace = {}
     exec(compile(colab.INSTALL_CELL, "colab-cell", "exec"), namespace)
-    assert not [k for k in namespace if k.isupper()]   # binds no name the parameter check would flag
+    assert not [k for k in namespace if k.isupper()]  # binds no name the parameter check would flag
     return calls
 
 
@@ -288,8 +333,9 @@ def test_the_install_cell_is_a_no_op_outside_colab(monkeypatch, capsys):
 
 def test_the_install_cell_pip_installs_on_colab(monkeypatch, capsys):
     monkeypatch.delenv(colab.SOURCE_ENV, raising=False)
-    assert _run_cell(monkeypatch, True) == [[sys.executable, "-m", "pip", "install", "-q",
-                                             "wsss_edu[notebooks]"]]
+    assert _run_cell(monkeypatch, True) == [
+        [sys.executable, "-m", "pip", "install", "-q", "wsss_edu[notebooks]"]
+    ]
     assert colab.is_colab() and "pip install wsss_edu[notebooks]" in capsys.readouterr().out
     url = "git+https://github.com/someone/wsss_edu"
     monkeypatch.setenv(colab.SOURCE_ENV, url)
@@ -299,12 +345,34 @@ def test_the_install_cell_pip_installs_on_colab(monkeypatch, capsys):
 
 
 def test_student_versions_keep_the_install_cell():
-    cell = {"cell_type": "code", "id": "c1", "execution_count": 3, "outputs": [],
-            "metadata": {"tags": ["colab"], "jupyter": {"source_hidden": True}},
-            "source": colab.INSTALL_CELL}
-    nb = {"cells": [{"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]},
-                     "execution_count": 1, "outputs": [], "source": "SEED = 0"}, cell],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    kept = [c for c in nbtools.student_version(nb, "nb.ipynb")["cells"] if "colab" in c["metadata"].get("tags", [])]
+    cell = {
+        "cell_type": "code",
+        "id": "c1",
+        "execution_count": 3,
+        "outputs": [],
+        "metadata": {"tags": ["colab"], "jupyter": {"source_hidden": True}},
+        "source": colab.INSTALL_CELL,
+    }
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "p",
+                "metadata": {"tags": ["parameters"]},
+                "execution_count": 1,
+                "outputs": [],
+                "source": "SEED = 0",
+            },
+            cell,
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    kept = [
+        c
+        for c in nbtools.student_version(nb, "nb.ipynb")["cells"]
+        if "colab" in c["metadata"].get("tags", [])
+    ]
     assert len(kept) == 1 and kept[0]["source"].strip() == colab.INSTALL_CELL.strip()
     assert kept[0]["metadata"]["jupyter"] == {"source_hidden": True}

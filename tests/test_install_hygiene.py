@@ -2,6 +2,7 @@
 same in the build, the citation and the changelog; the licence in the form build tools read;
 ``show_versions()`` for bug reports, which works when a library is broken; commands that fail,
 naming the fix, where they find nothing to do."""
+
 import importlib.metadata
 import re
 import sys
@@ -35,7 +36,9 @@ def test_the_version_is_written_once_and_read_without_importing_the_package(monk
 def test_changelog_and_citation_carry_the_version():
     changelog = (REPO / "CHANGELOG.md").read_text()
     versions_listed = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog, flags=re.M)
-    assert versions_listed[0] == wsss_edu.__version__, "CHANGELOG.md: the newest entry is not this version"
+    assert versions_listed[0] == wsss_edu.__version__, (
+        "CHANGELOG.md: the newest entry is not this version"
+    )
     citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
     assert citation["version"] == wsss_edu.__version__
 
@@ -44,8 +47,10 @@ def test_the_licence_is_an_spdx_expression_with_its_file():
     project = PYPROJECT["project"]
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     # PEP 639's fields need setuptools >= 77 in the build environment
-    assert any(re.fullmatch(r"setuptools>=(7[7-9]|[89]\d|\d{3,})(\.\d+)*", r)
-               for r in PYPROJECT["build-system"]["requires"])
+    assert any(
+        re.fullmatch(r"setuptools>=(7[7-9]|[89]\d|\d{3,})(\.\d+)*", r)
+        for r in PYPROJECT["build-system"]["requires"]
+    )
     licence = (REPO / "LICENSE").read_text()
     assert licence.startswith("MIT License") and "the wsss_edu authors" in licence
 
@@ -58,16 +63,35 @@ def test_the_citation_names_the_package_and_the_four_papers():
     assert len(refs) == 4
     assert all(r["title"] and r["authors"] and isinstance(r["year"], int) for r in refs)
     firsts = [r["authors"][0]["family-names"] for r in refs]
-    assert firsts == ["Neven", "Dobko", "Li", "Zhang"]   # papers 000-003, in the course's order
+    assert firsts == ["Neven", "Dobko", "Li", "Zhang"]  # papers 000-003, in the course's order
 
 
 def test_show_versions_prints_and_returns_every_library(capsys):
     info = wsss_edu.show_versions()
     printed = capsys.readouterr().out
-    expected = {"wsss_edu", "python", "platform", "torch", "torch CUDA build", "CUDA available",
-                "GPU", "cuDNN", "MPS available", "torch threads", "torchvision", "numpy", "scipy",
-                "pillow", "pydensecrf", "matplotlib", "tqdm", "ipywidgets", "jupyterlab",
-                "papermill", "nbformat"}
+    expected = {
+        "wsss_edu",
+        "python",
+        "platform",
+        "torch",
+        "torch CUDA build",
+        "CUDA available",
+        "GPU",
+        "cuDNN",
+        "MPS available",
+        "torch threads",
+        "torchvision",
+        "numpy",
+        "scipy",
+        "pillow",
+        "pydensecrf",
+        "matplotlib",
+        "tqdm",
+        "ipywidgets",
+        "jupyterlab",
+        "papermill",
+        "nbformat",
+    }
     assert set(info) == expected
     assert info["wsss_edu"].startswith(wsss_edu.__version__ + " (")
     assert info["numpy"] == np.__version__
@@ -81,10 +105,18 @@ def test_show_versions_survives_a_library_that_fails_to_import(tmp_path, monkeyp
     (tmp_path / "brokenlib.py").write_text("raise RuntimeError('compiled against numpy 1.x')\n")
     (tmp_path / "exitlib.py").write_text("raise SystemExit(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(versions, "LIBRARIES", versions.LIBRARIES + (
-        ("brokenlib", ("brokenlib",), "brokenlib"), ("exitlib", ("exitlib",), "exitlib"),
-        ("nosuchlib", ("nosuchlib-dist",), "nosuchlib"), ("nosuchtool", ("nosuchtool",), None)))
-    monkeypatch.setitem(sys.modules, "torch", None)   # `import torch` raises ImportError
+    monkeypatch.setattr(
+        versions,
+        "LIBRARIES",
+        versions.LIBRARIES
+        + (
+            ("brokenlib", ("brokenlib",), "brokenlib"),
+            ("exitlib", ("exitlib",), "exitlib"),
+            ("nosuchlib", ("nosuchlib-dist",), "nosuchlib"),
+            ("nosuchtool", ("nosuchtool",), None),
+        ),
+    )
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
     info = wsss_edu.show_versions()
     assert info["brokenlib"] == "? (import fails: RuntimeError: compiled against numpy 1.x)"
     assert info["exitlib"] == "? (import fails: SystemExit: 3)"
@@ -100,13 +132,16 @@ def test_an_installed_library_missing_a_dependency_is_not_called_missing(monkeyp
 
     def import_module(name):
         if name == "pydensecrf.densecrf":
-            raise ModuleNotFoundError("No module named 'numpy.core.multiarray'", name="numpy.core.multiarray")
+            raise ModuleNotFoundError(
+                "No module named 'numpy.core.multiarray'", name="numpy.core.multiarray"
+            )
         return real(name)
 
     monkeypatch.setattr(versions, "import_module", import_module)
     assert versions.library_version(("pydensecrf2",), "pydensecrf.densecrf") == (
         f"{importlib.metadata.version('pydensecrf2')} (import fails: ModuleNotFoundError: "
-        "No module named 'numpy.core.multiarray')")
+        "No module named 'numpy.core.multiarray')"
+    )
 
 
 def _outside_a_checkout(tmp_path, monkeypatch):
@@ -124,7 +159,7 @@ def test_the_runner_outside_a_checkout_fails_naming_the_folder(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert e.value.code == 2
     assert f"{tmp_path / 'notebooks'} does not exist" in err and "--notebooks DIR" in err
-    assert list(tmp_path.iterdir()) == []   # nothing written
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
     (tmp_path / "empty").mkdir()
     for folder, state in (("nowhere", "does not exist"), ("empty", "holds no notebook")):

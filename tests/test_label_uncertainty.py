@@ -1,5 +1,6 @@
 """Paper 000's equations against independent computations: Gauss-Hermite quadrature for the
 expected sigmoid, Monte-Carlo, brute-force targets, and limits (sigma^2 → 0)."""
+
 import math
 
 import numpy as np
@@ -38,9 +39,15 @@ def test_monte_carlo_converges_as_samples_grow():
     exact = quadrature_expected_sigmoid(mu, s2)
     errs = []
     for t in (10, 100, 1000, 10000):
-        e = [np.abs(lu.mc_expected_probability(torch.tensor(mu), torch.tensor(s2), t,
-                                               torch.Generator().manual_seed(k)).numpy() - exact).mean()
-             for k in range(20)]
+        e = [
+            np.abs(
+                lu.mc_expected_probability(
+                    torch.tensor(mu), torch.tensor(s2), t, torch.Generator().manual_seed(k)
+                ).numpy()
+                - exact
+            ).mean()
+            for k in range(20)
+        ]
         errs.append(np.mean(e))
     assert errs[0] > errs[1] > errs[2] > errs[3]
     assert errs[3] < 2e-3 and errs[0] / errs[3] > 10  # ~1/sqrt(T)
@@ -64,9 +71,11 @@ def test_losses_reduce_to_plain_bce_and_ce_as_variance_vanishes():
 
 def test_two_class_monte_carlo_matches_the_binary_expectation():
     """With 2 classes, softmax(l)_1 = sigmoid(l1 - l0), l1 - l0 ~ N(mu1 - mu0, s0 + s1)."""
-    mu = torch.tensor([[[[0.3]], [[1.5]]]], dtype=torch.float64)   # (1, 2, 1, 1)
+    mu = torch.tensor([[[[0.3]], [[1.5]]]], dtype=torch.float64)  # (1, 2, 1, 1)
     s2 = torch.tensor([[[[0.7]], [[2.1]]]], dtype=torch.float64)
-    p1 = lu.mc_expected_softmax(mu, s2, samples=400_000, generator=torch.Generator().manual_seed(1))[0, 1]
+    p1 = lu.mc_expected_softmax(
+        mu, s2, samples=400_000, generator=torch.Generator().manual_seed(1)
+    )[0, 1]
     exact = quadrature_expected_sigmoid(np.array(1.2), np.array(2.8))
     assert abs(p1.item() - exact) < 3e-3
 
@@ -87,16 +96,22 @@ def test_gradients_finite_at_large_variance():
     mu = torch.randn(2, 1, 4, 4, requires_grad=True)
     s2 = torch.full((2, 1, 4, 4), 1e6, requires_grad=True)
     y = torch.ones(2, 1, 4, 4)
-    loss = lu.combined_loss(mu, s2, y, torch.ones_like(y, dtype=torch.bool), tau=1.0,
-                            detach_weight=False)
+    loss = lu.combined_loss(
+        mu, s2, y, torch.ones_like(y, dtype=torch.bool), tau=1.0, detach_weight=False
+    )
     loss.backward()
     assert torch.isfinite(mu.grad).all() and torch.isfinite(s2.grad).all()
     mu_c = torch.randn(1, 3, 4, 4, requires_grad=True)
     s2_c = torch.full((1, 3, 4, 4), 1e6, requires_grad=True)
-    lossc = lu.multiclass_loss(mu_c, s2_c, torch.zeros(1, 4, 4, dtype=torch.long),
-                               torch.ones(1, 4, 4, dtype=torch.bool))
+    lossc = lu.multiclass_loss(
+        mu_c, s2_c, torch.zeros(1, 4, 4, dtype=torch.long), torch.ones(1, 4, 4, dtype=torch.bool)
+    )
     lossc.backward()
-    assert torch.isfinite(lossc) and torch.isfinite(mu_c.grad).all() and torch.isfinite(s2_c.grad).all()
+    assert (
+        torch.isfinite(lossc)
+        and torch.isfinite(mu_c.grad).all()
+        and torch.isfinite(s2_c.grad).all()
+    )
 
 
 def test_weight_rule_and_detaching():
@@ -170,20 +185,31 @@ def test_load_mixed_set_maps_classes_in_order_and_takes_the_posters_fraction(tmp
 
     a = lu.load_mixed_set("toy", ["car", "person"], 3, n=10, size=32, seed=1)
     assert a["image"].shape == (10, 32, 32, 3) and a["pixel_perfect"].sum() == 3
-    ds = ToyDataset("train", n=10, seed=1, size=32, class_probs=lu.TOY_CLASS_PROBS[("car", "person")])
-    ref = lu.mixed_supervision_arrays(ds, 3, {CLASSES.index("car"): 1, CLASSES.index("person"): 2}, seed=1)
+    ds = ToyDataset(
+        "train", n=10, seed=1, size=32, class_probs=lu.TOY_CLASS_PROBS[("car", "person")]
+    )
+    ref = lu.mixed_supervision_arrays(
+        ds, 3, {CLASSES.index("car"): 1, CLASSES.index("person"): 2}, seed=1
+    )
     for k in ("image", "target", "mask", "in_box", "pixel_perfect"):
         assert np.array_equal(a[k], ref[k]), k
     # None: 500 PP of Cityscapes' 2,780 images (18 %), of the images actually used
-    assert lu.load_mixed_set("toy", ["car"], None, n=10, size=32)["pixel_perfect"].sum() == round(10 * 500 / 2780)
-    assert lu.load_mixed_set("toy", ["car"], 1, "val", n=4, size=32, box_noise=0.2)["image"].shape[0] == 4
+    assert lu.load_mixed_set("toy", ["car"], None, n=10, size=32)["pixel_perfect"].sum() == round(
+        10 * 500 / 2780
+    )
+    assert (
+        lu.load_mixed_set("toy", ["car"], 1, "val", n=4, size=32, box_noise=0.2)["image"].shape[0]
+        == 4
+    )
     with pytest.raises(ParameterError, match="'car'"):
         lu.load_mixed_set("toy", ["dog"], 1, n=2, size=32)
     # a rarer car than the tables' (tools/collapse_check.py): fewer images hold one
     rare = lu.load_mixed_set("toy", ["car"], 3, n=40, size=32, class_probs={"car": 0.1})
     usual = lu.load_mixed_set("toy", ["car"], 3, n=40, size=32)
+
     def holding(arrays):
         return int((arrays["mask"] == 1).reshape(40, -1).any(1).sum())
+
     assert holding(rare) < holding(usual) / 2
     with pytest.raises(ValueError, match="box_noise"):
         lu.load_mixed_set("cityscapes", ["car"], 1, data_root=tmp_path, box_noise=0.1)
@@ -211,7 +237,9 @@ def test_method_losses_use_what_each_row_allows():
     cfg = lu_experiments.BootstrapConfig(warmup_epochs=2)
     flipped = torch.where(ib, 1 - t, t)  # change every box-interior label
     ign = lu_experiments.method_loss("ignore_box", mu, s2, t, ib, 0, cfg)
-    assert ign == lu_experiments.method_loss("ignore_box", mu, s2, flipped, ib, 0, cfg)  # interiors unused
+    assert ign == lu_experiments.method_loss(
+        "ignore_box", mu, s2, flipped, ib, 0, cfg
+    )  # interiors unused
     # warm-up: mu gets exactly the ignore-interiors gradient, while sigma^2 already learns
     mu_a, mu_b = mu.clone().requires_grad_(), mu.clone().requires_grad_()
     s2_w = s2.clone().requires_grad_()
@@ -219,9 +247,12 @@ def test_method_losses_use_what_each_row_allows():
     lu_experiments.method_loss("ours", mu_b, s2_w, t, ib, 1, cfg).backward()
     assert torch.allclose(mu_a.grad * (~ib).sum(), mu_b.grad * (t != 255).sum(), atol=1e-6)
     assert s2_w.grad[:, 0][ib].abs().sum() > 0 and s2_w.grad[:, 0][~ib].abs().sum() == 0
-    assert lu_experiments.method_loss("ours", mu, s2, t, ib, 2, cfg) != ign  # then the uncertain loss
-    assert lu_experiments.method_loss("boxes_bce", mu, s2, t, ib, 0, cfg) != lu_experiments.method_loss(
-        "boxes_bce", mu, s2, flipped, ib, 0, cfg)
+    assert (
+        lu_experiments.method_loss("ours", mu, s2, t, ib, 2, cfg) != ign
+    )  # then the uncertain loss
+    assert lu_experiments.method_loss(
+        "boxes_bce", mu, s2, t, ib, 0, cfg
+    ) != lu_experiments.method_loss("boxes_bce", mu, s2, flipped, ib, 0, cfg)
     with pytest.raises(ValueError, match="choose one of"):
         lu_experiments.method_loss("oracle", mu, s2, t, ib, 0, cfg)
 
@@ -237,17 +268,24 @@ def test_warmup_on_boxes_trains_mu_on_the_boxes_and_sigma2_inside_them(multiclas
     ib = torch.zeros(2, 8, 8, dtype=torch.bool)
     ib[:, 2:6, 3:7] = True
     cfg = lu_experiments.BootstrapConfig(warmup_epochs=1, warmup_on_boxes=True)
-    mu_a, mu_b, s2_b = mu.clone().requires_grad_(), mu.clone().requires_grad_(), s2.clone().requires_grad_()
+    mu_a, mu_b, s2_b = (
+        mu.clone().requires_grad_(),
+        mu.clone().requires_grad_(),
+        s2.clone().requires_grad_(),
+    )
     # during the warm-up, mu's gradient is exactly the boxes row's (plain BCE / CE on the targets)
     lu_experiments.method_loss("boxes_bce", mu_a, s2, t, ib, 0, cfg, multiclass).backward()
-    lu_experiments.method_loss("ours", mu_b, s2_b, t, ib, 0, cfg, multiclass, torch.Generator().manual_seed(1)).backward()
+    lu_experiments.method_loss(
+        "ours", mu_b, s2_b, t, ib, 0, cfg, multiclass, torch.Generator().manual_seed(1)
+    ).backward()
     assert torch.allclose(mu_a.grad, mu_b.grad, atol=1e-6)
     # sigma^2 learns from the uncertain loss inside boxes only
     inside = s2_b.grad.abs().sum(1)
     assert inside[ib].sum() > 0 and inside[~ib].sum() == 0
     # after the warm-up: the uncertain + bootstrapped loss, no longer the boxes row
-    assert lu_experiments.method_loss("ours", mu, s2, t, ib, 1, cfg, multiclass, torch.Generator().manual_seed(1)) \
-        != lu_experiments.method_loss("boxes_bce", mu, s2, t, ib, 1, cfg, multiclass)
+    assert lu_experiments.method_loss(
+        "ours", mu, s2, t, ib, 1, cfg, multiclass, torch.Generator().manual_seed(1)
+    ) != lu_experiments.method_loss("boxes_bce", mu, s2, t, ib, 1, cfg, multiclass)
 
 
 def test_experiment_arrays_and_equal_steps_for_every_method(monkeypatch):
@@ -263,14 +301,19 @@ def test_experiment_arrays_and_equal_steps_for_every_method(monkeypatch):
     real = lu_experiments.method_loss
     monkeypatch.setattr(lu_experiments, "method_loss", counting)
     for m in ("pp_only", "ours"):
-        net, hist = lu_experiments.train_experiment(a, a, m, epochs=2, width=4, batch_size=8, progress=False)
+        net, hist = lu_experiments.train_experiment(
+            a, a, m, epochs=2, width=4, batch_size=8, progress=False
+        )
         assert len(hist["miou"]) == 2 and 0.0 <= hist["miou"][-1] <= 1.0
         assert hist["epoch"] == [1, 2]
     assert calls["pp_only"] == calls["ours"] == 2 * 3  # 24 images / batch 8, for both
     # validating every 2nd epoch of 3: after epochs 2 and 3 (the last), same final number
-    _, every = lu_experiments.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, progress=False)
-    _, sparse = lu_experiments.train_experiment(a, a, "ours", epochs=3, width=4, batch_size=8, eval_every=2,
-                                    progress=False)
+    _, every = lu_experiments.train_experiment(
+        a, a, "ours", epochs=3, width=4, batch_size=8, progress=False
+    )
+    _, sparse = lu_experiments.train_experiment(
+        a, a, "ours", epochs=3, width=4, batch_size=8, eval_every=2, progress=False
+    )
     assert sparse["epoch"] == [2, 3] and sparse["miou"] == every["miou"][1:]
 
 
@@ -303,7 +346,10 @@ def test_uncertainty_auroc_matches_pairwise_count():
 def test_run_experiments_in_workers_match_in_process():
     arrays = tiny_mixed()
     val = arrays
-    jobs = [dict(arrays=arrays, val=val, method=m, epochs=1, seed=0, width=4) for m in ("pp_only", "ours")]
+    jobs = [
+        dict(arrays=arrays, val=val, method=m, epochs=1, seed=0, width=4)
+        for m in ("pp_only", "ours")
+    ]
     watch = dict(jobs[1], watch=arrays["image"][:2])
     one = lu_experiments.run_experiments(jobs + [watch], processes=1)
     two = lu_experiments.run_experiments(jobs, processes=2)
@@ -322,14 +368,16 @@ def test_multiclass_loss_with_sigma_only_uncertainty():
     unc = torch.zeros(2, 6, 6, dtype=torch.bool)
     unc[:, 2:5, 1:4] = True
     # warm-up (no bootstrap): mu ignores the uncertain pixels, sigma^2 learns only there
-    lu.multiclass_loss(mu, s2, y, unc, 1.0, 8, False, torch.Generator().manual_seed(1),
-                       uncertainty_trains_mu=False).backward()
+    lu.multiclass_loss(
+        mu, s2, y, unc, 1.0, 8, False, torch.Generator().manual_seed(1), uncertainty_trains_mu=False
+    ).backward()
     assert mu.grad.abs().sum(1)[unc].max() == 0 and mu.grad.abs().sum(1)[~unc].max() > 0
     assert s2.grad.abs().sum(1)[~unc].max() == 0 and s2.grad.abs().sum(1)[unc].max() > 0
     # bootstrapped: mu's gradient is exactly plain CE's against the eq. (7) target
     mu.grad = s2.grad = None
-    loss = lu.multiclass_loss(mu, s2, y, unc, 1.0, 8, True, torch.Generator().manual_seed(1),
-                              uncertainty_trains_mu=False)
+    loss = lu.multiclass_loss(
+        mu, s2, y, unc, 1.0, 8, True, torch.Generator().manual_seed(1), uncertainty_trains_mu=False
+    )
     (g_mu,) = torch.autograd.grad(loss, mu)
     target = lu.bootstrapped_targets(mu, s2, y, 1.0, unc)
     ref = F.cross_entropy(mu, target, ignore_index=255, reduction="sum") / (y != 255).sum()
@@ -343,8 +391,13 @@ def test_pp_per_batch_puts_that_many_pixel_perfect_images_in_every_batch(monkeyp
     pp[:3] = True
     target = np.zeros((n, size, size), np.uint8)
     target[pp] = 1  # pixel-perfect images: all car; box-labelled ones: no box
-    arrays = {"image": np.zeros((n, size, size, 3), np.uint8), "target": target, "mask": target,
-              "in_box": np.zeros((n, size, size), bool), "pixel_perfect": pp}
+    arrays = {
+        "image": np.zeros((n, size, size, 3), np.uint8),
+        "target": target,
+        "mask": target,
+        "in_box": np.zeros((n, size, size), bool),
+        "pixel_perfect": pp,
+    }
     seen = []
 
     def recording(method, mu, s2, tb, ib, *args, **kw):
@@ -353,11 +406,14 @@ def test_pp_per_batch_puts_that_many_pixel_perfect_images_in_every_batch(monkeyp
 
     real = lu_experiments.method_loss
     monkeypatch.setattr(lu_experiments, "method_loss", recording)
-    lu_experiments.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8,
-                        pp_per_batch=2, progress=False)
+    lu_experiments.train_experiment(
+        arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, pp_per_batch=2, progress=False
+    )
     assert seen == [2] * 6  # 20 images / batch 8 = 3 steps per epoch, 2 PP in each
     seen.clear()
-    lu_experiments.train_experiment(arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
+    lu_experiments.train_experiment(
+        arrays, arrays, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False
+    )
     # plain shuffle: per epoch 24 draws = one pass over the 20 images (3 PP) + 4 more
     assert 6 <= sum(seen) <= 12 and seen != [2] * 6
 
@@ -366,35 +422,47 @@ def fake_history(fg_share, true_fg_share=0.2, miou=None):
     """A history as train_experiment records it (binary), with the given predicted foreground
     shares per validation."""
     fg = list(fg_share)
-    return {"epoch": list(range(1, len(fg) + 1)), "miou": miou or [0.5] * len(fg),
-            "fg_share": fg, "pred_share": [[1 - f, f] for f in fg],
-            "true_fg_share": true_fg_share, "true_share": [1 - true_fg_share, true_fg_share]}
+    return {
+        "epoch": list(range(1, len(fg) + 1)),
+        "miou": miou or [0.5] * len(fg),
+        "fg_share": fg,
+        "pred_share": [[1 - f, f] for f in fg],
+        "true_fg_share": true_fg_share,
+        "true_share": [1 - true_fg_share, true_fg_share],
+    }
 
 
 def test_collapsed_flags_a_run_that_calls_no_pixel_foreground():
-    dead = fake_history([0.15, 0.18, 0.0], miou=[0.6, 0.7, 0.0])   # "no car anywhere" at the end
+    dead = fake_history([0.15, 0.18, 0.0], miou=[0.6, 0.7, 0.0])  # "no car anywhere" at the end
     healthy = fake_history([0.15, 0.18, 0.21], miou=[0.6, 0.7, 0.8])
     assert lu_experiments.collapsed(dead) and not lu_experiments.collapsed(healthy)
-    assert not lu_experiments.collapsed(dead, at=1)                                # not yet at the 2nd validation
-    assert lu_experiments.collapsed(fake_history([0.019]))                         # under a tenth of the true 0.2
+    assert not lu_experiments.collapsed(dead, at=1)  # not yet at the 2nd validation
+    assert lu_experiments.collapsed(fake_history([0.019]))  # under a tenth of the true 0.2
     assert not lu_experiments.collapsed(fake_history([0.021]))
     assert not lu_experiments.collapsed(fake_history([0.05]), fraction=0.1)
     assert lu_experiments.collapsed(fake_history([0.05]), fraction=0.5)
-    assert not lu_experiments.collapsed(fake_history([0.0], true_fg_share=0.0))    # nothing to find: no collapse
+    assert not lu_experiments.collapsed(
+        fake_history([0.0], true_fg_share=0.0)
+    )  # nothing to find: no collapse
 
 
 def test_drop_collapsed_leaves_out_collapsed_runs_and_says_so():
     assert lu_experiments.drop_collapsed([0.6, 0.7], [False, False]) == ([0.6, 0.7], "")
     kept, note = lu_experiments.drop_collapsed([0.636, 0.0], [False, True])
     assert kept == [0.636] and note == " (1 of 2 collapsed)"
-    assert lu_experiments.drop_collapsed([0.0, 0.01], [True, True]) == ([0.0, 0.01], " (all 2 collapsed)")
+    assert lu_experiments.drop_collapsed([0.0, 0.01], [True, True]) == (
+        [0.0, 0.01],
+        " (all 2 collapsed)",
+    )
     with pytest.raises(ValueError):
         lu_experiments.drop_collapsed([0.5], [True, False])
 
 
 def test_train_experiment_records_predicted_and_true_foreground_shares():
     a = tiny_mixed()
-    _, h = lu_experiments.train_experiment(a, a, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False)
+    _, h = lu_experiments.train_experiment(
+        a, a, "boxes_bce", epochs=2, width=4, batch_size=8, progress=False
+    )
     m = a["mask"]
     known = m != 255
     assert h["true_fg_share"] == pytest.approx((m == 1).sum() / known.sum())
@@ -406,15 +474,21 @@ def test_train_experiment_records_predicted_and_true_foreground_shares():
 
 def test_lr_schedules():
     steps, restart = 16, 12
-    assert lu_experiments.lr_factor(0, steps) == 1.0 and lu_experiments.lr_factor(restart, steps) == pytest.approx(0.1464, abs=1e-4)
+    assert lu_experiments.lr_factor(0, steps) == 1.0 and lu_experiments.lr_factor(
+        restart, steps
+    ) == pytest.approx(0.1464, abs=1e-4)
     assert all(lu_experiments.lr_factor(s, steps, "constant") == 1.0 for s in range(steps))
     r = [lu_experiments.lr_factor(s, steps, "restart", restart) for s in range(steps)]
     assert r[0] == r[restart] == 1.0 and r[restart - 1] < 0.02 and r[-1] < 0.15
     assert r[:restart] == [lu_experiments.lr_factor(s, restart) for s in range(restart)]
-    assert [lu_experiments.lr_factor(s, steps, "restart", 0) for s in range(steps)] == [lu_experiments.lr_factor(s, steps) for s in range(steps)]
+    assert [lu_experiments.lr_factor(s, steps, "restart", 0) for s in range(steps)] == [
+        lu_experiments.lr_factor(s, steps) for s in range(steps)
+    ]
     with pytest.raises(ValueError, match="choose one of"):
         lu_experiments.lr_factor(0, steps, "step")
-    for schedule in lu_experiments.LR_SCHEDULES:   # what train_experiment's optimiser sees, step by step
+    for (
+        schedule
+    ) in lu_experiments.LR_SCHEDULES:  # what train_experiment's optimiser sees, step by step
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
         sched = lu_experiments._lr_scheduler(opt, schedule, steps, restart)
         seen = []
@@ -422,25 +496,32 @@ def test_lr_schedules():
             seen.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-        assert np.allclose(seen, [2.0 * lu_experiments.lr_factor(s, steps, schedule, restart) for s in range(steps)])
+        assert np.allclose(
+            seen,
+            [2.0 * lu_experiments.lr_factor(s, steps, schedule, restart) for s in range(steps)],
+        )
 
 
 def test_labelled_object_share_and_batches_without_object_on_a_hand_made_mixed_set():
     # 4 images of 2x2 pixels; image 0 pixel-perfect with one car pixel, images 1-3 box-labelled
     target = np.zeros((4, 2, 2), np.uint8)
     target[0, 0, 0] = 1
-    target[1, 0, :] = 1            # a box on images 1 and 2 (its interior: ignored by 'ignore_box')
+    target[1, 0, :] = 1  # a box on images 1 and 2 (its interior: ignored by 'ignore_box')
     target[2, 1, :] = 1
-    target[3, 1, 1] = 255          # one unlabelled pixel
+    target[3, 1, 1] = 255  # one unlabelled pixel
     in_box = target == 1
-    in_box[0] = False              # the PP image has no box interior
+    in_box[0] = False  # the PP image has no box interior
     arrays = {"target": target, "in_box": in_box}
     # boxes + BCE: 5 car pixels of 15 labelled; box interiors ignored: 1 of 11
     assert lu_experiments.labelled_object_share(arrays, False) == pytest.approx(5 / 15)
     assert lu_experiments.labelled_object_share(arrays, True) == pytest.approx(1 / 11)
     # batches of 1 image: without the boxes only image 0 has a labelled car pixel
-    assert lu_experiments.batches_without_object(arrays, 1, True, draws=4000) == pytest.approx(0.75, abs=0.03)
-    assert lu_experiments.batches_without_object(arrays, 1, False, draws=4000) == pytest.approx(0.25, abs=0.03)
+    assert lu_experiments.batches_without_object(arrays, 1, True, draws=4000) == pytest.approx(
+        0.75, abs=0.03
+    )
+    assert lu_experiments.batches_without_object(arrays, 1, False, draws=4000) == pytest.approx(
+        0.25, abs=0.03
+    )
     # a batch of all 4 images always holds image 0
     assert lu_experiments.batches_without_object(arrays, 4, True, draws=50) == 0.0
 
@@ -450,21 +531,41 @@ def test_run_experiments_keeps_histories_in_the_cache(tmp_path, monkeypatch):
     same history (arrays as arrays), a changed job or changed data trains again, a damaged file is
     trained again."""
     arrays = tiny_mixed()
-    job = dict(arrays=arrays, val=arrays, method="ours", epochs=1, seed=0, width=4, watch=arrays["image"][:2])
+    job = dict(
+        arrays=arrays,
+        val=arrays,
+        method="ours",
+        epochs=1,
+        seed=0,
+        width=4,
+        watch=arrays["image"][:2],
+    )
     first = lu_experiments.run_experiments([job], output_dir=tmp_path)[0]
     calls = []
-    monkeypatch.setattr(lu_experiments, "_experiment", lambda kw: calls.append(kw) or lu_experiments.train_experiment(**kw, progress=False)[1])
+    monkeypatch.setattr(
+        lu_experiments,
+        "_experiment",
+        lambda kw: calls.append(kw) or lu_experiments.train_experiment(**kw, progress=False)[1],
+    )
     again = lu_experiments.run_experiments([job], output_dir=tmp_path)[0]
     assert calls == [] and again["miou"] == first["miou"] and again["epoch"] == first["epoch"]
     labels, s2 = again["watch"][0]
-    assert isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and np.array_equal(labels, first["watch"][0][0])
+    assert (
+        isinstance(labels, np.ndarray)
+        and labels.dtype == np.uint8
+        and np.array_equal(labels, first["watch"][0][0])
+    )
     other = dict(arrays, image=arrays["image"].copy())
-    other["image"][0, 0, 0, 0] ^= 1       # one pixel of the data changed
-    lu_experiments.run_experiments([job, dict(job, seed=1), dict(job, arrays=other)], output_dir=tmp_path)
+    other["image"][0, 0, 0, 0] ^= 1  # one pixel of the data changed
+    lu_experiments.run_experiments(
+        [job, dict(job, seed=1), dict(job, arrays=other)], output_dir=tmp_path
+    )
     assert [c["seed"] for c in calls] == [1, 0] and calls[1]["arrays"] is other
     for f in (tmp_path / "cache" / "experiments").glob("*.pt"):
         f.write_bytes(b"cut short")
     calls.clear()
     lu_experiments.run_experiments([job], output_dir=tmp_path)
     assert len(calls) == 1
-    assert lu_experiments.experiment_key(job) == lu_experiments.experiment_key(dict(job, arrays={k: v.copy() for k, v in arrays.items()}))
+    assert lu_experiments.experiment_key(job) == lu_experiments.experiment_key(
+        dict(job, arrays={k: v.copy() for k, v in arrays.items()})
+    )

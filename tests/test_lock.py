@@ -4,6 +4,7 @@ Fast and offline: the resolution for every platform x Python is tools/check_lock
 lock-check`, run by .ci/run); here its pure parts run on fake uv output, and the Makefile's
 TORCH=auto choice runs with an injected GPU probe and CPU index.
 """
+
 import http.server
 import importlib.util
 import re
@@ -27,7 +28,7 @@ MAKEFILE = (REPO / "Makefile").read_text()
 def _load_check_lock():
     spec = importlib.util.spec_from_file_location("check_lock", REPO / "tools" / "check_lock.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["check_lock"] = module    # dataclasses look the module up while the class is made
+    sys.modules["check_lock"] = module  # dataclasses look the module up while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -54,20 +55,30 @@ def _lock_entries(text: str) -> dict[str, set[str]]:
 
 def _pinned_versions_satisfying(req: Requirement) -> list[str]:
     spec = SpecifierSet(str(req.specifier)) if req.specifier else SpecifierSet()
-    return [v for v in PINS.get(check_lock.normalize(req.name), ()) if spec.contains(v, prereleases=True)]
+    return [
+        v
+        for v in PINS.get(check_lock.normalize(req.name), ())
+        if spec.contains(v, prereleases=True)
+    ]
 
 
 @pytest.mark.parametrize("group", ["dependencies", *PYPROJECT["project"]["optional-dependencies"]])
 def test_every_pyproject_requirement_is_pinned_in_the_lock_within_its_bounds(group):
-    reqs = (PYPROJECT["project"]["dependencies"] if group == "dependencies"
-            else PYPROJECT["project"]["optional-dependencies"][group])
+    reqs = (
+        PYPROJECT["project"]["dependencies"]
+        if group == "dependencies"
+        else PYPROJECT["project"]["optional-dependencies"][group]
+    )
     for text in reqs:
         req = Requirement(text)
         pinned = PINS.get(check_lock.normalize(req.name))
-        assert pinned, f"pyproject's {group} needs {req.name}, requirements.lock has no pin: add it " \
-                       "to requirements.in and run `make lock`"
-        assert set(_pinned_versions_satisfying(req)) == pinned, \
+        assert pinned, (
+            f"pyproject's {group} needs {req.name}, requirements.lock has no pin: add it "
+            "to requirements.in and run `make lock`"
+        )
+        assert set(_pinned_versions_satisfying(req)) == pinned, (
             f"requirements.lock pins {req.name} {sorted(pinned)}, outside pyproject's {text!r}"
+        )
 
 
 def test_every_line_of_requirements_in_is_pinned_in_the_lock():
@@ -76,18 +87,24 @@ def test_every_line_of_requirements_in_is_pinned_in_the_lock():
         if not line:
             continue
         req = Requirement(line)
-        assert _pinned_versions_satisfying(req), \
+        assert _pinned_versions_satisfying(req), (
             f"requirements.in asks {line!r}; requirements.lock pins {sorted(PINS.get(req.name, []))}: run `make lock`"
+        )
 
 
 def test_the_pydensecrf2_is_optional_and_ruff_exact():
     core = [Requirement(r).name for r in PYPROJECT["project"]["dependencies"]]
     assert "pydensecrf2" not in core
-    assert any(Requirement(r).name == "pydensecrf2" for r in PYPROJECT["project"]["optional-dependencies"]["crf"])
+    assert any(
+        Requirement(r).name == "pydensecrf2"
+        for r in PYPROJECT["project"]["optional-dependencies"]["crf"]
+    )
     # the lock installs it only where it builds
     line = next(ln for ln in LOCK_TEXT.splitlines() if ln.startswith("pydensecrf2=="))
     assert "python_full_version < '3.13'" in line
-    assert len(PINS["ruff"]) == 1, "ruff must be one exact version everywhere (formatting is reproducible)"
+    assert len(PINS["ruff"]) == 1, (
+        "ruff must be one exact version everywhere (formatting is reproducible)"
+    )
 
 
 def test_requires_python_admits_exactly_the_pythons_the_lock_check_covers():
@@ -96,8 +113,9 @@ def test_requires_python_admits_exactly_the_pythons_the_lock_check_covers():
     assert all(spec.contains(p) for p in pythons), (spec, pythons)
     lowest = min(pythons, key=lambda v: tuple(map(int, v.split("."))))
     major, minor = map(int, lowest.split("."))
-    assert not spec.contains(f"{major}.{minor - 1}"), \
+    assert not spec.contains(f"{major}.{minor - 1}"), (
         f"requires-python {spec} admits {major}.{minor - 1}, which tools/check_lock.py never resolves"
+    )
     for platform in check_lock.PLATFORMS:
         assert set(platform.pythons) <= set(pythons), platform
     # `make lock` compiles for the same lowest Python, as one universal file
@@ -109,7 +127,11 @@ def test_requires_python_admits_exactly_the_pythons_the_lock_check_covers():
 def test_the_lock_forks_where_platforms_need_different_pins():
     # a universal lock: markers, and torch for Intel Macs apart from the pair CI installs
     assert PINS["torch"] == {"2.15.0", "2.2.2"}
-    assert any("sys_platform == 'darwin'" in ln for ln in LOCK_TEXT.splitlines() if ln.startswith("torch=="))
+    assert any(
+        "sys_platform == 'darwin'" in ln
+        for ln in LOCK_TEXT.splitlines()
+        if ln.startswith("torch==")
+    )
 
 
 def test_the_cpu_install_leaves_out_only_what_nothing_else_needs():
@@ -117,17 +139,26 @@ def test_the_cpu_install_leaves_out_only_what_nothing_else_needs():
     or by other dropped entries, and torch/torchvision must stay."""
     pattern = re.search(r"^CUDA_ONLY := (.+)$", MAKEFILE, re.M).group(1).strip()
     pin_lines = [ln for ln in LOCK_TEXT.splitlines() if re.match(r"^[A-Za-z0-9]", ln)]
-    dropped = {check_lock.normalize(re.match(r"^([^=]+)==", ln).group(1))
-               for ln in pin_lines if re.search(pattern, ln)}
-    kept = {check_lock.normalize(re.match(r"^([^=]+)==", ln).group(1))
-            for ln in pin_lines if not re.search(pattern, ln)}
+    dropped = {
+        check_lock.normalize(re.match(r"^([^=]+)==", ln).group(1))
+        for ln in pin_lines
+        if re.search(pattern, ln)
+    }
+    kept = {
+        check_lock.normalize(re.match(r"^([^=]+)==", ln).group(1))
+        for ln in pin_lines
+        if not re.search(pattern, ln)
+    }
     assert {"torch", "torchvision", "numpy"} <= kept
-    assert dropped and all(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in dropped), \
+    assert dropped and all(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in dropped), (
         f"CUDA_ONLY drops {sorted(dropped)}: only nvidia-*, cuda-* and triton may go"
+    )
     entries = _lock_entries(LOCK_TEXT)
     for name in dropped:
         needers = {check_lock.normalize(v) for v in entries[name]}
-        assert needers <= dropped | {"torch"}, f"{name} is needed by {needers - dropped - {'torch'}}"
+        assert needers <= dropped | {"torch"}, (
+            f"{name} is needed by {needers - dropped - {'torch'}}"
+        )
 
 
 def test_unpinned_names_what_the_lock_lacks():
@@ -141,8 +172,10 @@ def test_unpinned_names_what_the_lock_lacks():
 def _fake_uv(tmp_path, stdout="", stderr="", rc=0):
     """A stand-in for `python -m uv`: prints the given output, exits with rc."""
     script = tmp_path / "fake_uv.py"
-    script.write_text(f"import sys\nsys.stdout.write({stdout!r})\nsys.stderr.write({stderr!r})\n"
-                      f"sys.exit({rc} if sys.argv[1:2] != ['--version'] else 0)\n")
+    script.write_text(
+        f"import sys\nsys.stdout.write({stdout!r})\nsys.stderr.write({stderr!r})\n"
+        f"sys.exit({rc} if sys.argv[1:2] != ['--version'] else 0)\n"
+    )
     return [sys.executable, str(script)]
 
 
@@ -198,8 +231,12 @@ def cpu_index(tmp_path):
     server.shutdown()
 
 
-@pytest.mark.skipif(shutil.which("make") is None or sys.platform != "linux", reason="needs make on Linux")
-def test_torch_auto_picks_cpu_only_when_there_is_no_gpu_and_the_cpu_index_answers(tmp_path, cpu_index):
+@pytest.mark.skipif(
+    shutil.which("make") is None or sys.platform != "linux", reason="needs make on Linux"
+)
+def test_torch_auto_picks_cpu_only_when_there_is_no_gpu_and_the_cpu_index_answers(
+    tmp_path, cpu_index
+):
     no_gpu = {"NVIDIA_SMI": str(tmp_path / "no-nvidia-smi")}
     rc, out, err = _torch_choice(TORCH="auto", TORCH_CPU_INDEX=cpu_index, **no_gpu)
     assert (rc, out) == (0, "cpu"), err

@@ -1,4 +1,5 @@
 """Metrics against a brute-force computation, ignore handling, accumulation over a split."""
+
 import numpy as np
 import pytest
 import torch
@@ -58,4 +59,6 @@ def test_out_of_range_prediction_is_a_miss_not_the_last_class():
     m = ConfusionMeter(3).update(np.array([[0, 0, 1, 1]]), np.array([[0, 255, 1, 1]]))
     assert np.allclose(m.iou[:2], [0.5, 1.0]) and np.isnan(m.iou[2])
     assert m.miou == pytest.approx(0.75)
-    assert m.iou[0] == pytest.approx(brute_iou([np.array([0, 0, 1, 1])], [np.array([0, 9, 1, 1])], 0))
+    assert m.iou[0] == pytest.approx(
+        brute_iou([np.array([0, 0, 1, 1])], [np.array([0, 9, 1, 1])], 0)
+    )

@@ -1,6 +1,7 @@
 """The MSRC v2 loader: both layouts a user can have (the cleaned-up .mat annotations, the original
 colour-coded BMPs), fabricated here; the split; bad files named; and, when the real data is there
 (``../shared/realdata`` or ``WSSS_MSRC_ROOT``), its tags against the dataset's own tag file."""
+
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,31 @@ except ImportError:
 
 # The documented colours of the original ground truth (MSRC v2's colour table), written out here
 # independently of the package's palette arithmetic.
-DOCUMENTED_COLOURS = {"building": (128, 0, 0), "grass": (0, 128, 0), "tree": (128, 128, 0),
-                      "cow": (0, 0, 128), "horse": (128, 0, 128), "sheep": (0, 128, 128),
-                      "sky": (128, 128, 128), "mountain": (64, 0, 0), "aeroplane": (192, 0, 0),
-                      "water": (64, 128, 0), "face": (192, 128, 0), "car": (64, 0, 128),
-                      "bicycle": (192, 0, 128), "flower": (64, 128, 128), "sign": (192, 128, 128),
-                      "bird": (0, 64, 0), "book": (128, 64, 0), "chair": (0, 192, 0),
-                      "road": (128, 64, 128), "cat": (0, 192, 128), "dog": (128, 192, 128),
-                      "body": (64, 64, 0), "boat": (192, 64, 0)}
+DOCUMENTED_COLOURS = {
+    "building": (128, 0, 0),
+    "grass": (0, 128, 0),
+    "tree": (128, 128, 0),
+    "cow": (0, 0, 128),
+    "horse": (128, 0, 128),
+    "sheep": (0, 128, 128),
+    "sky": (128, 128, 128),
+    "mountain": (64, 0, 0),
+    "aeroplane": (192, 0, 0),
+    "water": (64, 128, 0),
+    "face": (192, 128, 0),
+    "car": (64, 0, 128),
+    "bicycle": (192, 0, 128),
+    "flower": (64, 128, 128),
+    "sign": (192, 128, 128),
+    "bird": (0, 64, 0),
+    "book": (128, 64, 0),
+    "chair": (0, 192, 0),
+    "road": (128, 64, 128),
+    "cat": (0, 192, 128),
+    "dog": (128, 192, 128),
+    "body": (64, 64, 0),
+    "boat": (192, 64, 0),
+}
 
 
 def _class_maps(n=20, h=12, w=16, seed=0):
@@ -35,7 +53,7 @@ def _class_maps(n=20, h=12, w=16, seed=0):
     for i in range(n):
         m = np.zeros((h, w), np.uint8)
         for r in range(0, h, 4):
-            m[r:r + 4] = rng.integers(0, 23)
+            m[r : r + 4] = rng.integers(0, 23)
         if i % 3 == 0:
             m[2:6, 3:8] = D.MSRC_CLASSES.index("car")
         if i % 5 == 0:
@@ -58,12 +76,14 @@ def _write_mat_layout(root: Path, maps, image_ext=".bmp", folder="msrc_v2"):
         seg = np.zeros(m.shape, np.uint8)
         labels = []
         for c in [v for v in np.unique(m) if v != 255]:
-            labels.append(int(c) + 1)                  # the .mat files count classes from 1
+            labels.append(int(c) + 1)  # the .mat files count classes from 1
             seg[m == c] = len(labels)
         if (m == 255).any():
-            seg[m == 255] = len(labels) + 1            # a segment id without a label
-        savemat(base / "newsegmentations_mats" / f"{name}_GT.mat",
-                {"newseg": seg, "newlabels": np.array(labels, np.uint8).reshape(1, -1)})
+            seg[m == 255] = len(labels) + 1  # a segment id without a label
+        savemat(
+            base / "newsegmentations_mats" / f"{name}_GT.mat",
+            {"newseg": seg, "newlabels": np.array(labels, np.uint8).reshape(1, -1)},
+        )
         image = np.full(m.shape + (3,), 40 + i, np.uint8)
         Image.fromarray(image).save(base / "Images" / f"{name}{image_ext}")
     return base
@@ -76,11 +96,13 @@ def _write_bmp_layout(root: Path, maps):
     colours = np.zeros((256, 3), np.uint8)
     for c, name in enumerate(D.MSRC_CLASSES):
         colours[c] = DOCUMENTED_COLOURS[name]
-    colours[255] = (0, 0, 0)                            # void is black
+    colours[255] = (0, 0, 0)  # void is black
     for i, m in enumerate(maps):
         name = f"{i // 5 + 1}_{i % 5 + 1}_s"
         Image.fromarray(colours[m]).save(base / "GroundTruth" / f"{name}_GT.bmp")
-        Image.fromarray(np.full(m.shape + (3,), 40 + i, np.uint8)).save(base / "Images" / f"{name}.bmp")
+        Image.fromarray(np.full(m.shape + (3,), 40 + i, np.uint8)).save(
+            base / "Images" / f"{name}.bmp"
+        )
     return base
 
 
@@ -104,11 +126,11 @@ def test_the_package_colours_are_the_documented_ones():
 
 
 def test_split_is_seeded_disjoint_complete_and_in_shottons_proportions():
-    names = [f"{i}_{j}_s" for i in range(1, 21) for j in range(1, 31)]   # 600
+    names = [f"{i}_{j}_s" for i in range(1, 21) for j in range(1, 31)]  # 600
     parts = {s: D.msrc_split_names(names, s) for s in D.MSRC_SPLITS}
     assert sorted(sum(parts.values(), [])) == sorted(names)
     assert [len(parts[s]) for s in D.MSRC_SPLITS] == [270, 60, 270]
-    assert D.msrc_split_names(list(reversed(names)), "val") == parts["val"]   # order of discovery
+    assert D.msrc_split_names(list(reversed(names)), "val") == parts["val"]  # order of discovery
     assert D.msrc_split_names(names, "val", seed=1) != parts["val"]
     with pytest.raises(ParameterError, match="train"):
         D.msrc_split_names(names, "trainval")
@@ -143,7 +165,7 @@ def test_chosen_classes_make_a_background_and_all_keeps_23(tmp_path):
     assert car.has_background and car.classes == ["background", "car"]
     for s in car:
         assert np.array_equal(s["mask"], _expected(by_name[s["name"]], ["car"], True))
-        assert all(b == 1 for b in s["box_labels"])   # boxes only around cars
+        assert all(b == 1 for b in s["box_labels"])  # boxes only around cars
     everything = D.get_dataset("msrc", tmp_path, "train", classes="all")
     assert everything.num_classes == 24 and not everything.has_background
     s = everything[0]
@@ -191,12 +213,18 @@ def test_missing_and_bad_files_are_named(tmp_path):
         D.get_dataset("msrc", tmp_path / "c", "train")
 
 
-@pytest.mark.skipif(shared_msrc_root() is None, reason="MSRC v2 not found (../shared/realdata/msrc_v2 or "
-                    "WSSS_MSRC_ROOT; `python -m wsss_edu.download msrc --root DIR` fetches it)")
+@pytest.mark.skipif(
+    shared_msrc_root() is None,
+    reason="MSRC v2 not found (../shared/realdata/msrc_v2 or "
+    "WSSS_MSRC_ROOT; `python -m wsss_edu.download msrc --root DIR` fetches it)",
+)
 def test_real_msrc_tags_match_the_datasets_own_tag_file():
     root = shared_msrc_root() / "msrc_v2"
-    order = [line.strip()[:-len("_GT.mat")] for line in
-             (root / "list_newsegmentations_mats.txt").read_text().splitlines() if line.strip()]
+    order = [
+        line.strip()[: -len("_GT.mat")]
+        for line in (root / "list_newsegmentations_mats.txt").read_text().splitlines()
+        if line.strip()
+    ]
     tags, current = {}, None
     for line in (root / "MSRC_v2_label").read_text().splitlines():
         parts = line.split()
@@ -210,7 +238,9 @@ def test_real_msrc_tags_match_the_datasets_own_tag_file():
         ds = D.get_dataset("msrc", root.parent, split, classes="all")
         for i in range(len(ds)):
             s = ds[i]
-            assert {ds.classes[k + 1] for k in np.flatnonzero(s["labels"])} == tags[s["name"]], s["name"]
+            assert {ds.classes[k + 1] for k in np.flatnonzero(s["labels"])} == tags[s["name"]], s[
+                "name"
+            ]
         total += len(ds)
     assert total == len(order) == 591
 
@@ -220,13 +250,17 @@ def test_the_notebooks_load_a_dataset_without_background_and_02_takes_it(tmp_pat
     from wsss_edu import params
 
     _write_mat_layout(tmp_path / "data", _class_maps())
-    s = params.setup("06_test", "msrc", str(tmp_path / "data"), str(tmp_path / "out"), verbose=False)
-    train, val = params.load_splits(s)           # notebooks 03-08 take it
+    s = params.setup(
+        "06_test", "msrc", str(tmp_path / "data"), str(tmp_path / "out"), verbose=False
+    )
+    train, val = params.load_splits(s)  # notebooks 03-08 take it
     assert not train.has_background and len(val)
     # paper 000's binary task picks the car: a background exists then
-    a = lu.load_mixed_set("msrc", ["car"], 2, "train", n=50, size=16, data_root=str(tmp_path / "data"))
+    a = lu.load_mixed_set(
+        "msrc", ["car"], 2, "train", n=50, size=16, data_root=str(tmp_path / "data")
+    )
     assert a["image"].shape[1:3] == (16, 32) and set(np.unique(a["mask"])) <= {0, 1, 255}
-    assert (a["target"][~a["pixel_perfect"]] <= 1).all()   # box targets: 0 or car
+    assert (a["target"][~a["pixel_perfect"]] <= 1).all()  # box targets: 0 or car
 
 
 def test_kept_samples_are_copies_and_do_not_travel_to_workers(tmp_path):
@@ -236,11 +270,13 @@ def test_kept_samples_are_copies_and_do_not_travel_to_workers(tmp_path):
     kept = D.get_dataset("msrc", tmp_path / "data", "train")
     fresh = D.get_dataset("msrc", tmp_path / "data", "train", keep_in_memory=False)
     a = kept[0]
-    a["image"][:] = 0                               # a caller's in-place change...
+    a["image"][:] = 0  # a caller's in-place change...
     a["mask"][:] = 7
-    for s, t in ((kept[0], fresh[0]), (kept[1], fresh[1])):   # ...does not reach the kept sample
+    for s, t in ((kept[0], fresh[0]), (kept[1], fresh[1])):  # ...does not reach the kept sample
         assert s.keys() == t.keys()
-        assert all(np.array_equal(s[k], t[k]) if isinstance(s[k], np.ndarray) else s[k] == t[k] for k in s)
+        assert all(
+            np.array_equal(s[k], t[k]) if isinstance(s[k], np.ndarray) else s[k] == t[k] for k in s
+        )
     assert len(kept._kept) == 2 and fresh._kept is None
     clone = pickle.loads(pickle.dumps(kept))
     assert clone._kept == {} and np.array_equal(clone[0]["mask"], fresh[0]["mask"])

@@ -2,13 +2,14 @@
 three-step pipeline: no plane in the CAM labels, the CRF, IRNet's relation labels and walk; the
 MobileNetV2 pieces a laptop runs on real photos (stages, DeepLabv3+ encoder, frozen blocks); and
 the one-pass TTA evaluation."""
+
 import numpy as np
 import pytest
 import torch
 
 from wsss_edu import cam, irnet, params
-from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.labels import IGNORE
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 
 
 def _two_class_cams(h=24, w=32):
@@ -24,19 +25,19 @@ def _two_class_cams(h=24, w=32):
 def _image(h=24, w=32):
     img = np.zeros((h, w, 3), np.uint8)
     img[:, : w // 2] = (200, 40, 40)
-    img[:, w // 2:] = (40, 40, 200)
+    img[:, w // 2 :] = (40, 40, 200)
     return img
 
 
 def test_crf_without_background_keeps_only_the_image_classes():
     cams = _two_class_cams()
     lab = cam.crf_cam_labels(_image(), cams, None)
-    assert set(np.unique(lab)) == {2, 4}            # classes 1 and 3, never 0
+    assert set(np.unique(lab)) == {2, 4}  # classes 1 and 3, never 0
     assert (lab[:, :10] == 2).all() and (lab[:, -10:] == 4).all()
     with_plane = cam.crf_cam_labels(_image(), cams, 0.9)
-    assert 0 in np.unique(with_plane)               # the plane at 0.9 takes the weak pixels
+    assert 0 in np.unique(with_plane)  # the plane at 0.9 takes the weak pixels
     one = cam.crf_label_map(_image(), np.full((24, 32), 3), [2], background=False)
-    assert (one == 3).all()                         # a single class: nothing to compete
+    assert (one == 3).all()  # a single class: nothing to compete
 
 
 def test_cam_confusions_without_plane_score_the_argmax_over_the_tags(tmp_path):
@@ -48,15 +49,17 @@ def test_cam_confusions_without_plane_score_the_argmax_over_the_tags(tmp_path):
 
     class One:
         num_classes = 5
+
         def __len__(self):
             return 1
+
         def __getitem__(self, i):
             return {"name": "a", "mask": mask}
 
     m = cam_step.cam_confusions(One(), tmp_path, [None, 0.6], progress=False)
     expect = ConfusionMeter(5).update(mask, cam.cams_to_labels(cams[None], None)[0])
-    assert np.array_equal(m[0].cm, expect.cm) and m[0].cm[:, 0].sum() == 0   # nothing predicted 0
-    assert m[1].cm[:, 0].sum() > 0                                            # the plane predicts 0
+    assert np.array_equal(m[0].cm, expect.cm) and m[0].cm[:, 0].sum() == 0  # nothing predicted 0
+    assert m[1].cm[:, 0].sum() > 0  # the plane predicts 0
 
 
 def test_relation_labels_without_background_are_confident_where_the_winner_is_strong():
@@ -65,11 +68,11 @@ def test_relation_labels_without_background_are_confident_where_the_winner_is_st
     assert set(np.unique(rel)) <= {2, 4, IGNORE} and 0 not in rel
     x = np.linspace(0, 1, 32)
     own = np.where(rel == 2, 1 - x[None], np.where(rel == 4, x[None], 1.0))
-    assert (own[rel != IGNORE] >= 0.30).all()                  # confident: the winner's own CAM >= 0.3
+    assert (own[rel != IGNORE] >= 0.30).all()  # confident: the winner's own CAM >= 0.3
     assert (rel[:, :5] == 2).all() and (rel[:, -5:] == 4).all()
     offsets = irnet.pair_offsets(2)
     pos_bg, pos_fg, neg = irnet.pair_label_masks(torch.as_tensor(rel)[None], offsets)
-    assert pos_bg.sum() == 0 and pos_fg.sum() > 0              # no background pairs exist
+    assert pos_bg.sum() == 0 and pos_fg.sum() > 0  # no background pairs exist
     # an all-weak map: everything unsure
     weak = irnet.relation_labels(_image(), cams * 0.2, bg_threshold=None)
     assert (weak == IGNORE).all()
@@ -83,7 +86,7 @@ def test_walk_labels_without_plane_take_the_argmax_of_the_image_classes():
     out = irnet_step.walk_labels(walked[[0, 2]], np.array([4, 9]), (21, 30), None)
     assert set(np.unique(out)) <= {5, 10} and out.shape == (21, 30)
     with_plane = irnet_step.walk_labels(walked[[0, 2]], np.array([4, 9]), (21, 30), 2.0)
-    assert (with_plane == 0).all()                  # a plane above every walked value
+    assert (with_plane == 0).all()  # a plane above every walked value
 
 
 def test_every_dataset_says_whether_it_has_a_background():
@@ -97,28 +100,39 @@ def test_every_dataset_says_whether_it_has_a_background():
 def test_step1_values_on_msrc_and_the_configs_they_make():
     v = cam_step.step1_values("quick", "msrc")
     assert v["BACKBONE"] == "mobilenet_v2" and v["DROP_CLASS"] == "" and v["BALANCE"] is False
-    assert v["IMAGE_SIZE"] == cam_step.STEP1_PROFILE["IMAGE_SIZE"][0]       # the toy knobs stay
+    assert v["IMAGE_SIZE"] == cam_step.STEP1_PROFILE["IMAGE_SIZE"][0]  # the toy knobs stay
     toy = cam_step.step1_values("quick", "toy", EPOCHS=3)
     assert toy["DROP_CLASS"] == "person" and toy["EPOCHS"] == 3 and toy["BACKBONE"] == "small"
     pre = cam_step.classifier_config(v, 1, "imagenet")
     assert pre.freeze_bn and pre.frozen_blocks == 7 and pre.lr_pretrained == 1e-4
     scratch = cam_step.classifier_config(v | {"FROZEN_BLOCKS": 0}, 1, None)
-    assert not scratch.freeze_bn and scratch.lr_pretrained == scratch.lr_new and scratch.weights is None
+    assert (
+        not scratch.freeze_bn
+        and scratch.lr_pretrained == scratch.lr_new
+        and scratch.weights is None
+    )
     small = cam_step.classifier_config(toy, 0)
     assert small.weights is None and small.lr_pretrained == cam_step.ClassifierConfig.lr_pretrained
-    assert params.for_dataset({"A": (1, 2), "B": (3, 4)}, {"x": {"B": (5, 6)}}, "x") == {"A": (1, 2), "B": (5, 6)}
+    assert params.for_dataset({"A": (1, 2), "B": (3, 4)}, {"x": {"B": (5, 6)}}, "x") == {
+        "A": (1, 2),
+        "B": (5, 6),
+    }
     g = irnet_step.step2_values("quick", "msrc")
     assert g["IR_CROP"] == 224 and g["WALK_RADII"] == [5] and g["IR_EPOCHS"] == 3
 
 
 def test_frozen_blocks_do_not_move_and_mobilenet_stages_cut_at_the_strides():
     torch.manual_seed(0)
-    cfg = cam_step.ClassifierConfig(backbone="mobilenet_v2", frozen_blocks=7, lr_pretrained=1e-2, lr_new=1e-2)
+    cfg = cam_step.ClassifierConfig(
+        backbone="mobilenet_v2", frozen_blocks=7, lr_pretrained=1e-2, lr_new=1e-2
+    )
     model = cam_step.make_classifier(3, cfg)
     before = [p.clone() for p in model.backbone.body[:7].parameters()]
     later = model.backbone.body[10].conv[0][0].weight.clone()
     opt = torch.optim.Adam(model.param_groups(cfg.lr_pretrained, cfg.lr_new))
-    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(
+        p.requires_grad for p in model.parameters()
+    )
     loss = model(torch.rand(2, 3, 64, 64)).sum()
     loss.backward()
     opt.step()
@@ -146,9 +160,14 @@ def test_deeplab_on_mobilenet_v2_keeps_pretrained_batch_norms(monkeypatch):
     assert net(torch.rand(2, 3, 48, 64)).shape == (2, 5, 48, 64)
     # with ImageNet weights (any state dict of the right shapes here) its BN stays in eval mode
     from torchvision.models import mobilenet_v2
+
     from wsss_edu import pretrained
 
-    monkeypatch.setattr(pretrained, "imagenet_state_dict", lambda arch, f=None: (mobilenet_v2().state_dict(), "test"))
+    monkeypatch.setattr(
+        pretrained,
+        "imagenet_state_dict",
+        lambda arch, f=None: (mobilenet_v2().state_dict(), "test"),
+    )
     net = models.make_segmenter("deeplabv3plus_mobilenet_v2", 5, weights="imagenet").train()
     bns = [m for m in net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns) and net.decoder.training
@@ -163,12 +182,24 @@ def test_evaluate_views_equals_the_separate_evaluations():
     net = make_segmenter("deeplabv3plus_small", ds.num_classes, width=4).eval()
     views = segmenter_step.evaluate_views(net, ds, (0.5, 1.0), progress=False)
     assert np.array_equal(views["plain"].cm, segmenter_step.evaluate(net, ds, progress=False).cm)
-    assert np.array_equal(views["tta"].cm, segmenter_step.evaluate(net, ds, tta=True, scales=(0.5, 1.0), progress=False).cm)
+    assert np.array_equal(
+        views["tta"].cm,
+        segmenter_step.evaluate(net, ds, tta=True, scales=(0.5, 1.0), progress=False).cm,
+    )
     for s in (0.5, 1.0):
-        assert np.array_equal(views[s].cm, segmenter_step.evaluate(net, ds, tta=True, scales=(s,), progress=False).cm)
-    both = segmenter_step.evaluate_views(net, ds, (1.0,), flip=False, within_tags=True, progress=False)
-    assert np.array_equal(both["plain"].cm, views["plain"].cm) and np.array_equal(both["tta"].cm, both["plain"].cm)
-    assert np.array_equal(both["plain_within_tags"].cm, segmenter_step.evaluate(net, ds, within_tags=True, progress=False).cm)
+        assert np.array_equal(
+            views[s].cm, segmenter_step.evaluate(net, ds, tta=True, scales=(s,), progress=False).cm
+        )
+    both = segmenter_step.evaluate_views(
+        net, ds, (1.0,), flip=False, within_tags=True, progress=False
+    )
+    assert np.array_equal(both["plain"].cm, views["plain"].cm) and np.array_equal(
+        both["tta"].cm, both["plain"].cm
+    )
+    assert np.array_equal(
+        both["plain_within_tags"].cm,
+        segmenter_step.evaluate(net, ds, within_tags=True, progress=False).cm,
+    )
     with pytest.raises(ValueError, match="lack 1.0"):
         segmenter_step.evaluate_views(net, ds, (0.5, 2.0), progress=False)
 
@@ -185,7 +216,9 @@ def test_evaluate_within_tags_predicts_only_the_image_classes():
         one = Relabeled(ds, indices=[i])
         allowed = {0} | set((np.flatnonzero(ds[i]["labels"]) + 1).tolist())
         for tta in (False, True):
-            cm = segmenter_step.evaluate(net, one, tta=tta, scales=(1.0,), within_tags=True, progress=False).cm
+            cm = segmenter_step.evaluate(
+                net, one, tta=tta, scales=(1.0,), within_tags=True, progress=False
+            ).cm
             assert set(np.flatnonzero(cm.sum(0))) <= allowed
 
 
@@ -193,4 +226,8 @@ def test_without_a_background_no_plane_is_left_in_step_2():
     cfg, grid = irnet_step.IRNetConfig(), {"WALK_RADII": [5], "WALK_BG": [0.25, 0.3]}
     assert irnet_step.without_plane_if_no_background(cfg, grid, True) == (cfg, grid)
     c, g = irnet_step.without_plane_if_no_background(cfg, grid, False)
-    assert c.bg_threshold is None and g == {"WALK_RADII": [5], "WALK_BG": [None]} and grid["WALK_BG"] == [0.25, 0.3]
+    assert (
+        c.bg_threshold is None
+        and g == {"WALK_RADII": [5], "WALK_BG": [None]}
+        and grid["WALK_BG"] == [0.25, 0.3]
+    )

@@ -1,4 +1,5 @@
 """wsss_edu.parallel: thread shares and the spawned pool keep the jobs' order and results."""
+
 import torch
 
 from wsss_edu import parallel
@@ -10,7 +11,7 @@ def _threads_and_square(x):
 
 def test_thread_shares_are_the_same_for_every_job_whatever_the_number_of_jobs():
     assert parallel.thread_shares(5, 2, threads=4) == [2] * 5
-    assert parallel.thread_shares(1, 2, threads=4) == [2]      # alone: still its share
+    assert parallel.thread_shares(1, 2, threads=4) == [2]  # alone: still its share
     assert parallel.thread_shares(3, 4, threads=2) == [1, 1, 1]
     assert parallel.thread_shares(2, 1, threads=3) == [3, 3]
 
@@ -49,11 +50,17 @@ def test_compute_missing_runs_only_the_missing_jobs(tmp_path):
     done = tmp_path / "a"
     done.write_text("old")
     jobs = [str(tmp_path / n) for n in ("a", "b", "c")]
-    ran = parallel.compute_missing(_touch, jobs, lambda p: not (tmp_path / p).exists(), processes=2,
-                                   progress=False)
+    ran = parallel.compute_missing(
+        _touch, jobs, lambda p: not (tmp_path / p).exists(), processes=2, progress=False
+    )
     assert ran == 2 and done.read_text() == "old"
     assert (tmp_path / "b").read_text() == (tmp_path / "c").read_text() == "done"
-    assert parallel.compute_missing(_touch, jobs, lambda p: not (tmp_path / p).exists(), 2, progress=False) == 0
+    assert (
+        parallel.compute_missing(
+            _touch, jobs, lambda p: not (tmp_path / p).exists(), 2, progress=False
+        )
+        == 0
+    )
 
 
 def _write_square(job):
@@ -77,10 +84,17 @@ def test_run_streamed_runs_every_job_once_keeps_the_producer_bounded_and_raises_
 
     for processes in (1, 2):
         produced.clear(), finished.clear()
-        parallel.run_streamed(_write_square, jobs(range(10)), processes, max_in_flight=3,
-                              on_done=lambda: finished.append(1))
+        parallel.run_streamed(
+            _write_square,
+            jobs(range(10)),
+            processes,
+            max_in_flight=3,
+            on_done=lambda: finished.append(1),
+        )
         assert len(finished) == 10
-        assert sorted(int(p.read_text()) for p in tmp_path.glob("*.txt")) == [x * x for x in range(10)]
+        assert sorted(int(p.read_text()) for p in tmp_path.glob("*.txt")) == [
+            x * x for x in range(10)
+        ]
         for p in tmp_path.glob("*.txt"):
             p.unlink()
         with pytest.raises(ValueError, match="job -1 fails"):

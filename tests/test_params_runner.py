@@ -1,4 +1,5 @@
 """Notebook parameters, the runner and the notebook conventions."""
+
 import json
 import os
 import shutil
@@ -10,9 +11,9 @@ import nbformat
 import pytest
 
 from wsss_edu import params, runner
-from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.errors import DatasetNotFoundError, ParameterError
 from wsss_edu.nbtools import convention_problems
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,13 @@ def test_setup_validates_and_resolves(tmp_path):
         params.setup("nb", PROFILE="fast", OUTPUT_DIR=str(tmp_path))
     with pytest.raises(ParameterError, match="python -m wsss_edu.download voc"):
         params.setup("nb", DATASET="voc", OUTPUT_DIR=str(tmp_path))
-    s = params.setup("nb", DATASET="voc", DATA_ROOT=str(tmp_path / "none"), OUTPUT_DIR=str(tmp_path),
-                     verbose=False)
+    s = params.setup(
+        "nb",
+        DATASET="voc",
+        DATA_ROOT=str(tmp_path / "none"),
+        OUTPUT_DIR=str(tmp_path),
+        verbose=False,
+    )
     with pytest.raises(DatasetNotFoundError, match="python -m wsss_edu.download voc"):
         params.load_splits(s)
 
@@ -39,26 +45,38 @@ def test_output_dir_from_environment(tmp_path, monkeypatch):
 
 def make_notebook(path, body):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     p = nbformat.v4.new_code_cell('OUTPUT_DIR = ""\nVALUE = 1')
     p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(body),
-                nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises")]
+    nb.cells = [
+        p,
+        nbformat.v4.new_code_cell(body),
+        nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises"),
+    ]
     path.write_text(json.dumps(nb))
 
 
 def test_runner_executes_in_order_and_writes_results(tmp_path):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
-    rec = ("from wsss_edu.results import record_metrics\n"
-           "record_metrics(OUTPUT_DIR, '{name}', {{'{key}': VALUE * {k}}})")
+    rec = (
+        "from wsss_edu.results import record_metrics\n"
+        "record_metrics(OUTPUT_DIR, '{name}', {{'{key}': VALUE * {k}}})"
+    )
     make_notebook(nbdir / "00_a.ipynb", rec.format(name="00_a", key="a_value", k=1))
     make_notebook(nbdir / "01b_c.ipynb", rec.format(name="01b_c", key="c_value", k=3))
     make_notebook(nbdir / "01_b.ipynb", rec.format(name="01_b", key="b_value", k=2))
     out = tmp_path / "runs"
     times = runner.run_notebooks(out, params={"VALUE": 3}, notebooks_dir=nbdir, log=lambda *_: None)
     assert list(times) == ["00_a", "01_b", "01b_c"]  # a lettered notebook follows its number
-    assert [p.name for p in runner.notebook_paths(nbdir, only=["01"])] == ["01_b.ipynb", "01b_c.ipynb"]
+    assert [p.name for p in runner.notebook_paths(nbdir, only=["01"])] == [
+        "01_b.ipynb",
+        "01b_c.ipynb",
+    ]
     assert (out / "00_a.ipynb").exists() and (out / "01_b.ipynb").exists()
     assert json.loads((out / "metrics" / "01_b.json").read_text()) == {"b_value": 6}
     table = (out / "results.md").read_text()
@@ -88,9 +106,11 @@ def _pairs():
     out = []
     for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
         config = load_jupytext_config(str(nb))
-        assert config is not None, f"no jupytext configuration for {nb.name}: notebooks/jupytext.toml"
+        assert config is not None, (
+            f"no jupytext configuration for {nb.name}: notebooks/jupytext.toml"
+        )
         paths = paired_paths(str(nb), "ipynb", config.default_formats(str(nb)))
-        (src, fmt), = [(Path(p), f) for p, f in paths if f["extension"] == ".py"]
+        ((src, fmt),) = [(Path(p), f) for p, f in paths if f["extension"] == ".py"]
         out.append((nb, src, fmt))
     return out
 
@@ -111,9 +131,10 @@ def test_notebooks_in_step_with_their_sources():
     assert not unpaired, f"sources without a notebook: {sorted(unpaired)}: run `make sync`"
     for nb, src, fmt in pairs:
         assert src.exists(), f"{nb.name} has no source {src.relative_to(REPO)}: run `make sync`"
-        assert _cells(nbformat.read(nb, as_version=4)) == _cells(jupytext.read(src, fmt=fmt)), \
-            (f"{nb.name} and {src.relative_to(REPO)} differ: run `make sync` "
-             f"(jupytext --sync {nb.relative_to(REPO)}; the newer file wins)")
+        assert _cells(nbformat.read(nb, as_version=4)) == _cells(jupytext.read(src, fmt=fmt)), (
+            f"{nb.name} and {src.relative_to(REPO)} differ: run `make sync` "
+            f"(jupytext --sync {nb.relative_to(REPO)}; the newer file wins)"
+        )
 
 
 def test_sync_keeps_cell_ids_and_tags(tmp_path):
@@ -141,8 +162,9 @@ def test_sync_keeps_cell_ids_and_tags(tmp_path):
     sync()
     before, after = nbformat.read(nb, as_version=4), nbformat.read(work_nb, as_version=4)
     k = next(i for i, c in enumerate(before.cells) if "parameters" in c.metadata.get("tags", []))
-    assert after.cells[k].source == "An inserted cell." and after.cells[k].id not in \
-        {c.id for c in before.cells}
+    assert after.cells[k].source == "An inserted cell." and after.cells[k].id not in {
+        c.id for c in before.cells
+    }
     del after.cells[k]
     assert [(c.id, c.metadata) for c in after.cells] == [(c.id, c.metadata) for c in before.cells]
     assert _cells(after) == _cells(before) and after.metadata == before.metadata
@@ -154,8 +176,9 @@ def test_sync_keeps_cell_ids_and_tags(tmp_path):
 def test_make_strip_keeps_ids_and_counts(tmp_path):
     """The strip command of the Makefile (nbstripout with the project's flags) removes outputs,
     widget state and execution metadata, and keeps cell ids, execution counts and tags."""
-    line, = [x for x in (REPO / "Makefile").read_text().splitlines()
-             if x.startswith("NBSTRIPOUT")]
+    (line,) = [
+        x for x in (REPO / "Makefile").read_text().splitlines() if x.startswith("NBSTRIPOUT")
+    ]
     flags = line.split("nbstripout", 1)[1].split()
     p = tmp_path / "x.ipynb"
     make_notebook(p, "print(1)")
@@ -167,8 +190,9 @@ def test_make_strip_keeps_ids_and_counts(tmp_path):
     ids = [c.id for c in nb.cells]
     nbformat.write(nb, p)
     # a subprocess: nbstripout's main() takes over sys.stdout, which pytest captures
-    r = subprocess.run([sys.executable, "-m", "nbstripout", *flags, str(p)], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "nbstripout", *flags, str(p)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     out = nbformat.read(p, as_version=4)
     assert out.cells[1].outputs == [] and out.cells[1].execution_count == 4
@@ -177,8 +201,12 @@ def test_make_strip_keeps_ids_and_counts(tmp_path):
 
 
 def test_runner_cli_help():
-    r = subprocess.run([sys.executable, "-m", "wsss_edu.runner", "--help"], capture_output=True,
-                       text=True, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "wsss_edu.runner", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0 and "--param" in r.stdout
 
 
@@ -188,11 +216,15 @@ def _knobs_of_shared_steps() -> dict:
 
     return {
         "cam_step.step1(": set(cam_step.STEP1_PROFILE) | {"MISSING_RATE", "IMBALANCE", "WEIGHTS"},
-        "irnet_step.step2(": (set(irnet_step.STEP2_PROFILE) | set(irnet_step.WALK_GRID)
-                              | {"CONFIDENCE", "IR_LR", "IR_PATH", "IR_SOURCES"}),
+        "irnet_step.step2(": (
+            set(irnet_step.STEP2_PROFILE)
+            | set(irnet_step.WALK_GRID)
+            | {"CONFIDENCE", "IR_LR", "IR_PATH", "IR_SOURCES"}
+        ),
         # notebook 05's DeepLabv3+ (F_S, full supervision); evaluation-only knobs left out.
-        "segmenter_step.step3_config(": (set(segmenter_step.STEP3_PROFILE) - {"TTA_SCALES", "SEEDS"}
-                                         | {"SEG_SCALE"}),
+        "segmenter_step.step3_config(": (
+            set(segmenter_step.STEP3_PROFILE) - {"TTA_SCALES", "SEEDS"} | {"SEG_SCALE"}
+        ),
     }
 
 
@@ -205,7 +237,9 @@ def test_notebooks_that_rerun_a_shared_step_take_all_its_settings():
 
     from wsss_edu.pipeline import notebook_parameters
 
-    own_network = {"07": "segmenter_step.step3_config("}   # 07's two-step network is its own, not 05's
+    own_network = {
+        "07": "segmenter_step.step3_config("
+    }  # 07's two-step network is its own, not 05's
     problems = []
     for nb in sorted((REPO / "notebooks").glob("0[3-8]_*.ipynb")):
         cells = [c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
@@ -224,10 +258,13 @@ def test_notebooks_that_rerun_a_shared_step_take_all_its_settings():
 # What a notebook must take from the package instead of writing it out: each shared step's config
 # class (built from the notebook's parameters by the step's own function) and the data keys the
 # cache stores step 1's artifacts under.
-STEP_CONFIG_BUILDERS = {"ClassifierConfig": "cam_step.classifier_config",
-                        "IRNetConfig": "irnet_step.step2_config", "WalkConfig": "irnet_step.step2",
-                        "SegmenterConfig": "segmenter_step.step3_config",
-                        "RRMConfig": "rrm_step.rrm_config"}
+STEP_CONFIG_BUILDERS = {
+    "ClassifierConfig": "cam_step.classifier_config",
+    "IRNetConfig": "irnet_step.step2_config",
+    "WalkConfig": "irnet_step.step2",
+    "SegmenterConfig": "segmenter_step.step3_config",
+    "RRMConfig": "rrm_step.rrm_config",
+}
 
 
 def _hand_built_settings(source: str) -> list:
@@ -249,7 +286,9 @@ def _hand_built_settings(source: str) -> list:
         else:
             continue
         if "dataset" in keys and "notebook" not in keys:
-            found.append(f"line {node.lineno}: a data key written out; use cam_step.step1_data / cam_step.step1")
+            found.append(
+                f"line {node.lineno}: a data key written out; use cam_step.step1_data / cam_step.step1"
+            )
     return found
 
 
@@ -259,7 +298,9 @@ def test_hand_built_settings_are_found():
     assert _hand_built_settings("IRCFG = irnet_step.IRNetConfig(radius=5)\n")
     assert _hand_built_settings("c = ClassifierConfig()\n")
     assert not _hand_built_settings('key = dict(notebook="00", dataset=DATASET, n=3)\n')
-    assert not _hand_built_settings("IRCFG, B, W = irnet_step.step2_config(PROFILE, 0)\nk = step1.data_key | {'n': 2}\n")
+    assert not _hand_built_settings(
+        "IRCFG, B, W = irnet_step.step2_config(PROFILE, 0)\nk = step1.data_key | {'n': 2}\n"
+    )
 
 
 def test_notebooks_take_configs_and_cache_keys_from_the_steps():
@@ -270,15 +311,20 @@ def test_notebooks_take_configs_and_cache_keys_from_the_steps():
     problems = []
     for nb in sorted((REPO / "notebooks").glob("0*.ipynb")):
         cells = [c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
-        source = "\n".join(line for line in "\n".join(cells).splitlines()
-                           if not line.lstrip().startswith(("%", "!")))      # IPython magics
+        source = "\n".join(
+            line
+            for line in "\n".join(cells).splitlines()
+            if not line.lstrip().startswith(("%", "!"))
+        )  # IPython magics
         problems += [f"{nb.name} {p}" for p in _hand_built_settings(source)]
     assert not problems, problems
 
 
 # Where a notebook's parameter deliberately differs from the default of the step it calls.
-OWN_DEFAULTS = {("07", "DROP_CLASS"): "RRM trains on every tag (paper 003); 03-06 drop paper 001's 'person'"}
-RUN_KNOBS = {"DATASET", "WORKERS"}     # where and how a notebook runs, not what the step computes
+OWN_DEFAULTS = {
+    ("07", "DROP_CLASS"): "RRM trains on every tag (paper 003); 03-06 drop paper 001's 'person'"
+}
+RUN_KNOBS = {"DATASET", "WORKERS"}  # where and how a notebook runs, not what the step computes
 
 
 def test_notebook_defaults_equal_the_steps_own():
@@ -291,9 +337,11 @@ def test_notebook_defaults_equal_the_steps_own():
 
     import papermill as pm
 
-
-    steps = {"cam_step.step1(": cam_step.step1, "irnet_step.step2_config(": irnet_step.step2_config,
-             "segmenter_step.step3_config(": segmenter_step.step3_config}
+    steps = {
+        "cam_step.step1(": cam_step.step1,
+        "irnet_step.step2_config(": irnet_step.step2_config,
+        "segmenter_step.step3_config(": segmenter_step.step3_config,
+    }
     problems, compared = [], 0
     for nb in sorted((REPO / "notebooks").glob("0[3-8]_*.ipynb")):
         defined = pm.inspect_notebook(str(nb))
@@ -307,6 +355,8 @@ def test_notebook_defaults_equal_the_steps_own():
                 compared += 1
                 value = ast.literal_eval(defined[name]["default"])
                 if value != p.default and (nb.name[:2], name) not in OWN_DEFAULTS:
-                    problems.append(f"{nb.name}: {name} = {value!r}, {call[:-1]}'s default {p.default!r}")
-    assert compared >= 20, compared          # the notebooks do call the steps with these names
+                    problems.append(
+                        f"{nb.name}: {name} = {value!r}, {call[:-1]}'s default {p.default!r}"
+                    )
+    assert compared >= 20, compared  # the notebooks do call the steps with these names
     assert not problems, problems

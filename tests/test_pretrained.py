@@ -9,9 +9,11 @@ from wsss_edu import pretrained as pt
 from wsss_edu.errors import DataFileError, ParameterError
 
 try:
-    from .fixtures_datasets import shared_msrc_root, shared_weights_dir as _shared_weights
+    from .fixtures_datasets import shared_msrc_root
+    from .fixtures_datasets import shared_weights_dir as _shared_weights
 except ImportError:
-    from fixtures_datasets import shared_msrc_root, shared_weights_dir as _shared_weights
+    from fixtures_datasets import shared_msrc_root
+    from fixtures_datasets import shared_weights_dir as _shared_weights
 
 
 @pytest.fixture
@@ -20,11 +22,15 @@ def small_arch(monkeypatch):
     from torchvision import models
 
     real = models.mobilenet_v2
-    monkeypatch.setattr(models, "mobilenet_v2", lambda weights=None: real(weights=weights, width_mult=0.25))
+    monkeypatch.setattr(
+        models, "mobilenet_v2", lambda weights=None: real(weights=weights, width_mult=0.25)
+    )
     return "mobilenet_v2"
 
 
-def test_a_local_file_by_argument_or_folder_is_checked_and_loaded(tmp_path, monkeypatch, small_arch):
+def test_a_local_file_by_argument_or_folder_is_checked_and_loaded(
+    tmp_path, monkeypatch, small_arch
+):
     from torchvision import models
 
     monkeypatch.delenv(pt.WEIGHTS_DIR_ENV, raising=False)
@@ -91,9 +97,11 @@ def test_without_a_file_torchvision_is_asked_and_its_failure_explained(monkeypat
         pt.torchvision_classifier("mobilenet_v2", "imagenet")
 
 
-@pytest.mark.skipif(_shared_weights() is None or shared_msrc_root() is None,
-                    reason=f"no offline MobileNetV2 weights ({pt.WEIGHTS_DIR_ENV} or ../shared/weights) or no "
-                           "MSRC v2 (../shared/realdata or WSSS_MSRC_ROOT)")
+@pytest.mark.skipif(
+    _shared_weights() is None or shared_msrc_root() is None,
+    reason=f"no offline MobileNetV2 weights ({pt.WEIGHTS_DIR_ENV} or ../shared/weights) or no "
+    "MSRC v2 (../shared/realdata or WSSS_MSRC_ROOT)",
+)
 def test_the_offline_mobilenet_names_what_is_in_real_photos(monkeypatch):
     import numpy as np
     from torchvision.models import MobileNet_V2_Weights
@@ -106,8 +114,10 @@ def test_the_offline_mobilenet_names_what_is_in_real_photos(monkeypatch):
     names = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     ds = get_dataset("msrc", shared_msrc_root(), "test", classes="all")
     # cows and cats: photos where the tag names an ImageNet concept
-    wanted = {"cow": {"ox", "water buffalo", "bison", "ram", "oxcart"},
-              "cat": {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}}
+    wanted = {
+        "cow": {"ox", "water buffalo", "bison", "ram", "oxcart"},
+        "cat": {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"},
+    }
     for tag, synsets in wanted.items():
         k = ds.classes.index(tag) - 1
         picks = [i for i in range(len(ds)) if ds[i]["labels"][k] > 0][:8]
@@ -116,7 +126,11 @@ def test_the_offline_mobilenet_names_what_is_in_real_photos(monkeypatch):
             image = ds[i]["image"]
             x = images_to_tensor(np.ascontiguousarray(image[None]))
             with torch.no_grad():
-                top5 = net(torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear")).topk(5).indices[0]
+                top5 = (
+                    net(torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear"))
+                    .topk(5)
+                    .indices[0]
+                )
             hits += any(names[j] in synsets for j in top5.tolist())
         assert hits >= len(picks) // 2, (tag, hits, len(picks))
 
@@ -137,7 +151,9 @@ def test_every_backbone_takes_its_imagenet_weights_from_the_same_place(tmp_path,
     assert torch.equal(cam.CAMClassifier(3, "resnet50", "imagenet").backbone.body[0].weight, stem)
     assert torch.equal(irnet.backbone_stages("resnet50", "imagenet")[0][0].weight, stem)
     assert torch.equal(models.DeepLabV3Plus(3, "resnet50", "imagenet").encoder.stem[0].weight, stem)
-    assert torch.equal(models.make_segmenter("deeplabv3_resnet50", 3, "imagenet").net.backbone.conv1.weight, stem)
+    assert torch.equal(
+        models.make_segmenter("deeplabv3_resnet50", 3, "imagenet").net.backbone.conv1.weight, stem
+    )
     mob = cam.CAMClassifier(3, "mobilenet_v2", "imagenet")
     assert torch.equal(mob.backbone.body[0][0].weight, m.features[0][0].weight)
     # output stride 16 (the last two stages dilated instead of strided), 1280 channels

@@ -2,6 +2,7 @@
 the full-scale pipeline, a run piped into a file — the package's progress bars write plain,
 newline-terminated lines with n/total, rate and ETA, not a widget logged once as "0%"; in a
 notebook or a terminal they stay ``tqdm.auto``'s."""
+
 import json
 import os
 import re
@@ -15,8 +16,10 @@ from wsss_edu import pipeline, progress, train
 from wsss_edu.errors import ParameterError
 from wsss_edu.params import repo_root
 
-LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (?P<desc>[^:]+): (?P<n>\d+)/(?P<total>\d+) \((?P<pct>\d+)%\)"
-                  r"(?P<when>, [\d:]+ elapsed, ETA [\d:?]+| in [\d:]+), (?P<rate>[\d.]+ it/s|[\d.]+ s/it)")
+LINE = re.compile(
+    r"^\[\d\d:\d\d:\d\d\] (?P<desc>[^:]+): (?P<n>\d+)/(?P<total>\d+) \((?P<pct>\d+)%\)"
+    r"(?P<when>, [\d:]+ elapsed, ETA [\d:?]+| in [\d:]+), (?P<rate>[\d.]+ it/s|[\d.]+ s/it)"
+)
 
 
 @pytest.fixture
@@ -27,7 +30,7 @@ def log_mode(monkeypatch):
 
 
 def _lines(err: str) -> list:
-    assert "\r" not in err and "\x1b" not in err      # no redraws, no cursor moves
+    assert "\r" not in err and "\x1b" not in err  # no redraws, no cursor moves
     assert err == "" or err.endswith("\n")
     return err.splitlines()
 
@@ -37,7 +40,11 @@ def test_log_mode_writes_a_plain_line_per_interval_and_a_final_one(log_mode, cap
     lines = _lines(capsys.readouterr().err)
     found = [LINE.match(line) for line in lines]
     assert all(found), lines
-    assert [(m["n"], m["total"], m["pct"]) for m in found] == [("1", "3", "33"), ("2", "3", "67"), ("3", "3", "100")]
+    assert [(m["n"], m["total"], m["pct"]) for m in found] == [
+        ("1", "3", "33"),
+        ("2", "3", "67"),
+        ("3", "3", "100"),
+    ]
     assert all("ETA" in m["when"] for m in found[:-1]) and found[-1]["when"].startswith(" in ")
 
 
@@ -60,7 +67,7 @@ def test_a_manual_bar_logs_the_postfix_and_its_start_offset(log_mode, capsys):
     lines = _lines(capsys.readouterr().err)
     assert lines and all(LINE.match(line) for line in lines), lines
     assert "3/4 (75%)" in lines[0] and lines[-1].endswith("epoch=1, loss=0.5000")
-    assert len(lines) == 2     # one per update (set_postfix writes none of its own), the last
+    assert len(lines) == 2  # one per update (set_postfix writes none of its own), the last
     assert "4/4 (100%) in " in lines[-1]
 
 
@@ -107,8 +114,8 @@ def test_interactive_sessions_keep_tqdm_auto(monkeypatch, capsys):
 def test_the_rule_that_picks_lines_or_bars():
     assert progress.choose_mode("log", in_kernel=True, stderr_is_tty=True) == "log"
     assert progress.choose_mode("BAR", in_kernel=False, stderr_is_tty=False) == "bar"
-    assert progress.choose_mode(None, in_kernel=True, stderr_is_tty=False) == "bar"     # a notebook
-    assert progress.choose_mode("", in_kernel=False, stderr_is_tty=True) == "bar"       # a terminal
+    assert progress.choose_mode(None, in_kernel=True, stderr_is_tty=False) == "bar"  # a notebook
+    assert progress.choose_mode("", in_kernel=False, stderr_is_tty=True) == "bar"  # a terminal
     assert progress.choose_mode("auto", in_kernel=False, stderr_is_tty=False) == "log"  # > file
     with pytest.raises(ParameterError, match=r"WSSS_PROGRESS='lines'.*'log', 'bar', 'auto'"):
         progress.choose_mode("lines", False, False)
@@ -136,11 +143,20 @@ def test_fit_logs_its_progress_with_the_loss(log_mode, capsys):
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)
     loader = [{"x": torch.randn(4, 2), "y": torch.randn(4, 1)} for _ in range(2)]
-    train.fit(model, loader, lambda m, b: ((m(b["x"]) - b["y"]) ** 2).mean(),
-              torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, device="cpu", desc="fit")
+    train.fit(
+        model,
+        loader,
+        lambda m, b: ((m(b["x"]) - b["y"]) ** 2).mean(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=2,
+        device="cpu",
+        desc="fit",
+    )
     lines = _lines(capsys.readouterr().err)
     assert [LINE.match(line)["n"] for line in lines] == ["1", "2", "3", "4"], lines
-    assert all(re.search(r"epoch=\d, loss=\d+\.\d{4}$", line) for line in lines[1:])  # the last batch's
+    assert all(
+        re.search(r"epoch=\d, loss=\d+\.\d{4}$", line) for line in lines[1:]
+    )  # the last batch's
     assert "epoch=1, loss=" in lines[-1]
 
 
@@ -148,12 +164,21 @@ def test_a_pipeline_step_logs_plain_progress_lines_through_papermill(tmp_path, m
     """The real thing: a kernel started by papermill for a pipeline step (WSSS_PROGRESS unset in
     the caller) writes the lines into steps/<nb>/log.txt and the executed notebook's stderr, no widget."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("from wsss_edu import progress\n"
-                                          "for i in progress.bar(range(3), desc='x'):\n    pass")]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from wsss_edu import progress\nfor i in progress.bar(range(3), desc='x'):\n    pass"
+        )
+    ]
     path = tmp_path / "probe.ipynb"
     path.write_text(json.dumps(nb))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")])
+    )
     monkeypatch.delenv(progress.MODE_ENV, raising=False)
     monkeypatch.setenv(progress.SECONDS_ENV, "0")
     step = tmp_path / "steps" / "probe"
@@ -164,4 +189,4 @@ def test_a_pipeline_step_logs_plain_progress_lines_through_papermill(tmp_path, m
     assert all(o["output_type"] == "stream" and o["name"] == "stderr" for o in outputs), outputs
     text = "".join("".join(o["text"]) for o in outputs)
     assert [LINE.match(line)["n"] for line in _lines(text)] == ["1", "2", "3"]
-    assert progress.MODE_ENV not in os.environ        # the caller's environment is as it was
+    assert progress.MODE_ENV not in os.environ  # the caller's environment is as it was

@@ -3,6 +3,7 @@
 post-processing of ``step/make_sem_seg_labels.py``; see that folder's README), and the same rules
 on cases the files do not hold (other radii, walk parameters, image sizes), against a plain dense
 computation written here from the rules."""
+
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +58,20 @@ def test_path_indices_on_the_references_grid():
             assert np.array_equal(got, want), (dy, dx)
 
 
-@pytest.mark.parametrize("name, key, padded", [("irn_edge_to_affinity_r10_20x32.npz", "aff", False),
-                                                ("irn_rw_r5_beta10_exp8.npz", "sparse_aff_padded", True)])
+@pytest.mark.parametrize(
+    "name, key, padded",
+    [
+        ("irn_edge_to_affinity_r10_20x32.npz", "aff", False),
+        ("irn_rw_r5_beta10_exp8.npz", "sparse_aff_padded", True),
+    ],
+)
 def test_pair_affinity_is_the_references_edge_to_affinity(name, key, padded):
     d = load(name)
     r = int(d["radius"])
     edge = torch.from_numpy(d["edge"]).reshape(d["edge"].shape[-2:])
-    if padded:   # propagate_to_edge pads (left r, right r, top 0, bottom r) with 1
+    if padded:  # propagate_to_edge pads (left r, right r, top 0, bottom r) with 1
         edge = F.pad(edge[None, None], (r, r, 0, r), value=1.0)[0, 0]
-        dst = load("irn_pathindex_r5_12x16.npz")["search_dst"]     # same radius, same order
+        dst = load("irn_pathindex_r5_12x16.npz")["search_dst"]  # same radius, same order
     else:
         dst = d["search_dst"]
     h, w = edge.shape
@@ -75,18 +81,18 @@ def test_pair_affinity_is_the_references_edge_to_affinity(name, key, padded):
     offsets = [tuple(int(v) for v in o) for o in dst]
     aff = I.pair_affinity(edge, offsets).numpy()
     got = aff[:, ys, xs]
-    assert np.array_equal(got, d[key][0])                   # exactly: the max of the same values
+    assert np.array_equal(got, d[key][0])  # exactly: the max of the same values
     thin = I.pair_affinity(edge, offsets, "thin").numpy()[:, ys, xs]
-    assert np.abs(thin - d[key][0]).max() > 0.1             # what the thin path got wrong
+    assert np.abs(thin - d[key][0]).max() > 0.1  # what the thin path got wrong
 
 
 def test_a_diagonal_one_pixel_boundary_separates_only_with_the_thick_path():
     b = torch.zeros(6, 6)
     for k in range(6):
-        b[k, 5 - k] = 1.0                                   # an 8-connected anti-diagonal wall
+        b[k, 5 - k] = 1.0  # an 8-connected anti-diagonal wall
     a_thick = I.pair_affinity(b, [(1, 1)])[0]
     a_thin = I.pair_affinity(b, [(1, 1)], "thin")[0]
-    assert a_thick[1, 3] == 0.0 and a_thin[1, 3] == 1.0    # (1,3) -> (2,4) crosses the wall
+    assert a_thick[1, 3] == 0.0 and a_thin[1, 3] == 1.0  # (1,3) -> (2,4) crosses the wall
 
 
 def rw_inputs(d):
@@ -125,14 +131,18 @@ def test_float32_pair_route_error_is_the_stated_one():
     d = load("irn_rw_r5_beta10_exp8.npz")
     x, edge = rw_inputs(d)
     ref = d["rw_float64"][:, 0]
-    rel = lambda v: np.abs(v.numpy() - ref).max() / np.abs(ref).max()    # noqa: E731
+    rel = lambda v: np.abs(v.numpy() - ref).max() / np.abs(ref).max()  # noqa: E731
     r32 = rel(I.random_walk(x, edge, 5, 10.0, 8, max_dense=0, pair_dtype=None))
     r64 = rel(I.random_walk(x, edge, 5, 10.0, 8, max_dense=0))
     print(f"float32 pair route: {r32:.2e} of the maximum; float64: {r64:.2e}")
     assert 1e-5 < r32 < 1e-3
     assert r64 < 1e-6
-    assert not np.allclose(I.random_walk(x, edge, 5, 10.0, 8, max_dense=0, pair_dtype=None).numpy(),
-                           d["rw"][:, 0], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(
+        I.random_walk(x, edge, 5, 10.0, 8, max_dense=0, pair_dtype=None).numpy(),
+        d["rw"][:, 0],
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_walk_labels_are_the_references_make_sem_seg_labels_on_a_45x61_image():
@@ -154,6 +164,7 @@ def test_walk_labels_are_the_references_make_sem_seg_labels_on_a_45x61_image():
 # The rules on other cases: a plain dense computation from the reference's definitions
 # ------------------------------------------------------------------------------------------------
 
+
 def dense_walk(x, edge, radius, beta, exp_times):
     """The walk written out pixel pair by pixel pair in float64: a_ij = 1 - max of the edge over
     the pixels of the segment's bounding box within distance 1 of the line (both ends), for
@@ -169,22 +180,28 @@ def dense_walk(x, edge, radius, beta, exp_times):
                     dy, dx = y2 - y, x2 - xx
                     if not 0 < dy * dy + dx * dx < radius * radius:
                         continue
-                    peak = max(e[y + py, xx + px]
-                               for py in range(min(0, dy), max(0, dy) + 1)
-                               for px in range(min(0, dx), max(0, dx) + 1)
-                               if (dy * px - dx * py) ** 2 / (dy * dy + dx * dx) < 1)
+                    peak = max(
+                        e[y + py, xx + px]
+                        for py in range(min(0, dy), max(0, dy) + 1)
+                        for px in range(min(0, dx), max(0, dx) + 1)
+                        if (dy * px - dx * py) ** 2 / (dy * dy + dx * dx) < 1
+                    )
                     a[y * w + xx, y2 * w + x2] = 1 - peak
-    t = a ** beta
+    t = a**beta
     t = t / t.sum(0, keepdims=True)
     for _ in range(exp_times):
         t = t @ t
     return ((x * (1 - e)).reshape(len(x), -1) @ t).reshape(x.shape)
 
 
-@pytest.mark.parametrize("radius, beta, exp_times, h, w", [(3, 10.0, 4, 7, 9), (4, 1.0, 2, 9, 6),
-                                                           (6, 5.0, 3, 10, 11), (5, 10.0, 8, 5, 13)])
+@pytest.mark.parametrize(
+    "radius, beta, exp_times, h, w",
+    [(3, 10.0, 4, 7, 9), (4, 1.0, 2, 9, 6), (6, 5.0, 3, 10, 11), (5, 10.0, 8, 5, 13)],
+)
 @pytest.mark.parametrize("max_dense", [1024, 0], ids=["dense route", "pair route"])
-def test_random_walk_follows_the_rule_for_other_radii_and_walks(radius, beta, exp_times, h, w, max_dense):
+def test_random_walk_follows_the_rule_for_other_radii_and_walks(
+    radius, beta, exp_times, h, w, max_dense
+):
     g = torch.Generator().manual_seed(radius * 100 + h)
     x = torch.rand(2, h, w, generator=g)
     edge = torch.rand(h, w, generator=g) * 0.3
@@ -202,18 +219,21 @@ def test_walk_to_image_upsamples_by_four_and_crops_for_any_image_size(size):
     up = I.walk_to_image(rw, size)
     assert up.shape == (3, *size) and up.max() == 1
     # bilinear, align_corners=False, x4: output pixel p samples input coordinate (p + 0.5) / 4 - 0.5
-    full = F.interpolate(rw[None], size=(4 * grid[0], 4 * grid[1]), mode="bilinear",
-                         align_corners=False)[0, :, :size[0], :size[1]]
+    full = F.interpolate(
+        rw[None], size=(4 * grid[0], 4 * grid[1]), mode="bilinear", align_corners=False
+    )[0, :, : size[0], : size[1]]
     torch.testing.assert_close(up, full / full.max())
-    if min(grid) >= 3:       # pixel (6, 6) samples grid coordinate 6.5 / 4 - 0.5 = 1.125 on both axes
+    if min(grid) >= 3:  # pixel (6, 6) samples grid coordinate 6.5 / 4 - 0.5 = 1.125 on both axes
         f = 0.125
-        row = lambda y: (1 - f) * rw[:, y, 1] + f * rw[:, y, 2]      # noqa: E731
+        row = lambda y: (1 - f) * rw[:, y, 1] + f * rw[:, y, 2]  # noqa: E731
         torch.testing.assert_close(full[:, 6, 6], (1 - f) * row(1) + f * row(2))
     with pytest.raises(ValueError, match="ceil"):
         I.walk_to_image(rw[:, :-1], size)
 
 
-@pytest.mark.parametrize("name", ["irn_pathindex_r5_12x16.npz", "irn_edge_to_affinity_r10_20x32.npz"])
+@pytest.mark.parametrize(
+    "name", ["irn_pathindex_r5_12x16.npz", "irn_edge_to_affinity_r10_20x32.npz"]
+)
 def test_reference_source_mask_is_pathindexs_sources(name):
     d = load(name)
     h, w = (int(v) for v in d["default_size"])

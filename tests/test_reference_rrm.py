@@ -3,6 +3,7 @@
 README there, section 3) and, on more synthetic cases made the way that README describes, a
 straightforward re-statement of its rule written here from the README's description (numpy
 float32, pydensecrf called directly)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def tags_of(case):
 # ------------------------------------------------------------------------------------------------
 # An independent statement of the reference rule (from tests/data/reference/README.md, section 3)
 # ------------------------------------------------------------------------------------------------
+
 
 def readme_crf(img, cams, present, alpha):
     """bg = (1 - max over the present cams)**alpha; CRF on [bg, present cams] with
@@ -70,7 +72,7 @@ def readme_rule(img, cam_label, norm_cam, on_empty="raise"):
     cam_img = np.argmax(cam_all, 0)
     cam_sure = np.zeros(cam_img.shape, bool)
     for k in np.unique(la_arg):
-        score = cam_all[k]                    # a view: zeroed outside the region, as the reference
+        score = cam_all[k]  # a view: zeroed outside the region, as the reference
         score[cam_img != k] = 0
         if k == 0:
             cam_sure |= score > 0.8
@@ -86,7 +88,9 @@ def readme_rule(img, cam_label, norm_cam, on_empty="raise"):
 
 def smooth_noise(rng, h, w, cells=(5, 7)):
     coarse = torch.as_tensor(rng.normal(size=(1, 1) + cells), dtype=torch.float32)
-    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[0, 0].numpy()
+    return torch.nn.functional.interpolate(
+        coarse, size=(h, w), mode="bilinear", align_corners=True
+    )[0, 0].numpy()
 
 
 def synthetic_case(seed, classes, h=48, w=64, k=20):
@@ -103,9 +107,11 @@ def synthetic_case(seed, classes, h=48, w=64, k=20):
         ry, rx = rng.uniform(7, 15), rng.uniform(9, 20)
         img[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = rng.uniform(0, 255, 3)
         blob = np.zeros((h, w))
-        for _ in range(rng.integers(1, 3)):      # one or two blobs, off the ellipse's centre
+        for _ in range(rng.integers(1, 3)):  # one or two blobs, off the ellipse's centre
             by, bx = cy + rng.normal(0, ry / 3), cx + rng.normal(0, rx / 3)
-            blob += rng.uniform(0.5, 1) * np.exp(-((yy - by) ** 2 + (xx - bx) ** 2) / (2 * rng.uniform(4, 9) ** 2))
+            blob += rng.uniform(0.5, 1) * np.exp(
+                -((yy - by) ** 2 + (xx - bx) ** 2) / (2 * rng.uniform(4, 9) ** 2)
+            )
         cam = np.maximum(blob + 0.08 * smooth_noise(rng, h, w), 0).astype(np.float32)
         cams[c] = cam / (cam.max() + 1e-5)
     for ch in range(3):
@@ -119,11 +125,14 @@ def synthetic_case(seed, classes, h=48, w=64, k=20):
 # The reference's saved outputs
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", CASES)
 def test_reference_rule_reproduces_compute_seg_label_on_the_saved_cases(name):
     pytest.importorskip("pydensecrf")
     case = load(name)
-    out = rrm.reliable_region_labels(case["ori_img"], torch.as_tensor(case["norm_cam"]), tags_of(case))
+    out = rrm.reliable_region_labels(
+        case["ori_img"], torch.as_tensor(case["norm_cam"]), tags_of(case)
+    )
     for key in ("crf_la", "crf_ha"):
         assert out[key].shape == case[key].shape
         np.testing.assert_allclose(out[key].numpy(), case[key], rtol=0, atol=1e-6, err_msg=key)
@@ -154,7 +163,9 @@ def test_paper_rule_differs_from_the_reference_on_the_saved_cases():
         case = load(name)
         p = torch.as_tensor(case["norm_cam"])
         for two_crf in (None, (4.0, 32.0)):
-            out = rrm.reliable_region_labels(case["ori_img"], p, tags_of(case), two_crf=two_crf, rule="paper")
+            out = rrm.reliable_region_labels(
+                case["ori_img"], p, tags_of(case), two_crf=two_crf, rule="paper"
+            )
             assert set(out) == {"cam", "crf", "reliable"}
             assert (out["reliable"].numpy() != case["seg_label"]).mean() > 0.05
 
@@ -163,8 +174,16 @@ def test_paper_rule_differs_from_the_reference_on_the_saved_cases():
 # More cases of the same kind, against the README's statement
 # ------------------------------------------------------------------------------------------------
 
-SYNTHETIC = [(101, (11,)), (102, (0, 14)), (103, (3,)), (104, (5, 6, 19)), (105, (2, 8)),
-             (106, (0, 7, 12)), (107, (19,)), (108, (4, 9, 15))]
+SYNTHETIC = [
+    (101, (11,)),
+    (102, (0, 14)),
+    (103, (3,)),
+    (104, (5, 6, 19)),
+    (105, (2, 8)),
+    (106, (0, 7, 12)),
+    (107, (19,)),
+    (108, (4, 9, 15)),
+]
 
 
 @pytest.mark.parametrize("seed,classes", SYNTHETIC)
@@ -185,11 +204,11 @@ def test_reference_rule_with_an_absent_class_and_an_untagged_channel():
     as the reference's tag vector ignores it)."""
     pytest.importorskip("pydensecrf")
     img, label, cams = synthetic_case(7, (3, 9))
-    cams[9] *= 0.05                                          # tagged, weak
+    cams[9] *= 0.05  # tagged, weak
     want = readme_rule(img, label, cams)
-    assert 10 not in np.unique(want["crf_la"].argmax(0))      # absent from the CRF's argmax
+    assert 10 not in np.unique(want["crf_la"].argmax(0))  # absent from the CRF's argmax
     noisy = cams.copy()
-    noisy[12] = np.random.default_rng(0).random(cams.shape[1:]).astype(np.float32)   # untagged
+    noisy[12] = np.random.default_rng(0).random(cams.shape[1:]).astype(np.float32)  # untagged
     for p in (cams, noisy):
         got = rrm.reliable_region_labels(img, torch.as_tensor(p), [3, 9])
         assert np.array_equal(got["reliable"].numpy(), want["reliable"])
@@ -201,7 +220,7 @@ def test_reference_rule_with_other_class_counts_than_voc():
     pytest.importorskip("pydensecrf")
     img, label, cams = synthetic_case(9, (1, 4), k=6)
     want = readme_rule(img, label, cams)
-    got = rrm.reliable_region_labels(img, torch.as_tensor(cams), [4, 1, 4])     # order, repeats
+    got = rrm.reliable_region_labels(img, torch.as_tensor(cams), [4, 1, 4])  # order, repeats
     assert got["crf_la"].shape == (7, 48, 64)
     assert np.array_equal(got["reliable"].numpy(), want["reliable"])
 
@@ -225,9 +244,9 @@ def test_a_crf_class_without_cam_values_above_0_1_in_its_region_adds_no_sure_pix
         readme_rule(img, label, cams)
     want = readme_rule(img, label, cams, on_empty="skip")
     got = rrm.reliable_region_labels(img, torch.as_tensor(cams), [2, 5])
-    assert 3 in np.unique(got["crf_la"].argmax(0).numpy())   # class 2 wins in the CRF ...
+    assert 3 in np.unique(got["crf_la"].argmax(0).numpy())  # class 2 wins in the CRF ...
     region = got["cam_argmax"].numpy() == 3
-    assert region.any() and cams[2][region].max() <= np.float32(0.1)   # ... with no value > 0.1
+    assert region.any() and cams[2][region].max() <= np.float32(0.1)  # ... with no value > 0.1
     assert not rrm.reference_class_sure_region(cams[2], region).any()
     assert np.array_equal(got["reliable"].numpy(), want["reliable"])
     assert (got["crf"] == 3).any() and (got["reliable"] != 255).any()
@@ -237,11 +256,12 @@ def test_a_crf_class_without_cam_values_above_0_1_in_its_region_adds_no_sure_pix
 # The rule's details
 # ------------------------------------------------------------------------------------------------
 
+
 def test_cut_position_is_the_references_int_0_6_n_for_fraction_0_4():
-    n = np.arange(0, 10 ** 6 + 1)
+    n = np.arange(0, 10**6 + 1)
     assert 1 - 0.4 == 0.6
     assert np.array_equal((n * (1 - 0.4)).astype(np.int64), (n * 0.6).astype(np.int64))
-    for m in list(range(0, 200)) + [999_999, 10 ** 6, 12_345, 54_321]:
+    for m in list(range(0, 200)) + [999_999, 10**6, 12_345, 54_321]:
         assert rrm.reference_cut_position(m, 0.4) == int(m * 0.6)
 
 
@@ -261,12 +281,15 @@ def test_class_cut_is_strict_and_counts_only_values_above_float32_0_1():
     score = np.array([[0.1, 0.2, 0.3, 0, 0, 0]], f)
     assert not score[0, 0] > 0.1 and float(score[0, 0]) > 0.1
     assert not rrm.reference_class_sure_region(score, region).any()
-    assert rrm.reference_class_sure_region(score.astype(np.float64), region).tolist() == \
-        [[False, False, True, False, False, False]]
+    assert rrm.reference_class_sure_region(score.astype(np.float64), region).tolist() == [
+        [False, False, True, False, False, False]
+    ]
     # outside the region nothing is sure, and the values there do not enter the cut
     inside = np.array([[True, True, True, False, False, False]])
     score = np.array([[0.2, 0.3, 0.9, 0.95, 0.99, 1.0]], f)
-    assert rrm.reference_class_sure_region(score, inside).tolist() == [[False, False, True, False, False, False]]
+    assert rrm.reference_class_sure_region(score, inside).tolist() == [
+        [False, False, True, False, False, False]
+    ]
     # no candidate: no sure pixel (the reference: IndexError)
     assert not rrm.reference_class_sure_region(np.full((2, 2), f(0.1)), np.ones((2, 2), bool)).any()
     assert not rrm.reference_class_sure_region(score, np.zeros_like(inside)).any()
@@ -275,19 +298,19 @@ def test_class_cut_is_strict_and_counts_only_values_above_float32_0_1():
 def test_crf_sure_region_takes_the_weak_background_crfs_background_and_is_inclusive():
     la = np.zeros((3, 1, 4), np.float32)
     ha = np.zeros((3, 1, 4), np.float32)
-    la[0] = [0.99, 0.99, 0.1, 0.1]                  # the gamma-4 CRF's background is not used
+    la[0] = [0.99, 0.99, 0.1, 0.1]  # the gamma-4 CRF's background is not used
     ha[0] = [0.8, np.nextafter(np.float32(0.8), np.float32(0)), 0.1, 0.1]
     la[1] = [0, 0, 0.8, 0.5]
     la[2] = [0, 0, 0.1, 0.79]
-    ha[1:] = 0.99                                    # nor the gamma-32 CRF's foreground
+    ha[1:] = 0.99  # nor the gamma-32 CRF's foreground
     assert rrm.reference_crf_sure_region(la, ha).tolist() == [[True, False, True, False]]
 
 
 def test_crf_label_lets_the_weak_background_crfs_background_win():
     la = np.zeros((3, 1, 3), np.float32)
     ha = np.zeros((3, 1, 3), np.float32)
-    la[:, 0, 0], ha[:, 0, 0] = [0.1, 0.9, 0], [0.6, 0.4, 0]    # gamma-4 fg, gamma-32 bg: 0
-    la[:, 0, 1], ha[:, 0, 1] = [0.9, 0.1, 0], [0.4, 0.6, 0]    # gamma-4 bg, gamma-32 fg: 255
+    la[:, 0, 0], ha[:, 0, 0] = [0.1, 0.9, 0], [0.6, 0.4, 0]  # gamma-4 fg, gamma-32 bg: 0
+    la[:, 0, 1], ha[:, 0, 1] = [0.9, 0.1, 0], [0.4, 0.6, 0]  # gamma-4 bg, gamma-32 fg: 255
     la[:, 0, 2], ha[:, 0, 2] = [0.1, 0.2, 0.7], [0.1, 0.2, 0.7]
     assert rrm.reference_crf_label(la, ha).tolist() == [[0, 255, 2]]
 
@@ -311,9 +334,13 @@ def test_rule_is_checked_and_threaded_through_the_batch_labels():
     for seed, classes in [(21, (1,)), (22, (0, 3))]:
         img, label, c = synthetic_case(seed, classes, k=5)
         imgs.append(img)
-        cams.append(c * 7.0)                         # not normalised: batch_reliable_labels does it
+        cams.append(c * 7.0)  # not normalised: batch_reliable_labels does it
         tags.append(label > 0)
-    imgs, cams, tags = np.stack(imgs), torch.as_tensor(np.stack(cams)), torch.as_tensor(np.stack(tags))
+    imgs, cams, tags = (
+        np.stack(imgs),
+        torch.as_tensor(np.stack(cams)),
+        torch.as_tensor(np.stack(tags)),
+    )
     p = normalize_cams(cams, tags)
     with pytest.raises(ParameterError, match="reference"):
         rrm.reliable_region_labels(imgs[0], p[0], [1], rule="code")
@@ -325,9 +352,11 @@ def test_rule_is_checked_and_threaded_through_the_batch_labels():
             classes = torch.nonzero(tags[i]).flatten().tolist()
             one = rrm.reliable_region_labels(imgs[i], p[i], classes, rule=rule)["reliable"]
             assert torch.equal(batch[i], one), rule
-    ref, paper = (rrm.batch_reliable_labels(imgs, cams, tags, rule=r) for r in ("reference", "paper"))
+    ref, paper = (
+        rrm.batch_reliable_labels(imgs, cams, tags, rule=r) for r in ("reference", "paper")
+    )
     assert not torch.equal(ref, paper)
-    assert torch.equal(rrm.batch_reliable_labels(imgs, cams, tags), ref)        # the default
+    assert torch.equal(rrm.batch_reliable_labels(imgs, cams, tags), ref)  # the default
     # the CAM side alone under the reference rule: its CAM-sure pixels of every tagged class
     cam_only = rrm.batch_reliable_labels(imgs, cams, tags, source="cam")
     for i in range(2):
@@ -341,8 +370,8 @@ def test_rule_is_checked_and_threaded_through_the_batch_labels():
 
 def test_rule_in_the_config_the_profiles_and_the_cache_key(tmp_path):
     from wsss_edu.cache import artifact_path
-    from wsss_edu.steps.cam_step import ClassifierConfig
     from wsss_edu.errors import ParameterError
+    from wsss_edu.steps.cam_step import ClassifierConfig
 
     assert rrm_step.RRMConfig().rule == "reference"
     for profile in ("quick", "full"):
@@ -353,6 +382,8 @@ def test_rule_in_the_config_the_profiles_and_the_cache_key(tmp_path):
     with pytest.raises(ParameterError, match="RULE"):
         rrm_step.rrm_config("quick", 0, ClassifierConfig(), RULE="both")
     # the dataclass is the key (rrm_key: dataclasses.asdict), so the rule tells networks apart
-    keys = {artifact_path(tmp_path, "rrm", rrm_step.rrm_key({"d": 1}, None, rrm_step.RRMConfig(rule=r)))
-            for r in rrm.RULES}
+    keys = {
+        artifact_path(tmp_path, "rrm", rrm_step.rrm_key({"d": 1}, None, rrm_step.RRMConfig(rule=r)))
+        for r in rrm.RULES
+    }
     assert len(keys) == 2

@@ -2,6 +2,7 @@
 ``EncoderDecoder.aug_test`` (golden outputs in tests/data/reference/urn_case*.npz, described in
 tests/data/reference/README.md), and the same rule on cases beyond the files (an absent channel,
 five classes) checked against a direct computation written here from the rule."""
+
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def test_inputs_are_the_package_presets(name):
 @pytest.mark.parametrize("name", CASES)
 def test_every_step_matches_the_reference(name):
     d = load(name)
-    s = urn.urn_steps(d["image"], d["P"])        # the defaults are the reference's choices
+    s = urn.urn_steps(d["image"], d["P"])  # the defaults are the reference's choices
     np.testing.assert_allclose(s.marginals, d["crf_Q"], rtol=0, atol=1e-4)
     assert np.array_equal(s.cyclic, d["pseudo_mask"])
     assert np.array_equal(urn.cyclic_pseudo_mask(d["image"], d["P"]), d["pseudo_mask"])
@@ -55,7 +56,9 @@ def test_the_step_functions_one_by_one(name):
     d = load(name)
     classes = urn.present_classes(d["pseudo_mask"])
     assert np.array_equal(classes, d["labels"])
-    masks = urn.scaled_masks(d["image"], d["P"][classes], range(len(classes)), tuple(d["scales"]), "urn")
+    masks = urn.scaled_masks(
+        d["image"], d["P"][classes], range(len(classes)), tuple(d["scales"]), "urn"
+    )
     var = urn.scaling_variance(masks)
     np.testing.assert_allclose(var, d["u_c"], rtol=0, atol=1e-12)
     u = urn.uncertainty_map(var)
@@ -97,11 +100,11 @@ def test_an_rgb_file_that_is_not_label_and_weight_is_refused(tmp_path):
     from wsss_edu.errors import DataFileError
 
     arr = np.zeros((4, 5, 3), np.uint8)
-    arr[..., 0], arr[..., 1] = 200, 100                        # R and G differ
+    arr[..., 0], arr[..., 1] = 200, 100  # R and G differ
     Image.fromarray(arr).save(tmp_path / "x.png")
     with pytest.raises(DataFileError, match="'LA'.*'RGB'.*G = R"):
         urn.read_label_and_weight(tmp_path / "x.png")
-    Image.fromarray(arr[..., 0]).save(tmp_path / "grey.png")   # a plain mask: mode L
+    Image.fromarray(arr[..., 0]).save(tmp_path / "grey.png")  # a plain mask: mode L
     with pytest.raises(DataFileError, match="mode L.*'LA'.*'RGB'"):
         urn.read_label_and_weight(tmp_path / "grey.png")
 
@@ -109,6 +112,7 @@ def test_an_rgb_file_that_is_not_label_and_weight_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The rule beyond the two files
 # ------------------------------------------------------------------------------------------------
+
 
 def synthetic_case(c, seed, h=48, w=64, absent=(), weak=1e-6):
     """P = softmax(3 · a smooth Gaussian field) per class (the shape of the golden cases), with the
@@ -152,9 +156,9 @@ def direct_rule(image, p, factors=urn.VOC_FACTORS, eps=1e-6):
 def test_the_rule_on_more_cases(c, seed, absent):
     image, p = synthetic_case(c, seed, absent=absent)
     q, cyclic, labels, u_c, u, weight = direct_rule(image, p)
-    assert not set(absent) & set(labels.tolist())              # an absent channel is not present
+    assert not set(absent) & set(labels.tolist())  # an absent channel is not present
     assert len(labels) == c - len(absent)
-    assert len(np.unique(weight)) > 1                           # a case where something varies
+    assert len(np.unique(weight)) > 1  # a case where something varies
     s = urn.urn_steps(image, p)
     assert np.array_equal(s.marginals, q) and np.array_equal(s.cyclic, cyclic)
     assert np.array_equal(s.classes, labels)
@@ -164,9 +168,11 @@ def test_the_rule_on_more_cases(c, seed, absent):
 
 
 def test_present_from_and_include_background_choose_the_classes():
-    image, p = synthetic_case(4, 24, absent=(2,), weak=0.02)   # weak, not negligible: 0.02 ** 0.15 = 0.56
+    image, p = synthetic_case(
+        4, 24, absent=(2,), weak=0.02
+    )  # weak, not negligible: 0.02 ** 0.15 = 0.56
     ref = urn.urn_steps(image, p)
-    assert ref.classes.tolist() == [0, 1, 3]                   # never the argmax of CRF(P)
+    assert ref.classes.tolist() == [0, 1, 3]  # never the argmax of CRF(P)
     # the pseudo-mask the network was trained on may hold a class the CRF of P never gives (2)
     pm = np.asarray(ref.cyclic).copy()
     pm[:5, :5] = 2
@@ -199,7 +205,7 @@ def test_present_from_and_include_background_choose_the_classes():
 
 def test_normalisation_eps_and_truncation_are_the_switches():
     var = np.zeros((1, 1, 3))
-    var[0, 0] = [0, 5 / 36, 8 / 36]                             # max 8/36: u = 0, 5/8, 1 (nearly)
+    var[0, 0] = [0, 5 / 36, 8 / 36]  # max 8/36: u = 0, 5/8, 1 (nearly)
     u_ref, u_plain = urn.uncertainty_map(var), urn.uncertainty_map(var, eps=0)
     assert u_ref.dtype == np.float64 and np.allclose(u_plain, [[0, 0.625, 1]], rtol=0, atol=1e-15)
     assert np.array_equal(u_ref, (var[0] - 0) / (8 / 36 + 1e-6))

@@ -3,6 +3,7 @@ the path notebooks 04-06 start from) trained twice in separate processes is iden
 
 A CPU training also depends on its thread count (the reductions split differently), which is why
 :func:`wsss_edu.parallel.thread_shares` gives every job the same share (tests/test_parallel.py)."""
+
 import subprocess
 import sys
 
@@ -23,8 +24,9 @@ print(h.hexdigest())
 
 
 def _trained_hash(threads: int) -> str:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(threads)], capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(threads)], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
 

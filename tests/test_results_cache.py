@@ -1,4 +1,5 @@
 """The results recorder and the artifact cache."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,7 @@ import torch
 
 from wsss_edu.cache import artifact_path, cached, params_key
 from wsss_edu.errors import ParameterError
-from wsss_edu.results import (duplicate_metric_names, load_all_metrics, record_metrics,
-                              results_table)
+from wsss_edu.results import duplicate_metric_names, load_all_metrics, record_metrics, results_table
 
 
 def test_record_merges_flat_numbers(tmp_path):

@@ -1,5 +1,6 @@
 """wsss_edu.rrm (paper 003): reliable regions and the dense energy loss, against independent
 computations (brute-force double sums, autograd of the brute force, hand-made maps)."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,8 +23,8 @@ def brute_energy(probs, image, labels, sigma_xy, sigma_rgb):
                 continue
             d2 = (pos[i][0] - pos[j][0]) ** 2 + (pos[i][1] - pos[j][1]) ** 2
             r2 = ((rgb[:, i] - rgb[:, j]) ** 2).sum()
-            g = torch.exp(-d2 / (2 * sigma_xy ** 2) - r2 / (2 * sigma_rgb ** 2))
-            e = sum(p[a, i] * p[b, j] for a in range(c) for b in range(c) if a != b)   # eq. (10)
+            g = torch.exp(-d2 / (2 * sigma_xy**2) - r2 / (2 * sigma_rgb**2))
+            e = sum(p[a, i] * p[b, j] for a in range(c) for b in range(c) if a != b)  # eq. (10)
             total = total + s * g * e
     return total
 
@@ -41,22 +42,27 @@ def tiny(seed=0, c=3, h=4, w=5):
 def test_energy_equals_the_brute_force_double_sum(chunk):
     logits, image, labels = tiny()
     probs = logits.softmax(1)
-    e = rrm.dense_energy_loss(probs, image, labels, sigma_xy=2.0, sigma_rgb=40.0, normalize="none",
-                              chunk=chunk)
+    e = rrm.dense_energy_loss(
+        probs, image, labels, sigma_xy=2.0, sigma_rgb=40.0, normalize="none", chunk=chunk
+    )
     ref = brute_energy(probs[0], image[0], labels[0], 2.0, 40.0)
     assert e.item() == pytest.approx(ref.item(), rel=1e-9)
     assert e.item() >= 0
     n = 4 * 5
-    assert rrm.dense_energy_loss(probs, image, labels, 2.0, 40.0, normalize="pixels", chunk=chunk).item() == \
-        pytest.approx(ref.item() / n, rel=1e-9)
-    assert rrm.dense_energy_loss(probs, image, labels, 2.0, 40.0, normalize="pairs", chunk=chunk).item() == \
-        pytest.approx(ref.item() / n ** 2, rel=1e-9)
+    assert rrm.dense_energy_loss(
+        probs, image, labels, 2.0, 40.0, normalize="pixels", chunk=chunk
+    ).item() == pytest.approx(ref.item() / n, rel=1e-9)
+    assert rrm.dense_energy_loss(
+        probs, image, labels, 2.0, 40.0, normalize="pairs", chunk=chunk
+    ).item() == pytest.approx(ref.item() / n**2, rel=1e-9)
 
 
 def test_energy_gradient_matches_autograd_of_the_brute_force_with_the_filter_held_constant():
     logits, image, labels = tiny(1)
     a = logits.clone().requires_grad_(True)
-    rrm.dense_energy_loss(a.softmax(1), image, labels, 2.0, 40.0, normalize="none", chunk=5).backward()
+    rrm.dense_energy_loss(
+        a.softmax(1), image, labels, 2.0, 40.0, normalize="none", chunk=5
+    ).backward()
     b = logits.clone().requires_grad_(True)
     probs = b.softmax(1)
     # the brute force with S(i) computed from detached probabilities, as the reference's backward
@@ -103,7 +109,9 @@ def test_energy_of_a_constant_labelling_is_zero_and_of_a_checkerboard_is_large()
     image = torch.full((1, 3, 6, 6), 128.0)
     one = torch.zeros(1, 2, 6, 6)
     one[:, 0] = 1
-    assert rrm.dense_energy_loss(one, image, None, 3.0, 15.0).item() == pytest.approx(0.0, abs=1e-12)
+    assert rrm.dense_energy_loss(one, image, None, 3.0, 15.0).item() == pytest.approx(
+        0.0, abs=1e-12
+    )
     board = torch.zeros(1, 2, 6, 6)
     yy, xx = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
     board[0, 0] = ((yy + xx) % 2 == 0).float()
@@ -117,7 +125,7 @@ def test_energy_of_a_constant_labelling_is_zero_and_of_a_checkerboard_is_large()
 
 def test_background_probability_and_the_alpha_rule_keep_the_requested_fraction():
     g = torch.Generator().manual_seed(4)
-    p_fg = torch.rand(1, 2, 12, 12, generator=g) ** 3           # distinct scores (no ties)
+    p_fg = torch.rand(1, 2, 12, 12, generator=g) ** 3  # distinct scores (no ties)
     bg = rrm.background_probability(p_fg, gamma=2.0)
     assert torch.allclose(bg[0, 0], (1 - p_fg[0].amax(0)) ** 2)
     probs = rrm.cam_probabilities(p_fg, 2.0)[0]
@@ -128,13 +136,13 @@ def test_background_probability_and_the_alpha_rule_keep_the_requested_fraction()
             region = probs.argmax(0) == c
             kept = lab == c
             assert kept.sum().item() == round(fraction * region.sum().item())
-            assert bool((kept <= region).all())                  # only inside its argmax region
+            assert bool((kept <= region).all())  # only inside its argmax region
             rest = region & ~kept
-            if kept.any() and rest.any():                         # and the class's highest scores
+            if kept.any() and rest.any():  # and the class's highest scores
                 assert probs[c][kept].min() > probs[c][rest].max()
-    flat = torch.zeros(1, 1, 4, 4)                                # no CAM anywhere: P_bg = 1 tied
+    flat = torch.zeros(1, 1, 4, 4)  # no CAM anywhere: P_bg = 1 tied
     lab = rrm.top_fraction_labels(rrm.cam_probabilities(flat)[0], [0, 1], 0.4)
-    assert torch.all(lab == 0)                                    # ties at alpha are all kept
+    assert torch.all(lab == 0)  # ties at alpha are all kept
 
 
 def test_reliable_labels_are_255_wherever_cam_and_crf_disagree():
@@ -151,11 +159,11 @@ def test_reliable_region_labels_on_a_drawn_object():
     pytest.importorskip("pydensecrf")
     h = w = 32
     image = np.full((h, w, 3), 40, np.uint8)
-    image[8:24, 8:24] = (220, 60, 60)                                   # a red square object
+    image[8:24, 8:24] = (220, 60, 60)  # a red square object
     yy, xx = np.mgrid[:h, :w]
-    cam = np.exp(-((yy - 16) ** 2 + (xx - 14) ** 2) / (2 * 7.0 ** 2))   # a blurry, off-centre CAM
+    cam = np.exp(-((yy - 16) ** 2 + (xx - 14) ** 2) / (2 * 7.0**2))  # a blurry, off-centre CAM
     p_fg = torch.zeros(2, h, w)
-    p_fg[1] = torch.as_tensor(cam / cam.max(), dtype=torch.float32)   # class 1 of 2
+    p_fg[1] = torch.as_tensor(cam / cam.max(), dtype=torch.float32)  # class 1 of 2
     # rule='paper' (eqs. 4-7: the precision can only rise from the CAM label to eq. 7's); the
     # default rule is now the reference code's, checked below and in tests/test_reference_rrm.py
     out = rrm.reliable_region_labels(image, p_fg, [1], gamma=4.0, fraction=0.4, rule="paper")
@@ -169,7 +177,7 @@ def test_reliable_region_labels_on_a_drawn_object():
     assert precision(rel) >= precision(cam_l)
     two = rrm.reliable_region_labels(image, p_fg, [1], two_crf=(4.0, 32.0), rule="paper")
     assert set(two["crf"].unique().tolist()) <= {0, 2, 255}
-    ref = rrm.reliable_region_labels(image, p_fg, [1])               # rule='reference'
+    ref = rrm.reliable_region_labels(image, p_fg, [1])  # rule='reference'
     for key in ("cam", "crf", "reliable"):
         assert set(ref[key].unique().tolist()) <= {0, 2, 255}, key
     ref_rel = ref["reliable"].numpy()
@@ -207,7 +215,7 @@ def test_rrm_net_and_one_joint_step_on_toy_images():
 def test_split_cross_entropy_averages_background_and_foreground_separately():
     logits = torch.zeros(1, 3, 1, 4)
     target = torch.tensor([[[0, 0, 0, 2]]])
-    ce = torch.log(torch.tensor(3.0))                      # uniform logits: every pixel ln 3
+    ce = torch.log(torch.tensor(3.0))  # uniform logits: every pixel ln 3
     assert rrm.split_cross_entropy(logits, target).item() == pytest.approx(2 * ce.item())
     target = torch.tensor([[[0, 255, 0, 0]]])
     assert rrm.split_cross_entropy(logits, target).item() == pytest.approx(ce.item())
@@ -229,8 +237,9 @@ def test_energy_gradient_through_the_soft_filter_matches_autograd_of_the_brute_f
     returns dE/dS, autograd carries it through the max)."""
     logits, image, labels = tiny(3)
     a = logits.clone().requires_grad_(True)
-    rrm.dense_energy_loss(a.softmax(1), image, labels, 2.0, 40.0, normalize="none", chunk=4,
-                          detach_filter=False).backward()
+    rrm.dense_energy_loss(
+        a.softmax(1), image, labels, 2.0, 40.0, normalize="none", chunk=4, detach_filter=False
+    ).backward()
     b = logits.clone().requires_grad_(True)
     brute_energy(b.softmax(1)[0], image[0], labels[0], 2.0, 40.0).backward()
     assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-12)
@@ -239,6 +248,7 @@ def test_energy_gradient_through_the_soft_filter_matches_autograd_of_the_brute_f
 def test_pair_normalised_energy_does_not_change_with_the_resolution():
     """Two flat colour halves, labelled by halves with some mixing: at 16² and 32² px (sigma_xy
     scaled with the image) the mean over pairs agrees within 5 %; the per-pixel mean grows 4×."""
+
     def scene(n):
         img = torch.zeros(1, 3, n, n)
         img[:, :, :, : n // 2] = 200.0
@@ -246,11 +256,16 @@ def test_pair_normalised_energy_does_not_change_with_the_resolution():
         p[0, 0, :, : n // 2] = 0.8
         p[0, 1] = 1 - p[0, 0]
         return p, img
+
     e = {}
     for n in (16, 32):
         p, img = scene(n)
-        e[n] = {k: rrm.dense_energy_loss(p, img, None, sigma_xy=n / 4, sigma_rgb=15.0, normalize=k).item()
-                for k in ("pairs", "pixels")}
+        e[n] = {
+            k: rrm.dense_energy_loss(
+                p, img, None, sigma_xy=n / 4, sigma_rgb=15.0, normalize=k
+            ).item()
+            for k in ("pairs", "pixels")
+        }
     assert e[32]["pairs"] == pytest.approx(e[16]["pairs"], rel=0.05)
     assert e[32]["pixels"] / e[16]["pixels"] == pytest.approx(4.0, rel=0.05)
 
@@ -262,7 +277,7 @@ def test_reference_weight_turns_the_pair_mean_into_the_references_sum():
     w = rrm.reference_energy_weight(1e-7, side=6, lattice_gain=0.55)
     pairs = rrm.dense_energy_loss(p, image, labels, 2.0, 40.0, weight=w, normalize="pairs")
     assert pairs.item() == pytest.approx(1e-7 * 0.55 * plain.item(), rel=1e-9)
-    assert rrm.reference_energy_weight() == pytest.approx(1e-7 * 0.55 * 160.5 ** 4)
+    assert rrm.reference_energy_weight() == pytest.approx(1e-7 * 0.55 * 160.5**4)
     with pytest.raises(ValueError, match="pairs"):
         rrm.dense_energy_loss(p, image, labels, normalize="mean")
 
@@ -272,7 +287,7 @@ def test_gaussian_kernel_floors_the_exponent_instead_of_producing_subnormal_floa
     g = rrm.gaussian_kernel(f, f)
     assert g[0, 1].item() == pytest.approx(np.exp(-0.5), rel=1e-6)
     assert torch.allclose(torch.diagonal(g), torch.ones(3))
-    assert g[0, 2].item() == pytest.approx(np.exp(-80.0), rel=1e-5)   # exact: exp(-450)
+    assert g[0, 2].item() == pytest.approx(np.exp(-80.0), rel=1e-5)  # exact: exp(-450)
     assert (g[g > 0] >= torch.finfo(torch.float32).tiny).all()
 
 
@@ -291,6 +306,7 @@ def test_cam_source_is_eq6_alone_and_rrm_labels_lie_inside_it():
     cam_l = rrm.batch_reliable_labels(rgb, cams, tags, source="cam", rule="paper")
     rel = rrm.batch_reliable_labels(rgb, cams, tags, source="rrm", rule="paper")
     from wsss_edu.cam import normalize_cams
+
     p = rrm.cam_probabilities(normalize_cams(cams, tags))
     for i in range(3):
         present = [0] + (torch.nonzero(tags[i]).flatten() + 1).tolist()
@@ -314,7 +330,9 @@ def _tiny_rrm_setup(tmp_path):
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=8, seed=0, size=32)
-    cfg = rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=1, batch_size=4, sigma_xy=10.0)
+    cfg = rrm_step.RRMConfig(
+        width=4, depth=2, seg_channels=8, epochs=1, batch_size=4, sigma_xy=10.0
+    )
     init = CAMClassifier(len(ds.classes) - 1, "small", width=4, depth=2).state_dict()
     return ds, cfg, init
 
@@ -326,10 +344,16 @@ def test_cached_rrm_starts_from_the_classifier_and_reads_back_from_the_cache(tmp
     ds, cfg, init = _tiny_rrm_setup(tmp_path)
     with pytest.raises(ParameterError, match="init_key"):
         rrm_step.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init=init)
-    untrained = rrm_step.make_rrm(len(ds.classes) - 1, rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=0))
+    untrained = rrm_step.make_rrm(
+        len(ds.classes) - 1, rrm_step.RRMConfig(width=4, depth=2, seg_channels=8, epochs=0)
+    )
     untrained.classifier_net.load_state_dict(init)
-    net = rrm_step.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
-    again = rrm_step.cached_rrm(tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False)
+    net = rrm_step.cached_rrm(
+        tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False
+    )
+    again = rrm_step.cached_rrm(
+        tmp_path, ds, {"d": 1}, cfg, init, {"classifier": "x"}, progress=False
+    )
     for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
     # trained from the given weights: one epoch moves the backbone away from them, not far
@@ -366,11 +390,13 @@ def test_energy_is_computed_in_float32_inside_a_bfloat16_autocast_region():
     would lose whole units there. The loss and its gradient must not change."""
     logits, image, labels = tiny(5, h=8, w=8)
     logits, image = logits.float(), image.float()
+
     def run():
         z = logits.clone().requires_grad_(True)
         e = rrm.dense_energy_loss(z.softmax(1), image, labels, 3.0, 15.0)
         e.backward()
         return e.detach(), z.grad
+
     e32, g32 = run()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         e16, g16 = run()
@@ -395,8 +421,9 @@ def test_rrm_loss_keeps_the_crop_padding_out_of_the_labels_and_the_energy():
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=2, seed=0, size=24)
-    batch = torch.utils.data.default_collate([SegTransformDataset(ds, crop=40, scale=(1.0, 1.0), flip=True)[i]
-                                              for i in range(2)])
+    batch = torch.utils.data.default_collate(
+        [SegTransformDataset(ds, crop=40, scale=(1.0, 1.0), flip=True)[i] for i in range(2)]
+    )
     valid = batch["valid"]
     assert valid.dtype == torch.bool and valid.sum(dim=(1, 2)).tolist() == [24 * 24, 24 * 24]
     net = rrm.RRMNet(ds.num_classes - 1, "small", dilation=2, seg_channels=8, width=4, depth=2)
@@ -409,21 +436,43 @@ def test_cache_keys_tell_configs_and_init_weights_apart(tmp_path):
     from wsss_edu.cache import artifact_path
 
     cfg = rrm_step.RRMConfig()
-    keys = {artifact_path(tmp_path, "rrm", rrm_step.rrm_key(d, i, c)) for d, i, c in [
-        ({"d": 1}, {"c": 1}, cfg), ({"d": 1}, {"c": 2}, cfg), ({"d": 2}, {"c": 1}, cfg),
-        ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(joint=False)), ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(labels="cam")),
-        ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(rule="paper"))]}
+    keys = {
+        artifact_path(tmp_path, "rrm", rrm_step.rrm_key(d, i, c))
+        for d, i, c in [
+            ({"d": 1}, {"c": 1}, cfg),
+            ({"d": 1}, {"c": 2}, cfg),
+            ({"d": 2}, {"c": 1}, cfg),
+            ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(joint=False)),
+            ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(labels="cam")),
+            ({"d": 1}, {"c": 1}, rrm_step.RRMConfig(rule="paper")),
+        ]
+    }
     assert len(keys) == 6
 
 
 def test_rrm_config_keeps_given_zeros_and_follows_step1s_backbone():
     from wsss_edu.steps.cam_step import ClassifierConfig
 
-    cfg, ratios = rrm_step.rrm_config("quick", 3, ClassifierConfig(width=8, depth=3), GAMMA=0.0, FRACTION=None)
-    assert cfg.gamma == 0.0 and cfg.fraction == 0.4 and cfg.width == 8 and cfg.depth == 3 and cfg.seed == 3
+    cfg, ratios = rrm_step.rrm_config(
+        "quick", 3, ClassifierConfig(width=8, depth=3), GAMMA=0.0, FRACTION=None
+    )
+    assert (
+        cfg.gamma == 0.0
+        and cfg.fraction == 0.4
+        and cfg.width == 8
+        and cfg.depth == 3
+        and cfg.seed == 3
+    )
     assert ratios == (0.1, 0.4, 1.0) and cfg.rule == "reference"
-    full, _ = rrm_step.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
-    assert full.backbone == "resnet50" and full.weights is None and full.crop == 321 and full.sigma_xy == 100.0
+    full, _ = rrm_step.rrm_config(
+        "full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet")
+    )
+    assert (
+        full.backbone == "resnet50"
+        and full.weights is None
+        and full.crop == 321
+        and full.sigma_xy == 100.0
+    )
     assert full.rule == "reference"
 
 
@@ -442,30 +491,48 @@ def test_frozen_batch_norm_keeps_statistics_affine_and_first_conv_as_the_referen
     from wsss_edu.toy import ToyDataset
 
     ds = ToyDataset("train", n=8, seed=0, size=32)
-    cfg = rrm_step.RRMConfig(width=8, seg_channels=16, epochs=1, batch_size=4, sigma_xy=10.0,
-                        optimizer="sgd", lr=0.05, momentum=5e-4, freeze_bn=freeze)
-    torch.manual_seed(cfg.seed)                      # train_rrm seeds the same way: the same start
+    cfg = rrm_step.RRMConfig(
+        width=8,
+        seg_channels=16,
+        epochs=1,
+        batch_size=4,
+        sigma_xy=10.0,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=5e-4,
+        freeze_bn=freeze,
+    )
+    torch.manual_seed(cfg.seed)  # train_rrm seeds the same way: the same start
     start = rrm_step.make_rrm(len(ds.classes) - 1, cfg)
     before, head_before = _bn_and_stem(start), start.seg_head[0].weight.clone()
     net = rrm_step.train_rrm(ds, cfg, progress=False)
-    assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), net.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(start.state_dict().values(), net.state_dict().values())
+    )
     after = _bn_and_stem(net)
     assert before.keys() == after.keys() and any(k.endswith("running_mean") for k in before)
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     if freeze:
         assert not moved and net.frozen_bn
         net.train()
-        assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+        assert not any(
+            m.training
+            for m in net.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        )
     else:
         assert any("running_mean" in k for k in moved) and any(k.startswith("stem.") for k in moved)
-    assert not torch.equal(head_before, net.seg_head[0].weight)      # the rest trains either way
+    assert not torch.equal(head_before, net.seg_head[0].weight)  # the rest trains either way
 
 
 def test_full_profile_takes_the_references_momentum_and_frozen_batch_norm():
     from wsss_edu.steps.cam_step import ClassifierConfig
 
     quick, _ = rrm_step.rrm_config("quick", 0, ClassifierConfig())
-    full, _ = rrm_step.rrm_config("full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet"))
+    full, _ = rrm_step.rrm_config(
+        "full", 0, ClassifierConfig(backbone="resnet50", weights="imagenet")
+    )
     assert (full.momentum, full.freeze_bn, full.optimizer) == (5e-4, True, "sgd")
     assert not quick.freeze_bn and quick.optimizer == "adam"
     assert rrm_step.rrm_config("full", 0, ClassifierConfig(), FREEZE_BN=False)[0].freeze_bn is False

@@ -1,5 +1,6 @@
 """Per-image passes split over machines (WSSS_SHARD=i/n): two shards writing into one folder give
 exactly the one-machine folder, and the folder's 'complete' marker comes only with the last file."""
+
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 from wsss_edu import parallel
-from wsss_edu.steps import cam_step, irnet_step, rrm_step, urn_step
 from wsss_edu.errors import ParameterError, ShardIncomplete
+from wsss_edu.steps import cam_step, irnet_step, rrm_step, urn_step
 
 
 def test_shards_are_disjoint_and_cover_everything(monkeypatch):
@@ -29,7 +30,9 @@ def test_pending_is_this_shards_missing_work(tmp_path):
         (tmp_path / f"{k}.png").write_text("x")
     path_of = lambda k: tmp_path / f"{k}.png"  # noqa: E731
     assert parallel.pending(range(7), path_of, (0, 1)) == [1, 2, 4, 5, 6]
-    assert parallel.pending(range(7), path_of, "0/2") == [2, 4, 6] and parallel.pending(range(7), path_of, (1, 2)) == [1, 5]
+    assert parallel.pending(range(7), path_of, "0/2") == [2, 4, 6] and parallel.pending(
+        range(7), path_of, (1, 2)
+    ) == [1, 5]
 
 
 def test_finish_folder_marks_complete_only_when_every_file_is_there(tmp_path, monkeypatch):
@@ -44,7 +47,10 @@ def test_finish_folder_marks_complete_only_when_every_file_is_there(tmp_path, mo
 
 def same_files(a: Path, b: Path, suffix: str):
     """The two folders hold the same files ``*suffix`` with the same contents."""
-    fa, fb = sorted(p.name for p in a.glob(f"*{suffix}")), sorted(p.name for p in b.glob(f"*{suffix}"))
+    fa, fb = (
+        sorted(p.name for p in a.glob(f"*{suffix}")),
+        sorted(p.name for p in b.glob(f"*{suffix}")),
+    )
     assert fa == fb and fa
     for name in fa:
         if suffix == ".npz":
@@ -80,7 +86,10 @@ def test_urn_uncertainty_pass_in_two_shards_equals_one_machine(tmp_path):
     kw = dict(factors=(0.25, 4.0), scales=(1.0,), progress=False)
     assert urn_step.uncertainty_pass(net, ds, tmp_path / "one", **kw) == 6
     assert (tmp_path / "one" / "complete").exists()
-    two_machines(lambda s: urn_step.uncertainty_pass(net, ds, tmp_path / "two", shard=s, **kw), tmp_path / "two")
+    two_machines(
+        lambda s: urn_step.uncertainty_pass(net, ds, tmp_path / "two", shard=s, **kw),
+        tmp_path / "two",
+    )
     same_files(tmp_path / "one", tmp_path / "two", ".png")
 
 
@@ -92,10 +101,14 @@ def test_rrm_pseudo_labels_in_two_shards_and_in_two_processes_equal_one_machine(
     torch.manual_seed(0)
     net = rrm_step.make_rrm(ds.num_classes - 1, cfg).eval()
     rrm_step.write_pseudo_labels(net, ds, tmp_path / "one", progress=False)
-    two_machines(lambda s: rrm_step.write_pseudo_labels(net, ds, tmp_path / "two", progress=False, shard=s),
-                 tmp_path / "two")
+    two_machines(
+        lambda s: rrm_step.write_pseudo_labels(net, ds, tmp_path / "two", progress=False, shard=s),
+        tmp_path / "two",
+    )
     same_files(tmp_path / "one", tmp_path / "two", ".png")
-    rrm_step.write_pseudo_labels(net, ds, tmp_path / "pool", progress=False, processes=2, batch_size=4)
+    rrm_step.write_pseudo_labels(
+        net, ds, tmp_path / "pool", progress=False, processes=2, batch_size=4
+    )
     same_files(tmp_path / "one", tmp_path / "pool", ".png")
 
 
@@ -108,25 +121,49 @@ def test_irnet_relation_and_pseudo_labels_and_cams_in_two_shards_equal_one_machi
     clf = cam.CAMClassifier(ds.num_classes - 1, "small", width=4, depth=2).eval()
     ccfg = cam_step.ClassifierConfig(width=4, depth=2)
     cams_one = cam_step.cached_cams(tmp_path / "one", clf, ds, {"d": 1}, ccfg, progress=False)
-    cams_two = cam_step.cam_folder(tmp_path / "two", {"d": 1}, ccfg, scales=[1.0, 0.5, 1.5, 2.0], flip=True,
-                              normalization="per_class", cam="cam", layer=None)
-    two_machines(lambda s: cam_step.cached_cams(tmp_path / "two", clf, ds, {"d": 1}, ccfg, progress=False, shard=s),
-                 cams_two)
+    cams_two = cam_step.cam_folder(
+        tmp_path / "two",
+        {"d": 1},
+        ccfg,
+        scales=[1.0, 0.5, 1.5, 2.0],
+        flip=True,
+        normalization="per_class",
+        cam="cam",
+        layer=None,
+    )
+    two_machines(
+        lambda s: cam_step.cached_cams(
+            tmp_path / "two", clf, ds, {"d": 1}, ccfg, progress=False, shard=s
+        ),
+        cams_two,
+    )
     same_files(cams_one, cams_two, ".npz")
     folders = {"one": cams_one, "two": cams_two}
 
     cfg = irnet_step.IRNetConfig(radius=3)
     idx = [0, 2, 3, 5, 6, 7]
-    rel_one = irnet_step.cached_relation_labels(tmp_path / "one", ds, folders["one"], idx, cfg, False)
-    rel_two = tmp_path / "two" / rel_one.relative_to(tmp_path / "one")        # the same cache key
-    two_machines(lambda s: irnet_step.cached_relation_labels(tmp_path / "two", ds, folders["two"], idx, cfg, False,
-                                                        shard=s), rel_two)
+    rel_one = irnet_step.cached_relation_labels(
+        tmp_path / "one", ds, folders["one"], idx, cfg, False
+    )
+    rel_two = tmp_path / "two" / rel_one.relative_to(tmp_path / "one")  # the same cache key
+    two_machines(
+        lambda s: irnet_step.cached_relation_labels(
+            tmp_path / "two", ds, folders["two"], idx, cfg, False, shard=s
+        ),
+        rel_two,
+    )
     same_files(rel_one, rel_two, ".png")
 
     net = irnet.IRNet(irnet.backbone_stages(clf), width=8).eval()
     walk = irnet_step.WalkConfig(radius=2, exp_times=1)
-    pl_one = irnet_step.cached_pseudo_labels(tmp_path / "one", net, ds, folders["one"], {"k": 1}, walk, progress=False)
+    pl_one = irnet_step.cached_pseudo_labels(
+        tmp_path / "one", net, ds, folders["one"], {"k": 1}, walk, progress=False
+    )
     pl_two = irnet_step.pseudo_label_folder(tmp_path / "two", {"k": 1}, walk)
-    two_machines(lambda s: irnet_step.cached_pseudo_labels(tmp_path / "two", net, ds, folders["two"], {"k": 1}, walk,
-                                                      progress=False, shard=s), pl_two)
+    two_machines(
+        lambda s: irnet_step.cached_pseudo_labels(
+            tmp_path / "two", net, ds, folders["two"], {"k": 1}, walk, progress=False, shard=s
+        ),
+        pl_two,
+    )
     same_files(pl_one, pl_two, ".png")

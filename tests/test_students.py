@@ -1,5 +1,6 @@
 """Exercises and student versions: the convention every course notebook follows, the skeleton
 that replaces answers, and the committed student versions kept in step with the notebooks."""
+
 import ast
 import json
 from pathlib import Path
@@ -33,21 +34,41 @@ def test_skeleton_keeps_checks_and_replaces_answers():
     exec(compile(CELL, "cell", "exec"), {})  # the solution passes its own check
 
 
-@pytest.mark.parametrize("bad", ["### BEGIN SOLUTION\nx = 1",
-                                 "x = 1\n### END SOLUTION",
-                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "### BEGIN SOLUTION\nx = 1",
+        "x = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+    ],
+)
 def test_skeleton_rejects_unbalanced_markers(bad):
     with pytest.raises(ValueError, match="SOLUTION"):
         nbtools.skeleton(bad)
 
 
 def test_student_version_drops_solutions_and_outputs():
-    nb = {"metadata": {"widgets": {"x": 1}}, "nbformat": 4, "nbformat_minor": 5, "cells": [
-        {"cell_type": "code", "id": "a", "metadata": {"tags": ["exercise"]}, "source": CELL,
-         "outputs": [{"output_type": "stream", "name": "stdout", "text": "hi"}],
-         "execution_count": 3},
-        {"cell_type": "markdown", "id": "b", "metadata": {"tags": ["solution"]},
-         "source": "The answer is pi r^2."}]}
+    nb = {
+        "metadata": {"widgets": {"x": 1}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "a",
+                "metadata": {"tags": ["exercise"]},
+                "source": CELL,
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": "hi"}],
+                "execution_count": 3,
+            },
+            {
+                "cell_type": "markdown",
+                "id": "b",
+                "metadata": {"tags": ["solution"]},
+                "source": "The answer is pi r^2.",
+            },
+        ],
+    }
     st = nbtools.student_version(nb, "x.ipynb")
     assert [c["id"] for c in st["cells"]] == ["student0", "a"]
     assert st["cells"][1]["outputs"] == [] and st["cells"][1]["execution_count"] is None
@@ -88,8 +109,9 @@ def test_every_exercise_cell_of_the_course_has_a_valid_skeleton():
 def test_student_versions_in_step_with_the_notebooks():
     for path in notebook_paths():
         student = REPO / nbtools.STUDENTS_DIR / path.name
-        assert student.exists() and student.read_text() == nbtools.student_text(path), \
+        assert student.exists() and student.read_text() == nbtools.student_text(path), (
             f"{student.relative_to(REPO)} is out of date: run `make students`"
+        )
     names = {p.name for p in notebook_paths()}
     extra = [p.name for p in (REPO / nbtools.STUDENTS_DIR).glob("*.ipynb") if p.name not in names]
     assert not extra, f"student versions without a notebook: {extra} (delete them)"

@@ -1,4 +1,5 @@
 """The toy world: sample format, determinism, disjoint splits, and each phenomenon and knob."""
+
 import numpy as np
 import pytest
 
@@ -34,10 +35,10 @@ def test_boxes_cover_their_objects_and_match_the_tags(world):
         assert set(s["box_labels"].tolist()) == tags  # a box for every tagged class, none else
         for b, c in zip(s["boxes"], s["box_labels"]):
             assert 0 <= b[0] < b[2] <= 64 and 0 <= b[1] < b[3] <= 64  # non-empty, inside
-            inside = s["mask"][b[1]:b[3], b[0]:b[2]]
+            inside = s["mask"][b[1] : b[3], b[0] : b[2]]
             assert (inside == c).any()  # the box holds its object
             # the object's pixels of this instance lie inside its box
-            ids = np.unique(s["instances"][b[1]:b[3], b[0]:b[2]])
+            ids = np.unique(s["instances"][b[1] : b[3], b[0] : b[2]])
             assert any(np.array_equal(box_of(s["instances"] == k), b) for k in ids if k)
 
 
@@ -56,7 +57,9 @@ def test_splits_are_disjoint_streams():
     va = ToyDataset("val", n=30, seed=0, size=64).arrays(("image",))["image"]
     te = ToyDataset("test", n=30, seed=0, size=64).arrays(("image",))["image"]
     hashes = [{x.tobytes() for x in arr} for arr in (tr, va, te)]
-    assert not (hashes[0] & hashes[1]) and not (hashes[0] & hashes[2]) and not (hashes[1] & hashes[2])
+    assert (
+        not (hashes[0] & hashes[1]) and not (hashes[0] & hashes[2]) and not (hashes[1] & hashes[2])
+    )
 
 
 def test_ignore_band_only_at_foreground_edges():
@@ -96,13 +99,17 @@ def test_person_cooccurs_and_overlaps(world):
         s = world[i]
         pb = s["boxes"][s["box_labels"] == CLASSES.index("person")]
         ob = s["boxes"][s["box_labels"] != CLASSES.index("person")]
-        touching += any(min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
-                        for a in pb for b in ob)
+        touching += any(
+            min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+            for a in pb
+            for b in ob
+        )
     assert touching > 40
 
 
 def test_cat_and_dog_differ_only_in_small_head():
     from wsss_edu import toy
+
     s = 96
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
     cat = toy._draw_cat(np.random.default_rng(1), yy, xx, s, 48, 48, 1.0)
@@ -142,7 +149,9 @@ def test_box_noise_keeps_boxes_non_empty_and_knobs_use_their_own_streams():
     d = ToyDataset("train", n=100, seed=0, size=64, box_noise=1.0)
     for i in range(100):
         b = d[i]["boxes"]
-        assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() and (b >= 0).all() and (b <= 64).all()
+        assert (
+            ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() and (b >= 0).all() and (b <= 64).all()
+        )
     a = ToyDataset("train", n=30, seed=0, size=64, tag_noise=0.3)
     both = ToyDataset("train", n=30, seed=0, size=64, tag_noise=0.3, missing_label_rate=0.5)
     p = CLASSES.index("person") - 1
@@ -198,5 +207,5 @@ def test_voc_layout_round_trip(tmp_path):
 def test_mean_std_formats_a_row_of_seed_scores():
     from wsss_edu.stats import mean_std
 
-    assert mean_std([0.5, 0.7]) == "0.600 ± 0.100"   # population std, as the tools' tables
+    assert mean_std([0.5, 0.7]) == "0.600 ± 0.100"  # population std, as the tools' tables
     assert mean_std([]) == "–"

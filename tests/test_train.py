@@ -1,13 +1,15 @@
 """Training helpers: device choice, seeding, a loop that learns, checkpoints and resume."""
+
 import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from wsss_edu import data, models, train
-from wsss_edu.steps import segmenter_step
 from wsss_edu.datasets import PseudoLabeled
 from wsss_edu.errors import ParameterError
+from wsss_edu.steps import segmenter_step
 
 
 def test_device_always_usable():
@@ -34,8 +36,8 @@ def tiny_task(n=32, size=16):
     mask = np.zeros((n, size, size), np.uint8)
     for i in range(n):
         y, x = rng.integers(0, size - 6, 2)
-        img[i, y:y + 6, x:x + 6] = (220, 40, 40)
-        mask[i, y:y + 6, x:x + 6] = 1
+        img[i, y : y + 6, x : x + 6] = (220, 40, 40)
+        mask[i, y : y + 6, x : x + 6] = 1
     return {"image": img, "mask": mask}
 
 
@@ -58,23 +60,26 @@ def test_fit_learns_and_evaluates():
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     arrays = tiny_task()
-    loader = torch.utils.data.DataLoader(data.ArrayDataset(arrays, flip=True), batch_size=8,
-                                         shuffle=True)  # shuffling and flips must resume too
+    loader = torch.utils.data.DataLoader(
+        data.ArrayDataset(arrays, flip=True), batch_size=8, shuffle=True
+    )  # shuffling and flips must resume too
     net, opt = make()
     full = train.fit(net, loader, train.cross_entropy_loss, opt, 4, "cpu", progress=False)
     ck = tmp_path / "run.ckpt"
     net2, opt2 = make()
     train.fit(net2, loader, train.cross_entropy_loss, opt2, 2, "cpu", checkpoint=ck, progress=False)
     net3, opt3 = make(seed=5)  # a fresh process: other weights and RNG, resumed from the file
-    resumed = train.fit(net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck,
-                        progress=False)
+    resumed = train.fit(
+        net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck, progress=False
+    )
     assert np.allclose(resumed["loss"], full["loss"], rtol=1e-4)
     for a, b in zip(net.state_dict().values(), net3.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
     state = torch.load(ck, weights_only=True)  # plain state_dicts
     assert state["epoch"] == 3
-    again = train.fit(net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck,
-                      progress=False)  # finished: trains no more
+    again = train.fit(
+        net3, loader, train.cross_entropy_loss, opt3, 4, "cpu", checkpoint=ck, progress=False
+    )  # finished: trains no more
     assert again["loss"] == resumed["loss"]
 
 
@@ -108,12 +113,15 @@ def test_augmentation_differs_across_epochs_and_workers():
 def test_relabeled_dataset_and_whole_image_flip():
     from wsss_edu.data import Relabeled, SegTransformDataset
     from wsss_edu.toy import ToyDataset
+
     ds = ToyDataset("train", n=6, size=32)
     new = np.zeros((6, 6), np.float32)
     new[:, 2] = 1
     view = Relabeled(ds, new, indices=[4, 1])
     assert len(view) == 2 and view.names == [ds.names[4], ds.names[1]]
-    assert view[0]["labels"].tolist() == new[4].tolist() and (view[1]["image"] == ds[1]["image"]).all()
+    assert (
+        view[0]["labels"].tolist() == new[4].tolist() and (view[1]["image"] == ds[1]["image"]).all()
+    )
     with pytest.raises(ValueError, match="rows"):
         Relabeled(ds, new[:3])
     torch.manual_seed(0)
@@ -130,6 +138,7 @@ def test_relabeled_dataset_and_whole_image_flip():
 
 def test_deeplabv3plus_shapes_groups_and_tta():
     from wsss_edu import models
+
     torch.manual_seed(0)
     net = models.make_segmenter("deeplabv3plus_small", 4, width=8).eval()
     x = torch.randn(2, 3, 37, 50)
@@ -140,17 +149,22 @@ def test_deeplabv3plus_shapes_groups_and_tta():
     p = models.tta_probs(net, x)
     assert p.shape == (2, 4, 37, 50) and torch.allclose(p.sum(1), torch.ones(2, 37, 50), atol=1e-5)
     # one scale, no flip: TTA is the plain softmax; a flip-equivariant model is unchanged by the flip
-    assert torch.allclose(models.tta_probs(net, x, scales=(1.0,), flip=False), net(x).softmax(1), atol=1e-6)
+    assert torch.allclose(
+        models.tta_probs(net, x, scales=(1.0,), flip=False), net(x).softmax(1), atol=1e-6
+    )
 
     class Pointwise(torch.nn.Module):
         def forward(self, x):
             return x[:, :2] * 3
-    assert torch.allclose(models.tta_probs(Pointwise(), x, scales=(1.0,)),
-                          (x[:, :2] * 3).softmax(1), atol=1e-6)
+
+    assert torch.allclose(
+        models.tta_probs(Pointwise(), x, scales=(1.0,)), (x[:, :2] * 3).softmax(1), atol=1e-6
+    )
 
 
 def test_deeplabv3plus_resnet50_builds_without_weights():
     from wsss_edu import models
+
     net = models.make_segmenter("deeplabv3plus_resnet50", 3, weights=None).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 80)).shape == (1, 3, 64, 80)
@@ -160,6 +174,7 @@ def _toy_pseudo_labeled(folder, n):
     """n toy images of 32 px and a pseudo-label folder holding their true masks."""
     from wsss_edu.io import write_mask
     from wsss_edu.toy import ToyDataset
+
     ds = ToyDataset("train", n=n, seed=0, size=32)
     for i in range(len(ds)):
         write_mask(folder / f"{ds.names[i]}.png", ds[i]["mask"])
@@ -172,7 +187,11 @@ def test_segmenter_trains_on_pseudo_labels_and_evaluates(tmp_path):
     net = segmenter_step.cached_segmenter(tmp_path / "out", pl, {"pl": "x"}, cfg, progress=False)
     m = segmenter_step.evaluate(net, ds, progress=False)
     m_tta = segmenter_step.evaluate(net, ds, tta=True, progress=False)
-    assert m.cm.sum() == m_tta.cm.sum() == 16 * 32 * 32 - (np.stack([ds[i]["mask"] for i in range(16)]) == 255).sum()
+    assert (
+        m.cm.sum()
+        == m_tta.cm.sum()
+        == 16 * 32 * 32 - (np.stack([ds[i]["mask"] for i in range(16)]) == 255).sum()
+    )
     assert list((tmp_path / "out" / "cache" / "segmenter").glob("*.pt"))
     with pytest.raises(FileNotFoundError, match="notebook"):
         PseudoLabeled(ds, tmp_path / "nothing")
@@ -183,6 +202,7 @@ def test_pseudo_labels_of_another_resolution_are_resized_only_when_asked(tmp_pat
     with resize=True (nearest, so every 2x2 block repeats one label), and are refused without."""
     from wsss_edu.errors import DataFileError
     from wsss_edu.toy import ToyDataset
+
     small, _ = _toy_pseudo_labeled(tmp_path / "pl", 4)
     big = ToyDataset("train", n=4, seed=0, size=64)
     s = PseudoLabeled(big, tmp_path / "pl", resize=True)[1]
@@ -199,13 +219,20 @@ def test_segmenters_trained_in_worker_processes_equal_those_trained_in_turn(tmp_
     jobs = [(pl, {"pl": "x"}, dataclasses.replace(cfg, seed=s)) for s in (0, 1, 2)]
     pooled = segmenter_step.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)
     serial = [segmenter_step.cached_segmenter(tmp_path / "b", *j, progress=False) for j in jobs]
-    x = torch.as_tensor(np.stack([ds[i]["image"] for i in range(2)])).permute(0, 3, 1, 2).float() / 255
-    for a, b in zip(pooled, serial):      # same seeds, same steps: the same networks (up to threads)
+    x = (
+        torch.as_tensor(np.stack([ds[i]["image"] for i in range(2)])).permute(0, 3, 1, 2).float()
+        / 255
+    )
+    for a, b in zip(pooled, serial):  # same seeds, same steps: the same networks (up to threads)
         with torch.no_grad():
             assert torch.allclose(a(x), b(x), atol=1e-4)
     assert not torch.allclose(pooled[0](x), pooled[1](x))
-    again = segmenter_step.cached_segmenters(tmp_path / "a", jobs, processes=2, progress=False)  # from the cache
-    assert all(torch.equal(next(p.parameters()), next(q.parameters())) for p, q in zip(again, pooled))
+    again = segmenter_step.cached_segmenters(
+        tmp_path / "a", jobs, processes=2, progress=False
+    )  # from the cache
+    assert all(
+        torch.equal(next(p.parameters()), next(q.parameters())) for p, q in zip(again, pooled)
+    )
 
 
 def test_poly_schedule_decays_to_zero():
@@ -233,25 +260,32 @@ def test_evaluate_with_crf_post_processing_cleans_salt_noise():
     for i in range(len(ds)):
         m = np.where(ds[i]["mask"] == 255, 0, ds[i]["mask"])
         m = np.where(rng.random(m.shape) < 0.1, rng.integers(0, k, m.shape), m)
-        logits.append(3.0 * torch.nn.functional.one_hot(torch.as_tensor(m), k).permute(2, 0, 1).float())
+        logits.append(
+            3.0 * torch.nn.functional.one_hot(torch.as_tensor(m), k).permute(2, 0, 1).float()
+        )
 
-    class Replay(torch.nn.Module):        # returns the prepared logits, batch after batch
+    class Replay(torch.nn.Module):  # returns the prepared logits, batch after batch
         def __init__(self):
             super().__init__()
             self.w, self.at = torch.nn.Parameter(torch.zeros(())), 0
 
         def forward(self, x):
-            out = torch.stack(logits[self.at:self.at + len(x)])
+            out = torch.stack(logits[self.at : self.at + len(x)])
             self.at += len(x)
             return out
 
     plain = segmenter_step.evaluate(Replay(), ds, progress=False)
     cleaned = segmenter_step.evaluate(Replay(), ds, progress=False, crf="rrm_test")
     assert plain.cm.sum() == cleaned.cm.sum()
-    assert cleaned.pixel_accuracy > plain.pixel_accuracy + 0.05, (cleaned.pixel_accuracy, plain.pixel_accuracy)
-    pooled = segmenter_step.evaluate(Replay(), ds, progress=False, crf="rrm_test", processes=2)   # the CRFs in 2 processes
+    assert cleaned.pixel_accuracy > plain.pixel_accuracy + 0.05, (
+        cleaned.pixel_accuracy,
+        plain.pixel_accuracy,
+    )
+    pooled = segmenter_step.evaluate(
+        Replay(), ds, progress=False, crf="rrm_test", processes=2
+    )  # the CRFs in 2 processes
     assert np.array_equal(pooled.cm, cleaned.cm)
-    once = Replay()                      # both meters from one forward pass over the images
+    once = Replay()  # both meters from one forward pass over the images
     both = segmenter_step.evaluate_with_and_without_crf(once, ds, "rrm_test", progress=False)
     assert once.at == len(ds)
     assert np.array_equal(both[0].cm, plain.cm) and np.array_equal(both[1].cm, cleaned.cm)

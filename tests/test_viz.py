@@ -1,4 +1,5 @@
 """The shared figures: what they draw and print."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,8 +12,12 @@ from wsss_edu import viz  # noqa: E402
 def test_bar_table_draws_one_bar_per_row_and_prints_mean_std_and_seeds(capsys, monkeypatch):
     drawn = []
     monkeypatch.setattr(plt, "show", lambda: drawn.append(plt.gcf()))
-    viz.bar_table({"a": np.array([0.5, 0.7]), "b": [0.2, 0.2, 0.2]}, "IoU", names={"a": "row A"},
-                  colors={"a": "red"})
+    viz.bar_table(
+        {"a": np.array([0.5, 0.7]), "b": [0.2, 0.2, 0.2]},
+        "IoU",
+        names={"a": "row A"},
+        colors={"a": "red"},
+    )
     ax = drawn[0].axes[0]
     bars = [p for p in ax.patches]
     assert [round(b.get_width(), 6) for b in bars] == [0.6, 0.2]
@@ -24,14 +29,20 @@ def test_bar_table_draws_one_bar_per_row_and_prints_mean_std_and_seeds(capsys, m
 
 def test_show_cams_one_row_per_image_one_panel_per_tag():
     import matplotlib
+
     matplotlib.use("Agg")
     from wsss_edu import viz
     from wsss_edu.toy import ToyDataset
+
     ds = ToyDataset("train", n=3, size=32)
     samples = [ds[i] for i in range(3)]
     cams = [np.random.default_rng(i).random((6, 32, 32)) for i in range(3)]
-    fig = viz.show_cams(samples, cams, ds.classes, pseudo=[s["mask"] for s in samples], name="Grad-CAM")
+    fig = viz.show_cams(
+        samples, cams, ds.classes, pseudo=[s["mask"] for s in samples], name="Grad-CAM"
+    )
     most = max(int(s["labels"].sum()) for s in samples)
     assert len(fig.axes) == 3 * (2 + most + 1)
     titles = [a.get_title() for a in fig.axes if a.get_title()]
-    assert sum(t.startswith("Grad-CAM ") for t in titles) == sum(int(s["labels"].sum()) for s in samples)
+    assert sum(t.startswith("Grad-CAM ") for t in titles) == sum(
+        int(s["labels"].sum()) for s in samples
+    )

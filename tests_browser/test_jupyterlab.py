@@ -21,6 +21,7 @@ Without chromium / chromedriver / selenium the test is skipped with the fix in t
 ``WSSS_REQUIRE_BROWSER=1`` (CI, set by ``.ci/run``) that is a failure instead. On a failure the
 page's screenshot, the notebook's cells and the server log go to ``runs/browser/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,14 +48,21 @@ REQUIRE = os.environ.get("WSSS_REQUIRE_BROWSER", "") not in ("", "0")
 ARTIFACTS = Path(os.environ.get("WSSS_BROWSER_ARTIFACTS", REPO / "runs" / "browser"))
 NOTEBOOK_TIMEOUT = float(os.environ.get("WSSS_BROWSER_TIMEOUT", 600))  # seconds per Run All
 INTERACT_TIMEOUT = 120  # seconds for one "Run Interact" figure
-FIX = ("install Debian's headless browser and its WebDriver: `apt-get install chromium "
-       "chromium-driver` (.ci/run does it), and selenium with `make env`")
+FIX = (
+    "install Debian's headless browser and its WebDriver: `apt-get install chromium "
+    "chromium-driver` (.ci/run does it), and selenium with `make env`"
+)
 
 # 01 (paper 000's aleatoric logits, sliders), one notebook per method: 02b (paper 000, no slider:
 # the cheaper of 02 / 02b), 03 (paper 001), 06 (paper 002), 07 (paper 003). Cheap ones first. Each
 # reads what the nbval run trained from the cache (02b's Table 2 too: 12 s instead of 3 min).
-NOTEBOOKS = ["01_aleatoric_logits", "03_classification_and_cam", "06_urn_uncertainty_weights",
-             "07_rrm_end_to_end", "02b_bootstrapping_multiclass"]
+NOTEBOOKS = [
+    "01_aleatoric_logits",
+    "03_classification_and_cam",
+    "06_urn_uncertainty_weights",
+    "07_rrm_end_to_end",
+    "02b_bootstrapping_multiclass",
+]
 if os.environ.get("WSSS_BROWSER_NOTEBOOKS"):  # e.g. "01,07" to drive a few while developing
     _want = os.environ["WSSS_BROWSER_NOTEBOOKS"].split(",")
     NOTEBOOKS = [n for n in NOTEBOOKS if any(n.startswith(w.strip()) for w in _want)]
@@ -93,8 +101,9 @@ class Lab:
         self.base = f"http://127.0.0.1:{port}"
 
     def api(self, path, method="GET"):
-        req = urllib.request.Request(f"{self.base}{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
+        req = urllib.request.Request(
+            f"{self.base}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             body = r.read()
         return json.loads(body) if body else None
@@ -129,33 +138,62 @@ def lab(browser_tools, tmp_path_factory):
     env.pop("MPLBACKEND", None)  # the kernel's inline backend, as for a learner
     # Jupyter's and IPython's per-user folders in the temporary folder: nothing from ~/.jupyter,
     # ~/.local/share/jupyter (a user's own "python3" kernel) or ~/.ipython startup files.
-    env.update(JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
-               JUPYTER_DATA_DIR=str(tmp / "data"), IPYTHONDIR=str(tmp / "ipython"))
+    env.update(
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_DATA_DIR=str(tmp / "data"),
+        IPYTHONDIR=str(tmp / "ipython"),
+    )
 
     # the kernel the notebooks name, "python3", as the server will find it: this environment's
-    specs = json.loads(subprocess.run([sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"],
-                                      env=env, capture_output=True, text=True, check=True).stdout)
+    specs = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     spec = specs["kernelspecs"]["python3"]
-    exe = spec["spec"]["argv"][0]  # "python" is run as the server's own interpreter by jupyter_client
-    assert exe in ("python", "python3") or Path(exe).resolve().is_relative_to(Path(sys.prefix).resolve()), \
+    exe = spec["spec"]["argv"][
+        0
+    ]  # "python" is run as the server's own interpreter by jupyter_client
+    assert exe in ("python", "python3") or Path(exe).resolve().is_relative_to(
+        Path(sys.prefix).resolve()
+    ), (
         f"kernel python3 ({spec['resource_dir']}) runs {exe}, not this environment's python ({sys.executable})"
+    )
 
     token = secrets.token_hex(24)
     log = tmp / "server.log"
     proc = port = None
     for _attempt in range(3):  # a free port can be taken between finding it and binding it
         port = _free_port()
-        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-               f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--LabApp.extension_manager=readonly", "--expose-app-in-browser"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            "--expose-app-in-browser",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # CI runs as root
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         server = Lab(proc, port, token, root, log)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -168,9 +206,15 @@ def lab(browser_tools, tmp_path_factory):
             break
         if proc.poll() is None:
             _stop(proc)
-            pytest.fail(f"JupyterLab did not answer within 120 s; its log:\n{server.log_tail()}", pytrace=False)
+            pytest.fail(
+                f"JupyterLab did not answer within 120 s; its log:\n{server.log_tail()}",
+                pytrace=False,
+            )
     else:
-        pytest.fail(f"JupyterLab exited (code {proc.returncode}); its log:\n{server.log_tail()}", pytrace=False)
+        pytest.fail(
+            f"JupyterLab exited (code {proc.returncode}); its log:\n{server.log_tail()}",
+            pytrace=False,
+        )
 
     yield server
 
@@ -205,9 +249,18 @@ def browser(lab, tmp_path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--no-first-run", "--no-default-browser-check",
-                "--disable-extensions", "--disable-background-networking", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # explicit paths: selenium then never runs Selenium Manager (which would download a driver)
@@ -268,7 +321,9 @@ def _errors(state) -> list[str]:
         for o in c["outputs"]:
             if o["type"] == "error":
                 tb = ANSI.sub("", "\n".join(o["traceback"] or []))
-                found.append(f"cell {c['index']} ({c['source'][:80]!r}...): {o['ename']}: {o['evalue']}\n{tb[-3000:]}")
+                found.append(
+                    f"cell {c['index']} ({c['source'][:80]!r}...): {o['ename']}: {o['evalue']}\n{tb[-3000:]}"
+                )
     return found
 
 
@@ -294,20 +349,42 @@ def _evidence(driver, lab, name):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         notes = []
         for label, action in (
-                ("screenshot", lambda: driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))),
-                ("cells", lambda: (ARTIFACTS / f"{name}.cells.json").write_text(
-                    json.dumps(driver.execute_script(NOTEBOOK_STATE), indent=1))),
-                ("page", lambda: (ARTIFACTS / f"{name}.page.json").write_text(
-                    json.dumps(driver.execute_script(PAGE_STATE), indent=1))),
-                ("console", lambda: (ARTIFACTS / f"{name}.console.log").write_text(
-                    "\n".join(f"{e['level']} {e['message']}" for e in driver.get_log("browser")))),
-                ("server log", lambda: (ARTIFACTS / "server.log").write_text(lab.log.read_text(errors="replace")))):
+            ("screenshot", lambda: driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))),
+            (
+                "cells",
+                lambda: (ARTIFACTS / f"{name}.cells.json").write_text(
+                    json.dumps(driver.execute_script(NOTEBOOK_STATE), indent=1)
+                ),
+            ),
+            (
+                "page",
+                lambda: (ARTIFACTS / f"{name}.page.json").write_text(
+                    json.dumps(driver.execute_script(PAGE_STATE), indent=1)
+                ),
+            ),
+            (
+                "console",
+                lambda: (ARTIFACTS / f"{name}.console.log").write_text(
+                    "\n".join(f"{e['level']} {e['message']}" for e in driver.get_log("browser"))
+                ),
+            ),
+            (
+                "server log",
+                lambda: (ARTIFACTS / "server.log").write_text(lab.log.read_text(errors="replace")),
+            ),
+        ):
             try:
                 action()
             except Exception as e:  # keep the original failure; note what could not be saved
                 notes.append(f"{label} not saved: {e.__class__.__name__}: {str(e)[:200]}")
-        extra = "\n".join([f"evidence in {ARTIFACTS}/{name}.*", *notes,
-                           "JupyterLab log (tail):", lab.log_tail(15)])
+        extra = "\n".join(
+            [
+                f"evidence in {ARTIFACTS}/{name}.*",
+                *notes,
+                "JupyterLab log (tail):",
+                lab.log_tail(15),
+            ]
+        )
         if isinstance(exc, AssertionError):
             raise AssertionError(f"{exc}\n{extra}") from None
         raise
@@ -317,15 +394,23 @@ def _interacts_expected(name) -> int:
     nb = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
     return sum(
         len(re.findall(r"^[^#\n]*\bviz\.sliders\(", "".join(c["source"]), re.M))
-        for c in nb["cells"] if c["cell_type"] == "code")
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    )
 
 
 def _open(driver, lab, name):
     driver.get(f"{lab.base}/lab/tree/{name}.ipynb?reset&token={lab.token}")
-    _wait(f"{name} to open", lambda: driver.execute_script(
-        "const p = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-        "return !!(p && p.context && p.context.path.endsWith(arguments[0]) && p.node.querySelector('.jp-Cell'))",
-        f"{name}.ipynb"), 120, 0.5)
+    _wait(
+        f"{name} to open",
+        lambda: driver.execute_script(
+            "const p = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            "return !!(p && p.context && p.context.path.endsWith(arguments[0]) && p.node.querySelector('.jp-Cell'))",
+            f"{name}.ipynb",
+        ),
+        120,
+        0.5,
+    )
 
     def kernel_idle():
         state = driver.execute_script(NOTEBOOK_STATE)
@@ -340,13 +425,32 @@ def _run_all(driver, name):
     from selenium.webdriver.common.by import By
 
     # start from no outputs and no execution counts, whatever the file holds (make strip keeps counts)
-    driver.execute_script("return window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
-    _wait("the cleared notebook", lambda: all(
-        c["count"] is None and not c["outputs"] for c in driver.execute_script(NOTEBOOK_STATE)["cells"]), 10, 0.2)
-    [menu] = [e for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if e.text.strip() == "Run"]
+    driver.execute_script(
+        "return window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')"
+    )
+    _wait(
+        "the cleared notebook",
+        lambda: all(
+            c["count"] is None and not c["outputs"]
+            for c in driver.execute_script(NOTEBOOK_STATE)["cells"]
+        ),
+        10,
+        0.2,
+    )
+    [menu] = [
+        e
+        for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+        if e.text.strip() == "Run"
+    ]
     menu.click()
-    item = _wait("Run > Run All Cells", lambda: driver.find_elements(
-        By.CSS_SELECTOR, '.lm-Menu-item[data-command="runmenu:run-all"]'), 10, 0.2)[0]
+    item = _wait(
+        "Run > Run All Cells",
+        lambda: driver.find_elements(
+            By.CSS_SELECTOR, '.lm-Menu-item[data-command="runmenu:run-all"]'
+        ),
+        10,
+        0.2,
+    )[0]
     item.click()
 
     settled = {"n": 0}
@@ -356,13 +460,20 @@ def _run_all(driver, name):
         errors = _errors(state)
         if errors:
             raise AssertionError(f"{name}: a cell raised an error:\n" + "\n\n".join(errors))
-        assert state["kernel"] not in ("dead", "unknown", "terminating"), f"{name}: kernel {state['kernel']}"
+        assert state["kernel"] not in ("dead", "unknown", "terminating"), (
+            f"{name}: kernel {state['kernel']}"
+        )
         done = state["kernel"] == "idle" and all(
-            c["count"] is not None and c["state"] != "running" for c in state["cells"] if not c["empty"])
+            c["count"] is not None and c["state"] != "running"
+            for c in state["cells"]
+            if not c["empty"]
+        )
         settled["n"] = settled["n"] + 1 if done else 0
         return state if settled["n"] >= 2 else None  # idle and complete on two polls in a row
 
-    return _wait(f"{name}: every code cell executed and the kernel idle", finished, NOTEBOOK_TIMEOUT, 2.0)
+    return _wait(
+        f"{name}: every code cell executed and the kernel idle", finished, NOTEBOOK_TIMEOUT, 2.0
+    )
 
 
 def _interact_image(box):
@@ -371,19 +482,25 @@ def _interact_image(box):
     (StaleElementReferenceException, seen on CI)."""
     return box.parent.execute_script(
         "const imgs = arguments[0].querySelectorAll('.widget-output img');"
-        "return imgs.length ? imgs[imgs.length - 1].getAttribute('src') : null;", box)
+        "return imgs.length ? imgs[imgs.length - 1].getAttribute('src') : null;",
+        box,
+    )
 
 
 def _interact_errors(box) -> list[str]:
     texts = box.parent.execute_script(
         "return Array.from(arguments[0].querySelectorAll("
         "'.widget-output .jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]'))"
-        ".map(e => e.innerText);", box)
+        ".map(e => e.innerText);",
+        box,
+    )
     return [t for t in texts if TRACEBACK.search(t)]
 
 
 def _press_run_interact(driver, box, before, what):
-    button = [b for b in box.find_elements("css selector", "button") if b.text.strip() == "Run Interact"]
+    button = [
+        b for b in box.find_elements("css selector", "button") if b.text.strip() == "Run Interact"
+    ]
     assert button, f"{what}: no 'Run Interact' button"
     # interact_manual disables the button while its function runs: a click then would be lost
     _wait(f"{what}: 'Run Interact' enabled", button[0].is_enabled, 60, 0.2)
@@ -402,9 +519,16 @@ def _press_run_interact(driver, box, before, what):
     except AssertionError as exc:
         shown = driver.execute_script(
             "return Array.from(arguments[0].querySelectorAll('.widget-output .jp-OutputArea-output'))"
-            ".map(e => e.innerText);", box)
+            ".map(e => e.innerText);",
+            box,
+        )
         raise AssertionError(f"{exc}; the output shows {shown}") from None
-    _wait(f"{what}: 'Run Interact' enabled again (the function returned)", button[0].is_enabled, 60, 0.2)
+    _wait(
+        f"{what}: 'Run Interact' enabled again (the function returned)",
+        button[0].is_enabled,
+        60,
+        0.2,
+    )
     return src
 
 
@@ -420,12 +544,18 @@ def _move_slider(driver, box, what):
     # the readout shows the widget's value as ipywidgets formats it; the handle's aria-valuenow is
     # rounded to one decimal (0.25 and 0.35 both read "0.3"), so it only picks the direction
     old = readout.text
-    at_top = float(handle.get_attribute("aria-valuenow")) >= float(handle.get_attribute("aria-valuemax"))
+    at_top = float(handle.get_attribute("aria-valuenow")) >= float(
+        handle.get_attribute("aria-valuemax")
+    )
     key = Keys.ARROW_LEFT if at_top else Keys.ARROW_RIGHT
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
     handle.send_keys(key, key)  # two steps, as a learner tapping the arrow key
-    new = _wait(f"{what}: slider {label!r} to move from {old}",
-                lambda: readout.text if readout.text != old else None, 10, 0.2)
+    new = _wait(
+        f"{what}: slider {label!r} to move from {old}",
+        lambda: readout.text if readout.text != old else None,
+        10,
+        0.2,
+    )
     return label, old, new
 
 
@@ -441,16 +571,28 @@ def test_notebook_in_jupyterlab(name, lab, browser):
         assert state["kernel"] == "idle"
         assert not _errors(state)
         counts = [c["count"] for c in state["cells"] if not c["empty"]]
-        assert counts == list(range(1, len(counts) + 1)), f"{name}: cells ran out of order: {counts}"
+        assert counts == list(range(1, len(counts) + 1)), (
+            f"{name}: cells ran out of order: {counts}"
+        )
         model_images = sum("image/png" in o["mimes"] for c in state["cells"] for o in c["outputs"])
-        model_widgets = sum("application/vnd.jupyter.widget-view+json" in o["mimes"]
-                            for c in state["cells"] for o in c["outputs"])
+        model_widgets = sum(
+            "application/vnd.jupyter.widget-view+json" in o["mimes"]
+            for c in state["cells"]
+            for o in c["outputs"]
+        )
 
         # the page: figures decoded, widget views rendered (give the widget manager a moment)
         def rendered():
             page = browser.execute_script(PAGE_STATE)
-            return page if (page["widget_loading"] == 0 and page["images_broken"] == 0
-                            and page["images"] >= model_images) else None
+            return (
+                page
+                if (
+                    page["widget_loading"] == 0
+                    and page["images_broken"] == 0
+                    and page["images"] >= model_images
+                )
+                else None
+            )
 
         try:
             page = _wait("figures and widgets to render", rendered, 30, 0.5)
@@ -458,16 +600,22 @@ def test_notebook_in_jupyterlab(name, lab, browser):
             page = browser.execute_script(PAGE_STATE)
         assert not page["dialogs"], f"dialogs open: {page['dialogs']}"
         assert page["images"] >= 1, f"{name}: no figure rendered ({model_images} image/png outputs)"
-        assert page["images"] >= model_images, f"{name}: {page['images']} of {model_images} figures rendered"
+        assert page["images"] >= model_images, (
+            f"{name}: {page['images']} of {model_images} figures rendered"
+        )
         assert page["images_broken"] == 0, f"{name}: {page['images_broken']} figures did not decode"
         assert not page["widget_errors"], f"{name}: widget errors: {page['widget_errors']}"
-        assert page["widget_loading"] == 0, f"{name}: {page['widget_loading']} widgets still 'Loading widget...'"
-        assert page["widget_views"] >= min(model_widgets, 1), \
+        assert page["widget_loading"] == 0, (
+            f"{name}: {page['widget_loading']} widgets still 'Loading widget...'"
+        )
+        assert page["widget_views"] >= min(model_widgets, 1), (
             f"{name}: {page['widget_views']} widget views rendered for {model_widgets} widget outputs"
+        )
 
         expected = _interacts_expected(name)
-        assert page["interacts"] == expected, \
+        assert page["interacts"] == expected, (
             f"{name}: {page['interacts']} interact boxes rendered, {expected} viz.sliders calls"
+        )
         assert model_widgets >= expected
 
         # each interact: draw, move a slider, draw again: a different figure, no traceback
@@ -477,7 +625,9 @@ def test_notebook_in_jupyterlab(name, lab, browser):
             what = f"{name}: interact {k + 1}/{len(boxes)}"
             first = _press_run_interact(browser, box, _interact_image(box), what)
             label, old, new = _move_slider(browser, box, what)
-            _press_run_interact(browser, box, first, f"{what} after moving {label!r} {old} -> {new}")
+            _press_run_interact(
+                browser, box, first, f"{what} after moving {label!r} {old} -> {new}"
+            )
             assert not _interact_errors(box)
             moved.append(f"{label} {old}->{new}")
 
@@ -485,12 +635,18 @@ def test_notebook_in_jupyterlab(name, lab, browser):
         severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         js_errors = [m for m in severe if "Failed to load resource" not in m]
         if js_errors:
-            raise AssertionError(f"{name}: errors in the browser's console:\n" + "\n".join(js_errors))
+            raise AssertionError(
+                f"{name}: errors in the browser's console:\n" + "\n".join(js_errors)
+            )
 
         final = browser.execute_script(NOTEBOOK_STATE)
         if _errors(final):
             raise AssertionError(f"{name}: a cell raised an error:\n" + "\n\n".join(_errors(final)))
-        assert final["kernel"] in ("idle", "busy"), f"{name}: kernel {final['kernel']} after the sliders"
+        assert final["kernel"] in ("idle", "busy"), (
+            f"{name}: kernel {final['kernel']} after the sliders"
+        )
     t_end = time.monotonic()
-    print(f"{name}: open {t_open - t0:.0f} s, run all {t_run - t_open:.0f} s, sliders {t_end - t_run:.0f} s "
-          f"({', '.join(moved) or 'no sliders'}); {page['images']} figures, {page['widget_views']} widget views")
+    print(
+        f"{name}: open {t_open - t0:.0f} s, run all {t_run - t_open:.0f} s, sliders {t_end - t_run:.0f} s "
+        f"({', '.join(moved) or 'no sliders'}); {page['images']} figures, {page['widget_views']} widget views"
+    )

@@ -16,6 +16,7 @@ Nothing is installed. Uses the registry (uv's cache makes a second run fast). Ex
 every target that does not resolve, with uv's reason; run ``make lock-check`` (or this file with
 ``--only linux-x86_64``) to repeat it, ``make lock`` to recompile the lock.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,27 +84,45 @@ def unpinned(resolved: dict[str, set[str]], lock: dict[str, set[str]]) -> list[s
     return sorted(f"{n}=={v}" for n, vs in resolved.items() for v in vs if v not in lock.get(n, ()))
 
 
-def compile_command(uv: list[str], lock: Path, platform: Platform, python: str,
-                    wheels_only: list[str]) -> list[str]:
+def compile_command(
+    uv: list[str], lock: Path, platform: Platform, python: str, wheels_only: list[str]
+) -> list[str]:
     """The ``uv pip compile`` command line that resolves ``lock`` for one target. ``--python`` names
     this interpreter (used only to read an sdist's metadata): without it uv searches PATH for one of
     the target's version, which can take seconds per target, for nothing."""
-    cmd = [*uv, "pip", "compile", str(lock), "--python", sys.executable,
-           "--python-platform", platform.uv_platform,
-           "--python-version", python, "--no-header", "--no-annotate", "--quiet"]   # the resolution on stdout
+    cmd = [
+        *uv,
+        "pip",
+        "compile",
+        str(lock),
+        "--python",
+        sys.executable,
+        "--python-platform",
+        platform.uv_platform,
+        "--python-version",
+        python,
+        "--no-header",
+        "--no-annotate",
+        "--quiet",
+    ]  # the resolution on stdout
     for name in wheels_only:
         cmd += ["--only-binary", name]
     return cmd
 
 
-def check_target(uv: list[str], lock: Path, platform: Platform, python: str,
-                 pins: dict[str, set[str]]) -> str | None:
+def check_target(
+    uv: list[str], lock: Path, platform: Platform, python: str, pins: dict[str, set[str]]
+) -> str | None:
     """Resolve the lock for one target; None when it resolves to the lock's own pins, otherwise
     the reason (uv's message, or the pins the lock lacks)."""
     wheels_only = sorted(n for n in pins if n not in BUILD_ALLOWED)
     env = {**os.environ, **platform.env}
-    proc = subprocess.run(compile_command(uv, lock, platform, python, wheels_only), env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        compile_command(uv, lock, platform, python, wheels_only),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         return "\n      ".join(lines[-6:]) or f"uv exited with status {proc.returncode}"
@@ -112,8 +131,11 @@ def check_target(uv: list[str], lock: Path, platform: Platform, python: str,
         return "uv printed no resolution (expected the pins on stdout)"
     missing = unpinned(resolved, pins)
     if missing:
-        return ("resolves, but needs pins the lock does not hold: " + ", ".join(missing)
-                + " (run `make lock`)")
+        return (
+            "resolves, but needs pins the lock does not hold: "
+            + ", ".join(missing)
+            + " (run `make lock`)"
+        )
     return None
 
 
@@ -121,13 +143,23 @@ def main(argv: list[str] | None = None, uv: list[str] | None = None) -> int:
     """Resolve every target (or ``--only`` some); 0 when all resolve, 1 naming those that do not.
     ``uv`` is the command that runs uv (default: this interpreter's ``-m uv``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lock", type=Path, default=LOCK, help="the lock file (default: %(default)s)")
-    parser.add_argument("--only", nargs="+", metavar="PLATFORM",
-                        choices=[p.name for p in PLATFORMS], help="resolve only these platforms")
+    parser.add_argument(
+        "--lock", type=Path, default=LOCK, help="the lock file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PLATFORM",
+        choices=[p.name for p in PLATFORMS],
+        help="resolve only these platforms",
+    )
     args = parser.parse_args(argv)
     uv = uv or [sys.executable, "-m", "uv"]
     if subprocess.run([*uv, "--version"], capture_output=True).returncode != 0:
-        print(f"uv is not installed in {sys.executable}'s environment: run `make env`", file=sys.stderr)
+        print(
+            f"uv is not installed in {sys.executable}'s environment: run `make env`",
+            file=sys.stderr,
+        )
         return 2
     pins = lock_pins(args.lock.read_text())
     failed = []
@@ -145,9 +177,12 @@ def main(argv: list[str] | None = None, uv: list[str] | None = None) -> int:
                 failed.append(f"{target}: {reason}")
     print(f"lock check: {time.monotonic() - start:.1f} s")
     if failed:
-        print(f"{args.lock.name} does not resolve for:\n  " + "\n  ".join(failed)
-              + "\nFix requirements.in (markers, pins) and run `make lock`, then `make lock-check`.",
-              file=sys.stderr)
+        print(
+            f"{args.lock.name} does not resolve for:\n  "
+            + "\n  ".join(failed)
+            + "\nFix requirements.in (markers, pins) and run `make lock`, then `make lock-check`.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

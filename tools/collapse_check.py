@@ -32,30 +32,45 @@ probability). Means ± std are over the runs that did not collapse (``lu_experim
 are counted. Writes every run's numbers to ``--out`` (JSON). Not part of ``make test``; about 90 s
 per (car probability, remedy) on 2 cores.
 """
+
 import argparse
 import json
 import time
 
-
 from wsss_edu import label_uncertainty as lu
-from wsss_edu.steps import lu_experiments
 from wsss_edu.stats import mean_std
+from wsss_edu.steps import lu_experiments
 
 REMEDIES = ("none", "pp_per_batch", "low_lr", "warmup_on_boxes")
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--car-probs", type=float, nargs="+", default=[0.85, 0.25],
-                    help="probability that a toy image holds a car (the notebooks: 0.85)")
-    ap.add_argument("--dataset", choices=("toy", "msrc"), default="toy",
-                    help="msrc: real photos, binary car (its train split, scored on its test split; "
-                         "--size is then the height, width 2x; --car-probs is ignored)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--car-probs",
+        type=float,
+        nargs="+",
+        default=[0.85, 0.25],
+        help="probability that a toy image holds a car (the notebooks: 0.85)",
+    )
+    ap.add_argument(
+        "--dataset",
+        choices=("toy", "msrc"),
+        default="toy",
+        help="msrc: real photos, binary car (its train split, scored on its test split; "
+        "--size is then the height, width 2x; --car-probs is ignored)",
+    )
     ap.add_argument("--data-root", default="", help="folder holding msrc_v2/ (for --dataset msrc)")
-    ap.add_argument("--remedies", default=",".join(REMEDIES), help=f"comma-separated, from {REMEDIES}")
+    ap.add_argument(
+        "--remedies", default=",".join(REMEDIES), help=f"comma-separated, from {REMEDIES}"
+    )
     ap.add_argument("--seeds", type=int, default=5, help="training seeds per row (0, 1, ...)")
     ap.add_argument("--n-train", type=int, default=367)
-    ap.add_argument("--n-pp", type=int, default=66, help="pixel-perfect images among the training images")
+    ap.add_argument(
+        "--n-pp", type=int, default=66, help="pixel-perfect images among the training images"
+    )
     ap.add_argument("--n-test", type=int, default=150)
     ap.add_argument("--size", type=int, default=48, help="toy image side (px)")
     ap.add_argument("--epochs", type=int, default=16)
@@ -72,14 +87,31 @@ def parse(argv=None):
 
 def jobs_for(remedy: str, train: dict, test: dict, a) -> list:
     """The runs of one remedy: (method, train_experiment keyword arguments) per method and seed."""
-    cfg = lu_experiments.BootstrapConfig(warmup_epochs=a.warmup, tau=a.tau, warmup_on_boxes=remedy == "warmup_on_boxes")
+    cfg = lu_experiments.BootstrapConfig(
+        warmup_epochs=a.warmup, tau=a.tau, warmup_on_boxes=remedy == "warmup_on_boxes"
+    )
     methods = ("ours",) if remedy == "warmup_on_boxes" else ("ignore_box", "ours")
     if remedy == "none":
         methods = ("boxes_bce",) + methods
     extra = {"pp_per_batch": a.pp_per_batch} if remedy == "pp_per_batch" else {}
     lr = a.lr / 4 if remedy == "low_lr" else a.lr
-    return [dict(arrays=train, val=test, method=m, epochs=a.epochs, seed=s, cfg=cfg, width=a.width, lr=lr,
-                 batch_size=a.batch_size, eval_every=4, **extra) for m in methods for s in range(a.seeds)]
+    return [
+        dict(
+            arrays=train,
+            val=test,
+            method=m,
+            epochs=a.epochs,
+            seed=s,
+            cfg=cfg,
+            width=a.width,
+            lr=lr,
+            batch_size=a.batch_size,
+            eval_every=4,
+            **extra,
+        )
+        for m in methods
+        for s in range(a.seeds)
+    ]
 
 
 def main(argv=None):
@@ -90,18 +122,30 @@ def main(argv=None):
             raise SystemExit(f"unknown remedy {r!r}; choose from {REMEDIES}")
     result = {"args": vars(a), "collapse_fraction": lu_experiments.COLLAPSE_FRACTION, "probs": {}}
     rows = []
-    for p in (a.car_probs if a.dataset == "toy" else ["msrc"]):
+    for p in a.car_probs if a.dataset == "toy" else ["msrc"]:
         knobs = {"class_probs": {"car": p}} if a.dataset == "toy" else {}
-        train = lu.load_mixed_set(a.dataset, ["car"], a.n_pp, "train", a.n_train, a.size, a.data_root, 0, **knobs)
-        test = lu.load_mixed_set(a.dataset, ["car"], a.n_test, "test", a.n_test, a.size, a.data_root, 0, **knobs)
+        train = lu.load_mixed_set(
+            a.dataset, ["car"], a.n_pp, "train", a.n_train, a.size, a.data_root, 0, **knobs
+        )
+        test = lu.load_mixed_set(
+            a.dataset, ["car"], a.n_test, "test", a.n_test, a.size, a.data_root, 0, **knobs
+        )
         m = train["mask"]
-        data = {"true_car_share": float((m == 1).sum() / (m != lu.IGNORE).sum()),
-                "images_with_car": int((m == 1).reshape(len(m), -1).any(1).sum()),
-                "pp_images_with_car": int((m[train["pixel_perfect"]] == 1).reshape(a.n_pp, -1).any(1).sum()),
-                "labelled_car_share_boxes_bce": lu_experiments.labelled_object_share(train, False),
-                "labelled_car_share_ignore": lu_experiments.labelled_object_share(train, True),
-                "batches_without_car_boxes_bce": lu_experiments.batches_without_object(train, a.batch_size, False),
-                "batches_without_car_ignore": lu_experiments.batches_without_object(train, a.batch_size, True)}
+        data = {
+            "true_car_share": float((m == 1).sum() / (m != lu.IGNORE).sum()),
+            "images_with_car": int((m == 1).reshape(len(m), -1).any(1).sum()),
+            "pp_images_with_car": int(
+                (m[train["pixel_perfect"]] == 1).reshape(a.n_pp, -1).any(1).sum()
+            ),
+            "labelled_car_share_boxes_bce": lu_experiments.labelled_object_share(train, False),
+            "labelled_car_share_ignore": lu_experiments.labelled_object_share(train, True),
+            "batches_without_car_boxes_bce": lu_experiments.batches_without_object(
+                train, a.batch_size, False
+            ),
+            "batches_without_car_ignore": lu_experiments.batches_without_object(
+                train, a.batch_size, True
+            ),
+        }
         print(f"\ncar probability {p}: {data}" if a.dataset == "toy" else f"\nMSRC, car: {data}")
         result["probs"][str(p)] = {"data": data, "runs": {}}
         for remedy in remedies:
@@ -116,16 +160,25 @@ def main(argv=None):
                 kept, note = lu_experiments.drop_collapsed(iou, flags)
                 rows.append((p, remedy, method, kept, note, sum(flags), iou))
                 result["probs"][str(p)]["runs"][f"{remedy}/{method}"] = {
-                    "iou": iou, "collapsed": flags, "fg_share": [h["fg_share"][-1] for h in hs],
-                    "true_fg_share": hs[0]["true_fg_share"], "curves": [h["miou"] for h in hs],
-                    "epochs": hs[0]["epoch"], "seconds": round(seconds, 1)}
-    print(f"\n{len(train['image'])} training images, {a.n_pp} pixel-perfect, {a.seeds} seeds, "
-          f"{a.dataset} test split ({len(test['image'])} images)\n")
+                    "iou": iou,
+                    "collapsed": flags,
+                    "fg_share": [h["fg_share"][-1] for h in hs],
+                    "true_fg_share": hs[0]["true_fg_share"],
+                    "curves": [h["miou"] for h in hs],
+                    "epochs": hs[0]["epoch"],
+                    "seconds": round(seconds, 1),
+                }
+    print(
+        f"\n{len(train['image'])} training images, {a.n_pp} pixel-perfect, {a.seeds} seeds, "
+        f"{a.dataset} test split ({len(test['image'])} images)\n"
+    )
     print("| car prob. | remedy | row | car IoU (runs not collapsed) | collapsed | per seed |")
     print("| --- | --- | --- | --- | --- | --- |")
     for p, remedy, method, kept, note, n, iou in rows:
-        print(f"| {p} | {remedy} | {method} | {mean_std(kept)}{note} | {n} of {len(iou)} | "
-              f"{', '.join(f'{v:.2f}' for v in iou)} |")
+        print(
+            f"| {p} | {remedy} | {method} | {mean_std(kept)}{note} | {n} of {len(iou)} | "
+            f"{', '.join(f'{v:.2f}' for v in iou)} |"
+        )
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nwrote {a.out}")

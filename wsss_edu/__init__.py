@@ -34,6 +34,7 @@ what a bug report needs), ``course`` (the notebooks copied out of an installed p
 data commands ``prepare_voc_trainaug`` and ``write_toy_voc`` (``python -m wsss_edu.<name>``, as
 ``download``), ``colab`` (the notebooks' Colab install cell).
 """
+
 # The one place the version is written: pyproject.toml reads it (statically, setuptools' ``attr:``),
 # CITATION.cff and CHANGELOG.md repeat it (tests/test_install_hygiene.py checks they agree).
 __version__ = "0.2.0"
@@ -45,4 +46,5 @@ def show_versions(file=None) -> dict:
     (:func:`wsss_edu.versions.show_versions`; also ``python -m wsss_edu.versions``)."""
     # imported on first use: `python -m wsss_edu.versions` must find the module not yet imported
     from .versions import show_versions as show
+
     return show(file)

@@ -29,6 +29,7 @@ One computation per entry at a time: :func:`cached` holds the entry's lock
 ``--shard`` machine on a shared folder) waits for it and loads its result instead of computing it
 again beside it; a killed computation's lock is released by the OS.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,8 +78,10 @@ def _to_storable(obj, where="artifact"):
         return [_to_storable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (torch.Tensor, bool, int, float, str)):
         return obj
-    raise TypeError(f"{where} is a {type(obj).__name__}; an artifact holds only tensors, arrays, "
-                    "numbers, strings and dicts/lists of them (weights_only=True must load it)")
+    raise TypeError(
+        f"{where} is a {type(obj).__name__}; an artifact holds only tensors, arrays, "
+        "numbers, strings and dicts/lists of them (weights_only=True must load it)"
+    )
 
 
 def provenance(params: dict, version=None) -> dict:
@@ -96,8 +99,10 @@ def save_artifact(path, obj, params: dict | None = None, version=None) -> Path:
         torch.save(_to_storable(obj), tmp)
     write_digest(path)
     if params is not None:
-        write_text_atomic(path.with_suffix(".json"), json.dumps(provenance(params, version), indent=2,
-                                                                sort_keys=True, default=str))
+        write_text_atomic(
+            path.with_suffix(".json"),
+            json.dumps(provenance(params, version), indent=2, sort_keys=True, default=str),
+        )
     return path
 
 
@@ -111,7 +116,7 @@ def load_artifact(path):
         raise DataFileError(f"cached artifact {path} cannot be trusted: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:    # a digest of a file that never loaded (written by hand, a bug)
+    except Exception as e:  # a digest of a file that never loaded (written by hand, a bug)
         raise DataFileError(f"cached artifact {path} does not load: {type(e).__name__}: {e}") from e
 
 
@@ -170,11 +175,11 @@ def cached(output_dir, name: str, params: dict, compute, refresh: bool = False, 
     (computing only if it stored nothing). A lock of a killed process is released by the OS."""
     path = artifact_path(output_dir, name, params, version)
     if not refresh:
-        found = _load_if_trusted(path, warn=False)     # without the lock: the common, fast case
+        found = _load_if_trusted(path, warn=False)  # without the lock: the common, fast case
         if found is not _ABSENT:
             return found
     with run_lock(path, math.inf, f"the computation of cache entry {name}/{path.name}"):
-        if not refresh:     # under the lock: another process may have just stored it
+        if not refresh:  # under the lock: another process may have just stored it
             found = _load_if_trusted(path, warn=True)
             if found is not _ABSENT:
                 return found
@@ -193,4 +198,6 @@ def compute_seconds(output_dir, name: str) -> list[float]:
     :func:`cached` measured it; artifacts stored before it measured are left out). A resumed
     computation counts only its last part."""
     folder = Path(output_dir) / "cache" / name
-    return [float(p.read_text()) for p in sorted(folder.glob("*.seconds"))] if folder.exists() else []
+    return (
+        [float(p.read_text()) for p in sorted(folder.glob("*.seconds"))] if folder.exists() else []
+    )

@@ -10,6 +10,7 @@ the feature maps by the spatial mean of the logit's gradient instead, and works 
 Step 1 as the notebooks run it — the classifier trained and cached, its CAMs written to a folder
 and scored, the quick / full profiles — is :mod:`wsss_edu.steps.cam_step`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,15 +34,19 @@ class SmallBackbone(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for i in range(depth):
-            c_out = width * 2 ** i
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                       nn.ReLU(inplace=True),
-                       nn.Conv2d(c_out, c_out, 3, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_out = width * 2**i
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c_in = c_out
         self.body = nn.Sequential(*layers)
         self.out_channels = c_in
-        self.stride = 2 ** depth
+        self.stride = 2**depth
 
     def forward(self, x):
         return self.body(x)
@@ -53,9 +58,19 @@ class _ResNet50Features(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
-        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1,
-                                  net.layer2, net.layer3, net.layer4)
+        net = torchvision_classifier(
+            "resnet50", weights, replace_stride_with_dilation=[False, False, True]
+        )
+        self.body = nn.Sequential(
+            net.conv1,
+            net.bn1,
+            net.relu,
+            net.maxpool,
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         self.out_channels = 2048
         self.stride = 16
 
@@ -94,7 +109,7 @@ class _MobileNetV2Features(nn.Module):
         super().__init__()
         net = torchvision_classifier("mobilenet_v2", weights)
         self.body = net.features
-        for k, block in enumerate(self.body[14:18]):   # the 160- and 320-channel blocks
+        for k, block in enumerate(self.body[14:18]):  # the 160- and 320-channel blocks
             depthwise = block.conv[1][0]
             if k == 0:
                 depthwise.stride = (1, 1)
@@ -113,15 +128,23 @@ class CAMClassifier(nn.Module):
     backbone's resolution (stride ``self.stride``); ``features`` the backbone output.
     """
 
-    def __init__(self, num_classes: int, backbone: str = "small", weights: str | None = None,
-                 freeze_bn: bool = False, **kwargs):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "small",
+        weights: str | None = None,
+        freeze_bn: bool = False,
+        **kwargs,
+    ):
         super().__init__()
         check_choice("backbone", backbone, BACKBONES)
         self.freeze_bn = bool(freeze_bn)
         check_choice("weights", weights, (None, "imagenet"))
         if backbone == "small":
             if weights is not None:
-                raise ParameterError("the small backbone has no pretrained weights: use weights=None")
+                raise ParameterError(
+                    "the small backbone has no pretrained weights: use weights=None"
+                )
             self.backbone = SmallBackbone(**kwargs)
         elif backbone == "resnet50":
             self.backbone = _ResNet50Features(weights)
@@ -172,9 +195,12 @@ class CAMClassifier(nn.Module):
             old = list(self.backbone.parameters())
         ids = {id(p) for p in old}
         new = [p for p in self.parameters() if id(p) not in ids]
-        old = [p for p in old if p.requires_grad]        # frozen blocks stay out
-        return [g for g in ({"params": old, "lr": lr_pretrained}, {"params": new, "lr": lr_new})
-                if g["params"]]
+        old = [p for p in old if p.requires_grad]  # frozen blocks stay out
+        return [
+            g
+            for g in ({"params": old, "lr": lr_pretrained}, {"params": new, "lr": lr_new})
+            if g["params"]
+        ]
 
 
 def class_activation_map(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -184,8 +210,9 @@ def class_activation_map(features: torch.Tensor, weight: torch.Tensor) -> torch.
     return F.relu(torch.einsum("ndhw,kd->nkhw", features, w))
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int,
-             layer: nn.Module | None = None) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module, images: torch.Tensor, class_index: int, layer: nn.Module | None = None
+) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) of one class: alpha_k = spatial mean of
     d logit_c / d A_k, map = relu(sum_k alpha_k A_k), where A is the output of ``layer`` (default:
     the backbone's output, ``model.features``). ``model(images)`` must return the logits (N, K).
@@ -195,8 +222,9 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: int,
     return grad_cams(model, images, layer, classes=[class_index])[:, 0]
 
 
-def grad_cams(model: nn.Module, images: torch.Tensor, layer: nn.Module | None = None,
-              classes=None) -> torch.Tensor:
+def grad_cams(
+    model: nn.Module, images: torch.Tensor, layer: nn.Module | None = None, classes=None
+) -> torch.Tensor:
     """Grad-CAM (see :func:`grad_cam`) of several classes (default: all), one backward pass each.
     Returns (N, len(classes), h, w). Runs with gradients enabled even inside ``torch.no_grad``
     (so it can serve as the ``cam_fn`` of :func:`multiscale_cam`); the model's parameters get no
@@ -205,7 +233,9 @@ def grad_cams(model: nn.Module, images: torch.Tensor, layer: nn.Module | None = 
     layer = layer if layer is not None else model.backbone
     store = {}
 
-    def keep(module, inputs, output):  # a leaf to differentiate against; the layers before get no graph
+    def keep(
+        module, inputs, output
+    ):  # a leaf to differentiate against; the layers before get no graph
         store["a"] = output.detach().requires_grad_(True)
         return store["a"]
 
@@ -217,7 +247,7 @@ def grad_cams(model: nn.Module, images: torch.Tensor, layer: nn.Module | None = 
             classes = range(logits.shape[1]) if classes is None else classes
             maps = []
             for c in classes:
-                grads, = torch.autograd.grad(logits[:, c].sum(), acts, retain_graph=True)
+                (grads,) = torch.autograd.grad(logits[:, c].sum(), acts, retain_graph=True)
                 alpha = grads.mean((2, 3), keepdim=True)
                 maps.append(F.relu((alpha * acts).sum(1)).detach())
     finally:
@@ -226,8 +256,9 @@ def grad_cams(model: nn.Module, images: torch.Tensor, layer: nn.Module | None = 
 
 
 @torch.no_grad()
-def multiscale_cam(cam_fn, images: torch.Tensor, scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True,
-                   size=None) -> torch.Tensor:
+def multiscale_cam(
+    cam_fn, images: torch.Tensor, scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True, size=None
+) -> torch.Tensor:
     """CAMs summed over rescaled copies of ``images`` (N, 3, H, W) and, with ``flip``, their
     horizontal mirrors (flipped back), each upsampled bilinearly to ``size`` (default (H, W));
     IRNet's ``make_cam`` with its default scales. ``cam_fn(images) -> (N, K, h, w)``, e.g.
@@ -235,8 +266,11 @@ def multiscale_cam(cam_fn, images: torch.Tensor, scales=(1.0, 0.5, 1.5, 2.0), fl
     size = tuple(size or images.shape[-2:])
     total = None
     for s in scales:
-        x = images if s == 1 else F.interpolate(images, scale_factor=s, mode="bilinear",
-                                                align_corners=False)
+        x = (
+            images
+            if s == 1
+            else F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
+        )
         views = [(x, False)] + ([(x.flip(-1), True)] if flip else [])
         for v, flipped in views:
             m = cam_fn(v)
@@ -246,8 +280,12 @@ def multiscale_cam(cam_fn, images: torch.Tensor, scales=(1.0, 0.5, 1.5, 2.0), fl
     return total
 
 
-def normalize_cams(cams: torch.Tensor, labels: torch.Tensor | None = None, mode: str = "per_class",
-                   eps: float = 1e-5) -> torch.Tensor:
+def normalize_cams(
+    cams: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    mode: str = "per_class",
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """Scale CAMs (N, K, H, W) to [0, 1] and keep only the image's classes (``labels``, (N, K)
     multi-hot; None keeps all). ``'per_class'``: each class map divided by its own max (+ eps), as
     IRNet; ``'global'``: all maps of an image divided by their common max (+ eps), as paper 001's
@@ -272,7 +310,7 @@ def cams_to_labels(cams: torch.Tensor, bg_threshold: float | None = 0.15) -> tor
     (a map that is not all zero) whose CAM is the largest there, 0 only in an image with none.
     Returns (N, H, W) int64 in 0..K."""
     if bg_threshold is None:
-        present = cams.flatten(2).amax(2) > 0                                   # (N, K)
+        present = cams.flatten(2).amax(2) > 0  # (N, K)
         scores = cams.masked_fill(~present[:, :, None, None], -1.0)
         return torch.where(present.any(1)[:, None, None], scores.argmax(1) + 1, 0)
     bg = torch.full_like(cams[:, :1], bg_threshold)
@@ -293,8 +331,9 @@ def drop_class_labels(labels: torch.Tensor, class_index: int) -> torch.Tensor:
     return out
 
 
-def balance_by_downsampling(labels: torch.Tensor, per_class: int | None = None,
-                            seed: int = 0) -> torch.Tensor:
+def balance_by_downsampling(
+    labels: torch.Tensor, per_class: int | None = None, seed: int = 0
+) -> torch.Tensor:
     """Indices of a class-balanced subset of a multi-label set (paper 001's down-sampling).
 
     Classes are visited from the rarest to the most frequent; each gets random images that contain
@@ -313,12 +352,14 @@ def balance_by_downsampling(labels: torch.Tensor, per_class: int | None = None,
     for c in present[torch.argsort(counts[present], stable=True)]:
         have = int((chosen & labels[:, c]).sum())
         pool = torch.nonzero(labels[:, c] & ~chosen).flatten()
-        take = pool[torch.randperm(len(pool), generator=g)[:max(target - have, 0)]]
+        take = pool[torch.randperm(len(pool), generator=g)[: max(target - have, 0)]]
         chosen[take] = True
     return torch.nonzero(chosen).flatten()
 
 
-def confident_image_mask(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.8) -> torch.Tensor:
+def confident_image_mask(
+    probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.8
+) -> torch.Tensor:
     """Which images go to IRNet (paper 001: "confidence score of classification more than 0.8"):
     those whose every labelled class has a predicted probability above ``threshold``. ``probs``
     (N, K) sigmoid outputs, ``labels`` (N, K) multi-hot. Images without labels are not kept.
@@ -328,7 +369,9 @@ def confident_image_mask(probs: torch.Tensor, labels: torch.Tensor, threshold: f
     return ok & labels.any(1)
 
 
-def multilabel_f1(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def multilabel_f1(
+    probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
+) -> torch.Tensor:
     """F1 score of each class for multi-label predictions ``probs > threshold`` against ``labels``
     (both (N, K)); paper 001 selects its classifier by F1 on image-level labels. A class never
     predicted nor present scores NaN (undefined), not 0 or 1."""
@@ -349,8 +392,13 @@ def multilabel_bce_loss(model, batch):
     return F.binary_cross_entropy_with_logits(model(batch["image"]), batch["labels"].float())
 
 
-def crf_cam_labels(image: np.ndarray, cams: torch.Tensor, bg_threshold: float | None = 0.15,
-                   gt_prob: float = 0.7, params="irn_labels") -> np.ndarray:
+def crf_cam_labels(
+    image: np.ndarray,
+    cams: torch.Tensor,
+    bg_threshold: float | None = 0.15,
+    gt_prob: float = 0.7,
+    params="irn_labels",
+) -> np.ndarray:
     """CAM pseudo-labels refined by a dense CRF on labels, as IRNet post-processes CAMs: the
     background-plane argmax (:func:`cams_to_labels`) over the background and the image's classes
     only (those with a non-zero map), then :func:`crf_label_map`. ``image`` (H, W, 3) uint8,
@@ -362,12 +410,19 @@ def crf_cam_labels(image: np.ndarray, cams: torch.Tensor, bg_threshold: float | 
         return np.zeros(cams.shape[1:], np.int64)
     compact = cams_to_labels(cams[keys][None], bg_threshold)[0].numpy()
     ids = np.concatenate([[0], keys.numpy() + 1])
-    return crf_label_map(image, ids[compact], keys.numpy(), gt_prob, params,
-                         background=bg_threshold is not None)
+    return crf_label_map(
+        image, ids[compact], keys.numpy(), gt_prob, params, background=bg_threshold is not None
+    )
 
 
-def crf_label_map(image: np.ndarray, labels: np.ndarray, keys, gt_prob: float = 0.7,
-                  params="irn_labels", background: bool = True) -> np.ndarray:
+def crf_label_map(
+    image: np.ndarray,
+    labels: np.ndarray,
+    keys,
+    gt_prob: float = 0.7,
+    params="irn_labels",
+    background: bool = True,
+) -> np.ndarray:
     """A label map (H, W) of class ids 0..K refined by a label CRF
     (:func:`wsss_edu.crf.crf_on_labels`) that lets only the background and the image's classes
     ``keys`` (indices among the K foreground classes) compete; ``background=False`` (a dataset

@@ -17,6 +17,7 @@ Where from: ``$WSSS_EDU_SOURCE`` if set, else ``wsss_edu[notebooks]`` from PyPI.
 (``git+https://github.com/<owner>/wsss_edu``) is installed with the notebooks extra
 (``wsss_edu[notebooks] @ <url>``); any other value is given to pip as it is.
 """
+
 from __future__ import annotations
 
 import re
@@ -96,16 +97,20 @@ def add_install_cell(source: str, name: str = "notebook") -> str:
     heads = _cells(lines)
     code = [i for i in heads if _is_code_header(lines[i])]
     if not code or not _has_tag(lines[code[0]], "parameters"):
-        raise ValueError(f"{name}: the first code cell is not tagged 'parameters' (the course's "
-                         "rule); the Colab cell goes right after it")
+        raise ValueError(
+            f"{name}: the first code cell is not tagged 'parameters' (the course's "
+            "rule); the Colab cell goes right after it"
+        )
     after = [i for i in heads if i > code[0]]
     at = after[0] if after else len(lines)
     early = [i + 1 for i in range(at) if _IMPORT.match(lines[i])]
     if early:
-        raise ValueError(f"{name}: line {early[0]} imports wsss_edu before the Colab install cell "
-                         "would run; move the import below the parameters cell")
+        raise ValueError(
+            f"{name}: line {early[0]} imports wsss_edu before the Colab install cell "
+            "would run; move the import below the parameters cell"
+        )
     cell = [CELL_HEADER, *INSTALL_CELL.splitlines()]
-    if after:     # a blank line, then the next cell, as between the other cells
+    if after:  # a blank line, then the next cell, as between the other cells
         new = lines[:at] + cell + [""] + lines[at:]
     else:
         new = lines + ([""] if lines and lines[-1].strip() else []) + cell
@@ -127,7 +132,9 @@ def add_to_files(paths) -> list[Path]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] != "add":
-        print("usage: python -m wsss_edu.colab add NOTEBOOK_SOURCE.py...   (e.g. notebooks/src/*.py)")
+        print(
+            "usage: python -m wsss_edu.colab add NOTEBOOK_SOURCE.py...   (e.g. notebooks/src/*.py)"
+        )
         return 2
     for p in add_to_files(argv[1:]):
         print(f"added the Colab install cell to {p}")

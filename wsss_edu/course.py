@@ -15,6 +15,7 @@ The copy holds a marker file (:data:`COURSE_MARKER`): a notebook run anywhere un
 takes it as the course's root (:func:`wsss_edu.params.repo_root`), so its default OUTPUT_DIR is
 ``DIR/runs`` and ``python -m wsss_edu.runner`` run in DIR finds ``DIR/notebooks``, as in a checkout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,11 @@ from .errors import ParameterError, WsssError
 from .io import atomic_path, user_path, write_text_atomic
 
 COURSE_FILES = (
-    "notebooks/[0-9][0-9]*_*.ipynb",    # the course notebooks, with their solutions
-    "notebooks/conftest.py",            # nbval's settings (pytest --nbval-lax notebooks)
-    "students/[0-9][0-9]*_*.ipynb",     # the same notebooks with exercises to fill in
-    "data_scripts/*.py",                # the checkout's data commands (= python -m wsss_edu.download ...)
-    "data_scripts/README.md",           # the datasets, their licences and layouts
+    "notebooks/[0-9][0-9]*_*.ipynb",  # the course notebooks, with their solutions
+    "notebooks/conftest.py",  # nbval's settings (pytest --nbval-lax notebooks)
+    "students/[0-9][0-9]*_*.ipynb",  # the same notebooks with exercises to fill in
+    "data_scripts/*.py",  # the checkout's data commands (= python -m wsss_edu.download ...)
+    "data_scripts/README.md",  # the datasets, their licences and layouts
 )
 """Glob patterns, relative to the course's root (the repository's top folder), of the files that
 make up the course. Read statically (``ast.literal_eval``) by ``setup.py``: keep it a literal."""
@@ -76,8 +77,9 @@ def find_course_root(start) -> Path | None:
 def course_files(root) -> list[Path]:
     """The course files under ``root`` (paths relative to it, sorted), by :data:`COURSE_FILES`."""
     root = Path(root)
-    return sorted({p.relative_to(root) for pattern in COURSE_FILES for p in root.glob(pattern)
-                   if p.is_file()})
+    return sorted(
+        {p.relative_to(root) for pattern in COURSE_FILES for p in root.glob(pattern) if p.is_file()}
+    )
 
 
 def course_source() -> Path:
@@ -91,15 +93,20 @@ def course_source() -> Path:
     raise CourseNotFoundError(
         f"no course notebooks found in {' or '.join(str(c) for c in candidates)}: this wsss_edu "
         f"was installed without the course files. Reinstall it from a wheel built by its setup.py "
-        f"(pip install \"wsss_edu[notebooks]\", or pip install <the repository>), or clone the "
-        f"repository and open its notebooks/ folder.")
+        f'(pip install "wsss_edu[notebooks]", or pip install <the repository>), or clone the '
+        f"repository and open its notebooks/ folder."
+    )
 
 
 def _clashes(source: Path, dest: Path, files: list[Path]) -> list[Path]:
     """The files of ``files`` that exist in ``dest`` with other contents than in ``source``
     (an identical file is no clash: copying it again changes nothing)."""
-    return [rel for rel in files if (dest / rel).exists()
-            and not ((dest / rel).is_file() and filecmp.cmp(source / rel, dest / rel, shallow=False))]
+    return [
+        rel
+        for rel in files
+        if (dest / rel).exists()
+        and not ((dest / rel).is_file() and filecmp.cmp(source / rel, dest / rel, shallow=False))
+    ]
 
 
 def copy_course(dest, force: bool = False, source=None) -> list[Path]:
@@ -122,9 +129,11 @@ def copy_course(dest, force: bool = False, source=None) -> list[Path]:
     clashes = [] if force else _clashes(source, dest, files)
     if clashes:
         shown = "\n  ".join(str(dest / rel) for rel in clashes)
-        raise ParameterError(f"{len(clashes)} file(s) in {dest} differ from the course's and would "
-                             f"be replaced:\n  {shown}\nMove them away (your work in them is kept "
-                             f"that way), choose another folder, or pass --force to replace them.")
+        raise ParameterError(
+            f"{len(clashes)} file(s) in {dest} differ from the course's and would "
+            f"be replaced:\n  {shown}\nMove them away (your work in them is kept "
+            f"that way), choose another folder, or pass --force to replace them."
+        )
     written = []
     for rel in files:
         target = dest / rel
@@ -133,10 +142,18 @@ def copy_course(dest, force: bool = False, source=None) -> list[Path]:
         with atomic_path(target) as tmp:
             shutil.copyfile(source / rel, tmp)
         written.append(target)
-    write_text_atomic(dest / COURSE_MARKER, json.dumps(
-        {"wsss_edu": _version(), "copied_from": str(source),
-         "note": "the root of a copy of the wsss_edu course (python -m wsss_edu.course copy)"},
-        indent=2) + "\n")
+    write_text_atomic(
+        dest / COURSE_MARKER,
+        json.dumps(
+            {
+                "wsss_edu": _version(),
+                "copied_from": str(source),
+                "note": "the root of a copy of the wsss_edu course (python -m wsss_edu.course copy)",
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     return written
 
 
@@ -145,27 +162,38 @@ def next_steps(dest: Path) -> list[str]:
     extra first when JupyterLab is missing), and where the data commands are."""
     steps = []
     if importlib.util.find_spec("jupyterlab") is None:
-        steps.append('pip install "wsss_edu[notebooks]"     # JupyterLab, papermill (not installed yet)')
-    steps += [f"cd {dest}", "jupyter lab                          # open notebooks/00_*.ipynb "
-              "(students/: the same with exercises)",
-              "python -m wsss_edu.download --help   # the real datasets (data_scripts/README.md)"]
+        steps.append(
+            'pip install "wsss_edu[notebooks]"     # JupyterLab, papermill (not installed yet)'
+        )
+    steps += [
+        f"cd {dest}",
+        "jupyter lab                          # open notebooks/00_*.ipynb "
+        "(students/: the same with exercises)",
+        "python -m wsss_edu.download --help   # the real datasets (data_scripts/README.md)",
+    ]
     return steps
 
 
 def main(argv=None) -> int:
     """``copy DIR [--force]``: copy the course, list what was written and what to run next."""
-    ap = argparse.ArgumentParser(prog=COMMAND, description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=COMMAND, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="copy")
-    cp = sub.add_parser("copy", help="copy the notebooks, students' versions and data scripts into DIR")
+    cp = sub.add_parser(
+        "copy", help="copy the notebooks, students' versions and data scripts into DIR"
+    )
     cp.add_argument("dir", metavar="DIR", help="the folder to copy into (made if missing)")
-    cp.add_argument("--force", action="store_true",
-                    help="replace files of DIR that differ from the course's (default: refuse)")
+    cp.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files of DIR that differ from the course's (default: refuse)",
+    )
     args = ap.parse_args(argv)
     try:
         source = course_source()
         written = copy_course(args.dir, force=args.force, source=source)
-    except WsssError as e:       # the message names the fix; no traceback
+    except WsssError as e:  # the message names the fix; no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     dest = user_path(args.dir)
@@ -173,9 +201,11 @@ def main(argv=None) -> int:
     counts = {}
     for rel in files:
         counts[rel.parts[0]] = counts.get(rel.parts[0], 0) + 1
-    print(f"copied the wsss_edu {_version()} course from {source} into {dest}: {len(written)} file(s) "
-          f"written, {len(files) - len(written)} already there "
-          f"({', '.join(f'{k}/: {v}' for k, v in counts.items())})")
+    print(
+        f"copied the wsss_edu {_version()} course from {source} into {dest}: {len(written)} file(s) "
+        f"written, {len(files) - len(written)} already there "
+        f"({', '.join(f'{k}/: {v}' for k, v in counts.items())})"
+    )
     print("next:\n  " + "\n  ".join(next_steps(dest)))
     return 0
 

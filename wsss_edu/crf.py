@@ -19,6 +19,7 @@ Two backends compute the same model (``backend=`` on every public function):
   :func:`_inference_torch` for the approximation and its measured error);
 * ``'auto'`` (default) — pydensecrf when it imports, else torch (with a one-time warning).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,6 +49,7 @@ class CRFBackendMissing(WsssError, ImportError):
 @dataclass(frozen=True)
 class CRFParams:
     """Pairwise terms and iterations. Defaults: IRN's label CRF."""
+
     gauss_sxy: float = 3.0
     gauss_compat: float = 3.0
     bilateral_sxy: float = 50.0
@@ -71,11 +73,15 @@ def _image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must be (H, W, 3) RGB, got shape {img.shape}")
     if img.dtype != np.uint8:
         if img.max() <= 1.0:
-            raise ValueError("image must be uint8 0-255 RGB (got floats in 0-1: multiply by 255 and "
-                             "cast to uint8, after undoing any mean/std normalisation)")
+            raise ValueError(
+                "image must be uint8 0-255 RGB (got floats in 0-1: multiply by 255 and "
+                "cast to uint8, after undoing any mean/std normalisation)"
+            )
         img = np.clip(img, 0, 255).astype(np.uint8)
     img = np.ascontiguousarray(img)
-    return img if img.flags.writeable else img.copy()   # pydensecrf refuses read-only buffers (PIL's)
+    return (
+        img if img.flags.writeable else img.copy()
+    )  # pydensecrf refuses read-only buffers (PIL's)
 
 
 def _params(params) -> CRFParams:
@@ -97,9 +103,12 @@ def _pydensecrf_imports() -> bool:
 @functools.cache
 def _warn_torch_fallback() -> None:
     """Say once per process that the torch backend stands in for a missing pydensecrf."""
-    warnings.warn("pydensecrf is not installed: the dense CRF runs on wsss_edu's PyTorch backend "
-                  "(wsss_edu.crf_torch; exact up to 64x64 pixels, a coarser grid above). For the "
-                  f"reference codes' backend: {INSTALL_PYDENSECRF}", stacklevel=3)
+    warnings.warn(
+        "pydensecrf is not installed: the dense CRF runs on wsss_edu's PyTorch backend "
+        "(wsss_edu.crf_torch; exact up to 64x64 pixels, a coarser grid above). For the "
+        f"reference codes' backend: {INSTALL_PYDENSECRF}",
+        stacklevel=3,
+    )
 
 
 def resolve_backend(backend: str = "auto") -> str:
@@ -112,14 +121,18 @@ def resolve_backend(backend: str = "auto") -> str:
     if _pydensecrf_imports():
         return "pydensecrf"
     if backend == "pydensecrf":
-        raise CRFBackendMissing(f"backend='pydensecrf' but pydensecrf does not import; install it with "
-                                f"{INSTALL_PYDENSECRF} (it builds from source: needs a C++ compiler), "
-                                "or pass backend='torch' (or 'auto') to use wsss_edu's PyTorch CRF")
+        raise CRFBackendMissing(
+            f"backend='pydensecrf' but pydensecrf does not import; install it with "
+            f"{INSTALL_PYDENSECRF} (it builds from source: needs a C++ compiler), "
+            "or pass backend='torch' (or 'auto') to use wsss_edu's PyTorch CRF"
+        )
     _warn_torch_fallback()
     return "torch"
 
 
-def _inference(unary: np.ndarray, image: np.ndarray, p: CRFParams, backend: str = "auto") -> np.ndarray:
+def _inference(
+    unary: np.ndarray, image: np.ndarray, p: CRFParams, backend: str = "auto"
+) -> np.ndarray:
     """The single dispatch point: marginals (C, H, W) float32 of the dense CRF with unary energies
     ``unary`` (C, H, W) on ``image`` (H, W, 3) uint8, by the backend ``backend`` resolves to."""
     if resolve_backend(backend) == "pydensecrf":
@@ -134,14 +147,16 @@ def _inference_pydensecrf(unary: np.ndarray, image: np.ndarray, p: CRFParams) ->
     d = dcrf.DenseCRF2D(w, h, c)
     d.setUnaryEnergy(np.ascontiguousarray(unary.reshape(c, -1), dtype=np.float32))
     d.addPairwiseGaussian(sxy=p.gauss_sxy, compat=p.gauss_compat)
-    d.addPairwiseBilateral(sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=image,
-                           compat=p.bilateral_compat)
+    d.addPairwiseBilateral(
+        sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=image, compat=p.bilateral_compat
+    )
     q = d.inference(int(p.iterations))
     return np.asarray(q, np.float32).reshape(c, h, w)
 
 
-def _inference_torch(unary: np.ndarray, image: np.ndarray, p: CRFParams,
-                     max_pixels: int = TORCH_EXACT_PIXELS) -> np.ndarray:
+def _inference_torch(
+    unary: np.ndarray, image: np.ndarray, p: CRFParams, max_pixels: int = TORCH_EXACT_PIXELS
+) -> np.ndarray:
     """:func:`wsss_edu.crf_torch.dense_crf`, exact when H * W <= ``max_pixels``. Larger images: the
     approximation is a coarser grid of at most ``max_pixels`` pixels (side factor
     s = sqrt(max_pixels / (H * W))), as :func:`crf_on_scores_rescaled`: the image resized, the
@@ -155,8 +170,16 @@ def _inference_torch(unary: np.ndarray, image: np.ndarray, p: CRFParams,
     times the 64 x 64 one (~280x here, an estimate)."""
     c, h, w = unary.shape
     if h * w <= max_pixels:
-        return dense_crf(unary, image, p.gauss_sxy, p.gauss_compat, p.bilateral_sxy, p.bilateral_srgb,
-                         p.bilateral_compat, p.iterations)
+        return dense_crf(
+            unary,
+            image,
+            p.gauss_sxy,
+            p.gauss_compat,
+            p.bilateral_sxy,
+            p.bilateral_srgb,
+            p.bilateral_compat,
+            p.iterations,
+        )
     scale = math.sqrt(max_pixels / (h * w))
     size = (max(1, int(h * scale)), max(1, int(w * scale)))
     e = np.exp(-(unary - unary.min(0, keepdims=True)))
@@ -172,8 +195,13 @@ def _coarse_grid(image: np.ndarray, probs: np.ndarray, size) -> tuple:
     import torch
     import torch.nn.functional as F
 
-    small = F.interpolate(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float(),
-                          size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    small = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float(),
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )[0]
     small = np.ascontiguousarray(small.round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
     p = F.adaptive_avg_pool2d(torch.as_tensor(np.asarray(probs, np.float32))[None], size)[0].numpy()
     return small, p
@@ -182,7 +210,9 @@ def _coarse_grid(image: np.ndarray, probs: np.ndarray, size) -> tuple:
 def _scaled_widths(p: CRFParams, scale: float) -> CRFParams:
     """``p`` with both spatial widths times ``scale``: kernels that cover the same part of an image
     resized by ``scale``."""
-    return dataclasses.replace(p, gauss_sxy=p.gauss_sxy * scale, bilateral_sxy=p.bilateral_sxy * scale)
+    return dataclasses.replace(
+        p, gauss_sxy=p.gauss_sxy * scale, bilateral_sxy=p.bilateral_sxy * scale
+    )
 
 
 def _resize_marginals(q: np.ndarray, size) -> np.ndarray:
@@ -190,10 +220,14 @@ def _resize_marginals(q: np.ndarray, size) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    return F.interpolate(torch.from_numpy(q)[None], size=size, mode="bilinear", align_corners=False)[0].numpy()
+    return F.interpolate(
+        torch.from_numpy(q)[None], size=size, mode="bilinear", align_corners=False
+    )[0].numpy()
 
 
-def crf_on_scores(image: np.ndarray, probs: np.ndarray, params="rrm_train", backend: str = "auto") -> np.ndarray:
+def crf_on_scores(
+    image: np.ndarray, probs: np.ndarray, params="rrm_train", backend: str = "auto"
+) -> np.ndarray:
     """Dense CRF on class probabilities ``probs`` (C, H, W) for ``image`` (H, W, 3) uint8 RGB.
     Unary = -log(clip(p, 1e-5, 1)) — pydensecrf's ``unary_from_softmax``, which the RRM and URN
     reference codes call —, probabilities used as given (not renormalised). ``backend``: 'auto',
@@ -206,8 +240,13 @@ def crf_on_scores(image: np.ndarray, probs: np.ndarray, params="rrm_train", back
     return _inference(unary, img, _params(params), backend)
 
 
-def crf_on_scores_rescaled(image: np.ndarray, probs: np.ndarray, params="rrm_train",
-                           scale: float = 1.0, backend: str = "auto") -> np.ndarray:
+def crf_on_scores_rescaled(
+    image: np.ndarray,
+    probs: np.ndarray,
+    params="rrm_train",
+    scale: float = 1.0,
+    backend: str = "auto",
+) -> np.ndarray:
     """:func:`crf_on_scores` run on a grid ``scale`` times the image's side, a speed option: the
     CRF's cost grows with the pixel count (a 320x213 photo with four classes takes ~0.2 s at 10
     iterations; 0.5 costs a quarter). The image is resized (bilinear), ``probs`` averaged over
@@ -227,8 +266,14 @@ def crf_on_scores_rescaled(image: np.ndarray, probs: np.ndarray, params="rrm_tra
     return _resize_marginals(q, (h, w))
 
 
-def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_classes: int, gt_prob: float = 0.7,
-                  params="irn_labels", backend: str = "auto") -> np.ndarray:
+def crf_on_labels(
+    image: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    gt_prob: float = 0.7,
+    params="irn_labels",
+    backend: str = "auto",
+) -> np.ndarray:
     """Dense CRF on a hard label map ``labels`` (H, W) with values 0..num_classes-1: each pixel's
     given label has probability ``gt_prob``, the others share the rest (``unary_from_labels``
     without its 'zero = unsure' convention: every label counts). ``backend`` as in
@@ -238,7 +283,9 @@ def crf_on_labels(image: np.ndarray, labels: np.ndarray, num_classes: int, gt_pr
     if labels.shape != img.shape[:2]:
         raise ValueError(f"labels are {labels.shape} but the image is {img.shape[:2]}")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}; got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1}; got {labels.min()}..{labels.max()}"
+        )
     other = (1.0 - gt_prob) / max(num_classes - 1, 1)
     probs = np.full((num_classes,) + labels.shape, other, np.float32)
     np.put_along_axis(probs, labels[None], gt_prob, axis=0)
@@ -278,6 +325,10 @@ def crf_map(images, inputs, kind: str = "scores", processes: int = 1, **kwargs) 
     if processes <= 1 or len(jobs) <= 1:
         return [_crf_job(j) for j in jobs]
     threads = max(1, torch.get_num_threads() // processes)
-    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"), initializer=_crf_worker_threads,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        processes,
+        mp_context=mp.get_context("spawn"),
+        initializer=_crf_worker_threads,
+        initargs=(threads,),
+    ) as pool:
         return list(pool.map(_crf_job, jobs, chunksize=max(1, len(jobs) // (4 * processes))))

@@ -35,6 +35,7 @@ pydensecrf's permutohedral lattice only approximates these Gaussian sums (its ke
 blockier), so the two backends agree closely but not exactly: see ``tests/test_crf_torch.py`` for
 the measured agreement.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,15 +81,15 @@ def spatial_filter(values: torch.Tensor, h: int, w: int, sxy: float) -> torch.Te
     kx = gaussian_kernel(xs[:, None], xs[:, None]).to(values.dtype)
     ky = gaussian_kernel(ys[:, None], ys[:, None]).to(values.dtype)
     v = values.reshape(-1, h, w)
-    return (ky @ v @ kx).reshape(values.shape)       # both kernels are symmetric
+    return (ky @ v @ kx).reshape(values.shape)  # both kernels are symmetric
 
 
 def bilateral_blocks(features: torch.Tensor, chunk: int, dtype):
     """The appearance kernel K (paper eq. 3) as (chunk, N) row blocks, one at a time, for
     ``features`` (N, d) (a generator: only one block exists unless the caller keeps them)."""
-    f = (features - features.mean(0)).to(dtype)                    # shift-invariant, smaller numbers
+    f = (features - features.mean(0)).to(dtype)  # shift-invariant, smaller numbers
     for start in range(0, f.shape[0], chunk):
-        yield gaussian_kernel(f[start:start + chunk], f)
+        yield gaussian_kernel(f[start : start + chunk], f)
 
 
 def bilateral_filter(values: torch.Tensor, blocks) -> torch.Tensor:
@@ -130,9 +131,19 @@ def local_update(unary: torch.Tensor, pairwise: torch.Tensor) -> torch.Tensor:
     return torch.softmax(-unary - pairwise, dim=0)
 
 
-def dense_crf(unary: np.ndarray, image: np.ndarray, gauss_sxy: float, gauss_compat: float,
-              bilateral_sxy: float, bilateral_srgb: float, bilateral_compat: float, iterations: int,
-              chunk: int = 1024, cache_mib: float = 64, dtype=torch.float32) -> np.ndarray:
+def dense_crf(
+    unary: np.ndarray,
+    image: np.ndarray,
+    gauss_sxy: float,
+    gauss_compat: float,
+    bilateral_sxy: float,
+    bilateral_srgb: float,
+    bilateral_compat: float,
+    iterations: int,
+    chunk: int = 1024,
+    cache_mib: float = 64,
+    dtype=torch.float32,
+) -> np.ndarray:
     """Mean-field inference (paper Algorithm 1 / eq. 4) of the dense CRF with unary energies
     ``unary`` (C, H, W), a smoothness kernel (``gauss_sxy``, weight ``gauss_compat``) and an
     appearance kernel (``bilateral_sxy``, ``bilateral_srgb``, ``bilateral_compat``) on ``image``
@@ -149,16 +160,16 @@ def dense_crf(unary: np.ndarray, image: np.ndarray, gauss_sxy: float, gauss_comp
     u = torch.as_tensor(np.asarray(unary).reshape(c, n), dtype=dtype)
     feats = bilateral_features(image, bilateral_sxy, bilateral_srgb)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    if n * n * itemsize <= cache_mib * 2 ** 20:
+    if n * n * itemsize <= cache_mib * 2**20:
         cached = list(bilateral_blocks(feats, chunk, dtype))
-        appearance = lambda v: bilateral_filter(v, cached)            # noqa: E731
+        appearance = lambda v: bilateral_filter(v, cached)  # noqa: E731
     else:
-        appearance = lambda v: bilateral_filter(v, bilateral_blocks(feats, chunk, dtype))   # noqa: E731
+        appearance = lambda v: bilateral_filter(v, bilateral_blocks(feats, chunk, dtype))  # noqa: E731
     kernels = [lambda v: spatial_filter(v, h, w, gauss_sxy), appearance]
     weights = [gauss_compat, bilateral_compat]
     ones = torch.ones(1, n, dtype=dtype)
     norms = [symmetric_normaliser(k(ones)[0]) for k in kernels]
-    q = torch.softmax(-u, dim=0)                                   # Algorithm 1: initialise
+    q = torch.softmax(-u, dim=0)  # Algorithm 1: initialise
     for _ in range(int(iterations)):
         messages = [normalised_message(q, k, nm) for k, nm in zip(kernels, norms)]
         q = local_update(u, potts_pairwise(messages, weights))

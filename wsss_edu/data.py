@@ -1,6 +1,7 @@
 """From samples to tensors: normalisation with torchvision's ImageNet mean/std, batching of
 stacked arrays, flips, batches of samples of one size (:func:`same_size_batches`). Kept separate
 from the datasets so every method shares one convention."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,7 @@ def item_rng() -> np.random.Generator:
     seed_everything` seeds it in the main process, so augmentations differ across workers and
     epochs yet reproduce run to run (a generator stored on the dataset would be copied into each
     worker and replay the same draws every epoch)."""
-    return np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -71,18 +72,32 @@ class ArrayDataset(torch.utils.data.Dataset):
         return out
 
 
-AUGMENTS = ("flip", "strong")   # a random horizontal flip only | paper 001's strong augmentation
+AUGMENTS = ("flip", "strong")  # a random horizontal flip only | paper 001's strong augmentation
 
 # Paper 001 lists its "strong augmentation" by name only (horizontal flip, shift, scale, rotate,
 # Gauss noise, random brightness and contrast, median blur, RGB shift: the names of the
 # albumentations transforms). The ranges below are those transforms' usual defaults, each
 # applied with probability 0.5 — the paper gives none of them.
-STRONG = dict(p=0.5, shift=0.0625, scale=0.1, rotate=45.0, noise_var=(10.0, 50.0),
-              brightness=0.2, contrast=0.2, median=(3, 5, 7), rgb_shift=20.0)
+STRONG = dict(
+    p=0.5,
+    shift=0.0625,
+    scale=0.1,
+    rotate=45.0,
+    noise_var=(10.0, 50.0),
+    brightness=0.2,
+    contrast=0.2,
+    median=(3, 5, 7),
+    rgb_shift=20.0,
+)
 
 
-def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, settings=None,
-                   weight: np.ndarray | None = None):
+def strong_augment(
+    img: np.ndarray,
+    mask: np.ndarray,
+    gen: np.random.Generator,
+    settings=None,
+    weight: np.ndarray | None = None,
+):
     """Paper 001's strong augmentation of one (H, W, 3) uint8 image and its (H, W) uint8 label map
     (a mask, or IRNet's relation labels): the geometric transforms (flip; shift, scale and rotate
     as one affine map) move both — the labels by nearest neighbour, 255 where the image has no
@@ -107,15 +122,35 @@ def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, 
         angle = float(gen.uniform(-st["rotate"], st["rotate"]))
         factor = float(gen.uniform(1 - st["scale"], 1 + st["scale"]))
         shift = [int(round(gen.uniform(-st["shift"], st["shift"]) * n)) for n in (w, h)]
-        t_img = TF.affine(torch.from_numpy(img).permute(2, 0, 1), angle=angle, translate=shift, scale=factor,
-                          shear=[0.0], interpolation=InterpolationMode.BILINEAR, fill=0)
-        t_mask = TF.affine(torch.from_numpy(mask)[None], angle=angle, translate=shift, scale=factor,
-                           shear=[0.0], interpolation=InterpolationMode.NEAREST, fill=255)
+        t_img = TF.affine(
+            torch.from_numpy(img).permute(2, 0, 1),
+            angle=angle,
+            translate=shift,
+            scale=factor,
+            shear=[0.0],
+            interpolation=InterpolationMode.BILINEAR,
+            fill=0,
+        )
+        t_mask = TF.affine(
+            torch.from_numpy(mask)[None],
+            angle=angle,
+            translate=shift,
+            scale=factor,
+            shear=[0.0],
+            interpolation=InterpolationMode.NEAREST,
+            fill=255,
+        )
         img, mask = t_img.permute(1, 2, 0).contiguous().numpy(), t_mask[0].contiguous().numpy()
         if weight is not None:
-            t_w = TF.affine(torch.from_numpy(np.ascontiguousarray(weight, np.float32))[None], angle=angle,
-                            translate=shift, scale=factor, shear=[0.0], interpolation=InterpolationMode.NEAREST,
-                            fill=0.0)
+            t_w = TF.affine(
+                torch.from_numpy(np.ascontiguousarray(weight, np.float32))[None],
+                angle=angle,
+                translate=shift,
+                scale=factor,
+                shear=[0.0],
+                interpolation=InterpolationMode.NEAREST,
+                fill=0.0,
+            )
             weight = t_w[0].numpy()
     x = img.astype(np.float32)
     if gen.random() < p:
@@ -128,10 +163,16 @@ def strong_augment(img: np.ndarray, mask: np.ndarray, gen: np.random.Generator, 
         x = x + gen.uniform(-st["rgb_shift"], st["rgb_shift"], 3)
     img = np.clip(np.round(x), 0, 255).astype(np.uint8)
     if gen.random() < p:
-        img = np.asarray(Image.fromarray(img).filter(ImageFilter.MedianFilter(int(gen.choice(st["median"])))))
+        img = np.asarray(
+            Image.fromarray(img).filter(ImageFilter.MedianFilter(int(gen.choice(st["median"]))))
+        )
     if weight is None:
         return np.ascontiguousarray(img), np.ascontiguousarray(mask)
-    return np.ascontiguousarray(img), np.ascontiguousarray(mask), np.ascontiguousarray(weight, np.float32)
+    return (
+        np.ascontiguousarray(img),
+        np.ascontiguousarray(mask),
+        np.ascontiguousarray(weight, np.float32),
+    )
 
 
 class SegTransformDataset(torch.utils.data.Dataset):
@@ -147,10 +188,22 @@ class SegTransformDataset(torch.utils.data.Dataset):
     'flip' (the above) or 'strong' (paper 001: :func:`strong_augment` first, then the above).
     """
 
-    def __init__(self, dataset, crop: int | None = None, scale=(0.5, 1.5), flip: bool = False,
-                 augment: str = "flip"):
+    def __init__(
+        self,
+        dataset,
+        crop: int | None = None,
+        scale=(0.5, 1.5),
+        flip: bool = False,
+        augment: str = "flip",
+    ):
         check_choice("augment", augment, AUGMENTS)
-        self.dataset, self.crop, self.scale, self.flip, self.augment = dataset, crop, scale, flip, augment
+        self.dataset, self.crop, self.scale, self.flip, self.augment = (
+            dataset,
+            crop,
+            scale,
+            flip,
+            augment,
+        )
 
     def __len__(self):
         return len(self.dataset)
@@ -160,19 +213,25 @@ class SegTransformDataset(torch.utils.data.Dataset):
         img, mask, weight = s["image"], s["mask"], s.get("weight")
         valid = None
         if self.augment == "strong":
-            moved = strong_augment(np.asarray(img, np.uint8), np.asarray(mask, np.uint8), item_rng(),
-                                   weight=weight)
+            moved = strong_augment(
+                np.asarray(img, np.uint8), np.asarray(mask, np.uint8), item_rng(), weight=weight
+            )
             img, mask = moved[:2]
             weight = moved[2] if weight is not None else None
         if self.crop is not None:
-            out = random_scale_crop_flip(img, mask, self.crop, self.scale, item_rng(), weight, with_valid=True)
+            out = random_scale_crop_flip(
+                img, mask, self.crop, self.scale, item_rng(), weight, with_valid=True
+            )
             img, mask, valid = out[0], out[1], out[-1]
             weight = out[2] if weight is not None else None
         elif self.flip and item_rng().random() < 0.5:
             img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
             weight = None if weight is None else np.ascontiguousarray(weight[:, ::-1])
-        out = {"image": images_to_tensor(img)[0], "mask": torch.from_numpy(mask.astype(np.int64)),
-               "labels": torch.as_tensor(s["labels"])}
+        out = {
+            "image": images_to_tensor(img)[0],
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "labels": torch.as_tensor(s["labels"]),
+        }
         if weight is not None:
             out["weight"] = torch.from_numpy(np.asarray(weight, np.float32))
         if valid is not None:
@@ -180,8 +239,9 @@ class SegTransformDataset(torch.utils.data.Dataset):
         return out
 
 
-def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, gen, weight=None,
-                           with_valid: bool = False):
+def random_scale_crop_flip(
+    img: np.ndarray, mask: np.ndarray, crop: int, scale, gen, weight=None, with_valid: bool = False
+):
     """Rescale by a random factor in ``scale`` (bilinear image, nearest mask), pad to at least
     ``crop`` (image 0, mask 255), take a random ``crop``×``crop`` window, flip with p = 0.5.
     ``weight`` (a per-pixel float map, e.g. URN's loss weight) follows the mask (nearest, padded
@@ -195,7 +255,9 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, 
     img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
     mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
     if weight is not None:
-        weight = np.asarray(Image.fromarray(np.asarray(weight, np.float32)).resize((nw, nh), Image.NEAREST))
+        weight = np.asarray(
+            Image.fromarray(np.asarray(weight, np.float32)).resize((nw, nh), Image.NEAREST)
+        )
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
     valid = np.ones((nh + ph, nw + pw), bool)
     valid[nh:], valid[:, nw:] = False, False
@@ -205,9 +267,9 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, crop: int, scale, 
         weight = None if weight is None else np.pad(weight, ((0, ph), (0, pw)))
     y = gen.integers(0, mask.shape[0] - crop + 1)
     x = gen.integers(0, mask.shape[1] - crop + 1)
-    img, mask = img[y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
-    weight = None if weight is None else weight[y:y + crop, x:x + crop]
-    valid = valid[y:y + crop, x:x + crop]
+    img, mask = img[y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]
+    weight = None if weight is None else weight[y : y + crop, x : x + crop]
+    valid = valid[y : y + crop, x : x + crop]
     if gen.random() < 0.5:
         img, mask, valid = img[:, ::-1], mask[:, ::-1], valid[:, ::-1]
         weight = None if weight is None else weight[:, ::-1]
@@ -231,8 +293,9 @@ def resize_sample(sample: dict, size) -> dict:
         if k in sample:
             out[k] = np.asarray(Image.fromarray(sample[k]).resize((nw, nh), Image.NEAREST))
     if sample.get("instances") is not None:
-        out["instances"] = np.asarray(Image.fromarray(sample["instances"].astype(np.int32))
-                                      .resize((nw, nh), Image.NEAREST))
+        out["instances"] = np.asarray(
+            Image.fromarray(sample["instances"].astype(np.int32)).resize((nw, nh), Image.NEAREST)
+        )
     b = sample["boxes"].astype(np.float64) * [nw / w, nh / h, nw / w, nh / h]
     b[:, :2] = np.clip(np.floor(b[:, :2]), 0, [nw - 1, nh - 1])
     b[:, 2:] = np.clip(np.maximum(np.ceil(b[:, 2:]), b[:, :2] + 1), 1, [nw, nh])
@@ -251,7 +314,9 @@ class Relabeled(torch.utils.data.Dataset):
         self.dataset = dataset
         self.labels = None if labels is None else np.asarray(labels, np.float32)
         if self.labels is not None and len(self.labels) != len(dataset):
-            raise ValueError(f"labels has {len(self.labels)} rows but the dataset has {len(dataset)} images")
+            raise ValueError(
+                f"labels has {len(self.labels)} rows but the dataset has {len(dataset)} images"
+            )
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, np.int64)
         self.num_classes = getattr(dataset, "num_classes", None)
         self.classes = getattr(dataset, "classes", None)
@@ -277,7 +342,7 @@ def same_size_batches(dataset, batch_size: int, indices=None):
     """Consecutive samples of ``dataset`` grouped into lists of at most ``batch_size`` samples
     that share one image size (so they stack into one tensor); yields (indices, samples)."""
     idx, group, size = [], [], None
-    for i in (range(len(dataset)) if indices is None else indices):
+    for i in range(len(dataset)) if indices is None else indices:
         s = dataset[i]
         if group and (len(group) == batch_size or s["image"].shape != size):
             yield idx, group

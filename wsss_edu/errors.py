@@ -1,5 +1,6 @@
 """Errors raised for bad input. Each message names the fix: the valid values, the command to run,
 or the file at fault."""
+
 from __future__ import annotations
 
 from typing import Iterable

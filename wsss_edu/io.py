@@ -1,6 +1,7 @@
 """Reading images and masks from disk, with errors that name the file at fault; writing any file
 atomically under a name no other writer uses (:func:`atomic_path`), and a lock for files that
 several processes update (:func:`file_lock`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,7 +43,9 @@ def atomic_path(path):
     folder takes it for a result."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(
+        f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp"
+    )
     try:
         yield tmp
         os.replace(tmp, path)
@@ -78,8 +81,10 @@ def file_lock(path, timeout: float = 600.0):
         deadline = time.monotonic() + timeout
         while not _try_lock(f):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{lock} is held by another process for over {timeout:.0f} s; "
-                                   "wait for it to finish (or stop it) and run again")
+                raise TimeoutError(
+                    f"{lock} is held by another process for over {timeout:.0f} s; "
+                    "wait for it to finish (or stop it) and run again"
+                )
             time.sleep(0.05)
         try:
             yield
@@ -90,12 +95,12 @@ def file_lock(path, timeout: float = 600.0):
 def _try_lock(f) -> bool:
     try:
         if os.name == "nt":
-            import msvcrt   # Windows only
+            import msvcrt  # Windows only
 
             f.seek(0)
             msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
         else:
-            import fcntl   # POSIX only
+            import fcntl  # POSIX only
 
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -105,12 +110,12 @@ def _try_lock(f) -> bool:
 
 def _unlock(f) -> None:
     if os.name == "nt":
-        import msvcrt   # Windows only
+        import msvcrt  # Windows only
 
         f.seek(0)
         msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
     else:
-        import fcntl   # POSIX only
+        import fcntl  # POSIX only
 
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
@@ -124,7 +129,8 @@ def _bomb_error(path, what: str, e: Exception) -> DataFileError:
     return DataFileError(
         f"{what} {path} is larger than PIL's decompression-bomb limit ({e}). If the file is "
         "trusted, raise the limit before loading it: `import PIL.Image; PIL.Image.MAX_IMAGE_PIXELS "
-        "= <pixels>` (None removes it); else remove the file.")
+        "= <pixels>` (None removes it); else remove the file."
+    )
 
 
 def _wide_grey_to_uint8(arr: np.ndarray, path) -> np.ndarray:
@@ -135,7 +141,8 @@ def _wide_grey_to_uint8(arr: np.ndarray, path) -> np.ndarray:
     if lo < 0 or hi > 65535:
         raise DataFileError(
             f"image {path} is a {arr.dtype} grey image with values {lo}..{hi}, outside the 16-bit "
-            "range 0..65535 this loader converts (value >> 8); convert it to 8-bit RGB yourself")
+            "range 0..65535 this loader converts (value >> 8); convert it to 8-bit RGB yourself"
+        )
     return (arr.astype(np.uint32) >> 8).astype(np.uint8)
 
 
@@ -153,16 +160,22 @@ def read_image(path) -> np.ndarray:
                 grey = _wide_grey_to_uint8(np.asarray(im), path)
                 arr = np.repeat(grey[..., None], 3, axis=2)
             elif im.mode == "F":
-                raise DataFileError(f"image {path} holds floating-point values (PIL mode 'F'); "
-                                    "expected an 8-bit RGB or grey image: convert it first")
+                raise DataFileError(
+                    f"image {path} holds floating-point values (PIL mode 'F'); "
+                    "expected an 8-bit RGB or grey image: convert it first"
+                )
             else:
-                arr = np.array(im.convert("RGB"), dtype=np.uint8)   # a writable copy: pydensecrf refuses read-only arrays
+                arr = np.array(
+                    im.convert("RGB"), dtype=np.uint8
+                )  # a writable copy: pydensecrf refuses read-only arrays
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb_error(path, "image", e) from e
     except (OSError, ValueError) as e:
         if isinstance(e, DataFileError):
             raise
-        raise DataFileError(f"cannot read image {path}: {e}. Re-download or remove the file.") from e
+        raise DataFileError(
+            f"cannot read image {path}: {e}. Re-download or remove the file."
+        ) from e
     return np.ascontiguousarray(arr)
 
 
@@ -180,7 +193,8 @@ def read_mask(path) -> np.ndarray:
             if im.mode not in ("P", "L") + _WIDE_GREY_MODES:
                 raise DataFileError(
                     f"mask {path} has mode {im.mode}; expected a palette ('P') or grey ('L') PNG of "
-                    "class indices")
+                    "class indices"
+                )
             mode, arr = im.mode, np.asarray(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb_error(path, "mask", e) from e
@@ -190,17 +204,21 @@ def read_mask(path) -> np.ndarray:
         bad = (arr < 0) | (arr > 255)
         if bad.any():
             values = np.unique(arr[bad])
-            shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+            shown = ", ".join(str(int(v)) for v in values[:10]) + (
+                ", ..." if len(values) > 10 else ""
+            )
             raise DataFileError(
                 f"mask {path} is a {arr.dtype} image (PIL mode {mode}) holding values {shown} "
                 f"({int(bad.sum())} pixels) outside 0..255; a mask must be an 8-bit palette or grey "
-                "PNG of class indices (255 = ignore): rewrite it with those values")
+                "PNG of class indices (255 = ignore): rewrite it with those values"
+            )
         arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
 
 
-def check_label_values(mask: np.ndarray, path, num_classes: int, extra=(255,),
-                       hint: str = "") -> None:
+def check_label_values(
+    mask: np.ndarray, path, num_classes: int, extra=(255,), hint: str = ""
+) -> None:
     """Raise :class:`DataFileError` unless every value of the uint8 ``mask`` read from ``path`` is
     a class index ``0..num_classes-1`` or one of ``extra`` (255 = ignore by default); the message
     names the file, the impossible values with their pixel counts and the valid ones.
@@ -212,7 +230,7 @@ def check_label_values(mask: np.ndarray, path, num_classes: int, extra=(255,),
     error."""
     top = num_classes
     rest = set(int(v) for v in extra)
-    while top in rest:                    # e.g. CamVid's void 11 right after its classes 0..10
+    while top in rest:  # e.g. CamVid's void 11 right after its classes 0..10
         rest.discard(top)
         top += 1
     if rest == {255}:
@@ -229,11 +247,14 @@ def check_label_values(mask: np.ndarray, path, num_classes: int, extra=(255,),
         return
     shown = ", ".join(f"{int(v)} ({int(counts[v])} px)" for v in bad[:10])
     more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-    valid = ", ".join([f"0..{num_classes - 1}"] +
-                      [f"{v} (ignore)" if v == 255 else str(v) for v in extra])
+    valid = ", ".join(
+        [f"0..{num_classes - 1}"] + [f"{v} (ignore)" if v == 255 else str(v) for v in extra]
+    )
     fix = hint or "the mask belongs to another dataset or class list: fix or remove the file"
-    raise DataFileError(f"mask {path} holds class ids {shown}{more} that no class has; valid for "
-                        f"these {num_classes} classes: {valid}. {fix}")
+    raise DataFileError(
+        f"mask {path} holds class ids {shown}{more} that no class has; valid for "
+        f"these {num_classes} classes: {valid}. {fix}"
+    )
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path, mask_path) -> None:
@@ -241,7 +262,8 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path, mask_path) 
     if image.shape[:2] != mask.shape[:2]:
         raise DataFileError(
             f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
-            f"{image.shape[1]}x{image.shape[0]}; the pair does not belong together (fix or remove it)")
+            f"{image.shape[1]}x{image.shape[0]}; the pair does not belong together (fix or remove it)"
+        )
 
 
 def read_id_map(path) -> np.ndarray:
@@ -254,7 +276,9 @@ def read_id_map(path) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb_error(path, "id map", e) from e
     except OSError as e:
-        raise DataFileError(f"cannot read id map {path}: {e}. Re-download or remove the file.") from e
+        raise DataFileError(
+            f"cannot read id map {path}: {e}. Re-download or remove the file."
+        ) from e
     if arr.ndim != 2:
         raise DataFileError(f"id map {path} has shape {arr.shape}; expected a single-channel PNG")
     return arr.astype(np.int32)
@@ -296,6 +320,7 @@ def mark_folder_complete(folder, n: int) -> None:
 # ------------------------------------------------------------------------------------------------
 # Digests beside files, and a lock that names its holder
 # ------------------------------------------------------------------------------------------------
+
 
 def digest_path(path) -> Path:
     """Where the SHA-256 digest of ``path`` is kept: ``<path>.sha256`` (``sha256sum`` format)."""
@@ -354,18 +379,29 @@ def run_lock(path, wait: float, what: str):
         except TimeoutError:
             holder = _read_holder(owner)
             if wait <= 0.1:
-                raise RunInProgress(f"{what} is already running in {holder} (it holds {lock}): wait for "
-                                    "it to finish, or stop it, then run again") from None
-            print(f"{what} is running in {holder} (it holds {lock}): waiting for it to finish"
-                  + ("" if math.isinf(wait) else f" (at most {wait:.0f} s)"), file=sys.stderr, flush=True)
+                raise RunInProgress(
+                    f"{what} is already running in {holder} (it holds {lock}): wait for "
+                    "it to finish, or stop it, then run again"
+                ) from None
+            print(
+                f"{what} is running in {holder} (it holds {lock}): waiting for it to finish"
+                + ("" if math.isinf(wait) else f" (at most {wait:.0f} s)"),
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 stack.enter_context(file_lock(path, timeout=wait))
             except TimeoutError:
-                raise RunInProgress(f"{what} is still running in {_read_holder(owner)} after {wait:.0f} s "
-                                    f"(it holds {lock}): wait for it to finish, or stop it, then run "
-                                    "again") from None
-        write_text_atomic(owner, f"process {os.getpid()} on {socket.gethostname()} since "
-                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                raise RunInProgress(
+                    f"{what} is still running in {_read_holder(owner)} after {wait:.0f} s "
+                    f"(it holds {lock}): wait for it to finish, or stop it, then run "
+                    "again"
+                ) from None
+        write_text_atomic(
+            owner,
+            f"process {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n",
+        )
         try:
             yield
         finally:

@@ -41,6 +41,7 @@ in tests/test_reference_irn.py: directions, paths, affinities, T, the walk, the 
   and optimiser follow the reference's code as read, untested against its outputs (no golden data
   covers them); the notebooks' learning rates are paper 001's.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -93,10 +94,16 @@ def path_points(dy: int, dx: int, path: str = "thick") -> list:
         return [(0, 0)]
     if path == "thin":
         m = max(abs(dy), abs(dx))
-        return [(int(np.floor(k * dy / m + 0.5)), int(np.floor(k * dx / m + 0.5))) for k in range(m + 1)]
+        return [
+            (int(np.floor(k * dy / m + 0.5)), int(np.floor(k * dx / m + 0.5))) for k in range(m + 1)
+        ]
     length_sq = dy * dy + dx * dx
-    pts = [(y, x) for y in range(min(0, dy), max(0, dy) + 1) for x in range(min(0, dx), max(0, dx) + 1)
-           if (dy * x - dx * y) ** 2 < length_sq]
+    pts = [
+        (y, x)
+        for y in range(min(0, dy), max(0, dy) + 1)
+        for x in range(min(0, dx), max(0, dx) + 1)
+        if (dy * x - dx * y) ** 2 < length_sq
+    ]
     return sorted(pts, key=lambda p: (abs(p[0]) + abs(p[1]), p))
 
 
@@ -107,7 +114,7 @@ def _shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
     ys, ye = max(0, -dy), min(h, h - dy)
     xs, xe = max(0, -dx), min(w, w - dx)
     if ys < ye and xs < xe:
-        out[..., ys:ye, xs:xe] = x[..., ys + dy:ye + dy, xs + dx:xe + dx]
+        out[..., ys:ye, xs:xe] = x[..., ys + dy : ye + dy, xs + dx : xe + dx]
     return out
 
 
@@ -122,8 +129,13 @@ def shifted(x: torch.Tensor, offsets, fill: float = 0.0) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
-def relation_labels(image: np.ndarray, cams: torch.Tensor, fg_threshold: float = 0.30,
-                    bg_threshold: float | None = 0.05, crf_params="irn_labels") -> np.ndarray:
+def relation_labels(
+    image: np.ndarray,
+    cams: torch.Tensor,
+    fg_threshold: float = 0.30,
+    bg_threshold: float | None = 0.05,
+    crf_params="irn_labels",
+) -> np.ndarray:
     """IRNet's inter-pixel relation labels from normalised CAMs (K, H, W) of one image: the
     background plane at ``fg_threshold`` + label CRF gives the confident foreground, the plane at
     ``bg_threshold`` + label CRF the confident background; pixels confident in neither are 255.
@@ -135,13 +147,14 @@ def relation_labels(image: np.ndarray, cams: torch.Tensor, fg_threshold: float =
     fg = crf_cam_labels(image, cams, fg_threshold, params=crf_params)
     bg = crf_cam_labels(image, cams, bg_threshold, params=crf_params)
     out = np.where(fg == 0, IGNORE, fg)
-    out[(bg == 0) & (fg == 0)] = 0      # background only where both say so (IRN's cam_to_ir_label
+    out[(bg == 0) & (fg == 0)] = 0  # background only where both say so (IRN's cam_to_ir_label
     #                                     as read; no golden data covers this step)
     return out.astype(np.int64)
 
 
-def relation_labels_without_background(image: np.ndarray, cams: torch.Tensor,
-                                       fg_threshold: float = 0.30, crf_params="irn_labels") -> np.ndarray:
+def relation_labels_without_background(
+    image: np.ndarray, cams: torch.Tensor, fg_threshold: float = 0.30, crf_params="irn_labels"
+) -> np.ndarray:
     """Relation labels for a dataset without a background class (MSRC: grass, sky, road are
     classes; not in IRNet, which assumes VOC's background): each pixel takes the image's class
     whose CAM is the largest there, refined by the label CRF among the image's classes only
@@ -152,7 +165,7 @@ def relation_labels_without_background(image: np.ndarray, cams: torch.Tensor,
     Returns (H, W) int64: c + 1 for class c, 255 unsure."""
     lab = crf_cam_labels(image, cams, None, params=crf_params)
     k = torch.as_tensor(lab - 1).clamp(min=0)
-    own = torch.gather(cams, 0, k[None].to(torch.long))[0].numpy()   # the winner's own CAM
+    own = torch.gather(cams, 0, k[None].to(torch.long))[0].numpy()  # the winner's own CAM
     return np.where((lab > 0) & (own >= fg_threshold), lab, IGNORE).astype(np.int64)
 
 
@@ -215,9 +228,9 @@ def displacement_loss(disp: torch.Tensor, offsets, pos_fg, pos_bg) -> tuple:
     foreground pairs |D_i - D_j - (x_j - x_i)|_1 is minimised; for background pairs |D_i - D_j|_1.
     Each is averaged over pairs and over the two components (IRN's train_irn as read; not tested
     against its outputs). Returns (L_fg, L_bg)."""
-    off = torch.tensor(offsets, dtype=disp.dtype, device=disp.device)          # (P, 2)
-    d_j = torch.stack([shifted(disp[:, k], offsets) for k in range(2)], 1)      # (N, 2, P, H, W)
-    delta = disp.unsqueeze(2) - d_j                                              # D_i - D_j
+    off = torch.tensor(offsets, dtype=disp.dtype, device=disp.device)  # (P, 2)
+    d_j = torch.stack([shifted(disp[:, k], offsets) for k in range(2)], 1)  # (N, 2, P, H, W)
+    delta = disp.unsqueeze(2) - d_j  # D_i - D_j
     err_fg = (delta - off.T[None, :, :, None, None]).abs().sum(1)
     err_bg = delta.abs().sum(1)
     return _masked_mean(err_fg, pos_fg) / 2, _masked_mean(err_bg, pos_bg) / 2
@@ -228,8 +241,9 @@ def displacement_loss(disp: torch.Tensor, offsets, pos_fg, pos_bg) -> tuple:
 # ------------------------------------------------------------------------------------------------
 
 
-def transition_weights(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0,
-                       path: str = "thick") -> tuple:
+def transition_weights(
+    boundary: torch.Tensor, radius: int = 5, beta: float = 10.0, path: str = "thick"
+) -> tuple:
     """The transition matrix of IRNet eq. 10 in pair form. Affinities a_ij (:func:`pair_affinity`)
     for both directions of every offset within ``radius`` plus a self-loop (a_ii = 1), raised to
     ``beta`` and divided by their sum over i for each j, so T is column-stochastic
@@ -237,7 +251,7 @@ def transition_weights(boundary: torch.Tensor, radius: int = 5, beta: float = 10
     ``T[i, j] = a_ij^beta / sum_k a_kj^beta``. Returns (offsets incl. (0, 0), weights (..., P, H, W))
     where ``weights[..., p, y, x]`` = T[(y, x) + offset_p, (y, x)]."""
     pairs = pair_offsets(radius, half=False)
-    aff = pair_affinity(boundary, pairs, path)        # symmetric paths: a(j, j+o) = a(j+o, j)
+    aff = pair_affinity(boundary, pairs, path)  # symmetric paths: a(j, j+o) = a(j+o, j)
     aff = torch.cat([torch.ones_like(aff[..., :1, :, :]), aff], -3).clamp(min=0) ** beta
     return [(0, 0)] + pairs, aff / aff.sum(-3, keepdim=True).clamp(min=1e-12)
 
@@ -256,9 +270,16 @@ def transition_matrix(offsets, weights: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def random_walk(cams: torch.Tensor, boundary: torch.Tensor, radius: int = 5, beta: float = 10.0,
-                exp_times: int = 8, max_dense: int = 1024, path: str = "thick",
-                pair_dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
+def random_walk(
+    cams: torch.Tensor,
+    boundary: torch.Tensor,
+    radius: int = 5,
+    beta: float = 10.0,
+    exp_times: int = 8,
+    max_dense: int = 1024,
+    path: str = "thick",
+    pair_dtype: torch.dtype | None = torch.float64,
+) -> torch.Tensor:
     """IRNet eq. 11: the CAMs (K, H, W), first damped by (1 - B), walked 2^exp_times steps:
     v <- v T, i.e. ``v_new[j] = sum_i v[i] T[i, j]`` with T from :func:`transition_weights`
     (reference: ``propagate_to_edge``; equal within its float32 rounding, tested on its outputs).
@@ -282,11 +303,13 @@ def random_walk(cams: torch.Tensor, boundary: torch.Tensor, radius: int = 5, bet
         t = transition_matrix(offsets, w)
         for _ in range(exp_times):
             t = t @ t
-        v = (cams * (1 - boundary).unsqueeze(-3)).flatten(-2)      # (..., K, HW)
+        v = (cams * (1 - boundary).unsqueeze(-3)).flatten(-2)  # (..., K, HW)
         return (v @ t).view_as(cams)
-    v = cams.to(dtype) * (1 - boundary.to(dtype)).unsqueeze(-3)   # (..., K, H, W) times (..., 1, H, W)
-    w = w.unsqueeze(-4)                               # (..., 1, P, H, W): the same for every class
-    for _ in range(2 ** exp_times):
+    v = cams.to(dtype) * (1 - boundary.to(dtype)).unsqueeze(
+        -3
+    )  # (..., K, H, W) times (..., 1, H, W)
+    w = w.unsqueeze(-4)  # (..., 1, P, H, W): the same for every class
+    for _ in range(2**exp_times):
         v = (shifted(v, offsets) * w).sum(-3)
     return v.to(cams.dtype)
 
@@ -301,15 +324,18 @@ def walk_to_image(walked: torch.Tensor, size, stride: int = 4) -> torch.Tensor:
     Returns (K, H, W)."""
     h, w = walked.shape[-2:]
     if h * stride < size[0] or w * stride < size[1]:
-        raise ValueError(f"walked maps of {h}×{w} cells at stride {stride} do not cover an image of "
-                         f"{size[0]}×{size[1]}: the grid must have ceil(side / {stride}) cells")
+        raise ValueError(
+            f"walked maps of {h}×{w} cells at stride {stride} do not cover an image of "
+            f"{size[0]}×{size[1]}: the grid must have ceil(side / {stride}) cells"
+        )
     v = F.interpolate(walked[None], scale_factor=stride, mode="bilinear", align_corners=False)
-    v = v[0, :, :size[0], :size[1]]
+    v = v[0, :, : size[0], : size[1]]
     return v / v.max().clamp(min=1e-12)
 
 
-def walk_to_labels(walked: torch.Tensor, keys, bg_threshold: float | None = 0.25, size=None,
-                   stride: int = 4) -> torch.Tensor:
+def walk_to_labels(
+    walked: torch.Tensor, keys, bg_threshold: float | None = 0.25, size=None, stride: int = 4
+) -> torch.Tensor:
     """Pseudo-labels from walked CAMs (K, h, w) as IRNet: the image's classes ``keys`` (indices
     into K) brought to the image ``size`` (:func:`walk_to_image`; ``size=None``: stay on the grid,
     divided by the global maximum), a background plane at ``bg_threshold`` in front, argmax.
@@ -339,19 +365,29 @@ def backbone_stages(source, weights: str | None = None) -> list:
     layer3, layer4 dilated)."""
     if isinstance(source, str):
         if source != "resnet50":
-            raise ValueError(f"backbone {source!r} is not valid; choose 'resnet50' or a trained "
-                             "small CAMClassifier")
-        net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
-        return [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
-                net.layer2, net.layer3, net.layer4]
+            raise ValueError(
+                f"backbone {source!r} is not valid; choose 'resnet50' or a trained "
+                "small CAMClassifier"
+            )
+        net = torchvision_classifier(
+            "resnet50", weights, replace_stride_with_dilation=[False, False, True]
+        )
+        return [
+            nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1),
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        ]
     body = source.backbone
     if isinstance(body, _MobileNetV2Features):
         b = body.body
         return [b[:4], b[4:7], b[7:14], b[14:]]
     if not isinstance(body, SmallBackbone):
-        raise ValueError("backbone_stages takes a small or MobileNetV2 CAMClassifier, or 'resnet50'")
+        raise ValueError(
+            "backbone_stages takes a small or MobileNetV2 CAMClassifier, or 'resnet50'"
+        )
     mods = list(body.body)
-    return [nn.Sequential(*mods[i:i + 6]) for i in range(0, len(mods), 6)]
+    return [nn.Sequential(*mods[i : i + 6]) for i in range(0, len(mods), 6)]
 
 
 class IRNet(nn.Module):
@@ -376,20 +412,27 @@ class IRNet(nn.Module):
         groups = 4 if width % 4 == 0 else 1
 
         def proj(c):
-            return nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.GroupNorm(groups, width),
-                                 nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(c, width, 1, bias=False),
+                nn.GroupNorm(groups, width),
+                nn.ReLU(inplace=True),
+            )
+
         self.boundary_proj = nn.ModuleList([proj(c) for c in chans])
         self.disp_proj = nn.ModuleList([proj(c) for c in chans])
         cat = width * len(chans)
         self.boundary_head = nn.Conv2d(cat, 1, 1)
-        self.disp_head = nn.Sequential(nn.Conv2d(cat, width, 3, padding=1, bias=False),
-                                       nn.GroupNorm(groups, width), nn.ReLU(inplace=True),
-                                       nn.Conv2d(width, 2, 1))
+        self.disp_head = nn.Sequential(
+            nn.Conv2d(cat, width, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2, 1),
+        )
         self.stride = stride
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.stages.eval()            # frozen, batch norm statistics included
+        self.stages.eval()  # frozen, batch norm statistics included
         return self
 
     def features(self, x):
@@ -405,8 +448,14 @@ class IRNet(nn.Module):
         feats = self.features(x)
 
         def fuse(projs):
-            return torch.cat([F.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
-                              for p, f in zip(projs, feats)], 1)
+            return torch.cat(
+                [
+                    F.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
+                    for p, f in zip(projs, feats)
+                ],
+                1,
+            )
+
         boundary = torch.sigmoid(self.boundary_head(fuse(self.boundary_proj)))[:, 0]
         disp = self.disp_head(fuse(self.disp_proj))
         return boundary, disp
@@ -428,12 +477,18 @@ def reference_source_mask(h: int, w: int, radius: float) -> torch.Tensor:
     from the bottom r_f rows and the side r_f columns are never used. (h, w) bool."""
     rf = int(np.ceil(radius)) - 1
     m = torch.zeros(h, w, dtype=torch.bool)
-    m[:max(0, h - rf), rf:max(rf, w - rf)] = True
+    m[: max(0, h - rf), rf : max(rf, w - rf)] = True
     return m
 
 
-def irnet_loss(model: IRNet, batch, offsets, path: str = "thick", sources: str = "all",
-               radius: float | None = None) -> torch.Tensor:
+def irnet_loss(
+    model: IRNet,
+    batch,
+    offsets,
+    path: str = "thick",
+    sources: str = "all",
+    radius: float | None = None,
+) -> torch.Tensor:
     """IRNet's training loss on a batch {'image', 'relation'} (relation labels at the output
     stride, 255 = unsure): (L_aff_pos + L_aff_neg) / 2 + (L_D_fg + L_D_bg) / 2 (the combination
     of IRN's train_irn as read; not tested against its outputs). Pairs from every pixel of the
@@ -443,7 +498,7 @@ def irnet_loss(model: IRNet, batch, offsets, path: str = "thick", sources: str =
     check_choice("sources", sources, SOURCES)
     boundary, disp = model(batch["image"])
     pos_bg, pos_fg, neg = pair_label_masks(batch["relation"], offsets)
-    if sources == "reference":      # ``radius``: the one ``offsets`` were drawn with
+    if sources == "reference":  # ``radius``: the one ``offsets`` were drawn with
         keep = reference_source_mask(*batch["relation"].shape[-2:], radius).to(pos_bg.device)
         pos_bg, pos_fg, neg = pos_bg & keep, pos_fg & keep, neg & keep
     l_aff = affinity_loss(pair_affinity(boundary, offsets, path), pos_bg, pos_fg, neg)

@@ -15,6 +15,7 @@ Equation numbers refer to the poster's displayed formulas in reading order:
 The experiments of the paper's Tables 1 and 2 (notebooks 02 and 02b), which train networks with
 these losses, are a cached step of their own: :mod:`wsss_edu.steps.lu_experiments`.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,14 @@ class AleatoricUNet(nn.Module):
     segmentation, C for C classes. ``forward`` returns ``(mu, sigma2)``, each (N, num_logits, H, W).
     """
 
-    def __init__(self, num_logits: int = 1, width: int = 16, depth: int = 3,
-                 min_variance: float = 1e-4, initial_variance: float | None = None):
+    def __init__(
+        self,
+        num_logits: int = 1,
+        width: int = 16,
+        depth: int = 3,
+        min_variance: float = 1e-4,
+        initial_variance: float | None = None,
+    ):
         super().__init__()
         self.num_logits = num_logits
         self.min_variance = min_variance
@@ -55,7 +62,7 @@ class AleatoricUNet(nn.Module):
 
     def forward(self, x):
         out = self.body(x)
-        mu, raw = out[:, :self.num_logits], out[:, self.num_logits:]
+        mu, raw = out[:, : self.num_logits], out[:, self.num_logits :]
         return mu, positive_variance(raw, self.min_variance)
 
 
@@ -84,8 +91,12 @@ def expected_probability(mu: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor
     return torch.sigmoid(expected_logit(mu, sigma2))
 
 
-def mc_expected_probability(mu: torch.Tensor, sigma2: torch.Tensor, samples: int = 10000,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
+def mc_expected_probability(
+    mu: torch.Tensor,
+    sigma2: torch.Tensor,
+    samples: int = 10000,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """E[sigmoid(l)] by Monte-Carlo over ``samples`` draws of l ~ N(mu, sigma^2): the quantity
     eq. (1) approximates (for checking it, and for teaching)."""
     eps = torch.randn((samples,) + tuple(mu.shape), generator=generator, dtype=mu.dtype)
@@ -129,9 +140,15 @@ def flipped_target(y: torch.Tensor, mu: torch.Tensor, kind: str = "hard_belief")
     return torch.sigmoid(mu.detach())
 
 
-def bootstrapped_bce(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, tau: float,
-                     slope: float = 0.2, target: str = "hard_belief",
-                     detach_weight: bool = True) -> torch.Tensor:
+def bootstrapped_bce(
+    mu: torch.Tensor,
+    sigma2: torch.Tensor,
+    y: torch.Tensor,
+    tau: float,
+    slope: float = 0.2,
+    target: str = "hard_belief",
+    detach_weight: bool = True,
+) -> torch.Tensor:
     """Eq. (4), per pixel: W BCE(mu, y) + (1 - W) BCE(mu, y*), W from eq. (3).
 
     ``detach_weight=False`` lets the gradient reach sigma^2 through W: then raising sigma^2 is a
@@ -142,17 +159,27 @@ def bootstrapped_bce(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, ta
     if detach_weight:
         w = w.detach()
     y_star = flipped_target(y, mu, target)
-    return (w * F.binary_cross_entropy_with_logits(mu, y, reduction="none")
-            + (1 - w) * F.binary_cross_entropy_with_logits(mu, y_star, reduction="none"))
+    return w * F.binary_cross_entropy_with_logits(mu, y, reduction="none") + (
+        1 - w
+    ) * F.binary_cross_entropy_with_logits(mu, y_star, reduction="none")
 
 
 REGIONS = ("everywhere", "boxes")
 
 
-def combined_loss(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor,
-                  uncertain: torch.Tensor, valid: torch.Tensor | None = None, tau: float = 1.0,
-                  slope: float = 0.2, target: str = "hard_belief", detach_weight: bool = True,
-                  bootstrap: bool = True, uncertainty_trains_mu: bool = True) -> torch.Tensor:
+def combined_loss(
+    mu: torch.Tensor,
+    sigma2: torch.Tensor,
+    y: torch.Tensor,
+    uncertain: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    tau: float = 1.0,
+    slope: float = 0.2,
+    target: str = "hard_belief",
+    detach_weight: bool = True,
+    bootstrap: bool = True,
+    uncertainty_trains_mu: bool = True,
+) -> torch.Tensor:
     """The combined binary loss, averaged over valid pixels:
 
     * where ``uncertain`` is True (e.g. inside the boxes of box-labelled images): the uncertain BCE
@@ -174,8 +201,11 @@ def combined_loss(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor,
     mu_unc = mu if uncertainty_trains_mu else mu.detach()
     loss = torch.where(unc, uncertain_bce(mu_unc, sigma2, y), plain)
     if bootstrap:
-        loss = loss + torch.where(unc, bootstrapped_bce(mu, sigma2, y, tau, slope, target,
-                                                        detach_weight), torch.zeros_like(plain))
+        loss = loss + torch.where(
+            unc,
+            bootstrapped_bce(mu, sigma2, y, tau, slope, target, detach_weight),
+            torch.zeros_like(plain),
+        )
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
@@ -184,14 +214,19 @@ def combined_loss(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor,
 # ------------------------------------------------------------------------------------------------
 
 
-def mc_log_expected_softmax(mu: torch.Tensor, sigma2: torch.Tensor, samples: int = 16,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
+def mc_log_expected_softmax(
+    mu: torch.Tensor,
+    sigma2: torch.Tensor,
+    samples: int = 16,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """log E[softmax(l)] over the class axis (dim 1) for l ~ N(mu, diag sigma^2), by Monte-Carlo
     with ``samples`` draws (eq. 5), as a log-mean-exp of log-softmax samples:
     logsumexp_t(log_softmax(mu + sigma eps_t)) - log T. (Averaging the cross-entropy over samples
     instead would be a different loss, an upper bound of eq. 6.) Differentiable in mu and sigma^2."""
-    eps = torch.randn((samples,) + tuple(mu.shape), generator=generator, dtype=mu.dtype,
-                      device=mu.device)
+    eps = torch.randn(
+        (samples,) + tuple(mu.shape), generator=generator, dtype=mu.dtype, device=mu.device
+    )
     logp = F.log_softmax(mu.unsqueeze(0) + sigma2.sqrt().unsqueeze(0) * eps, dim=2)
     return torch.logsumexp(logp, dim=0) - math.log(samples)
 
@@ -201,8 +236,13 @@ def mc_expected_softmax(mu, sigma2, samples: int = 16, generator=None) -> torch.
     return mc_log_expected_softmax(mu, sigma2, samples, generator).exp()
 
 
-def bootstrapped_targets(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, tau: float,
-                         allowed: torch.Tensor | None = None) -> torch.Tensor:
+def bootstrapped_targets(
+    mu: torch.Tensor,
+    sigma2: torch.Tensor,
+    y: torch.Tensor,
+    tau: float,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. (7): the target becomes argmax(mu) where max_c sigma^2_c > tau (and ``allowed``, e.g.
     inside boxes), else stays y. Ignored pixels (255) stay ignored."""
     switch = sigma2.detach().amax(1) > tau
@@ -212,8 +252,9 @@ def bootstrapped_targets(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor
     return torch.where(switch, mu.detach().argmax(1), y)
 
 
-def mc_uncertain_ce(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, samples: int = 16,
-                    generator=None) -> torch.Tensor:
+def mc_uncertain_ce(
+    mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, samples: int = 16, generator=None
+) -> torch.Tensor:
     """Eq. (6) per pixel: -log E[softmax(l)]_y with E from :func:`mc_log_expected_softmax`;
     0 where y is 255 (ignored)."""
     logp = mc_log_expected_softmax(mu, sigma2, samples, generator)
@@ -222,9 +263,17 @@ def mc_uncertain_ce(mu: torch.Tensor, sigma2: torch.Tensor, y: torch.Tensor, sam
     return torch.where(y == IGNORE, torch.zeros_like(nll), nll)
 
 
-def multiclass_loss(mu, sigma2, y, uncertain, tau: float = 1.0, samples: int = 16,
-                    bootstrap: bool = True, generator=None,
-                    uncertainty_trains_mu: bool = True) -> torch.Tensor:
+def multiclass_loss(
+    mu,
+    sigma2,
+    y,
+    uncertain,
+    tau: float = 1.0,
+    samples: int = 16,
+    bootstrap: bool = True,
+    generator=None,
+    uncertainty_trains_mu: bool = True,
+) -> torch.Tensor:
     """The multi-class loss, averaged over non-ignored pixels.
 
     * ``uncertainty_trains_mu=True`` (the literal reading): where ``uncertain`` (inside boxes of
@@ -242,7 +291,9 @@ def multiclass_loss(mu, sigma2, y, uncertain, tau: float = 1.0, samples: int = 1
         plain = F.cross_entropy(mu, target, ignore_index=IGNORE, reduction="none")
         loss = torch.where(uncertain, unc, plain)
         return (loss * valid).sum() / valid.sum().clamp(min=1)
-    sigma_term = torch.where(uncertain, mc_uncertain_ce(mu.detach(), sigma2, y, samples, generator), 0.0)
+    sigma_term = torch.where(
+        uncertain, mc_uncertain_ce(mu.detach(), sigma2, y, samples, generator), 0.0
+    )
     if bootstrap:
         target = bootstrapped_targets(mu, sigma2, y, tau, uncertain)
     else:
@@ -284,8 +335,9 @@ def remap_mask(mask: np.ndarray, classes: dict) -> np.ndarray:
     return lut[mask]
 
 
-def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indices=None,
-                             seed: int = 0, size=None) -> dict:
+def mixed_supervision_arrays(
+    dataset, n_pixel_perfect: int, classes: dict, indices=None, seed: int = 0, size=None
+) -> dict:
     """The mixed training set: ``n_pixel_perfect`` images keep their (remapped) mask; the others
     get their rasterised boxes as the target. Returns stacked arrays:
     ``image`` (N, H, W, 3), ``target`` (N, H, W; 255 = ignore), ``mask`` (the true remapped mask,
@@ -305,21 +357,37 @@ def mixed_supervision_arrays(dataset, n_pixel_perfect: int, classes: dict, indic
         masks.append(m)
         targets.append(m if pp[j] else boxes)
         in_box.append(np.zeros(m.shape, bool) if pp[j] else boxes > 0)
-    return {"image": np.stack(images), "target": np.stack(targets), "mask": np.stack(masks),
-            "in_box": np.stack(in_box), "pixel_perfect": pp}
+    return {
+        "image": np.stack(images),
+        "target": np.stack(targets),
+        "mask": np.stack(masks),
+        "in_box": np.stack(in_box),
+        "pixel_perfect": pp,
+    }
 
 
-REAL_CLASS_NAMES = {"cityscapes": {"car": "car", "person": "person"},
-                    "camvid": {"car": "car", "person": "pedestrian"},
-                    "msrc": {"car": "car", "person": "body"}}
+REAL_CLASS_NAMES = {
+    "cityscapes": {"car": "car", "person": "person"},
+    "camvid": {"car": "car", "person": "pedestrian"},
+    "msrc": {"car": "car", "person": "body"},
+}
 """The poster's classes ('car', 'person') under their names in each real dataset."""
 
 TOY_CLASS_PROBS = {("car",): {"car": 0.85}, ("car", "person"): {"car": 0.85, "person": 0.6}}
 """How often each class appears in the toy scenes of Table 1 (car) and Table 2 (car + person)."""
 
 
-def load_mixed_set(dataset: str, classes, n_pixel_perfect: int | None, split: str = "train",
-                   n: int = 200, size: int = 48, data_root="", seed: int = 0, **toy_knobs) -> dict:
+def load_mixed_set(
+    dataset: str,
+    classes,
+    n_pixel_perfect: int | None,
+    split: str = "train",
+    n: int = 200,
+    size: int = 48,
+    data_root="",
+    seed: int = 0,
+    **toy_knobs,
+) -> dict:
     """The mixed set of Table 1 (``classes=['car']``) or Table 2 (``['car', 'person']``) from the
     toy world or a real dataset: :func:`mixed_supervision_arrays` on the first ``n`` images of
     ``split``, with output ids 1, 2, ... in the order of ``classes`` (0 = background).
@@ -337,15 +405,18 @@ def load_mixed_set(dataset: str, classes, n_pixel_perfect: int | None, split: st
     else:
         check_choice("dataset", dataset, ("toy",) + tuple(REAL_CLASS_NAMES))
         if toy_knobs:
-            raise ValueError(f"{sorted(toy_knobs)} are toy-world settings; dataset={dataset!r} takes none")
+            raise ValueError(
+                f"{sorted(toy_knobs)} are toy-world settings; dataset={dataset!r} takes none"
+            )
         names = [REAL_CLASS_NAMES[dataset][c] for c in classes]
         ds = get_dataset(dataset, data_root, split=split, classes=tuple(names))
         ids, resize = [ds.classes.index(c) for c in names], (size, 2 * size)
     n = min(n, len(ds))
     if n_pixel_perfect is None:
         n_pixel_perfect = max(1, round(n * 500 / 2780))
-    return mixed_supervision_arrays(ds, n_pixel_perfect, {c: k + 1 for k, c in enumerate(ids)},
-                                    range(n), seed=seed, size=resize)
+    return mixed_supervision_arrays(
+        ds, n_pixel_perfect, {c: k + 1 for k, c in enumerate(ids)}, range(n), seed=seed, size=resize
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,42 +433,67 @@ def quadrature_expected_probability(mu, sigma2, points: int = 100) -> np.ndarray
     return (w / np.sqrt(np.pi) / (1 + np.exp(-l))).sum(-1)
 
 
-def combined_loss_surface(mu, sigma2, y: float = 1.0, tau: float = 1.0, slope: float = 0.2,
-                          target: str = "flip") -> np.ndarray:
+def combined_loss_surface(
+    mu, sigma2, y: float = 1.0, tau: float = 1.0, slope: float = 0.2, target: str = "flip"
+) -> np.ndarray:
     """The value of the combined binary loss (eq. 2 + eq. 4) at every (mu, sigma^2) of a grid, for
     one label ``y``: the landscape a pixel's prediction moves on."""
-    mu_t, s2_t = torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(sigma2, dtype=torch.float64)
+    mu_t, s2_t = (
+        torch.as_tensor(mu, dtype=torch.float64),
+        torch.as_tensor(sigma2, dtype=torch.float64),
+    )
     y_t = torch.full_like(mu_t, float(y))
-    return (uncertain_bce(mu_t, s2_t, y_t)
-            + bootstrapped_bce(mu_t, s2_t, y_t, tau, slope, target)).numpy()
+    return (
+        uncertain_bce(mu_t, s2_t, y_t) + bootstrapped_bce(mu_t, s2_t, y_t, tau, slope, target)
+    ).numpy()
 
 
-def plot_logit_distribution(mu: float = -1.0, sigma2: float = 2.0, tau: float = 1.0,
-                            y: float = 1.0, samples: int = 20000, seed: int = 0):
+def plot_logit_distribution(
+    mu: float = -1.0,
+    sigma2: float = 2.0,
+    tau: float = 1.0,
+    y: float = 1.0,
+    samples: int = 20000,
+    seed: int = 0,
+):
     """Three panels for one pixel: the logit distribution N(mu, sigma^2); the distribution of
     sigmoid(l) with its Monte-Carlo mean against eq. (1); and the loss terms for label ``y``
     (uncertain BCE, bootstrap weight W, bootstrapped BCE). Returns the figure."""
     import matplotlib.pyplot as plt
 
     g = torch.Generator().manual_seed(seed)
-    mu_t, s2_t = torch.tensor(float(mu), dtype=torch.float64), torch.tensor(float(sigma2), dtype=torch.float64)
+    mu_t, s2_t = (
+        torch.tensor(float(mu), dtype=torch.float64),
+        torch.tensor(float(sigma2), dtype=torch.float64),
+    )
     l = mu_t + s2_t.sqrt() * torch.randn(samples, generator=g, dtype=torch.float64)
     p = torch.sigmoid(l)
     fig, ax = plt.subplots(1, 3, figsize=(12, 2.8))
     ax[0].hist(l.numpy(), bins=60, density=True, color="tab:blue", alpha=0.7)
     ax[0].axvline(mu, color="k", ls="--")
-    ax[0].set_title(f"logit l ~ N({mu:.1f}, {sigma2:.1f})"); ax[0].set_xlabel("l")
+    ax[0].set_title(f"logit l ~ N({mu:.1f}, {sigma2:.1f})")
+    ax[0].set_xlabel("l")
     ax[1].hist(p.numpy(), bins=50, range=(0, 1), density=True, color="tab:orange", alpha=0.7)
     ax[1].axvline(p.mean().item(), color="k", label=f"Monte-Carlo mean {p.mean().item():.3f}")
-    ax[1].axvline(expected_probability(mu_t, s2_t).item(), color="tab:red", ls="--",
-                  label=f"eq. (1) {expected_probability(mu_t, s2_t).item():.3f}")
-    ax[1].set_title("p = sigmoid(l)"); ax[1].legend(fontsize=7); ax[1].set_xlabel("p")
+    ax[1].axvline(
+        expected_probability(mu_t, s2_t).item(),
+        color="tab:red",
+        ls="--",
+        label=f"eq. (1) {expected_probability(mu_t, s2_t).item():.3f}",
+    )
+    ax[1].set_title("p = sigmoid(l)")
+    ax[1].legend(fontsize=7)
+    ax[1].set_xlabel("p")
     yt = torch.tensor(float(y), dtype=torch.float64)
-    terms = {"plain BCE(mu, y)": F.binary_cross_entropy_with_logits(mu_t, yt).item(),
-             "BCE(E[p], y)  eq. 2": uncertain_bce(mu_t, s2_t, yt).item(),
-             "W  eq. 3": bootstrap_weight(s2_t, tau).item(),
-             "bootstrapped  eq. 4": bootstrapped_bce(mu_t, s2_t, yt, tau, target="flip").item()}
-    ax[2].barh(list(terms), list(terms.values()), color=["gray", "tab:orange", "tab:green", "tab:purple"])
+    terms = {
+        "plain BCE(mu, y)": F.binary_cross_entropy_with_logits(mu_t, yt).item(),
+        "BCE(E[p], y)  eq. 2": uncertain_bce(mu_t, s2_t, yt).item(),
+        "W  eq. 3": bootstrap_weight(s2_t, tau).item(),
+        "bootstrapped  eq. 4": bootstrapped_bce(mu_t, s2_t, yt, tau, target="flip").item(),
+    }
+    ax[2].barh(
+        list(terms), list(terms.values()), color=["gray", "tab:orange", "tab:green", "tab:purple"]
+    )
     ax[2].set_title(f"label y = {y:g}, tau = {tau:g}")
     for k, v in enumerate(terms.values()):
         ax[2].text(v, k, f" {v:.2f}", va="center", fontsize=8)

@@ -19,6 +19,7 @@ key            dtype / shape          meaning
 ``labels[k - 1]`` is class ``k`` of the mask: background has no tag. Masks are shown and written
 as palette PNGs in :func:`voc_palette`'s colours.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -125,8 +126,17 @@ def _stack_boxes(boxes, classes):
     return np.stack(boxes).astype(np.int64), np.asarray(classes, np.int64)
 
 
-def make_sample(image, mask, name, num_classes, instances=None, boxes=None, box_labels=None,
-                labels=None, pixel_label=True) -> dict:
+def make_sample(
+    image,
+    mask,
+    name,
+    num_classes,
+    instances=None,
+    boxes=None,
+    box_labels=None,
+    labels=None,
+    pixel_label=True,
+) -> dict:
     """Assemble a sample dict, deriving what is missing: tags from the mask, boxes from the
     instances (or from connected components when there are none)."""
     if labels is None:
@@ -137,8 +147,12 @@ def make_sample(image, mask, name, num_classes, instances=None, boxes=None, box_
         else:
             boxes, box_labels = boxes_from_components(mask)
     return {
-        "image": image, "mask": mask, "instances": instances,
+        "image": image,
+        "mask": mask,
+        "instances": instances,
         "boxes": np.asarray(boxes, np.int64).reshape(-1, 4),
         "box_labels": np.asarray(box_labels, np.int64).reshape(-1),
-        "labels": np.asarray(labels, np.float32), "pixel_label": bool(pixel_label), "name": str(name),
+        "labels": np.asarray(labels, np.float32),
+        "pixel_label": bool(pixel_label),
+        "name": str(name),
     }

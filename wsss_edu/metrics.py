@@ -4,6 +4,7 @@ then per-class IoU and mIoU from it. Pixels labelled 255 in the ground truth are
 A prediction outside [0, C) (e.g. 255 for "unsure" in a pseudo-mask) is a miss: a false negative
 of the ground-truth class and no class's false positive. It is kept in an extra last column, so
 matrices are (C, C + 1): rows = ground truth, columns = prediction, then "no class"."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ def confusion_matrix(gt, pred, num_classes: int) -> np.ndarray:
     gt = np.asarray(gt).reshape(-1).astype(np.int64)
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     if gt.shape != pred.shape:
-        raise ValueError(f"gt has {gt.size} pixels but pred has {pred.size}; pass arrays of one shape")
+        raise ValueError(
+            f"gt has {gt.size} pixels but pred has {pred.size}; pass arrays of one shape"
+        )
     keep = (gt != IGNORE) & (gt >= 0) & (gt < num_classes)
     gt, pred = gt[keep], pred[keep]
     pred = np.where((pred >= 0) & (pred < num_classes), pred, num_classes)
@@ -91,4 +94,4 @@ def auroc(score, positive, negative=None) -> float:
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("auroc needs at least one positive and one negative pixel")
     ranks = rankdata(np.concatenate([pos, neg]))  # ties share their mean rank
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))

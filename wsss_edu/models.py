@@ -3,6 +3,7 @@ a small U-Net (paper 000), DeepLabv3+ (paper 001's step 3: :class:`DeepLabV3Plus
 ResNet-50 or a MobileNetV2 encoder) and torchvision's DeepLabv3 (:func:`make_segmenter` builds any
 of them by name); :func:`tta_views` / :func:`tta_probs`, paper 001's test-time augmentation.
 Training them on pseudo-labels and scoring them is step 3's: :mod:`wsss_edu.steps.segmenter_step`."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,13 @@ from .pretrained import load_imagenet, torchvision_classifier
 
 def _block(cin, cout):
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class UNet(nn.Module):
@@ -26,11 +32,16 @@ class UNet(nn.Module):
 
     def __init__(self, out_channels: int, width: int = 16, depth: int = 3, in_channels: int = 3):
         super().__init__()
-        chans = [width * 2 ** i for i in range(depth + 1)]
-        self.down = nn.ModuleList([_block(in_channels, chans[0])] +
-                                  [_block(chans[i], chans[i + 1]) for i in range(depth)])
-        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
-                                 for i in reversed(range(depth))])
+        chans = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList(
+            [_block(in_channels, chans[0])] + [_block(chans[i], chans[i + 1]) for i in range(depth)]
+        )
+        self.up = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
+                for i in reversed(range(depth))
+            ]
+        )
         self.dec = nn.ModuleList([_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.head = nn.Conv2d(chans[0], out_channels, 1)
 
@@ -65,20 +76,32 @@ class ASPP(nn.Module):
     3x3 convolutions dilated by ``rates`` and a global-average-pooled branch, side by side, each
     with batch norm and ReLU, concatenated and projected to ``out_channels`` (then dropout)."""
 
-    def __init__(self, in_channels: int, out_channels: int = 256, rates=(6, 12, 18),
-                 dropout: float = 0.1):
+    def __init__(
+        self, in_channels: int, out_channels: int = 256, rates=(6, 12, 18), dropout: float = 0.1
+    ):
         super().__init__()
 
         def cbr(k, d):
-            return nn.Sequential(nn.Conv2d(in_channels, out_channels, k, padding=d * (k // 2),
-                                           dilation=d, bias=False),
-                                 nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(
+                    in_channels, out_channels, k, padding=d * (k // 2), dilation=d, bias=False
+                ),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            )
+
         self.branches = nn.ModuleList([cbr(1, 1)] + [cbr(3, r) for r in rates])
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                  nn.ReLU(inplace=True))    # no norm: one value per image and channel
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.ReLU(inplace=True),
+        )  # no norm: one value per image and channel
         self.project = nn.Sequential(
             nn.Conv2d(out_channels * (len(rates) + 2), out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True), nn.Dropout(dropout))
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x):
         outs = [b(x) for b in self.branches]
@@ -94,12 +117,20 @@ class _SmallEncoder(nn.Module):
         super().__init__()
 
         def cbr(cin, cout, stride=1, dilation=1):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation,
-                                           bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
         w = width
         self.low = nn.Sequential(cbr(3, w, 2), cbr(w, w), cbr(w, 2 * w, 2), cbr(2 * w, 2 * w))
-        self.high = nn.Sequential(cbr(2 * w, 4 * w, 2), cbr(4 * w, 4 * w), cbr(4 * w, 4 * w, dilation=2),
-                                  cbr(4 * w, 4 * w, dilation=4))
+        self.high = nn.Sequential(
+            cbr(2 * w, 4 * w, 2),
+            cbr(4 * w, 4 * w),
+            cbr(4 * w, 4 * w, dilation=2),
+            cbr(4 * w, 4 * w, dilation=4),
+        )
         self.channels = (2 * w, 4 * w)
 
     def forward(self, x):
@@ -113,7 +144,9 @@ class _ResNet50Encoder(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        net = torchvision_classifier("resnet50", weights, replace_stride_with_dilation=[False, False, True])
+        net = torchvision_classifier(
+            "resnet50", weights, replace_stride_with_dilation=[False, False, True]
+        )
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.rest = nn.Sequential(net.layer2, net.layer3, net.layer4)
         self.channels = (256, 2048)
@@ -155,8 +188,14 @@ class DeepLabV3Plus(nn.Module):
     with 64, MSRC's test mIoU fell from 0.40 to 0.30 for a sixth less time)
     or 'small' (the quick profile: output stride 8, rates 2/4/6, ``width`` · 4 channels)."""
 
-    def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str | None = None,
-                 width: int = 32, frozen_blocks: int = 0):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        weights: str | None = None,
+        width: int = 32,
+        frozen_blocks: int = 0,
+    ):
         super().__init__()
         check_choice("backbone", backbone, ("small", "resnet50", "mobilenet_v2"))
         if frozen_blocks and backbone != "mobilenet_v2":
@@ -164,17 +203,27 @@ class DeepLabV3Plus(nn.Module):
         if backbone == "resnet50":
             self.encoder, ch, rates, low_ch = _ResNet50Encoder(weights), 256, (6, 12, 18), 48
         elif backbone == "mobilenet_v2":
-            self.encoder, ch, rates, low_ch = _MobileNetV2Encoder(weights, frozen_blocks), 128, (6, 12, 18), 48
+            self.encoder, ch, rates, low_ch = (
+                _MobileNetV2Encoder(weights, frozen_blocks),
+                128,
+                (6, 12, 18),
+                48,
+            )
         else:
             self.encoder, ch, rates, low_ch = _SmallEncoder(width), 4 * width, (2, 4, 6), width
         c_low, c_high = self.encoder.channels
         self.aspp = ASPP(c_high, ch, rates)
-        self.reduce = nn.Sequential(nn.Conv2d(c_low, low_ch, 1, bias=False), nn.BatchNorm2d(low_ch),
-                                    nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(
+            nn.Conv2d(c_low, low_ch, 1, bias=False), nn.BatchNorm2d(low_ch), nn.ReLU(inplace=True)
+        )
 
         def cbr(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                                 nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
         self.decoder = nn.Sequential(cbr(ch + low_ch, ch), cbr(ch, ch))
         self.classifier = nn.Conv2d(ch, num_classes, 1)
 
@@ -189,7 +238,9 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x):
         low, high = self.encoder(x)
-        y = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        y = F.interpolate(
+            self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False
+        )
         y = self.classifier(self.decoder(torch.cat([y, self.reduce(low)], 1)))
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -198,7 +249,10 @@ class DeepLabV3Plus(nn.Module):
         enc = list(self.encoder.parameters())
         ids = {id(p) for p in enc}
         new = [p for p in self.parameters() if id(p) not in ids]
-        return [{"params": [p for p in enc if p.requires_grad], "lr": lr}, {"params": new, "lr": 10 * lr}]
+        return [
+            {"params": [p for p in enc if p.requires_grad], "lr": lr},
+            {"params": new, "lr": 10 * lr},
+        ]
 
 
 @torch.no_grad()
@@ -209,9 +263,14 @@ def tta_views(model: nn.Module, images: torch.Tensor, scales=(0.5, 1.0, 2.0), fl
     PIL's resize of the training augmentation is), mirrored back and resized to (H, W))."""
     h, w = images.shape[-2:]
     for s in scales:
-        x = images if s == 1 else F.interpolate(images, scale_factor=s, mode="bilinear",
-                                                 align_corners=False, antialias=s < 1)
-        for f in ((False, True) if flip else (False,)):
+        x = (
+            images
+            if s == 1
+            else F.interpolate(
+                images, scale_factor=s, mode="bilinear", align_corners=False, antialias=s < 1
+            )
+        )
+        for f in (False, True) if flip else (False,):
             xi = x.flip(-1) if f else x
             p = torch.softmax(model(xi).float(), 1)
             p = p.flip(-1) if f else p
@@ -219,7 +278,9 @@ def tta_views(model: nn.Module, images: torch.Tensor, scales=(0.5, 1.0, 2.0), fl
 
 
 @torch.no_grad()
-def tta_probs(model: nn.Module, images: torch.Tensor, scales=(0.5, 1.0, 2.0), flip: bool = True) -> torch.Tensor:
+def tta_probs(
+    model: nn.Module, images: torch.Tensor, scales=(0.5, 1.0, 2.0), flip: bool = True
+) -> torch.Tensor:
     """Test-time augmentation (paper 001 §3.4): the softmax of ``model`` on the images (N, 3, H, W)
     rescaled by each of ``scales`` and, with ``flip``, mirrored too, each resized back to (H, W)
     (:func:`tta_views`) and averaged. Returns probabilities (N, C, H, W)."""
@@ -230,8 +291,13 @@ def tta_probs(model: nn.Module, images: torch.Tensor, scales=(0.5, 1.0, 2.0), fl
     return total / n
 
 
-SEGMENTERS = ("unet", "deeplabv3_resnet50", "deeplabv3plus_small", "deeplabv3plus_resnet50",
-              "deeplabv3plus_mobilenet_v2")
+SEGMENTERS = (
+    "unet",
+    "deeplabv3_resnet50",
+    "deeplabv3plus_small",
+    "deeplabv3plus_resnet50",
+    "deeplabv3plus_mobilenet_v2",
+)
 
 
 def make_segmenter(name: str, num_classes: int, weights: str | None = None, **kwargs) -> nn.Module:
@@ -246,7 +312,9 @@ def make_segmenter(name: str, num_classes: int, weights: str | None = None, **kw
         return DeepLabV3Plus(num_classes, name.split("_", 1)[1], weights, **kwargs)
     from torchvision.models.segmentation import deeplabv3_resnet50
 
-    net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    net = deeplabv3_resnet50(
+        weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False
+    )
     if weights == "imagenet":
         load_imagenet(net.backbone, "resnet50", drop=("fc.",))
     return _TorchvisionSeg(net)

@@ -16,6 +16,7 @@ Several machines sharing one output folder split a per-image pass (CRFs, random 
 :func:`shard_spec` / :func:`shard`) and :func:`finish_folder` (the folder's 'complete' marker only once every image
 is there).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,10 @@ from .errors import ParameterError, ShardIncomplete
 from .io import mark_folder_complete
 from .progress import bar as progress_bar
 
-SHARD_ENV = "WSSS_SHARD"            # 'i/n': this machine's share of the per-image passes
+SHARD_ENV = "WSSS_SHARD"  # 'i/n': this machine's share of the per-image passes
 SHARD_WAIT_ENV = "WSSS_SHARD_WAIT"  # seconds to wait for the other shards (default 0: stop at once)
 
-_STATE = {}   # this worker's share of the pool's arguments (set once per worker by the initializer)
+_STATE = {}  # this worker's share of the pool's arguments (set once per worker by the initializer)
 
 
 def set_worker_state(state: dict, setup=None) -> None:
@@ -68,8 +69,9 @@ def _threaded_call(job):
     return fn(arg)
 
 
-def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: bool = True,
-             done: int = 0) -> list:
+def map_jobs(
+    fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: bool = True, done: int = 0
+) -> list:
     """``[fn(job) for job in jobs]``, in order; with ``processes`` > 1 in a pool of spawned
     processes (``fn`` and the jobs must be picklable: a module-level function), each job with its
     :func:`thread_shares`. A small network uses CPU threads poorly, so workers pay even on 2 cores
@@ -88,7 +90,9 @@ def map_jobs(fn, jobs: list, processes: int = 1, desc: str = "jobs", progress: b
     if len(jobs) <= 1:
         before = torch.get_num_threads()
         try:
-            return list(progress_bar((_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)), **bar))
+            return list(
+                progress_bar((_threaded_call((fn, j, t)) for j, t in zip(jobs, shares)), **bar)
+            )
         finally:
             torch.set_num_threads(before)
     work = [(fn, j, t) for j, t in zip(jobs, shares)]
@@ -125,8 +129,9 @@ def run_streamed(fn, jobs, processes: int = 1, max_in_flight: int = 64, on_done=
             done()
 
 
-def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jobs",
-                    progress: bool = True) -> int:
+def compute_missing(
+    fn, jobs: list, missing, processes: int = 1, desc: str = "jobs", progress: bool = True
+) -> int:
     """Run ``fn(job)`` for each job with ``missing(job)`` true — e.g. a network not yet in the
     artifact cache, which ``fn`` trains and stores — in ``processes`` spawned workers
     (:func:`map_jobs`; a single missing job runs here). Returns how many ran."""
@@ -140,6 +145,7 @@ def compute_missing(fn, jobs: list, missing, processes: int = 1, desc: str = "jo
 # Per-image passes split over machines
 # ------------------------------------------------------------------------------------------------
 
+
 def shard_spec(shard=None) -> tuple:
     """This machine's share of a per-image pass as (index, count), 0 <= index < count: ``shard``
     given as (i, n) or 'i/n', else the ``WSSS_SHARD`` environment variable ('i/n'), else (0, 1),
@@ -152,8 +158,10 @@ def shard_spec(shard=None) -> tuple:
     except (TypeError, ValueError):
         i, n = -1, 0
     if not 0 <= i < n:
-        raise ParameterError(f"shard {text!r} is not valid: give 'i/n' with 0 <= i < n (e.g. {SHARD_ENV}=0/2 "
-                             "and 1/2 on two machines sharing the output folder)")
+        raise ParameterError(
+            f"shard {text!r} is not valid: give 'i/n' with 0 <= i < n (e.g. {SHARD_ENV}=0/2 "
+            "and 1/2 on two machines sharing the output folder)"
+        )
     return i, n
 
 
@@ -188,8 +196,10 @@ def finish_folder(folder, names, suffix: str = ".png", spec=(0, 1)) -> None:
             break
         time.sleep(min(10.0, max(0.1, deadline - time.monotonic())))
     i, n = spec
-    raise ShardIncomplete(f"shard {i}/{n} is written, but {len(missing)} of {len(names)} files of the other "
-                          f"shards are still missing in {folder} (first: {missing[0]}{suffix}): run the "
-                          f"other shards ({SHARD_ENV}=j/{n}) on the machines sharing this folder, then "
-                          f"run again (any shard, or none: the written files are kept); or set "
-                          f"{SHARD_WAIT_ENV}=<seconds> to wait for them")
+    raise ShardIncomplete(
+        f"shard {i}/{n} is written, but {len(missing)} of {len(names)} files of the other "
+        f"shards are still missing in {folder} (first: {missing[0]}{suffix}): run the "
+        f"other shards ({SHARD_ENV}=j/{n}) on the machines sharing this folder, then "
+        f"run again (any shard, or none: the written files are kept); or set "
+        f"{SHARD_WAIT_ENV}=<seconds> to wait for them"
+    )

@@ -4,6 +4,7 @@ Each notebook's first code cell (tagged ``parameters``) sets DATASET, DATA_ROOT,
 PROFILE, DEVICE, SEED and its size knobs; the next cell calls :func:`setup`, which checks them and
 resolves the derived values (papermill does not recompute the parameters cell).
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,13 +29,13 @@ from .parallel import shard_spec
 from .results import record_metrics, save_model
 from .train import get_device, seed_everything
 
-
 PROFILES = ("quick", "full")
 
 
 # ------------------------------------------------------------------------------------------------
 # What each notebook parameter may be
 # ------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -44,6 +45,7 @@ class Rule:
     strictly above ``low``); ``optional``: None is accepted (the profile's or the notebook's
     default); ``text_too``: a string is accepted as well (a named preset, e.g. FACTORS='voc').
     A string's own valid values are checked where it is used (:func:`wsss_edu.errors.check_choice`)."""
+
     kind: str
     low: float | None = None
     high: float | None = None
@@ -55,8 +57,14 @@ class Rule:
 
     def describe(self) -> str:
         """The rule in words, for error messages."""
-        what = {"int": "a whole number", "real": "a number", "bool": "True or False", "text": "a string",
-                "ints": "a list of whole numbers", "reals": "a list of numbers"}[self.kind]
+        what = {
+            "int": "a whole number",
+            "real": "a number",
+            "bool": "True or False",
+            "text": "a string",
+            "ints": "a list of whole numbers",
+            "reals": "a list of numbers",
+        }[self.kind]
         if self.length is not None:
             what = what.replace("a list", f"a list of {self.length}")
         if self.low is not None or self.high is not None:
@@ -82,14 +90,17 @@ class Rule:
                 return f"{value!r} is not a non-empty list"
             if self.length is not None and len(value) != self.length:
                 return f"{value!r} has {len(value)} items, not {self.length}"
-            item = Rule(self.kind[:-1], self.low, self.high, self.low_open,
-                        optional=self.items_optional)
+            item = Rule(
+                self.kind[:-1], self.low, self.high, self.low_open, optional=self.items_optional
+            )
             for v in value:
                 bad = item.problem(v)
                 if bad is not None:
                     return f"item {bad}"
             return None
-        if isinstance(value, bool) or not isinstance(value, Integral if self.kind == "int" else Real):
+        if isinstance(value, bool) or not isinstance(
+            value, Integral if self.kind == "int" else Real
+        ):
             return f"{value!r} is not {'a whole number' if self.kind == 'int' else 'a number'}"
         if not math.isfinite(value):
             return f"{value!r} is not finite"
@@ -100,12 +111,14 @@ class Rule:
         return None
 
 
-_COUNT = Rule("int", low=1)                     # how many images, epochs, seeds, pixels, ...
-_COUNT0 = Rule("int", low=0)                    # a count that may be 0 (workers, frozen blocks)
-_POSITIVE = Rule("real", low=0, low_open=True)  # learning rates, kernel widths, thresholds on sigma^2
+_COUNT = Rule("int", low=1)  # how many images, epochs, seeds, pixels, ...
+_COUNT0 = Rule("int", low=0)  # a count that may be 0 (workers, frozen blocks)
+_POSITIVE = Rule(
+    "real", low=0, low_open=True
+)  # learning rates, kernel widths, thresholds on sigma^2
 _NONNEG = Rule("real", low=0)
-_SHARE = Rule("real", low=0, high=1)            # a rate, probability or threshold in [0, 1]
-_SCALES = Rule("reals", low=0, low_open=True)   # image scales, betas, factors
+_SHARE = Rule("real", low=0, high=1)  # a rate, probability or threshold in [0, 1]
+_SCALES = Rule("reals", low=0, low_open=True)  # image scales, betas, factors
 _FLAG = Rule("bool", optional=False)
 _TEXT = Rule("text")
 
@@ -115,41 +128,105 @@ _TEXT = Rule("text")
 # its rule.
 PARAMETER_RULES = {
     # shared by every notebook (params.setup)
-    "DATASET": Rule("text", optional=False), "DATA_ROOT": _TEXT, "OUTPUT_DIR": _TEXT,
-    "PROFILE": Rule("text", optional=False), "DEVICE": Rule("text", optional=False),
+    "DATASET": Rule("text", optional=False),
+    "DATA_ROOT": _TEXT,
+    "OUTPUT_DIR": _TEXT,
+    "PROFILE": Rule("text", optional=False),
+    "DEVICE": Rule("text", optional=False),
     "SEED": Rule("int", optional=False),
     # sizes and counts
-    **{k: _COUNT for k in ("IMAGE_SIZE", "N_TRAIN", "N_VAL", "EPOCHS", "BATCH_SIZE", "WIDTH", "IR_EPOCHS",
-                           "IR_RADIUS", "IR_BATCH", "SEG_EPOCHS", "STUDENT_EPOCHS", "RRM_EPOCHS", "RRM_BATCH",
-                           "RRM_DILATION", "RRM_SEG_CHANNELS", "N_CURVE", "GRAD_CAM_IMAGES", "SEEDS",
-                           "PP_PER_BATCH", "CROP", "IR_CROP", "SEG_CROP", "RRM_CROP")},
+    **{
+        k: _COUNT
+        for k in (
+            "IMAGE_SIZE",
+            "N_TRAIN",
+            "N_VAL",
+            "EPOCHS",
+            "BATCH_SIZE",
+            "WIDTH",
+            "IR_EPOCHS",
+            "IR_RADIUS",
+            "IR_BATCH",
+            "SEG_EPOCHS",
+            "STUDENT_EPOCHS",
+            "RRM_EPOCHS",
+            "RRM_BATCH",
+            "RRM_DILATION",
+            "RRM_SEG_CHANNELS",
+            "N_CURVE",
+            "GRAD_CAM_IMAGES",
+            "SEEDS",
+            "PP_PER_BATCH",
+            "CROP",
+            "IR_CROP",
+            "SEG_CROP",
+            "RRM_CROP",
+        )
+    },
     "MC_SAMPLES": Rule("int", low=1, optional=False),
     **{k: _COUNT0 for k in ("N_PP", "WARMUP", "FROZEN_BLOCKS", "SEG_FROZEN_BLOCKS")},
     **{k: Rule("int", low=0, optional=False) for k in ("WORKERS", "N_SHOW", "SHOW")},
-    "PP_SWEEP": Rule("ints", low=0), "WALK_RADII": Rule("ints", low=1), "WALK_EXP_TIMES": Rule("ints", low=1),
+    "PP_SWEEP": Rule("ints", low=0),
+    "WALK_RADII": Rule("ints", low=1),
+    "WALK_EXP_TIMES": Rule("ints", low=1),
     # numbers
-    **{k: _POSITIVE for k in ("LR_NEW", "SEG_LR", "RRM_LR", "SIGMA_XY", "SIGMA_RGB", "CRF_SCALE", "GAMMA",
-                              "ENERGY_SCALE")},
+    **{
+        k: _POSITIVE
+        for k in (
+            "LR_NEW",
+            "SEG_LR",
+            "RRM_LR",
+            "SIGMA_XY",
+            "SIGMA_RGB",
+            "CRF_SCALE",
+            "GAMMA",
+            "ENERGY_SCALE",
+        )
+    },
     **{k: Rule("real", low=0, low_open=True, optional=False) for k in ("IR_LR", "TAU")},
-    "ENERGY_WEIGHT": _NONNEG, "T": Rule("real", low=0, optional=False),
+    "ENERGY_WEIGHT": _NONNEG,
+    "T": Rule("real", low=0, optional=False),
     "IMBALANCE": Rule("real", low=1, optional=False),
     **{k: Rule("real", low=0, high=1, optional=False) for k in ("MISSING_RATE", "CONFIDENCE")},
-    "STEP3_BG": _SHARE, "FRACTION": Rule("real", low=0, high=1, low_open=True),
+    "STEP3_BG": _SHARE,
+    "FRACTION": Rule("real", low=0, high=1, low_open=True),
     **{k: Rule("real", low=0, high=1) for k in ("IR_MOMENTUM", "RRM_MOMENTUM")},
     # lists of numbers
-    **{k: _SCALES for k in ("CAM_SCALES", "P_SCALES", "TTA_SCALES", "IR_COPY_SCALES", "WALK_BETAS")},
+    **{
+        k: _SCALES for k in ("CAM_SCALES", "P_SCALES", "TTA_SCALES", "IR_COPY_SCALES", "WALK_BETAS")
+    },
     "SEG_SCALE": Rule("reals", low=0, low_open=True, length=2, optional=False),
     "TWO_CRF": Rule("reals", low=0, low_open=True, length=2),
-    "RATIOS": Rule("reals", low=0, high=1, low_open=True), "T_GRID": Rule("reals", low=0),
+    "RATIOS": Rule("reals", low=0, high=1, low_open=True),
+    "T_GRID": Rule("reals", low=0),
     "WALK_BG": Rule("reals", low=0, high=1, items_optional=True),
     "FACTORS": Rule("reals", low=0, low_open=True, optional=False, text_too=True),
     # switches
-    **{k: Rule("bool") for k in ("BALANCE", "FREEZE_BN", "PROBABILITY_ROW", "TABLE2_CAM", "TWO_STEP")},
+    **{
+        k: Rule("bool")
+        for k in ("BALANCE", "FREEZE_BN", "PROBABILITY_ROW", "TABLE2_CAM", "TWO_STEP")
+    },
     **{k: _FLAG for k in ("INCLUDE_BACKGROUND", "RUN_MISSING", "TABLE3", "WARMUP_ON_BOXES")},
     # names, checked against their valid values where they are used
-    **{k: _TEXT for k in ("AUGMENT", "BACKBONE", "IR_BACKBONE", "IR_AUGMENT", "SEG_BACKBONE", "SEG_OPTIMIZER",
-                          "RRM_OPTIMIZER", "RULE", "DROP_CLASS", "WEIGHTS")},
-    **{k: Rule("text", optional=False) for k in ("IR_PATH", "IR_SOURCES", "PRESENT_FROM", "PSEUDO_LABELS")},
+    **{
+        k: _TEXT
+        for k in (
+            "AUGMENT",
+            "BACKBONE",
+            "IR_BACKBONE",
+            "IR_AUGMENT",
+            "SEG_BACKBONE",
+            "SEG_OPTIMIZER",
+            "RRM_OPTIMIZER",
+            "RULE",
+            "DROP_CLASS",
+            "WEIGHTS",
+        )
+    },
+    **{
+        k: Rule("text", optional=False)
+        for k in ("IR_PATH", "IR_SOURCES", "PRESENT_FROM", "PSEUDO_LABELS")
+    },
 }
 
 
@@ -157,12 +234,15 @@ def check_parameter_values(values: dict, where: str = "") -> None:
     """Raise one :class:`ParameterError` listing every value of ``values`` ({name: value}) that
     breaks its :data:`PARAMETER_RULES` rule, each with what the parameter may be (``where``: the
     notebook, for the message). Names without a rule are left to the caller."""
-    bad = [f"{k}={v!r}: {why}; {k} must be {PARAMETER_RULES[k].describe()}"
-           for k, v in values.items()
-           if k in PARAMETER_RULES and (why := PARAMETER_RULES[k].problem(v)) is not None]
+    bad = [
+        f"{k}={v!r}: {why}; {k} must be {PARAMETER_RULES[k].describe()}"
+        for k, v in values.items()
+        if k in PARAMETER_RULES and (why := PARAMETER_RULES[k].problem(v)) is not None
+    ]
     if bad:
-        raise ParameterError(f"{where + ': ' if where else ''}parameter value(s) not valid:\n  "
-                             + "\n  ".join(bad))
+        raise ParameterError(
+            f"{where + ': ' if where else ''}parameter value(s) not valid:\n  " + "\n  ".join(bad)
+        )
 
 
 def notebook_file(notebook: str) -> Path | None:
@@ -177,8 +257,11 @@ def notebook_file(notebook: str) -> Path | None:
 def _code_cells(path) -> list[str]:
     with open(path, encoding="utf-8") as f:
         nb = json.load(f)
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in nb["cells"] if c["cell_type"] == "code"]
+    return [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    ]
 
 
 def _assigned_names(source: str) -> set:
@@ -202,8 +285,11 @@ def _assigned_names(source: str) -> set:
 def parameter_names(path) -> list[str]:
     """The names a notebook's ``parameters`` cell (its first code cell) defines, in order."""
     first = _code_cells(path)[0]
-    return [n.targets[0].id for n in ast.parse(first).body
-            if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)]
+    return [
+        n.targets[0].id
+        for n in ast.parse(first).body
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+    ]
 
 
 def unknown_parameters(path, namespace: dict) -> list[str]:
@@ -212,8 +298,7 @@ def unknown_parameters(path, namespace: dict) -> list[str]:
     have, which papermill only logs. Names the notebook binds later (re-running a cell in Jupyter)
     are not unknown."""
     known = set().union(*(_assigned_names(c) for c in _code_cells(path)))
-    return sorted(k for k in namespace
-                  if k.isupper() and not k.startswith("_") and k not in known)
+    return sorted(k for k in namespace if k.isupper() and not k.startswith("_") and k not in known)
 
 
 def check_namespace(notebook: str, namespace: dict) -> None:
@@ -226,7 +311,9 @@ def check_namespace(notebook: str, namespace: dict) -> None:
         if unknown:
             valid = parameter_names(path)
             hints = {k: get_close_matches(k, valid, n=1) for k in unknown}
-            said = ", ".join(f"{k}" + (f" (did you mean {m[0]}?)" if m else "") for k, m in hints.items())
+            said = ", ".join(
+                f"{k}" + (f" (did you mean {m[0]}?)" if m else "") for k, m in hints.items()
+            )
             raise ParameterError(f"{notebook} has no parameter(s) {said}; its parameters: {valid}")
         names = parameter_names(path)
     else:
@@ -241,8 +328,10 @@ def check_writable(folder: Path, name: str = "OUTPUT_DIR") -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".wsss-write-check-"):
             pass
     except OSError as e:
-        raise ParameterError(f"{name}={str(folder)!r} is not writable ({e.strerror or e}); give a "
-                             f"folder you can write to (-p {name} <folder>, or set WSSS_OUTPUT_DIR)") from None
+        raise ParameterError(
+            f"{name}={str(folder)!r} is not writable ({e.strerror or e}); give a "
+            f"folder you can write to (-p {name} <folder>, or set WSSS_OUTPUT_DIR)"
+        ) from None
 
 
 def repo_root() -> Path:
@@ -261,6 +350,7 @@ def default_output_dir() -> Path:
 @dataclass
 class Setup:
     """The resolved parameters of one notebook run."""
+
     notebook: str
     dataset: str
     data_root: Path | None
@@ -299,16 +389,27 @@ def slow_profile_message(profile: str, device: torch.device) -> str | None:
     PROFILE='full' (the papers' networks, image sizes and epochs, sized for a GPU) on a CPU."""
     if profile != "full" or torch.device(device).type != "cpu":
         return None
-    return ("PROFILE='full' on the CPU: the full profile trains the papers' networks at their image "
-            "sizes and epochs (ResNet-50 backbones, thousands of images), sized for a GPU; on a CPU "
-            "it is very slow (hours where the quick profile takes minutes). Set PROFILE = \"quick\" (the toy-sized course, minutes on a laptop), or run "
-            "on a machine with a GPU (DEVICE='auto' picks it up; on Colab: Runtime > Change runtime "
-            "type > GPU).")
+    return (
+        "PROFILE='full' on the CPU: the full profile trains the papers' networks at their image "
+        "sizes and epochs (ResNet-50 backbones, thousands of images), sized for a GPU; on a CPU "
+        'it is very slow (hours where the quick profile takes minutes). Set PROFILE = "quick" (the toy-sized course, minutes on a laptop), or run '
+        "on a machine with a GPU (DEVICE='auto' picks it up; on Colab: Runtime > Change runtime "
+        "type > GPU)."
+    )
 
 
-def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: str = "",
-          PROFILE: str = "quick", DEVICE: str = "auto", SEED: int = 0, threads: int | None = None,
-          verbose: bool = True, namespace: dict | None = None) -> Setup:
+def setup(
+    notebook: str,
+    DATASET: str = "toy",
+    DATA_ROOT: str = "",
+    OUTPUT_DIR: str = "",
+    PROFILE: str = "quick",
+    DEVICE: str = "auto",
+    SEED: int = 0,
+    threads: int | None = None,
+    verbose: bool = True,
+    namespace: dict | None = None,
+) -> Setup:
     """Validate the shared parameters, seed everything, pick the device and make OUTPUT_DIR.
 
     An unknown DATASET / PROFILE / DEVICE raises an error listing the valid values; a real dataset
@@ -321,15 +422,25 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     """
     if namespace is not None:
         check_namespace(notebook, namespace)
-    check_parameter_values(dict(DATASET=DATASET, DATA_ROOT=DATA_ROOT, OUTPUT_DIR=OUTPUT_DIR,
-                                PROFILE=PROFILE, DEVICE=DEVICE, SEED=SEED), notebook)
+    check_parameter_values(
+        dict(
+            DATASET=DATASET,
+            DATA_ROOT=DATA_ROOT,
+            OUTPUT_DIR=OUTPUT_DIR,
+            PROFILE=PROFILE,
+            DEVICE=DEVICE,
+            SEED=SEED,
+        ),
+        notebook,
+    )
     check_choice("DATASET", DATASET, DATASETS)
     check_choice("PROFILE", PROFILE, PROFILES)
     if DATASET != "toy" and not DATA_ROOT:
         raise ParameterError(
             f"DATASET={DATASET!r} needs DATA_ROOT, the folder holding the data; fetch it with "
             f"`python -m wsss_edu.download {DATASET} --root DATA_ROOT` (`python -m wsss_edu.download "
-            "--help` lists every dataset)")
+            "--help` lists every dataset)"
+        )
     seed = int(SEED)
     device = get_device(DEVICE)
     slow = slow_profile_message(PROFILE, device)
@@ -339,8 +450,10 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ParameterError(f"OUTPUT_DIR={str(out)!r} cannot be made ({e.strerror or e}); give a "
-                             "folder you can write to (-p OUTPUT_DIR <folder>, or set WSSS_OUTPUT_DIR)") from None
+        raise ParameterError(
+            f"OUTPUT_DIR={str(out)!r} cannot be made ({e.strerror or e}); give a "
+            "folder you can write to (-p OUTPUT_DIR <folder>, or set WSSS_OUTPUT_DIR)"
+        ) from None
     check_writable(out)
     shard_spec()
     train_processes()
@@ -349,15 +462,22 @@ def setup(notebook: str, DATASET: str = "toy", DATA_ROOT: str = "", OUTPUT_DIR: 
     seed_everything(seed)
     s = Setup(notebook, DATASET, user_path(DATA_ROOT), out.resolve(), PROFILE, device, seed)
     if verbose:
-        print(f"{notebook}: dataset={DATASET} profile={PROFILE} device={device} seed={seed} "
-              f"output={s.output_dir}")
+        print(
+            f"{notebook}: dataset={DATASET} profile={PROFILE} device={device} seed={seed} "
+            f"output={s.output_dir}"
+        )
     return s
 
 
 # The (train, val) splits each dataset uses by default: weak labels on train, evaluation on val.
-DEFAULT_SPLITS = {"toy": ("train", "val"), "voc": ("train_aug", "val"),
-                  "cityscapes": ("train", "val"), "camvid": ("train", "val"),
-                  "coco": ("train2014", "val2014"), "msrc": ("train", "val")}
+DEFAULT_SPLITS = {
+    "toy": ("train", "val"),
+    "voc": ("train_aug", "val"),
+    "cityscapes": ("train", "val"),
+    "camvid": ("train", "val"),
+    "coco": ("train2014", "val2014"),
+    "msrc": ("train", "val"),
+}
 
 
 def load_splits(s: Setup, n_train=None, n_val=None, **toy_knobs):
@@ -366,10 +486,14 @@ def load_splits(s: Setup, n_train=None, n_val=None, **toy_knobs):
     ``s.data_root`` (knobs are ignored there)."""
     tr, va = DEFAULT_SPLITS[s.dataset]
     if s.dataset == "toy":
-        return (get_dataset("toy", split=tr, n=n_train, seed=s.seed, **toy_knobs),
-                get_dataset("toy", split=va, n=n_val, seed=s.seed, **toy_knobs))
-    return (get_dataset(s.dataset, s.data_root, split=tr),
-            get_dataset(s.dataset, s.data_root, split=va))
+        return (
+            get_dataset("toy", split=tr, n=n_train, seed=s.seed, **toy_knobs),
+            get_dataset("toy", split=va, n=n_val, seed=s.seed, **toy_knobs),
+        )
+    return (
+        get_dataset(s.dataset, s.data_root, split=tr),
+        get_dataset(s.dataset, s.data_root, split=va),
+    )
 
 
 # The split each dataset's final numbers are reported on when settings were chosen on val: one with

@@ -9,6 +9,7 @@ Writes ``VOC2012/SegmentationClassAug/<id>.png`` (grey PNGs of class ids) and
 Safe to re-run: finished masks are skipped. A checkout's ``data_scripts/prepare_voc_trainaug.py``
 runs the same :func:`main`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ def main(argv=None) -> int:
     """Build train_aug under ``--root``; exit status 1 (the message names the fix) when the data
     is missing, or when it yields no image at all (nothing done is not success)."""
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, type=user_path,
-                        help="data folder holding VOCdevkit/ and SBD/")
+    parser.add_argument(
+        "--root", required=True, type=user_path, help="data folder holding VOCdevkit/ and SBD/"
+    )
     args = parser.parse_args(argv)
     try:
         ids = prepare_voc_trainaug(args.root, verbose=True)
@@ -35,9 +37,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not ids:
-        print(f"error: no train_aug image found under {args.root}: check that VOCdevkit/VOC2012 and "
-              "SBD/benchmark_RELEASE hold the images and masks (python -m wsss_edu.download voc / "
-              "sbd --root DIR fetches them)", file=sys.stderr)
+        print(
+            f"error: no train_aug image found under {args.root}: check that VOCdevkit/VOC2012 and "
+            "SBD/benchmark_RELEASE hold the images and masks (python -m wsss_edu.download voc / "
+            "sbd --root DIR fetches them)",
+            file=sys.stderr,
+        )
         return 1
     print(f"done: {len(ids)} train_aug ids (10582 expected on the full VOC 2012 + SBD)")
     return 0

@@ -14,6 +14,7 @@ key by key and shape by shape against the network before loading (:func:`check_s
 file of another architecture is refused with the keys at fault. When neither source is available,
 :class:`WeightsUnavailableError` says how to provide one.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,20 +43,26 @@ def local_weights_file(arch: str, weights_file=None) -> Path | None:
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
-            raise DataFileError(f"weights file {path} does not exist; give the path of a {arch} "
-                                f"ImageNet state_dict (.pth)")
+            raise DataFileError(
+                f"weights file {path} does not exist; give the path of a {arch} "
+                f"ImageNet state_dict (.pth)"
+            )
         return path
     folder = os.environ.get(WEIGHTS_DIR_ENV)
     if not folder:
         return None
     found = sorted(Path(folder).expanduser().glob(f"{arch}*.pth"))
     if len(found) > 1:
-        raise DataFileError(f"{WEIGHTS_DIR_ENV}={folder} holds several {arch}*.pth files "
-                            f"({[p.name for p in found]}); keep one, or pass weights_file")
+        raise DataFileError(
+            f"{WEIGHTS_DIR_ENV}={folder} holds several {arch}*.pth files "
+            f"({[p.name for p in found]}); keep one, or pass weights_file"
+        )
     if not found:
-        raise DataFileError(f"{WEIGHTS_DIR_ENV}={folder} holds no {arch}*.pth file; put the {arch} "
-                            f"ImageNet state_dict there, or unset {WEIGHTS_DIR_ENV} to download "
-                            "torchvision's weights")
+        raise DataFileError(
+            f"{WEIGHTS_DIR_ENV}={folder} holds no {arch}*.pth file; put the {arch} "
+            f"ImageNet state_dict there, or unset {WEIGHTS_DIR_ENV} to download "
+            "torchvision's weights"
+        )
     return found[0]
 
 
@@ -65,15 +72,22 @@ def check_state_dict(expected: dict, given: dict, source) -> None:
     another shape (first few of each listed)."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k}: {tuple(given[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
-              if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: {tuple(given[k].shape)} instead of {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and tuple(given[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing keys (e.g. {missing[:3]})" if missing else "",
-                 f"{len(unexpected)} unknown keys (e.g. {unexpected[:3]})" if unexpected else "",
-                 f"{len(shapes)} tensors of another shape ({shapes[:3]})" if shapes else ""]
-        raise DataFileError(f"weights {source} do not fit this network: "
-                            f"{'; '.join(p for p in parts if p)}. Is it a state_dict of the right "
-                            "architecture (torchvision's, 1000 ImageNet classes)?")
+        parts = [
+            f"{len(missing)} missing keys (e.g. {missing[:3]})" if missing else "",
+            f"{len(unexpected)} unknown keys (e.g. {unexpected[:3]})" if unexpected else "",
+            f"{len(shapes)} tensors of another shape ({shapes[:3]})" if shapes else "",
+        ]
+        raise DataFileError(
+            f"weights {source} do not fit this network: "
+            f"{'; '.join(p for p in parts if p)}. Is it a state_dict of the right "
+            "architecture (torchvision's, 1000 ImageNet classes)?"
+        )
 
 
 def _torchvision_state_dict(arch: str) -> dict:
@@ -82,12 +96,13 @@ def _torchvision_state_dict(arch: str) -> dict:
     weights = get_model_weights(arch).IMAGENET1K_V1
     try:
         return weights.get_state_dict(progress=True)
-    except Exception as e:   # no network, a proxy, a broken cache: all end the same way
+    except Exception as e:  # no network, a proxy, a broken cache: all end the same way
         raise WeightsUnavailableError(
             f"could not get torchvision's ImageNet weights for {arch} ({type(e).__name__}: {e}). "
             f"On a machine with internet they download once into torch hub's cache; offline, give a "
             f"local state_dict: weights_file=..., or set {WEIGHTS_DIR_ENV} to a folder holding "
-            f"{arch}*.pth (see wsss_edu.pretrained).") from e
+            f"{arch}*.pth (see wsss_edu.pretrained)."
+        ) from e
 
 
 def imagenet_state_dict(arch: str, weights_file=None) -> tuple[dict, str]:
@@ -100,15 +115,21 @@ def imagenet_state_dict(arch: str, weights_file=None) -> tuple[dict, str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DataFileError(f"cannot read weights file {path} ({type(e).__name__}: {e}); it must be a "
-                            "state_dict saved with torch.save (a truncated download? fetch it again)") from e
+        raise DataFileError(
+            f"cannot read weights file {path} ({type(e).__name__}: {e}); it must be a "
+            "state_dict saved with torch.save (a truncated download? fetch it again)"
+        ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataFileError(f"weights file {path} is not a state_dict (a dict of tensors); save "
-                            "model.state_dict(), not the model")
+        raise DataFileError(
+            f"weights file {path} is not a state_dict (a dict of tensors); save "
+            "model.state_dict(), not the model"
+        )
     return state, str(path)
 
 
-def torchvision_classifier(arch: str, weights: str | None = None, weights_file=None, **kwargs) -> nn.Module:
+def torchvision_classifier(
+    arch: str, weights: str | None = None, weights_file=None, **kwargs
+) -> nn.Module:
     """torchvision's ``arch`` classifier built with ``kwargs`` (e.g. a ResNet's
     ``replace_stride_with_dilation``), from scratch (``weights=None``) or with its ImageNet
     weights (``'imagenet'``: :func:`load_imagenet`). What the package's backbones are cut from."""

@@ -29,6 +29,7 @@ A bar that closes with ``leave=False`` (tqdm removes it from the screen) writes 
 it has written a line before, i.e. if it ran longer than the interval: a log keeps the long loops'
 ends, not one line per short inner loop (an evaluation per epoch of a quick run).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,8 @@ from tqdm.std import tqdm as _std_tqdm
 
 from .errors import ParameterError
 
-MODE_ENV = "WSSS_PROGRESS"                # 'log' | 'bar' | 'auto' (or unset): see the module docstring
-SECONDS_ENV = "WSSS_PROGRESS_SECONDS"     # seconds between two log lines of a bar (default 30)
+MODE_ENV = "WSSS_PROGRESS"  # 'log' | 'bar' | 'auto' (or unset): see the module docstring
+SECONDS_ENV = "WSSS_PROGRESS_SECONDS"  # seconds between two log lines of a bar (default 30)
 DEFAULT_SECONDS = 30.0
 MODES = ("log", "bar", "auto")
 
@@ -53,9 +54,11 @@ def choose_mode(value: str | None, in_kernel: bool, stderr_is_tty: bool) -> str:
     if value in ("log", "bar"):
         return value
     if value not in ("", "auto"):
-        raise ParameterError(f"{MODE_ENV}={value!r} is not valid: give one of {MODES} (log: plain lines "
-                             f"for logs; bar: tqdm's bars; auto or unset: bars in a notebook or a "
-                             f"terminal, lines elsewhere)")
+        raise ParameterError(
+            f"{MODE_ENV}={value!r} is not valid: give one of {MODES} (log: plain lines "
+            f"for logs; bar: tqdm's bars; auto or unset: bars in a notebook or a "
+            f"terminal, lines elsewhere)"
+        )
     return "bar" if in_kernel or stderr_is_tty else "log"
 
 
@@ -69,22 +72,26 @@ def interval_seconds(value: str | None) -> float:
     except ValueError:
         seconds = -1.0
     if not (seconds >= 0 and math.isfinite(seconds)):
-        raise ParameterError(f"{SECONDS_ENV}={value!r} is not valid: give the seconds between two progress "
-                             f"lines, a number >= 0 (default {DEFAULT_SECONDS:g})")
+        raise ParameterError(
+            f"{SECONDS_ENV}={value!r} is not valid: give the seconds between two progress "
+            f"lines, a number >= 0 (default {DEFAULT_SECONDS:g})"
+        )
     return seconds
 
 
 def in_kernel() -> bool:
     """Whether this process is a Jupyter kernel (IPython's kernel app; not a terminal IPython)."""
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    shell = (
+        ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    )
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _is_tty(stream) -> bool:
     try:
         return bool(stream.isatty())
-    except (AttributeError, ValueError):   # no isatty, or a closed stream
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
 
 
@@ -116,22 +123,40 @@ def headless_kernels():
         os.environ.pop(MODE_ENV, None)
 
 
-def bar(iterable=None, total=None, desc=None, disable: bool = False, leave: bool = True,
-        initial=0, **kwargs):
+def bar(
+    iterable=None,
+    total=None,
+    desc=None,
+    disable: bool = False,
+    leave: bool = True,
+    initial=0,
+    **kwargs,
+):
     """A progress bar over ``iterable`` (or updated by hand up to ``total``): ``tqdm.auto.tqdm``
     with these arguments in a live notebook or terminal, a :class:`LogBar` writing plain lines
     when headless (the module's rule). ``kwargs`` are tqdm's (``unit``, ``unit_scale``, ...)."""
     if mode() == "log":
-        return LogBar(iterable, total=total, desc=desc, disable=bool(disable), leave=leave,
-                      initial=initial, seconds=interval_seconds(os.environ.get(SECONDS_ENV)), **kwargs)
+        return LogBar(
+            iterable,
+            total=total,
+            desc=desc,
+            disable=bool(disable),
+            leave=leave,
+            initial=initial,
+            seconds=interval_seconds(os.environ.get(SECONDS_ENV)),
+            **kwargs,
+        )
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=leave, initial=initial, **kwargs)
+    return tqdm(
+        iterable, total=total, desc=desc, disable=disable, leave=leave, initial=initial, **kwargs
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # The headless bar
 # ------------------------------------------------------------------------------------------------
+
 
 class _Discard:
     """A file that keeps nothing: tqdm's own drawing (``\\r``, padding, cursor moves) goes here."""
@@ -171,7 +196,11 @@ def log_line(info: dict, final: bool = False, clock=None) -> str:
     n/total and percentage, elapsed time, ETA (running) or total time (``final``), rate, postfix.
     The rate is the smoothed one while running and the overall one at the end."""
     n, total, elapsed = info["n"], info["total"], info["elapsed"] or 0.0
-    unit, scale, divisor = info.get("unit") or "it", info.get("unit_scale"), info.get("unit_divisor") or 1000
+    unit, scale, divisor = (
+        info.get("unit") or "it",
+        info.get("unit_scale"),
+        info.get("unit_divisor") or 1000,
+    )
     overall = (n - (info.get("initial") or 0)) / elapsed if elapsed > 0 else None
     rate = overall if final or not info.get("rate") else info["rate"]
     head = f"{info['prefix']}: " if info.get("prefix") else ""
@@ -210,7 +239,7 @@ class LogBar(_std_tqdm):
         if msg == "" or not self._live:
             return True
         now = self._time()
-        finished = self.total is not None and self.n >= self.total   # close() writes that line
+        finished = self.total is not None and self.n >= self.total  # close() writes that line
         if not finished and now - self._last_line_t >= self._seconds:
             self._write(log_line(self.format_dict))
             self._last_line_t = now
@@ -238,7 +267,7 @@ class LogBar(_std_tqdm):
             self._live = False
             leave = abs(getattr(self, "pos", 0)) == 0 if self.leave is None else self.leave
             if leave or self._wrote:
-                self._ema_dt = lambda: None   # tqdm's switch to the overall rate
+                self._ema_dt = lambda: None  # tqdm's switch to the overall rate
                 self._write(log_line(self.format_dict, final=True))
         super().close()
 

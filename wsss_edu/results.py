@@ -1,6 +1,7 @@
 """The results recorder: each notebook writes its headline numbers to
 ``<OUTPUT_DIR>/metrics/<notebook name>.json`` — a flat JSON object of named numbers whose names are
 unique across notebooks — and the runner gathers them into ``results.md``."""
+
 from __future__ import annotations
 
 import json
@@ -64,9 +65,11 @@ def load_metrics(path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         data = e
     if not isinstance(data, dict):
-        raise DataFileError(f"{path} is not a metrics file (a JSON object of named numbers): "
-                            f"{data if isinstance(data, Exception) else type(data).__name__}. Delete it "
-                            f"and rerun notebook {path.stem} to record its numbers again")
+        raise DataFileError(
+            f"{path} is not a metrics file (a JSON object of named numbers): "
+            f"{data if isinstance(data, Exception) else type(data).__name__}. Delete it "
+            f"and rerun notebook {path.stem} to record its numbers again"
+        )
     return data
 
 
@@ -132,10 +135,13 @@ def load_model(output_dir, notebook: str, name: str, device="cpu"):
 
     path = model_path(output_dir, notebook, name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run notebooks/{notebook}.ipynb with "
-                                f"OUTPUT_DIR={output_dir} first")
+        raise FileNotFoundError(
+            f"{path} is missing: run notebooks/{notebook}.ipynb with OUTPUT_DIR={output_dir} first"
+        )
     problem = digest_problem(path)
     if problem is not None:
-        raise DataFileError(f"saved network {path} cannot be trusted: {problem}. Run "
-                            f"notebooks/{notebook}.ipynb with OUTPUT_DIR={output_dir} again to save it anew")
+        raise DataFileError(
+            f"saved network {path} cannot be trusted: {problem}. Run "
+            f"notebooks/{notebook}.ipynb with OUTPUT_DIR={output_dir} again to save it anew"
+        )
     return torch.load(path, map_location=device, weights_only=False).eval()

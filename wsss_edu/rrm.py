@@ -97,6 +97,7 @@ The network may be step 1's ImageNet MobileNetV2 (:func:`~wsss_edu.steps.rrm_ste
 backbone, its frozen blocks and its frozen batch norms; the segmentation branch reads the shared
 stride-16 features).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -122,7 +123,9 @@ def background_probability(p_fg: torch.Tensor, gamma: float = 4.0) -> torch.Tens
     return (1 - p_fg.amax(1, keepdim=True).clamp(0, 1)) ** gamma
 
 
-def cam_probabilities(p_fg: torch.Tensor, gamma: float = 4.0, has_background: bool = True) -> torch.Tensor:
+def cam_probabilities(
+    p_fg: torch.Tensor, gamma: float = 4.0, has_background: bool = True
+) -> torch.Tensor:
     """[P_bg, P_fg] (N, 1 + K, H, W): eq. (4)'s background in front of the normalised CAMs (eq. 3),
     channel 0 = background, c + 1 = class c (the label convention of the whole package).
     ``has_background=False`` (a dataset whose every pixel is one of its classes, e.g. MSRC): no
@@ -159,8 +162,10 @@ def labels_to_mask(labels, has_background: bool = True):
 # rule='paper': the literal reading of eqs. 4-7
 # ------------------------------------------------------------------------------------------------
 
-def top_fraction_labels(probs: torch.Tensor, present, fraction: float = 0.4,
-                        min_score: float = 0.1) -> torch.Tensor:
+
+def top_fraction_labels(
+    probs: torch.Tensor, present, fraction: float = 0.4, min_score: float = 0.1
+) -> torch.Tensor:
     """Eq. (6) with the paper's choice of alpha "such that 40 % of the pixels are labelled", per
     class: each pixel takes the argmax over the ``present`` channels of ``probs`` (1 + K, H, W)
     (background included); within each class's argmax region, only the ``fraction`` of its pixels
@@ -185,24 +190,29 @@ def top_fraction_labels(probs: torch.Tensor, present, fraction: float = 0.4,
         keep = int(round(fraction * n))
         if keep == 0:
             continue
-        alpha = score[region].topk(keep).values[-1]      # the class's own alpha
+        alpha = score[region].topk(keep).values[-1]  # the class's own alpha
         out[region & (score >= alpha)] = c
     return out
 
 
-def crf_label(image: np.ndarray, probs: torch.Tensor, present, crf_params="rrm_train") -> torch.Tensor:
+def crf_label(
+    image: np.ndarray, probs: torch.Tensor, present, crf_params="rrm_train"
+) -> torch.Tensor:
     """Eq. (5): the dense CRF's label map for [P_bg, P_fg] over the ``present`` channels (the
     image's classes and the background; the paper and the reference use AffinityNet's CRF settings,
     the ``'rrm_train'`` preset). ``image`` (H, W, 3) uint8, ``probs`` (1 + K, H, W). Returns (H, W)
     int64 class indices on ``probs``' device. ``rule='paper'``'s CRF label (one CRF, at the CAM
     side's gamma); the reference runs two (:func:`reference_crf_label`)."""
     present = np.asarray(list(present))
-    q = crf_on_scores(image, np.ascontiguousarray(probs[present].cpu().numpy(), np.float32), crf_params)
+    q = crf_on_scores(
+        image, np.ascontiguousarray(probs[present].cpu().numpy(), np.float32), crf_params
+    )
     return torch.as_tensor(present[q.argmax(0)], dtype=torch.long, device=probs.device)
 
 
-def two_crf_label(image: np.ndarray, p_fg: torch.Tensor, present, gammas=(4.0, 32.0),
-                  crf_params="rrm_train") -> torch.Tensor:
+def two_crf_label(
+    image: np.ndarray, p_fg: torch.Tensor, present, gammas=(4.0, 32.0), crf_params="rrm_train"
+) -> torch.Tensor:
     """``rule='paper'`` with ``two_crf``: eq. (5) run twice, as the reference does, one CRF with a
     strong background (gamma ``gammas[0]``) whose foreground labels are kept as confident
     foreground, one with a weak background (``gammas[1]``) whose background labels are kept as
@@ -231,10 +241,10 @@ def reliable_labels(cam_label: torch.Tensor, crf_label_map: torch.Tensor) -> tor
 # rule='reference': zbf1991/RRM's tool/myTool.py::compute_seg_label, step by step, in numpy float32
 # ------------------------------------------------------------------------------------------------
 
-REFERENCE_GAMMAS = (4.0, 32.0)    # the two CRFs' background exponents (compute_seg_label's 4 and 32)
-REFERENCE_MIN_SCORE = 0.1         # a class's CAM values that enter its cut
-REFERENCE_SURE_BACKGROUND = 0.8   # CAM-sure background: P_bg(gamma 32) > 0.8
-REFERENCE_SURE_CRF = 0.8          # CRF-sure: top marginal >= 0.8
+REFERENCE_GAMMAS = (4.0, 32.0)  # the two CRFs' background exponents (compute_seg_label's 4 and 32)
+REFERENCE_MIN_SCORE = 0.1  # a class's CAM values that enter its cut
+REFERENCE_SURE_BACKGROUND = 0.8  # CAM-sure background: P_bg(gamma 32) > 0.8
+REFERENCE_SURE_CRF = 0.8  # CRF-sure: top marginal >= 0.8
 
 
 def _float32_cams(p_fg) -> np.ndarray:
@@ -251,8 +261,9 @@ def _classes(classes) -> list:
     return sorted({int(c) for c in classes})
 
 
-def reference_crf_marginals(image: np.ndarray, p_fg, classes, gamma: float,
-                            crf_params="rrm_train") -> np.ndarray:
+def reference_crf_marginals(
+    image: np.ndarray, p_fg, classes, gamma: float, crf_params="rrm_train"
+) -> np.ndarray:
     """Eqs. (4-5) as the reference's ``_crf_with_alpha``: the dense CRF's marginals for
     [P_bg, P_fg of the image's classes], P_bg = (1 - max over those classes)^gamma, in numpy
     float32 (no clamp, no renormalisation; ``unary_from_softmax``'s clip to [1e-5, 1] inside
@@ -268,7 +279,7 @@ def reference_crf_marginals(image: np.ndarray, p_fg, classes, gamma: float,
         out[0] = 1
         return out
     v = cams[cls]
-    bg = np.power(1 - v.max(0, keepdims=True), np.float32(gamma))     # float32, as numpy on float32
+    bg = np.power(1 - v.max(0, keepdims=True), np.float32(gamma))  # float32, as numpy on float32
     q = crf_on_scores(image, np.concatenate([bg, v]), crf_params)
     out[0] = q[0]
     out[[c + 1 for c in cls]] = q[1:]
@@ -309,8 +320,12 @@ def reference_cut_position(n: int, fraction: float = 0.4) -> int:
     return int(n * (1.0 - float(fraction)))
 
 
-def reference_class_sure_region(score: np.ndarray, region: np.ndarray, fraction: float = 0.4,
-                                min_score: float = REFERENCE_MIN_SCORE) -> np.ndarray:
+def reference_class_sure_region(
+    score: np.ndarray,
+    region: np.ndarray,
+    fraction: float = 0.4,
+    min_score: float = REFERENCE_MIN_SCORE,
+) -> np.ndarray:
     """Eq. (6) for one foreground class, the reference's way: of the class's CAM ``score``
     (H, W) float32 inside its argmax ``region`` (H, W) bool, the values > ``min_score`` (compared
     in float32: a value equal to float32(0.1) is not above 0.1) are sorted, thr = sorted[
@@ -323,18 +338,24 @@ def reference_class_sure_region(score: np.ndarray, region: np.ndarray, fraction:
     s = np.where(region, score, score.dtype.type(0))
     vals = np.sort(s[s > score.dtype.type(min_score)])
     pos = reference_cut_position(vals.size, fraction)
-    if pos >= vals.size:                    # no candidate (the reference's IndexError), or fraction 0
+    if pos >= vals.size:  # no candidate (the reference's IndexError), or fraction 0
         return np.zeros(s.shape, bool)
     return s > vals[pos]
 
 
-def reference_cam_sure_region(p_fg, classes, crf_classes, gamma: float = 32.0, fraction: float = 0.4,
-                              min_score: float = REFERENCE_MIN_SCORE,
-                              bg_threshold: float = REFERENCE_SURE_BACKGROUND) -> tuple:
+def reference_cam_sure_region(
+    p_fg,
+    classes,
+    crf_classes,
+    gamma: float = 32.0,
+    fraction: float = 0.4,
+    min_score: float = REFERENCE_MIN_SCORE,
+    bg_threshold: float = REFERENCE_SURE_BACKGROUND,
+) -> tuple:
     """The reference's CAM side (its reading of eqs. 4 and 6): the union over ``crf_classes``
     (label indices, 0 background, c + 1 class c: the reference takes the classes of the gamma-4
     CRF's argmax) of each class's sure pixels in :func:`reference_cam_argmax` (``gamma``, 32):
-    a foreground class by :func:`reference_class_sure_region`, the background where P_bg > 
+    a foreground class by :func:`reference_class_sure_region`, the background where P_bg >
     ``bg_threshold`` (float32, strict) inside its argmax region. Returns (cam-sure (H, W) bool,
     ``cam_img`` (H, W) int64). Eq. (6) instead keeps the top fraction of every class, background
     included, of the argmax at gamma 4, and eq. (7) then asks the CRF to agree."""
@@ -349,8 +370,9 @@ def reference_cam_sure_region(p_fg, classes, crf_classes, gamma: float = 32.0, f
     return sure, cam_img
 
 
-def reference_crf_sure_region(crf_la: np.ndarray, crf_ha: np.ndarray,
-                              threshold: float = REFERENCE_SURE_CRF) -> np.ndarray:
+def reference_crf_sure_region(
+    crf_la: np.ndarray, crf_ha: np.ndarray, threshold: float = REFERENCE_SURE_CRF
+) -> np.ndarray:
     """The reference's CRF confidence filter (not in the paper's equations): sure where the
     largest of [the gamma-32 CRF's background marginal, the gamma-4 CRF's foreground marginals]
     is >= ``threshold`` (0.8), compared in float64 as the reference's arrays are. (H, W) bool."""
@@ -358,8 +380,15 @@ def reference_crf_sure_region(crf_la: np.ndarray, crf_ha: np.ndarray,
     return q.max(0) >= threshold
 
 
-def reference_reliable_labels(image: np.ndarray, p_fg, classes, gammas=REFERENCE_GAMMAS,
-                              fraction: float = 0.4, crf_params="rrm_train", cam_gamma=None) -> dict:
+def reference_reliable_labels(
+    image: np.ndarray,
+    p_fg,
+    classes,
+    gammas=REFERENCE_GAMMAS,
+    fraction: float = 0.4,
+    crf_params="rrm_train",
+    cam_gamma=None,
+) -> dict:
     """The reference's ``compute_seg_label`` (its eqs. 4-7), exactly: ``image`` (H, W, 3) uint8
     RGB, ``p_fg`` (K, H, W) normalised CAMs (computed in float32), ``classes`` the image's tags as
     0-based indices. ``gammas``: the two CRFs' (4, 32); ``cam_gamma``: the CAM side's (None:
@@ -379,13 +408,21 @@ def reference_reliable_labels(image: np.ndarray, p_fg, classes, gammas=REFERENCE
     crf_la = reference_crf_marginals(image, p_fg, classes, gammas[0], crf_params)
     crf_ha = reference_crf_marginals(image, p_fg, classes, gammas[1], crf_params)
     crf_l = reference_crf_label(crf_la, crf_ha)
-    cam_sure, cam_img = reference_cam_sure_region(p_fg, classes, np.unique(crf_la.argmax(0)), cam_gamma,
-                                                  fraction)
+    cam_sure, cam_img = reference_cam_sure_region(
+        p_fg, classes, np.unique(crf_la.argmax(0)), cam_gamma, fraction
+    )
     crf_sure = reference_crf_sure_region(crf_la, crf_ha)
     final = np.where(cam_sure & crf_sure, crf_l, IGNORE).astype(np.int64)
-    return {"cam": np.where(cam_sure, cam_img, IGNORE).astype(np.int64), "crf": crf_l, "reliable": final,
-            "cam_sure": cam_sure, "crf_sure": crf_sure, "cam_argmax": cam_img.astype(np.int64),
-            "crf_la": crf_la, "crf_ha": crf_ha}
+    return {
+        "cam": np.where(cam_sure, cam_img, IGNORE).astype(np.int64),
+        "crf": crf_l,
+        "reliable": final,
+        "cam_sure": cam_sure,
+        "crf_sure": crf_sure,
+        "cam_argmax": cam_img.astype(np.int64),
+        "crf_la": crf_la,
+        "crf_ha": crf_ha,
+    }
 
 
 def reference_cam_labels(p_fg, classes, gamma: float = 32.0, fraction: float = 0.4) -> np.ndarray:
@@ -393,14 +430,16 @@ def reference_cam_labels(p_fg, classes, gamma: float = 32.0, fraction: float = 0
     the paper's Table 2 "CAM" row, which the reference code does not contain): the CAM argmax
     (:func:`reference_cam_argmax`) where CAM-sure for the background or any tagged class
     (:func:`reference_cam_sure_region` over all of them), 255 elsewhere. (H, W) int64."""
-    sure, cam_img = reference_cam_sure_region(p_fg, classes, [0] + [c + 1 for c in _classes(classes)],
-                                              gamma, fraction)
+    sure, cam_img = reference_cam_sure_region(
+        p_fg, classes, [0] + [c + 1 for c in _classes(classes)], gamma, fraction
+    )
     return np.where(sure, cam_img, IGNORE).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
 # A dataset without a background class (MSRC): eqs. 5-7 with no P_bg
 # ------------------------------------------------------------------------------------------------
+
 
 def tagged_argmax(p_fg, classes) -> tuple:
     """Each pixel's CAM argmax among the image's ``classes`` (0-based, at least one) only: (its
@@ -414,8 +453,13 @@ def tagged_argmax(p_fg, classes) -> tuple:
     return np.take_along_axis(sub, idx[None], 0)[0], cls[idx]
 
 
-def cam_labels_without_background(p_fg, classes, fraction: float = 0.4, rule: str = "reference",
-                                  min_score: float = REFERENCE_MIN_SCORE) -> torch.Tensor:
+def cam_labels_without_background(
+    p_fg,
+    classes,
+    fraction: float = 0.4,
+    rule: str = "reference",
+    min_score: float = REFERENCE_MIN_SCORE,
+) -> torch.Tensor:
     """Eq. (6) on a dataset without a background class: each pixel takes the argmax of the
     normalised CAMs ``p_fg`` (K, H, W) among the image's ``classes`` (:func:`tagged_argmax`), and
     within each class's argmax region only about the top ``fraction`` of its values above
@@ -445,7 +489,9 @@ def cam_labels_without_background(p_fg, classes, fraction: float = 0.4, rule: st
     return torch.as_tensor(np.where(sure, label, IGNORE).astype(np.int64), device=device)
 
 
-def crf_marginals_without_background(image: np.ndarray, p_fg, classes, crf_params="rrm_train") -> np.ndarray:
+def crf_marginals_without_background(
+    image: np.ndarray, p_fg, classes, crf_params="rrm_train"
+) -> np.ndarray:
     """Eq. (5) on a dataset without a background class: one dense CRF on the image's classes'
     normalised CAMs alone, [P_fg^c for c in ``classes``] (the unary -log clip(p, 1e-5) of
     :func:`wsss_edu.crf.crf_on_scores`, no renormalisation, as :func:`reference_crf_marginals`),
@@ -461,8 +507,9 @@ def crf_marginals_without_background(image: np.ndarray, p_fg, classes, crf_param
     return out
 
 
-def crf_labels_without_background(q: np.ndarray, classes,
-                                  threshold: float | None = REFERENCE_SURE_CRF) -> np.ndarray:
+def crf_labels_without_background(
+    q: np.ndarray, classes, threshold: float | None = REFERENCE_SURE_CRF
+) -> np.ndarray:
     """The CRF side's label from :func:`crf_marginals_without_background`'s marginals ``q``
     (K, H, W): the argmax among the tagged ``classes`` (c = class c), 255 where the largest
     marginal is below ``threshold`` (the reference's CRF-sure filter, >= 0.8 compared in float64;
@@ -478,8 +525,14 @@ def crf_labels_without_background(q: np.ndarray, classes,
     return label.astype(np.int64)
 
 
-def reliable_labels_without_background(image: np.ndarray, p_fg, classes, fraction: float = 0.4,
-                                       crf_params="rrm_train", rule: str = "reference") -> dict:
+def reliable_labels_without_background(
+    image: np.ndarray,
+    p_fg,
+    classes,
+    fraction: float = 0.4,
+    crf_params="rrm_train",
+    rule: str = "reference",
+) -> dict:
     """Eqs. (5-7) for one image of a dataset without a background class
     (:attr:`wsss_edu.datasets.SegDataset.has_background` False, e.g. MSRC: grass, sky and road
     are classes). ``image`` (H, W, 3) uint8, ``p_fg`` (K, H, W) normalised CAMs, ``classes`` the
@@ -507,13 +560,27 @@ def reliable_labels_without_background(image: np.ndarray, p_fg, classes, fractio
     q = crf_marginals_without_background(image, p_fg, classes, crf_params)
     sure = REFERENCE_SURE_CRF if rule == "reference" else None
     crf_l = torch.as_tensor(crf_labels_without_background(q, classes, sure), device=device)
-    return {"cam": cam_l, "crf": crf_l, "reliable": reliable_labels(cam_l, crf_l),
-            "cam_sure": cam_l != IGNORE, "crf_sure": crf_l != IGNORE, "crf_q": torch.as_tensor(q, device=device)}
+    return {
+        "cam": cam_l,
+        "crf": crf_l,
+        "reliable": reliable_labels(cam_l, crf_l),
+        "cam_sure": cam_l != IGNORE,
+        "crf_sure": crf_l != IGNORE,
+        "crf_q": torch.as_tensor(q, device=device),
+    }
 
 
-def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma: float = 4.0,
-                           fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
-                           rule: str = "reference", has_background: bool = True) -> dict:
+def reliable_region_labels(
+    image: np.ndarray,
+    p_fg: torch.Tensor,
+    classes,
+    gamma: float = 4.0,
+    fraction: float = 0.4,
+    crf_params="rrm_train",
+    two_crf=None,
+    rule: str = "reference",
+    has_background: bool = True,
+) -> dict:
     """Eqs. (4-7) for one image: ``p_fg`` (K, H, W) normalised multi-scale CAMs, ``classes`` the
     image's tags as 0-based foreground indices. Labels (H, W) int64 in the package's convention (0
     background, c + 1 class c, 255 unlabelled), tensors on ``p_fg``'s device.
@@ -535,8 +602,10 @@ def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma
     check_choice("rule", rule, RULES)
     if not has_background:
         if two_crf:
-            raise ParameterError(f"two_crf={tuple(two_crf)!r} needs a background class (its two CRFs weigh "
-                                 "P_bg at two strengths); on a dataset without one use two_crf=None")
+            raise ParameterError(
+                f"two_crf={tuple(two_crf)!r} needs a background class (its two CRFs weigh "
+                "P_bg at two strengths); on a dataset without one use two_crf=None"
+            )
         return reliable_labels_without_background(image, p_fg, classes, fraction, crf_params, rule)
     if rule == "reference":
         gammas = tuple(two_crf) if two_crf else (gamma, REFERENCE_GAMMAS[1])
@@ -545,8 +614,11 @@ def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma
     present = present_labels(classes)
     probs = cam_probabilities(p_fg[None], gamma)[0]
     cam_l = top_fraction_labels(probs, present, fraction)
-    crf_l = (two_crf_label(image, p_fg, present, two_crf, crf_params) if two_crf
-             else crf_label(image, probs, present, crf_params))
+    crf_l = (
+        two_crf_label(image, p_fg, present, two_crf, crf_params)
+        if two_crf
+        else crf_label(image, probs, present, crf_params)
+    )
     return {"cam": cam_l, "crf": crf_l, "reliable": reliable_labels(cam_l, crf_l)}
 
 
@@ -554,14 +626,18 @@ def reliable_region_labels(image: np.ndarray, p_fg: torch.Tensor, classes, gamma
 # The dense energy loss (eqs. 10-14)
 # ------------------------------------------------------------------------------------------------
 
+
 def pixel_features(image: torch.Tensor, sigma_xy: float, sigma_rgb: float) -> torch.Tensor:
     """Each pixel of ``image`` (3, H, W), RGB on the 0-255 scale, as the vector
     (x / sigma_xy, y / sigma_xy, r / sigma_rgb, g / sigma_rgb, b / sigma_rgb), (H·W, 5), so that
     eq. (11)'s exponent is -|f_i - f_j|² / 2."""
     _, h, w = image.shape
     dtype = image.dtype if image.is_floating_point() else torch.float32
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype, device=image.device),
-                            torch.arange(w, dtype=dtype, device=image.device), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=dtype, device=image.device),
+        torch.arange(w, dtype=dtype, device=image.device),
+        indexing="ij",
+    )
     pos = torch.stack([xs, ys]) / sigma_xy
     return torch.cat([pos, image.to(dtype) / sigma_rgb]).reshape(5, -1).T
 
@@ -592,9 +668,17 @@ def soft_filter(probs: torch.Tensor, labels: torch.Tensor, detach: bool = True) 
 ENERGY_NORMALIZATIONS = ("pairs", "pixels", "none")
 
 
-def dense_energy_loss(probs: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None = None,
-                      sigma_xy: float = 100.0, sigma_rgb: float = 15.0, weight: float = 1.0,
-                      normalize: str = "pairs", chunk: int = 1024, detach_filter: bool = True) -> torch.Tensor:
+def dense_energy_loss(
+    probs: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    sigma_xy: float = 100.0,
+    sigma_rgb: float = 15.0,
+    weight: float = 1.0,
+    normalize: str = "pairs",
+    chunk: int = 1024,
+    detach_filter: bool = True,
+) -> torch.Tensor:
     """Eqs. (12-13), exactly: sum over i of S(i) · sum over j != i of G(i, j) · sum_c P_c(i)(1 - P_c(j)),
     for softmax outputs ``probs`` (N, C, H, W) and ``images`` (N, 3, H, W) on the 0-255 scale;
     ``labels`` (N, H, W) for S (eq. 14; None: S ≡ 1). Averaged over the batch, times ``weight``.
@@ -615,20 +699,33 @@ def dense_energy_loss(probs: torch.Tensor, images: torch.Tensor, labels: torch.T
     (bfloat16 would round the kernel's exponents of hundreds to whole units)."""
     check_choice("normalize", normalize, ENERGY_NORMALIZATIONS)
     with torch.autocast(probs.device.type, enabled=False):
-        return _dense_energy(probs if probs.dtype == torch.float64 else probs.float(),
-                             images.to(torch.float64 if probs.dtype == torch.float64 else torch.float32),
-                             labels, sigma_xy, sigma_rgb, weight, normalize, chunk, detach_filter)
+        return _dense_energy(
+            probs if probs.dtype == torch.float64 else probs.float(),
+            images.to(torch.float64 if probs.dtype == torch.float64 else torch.float32),
+            labels,
+            sigma_xy,
+            sigma_rgb,
+            weight,
+            normalize,
+            chunk,
+            detach_filter,
+        )
 
 
-def _dense_energy(probs, images, labels, sigma_xy, sigma_rgb, weight, normalize, chunk, detach_filter):
+def _dense_energy(
+    probs, images, labels, sigma_xy, sigma_rgb, weight, normalize, chunk, detach_filter
+):
     n, c, h, w = probs.shape
     norm = {"pairs": float(h * w) ** 2, "pixels": float(h * w), "none": 1.0}[normalize]
     total = probs.new_zeros(())
     for b in range(n):
-        p = probs[b].reshape(c, -1).T                          # (HW, C)
+        p = probs[b].reshape(c, -1).T  # (HW, C)
         f = pixel_features(images[b], sigma_xy, sigma_rgb).to(p.dtype)
-        s = (soft_filter(probs[b], labels[b], detach_filter).reshape(-1) if labels is not None
-             else p.new_ones(h * w))
+        s = (
+            soft_filter(probs[b], labels[b], detach_filter).reshape(-1)
+            if labels is not None
+            else p.new_ones(h * w)
+        )
         total = total + _PairwiseEnergy.apply(p, s, f, chunk) / norm
     return weight * total / n
 
@@ -642,18 +739,18 @@ class _PairwiseEnergy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, s, f, chunk):
         hw = p.shape[0]
-        rhs = torch.cat([1 - p, s[:, None] * p], 1)                  # [1 - P, S P]
+        rhs = torch.cat([1 - p, s[:, None] * p], 1)  # [1 - P, S P]
         out = torch.empty_like(rhs)
         for start in range(0, hw, chunk):
             stop = min(start + chunk, hw)
-            g = gaussian_kernel(f[start:stop], f)                    # (rows, HW)
+            g = gaussian_kernel(f[start:stop], f)  # (rows, HW)
             idx = torch.arange(start, stop, device=g.device)
-            g[idx - start, idx] = 0                                  # j != i
+            g[idx - start, idx] = 0  # j != i
             out[start:stop] = g @ rhs
         c = p.shape[1]
-        q, gsp = out[:, :c], out[:, c:]            # q_ic = sum_j G_ij (1 - P_jc), without cancellation
+        q, gsp = out[:, :c], out[:, c:]  # q_ic = sum_j G_ij (1 - P_jc), without cancellation
         ctx.save_for_backward(p, s, q, gsp)
-        return (s * (p * q).sum(1)).sum()                           # no cancellation: E >= 0
+        return (s * (p * q).sum(1)).sum()  # no cancellation: E >= 0
 
     @staticmethod
     def backward(ctx, grad):
@@ -663,7 +760,9 @@ class _PairwiseEnergy(torch.autograd.Function):
         return grad_p, grad_s, None, None
 
 
-def reference_energy_weight(weight: float = 1e-7, side: float = 321 * 0.5, lattice_gain: float = 0.55) -> float:
+def reference_energy_weight(
+    weight: float = 1e-7, side: float = 321 * 0.5, lattice_gain: float = 0.55
+) -> float:
     """The weight of the pair-normalised energy (:func:`dense_energy_loss` with
     ``normalize='pairs'``) that gives the reference code's gradient: the reference multiplies the
     plain sum over pixel pairs by ``weight`` (1e-7) on ``side`` × ``side`` images (its 321-px crops
@@ -700,15 +799,27 @@ class RRMNet(torch.nn.Module):
     image anyway. ``seg_channels`` sets the branch's cost (its first convolution is 9 · 1280 ·
     ``seg_channels`` multiply-adds a feature pixel)."""
 
-    def __init__(self, num_classes: int, backbone: str = "small", weights=None, dilation: int = 12,
-                 seg_channels: int = 256, has_background: bool = True, **kwargs):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "small",
+        weights=None,
+        dilation: int = 12,
+        seg_channels: int = 256,
+        has_background: bool = True,
+        **kwargs,
+    ):
         super().__init__()
         self.classifier_net = CAMClassifier(num_classes, backbone, weights, **kwargs)
         self.has_background = bool(has_background)
         c, d = self.classifier_net.backbone.out_channels, dilation
         self.seg_head = torch.nn.Sequential(
-            torch.nn.Conv2d(c, seg_channels, 3, padding=d, dilation=d), torch.nn.ReLU(inplace=True),
-            torch.nn.Conv2d(seg_channels, num_classes + int(self.has_background), 3, padding=d, dilation=d))
+            torch.nn.Conv2d(c, seg_channels, 3, padding=d, dilation=d),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(
+                seg_channels, num_classes + int(self.has_background), 3, padding=d, dilation=d
+            ),
+        )
         self.stride = self.classifier_net.stride
 
     def forward(self, x):
@@ -716,7 +827,9 @@ class RRMNet(torch.nn.Module):
 
         f = self.classifier_net.features(x)
         logits = self.classifier_net.classifier(f.mean((2, 3), keepdim=True)).flatten(1)
-        seg = F.interpolate(self.seg_head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        seg = F.interpolate(
+            self.seg_head(f), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
         return logits, seg, f
 
     def cam(self, x):
@@ -736,10 +849,12 @@ class RRMNet(torch.nn.Module):
         seg = self.segment(x)
         if self.has_background:
             return seg
-        return torch.cat([seg.new_full((seg.shape[0], 1) + seg.shape[2:], NO_BACKGROUND_LOGIT), seg], 1)
+        return torch.cat(
+            [seg.new_full((seg.shape[0], 1) + seg.shape[2:], NO_BACKGROUND_LOGIT), seg], 1
+        )
 
-    frozen_bn = False   # set by freeze_reference_layers: batch norms stay in eval mode in train()
-    has_background = True   # set in __init__ (the class default: networks pickled before it existed)
+    frozen_bn = False  # set by freeze_reference_layers: batch norms stay in eval mode in train()
+    has_background = True  # set in __init__ (the class default: networks pickled before it existed)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -755,8 +870,10 @@ class RRMNet(torch.nn.Module):
         body = [p for p in self.classifier_net.backbone.parameters()]
         ids = {id(p) for p in body}
         heads = [p for p in self.parameters() if id(p) not in ids and p.requires_grad]
-        return [{"params": [p for p in body if p.requires_grad], "lr": lr},
-                {"params": heads, "lr": head_factor * lr}]
+        return [
+            {"params": [p for p in body if p.requires_grad], "lr": lr},
+            {"params": heads, "lr": head_factor * lr},
+        ]
 
 
 def freeze_reference_layers(net: RRMNet) -> int:
@@ -789,11 +906,16 @@ def labelled_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
     return distributed.batch_mean(ce.sum(), (target != IGNORE).sum())
 
 
-def segmentation_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                               has_background: bool = True) -> torch.Tensor:
+def segmentation_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, has_background: bool = True
+) -> torch.Tensor:
     """Eq. (9) as :func:`rrm_loss` takes it: :func:`split_cross_entropy` with a background,
     :func:`labelled_cross_entropy` without one."""
-    return split_cross_entropy(logits, target) if has_background else labelled_cross_entropy(logits, target)
+    return (
+        split_cross_entropy(logits, target)
+        if has_background
+        else labelled_cross_entropy(logits, target)
+    )
 
 
 def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -806,7 +928,7 @@ def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
     out = ce.new_zeros(())
     parts = (target == 0, (target != 0) & (target != IGNORE))
-    if distributed.active():     # each part's mean over the global batch's pixels
+    if distributed.active():  # each part's mean over the global batch's pixels
         return sum((distributed.batch_mean(ce[part].sum(), part.sum()) for part in parts), out)
     for part in parts:
         if part.any():
@@ -817,10 +939,18 @@ def split_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 LABEL_SOURCES = ("rrm", "cam")
 
 
-def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Tensor, gamma: float = 4.0,
-                          fraction: float = 0.4, crf_params="rrm_train", two_crf=None,
-                          source: str = "rrm", rule: str = "reference",
-                          has_background: bool = True) -> torch.Tensor:
+def batch_reliable_labels(
+    images: np.ndarray,
+    cams: torch.Tensor,
+    tags: torch.Tensor,
+    gamma: float = 4.0,
+    fraction: float = 0.4,
+    crf_params="rrm_train",
+    two_crf=None,
+    source: str = "rrm",
+    rule: str = "reference",
+    has_background: bool = True,
+) -> torch.Tensor:
     """Eqs. (3-7) for a batch: ``cams`` (N, K, H, W) multi-scale CAMs (not normalised), ``tags``
     (N, K) multi-hot, ``images`` (N, H, W, 3) uint8 → labels (N, H, W) int64: ``source`` 'rrm'
     the reliable labels (:func:`reliable_region_labels` under ``rule``), 'cam' the CAM side alone
@@ -839,25 +969,54 @@ def batch_reliable_labels(images: np.ndarray, cams: torch.Tensor, tags: torch.Te
         if not has_background and source == "cam":
             out.append(cam_labels_without_background(p_fg[i], classes, fraction, rule))
         elif not has_background:
-            out.append(reliable_region_labels(images[i], p_fg[i], classes, gamma, fraction, crf_params, two_crf,
-                                              rule, has_background=False)["reliable"])
+            out.append(
+                reliable_region_labels(
+                    images[i],
+                    p_fg[i],
+                    classes,
+                    gamma,
+                    fraction,
+                    crf_params,
+                    two_crf,
+                    rule,
+                    has_background=False,
+                )["reliable"]
+            )
         elif source == "cam" and rule == "reference":
             cam_gamma = two_crf[1] if two_crf else REFERENCE_GAMMAS[1]
             out.append(torch.as_tensor(reference_cam_labels(p_fg[i], classes, cam_gamma, fraction)))
         elif source == "cam":
             present = present_labels(classes)
-            out.append(top_fraction_labels(cam_probabilities(p_fg[i:i + 1], gamma)[0], present, fraction))
+            out.append(
+                top_fraction_labels(cam_probabilities(p_fg[i : i + 1], gamma)[0], present, fraction)
+            )
         else:
-            out.append(reliable_region_labels(images[i], p_fg[i], classes, gamma, fraction, crf_params,
-                                              two_crf, rule)["reliable"])
+            out.append(
+                reliable_region_labels(
+                    images[i], p_fg[i], classes, gamma, fraction, crf_params, two_crf, rule
+                )["reliable"]
+            )
     return torch.stack(out)
 
 
-def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, fraction: float = 0.4,
-             crf_params="rrm_train", two_crf=None, energy_weight: float | None = None,
-             energy_scale: float = 0.5, sigma_xy: float = 100.0, sigma_rgb: float = 15.0, joint: bool = True,
-             chunk: int = 1024, source: str = "rrm", rule: str = "reference",
-             has_background: bool | None = None) -> dict:
+def rrm_loss(
+    model: RRMNet,
+    batch: dict,
+    cam_scales=(1.0,),
+    gamma: float = 4.0,
+    fraction: float = 0.4,
+    crf_params="rrm_train",
+    two_crf=None,
+    energy_weight: float | None = None,
+    energy_scale: float = 0.5,
+    sigma_xy: float = 100.0,
+    sigma_rgb: float = 15.0,
+    joint: bool = True,
+    chunk: int = 1024,
+    source: str = "rrm",
+    rule: str = "reference",
+    has_background: bool | None = None,
+) -> dict:
     """Algorithm 1, one step: the labels recomputed from the network's current CAMs (no gradient;
     ``cam_scales`` × flip, eq. 2), then L = L_cls + L_ce + L_energy (eq. 8; ``joint=False``: no
     energy term, Table 2's "CE loss" column). L_cls: multi-label soft margin on the image tags;
@@ -888,8 +1047,9 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
         cams = multiscale_cam(model.cam, x, cam_scales, flip=True)
         model.train(training)
         rgb = tensor_to_images(x.detach().cpu())
-        target = batch_reliable_labels(rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf,
-                                       source, rule, has_background).to(x.device)
+        target = batch_reliable_labels(
+            rgb, cams, tags > 0, gamma, fraction, crf_params, two_crf, source, rule, has_background
+        ).to(x.device)
         if valid is not None:
             target[~valid.bool()] = IGNORE
     l_cls = F.multilabel_soft_margin_loss(logits, tags)
@@ -897,7 +1057,7 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
     l_energy = seg.new_zeros(())
     if joint:
         probs = seg.float().softmax(1)
-        if valid is not None:                       # padded pixels: P = 0, no pair through them moves P
+        if valid is not None:  # padded pixels: P = 0, no pair through them moves P
             probs = probs * valid[:, None].to(probs.dtype)
         img = torch.as_tensor(rgb, device=x.device).permute(0, 3, 1, 2).float()
         lab = target
@@ -907,10 +1067,18 @@ def rrm_loss(model: RRMNet, batch: dict, cam_scales=(1.0,), gamma: float = 4.0, 
             img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
             lab = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
         weight = reference_energy_weight() if energy_weight is None else energy_weight
-        l_energy = weight * dense_energy_loss(probs, img, lab, sigma_xy * energy_scale, sigma_rgb, chunk=chunk)
+        l_energy = weight * dense_energy_loss(
+            probs, img, lab, sigma_xy * energy_scale, sigma_rgb, chunk=chunk
+        )
     loss = l_cls + l_ce + l_energy
-    return {"loss": loss, "cls": l_cls.detach(), "ce": l_ce.detach(), "energy": l_energy.detach(),
-            "labelled": (target != IGNORE).float().mean(), "target": target}
+    return {
+        "loss": loss,
+        "cls": l_cls.detach(),
+        "ce": l_ce.detach(),
+        "energy": l_energy.detach(),
+        "labelled": (target != IGNORE).float().mean(),
+        "target": target,
+    }
 
 
 class SegmentationBranch(torch.nn.Module):

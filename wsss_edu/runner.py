@@ -9,6 +9,7 @@ The notebooks are those of the checkout the package is in, else of the course co
 folder is in (``python -m wsss_edu.course copy DIR``), else ``./notebooks``; ``--notebooks DIR``
 names another folder. Finding none is an error (exit status 2), never "0 notebook(s) executed".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,18 @@ def notebook_paths(folder=None, only=None) -> list[Path]:
     paths = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
     if not paths:
         state = "does not exist" if not folder.is_dir() else "holds no notebook NN_*.ipynb"
-        raise ParameterError(f"no course notebooks found: {folder} {state}. Run the command in a "
-                             f"checkout of the course (or a copy of it), or name the folder of the "
-                             f"notebooks: --notebooks DIR (notebooks_dir=... from Python).")
+        raise ParameterError(
+            f"no course notebooks found: {folder} {state}. Run the command in a "
+            f"checkout of the course (or a copy of it), or name the folder of the "
+            f"notebooks: --notebooks DIR (notebooks_dir=... from Python)."
+        )
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
         if not paths:
-            raise ParameterError(f"no notebook matches {only}; available: "
-                                 f"{[p.name for p in sorted(folder.glob('[0-9][0-9]*_*.ipynb'))]}")
+            raise ParameterError(
+                f"no notebook matches {only}; available: "
+                f"{[p.name for p in sorted(folder.glob('[0-9][0-9]*_*.ipynb'))]}"
+            )
     return paths
 
 
@@ -62,8 +67,10 @@ def import_papermill():
     except ModuleNotFoundError as e:
         if e.name != "papermill":
             raise
-        raise ModuleNotFoundError(f"papermill, which runs the notebooks, is not installed: "
-                                  f"{NOTEBOOKS_EXTRA}", name="papermill") from None
+        raise ModuleNotFoundError(
+            f"papermill, which runs the notebooks, is not installed: {NOTEBOOKS_EXTRA}",
+            name="papermill",
+        ) from None
     return papermill
 
 
@@ -90,21 +97,24 @@ def resolve_paths(output, params: dict) -> tuple:
     """(the output folder, ``params`` with every path parameter made absolute): an ``OUTPUT_DIR``
     parameter is the output folder (the notebooks' numbers and results.md in one place), else
     ``output``."""
-    params = {k: (str(user_path(v)) if k in PATH_PARAMS and v not in ("", None) else v)
-              for k, v in (params or {}).items()}
+    params = {
+        k: (str(user_path(v)) if k in PATH_PARAMS and v not in ("", None) else v)
+        for k, v in (params or {}).items()
+    }
     output = user_path(params.get("OUTPUT_DIR") or output)
     return output, params | {"OUTPUT_DIR": str(output)}
 
 
-def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
-                  notebooks_dir=None, log=print) -> dict:
+def run_notebooks(
+    output="runs", only=None, params=None, timeout: int = 1800, notebooks_dir=None, log=print
+) -> dict:
     """Execute the notebooks; returns {notebook name: seconds}. Stops at the first failure (its
     partly executed notebook is kept) after writing results.md for what ran. Relative paths
     (``output``, an ``OUTPUT_DIR`` / ``DATA_ROOT`` parameter) are taken from the current folder.
     The kernels write their progress as plain lines (``WSSS_PROGRESS=log`` unless set otherwise:
     :func:`wsss_edu.progress.headless_kernels`), not widgets nobody draws."""
-    paths = notebook_paths(notebooks_dir, only)   # none found: an error before anything is written
-    pm = import_papermill()                       # missing: an error naming the extra, ditto
+    paths = notebook_paths(notebooks_dir, only)  # none found: an error before anything is written
+    pm = import_papermill()  # missing: an error naming the extra, ditto
 
     output, params = resolve_paths(output, params)
     output.mkdir(parents=True, exist_ok=True)
@@ -117,9 +127,15 @@ def run_notebooks(output="runs", only=None, params=None, timeout: int = 1800,
         t0 = time.time()
         try:
             with headless_kernels():
-                pm.execute_notebook(str(nb), str(output / nb.name), parameters=params,
-                                    kernel_name="python3", execution_timeout=timeout,
-                                    cwd=str(nb.parent), progress_bar=False)
+                pm.execute_notebook(
+                    str(nb),
+                    str(output / nb.name),
+                    parameters=params,
+                    kernel_name="python3",
+                    execution_timeout=timeout,
+                    cwd=str(nb.parent),
+                    progress_bar=False,
+                )
         finally:
             times[nb.stem] = time.time() - t0
             write_results(output, times)
@@ -134,8 +150,9 @@ def check_parameters(notebook, params: dict) -> None:
     valid = set(import_papermill().inspect_notebook(str(notebook)))
     unknown = sorted(set(params) - valid)
     if unknown:
-        raise ParameterError(f"{Path(notebook).name} has no parameter(s) {unknown}; its parameters: "
-                             f"{sorted(valid)}")
+        raise ParameterError(
+            f"{Path(notebook).name} has no parameter(s) {unknown}; its parameters: {sorted(valid)}"
+        )
     check_parameter_values(params, Path(notebook).stem)
 
 
@@ -148,8 +165,10 @@ def write_results(output, times: dict) -> Path:
     all_times.update({k: round(v, 1) for k, v in times.items()})
     write_text_atomic(tfile, json.dumps(all_times, indent=2, sort_keys=True) + "\n")
     metrics = load_all_metrics(output)
-    text = "# Results\n\nHeadline numbers of each notebook (metrics/*.json) and its execution " \
-           "time.\n\n" + results_table(metrics, all_times)
+    text = (
+        "# Results\n\nHeadline numbers of each notebook (metrics/*.json) and its execution "
+        "time.\n\n" + results_table(metrics, all_times)
+    )
     dups = duplicate_metric_names(metrics)
     if dups:
         text += f"\n**Warning:** metric names recorded by several notebooks: {dups}\n"
@@ -162,21 +181,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--output", default="runs", help="folder for executed notebooks and results")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 00 03")
-    ap.add_argument("-p", "--param", action="append", default=[],
-                    help="notebook parameter KEY=VALUE (repeatable), e.g. -p PROFILE=full")
+    ap.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        help="notebook parameter KEY=VALUE (repeatable), e.g. -p PROFILE=full",
+    )
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
-    ap.add_argument("--notebooks", default=None, metavar="DIR",
-                    help="the folder of the course notebooks (default: the checkout's notebooks/)")
+    ap.add_argument(
+        "--notebooks",
+        default=None,
+        metavar="DIR",
+        help="the folder of the course notebooks (default: the checkout's notebooks/)",
+    )
     args = ap.parse_args(argv)
     try:
         params = parse_params(args.param)
         times = run_notebooks(args.output, args.only, params, args.timeout, args.notebooks)
-    except ParameterError as e:   # bad input: the message names the fix; no traceback
+    except ParameterError as e:  # bad input: the message names the fix; no traceback
         ap.error(str(e))
     except ModuleNotFoundError as e:
         if e.name != "papermill":
             raise
-        ap.error(str(e))          # names the install command (import_papermill)
+        ap.error(str(e))  # names the install command (import_papermill)
     out = resolve_paths(args.output, params)[0]
     print(f"\n{len(times)} notebook(s) executed in {sum(times.values()):.0f} s.")
     print(f"  executed notebooks: {out}/")

@@ -1,6 +1,7 @@
 """Statistics of a segmentation dataset (any loader's samples): class frequencies, tag
 co-occurrence, how much of its box an object fills, label costs. Notebook 00 draws them for the toy
 world and for a real dataset alike."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,12 @@ from .progress import bar as progress_bar
 # image-level tags 20.0 s/image, full masks 239.7 s/image (PASCAL VOC);
 # Papadopoulos et al., "Extreme clicking for efficient object annotation" (ICCV 2017):
 # a box takes 34.5 s by the classic drawing protocol, 7.0 s by extreme clicking.
-LABEL_COST_SECONDS = {"tags_per_image": 20.0, "masks_per_image": 239.7, "box_drawn": 34.5,
-                      "box_extreme_clicking": 7.0}
+LABEL_COST_SECONDS = {
+    "tags_per_image": 20.0,
+    "masks_per_image": 239.7,
+    "box_drawn": 34.5,
+    "box_extreme_clicking": 7.0,
+}
 
 
 def _samples(dataset, limit):
@@ -72,8 +77,11 @@ def label_cost_hours(dataset, limit: int | None = None, box_protocol: str = "box
     n_img = len(dataset)
     boxes = n_box / max(n_read, 1) * n_img
     c = LABEL_COST_SECONDS
-    return {"tags": n_img * c["tags_per_image"] / 3600, "boxes": boxes * c[box_protocol] / 3600,
-            "masks": n_img * c["masks_per_image"] / 3600}
+    return {
+        "tags": n_img * c["tags_per_image"] / 3600,
+        "boxes": boxes * c[box_protocol] / 3600,
+        "masks": n_img * c["masks_per_image"] / 3600,
+    }
 
 
 def mean_std(values) -> str:

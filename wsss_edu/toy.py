@@ -15,6 +15,7 @@ It is built so that the phenomena of the four papers show up at 64-96 px in CPU 
 Every image is generated from its own random stream, seeded by (seed, split, index): the same seed
 gives identical arrays, any image can be made alone, and the splits never share a stream.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,14 @@ DEFAULT_SIZES = {"train": 1000, "val": 200, "test": 200}
 _SPLIT_ID = {s: i + 1 for i, s in enumerate(SPLITS)}
 
 # How often each class appears in an image (before ``imbalance`` is applied).
-DEFAULT_CLASS_PROBS = {"person": 0.45, "car": 0.35, "boat": 0.3, "cat": 0.3, "dog": 0.3,
-                       "bottle": 0.25}
+DEFAULT_CLASS_PROBS = {
+    "person": 0.45,
+    "car": 0.35,
+    "boat": 0.3,
+    "cat": 0.3,
+    "dog": 0.3,
+    "bottle": 0.25,
+}
 
 
 @dataclass
@@ -77,11 +84,19 @@ class ToyWorldConfig:
             raise ParameterError(f"size={self.size} is out of range; choose 16 <= size <= 4096")
         unknown = set(self.class_probs) - set(CLASSES[1:])
         if unknown:
-            raise ParameterError(f"class_probs has unknown classes {sorted(unknown)}; valid: "
-                                 f"{list(CLASSES[1:])}")
+            raise ParameterError(
+                f"class_probs has unknown classes {sorted(unknown)}; valid: {list(CLASSES[1:])}"
+            )
         check_choice("missing_label_class", self.missing_label_class, CLASSES[1:])
-        for name in ("water_without_boat", "person_overlap", "missing_label_rate",
-                     "pixel_perfect", "tag_noise", "mask_noise", "box_noise"):
+        for name in (
+            "water_without_boat",
+            "person_overlap",
+            "missing_label_rate",
+            "pixel_perfect",
+            "tag_noise",
+            "mask_noise",
+            "box_noise",
+        ):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ParameterError(f"{name}={v} is out of range; choose a value in [0, 1]")
@@ -104,7 +119,9 @@ def make_config(**knobs) -> ToyWorldConfig:
     """A :class:`ToyWorldConfig` from keyword knobs; an unknown name lists the valid ones."""
     bad = set(knobs) - set(knob_names())
     if bad:
-        raise ParameterError(f"unknown toy-world knob(s) {sorted(bad)}; valid knobs: {knob_names()}")
+        raise ParameterError(
+            f"unknown toy-world knob(s) {sorted(bad)}; valid knobs: {knob_names()}"
+        )
     return ToyWorldConfig(**knobs)
 
 
@@ -117,6 +134,7 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------
 # Drawing primitives: boolean masks on a coordinate grid (yy, xx in pixels)
 # --------------------------------------------------------------------------------------------
+
 
 def _ellipse(yy, xx, cy, cx, ry, rx, angle=0.0):
     if angle:
@@ -140,8 +158,10 @@ def _trapezoid(yy, xx, y0, y1, cx, half_top, half_bottom):
 
 def _triangle(yy, xx, p0, p1, p2):
     """Filled triangle with vertices (y, x)."""
+
     def side(a, b):
         return (b[1] - a[1]) * (yy - a[0]) - (b[0] - a[0]) * (xx - a[1])
+
     d0, d1, d2 = side(p0, p1), side(p1, p2), side(p2, p0)
     neg = (d0 < 0) | (d1 < 0) | (d2 < 0)
     pos = (d0 > 0) | (d1 > 0) | (d2 > 0)
@@ -161,12 +181,13 @@ def _hsv(h, s, v):
 # The objects. Each returns a list of (part mask, colour or texture) and draws nothing itself.
 # --------------------------------------------------------------------------------------------
 
+
 def _fur(rng, yy, xx, s):
     """The shared cat/dog fur: brownish-grey stripes of random orientation and frequency."""
     base = _hsv(rng.uniform(0.05, 0.12), rng.uniform(0.3, 0.6), rng.uniform(0.45, 0.75))
     dark = base * rng.uniform(0.45, 0.65)
     ang = rng.uniform(0, np.pi)
-    freq = rng.uniform(0.5, 0.9) / (s / 96) 
+    freq = rng.uniform(0.5, 0.9) / (s / 96)
     w = 0.5 + 0.5 * np.sin(freq * (np.cos(ang) * xx + np.sin(ang) * yy) + rng.uniform(0, 6.3))
     return base[None, None, :] * w[..., None] + dark[None, None, :] * (1 - w[..., None])
 
@@ -191,12 +212,22 @@ def _draw_cat(rng, yy, xx, s, cy, cx, scale):
     body, (hy, hx), r, face = _animal_body(rng, yy, xx, s, cy, cx, scale)
     fur = _fur(rng, yy, xx, s)
     head = _ellipse(yy, xx, hy, hx, r, r)
-    ears = (_triangle(yy, xx, (hy - 1.9 * r, hx - 0.7 * r), (hy - 0.4 * r, hx - 1.0 * r),
-                      (hy - 0.5 * r, hx - 0.1 * r))
-            | _triangle(yy, xx, (hy - 1.9 * r, hx + 0.7 * r), (hy - 0.4 * r, hx + 1.0 * r),
-                        (hy - 0.5 * r, hx + 0.1 * r)))
-    eyes = (_ellipse(yy, xx, hy - 0.1 * r, hx - 0.4 * r, 0.22 * r, 0.16 * r)
-            | _ellipse(yy, xx, hy - 0.1 * r, hx + 0.4 * r, 0.22 * r, 0.16 * r))
+    ears = _triangle(
+        yy,
+        xx,
+        (hy - 1.9 * r, hx - 0.7 * r),
+        (hy - 0.4 * r, hx - 1.0 * r),
+        (hy - 0.5 * r, hx - 0.1 * r),
+    ) | _triangle(
+        yy,
+        xx,
+        (hy - 1.9 * r, hx + 0.7 * r),
+        (hy - 0.4 * r, hx + 1.0 * r),
+        (hy - 0.5 * r, hx + 0.1 * r),
+    )
+    eyes = _ellipse(yy, xx, hy - 0.1 * r, hx - 0.4 * r, 0.22 * r, 0.16 * r) | _ellipse(
+        yy, xx, hy - 0.1 * r, hx + 0.4 * r, 0.22 * r, 0.16 * r
+    )
     head_col = _hsv(0.08, 0.8, 0.95)  # bright ginger head: the discriminative part
     return [(body, fur), (head | ears, head_col), (eyes, np.array([60.0, 220.0, 60.0]))]
 
@@ -204,14 +235,20 @@ def _draw_cat(rng, yy, xx, s, cy, cx, scale):
 def _draw_dog(rng, yy, xx, s, cy, cx, scale):
     body, (hy, hx), r, face = _animal_body(rng, yy, xx, s, cy, cx, scale)
     fur = _fur(rng, yy, xx, s)
-    head = _ellipse(yy, xx, hy, hx, r, 1.1 * r) | _ellipse(yy, xx, hy + 0.35 * r,
-                                                          hx + face * 0.9 * r, 0.5 * r, 0.7 * r)
-    ears = (_ellipse(yy, xx, hy + 0.3 * r, hx - 1.0 * r, 0.9 * r, 0.35 * r)
-            | _ellipse(yy, xx, hy + 0.3 * r, hx + 1.0 * r, 0.9 * r, 0.35 * r))
+    head = _ellipse(yy, xx, hy, hx, r, 1.1 * r) | _ellipse(
+        yy, xx, hy + 0.35 * r, hx + face * 0.9 * r, 0.5 * r, 0.7 * r
+    )
+    ears = _ellipse(yy, xx, hy + 0.3 * r, hx - 1.0 * r, 0.9 * r, 0.35 * r) | _ellipse(
+        yy, xx, hy + 0.3 * r, hx + 1.0 * r, 0.9 * r, 0.35 * r
+    )
     nose = _ellipse(yy, xx, hy + 0.2 * r, hx + face * 1.5 * r, 0.25 * r, 0.25 * r)
     head_col = np.array([235.0, 225.0, 205.0])  # pale cream head: the discriminative part
-    return [(body, fur), (head, head_col), (ears, np.array([90.0, 55.0, 30.0])),
-            (nose, np.array([15.0, 15.0, 15.0]))]
+    return [
+        (body, fur),
+        (head, head_col),
+        (ears, np.array([90.0, 55.0, 30.0])),
+        (nose, np.array([15.0, 15.0, 15.0])),
+    ]
 
 
 def _draw_person(rng, yy, xx, s, cy, cx, scale):
@@ -222,73 +259,118 @@ def _draw_person(rng, yy, xx, s, cy, cx, scale):
     top = cy - h / 2
     head_r = 0.1 * h
     torso = _trapezoid(yy, xx, top + 2 * head_r, top + 0.6 * h, cx, 0.13 * h, 0.16 * h)
-    arms = (_rect(yy, xx, top + 2.3 * head_r, cx - 0.22 * h, top + 0.55 * h, cx - 0.15 * h)
-            | _rect(yy, xx, top + 2.3 * head_r, cx + 0.15 * h, top + 0.55 * h, cx + 0.22 * h))
-    legs = (_rect(yy, xx, top + 0.6 * h, cx - 0.13 * h, top + h, cx - 0.02 * h)
-            | _rect(yy, xx, top + 0.6 * h, cx + 0.02 * h, top + h, cx + 0.13 * h))
+    arms = _rect(yy, xx, top + 2.3 * head_r, cx - 0.22 * h, top + 0.55 * h, cx - 0.15 * h) | _rect(
+        yy, xx, top + 2.3 * head_r, cx + 0.15 * h, top + 0.55 * h, cx + 0.22 * h
+    )
+    legs = _rect(yy, xx, top + 0.6 * h, cx - 0.13 * h, top + h, cx - 0.02 * h) | _rect(
+        yy, xx, top + 0.6 * h, cx + 0.02 * h, top + h, cx + 0.13 * h
+    )
     head = _ellipse(yy, xx, top + head_r, cx, head_r * 1.1, head_r)
     return [(torso | arms, shirt), (legs, trousers), (head, skin)]
 
 
 def _draw_car(rng, yy, xx, s, cy, cx, scale):
     w, hgt = 0.42 * s * scale, 0.2 * s * scale
-    col = _hsv(rng.choice([0.0, 0.6, 0.15, 0.33, 0.0]) + rng.uniform(-0.03, 0.03) % 1,
-               rng.uniform(0.6, 1.0), rng.uniform(0.55, 0.95))
+    col = _hsv(
+        rng.choice([0.0, 0.6, 0.15, 0.33, 0.0]) + rng.uniform(-0.03, 0.03) % 1,
+        rng.uniform(0.6, 1.0),
+        rng.uniform(0.55, 0.95),
+    )
     y_top, y_bot = cy - hgt / 2, cy + hgt / 2
     body = _rect(yy, xx, y_top + 0.42 * hgt, cx - w / 2, y_bot - 0.12 * hgt, cx + w / 2)
-    body &= ~(_rect(yy, xx, y_top + 0.42 * hgt, cx - w / 2, y_top + 0.55 * hgt, cx - 0.4 * w)
-              | _rect(yy, xx, y_top + 0.42 * hgt, cx + 0.4 * w, y_top + 0.55 * hgt, cx + w / 2))
-    cabin = _trapezoid(yy, xx, y_top, y_top + 0.43 * hgt, cx + rng.uniform(-0.05, 0.05) * w,
-                       0.2 * w, 0.3 * w)
+    body &= ~(
+        _rect(yy, xx, y_top + 0.42 * hgt, cx - w / 2, y_top + 0.55 * hgt, cx - 0.4 * w)
+        | _rect(yy, xx, y_top + 0.42 * hgt, cx + 0.4 * w, y_top + 0.55 * hgt, cx + w / 2)
+    )
+    cabin = _trapezoid(
+        yy, xx, y_top, y_top + 0.43 * hgt, cx + rng.uniform(-0.05, 0.05) * w, 0.2 * w, 0.3 * w
+    )
     window = _trapezoid(yy, xx, y_top + 0.08 * hgt, y_top + 0.38 * hgt, cx, 0.14 * w, 0.22 * w)
     wr = 0.16 * hgt * 1.4
-    wheels = (_ellipse(yy, xx, y_bot - wr, cx - 0.3 * w, wr, wr)
-              | _ellipse(yy, xx, y_bot - wr, cx + 0.3 * w, wr, wr))
+    wheels = _ellipse(yy, xx, y_bot - wr, cx - 0.3 * w, wr, wr) | _ellipse(
+        yy, xx, y_bot - wr, cx + 0.3 * w, wr, wr
+    )
     shade = 0.85 + 0.15 * np.cos((yy - y_top) / max(hgt, 1) * 6.0)
     paint = col[None, None, :] * shade[..., None]
-    return [(body | cabin, paint), (window, np.array([150.0, 200.0, 230.0])),
-            (wheels, np.array([25.0, 25.0, 25.0]))]
+    return [
+        (body | cabin, paint),
+        (window, np.array([150.0, 200.0, 230.0])),
+        (wheels, np.array([25.0, 25.0, 25.0])),
+    ]
 
 
 def _draw_boat(rng, yy, xx, s, cy, cx, scale):
     w, hgt = 0.36 * s * scale, 0.10 * s * scale
-    hull_col = rng.choice([np.array([120.0, 70.0, 35.0]), np.array([235.0, 235.0, 230.0]),
-                           np.array([170.0, 30.0, 30.0])])
+    hull_col = rng.choice(
+        [
+            np.array([120.0, 70.0, 35.0]),
+            np.array([235.0, 235.0, 230.0]),
+            np.array([170.0, 30.0, 30.0]),
+        ]
+    )
     hull = _trapezoid(yy, xx, cy - hgt / 2, cy + hgt / 2, cx, w / 2, 0.35 * w)
     mast_h = 0.28 * s * scale
     mast_x = cx + rng.uniform(-0.1, 0.1) * w
-    mast = _rect(yy, xx, cy - hgt / 2 - mast_h, mast_x - max(0.008 * s, 0.6),
-                 cy - hgt / 2, mast_x + max(0.008 * s, 0.6))
+    mast = _rect(
+        yy,
+        xx,
+        cy - hgt / 2 - mast_h,
+        mast_x - max(0.008 * s, 0.6),
+        cy - hgt / 2,
+        mast_x + max(0.008 * s, 0.6),
+    )
     side = rng.choice([-1, 1])
-    sail = _triangle(yy, xx, (cy - hgt / 2 - mast_h * 0.95, mast_x + side * 0.02 * s),
-                     (cy - hgt / 2 - 0.1 * mast_h, mast_x + side * 0.02 * s),
-                     (cy - hgt / 2 - 0.1 * mast_h, mast_x + side * 0.38 * w))
+    sail = _triangle(
+        yy,
+        xx,
+        (cy - hgt / 2 - mast_h * 0.95, mast_x + side * 0.02 * s),
+        (cy - hgt / 2 - 0.1 * mast_h, mast_x + side * 0.02 * s),
+        (cy - hgt / 2 - 0.1 * mast_h, mast_x + side * 0.38 * w),
+    )
     sail_col = _hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.25), rng.uniform(0.85, 1.0))
     return [(hull, hull_col), (mast, np.array([60.0, 40.0, 20.0])), (sail, sail_col)]
 
 
 def _draw_bottle(rng, yy, xx, s, cy, cx, scale):
     h, w = 0.34 * s * scale, 0.11 * s * scale
-    col = rng.choice([np.array([30.0, 120.0, 50.0]), np.array([110.0, 60.0, 20.0]),
-                      np.array([60.0, 110.0, 170.0])])
+    col = rng.choice(
+        [
+            np.array([30.0, 120.0, 50.0]),
+            np.array([110.0, 60.0, 20.0]),
+            np.array([60.0, 110.0, 170.0]),
+        ]
+    )
     body = _rect(yy, xx, cy - 0.1 * h, cx - w / 2, cy + h / 2, cx + w / 2)
     shoulder = _trapezoid(yy, xx, cy - 0.3 * h, cy - 0.1 * h, cx, 0.2 * w, w / 2)
     neck = _rect(yy, xx, cy - h / 2, cx - 0.2 * w, cy - 0.3 * h, cx + 0.2 * w)
-    gloss = 0.7 + 0.6 * np.exp(-((xx - cx + 0.2 * w) / max(0.15 * w, 0.5)) ** 2)
+    gloss = 0.7 + 0.6 * np.exp(-(((xx - cx + 0.2 * w) / max(0.15 * w, 0.5)) ** 2))
     glass = np.clip(col[None, None, :] * gloss[..., None], 0, 255)
     label = _rect(yy, xx, cy + 0.05 * h, cx - w / 2, cy + 0.25 * h, cx + w / 2)
     return [(body | shoulder | neck, glass), (label, np.array([240.0, 230.0, 200.0]))]
 
 
-_DRAW = {"person": _draw_person, "car": _draw_car, "boat": _draw_boat, "cat": _draw_cat,
-         "dog": _draw_dog, "bottle": _draw_bottle}
-_SCALE = {"person": (0.8, 1.25), "car": (0.8, 1.2), "boat": (0.8, 1.2), "cat": (0.8, 1.2),
-          "dog": (0.8, 1.2), "bottle": (0.8, 1.2)}
+_DRAW = {
+    "person": _draw_person,
+    "car": _draw_car,
+    "boat": _draw_boat,
+    "cat": _draw_cat,
+    "dog": _draw_dog,
+    "bottle": _draw_bottle,
+}
+_SCALE = {
+    "person": (0.8, 1.25),
+    "car": (0.8, 1.2),
+    "boat": (0.8, 1.2),
+    "cat": (0.8, 1.2),
+    "dog": (0.8, 1.2),
+    "bottle": (0.8, 1.2),
+}
 
 
 # --------------------------------------------------------------------------------------------
 # Scenes
 # --------------------------------------------------------------------------------------------
+
 
 def _background(rng, yy, xx, s):
     """A busy but object-free background: a sky-to-ground gradient, low-frequency blotches and
@@ -301,13 +383,20 @@ def _background(rng, yy, xx, s):
         cy, cx = rng.uniform(0, s, 2)
         r = rng.uniform(0.1, 0.35) * s
         blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))[..., None]
-        img = img * (1 - 0.6 * blob) + _hsv(rng.uniform(0, 1), rng.uniform(0.2, 0.8),
-                                            rng.uniform(0.3, 0.9))[None, None] * 0.6 * blob
+        img = (
+            img * (1 - 0.6 * blob)
+            + _hsv(rng.uniform(0, 1), rng.uniform(0.2, 0.8), rng.uniform(0.3, 0.9))[None, None]
+            * 0.6
+            * blob
+        )
     for _ in range(rng.integers(0, 3)):  # distractor patches (rectangles/ellipses, no class)
         cy, cx = rng.uniform(0, s, 2)
         ry, rx = rng.uniform(0.03, 0.12, 2) * s
-        m = _rect(yy, xx, cy - ry, cx - rx, cy + ry, cx + rx) if rng.random() < 0.5 else \
-            _ellipse(yy, xx, cy, cx, ry, rx)
+        m = (
+            _rect(yy, xx, cy - ry, cx - rx, cy + ry, cx + rx)
+            if rng.random() < 0.5
+            else _ellipse(yy, xx, cy, cx, ry, rx)
+        )
         img[m] = _hsv(rng.uniform(0, 1), rng.uniform(0.3, 0.9), rng.uniform(0.3, 0.9))
     return img
 
@@ -333,8 +422,14 @@ def _choose_classes(rng, cfg: ToyWorldConfig) -> list[str]:
 
 
 # Rough half-extents (dy_up, dy_down, dx) of each class at scale 1, as fractions of the image side.
-_EXTENT = {"person": (0.21, 0.21, 0.1), "car": (0.1, 0.1, 0.21), "boat": (0.33, 0.05, 0.18),
-           "cat": (0.2, 0.2, 0.27), "dog": (0.2, 0.2, 0.27), "bottle": (0.17, 0.17, 0.055)}
+_EXTENT = {
+    "person": (0.21, 0.21, 0.1),
+    "car": (0.1, 0.1, 0.21),
+    "boat": (0.33, 0.05, 0.18),
+    "cat": (0.2, 0.2, 0.27),
+    "dog": (0.2, 0.2, 0.27),
+    "bottle": (0.17, 0.17, 0.055),
+}
 
 
 def _extent_box(cls, cy, cx, scale, s):
@@ -469,8 +564,11 @@ def corrupt_mask(rng, sem: np.ndarray, strength: float) -> np.ndarray:
         region = _shift(region, int(rng.integers(-k, k + 1)), int(rng.integers(-k, k + 1)), False)
         for _ in range(int(rng.integers(0, k + 1))):
             nb = [_shift(region, dy, dx, False) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
-            region = (region | nb[0] | nb[1] | nb[2] | nb[3]) if rng.random() < 0.5 else \
-                (region & nb[0] & nb[1] & nb[2] & nb[3])
+            region = (
+                (region | nb[0] | nb[1] | nb[2] | nb[3])
+                if rng.random() < 0.5
+                else (region & nb[0] & nb[1] & nb[2] & nb[3])
+            )
         out[region] = c
     yy, xx = np.mgrid[0:s, 0:s]
     for _ in range(rng.poisson(2 * strength)):
@@ -482,8 +580,9 @@ def corrupt_mask(rng, sem: np.ndarray, strength: float) -> np.ndarray:
     return out
 
 
-def make_toy_sample(seed: int, split: str, index: int, cfg: ToyWorldConfig,
-                    pixel_label: bool = True) -> dict:
+def make_toy_sample(
+    seed: int, split: str, index: int, cfg: ToyWorldConfig, pixel_label: bool = True
+) -> dict:
     """One sample of the toy world in the package's sample format (see :mod:`wsss_edu.labels`),
     plus ``mask_clean`` (the true mask; equal to ``mask`` unless ``mask_noise`` > 0),
     ``labels_clean`` (the true tags) and ``has_water`` (the boat's context region is present)."""
@@ -493,11 +592,18 @@ def make_toy_sample(seed: int, split: str, index: int, cfg: ToyWorldConfig,
     mask_clean = np.where(band, IGNORE, sem).astype(np.uint8)
     # Boxes: one per visible instance (its pixels, band included); an instance whose pixels all
     # fell into the ignore band has no class in the mask, so no tag and no box.
-    sample = make_sample(image, mask_clean, f"{split}_{index:06d}", len(CLASSES), instances=inst,
-                         pixel_label=pixel_label)
+    sample = make_sample(
+        image,
+        mask_clean,
+        f"{split}_{index:06d}",
+        len(CLASSES),
+        instances=inst,
+        pixel_label=pixel_label,
+    )
     sample["mask_clean"] = mask_clean
     sample["labels_clean"] = sample["labels"].copy()
     sample["has_water"] = water
+
     def knob_rng(k):  # one stream per knob: turning one knob on never changes another's draws
         return np.random.default_rng([int(seed), _SPLIT_ID[split], int(index), 0xBAD, k])
 
@@ -527,6 +633,7 @@ def make_toy_sample(seed: int, split: str, index: int, cfg: ToyWorldConfig,
 # The dataset
 # --------------------------------------------------------------------------------------------
 
+
 def _split_seed_key(seed: int, split: str) -> int:
     return zlib.crc32(f"{seed}:{split}".encode())
 
@@ -541,10 +648,17 @@ class ToyDataset:
 
     classes = list(CLASSES)
     num_classes = len(CLASSES)
-    has_background = True      # the sea and sky behind the objects are class 0
+    has_background = True  # the sea and sky behind the objects are class 0
 
-    def __init__(self, split: str = "train", n: int | None = None, seed: int = 0,
-                 transform=None, cache: bool = True, **knobs):
+    def __init__(
+        self,
+        split: str = "train",
+        n: int | None = None,
+        seed: int = 0,
+        transform=None,
+        cache: bool = True,
+        **knobs,
+    ):
         check_choice("split", split, SPLITS)
         self.split, self.seed = split, int(seed)
         self.n = DEFAULT_SIZES[split] if n is None else int(n)
@@ -578,8 +692,9 @@ class ToyDataset:
         if self._cache is not None and i in self._cache:
             sample = self._cache[i]
         else:
-            sample = make_toy_sample(self.seed, self.split, i, self.config,
-                                     bool(self._pixel_perfect[i]))
+            sample = make_toy_sample(
+                self.seed, self.split, i, self.config, bool(self._pixel_perfect[i])
+            )
             if self._cache is not None:
                 self._cache[i] = sample
         sample = dict(sample)
@@ -597,27 +712,35 @@ def _write_voc_xml(path: Path, name: str, sample: dict) -> None:
     objs = "".join(
         f"<object><name>{CLASSES[c]}</name><difficult>0</difficult><bndbox><xmin>{b[0] + 1}</xmin>"
         f"<ymin>{b[1] + 1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for b, c in zip(sample["boxes"], sample["box_labels"]))
+        for b, c in zip(sample["boxes"], sample["box_labels"])
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width>"
-                    f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>\n")
+    path.write_text(
+        f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width>"
+        f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>\n"
+    )
 
 
-def write_voc_layout(root, n_train: int = 200, n_val: int = 50, n_test: int = 0, seed: int = 0,
-                     **knobs) -> Path:
+def write_voc_layout(
+    root, n_train: int = 200, n_val: int = 50, n_test: int = 0, seed: int = 0, **knobs
+) -> Path:
     """Write the toy world in PASCAL VOC 2012's folder layout under ``root/VOCdevkit/VOC2012``:
     JPEGImages (JPEG, quality 95), SegmentationClass (palette PNGs, 255 border),
     SegmentationObject (instance PNGs, 255 border), Annotations (boxes as VOC XML), ImageSets/Segmentation/{train,val,test,
     train_aug}.txt and a ``classes.txt`` naming the toy classes, so the VOC loader reads it.
     Masks are written exactly; images go through JPEG like VOC's. Returns the VOC2012 folder."""
-    lost = sorted(k for k in ("missing_label_rate", "tag_noise", "pixel_perfect", "mask_noise")
-                  if k in knobs and knobs[k] != getattr(ToyWorldConfig(), k))
+    lost = sorted(
+        k
+        for k in ("missing_label_rate", "tag_noise", "pixel_perfect", "mask_noise")
+        if k in knobs and knobs[k] != getattr(ToyWorldConfig(), k)
+    )
     if lost:
         raise ParameterError(
             f"VOC's layout cannot hold the knob(s) {lost}: its loader derives tags from the masks and "
             "treats every mask as pixel-perfect and clean. Write the world without them and apply "
             "them in memory (ToyDataset), or use knobs that change the scenes (size, class_probs, "
-            "imbalance, water_without_boat, person_overlap, box_noise, border, pixel_noise)")
+            "imbalance, water_without_boat, person_overlap, box_noise, border, pixel_noise)"
+        )
     voc = Path(root) / "VOCdevkit" / "VOC2012"
     pal = voc_palette()
     lists = {}
@@ -631,8 +754,9 @@ def write_voc_layout(root, n_train: int = 200, n_val: int = 50, n_test: int = 0,
             name = smp["name"]
             write_image(voc / "JPEGImages" / f"{name}.jpg", smp["image"])
             write_mask(voc / "SegmentationClass" / f"{name}.png", smp["mask"], pal)
-            obj = np.where(smp["mask"] == IGNORE, IGNORE,
-                           np.minimum(smp["instances"], 254)).astype(np.uint8)
+            obj = np.where(smp["mask"] == IGNORE, IGNORE, np.minimum(smp["instances"], 254)).astype(
+                np.uint8
+            )
             write_mask(voc / "SegmentationObject" / f"{name}.png", obj, pal)
             _write_voc_xml(voc / "Annotations" / f"{name}.xml", name, smp)
             ids.append(name)

@@ -9,6 +9,7 @@ matches; one that does not (damaged, truncated, empty, written by a version befo
 does not load, or that lacks the optimizer or scheduler state the resuming :func:`fit` needs, is
 named in a warning, set aside as ``<name>.bad-<time>`` and the training starts from the beginning.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,24 +34,33 @@ from .progress import bar as progress_bar
 def get_device(device: str = "auto") -> torch.device:
     """'auto' → cuda if available, else mps if available, else cpu. An explicit device that is not
     available raises an error naming the ones that are."""
-    avail = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
-        (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+    avail = (
+        ["cpu"]
+        + (["cuda"] if torch.cuda.is_available() else [])
+        + (
+            ["mps"]
+            if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+            else []
+        )
+    )
     if device in (None, "", "auto"):
         return torch.device("cuda" if "cuda" in avail else "mps" if "mps" in avail else "cpu")
     kind = str(device).split(":")[0]
     if kind not in ("cpu", "cuda", "mps"):
-        raise ParameterError(f"DEVICE={device!r} is not valid; choose one of: 'auto', 'cpu', "
-                             f"'cuda', 'cuda:N', 'mps'")
+        raise ParameterError(
+            f"DEVICE={device!r} is not valid; choose one of: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+        )
     if kind not in avail:
-        raise ParameterError(f"DEVICE={device!r} is not available on this machine; available: "
-                             f"{['auto'] + avail}")
+        raise ParameterError(
+            f"DEVICE={device!r} is not available on this machine; available: {['auto'] + avail}"
+        )
     return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
 
@@ -108,7 +118,7 @@ def make_scaler(device, dtype: torch.dtype | None):
     only (its gradients underflow unscaled), a pass-through otherwise (``scale`` returns the loss,
     ``step`` calls ``optimizer.step()``), so one training step serves every dtype."""
     enabled = dtype == torch.float16
-    if hasattr(torch.amp, "GradScaler"):              # torch >= 2.3: any device type
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3: any device type
         return torch.amp.GradScaler(torch.device(device).type, enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)  # torch 2.2: CUDA only
 
@@ -123,8 +133,10 @@ def _training_dtype(amp, device) -> torch.dtype | None:
         return None
     if amp in (torch.float16, torch.bfloat16):
         return amp
-    raise ParameterError(f"amp={amp!r} is not valid; choose one of: True (the device's dtype, see "
-                         "train.amp_dtype), False, torch.float16, torch.bfloat16")
+    raise ParameterError(
+        f"amp={amp!r} is not valid; choose one of: True (the device's dtype, see "
+        "train.amp_dtype), False, torch.float16, torch.bfloat16"
+    )
 
 
 # How long a training waits for another live process holding its checkpoint's lock before it
@@ -132,16 +144,27 @@ def _training_dtype(amp, device) -> torch.dtype | None:
 CHECKPOINT_LOCK_WAIT = 10.0
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = -1,
-                    history: dict | None = None, scaler=None) -> Path:
+def save_checkpoint(
+    path,
+    model,
+    optimizer=None,
+    scheduler=None,
+    epoch: int = -1,
+    history: dict | None = None,
+    scaler=None,
+) -> Path:
     """Save plain state_dicts (model, optimizer, scheduler, and the gradient scaler when it is
     enabled: float16 training, so a resume continues at its loss scale), the last finished epoch
     and the history, atomically, then its digest beside it. Loadable with
     ``torch.load(..., weights_only=True)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "epoch": int(epoch), "history": history or {},
-             "torch_rng": torch.get_rng_state()}
+    state = {
+        "model": model.state_dict(),
+        "epoch": int(epoch),
+        "history": history or {},
+        "torch_rng": torch.get_rng_state(),
+    }
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -169,29 +192,40 @@ def read_checkpoint(path, model=None, optimizer=None, scheduler=None) -> dict:
     except Exception as e:
         raise DataFileError(f"checkpoint {path} does not load: {type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or not {"model", "epoch"} <= set(state):
-        raise DataFileError(f"checkpoint {path} is not a wsss_edu.train.save_checkpoint file "
-                            "(no 'model' and 'epoch')")
+        raise DataFileError(
+            f"checkpoint {path} is not a wsss_edu.train.save_checkpoint file "
+            "(no 'model' and 'epoch')"
+        )
     if not isinstance(state.get("scaler", {}), dict):
-        raise DataFileError(f"checkpoint {path} holds a gradient scaler state that is not a "
-                            "GradScaler.state_dict()")
-    missing = [k for k, obj in (("optimizer", optimizer), ("scheduler", scheduler))
-               if obj is not None and k not in state]
+        raise DataFileError(
+            f"checkpoint {path} holds a gradient scaler state that is not a GradScaler.state_dict()"
+        )
+    missing = [
+        k
+        for k, obj in (("optimizer", optimizer), ("scheduler", scheduler))
+        if obj is not None and k not in state
+    ]
     if missing:
-        raise DataFileError(f"checkpoint {path} holds no {' or '.join(missing)} state, which resuming "
-                            "needs")
+        raise DataFileError(
+            f"checkpoint {path} holds no {' or '.join(missing)} state, which resuming needs"
+        )
     if optimizer is not None:
         want = [len(g["params"]) for g in optimizer.param_groups]
         have = [len(g["params"]) for g in state["optimizer"].get("param_groups", [])]
         if want != have:
-            raise DataFileError(f"checkpoint {path} holds the state of another optimizer (parameter "
-                                f"groups of {have} parameters, this one has {want})")
+            raise DataFileError(
+                f"checkpoint {path} holds the state of another optimizer (parameter "
+                f"groups of {have} parameters, this one has {want})"
+            )
     if model is not None:
         want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         have = {k: tuple(v.shape) for k, v in state["model"].items()}
         if want != have:
             odd = sorted(set(want.items()) ^ set(have.items()))[:3]
-            raise DataFileError(f"checkpoint {path} holds the weights of another network "
-                                f"(names/shapes differ, e.g. {odd})")
+            raise DataFileError(
+                f"checkpoint {path} holds the weights of another network "
+                f"(names/shapes differ, e.g. {odd})"
+            )
     return state
 
 
@@ -211,8 +245,9 @@ def apply_checkpoint(state: dict, model, optimizer=None, scheduler=None, scaler=
         torch.set_rng_state(state["torch_rng"].cpu())
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, map_location="cpu",
-                    scaler=None) -> dict:
+def load_checkpoint(
+    path, model, optimizer=None, scheduler=None, map_location="cpu", scaler=None
+) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` into the given objects (weights only),
     checked by :func:`read_checkpoint` (which raises DataFileError naming the file). Returns the
     checkpoint dict (its 'epoch' and 'history'); ``map_location`` is kept for callers, the state
@@ -242,13 +277,26 @@ def _resume_state(checkpoint, model, optimizer, scheduler) -> dict | None:
         return read_checkpoint(checkpoint, model, optimizer, scheduler)
     except DataFileError as e:
         aside = set_aside(checkpoint)
-        warnings.warn(f"{e}; set aside as {aside.name}, training from the first epoch", stacklevel=3)
+        warnings.warn(
+            f"{e}; set aside as {aside.name}, training from the first epoch", stacklevel=3
+        )
         return None
 
 
-def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=None,
-        checkpoint=None, amp: bool | torch.dtype = True, desc: str = "train", on_epoch_end=None,
-        progress: bool = True) -> dict:
+def fit(
+    model,
+    loader,
+    loss_fn,
+    optimizer,
+    epochs: int,
+    device=None,
+    scheduler=None,
+    checkpoint=None,
+    amp: bool | torch.dtype = True,
+    desc: str = "train",
+    on_epoch_end=None,
+    progress: bool = True,
+) -> dict:
     """Train ``model`` for ``epochs`` over ``loader``.
 
     ``loss_fn(model, batch) -> loss`` (the batch already on ``device``); ``scheduler.step()`` is
@@ -286,20 +334,51 @@ def fit(model, loader, loss_fn, optimizer, epochs: int, device=None, scheduler=N
     device = torch.device(device) if device is not None else next(model.parameters()).device
     device = D.rank_device(device) if several else device
     model.to(device)
-    seed = torch.initial_seed() % 2 ** 62 if several else None   # orders shuffles and augmentations
+    seed = torch.initial_seed() % 2**62 if several else None  # orders shuffles and augmentations
     with ExitStack() as held:
         if checkpoint is not None and D.is_main():
-            held.enter_context(run_lock(checkpoint, CHECKPOINT_LOCK_WAIT,
-                                        f"a training with checkpoint {checkpoint}"))
+            held.enter_context(
+                run_lock(
+                    checkpoint, CHECKPOINT_LOCK_WAIT, f"a training with checkpoint {checkpoint}"
+                )
+            )
         state = _resume_state(checkpoint, model, optimizer, scheduler) if D.is_main() else None
         if several:
-            state = D.broadcast_object(state)      # rank 0's reading: every rank at one epoch
-        return _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, scheduler, checkpoint,
-                         amp, desc, on_epoch_end, progress, seed)
+            state = D.broadcast_object(state)  # rank 0's reading: every rank at one epoch
+        return _fit_from(
+            state,
+            model,
+            loader,
+            loss_fn,
+            optimizer,
+            epochs,
+            device,
+            scheduler,
+            checkpoint,
+            amp,
+            desc,
+            on_epoch_end,
+            progress,
+            seed,
+        )
 
 
-def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, scheduler, checkpoint, amp,
-              desc, on_epoch_end, progress, seed) -> dict:
+def _fit_from(
+    state,
+    model,
+    loader,
+    loss_fn,
+    optimizer,
+    epochs,
+    device,
+    scheduler,
+    checkpoint,
+    amp,
+    desc,
+    on_epoch_end,
+    progress,
+    seed,
+) -> dict:
     """:func:`fit` from a checked checkpoint ``state`` (None: from the first epoch)."""
     several = D.active()
     history, start = {"loss": []}, 0
@@ -309,19 +388,27 @@ def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, schedule
         apply_checkpoint(state, model, optimizer, scheduler, scaler)
         start, history = state["epoch"] + 1, state.get("history") or {"loss": []}
     if dtype is not None and D.is_main():
-        print(f"{desc}: autocast {dtype_name(dtype)} on {device}"
-              + (", loss scaled (GradScaler)" if scaler.is_enabled() else ""))
+        print(
+            f"{desc}: autocast {dtype_name(dtype)} on {device}"
+            + (", loss scaled (GradScaler)" if scaler.is_enabled() else "")
+        )
     undo = None
     if several:
         loader, undo = D.prepare_training(model, loader, seed)
-    bar = progress_bar(total=epochs * len(loader), initial=start * len(loader), desc=desc,
-                       disable=not progress or not D.is_main(), leave=False)
+    bar = progress_bar(
+        total=epochs * len(loader),
+        initial=start * len(loader),
+        desc=desc,
+        disable=not progress or not D.is_main(),
+        leave=False,
+    )
     try:
         for epoch in range(start, epochs):
             if several:
                 D.start_epoch(loader, epoch, seed)
-            loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler,
-                                bar, epoch)
+            loss = _train_epoch(
+                model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch
+            )
             history.setdefault("loss", []).append(D.mean_over_ranks(loss))
             history.setdefault("autocast", []).append(dtype_name(dtype))
             if scaler.is_enabled():
@@ -340,8 +427,9 @@ def _fit_from(state, model, loader, loss_fn, optimizer, epochs, device, schedule
     return history
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar,
-                 epoch: int) -> float:
+def _train_epoch(
+    model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch: int
+) -> float:
     """One epoch of :func:`fit`: a step per batch under autocast in ``dtype`` (None: float32),
     the loss scaled by ``scaler`` (a pass-through unless float16), gradients averaged over the
     ranks when there are several (the scaled ones: averaging is linear, and an inf on one rank
@@ -359,7 +447,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, dtype, sc
         scaler.scale(loss).backward()
         if several:
             D.average_gradients(model)
-        scaler.step(optimizer)     # unscales the gradients; skips the step if one is inf/NaN
+        scaler.step(optimizer)  # unscales the gradients; skips the step if one is inf/NaN
         scaler.update()
         if scheduler is not None:
             scheduler.step()
@@ -374,14 +462,18 @@ def poly_schedule(optimizer, total_steps: int, power: float = 0.9):
     """The "poly" learning-rate policy of DeepLab and IRNet, stepped once per batch:
     lr_t = lr_0 · (1 - t / total_steps)^power."""
     total = max(1, int(total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 - min(t, total - 1) / total) ** power)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: (1 - min(t, total - 1) / total) ** power
+    )
 
 
 def cross_entropy_loss(model, batch):
     """Per-pixel cross-entropy of ``model(batch['image'])`` against ``batch['mask']``, ignoring 255:
     the ``loss_fn`` of fully-supervised training."""
-    if D.active():   # the mean over the global batch's labelled pixels (see distributed.batch_mean)
-        total = F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE, reduction="sum")
+    if D.active():  # the mean over the global batch's labelled pixels (see distributed.batch_mean)
+        total = F.cross_entropy(
+            model(batch["image"]), batch["mask"], ignore_index=IGNORE, reduction="sum"
+        )
         return D.batch_mean(total, (batch["mask"] != IGNORE).sum())
     return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE)
 
@@ -392,14 +484,17 @@ def predict_logits(model, images: torch.Tensor, batch_size: int = 32, device=Non
     eval mode on ``device`` (default: where its parameters are)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
-    outs = [model(images[i:i + batch_size].to(device)).float().cpu()
-            for i in range(0, len(images), batch_size)]
+    outs = [
+        model(images[i : i + batch_size].to(device)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(outs)
 
 
 @torch.no_grad()
-def evaluate_segmentation(model, loader, num_classes: int, device=None, progress: bool = True,
-                          desc: str = "eval") -> ConfusionMeter:
+def evaluate_segmentation(
+    model, loader, num_classes: int, device=None, progress: bool = True, desc: str = "eval"
+) -> ConfusionMeter:
     """Accumulate the confusion matrix of ``argmax(model(image))`` against 'mask' over a loader."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()

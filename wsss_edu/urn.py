@@ -64,6 +64,7 @@ them (an absent channel, five classes). What differs, and the switch:
   equation, Y = t where W < t. They differ only where W equals t exactly, which a stored byte
   b/255 never does for t = 0.05 (0.05 · 255 is not an integer). No switch.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,9 +77,9 @@ from .crf import crf_on_scores_rescaled
 from .errors import DataFileError, ParameterError, check_choice
 from .io import atomic_path
 
-VOC_FACTORS = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)   # the paper's S for PASCAL VOC
-COCO_FACTORS = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)    # and for MS COCO
-T_DEFAULT = 0.05                                  # eq. (12)'s t, Table 3's best
+VOC_FACTORS = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)  # the paper's S for PASCAL VOC
+COCO_FACTORS = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)  # and for MS COCO
+T_DEFAULT = 0.05  # eq. (12)'s t, Table 3's best
 FACTOR_SETS = {"voc": VOC_FACTORS, "coco": COCO_FACTORS}
 
 
@@ -90,8 +91,10 @@ def factors_named(factors) -> tuple:
         return FACTOR_SETS[factors]
     out = tuple(float(f) for f in factors)
     if not out or min(out) <= 0:
-        raise ParameterError(f"FACTORS={factors!r}: give 'voc', 'coco' or a list of positive numbers "
-                             "(< 1 widens a class's response, > 1 narrows it)")
+        raise ParameterError(
+            f"FACTORS={factors!r}: give 'voc', 'coco' or a list of positive numbers "
+            "(< 1 widens a class's response, > 1 narrows it)"
+        )
     return out
 
 
@@ -101,21 +104,24 @@ def check_pseudo_mask_folder(folder, dataset) -> Path:
     folder = Path(folder)
     missing = [n for n in dataset.names if not (folder / f"{n}.png").exists()]
     if missing:
-        raise DataFileError(f"{folder} lacks the pseudo-mask of {len(missing)} of {len(dataset)} "
-                            f"training images (first: {missing[0]}.png); point PSEUDO_LABELS at a "
-                            "folder with one grey PNG per image (class index per pixel, 255 = "
-                            "ignore), e.g. notebook 04's, or use PSEUDO_LABELS='irnet'")
+        raise DataFileError(
+            f"{folder} lacks the pseudo-mask of {len(missing)} of {len(dataset)} "
+            f"training images (first: {missing[0]}.png); point PSEUDO_LABELS at a "
+            "folder with one grey PNG per image (class index per pixel, 255 = "
+            "ignore), e.g. notebook 04's, or use PSEUDO_LABELS='irnet'"
+        )
     return folder
 
 
-PRESENT_FROM = ("crf", "pseudo_mask")   # where urn_steps takes the present classes (eq. 5) from
-NORM_EPS = 1e-6                          # the reference's + 1e-6 in eq. (10)'s min-max
-ROUNDINGS = ("truncate", "round")        # W → byte: the reference's astype(uint8), or nearest
-LAYOUTS = ("LA", "RGB")                  # the package's 2-channel PNG, or the reference's 3-channel one
+PRESENT_FROM = ("crf", "pseudo_mask")  # where urn_steps takes the present classes (eq. 5) from
+NORM_EPS = 1e-6  # the reference's + 1e-6 in eq. (10)'s min-max
+ROUNDINGS = ("truncate", "round")  # W → byte: the reference's astype(uint8), or nearest
+LAYOUTS = ("LA", "RGB")  # the package's 2-channel PNG, or the reference's 3-channel one
 
 
-def present_classes(mask: np.ndarray, include_background: bool = True,
-                    ignore_index: int = 255) -> np.ndarray:
+def present_classes(
+    mask: np.ndarray, include_background: bool = True, ignore_index: int = 255
+) -> np.ndarray:
     """Eq. (5): the classes that appear in ``mask`` (H, W), sorted (int64); only their channels of
     the prediction enter the scaling CRFs. The paper takes them from the pseudo-mask M; the
     reference takes ``list(set(...))`` of the cyclic mask argmax(CRF(P)) (sorted, background
@@ -137,8 +143,14 @@ def scale_response(probs, channel: int, factor: float):
     return out
 
 
-def scaled_masks(image: np.ndarray, probs: np.ndarray, channels, factors=VOC_FACTORS,
-                 crf_params="urn", crf_scale: float = 1.0) -> np.ndarray:
+def scaled_masks(
+    image: np.ndarray,
+    probs: np.ndarray,
+    channels,
+    factors=VOC_FACTORS,
+    crf_params="urn",
+    crf_scale: float = 1.0,
+) -> np.ndarray:
     """Eqs. (7-8): for each channel c in ``channels`` (indices into ``probs``, (C', H, W)) and each
     factor n, the binary mask argmax(CRF(scale_response(probs, c, n))) == c, as a bool array
     (len(channels), len(factors), H, W). The reference does this with ``probs`` = the present
@@ -195,23 +207,29 @@ def loss_weight(uncertainty, t: float = T_DEFAULT, split: float | None = None):
     return np.where(w >= split, 1.0, t).astype(np.float32)
 
 
-def crf_marginals(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn",
-                  crf_scale: float = 1.0) -> np.ndarray:
+def crf_marginals(
+    image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn", crf_scale: float = 1.0
+) -> np.ndarray:
     """The dense CRF on the unscaled P: CRF(P[channels]) (C', H, W) float32 (all channels when
     ``channels`` is None, as the reference's first CRF; ``crf_params=None``: P[channels] itself;
     ``crf_scale`` as in :func:`scaled_masks`). Its argmax is the cyclic pseudo-mask
     (:func:`cyclic_pseudo_mask`)."""
     probs = np.asarray(probs, np.float32)
     sub = probs if channels is None else probs[np.asarray(channels)]
-    return crf_on_scores_rescaled(image, sub, crf_params, crf_scale) if crf_params is not None else sub
+    return (
+        crf_on_scores_rescaled(image, sub, crf_params, crf_scale) if crf_params is not None else sub
+    )
 
 
-def cyclic_pseudo_mask(image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn",
-                       crf_scale: float = 1.0):
+def cyclic_pseudo_mask(
+    image: np.ndarray, probs: np.ndarray, channels=None, crf_params="urn", crf_scale: float = 1.0
+):
     """The cyclic pseudo-mask M_c = argmax(CRF(P)) (PMM; the paper's retraining target), over the
     ``channels`` of P (all when None, the reference's), as class indices (H, W) uint8."""
     channels = np.arange(len(probs)) if channels is None else np.asarray(channels)
-    return channels[crf_marginals(image, probs, channels, crf_params, crf_scale).argmax(0)].astype(np.uint8)
+    return channels[crf_marginals(image, probs, channels, crf_params, crf_scale).argmax(0)].astype(
+        np.uint8
+    )
 
 
 class URNSteps:
@@ -234,14 +252,24 @@ class URNSteps:
         self.variance, self.u, self.weight = variance, u, weight
 
     def __repr__(self):
-        return (f"URNSteps(classes={self.classes.tolist()}, scaled={self.scaled.tolist()}, "
-                f"shape={self.cyclic.shape})")
+        return (
+            f"URNSteps(classes={self.classes.tolist()}, scaled={self.scaled.tolist()}, "
+            f"shape={self.cyclic.shape})"
+        )
 
 
-def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | None = None,
-              factors=VOC_FACTORS, crf_params="urn", include_background: bool = True,
-              present_from: str = "crf", eps: float = NORM_EPS, rounding: str = "truncate",
-              crf_scale: float = 1.0) -> URNSteps:
+def urn_steps(
+    image: np.ndarray,
+    probs: np.ndarray,
+    pseudo_mask: np.ndarray | None = None,
+    factors=VOC_FACTORS,
+    crf_params="urn",
+    include_background: bool = True,
+    present_from: str = "crf",
+    eps: float = NORM_EPS,
+    rounding: str = "truncate",
+    crf_scale: float = 1.0,
+) -> URNSteps:
     """Eqs. (5-11) for one image, every step kept (:class:`URNSteps`). ``probs``: the averaged
     softmax P (C, H, W) over all classes, background at 0.
 
@@ -266,10 +294,17 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
         if pseudo_mask is None:
             raise ValueError("present_from='pseudo_mask' needs the pseudo_mask")
         classes = present_classes(pseudo_mask)
-        if len(classes) == 0:   # nothing labelled: nothing to learn from this image either way
+        if len(classes) == 0:  # nothing labelled: nothing to learn from this image either way
             empty = np.zeros((0,) + shape)
-            return URNSteps(None, np.full(shape, 255, np.uint8), classes, classes, empty,
-                            np.zeros(shape), np.full(shape, 255, np.uint8))
+            return URNSteps(
+                None,
+                np.full(shape, 255, np.uint8),
+                classes,
+                classes,
+                empty,
+                np.zeros(shape),
+                np.full(shape, 255, np.uint8),
+            )
         marginals = crf_marginals(image, probs, classes, crf_params, crf_scale)
         cyclic = classes[marginals.argmax(0)].astype(np.uint8)
     scaled = classes if include_background else classes[classes != 0]
@@ -277,23 +312,43 @@ def urn_steps(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | No
     masks = scaled_masks(image, probs[classes], idx, factors, crf_params, crf_scale)
     variance = scaling_variance(masks)
     u = uncertainty_map(variance, eps) if len(scaled) else np.zeros(shape)
-    return URNSteps(marginals, cyclic, classes, scaled, variance, u, weight_to_uint8(1 - u, rounding))
+    return URNSteps(
+        marginals, cyclic, classes, scaled, variance, u, weight_to_uint8(1 - u, rounding)
+    )
 
 
-def urn_uncertainty(image: np.ndarray, probs: np.ndarray, pseudo_mask: np.ndarray | None = None,
-                    factors=VOC_FACTORS, crf_params="urn", include_background: bool = True,
-                    present_from: str = "crf", eps: float = NORM_EPS, crf_scale: float = 1.0):
+def urn_uncertainty(
+    image: np.ndarray,
+    probs: np.ndarray,
+    pseudo_mask: np.ndarray | None = None,
+    factors=VOC_FACTORS,
+    crf_params="urn",
+    include_background: bool = True,
+    present_from: str = "crf",
+    eps: float = NORM_EPS,
+    crf_scale: float = 1.0,
+):
     """Eqs. (5-10) for one image: the cyclic pseudo-mask (H, W) uint8 and U (H, W) float64
     (:func:`urn_steps`, whose docstring explains the options; the defaults follow the reference:
     present classes from argmax(CRF(P)), the background scaled too, eps = 1e-6). ``probs``: the
     averaged softmax P (C, H, W) of the network trained on ``pseudo_mask``."""
-    s = urn_steps(image, probs, pseudo_mask, factors, crf_params, include_background, present_from, eps,
-                  crf_scale=crf_scale)
+    s = urn_steps(
+        image,
+        probs,
+        pseudo_mask,
+        factors,
+        crf_params,
+        include_background,
+        present_from,
+        eps,
+        crf_scale=crf_scale,
+    )
     return s.cyclic, s.u
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                           ignore_index: int = 255) -> torch.Tensor:
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
     """Eq. (13): per-pixel cross-entropy times the weight Y, averaged over **all** pixels, the
     ignored ones included (they add 0), as the reference code does: with many ignored pixels the
     loss is smaller than the mean over labelled pixels. ``logits`` (N, C, H, W), ``target`` (N, H, W),
@@ -302,7 +357,7 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
     return (ce * weight.to(ce.dtype)).mean()
 
 
-TABLE_LOSS = "weighted"   # the one loss of every row of Tables 3 and 5 (pseudo.LOSSES)
+TABLE_LOSS = "weighted"  # the one loss of every row of Tables 3 and 5 (pseudo.LOSSES)
 
 
 def table_rows(t_grid, t: float, urn_folder, probability_folder) -> dict:
@@ -314,14 +369,17 @@ def table_rows(t_grid, t: float, urn_folder, probability_folder) -> dict:
     ``split``); ``probability_folder=None`` leaves the probability row out. A plain row trained with the mean over labelled pixels instead would differ from
     the others by the batch's labelled fraction wherever crops are padded with 255."""
     rows = {"plain": (TABLE_LOSS, 1.0, None, urn_folder)}
-    if probability_folder is not None:          # None: no probability row
+    if probability_folder is not None:  # None: no probability row
         rows["probability"] = (TABLE_LOSS, None, None, probability_folder)
-    rows |= {f"t = {x:g}": (TABLE_LOSS, x, t if x == 0 else None, urn_folder) for x in t_grid if x != 1}
+    rows |= {
+        f"t = {x:g}": (TABLE_LOSS, x, t if x == 0 else None, urn_folder) for x in t_grid if x != 1
+    }
     return rows
 
 
-def probability_weight(logits: torch.Tensor, target: torch.Tensor,
-                       ignore_index: int = 255) -> torch.Tensor:
+def probability_weight(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
     """Table 5's baseline weight read as the softmax of the network being trained: its own
     probability of the target class, detached (no gradient flows through the weight); 0 on
     ignored pixels. (N, H, W). The other reading, F_S's probability of the label (the network
@@ -364,14 +422,17 @@ def label_weight_array(label: np.ndarray, weight: np.ndarray, layout: str = "LA"
     if label.shape != weight.shape:
         raise ValueError(f"label {label.shape} and weight {weight.shape} differ in size")
     if label.size and (label.min() < 0 or label.max() > 255):
-        raise ValueError(f"labels must lie in 0..255 to be stored; got {label.min()}..{label.max()}")
+        raise ValueError(
+            f"labels must lie in 0..255 to be stored; got {label.min()}..{label.max()}"
+        )
     label, weight = label.astype(np.uint8), weight.astype(np.uint8)
     channels = [label, weight] if layout == "LA" else [weight, weight, label]
     return np.ascontiguousarray(np.stack(channels, -1))
 
 
-def write_label_and_weight(path, label: np.ndarray, w: np.ndarray, rounding: str = "truncate",
-                           layout: str = "LA") -> None:
+def write_label_and_weight(
+    path, label: np.ndarray, w: np.ndarray, rounding: str = "truncate", layout: str = "LA"
+) -> None:
     """One PNG holding the cyclic pseudo-mask and W = 1 - U (:func:`weight_to_uint8` with
     ``rounding``), written atomically (a half-written file never looks done). ``layout``
     (:func:`label_weight_array`): 'LA' (default) grey = label, alpha = W; 'RGB' the reference's
@@ -383,8 +444,8 @@ def write_label_and_weight(path, label: np.ndarray, w: np.ndarray, rounding: str
     if label.shape != np.shape(w):
         raise ValueError(f"label {label.shape} and weight {np.shape(w)} differ in size")
     im = Image.fromarray(label_weight_array(label, weight_to_uint8(w, rounding), layout))
-    assert im.mode == layout, im.mode   # PIL infers 'LA' from 2 uint8 channels, 'RGB' from 3
-    with atomic_path(path) as tmp:   # a name of its own: shards may overlap
+    assert im.mode == layout, im.mode  # PIL infers 'LA' from 2 uint8 channels, 'RGB' from 3
+    with atomic_path(path) as tmp:  # a name of its own: shards may overlap
         im.save(tmp, format="PNG")
 
 
@@ -396,22 +457,30 @@ def read_label_and_weight(path):
     differ, or any other mode, is refused."""
     from PIL import Image
 
-    layouts = ("expected a label + weight PNG: mode 'LA' (grey = label, alpha = weight, what "
-               "wsss_edu.urn writes) or the reference's mode 'RGB' (B = label, G = R = weight)")
+    layouts = (
+        "expected a label + weight PNG: mode 'LA' (grey = label, alpha = weight, what "
+        "wsss_edu.urn writes) or the reference's mode 'RGB' (B = label, G = R = weight)"
+    )
     try:
         with Image.open(path) as im:
             mode = im.mode
             if mode not in LAYOUTS:
-                raise DataFileError(f"{path} has mode {mode}; {layouts}. Run the uncertainty pass "
-                                    "(wsss_edu.steps.urn_step.uncertainty_pass) to write one")
+                raise DataFileError(
+                    f"{path} has mode {mode}; {layouts}. Run the uncertainty pass "
+                    "(wsss_edu.steps.urn_step.uncertainty_pass) to write one"
+                )
             arr = np.asarray(im)
     except OSError as e:
-        raise DataFileError(f"cannot read {path}: {e}. Remove it and run the uncertainty pass again "
-                            "(it resumes, rewriting only missing files).") from e
+        raise DataFileError(
+            f"cannot read {path}: {e}. Remove it and run the uncertainty pass again "
+            "(it resumes, rewriting only missing files)."
+        ) from e
     if mode == "LA":
         return np.ascontiguousarray(arr[..., 0]), arr[..., 1].astype(np.float32) / 255
     if not np.array_equal(arr[..., 0], arr[..., 1]):
-        raise DataFileError(f"{path} is an RGB PNG whose R and G channels differ "
-                            f"({int((arr[..., 0] != arr[..., 1]).sum())} pixels), so it is not a "
-                            f"label + weight file; {layouts}")
+        raise DataFileError(
+            f"{path} is an RGB PNG whose R and G channels differ "
+            f"({int((arr[..., 0] != arr[..., 1]).sum())} pixels), so it is not a "
+            f"label + weight file; {layouts}"
+        )
     return np.ascontiguousarray(arr[..., 2]), arr[..., 0].astype(np.float32) / 255

@@ -8,6 +8,7 @@ installed but fails to import reads "<version> (import fails: <error>)" — a co
 against another numpy or torch shows here instead of in the middle of a notebook. Nothing here
 raises: a report is the thing to have when something is broken.
 """
+
 from __future__ import annotations
 
 import platform
@@ -46,7 +47,7 @@ def distribution_version(names) -> str | None:
     for name in names:
         try:
             return metadata.version(name)
-        except Exception:   # PackageNotFoundError, or metadata too damaged to read
+        except Exception:  # PackageNotFoundError, or metadata too damaged to read
             continue
     return None
 
@@ -63,7 +64,7 @@ def library_version(distributions, module: str | None) -> str:
         if version is None and e.name and module.startswith(e.name):
             return NOT_INSTALLED
         return f"{version or '?'} (import fails: {_failure(e)})"
-    except (Exception, SystemExit) as e:   # a compiled library may raise anything, even exit
+    except (Exception, SystemExit) as e:  # a compiled library may raise anything, even exit
         return f"{version or '?'} (import fails: {_failure(e)})"
     return version or str(getattr(imported, "__version__", "installed (version unknown)"))
 
@@ -80,18 +81,27 @@ def torch_details() -> dict:
     def ask(question):
         try:
             return str(question())
-        except Exception as e:   # an old driver, a broken CUDA install: say so, go on
+        except Exception as e:  # an old driver, a broken CUDA install: say so, go on
             return f"unknown ({_failure(e)})"
 
     cuda = ask(torch.cuda.is_available)
     return {
         "torch CUDA build": ask(lambda: torch.version.cuda or "none (CPU-only build)"),
         "CUDA available": cuda,
-        "GPU": ask(lambda: ", ".join(torch.cuda.get_device_name(i)
-                                     for i in range(torch.cuda.device_count()))
-                   if cuda == "True" else "none"),
-        "cuDNN": ask(lambda: torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-                     else "not available"),
+        "GPU": ask(
+            lambda: (
+                ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+                if cuda == "True"
+                else "none"
+            )
+        ),
+        "cuDNN": ask(
+            lambda: (
+                torch.backends.cudnn.version()
+                if torch.backends.cudnn.is_available()
+                else "not available"
+            )
+        ),
         "MPS available": ask(lambda: torch.backends.mps.is_available()),
         "torch threads": ask(torch.get_num_threads),
     }

@@ -1,5 +1,6 @@
 """Visualisation: colourised labels (in :func:`wsss_edu.labels.voc_palette`'s colours), overlays,
 image/label grids, heat maps."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,11 +30,26 @@ def draw_boxes(ax, boxes, box_labels=None, classes=None, palette=None, linewidth
     pal = voc_palette() if palette is None else palette
     for k, b in enumerate(np.asarray(boxes).reshape(-1, 4)):
         c = int(box_labels[k]) if box_labels is not None else 1
-        ax.add_patch(patches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1],
-                                       fill=False, linewidth=linewidth, edgecolor=pal[c] / 255))
+        ax.add_patch(
+            patches.Rectangle(
+                (b[0] - 0.5, b[1] - 0.5),
+                b[2] - b[0],
+                b[3] - b[1],
+                fill=False,
+                linewidth=linewidth,
+                edgecolor=pal[c] / 255,
+            )
+        )
         if classes is not None:
-            ax.text(b[0], b[1], classes[c], fontsize=7, color="white", va="bottom",
-                    bbox=dict(facecolor=pal[c] / 255, pad=0.5, linewidth=0))
+            ax.text(
+                b[0],
+                b[1],
+                classes[c],
+                fontsize=7,
+                color="white",
+                va="bottom",
+                bbox=dict(facecolor=pal[c] / 255, pad=0.5, linewidth=0),
+            )
 
 
 def show_grid(rows, titles=None, row_titles=None, size: float = 1.8, cmap=None):
@@ -59,8 +75,16 @@ def show_grid(rows, titles=None, row_titles=None, size: float = 1.8, cmap=None):
             if titles is not None and i == 0 and j < len(titles):
                 ax.set_title(titles[j], fontsize=9)
         if row_titles is not None and i < len(row_titles):
-            axes[i][0].text(-0.1, 0.5, row_titles[i], transform=axes[i][0].transAxes, rotation=90,
-                            ha="right", va="center", fontsize=9)
+            axes[i][0].text(
+                -0.1,
+                0.5,
+                row_titles[i],
+                transform=axes[i][0].transAxes,
+                rotation=90,
+                ha="right",
+                va="center",
+                fontsize=9,
+            )
     fig.tight_layout()
     return fig
 
@@ -70,8 +94,9 @@ def show_samples(dataset, indices, classes=None, size: float = 1.8):
     import matplotlib.pyplot as plt
 
     classes = classes or getattr(dataset, "classes", None)
-    fig, axes = plt.subplots(3, len(indices), figsize=(size * len(indices), size * 3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        3, len(indices), figsize=(size * len(indices), size * 3), squeeze=False
+    )
     for j, i in enumerate(indices):
         s = dataset[i]
         axes[0][j].imshow(s["image"])
@@ -85,8 +110,16 @@ def show_samples(dataset, indices, classes=None, size: float = 1.8):
         for r in range(3):
             axes[r][j].axis("off")
     for r, t in enumerate(("image, boxes, tags", "mask (white = ignore)", "instances")):
-        axes[r][0].text(-0.08, 0.5, t, transform=axes[r][0].transAxes, rotation=90, ha="right",
-                        va="center", fontsize=8)
+        axes[r][0].text(
+            -0.08,
+            0.5,
+            t,
+            transform=axes[r][0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
     fig.tight_layout()
     return fig
 
@@ -113,8 +146,14 @@ def sliders(fn, **ranges):
     return interact_manual(fn, **ranges)
 
 
-def bar_table(results: dict, xlabel: str, names: dict | None = None, colors: dict | None = None,
-              xlim=(0, 1), row_header: str = "training data"):
+def bar_table(
+    results: dict,
+    xlabel: str,
+    names: dict | None = None,
+    colors: dict | None = None,
+    xlim=(0, 1),
+    row_header: str = "training data",
+):
     """A result table and its figure: one horizontal bar per row (mean, with the standard
     deviation as error bar) and the same numbers as a markdown table with every seed's value.
     ``results``: {row: array of per-seed scores}; ``names``/``colors``: {row: label / colour};
@@ -124,10 +163,17 @@ def bar_table(results: dict, xlabel: str, names: dict | None = None, colors: dic
     names, colors = names or {}, colors or {}
     labels = [names.get(k, k) for k in results]
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(results)))
-    ax.barh(labels, [np.mean(v) for v in results.values()], xerr=[np.std(v) for v in results.values()],
-            color=[colors.get(k, f"C{i}") for i, k in enumerate(results)])  # default colour cycle
-    ax.set_xlim(*xlim); ax.set_xlabel(xlabel); ax.invert_yaxis()
-    plt.show(); plt.close(fig)
+    ax.barh(
+        labels,
+        [np.mean(v) for v in results.values()],
+        xerr=[np.std(v) for v in results.values()],
+        color=[colors.get(k, f"C{i}") for i, k in enumerate(results)],
+    )  # default colour cycle
+    ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel)
+    ax.invert_yaxis()
+    plt.show()
+    plt.close(fig)
     print(f"| {row_header} | score (mean ± std) | per seed |\n| --- | --- | --- |")
     for label, v in zip(labels, results.values()):
         v = np.asarray(v, float)
@@ -144,10 +190,15 @@ def show_cams(samples, cams, classes, pseudo=None, size: float = 1.6, name: str 
 
     rows = [np.flatnonzero(np.asarray(s["labels"]) > 0) for s in samples]
     nc = 2 + max((len(r) for r in rows), default=0) + (pseudo is not None)
-    fig, axes = plt.subplots(len(samples), nc, figsize=(size * nc, size * len(samples)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(samples), nc, figsize=(size * nc, size * len(samples)), squeeze=False
+    )
     for i, (s, cam, keys) in enumerate(zip(samples, cams, rows)):
         panels = [(s["image"], "image"), (colorize(s["mask"]), "true mask")]
-        panels += [(heatmap_overlay(s["image"], np.asarray(cam[k])), f"{name} {classes[k + 1]}") for k in keys]
+        panels += [
+            (heatmap_overlay(s["image"], np.asarray(cam[k])), f"{name} {classes[k + 1]}")
+            for k in keys
+        ]
         if pseudo is not None:
             panels.append((colorize(np.asarray(pseudo[i])), "pseudo-label"))
         for j, ax in enumerate(axes[i]):

@@ -13,6 +13,7 @@ ones moved in, the split lists last. Files you put there yourself (say a Segment
 folder, or your own notes) are kept. A VOC2012 folder this command did not write (the real VOC,
 for instance) is refused, never mixed with the toy world.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,11 @@ def owned_files(voc: Path):
         return None
     owned = {"classes.txt"} | {f"ImageSets/Segmentation/{s}.txt" for s in TOY_LISTS}
     for folder in TOY_FOLDERS:
-        owned |= {f"{folder}/{p.name}" for p in (voc / folder).glob("*")
-                  if p.is_file() and p.stem.split("_")[0] in ("train", "val", "test")}
+        owned |= {
+            f"{folder}/{p.name}"
+            for p in (voc / folder).glob("*")
+            if p.is_file() and p.stem.split("_")[0] in ("train", "val", "test")
+        }
     return owned & _files(voc)
 
 
@@ -70,7 +74,8 @@ def check_ours(voc: Path) -> set:
         raise ParameterError(
             f"{voc} holds files this script did not write (no {MANIFEST}, and its classes.txt is "
             "not the toy world's): it may be the real VOC. Choose another --root, or remove the "
-            "folder yourself if it is a toy world of your own")
+            "folder yourself if it is a toy world of your own"
+        )
     return old
 
 
@@ -82,16 +87,18 @@ def replace_world(new_voc: Path, voc: Path) -> None:
     new = _files(new_voc)
     clash = sorted((_files(voc) - old) & new) if voc.is_dir() else []
     if clash:
-        raise ParameterError(f"{voc} holds files of yours where the toy world writes its own "
-                             f"({', '.join(clash[:5])}); move them away or choose another --root")
+        raise ParameterError(
+            f"{voc} holds files of yours where the toy world writes its own "
+            f"({', '.join(clash[:5])}); move them away or choose another --root"
+        )
     voc.mkdir(parents=True, exist_ok=True)
     write_text_atomic(voc / MANIFEST, "".join(f"{p}\n" for p in sorted((old | new) - {MANIFEST})))
-    for rel in sorted(old - new - {MANIFEST}, key=lambda r: not _is_list(r)):   # stale lists first
+    for rel in sorted(old - new - {MANIFEST}, key=lambda r: not _is_list(r)):  # stale lists first
         (voc / rel).unlink(missing_ok=True)
-    for rel in sorted(new, key=_is_list):                                       # new lists last
+    for rel in sorted(new, key=_is_list):  # new lists last
         (voc / rel).parent.mkdir(parents=True, exist_ok=True)
         os.replace(new_voc / rel, voc / rel)
-    for folder in TOY_FOLDERS:                  # a folder the new world left empty goes too
+    for folder in TOY_FOLDERS:  # a folder the new world left empty goes too
         if (voc / folder).is_dir() and not any((voc / folder).iterdir()):
             (voc / folder).rmdir()
     write_text_atomic(voc / MANIFEST, "".join(f"{p}\n" for p in sorted(new)))
@@ -102,7 +109,7 @@ def write_world(root, n_train: int, n_val: int, n_test: int, seed: int, **knobs)
     (see the module docstring); returns the VOC2012 folder."""
     root = user_path(root)
     voc = root / "VOCdevkit" / "VOC2012"
-    check_ours(voc)                       # refuse before spending time on the new world
+    check_ours(voc)  # refuse before spending time on the new world
     tmp = root / f".write_toy_voc.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         new_voc = write_voc_layout(tmp, n_train, n_val, n_test, seed=seed, **knobs)
@@ -115,17 +122,22 @@ def write_world(root, n_train: int, n_val: int, n_test: int, seed: int, **knobs)
 def main(argv=None) -> int:
     """Write the toy world under ``--root``; exit status 2 with the fix named when the folder is
     refused or there is nothing to write."""
-    ap = argparse.ArgumentParser(prog=COMMAND, description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=COMMAND, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     ap.add_argument("--root", required=True, help="output folder (VOCdevkit/VOC2012 is made in it)")
     ap.add_argument("--train", type=int, default=200)
     ap.add_argument("--val", type=int, default=50)
     ap.add_argument("--test", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--knob", action="append", default=[],
-                    help="toy-world knob NAME=VALUE (repeatable), e.g. --knob imbalance=4 (knobs that "
-                         "only change labels, like missing_label_rate, cannot be stored in VOC's layout)")
+    ap.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        help="toy-world knob NAME=VALUE (repeatable), e.g. --knob imbalance=4 (knobs that "
+        "only change labels, like missing_label_rate, cannot be stored in VOC's layout)",
+    )
     args = ap.parse_args(argv)
     knobs = {}
     for kv in args.knob:
@@ -135,12 +147,16 @@ def main(argv=None) -> int:
         except json.JSONDecodeError:
             knobs[k] = v
     if args.train + args.val + args.test <= 0 or min(args.train, args.val, args.test) < 0:
-        print(f"error: --train {args.train} --val {args.val} --test {args.test}: nothing to write; "
-              "give each split a number of images >= 0, at least one of them > 0", file=sys.stderr)
+        print(
+            f"error: --train {args.train} --val {args.val} --test {args.test}: nothing to write; "
+            "give each split a number of images >= 0, at least one of them > 0",
+            file=sys.stderr,
+        )
         return 2
     try:
-        voc = write_world(args.root, args.train, args.val, args.test, seed=args.seed,
-                          size=args.size, **knobs)
+        voc = write_world(
+            args.root, args.train, args.val, args.test, seed=args.seed, size=args.size, **knobs
+        )
     except ParameterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

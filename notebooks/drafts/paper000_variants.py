@@ -8,6 +8,7 @@ evidence behind issue 3's notes; not part of the course or the tests).
 in the binary table, how well sigma^2 separates background from car pixels inside the boxes of 40
 box-labelled training images (lu_experiments.uncertainty_auroc) after every epoch.
 """
+
 import argparse
 import json
 import time
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 
 from wsss_edu import label_uncertainty as lu
-
 from wsss_edu.steps import lu_experiments
 from wsss_edu.toy import CLASSES, ToyDataset
 
@@ -35,7 +35,9 @@ ap.add_argument("--classes", default="car")
 ap.add_argument("--methods", default=",".join(lu_experiments.METHODS))
 ap.add_argument("--cfg", default="{}", help="BootstrapConfig fields as JSON")
 ap.add_argument("--auroc", action="store_true")
-ap.add_argument("--pp-per-batch", type=int, default=None, help="PP images in every batch (mixed-set rows)")
+ap.add_argument(
+    "--pp-per-batch", type=int, default=None, help="PP images in every batch (mixed-set rows)"
+)
 a = ap.parse_args()
 torch.set_num_threads(2)
 classes = a.classes.split(",")
@@ -51,17 +53,42 @@ bg_in = train["in_box"][watch] & (train["mask"][watch] == 0)
 obj_in = train["in_box"][watch] & (train["mask"][watch] == 1)
 for m in a.methods.split(","):
     t = time.time()
-    extra = {"watch": train["image"][watch]} if (a.auroc and m == "ours" and num_logits == 1) else {}
-    hist = [lu_experiments.train_experiment(train, val, m, num_logits, a.epochs, s, cfg, width=a.width, lr=a.lr,
-                                batch_size=a.batch, pp_per_batch=a.pp_per_batch, progress=False,
-                                **extra)[1] for s in range(a.seeds)]
+    extra = (
+        {"watch": train["image"][watch]} if (a.auroc and m == "ours" and num_logits == 1) else {}
+    )
+    hist = [
+        lu_experiments.train_experiment(
+            train,
+            val,
+            m,
+            num_logits,
+            a.epochs,
+            s,
+            cfg,
+            width=a.width,
+            lr=a.lr,
+            batch_size=a.batch,
+            pp_per_batch=a.pp_per_batch,
+            progress=False,
+            **extra,
+        )[1]
+        for s in range(a.seeds)
+    ]
     final = np.array([h["miou"][-1] for h in hist])
-    print(f"{m:11s} {'IoU' if num_logits == 1 else 'mIoU'} {final.mean():.3f} ± {final.std():.3f} "
-          f"{np.round(final, 3).tolist()} ({(time.time() - t) / a.seeds:.1f} s/run)  "
-          f"seed-0 curve {np.round(hist[0]['miou'], 2).tolist()}", flush=True)
+    print(
+        f"{m:11s} {'IoU' if num_logits == 1 else 'mIoU'} {final.mean():.3f} ± {final.std():.3f} "
+        f"{np.round(final, 3).tolist()} ({(time.time() - t) / a.seeds:.1f} s/run)  "
+        f"seed-0 curve {np.round(hist[0]['miou'], 2).tolist()}",
+        flush=True,
+    )
     if num_logits > 1:
-        print(f"    per-class IoU by seed {np.round([h['iou'][-1] for h in hist], 3).tolist()}", flush=True)
+        print(
+            f"    per-class IoU by seed {np.round([h['iou'][-1] for h in hist], 3).tolist()}",
+            flush=True,
+        )
     for s, h in enumerate(hist):
         if "watch" in h:
-            auroc = [lu_experiments.uncertainty_auroc(s2[:, 0], bg_in, obj_in) for _, s2 in h["watch"]]
+            auroc = [
+                lu_experiments.uncertainty_auroc(s2[:, 0], bg_in, obj_in) for _, s2 in h["watch"]
+            ]
             print(f"    seed {s}: sigma^2 AUROC per epoch {np.round(auroc, 2).tolist()}")

@@ -71,9 +71,10 @@ if "google.colab" in sys.modules:
 # ResNet-50 backbone and draws the toy world larger.
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+
 from wsss_edu import params, stats, toy, viz
 
 run = params.setup("00_wsss_and_the_toy_world", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
@@ -324,6 +325,7 @@ if DATASET == "toy":
 # %%
 from wsss_edu import cache, data, models, train
 
+
 def make_loader(ds, shuffle):
     if DATASET == "toy":
         arrays = ds.arrays(("image", "mask"))
@@ -564,6 +566,7 @@ assert fill[32][bottle] > fill[128][bottle]
 
 # %% tags=["exercise"]
 from wsss_edu.metrics import ConfusionMeter
+
 if DATASET == "toy":
     val_plain = params.load_splits(run, 1, N_VAL, size=IMAGE_SIZE, border=0)[1]
     band = val_set.arrays(("mask",))["mask"] == 255   # the pixels the band hides, (N, H, W)

@@ -51,11 +51,12 @@ if "google.colab" in sys.modules:
     )
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
-from wsss_edu import params, viz
+
 from wsss_edu import label_uncertainty as lu
+from wsss_edu import params, viz
 
 run = params.setup("01_aleatoric_logits", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())
@@ -299,6 +300,7 @@ mu_line = np.linspace(0, 30, 3001)
 SIGMA2S = (1.0, 4.0, 16.0)
 ### BEGIN SOLUTION
 from scipy.special import ndtr
+
 
 def probit_error(mu_, s2_):
     mu_ = np.asarray(mu_, np.float64)

@@ -72,12 +72,13 @@ if "google.colab" in sys.modules:
     )
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+
+from wsss_edu import label_uncertainty as lu
 from wsss_edu import params, viz
 from wsss_edu.steps import lu_experiments
-from wsss_edu import label_uncertainty as lu
 
 run = params.setup("02_bootstrapping_on_boxes", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())

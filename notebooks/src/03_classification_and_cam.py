@@ -87,12 +87,14 @@ if "google.colab" in sys.modules:
 
 # %%
 import dataclasses
-import numpy as np
+
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+
 from wsss_edu import cam, params, viz
-from wsss_edu.steps import cam_step
 from wsss_edu.data import Relabeled, images_to_tensor
+from wsss_edu.steps import cam_step
 
 run = params.setup("03_classification_and_cam", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())
@@ -348,8 +350,8 @@ if train.has_background:
 # object edges; the CRF snaps them back.
 
 # %%
-from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
 from wsss_edu.metrics import ConfusionMeter
+from wsss_edu.progress import bar as tqdm  # tqdm.auto here; plain log lines under papermill
 
 crf_meter, crf_show = ConfusionMeter(len(CLASSES)), {}
 crf_idx = range(len(scored_view)) if run.quick else range(min(len(scored_view), 1464))

@@ -86,12 +86,14 @@ if "google.colab" in sys.modules:
 
 # %%
 import dataclasses
-import numpy as np
+
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+
 from wsss_edu import cam, irnet, params, viz
-from wsss_edu.steps import cam_step, irnet_step
 from wsss_edu.data import images_to_tensor
+from wsss_edu.steps import cam_step, irnet_step
 
 run = params.setup("04_irnet_random_walk", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())
@@ -315,7 +317,8 @@ for j, i in enumerate(show):
     axes[1, j].quiver(xx[fg], yy[fg], d[1][fg], -d[0][fg], color="w", angles="xy", scale_units="xy",
                       scale=1, width=0.01)
     axes[1, j].set_title("D on the true foreground", fontsize=8)
-for ax in axes.ravel(): ax.axis("off")
+for ax in axes.ravel():
+    ax.axis("off")
 plt.show()
 plt.close(fig)
 
@@ -359,7 +362,8 @@ for cell in cells:
 fig = viz.show_grid(rows, titles=["B"] + [f"T^{2 ** t}: column of ★" for t in range(6)],
                     row_titles=["object cell", "background cell"], size=1.6, cmap="magma")
 for ax, cell in zip(np.reshape(fig.axes, (2, -1)), cells):
-    for a in ax: a.plot(cell % w, cell // w, "c*", ms=6)
+    for a in ax:
+        a.plot(cell % w, cell // w, "c*", ms=6)
 plt.show()
 plt.close(fig)
 
@@ -475,7 +479,7 @@ plt.close()
 # itself fixed to the one chosen above):
 
 # %%
-from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
+from wsss_edu.progress import bar as tqdm  # tqdm.auto here; plain log lines under papermill
 
 val_inputs = irnet_step.walk_inputs(net, step1.val_view, step1.val_folder, device=run.device,
                                     progress=False)

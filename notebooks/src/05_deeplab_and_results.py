@@ -93,14 +93,16 @@ if "google.colab" in sys.modules:
 
 # %%
 import dataclasses
-import numpy as np
+
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
-from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
+
 from wsss_edu import datasets, params, viz
-from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 from wsss_edu.data import images_to_tensor
 from wsss_edu.models import tta_probs
+from wsss_edu.progress import bar as tqdm  # tqdm.auto here; plain log lines under papermill
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step
 
 run = params.setup("05_deeplab_and_results", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())
@@ -440,6 +442,7 @@ if DATASET == "toy" and run.quick:
 
 # %% tags=["exercise"]
 import torch.nn.functional as F
+
 # one size, stacked
 same = [i for i in range(len(step1.val)) if step1.val[i]["image"].shape == step1.val[0]["image"].shape][:8]
 x_val = images_to_tensor(np.stack([step1.val[i]["image"] for i in same])).to(run.device)
@@ -479,6 +482,7 @@ for sc in (TTA_SCALES, (1.0,)):
 # %% tags=["exercise"]
 from wsss_edu.data import Relabeled
 from wsss_edu.io import read_mask
+
 # 60 photos: the same question, less time
 idx300 = range(min(300 if DATASET == "toy" else 60, len(step1.train_view)))
 ### BEGIN SOLUTION

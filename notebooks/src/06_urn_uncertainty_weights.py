@@ -112,13 +112,14 @@ import dataclasses
 import json
 from functools import partial
 
-import numpy as np
 import matplotlib.pyplot as plt
-from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
+import numpy as np
+
 from wsss_edu import datasets, params, urn, viz
-from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
 from wsss_edu.cache import cache_key, params_key
 from wsss_edu.metrics import ConfusionMeter, auroc
+from wsss_edu.progress import bar as tqdm  # tqdm.auto here; plain log lines under papermill
+from wsss_edu.steps import cam_step, irnet_step, segmenter_step, urn_step
 
 run = params.setup("06_urn_uncertainty_weights", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())

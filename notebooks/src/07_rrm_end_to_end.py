@@ -103,17 +103,17 @@ if "google.colab" in sys.modules:
 import dataclasses
 import time
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
-from wsss_edu.progress import bar as tqdm   # tqdm.auto here; plain log lines under papermill
-from wsss_edu import cam, datasets, params, rrm, viz
-from wsss_edu.steps import cam_step, rrm_step, segmenter_step
+
+from wsss_edu import cam, datasets, params, rrm, train, viz
 from wsss_edu.cache import cache_key
 from wsss_edu.data import SegTransformDataset, images_to_tensor
-from wsss_edu.steps.irnet_step import pseudo_label_confusion
+from wsss_edu.progress import bar as tqdm  # tqdm.auto here; plain log lines under papermill
 from wsss_edu.results import load_all_metrics
-from wsss_edu import train
+from wsss_edu.steps import cam_step, rrm_step, segmenter_step
+from wsss_edu.steps.irnet_step import pseudo_label_confusion
 from wsss_edu.train import to_device
 
 run = params.setup("07_rrm_end_to_end", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,

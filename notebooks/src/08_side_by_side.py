@@ -79,12 +79,14 @@ if "google.colab" in sys.modules:
 
 # %%
 import math
-import numpy as np
+
 import matplotlib.pyplot as plt
+import numpy as np
+
 from wsss_edu import cam, compare, params, pipeline, train, viz
-from wsss_edu.steps import cam_step, segmenter_step
 from wsss_edu.data import images_to_tensor
 from wsss_edu.results import load_model
+from wsss_edu.steps import cam_step, segmenter_step
 
 run = params.setup("08_side_by_side", DATASET, DATA_ROOT, OUTPUT_DIR, PROFILE, DEVICE,
                    SEED, namespace=globals())

@@ -13,6 +13,7 @@ CAMs to a folder, score them — what notebook 03 builds and notebooks 04-08 reu
 * the notebooks' entry point: :func:`step1` (``Step1``: the data, the classifier, its CAM folders
   and cache keys), over :func:`step1_data` (``Step1Data``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,6 @@ from ..parallel import finish_folder, pending, shard_spec
 from ..progress import bar as progress_bar
 from ..train import fit, seed_everything
 
-
 # This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
 # bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
 # them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
@@ -57,20 +57,38 @@ CODE_VERSION = 1
 # ------------------------------------------------------------------------------------------------
 
 
-def train_classifier(model: CAMClassifier, loader, epochs: int, lr_pretrained: float = 1e-4,
-                     lr_new: float = 1e-3, device=None, checkpoint=None, progress: bool = True,
-                     desc: str = "classifier") -> dict:
+def train_classifier(
+    model: CAMClassifier,
+    loader,
+    epochs: int,
+    lr_pretrained: float = 1e-4,
+    lr_new: float = 1e-3,
+    device=None,
+    checkpoint=None,
+    progress: bool = True,
+    desc: str = "classifier",
+) -> dict:
     """Train ``model`` with BCE per class and Adam at two learning rates (paper 001: 1e-4 for the
     ImageNet part, 1e-3 for the new layers; :meth:`CAMClassifier.param_groups`). ``loader`` yields
     {'image', 'labels'} batches. Resumes from ``checkpoint`` when given. Returns the history."""
     opt = torch.optim.Adam(model.param_groups(lr_pretrained, lr_new))
-    return fit(model, loader, multilabel_bce_loss, opt, epochs, device=device, checkpoint=checkpoint,
-               desc=desc, progress=progress)
+    return fit(
+        model,
+        loader,
+        multilabel_bce_loss,
+        opt,
+        epochs,
+        device=device,
+        checkpoint=checkpoint,
+        desc=desc,
+        progress=progress,
+    )
 
 
 @torch.no_grad()
-def classifier_probs(model: nn.Module, dataset, batch_size: int = 64, device=None,
-                     progress: bool = True) -> torch.Tensor:
+def classifier_probs(
+    model: nn.Module, dataset, batch_size: int = 64, device=None, progress: bool = True
+) -> torch.Tensor:
     """Sigmoid outputs (N, K) of the classifier for every image of ``dataset`` (samples with a
     uint8 'image'), whole images, batched where sizes agree."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -96,8 +114,11 @@ def save_cams(folder, name: str, cams: torch.Tensor, labels: torch.Tensor) -> Pa
     keys = torch.nonzero(torch.as_tensor(labels) > 0).flatten()
     path = cam_path(folder, name)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, keys=keys.numpy().astype(np.int64),
-                 cams=cams[keys].float().numpy().astype(np.float16))
+        np.savez(
+            f,
+            keys=keys.numpy().astype(np.int64),
+            cams=cams[keys].float().numpy().astype(np.float16),
+        )
     return path
 
 
@@ -106,8 +127,10 @@ def load_cams(folder, name: str, num_classes: int) -> torch.Tensor:
     the image does not have). A missing file raises an error naming the step that writes it."""
     path = cam_path(folder, name)
     if not path.exists():
-        raise FileNotFoundError(f"no CAMs for image {name!r} in {folder}: run notebook 03 (or "
-                                "wsss_edu.steps.cam_step.extract_cams) with the same parameters first")
+        raise FileNotFoundError(
+            f"no CAMs for image {name!r} in {folder}: run notebook 03 (or "
+            "wsss_edu.steps.cam_step.extract_cams) with the same parameters first"
+        )
     with np.load(path) as z:
         keys, maps = z["keys"], z["cams"]
     out = torch.zeros((num_classes,) + tuple(maps.shape[1:]))
@@ -115,9 +138,19 @@ def load_cams(folder, name: str, num_classes: int) -> torch.Tensor:
     return out
 
 
-def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True,
-                 normalization: str = "per_class", cam_fn=None, batch_size: int = 32, device=None,
-                 progress: bool = True, shard=None) -> int:
+def extract_cams(
+    model: nn.Module,
+    dataset,
+    folder,
+    scales=(1.0, 0.5, 1.5, 2.0),
+    flip: bool = True,
+    normalization: str = "per_class",
+    cam_fn=None,
+    batch_size: int = 32,
+    device=None,
+    progress: bool = True,
+    shard=None,
+) -> int:
     """Multi-scale CAMs (:func:`multiscale_cam`) of every image of ``dataset``, normalised
     (:func:`normalize_cams`) over the image's own labels (sample 'labels'), written to ``folder``
     with :func:`save_cams` under the sample's 'name'. Images whose file exists are skipped, so an
@@ -132,8 +165,9 @@ def extract_cams(model: nn.Module, dataset, folder, scales=(1.0, 0.5, 1.5, 2.0),
     for _, group in same_size_batches(dataset, batch_size, todo):
         x = images_to_tensor(np.stack([s["image"] for s in group])).to(device)
         labels = torch.as_tensor(np.stack([s["labels"] for s in group])).float()
-        cams = normalize_cams(multiscale_cam(cam_fn, x, scales, flip).float().cpu(), labels,
-                              normalization)
+        cams = normalize_cams(
+            multiscale_cam(cam_fn, x, scales, flip).float().cpu(), labels, normalization
+        )
         for s, c, l in zip(group, cams, labels):
             save_cams(folder, s["name"], c, l)
         bar.update(len(group))
@@ -146,7 +180,9 @@ def _sample_name(dataset, i: int) -> str:
     return names[i] if names is not None else dataset[i]["name"]
 
 
-def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: bool = True) -> list:
+def cam_confusions(
+    dataset, folder, thresholds=(0.15,), indices=None, progress: bool = True
+) -> list:
     """Confusion meters of the CAM pseudo-labels (:func:`cams_to_labels`) against each sample's
     'mask' (255 ignored), one per background threshold (None: no plane, for a dataset without a
     background class), in one pass over the CAM folder. ``dataset.num_classes`` counts the
@@ -157,9 +193,9 @@ def cam_confusions(dataset, folder, thresholds=(0.15,), indices=None, progress: 
     for i in progress_bar(idx, desc="evaluate CAMs", disable=not progress, leave=False):
         s = dataset[i]
         cams = load_cams(folder, s["name"], k - 1).numpy()
-        peak, arg = cams.max(0), cams.argmax(0) + 1   # cams_to_labels for every threshold at once
+        peak, arg = cams.max(0), cams.argmax(0) + 1  # cams_to_labels for every threshold at once
         for m, t in zip(meters, thresholds):
-            if t is None:                             # no plane: the image's classes only
+            if t is None:  # no plane: the image's classes only
                 m.update(s["mask"], cams_to_labels(torch.from_numpy(cams)[None], None)[0].numpy())
             else:
                 m.update(s["mask"], np.where(peak > t, arg, 0))
@@ -180,6 +216,7 @@ class ClassifierConfig:
     for as many gradient steps as the whole set would get (more epochs), so that only the class
     mix changes, not the amount of training. ``crop``: random scale-crop size for real datasets
     (None: whole images, flipped at random)."""
+
     backbone: str = "small"
     weights: str | None = None
     width: int = 16
@@ -235,8 +272,14 @@ def make_classifier(num_classes: int, cfg: ClassifierConfig) -> CAMClassifier:
     return model
 
 
-def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, checkpoint=None,
-                progress: bool = True) -> CAMClassifier:
+def train_step1(
+    dataset,
+    cfg: ClassifierConfig,
+    device=None,
+    workers: int = 0,
+    checkpoint=None,
+    progress: bool = True,
+) -> CAMClassifier:
     """Train step 1's classifier on ``dataset`` (samples with 'image', 'labels'; ``num_classes``
     counting the background) as ``cfg`` says: labels dropped / balanced (:func:`training_labels`),
     random flips (and scale-crops at ``cfg.crop``; ``cfg.augment='strong'``: paper 001's strong
@@ -247,21 +290,39 @@ def train_step1(dataset, cfg: ClassifierConfig, device=None, workers: int = 0, c
     seed_everything(cfg.seed)
     labels = dataset_tags(dataset)
     y, idx = training_labels(labels, cfg)
-    train_set = SegTransformDataset(Relabeled(dataset, y, idx), crop=cfg.crop, flip=True, augment=cfg.augment)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=workers)
+    train_set = SegTransformDataset(
+        Relabeled(dataset, y, idx), crop=cfg.crop, flip=True, augment=cfg.augment
+    )
+    loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers
+    )
     epochs = cfg.epochs
     if cfg.balance and cfg.equal_steps and len(idx):
         epochs = max(1, int(round(cfg.epochs * len(dataset) / len(idx))))
     model = make_classifier(labels.shape[1], cfg)
-    train_classifier(model, loader, epochs, cfg.lr_pretrained, cfg.lr_new, device=device,
-                     checkpoint=checkpoint, progress=progress,
-                     desc=f"classifier ({len(idx)} images, {epochs} epochs)")
+    train_classifier(
+        model,
+        loader,
+        epochs,
+        cfg.lr_pretrained,
+        cfg.lr_new,
+        device=device,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=f"classifier ({len(idx)} images, {epochs} epochs)",
+    )
     return model.eval()
 
 
-def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, device=None,
-                 workers: int = 0, progress: bool = True) -> CAMClassifier:
+def cached_step1(
+    output_dir,
+    dataset,
+    data_key: dict,
+    cfg: ClassifierConfig,
+    device=None,
+    workers: int = 0,
+    progress: bool = True,
+) -> CAMClassifier:
     """Step 1's classifier for (``data_key``, ``cfg``) from the artifact cache under
     ``output_dir``, or trained (:func:`train_step1`, resumable) and stored. ``data_key`` names the
     training data (dataset, split, size, seed, knobs...). Trains on every visible GPU, or on
@@ -269,10 +330,17 @@ def cached_step1(output_dir, dataset, data_key: dict, cfg: ClassifierConfig, dev
     key = {"data": data_key, "classifier": dataclasses.asdict(cfg)}
     labels0 = dataset[0]["labels"]
 
-    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
+    def compute():  # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "classifier", key, CODE_VERSION)
-        return trained_state(train_step1, dataset=dataset, cfg=cfg, device=device, workers=workers,
-                             checkpoint=ckpt, progress=progress)
+        return trained_state(
+            train_step1,
+            dataset=dataset,
+            cfg=cfg,
+            device=device,
+            workers=workers,
+            checkpoint=ckpt,
+            progress=progress,
+        )
 
     state = cached(output_dir, "classifier", key, compute, version=CODE_VERSION)
     model = make_classifier(len(labels0), cfg)
@@ -286,27 +354,57 @@ def cam_folder(output_dir, data_key: dict, cfg: ClassifierConfig, **cam_params) 
     return artifact_path(output_dir, "cams", key, CODE_VERSION).with_suffix("")
 
 
-def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfig,
-                scales=(1.0, 0.5, 1.5, 2.0), flip: bool = True, normalization: str = "per_class",
-                cam: str = "cam", layer: str | None = None, device=None,
-                progress: bool = True, shard=None) -> Path:
+def cached_cams(
+    output_dir,
+    model,
+    dataset,
+    data_key: dict,
+    cfg: ClassifierConfig,
+    scales=(1.0, 0.5, 1.5, 2.0),
+    flip: bool = True,
+    normalization: str = "per_class",
+    cam: str = "cam",
+    layer: str | None = None,
+    device=None,
+    progress: bool = True,
+    shard=None,
+) -> Path:
     """Extract (or find) the CAMs of every image of ``dataset`` with ``model`` into their cache
     folder (:func:`cam_folder`) and return it. ``cam``: 'cam' (the classifier's CAM) or 'grad_cam'
     (at ``layer``, a submodule name such as ``'backbone.body.5'``; None: the backbone's output).
     Interrupted extractions resume image by image. ``shard`` (default ``WSSS_SHARD``): this
     machine's share of the images; the folder is complete once every image is there."""
     check_choice("cam", cam, ("cam", "grad_cam"))
-    folder = cam_folder(output_dir, data_key, cfg, scales=list(scales), flip=flip,
-                        normalization=normalization, cam=cam,
-                        layer=layer)
+    folder = cam_folder(
+        output_dir,
+        data_key,
+        cfg,
+        scales=list(scales),
+        flip=flip,
+        normalization=normalization,
+        cam=cam,
+        layer=layer,
+    )
     if not folder_complete(folder):
         module = model.get_submodule(layer) if layer else None
         fn = model.cam if cam == "cam" else (lambda x: grad_cams(model, x, module))
         spec = shard_spec(shard)
-        extract_cams(model, dataset, folder, scales, flip, normalization, fn, device=device,
-                     progress=progress, shard=spec)
+        extract_cams(
+            model,
+            dataset,
+            folder,
+            scales,
+            flip,
+            normalization,
+            fn,
+            device=device,
+            progress=progress,
+            shard=spec,
+        )
         names = getattr(dataset, "names", None)
-        names = list(names) if names is not None else [dataset[i]["name"] for i in range(len(dataset))]
+        names = (
+            list(names) if names is not None else [dataset[i]["name"] for i in range(len(dataset))]
+        )
         finish_folder(folder, names, ".npz", spec)
     return folder
 
@@ -317,41 +415,70 @@ def cached_cams(output_dir, model, dataset, data_key: dict, cfg: ClassifierConfi
 # blur cost more of the little signal than they add.
 # DROP_CLASS / BALANCE: paper 001's data handling (the toy world hides half the person tags);
 # CAM_SCALES: IRNet's; FROZEN_BLOCKS: ClassifierConfig.frozen_blocks.
-STEP1_PROFILE = dict(IMAGE_SIZE=(64, 320), N_TRAIN=(800, 5000), N_VAL=(200, 1000),
-                     BACKBONE=("small", "resnet50"), EPOCHS=(10, 5), LR_NEW=(1e-2, 1e-3),
-                     CROP=(None, 512), AUGMENT=("flip", "strong"),
-                     DROP_CLASS=("person", "person"), BALANCE=(True, True),
-                     CAM_SCALES=((1.0, 0.5, 1.5, 2.0), (1.0, 0.5, 1.5, 2.0)), FROZEN_BLOCKS=(0, 0))
+STEP1_PROFILE = dict(
+    IMAGE_SIZE=(64, 320),
+    N_TRAIN=(800, 5000),
+    N_VAL=(200, 1000),
+    BACKBONE=("small", "resnet50"),
+    EPOCHS=(10, 5),
+    LR_NEW=(1e-2, 1e-3),
+    CROP=(None, 512),
+    AUGMENT=("flip", "strong"),
+    DROP_CLASS=("person", "person"),
+    BALANCE=(True, True),
+    CAM_SCALES=((1.0, 0.5, 1.5, 2.0), (1.0, 0.5, 1.5, 2.0)),
+    FROZEN_BLOCKS=(0, 0),
+)
 # Where a real dataset's values differ: {dataset: {name: (quick, full)}} (params.for_dataset).
 # MSRC (591 photos of ~320x213, tags complete, no background class): nothing to drop, and
 # down-sampling to its rarest class would leave a few dozen images. Quick: an ImageNet MobileNetV2
 # whose first 7 blocks (to stride 8) stay as they are, 4 epochs of 160-px crops, CAMs at one
 # scale (and its mirror) — measured in notebook 03 (§2) and tools/msrc_cam_check.py; full: IRNet's ResNet-50.
-STEP1_DATASETS = {"msrc": dict(BACKBONE=("mobilenet_v2", "resnet50"), EPOCHS=(4, 20),
-                               CROP=(160, 320), DROP_CLASS=("", ""), BALANCE=(False, False),
-                               CAM_SCALES=((1.0,), (1.0, 0.5, 1.5, 2.0)), FROZEN_BLOCKS=(7, 0))}
+STEP1_DATASETS = {
+    "msrc": dict(
+        BACKBONE=("mobilenet_v2", "resnet50"),
+        EPOCHS=(4, 20),
+        CROP=(160, 320),
+        DROP_CLASS=("", ""),
+        BALANCE=(False, False),
+        CAM_SCALES=((1.0,), (1.0, 0.5, 1.5, 2.0)),
+        FROZEN_BLOCKS=(7, 0),
+    )
+}
 
 
 def step1_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 03's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`STEP1_PROFILE` with :data:`STEP1_DATASETS`'s values)."""
-    return params.profile_values(profile, params.for_dataset(STEP1_PROFILE, STEP1_DATASETS, dataset),
-                                 **knobs)
+    return params.profile_values(
+        profile, params.for_dataset(STEP1_PROFILE, STEP1_DATASETS, dataset), **knobs
+    )
 
 
-def classifier_config(v: dict, seed: int, weights="imagenet", drop_class: int | None = None) -> ClassifierConfig:
+def classifier_config(
+    v: dict, seed: int, weights="imagenet", drop_class: int | None = None
+) -> ClassifierConfig:
     """Step 1's :class:`ClassifierConfig` from resolved knobs ``v`` (:func:`step1_values`).
     A pretrained MobileNetV2 keeps its batch-norm statistics (``freeze_bn``); a network without
     ImageNet weights has no pretrained part: every layer learns at ``LR_NEW``."""
     weights = weights if v["BACKBONE"] != "small" else None
-    scratch = v["BACKBONE"] != "small" and weights is None     # an ImageNet architecture, random weights
-    return ClassifierConfig(backbone=v["BACKBONE"], weights=weights, epochs=v["EPOCHS"],
-                            lr_new=v["LR_NEW"],
-                            lr_pretrained=v["LR_NEW"] if scratch else ClassifierConfig.lr_pretrained,
-                            crop=v["CROP"], seed=seed, drop_class=drop_class, balance=v["BALANCE"],
-                            augment=v["AUGMENT"],
-                            freeze_bn=v["BACKBONE"] == "mobilenet_v2" and weights is not None,
-                            frozen_blocks=v["FROZEN_BLOCKS"])
+    scratch = (
+        v["BACKBONE"] != "small" and weights is None
+    )  # an ImageNet architecture, random weights
+    return ClassifierConfig(
+        backbone=v["BACKBONE"],
+        weights=weights,
+        epochs=v["EPOCHS"],
+        lr_new=v["LR_NEW"],
+        lr_pretrained=v["LR_NEW"] if scratch else ClassifierConfig.lr_pretrained,
+        crop=v["CROP"],
+        seed=seed,
+        drop_class=drop_class,
+        balance=v["BALANCE"],
+        augment=v["AUGMENT"],
+        freeze_bn=v["BACKBONE"] == "mobilenet_v2" and weights is not None,
+        frozen_blocks=v["FROZEN_BLOCKS"],
+    )
 
 
 # The background thresholds θ of the CAM pseudo-labels that notebooks 03-05 choose from on val.
@@ -365,6 +492,7 @@ class Step1:
     the classifier, its CAM folders and the cache keys. Settings are chosen on ``val``; final
     numbers are reported on ``test`` (split ``test_split``: the toy world's ``test``, or ``val``
     itself for a dataset without public test masks, :data:`wsss_edu.params.TEST_SPLITS`)."""
+
     train: object
     val: object
     scored: object
@@ -410,6 +538,7 @@ class Step1Data:
     where pseudo-labels are scored (the toy world's and MSRC's train split; VOC's ``train``, the
     classifier training on ``train_aug``); ``test``: the held-out split of
     :func:`wsss_edu.params.load_test` (None where its masks are not public)."""
+
     train: object
     val: object
     scored: object
@@ -420,8 +549,14 @@ class Step1Data:
     test_key: dict
 
 
-def step1_data(setup, n_train: int | None = None, n_val: int | None = None, image_size: int | None = None,
-               missing_rate: float = 0.5, imbalance: float = 4.0) -> Step1Data:
+def step1_data(
+    setup,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    image_size: int | None = None,
+    missing_rate: float = 0.5,
+    imbalance: float = 4.0,
+) -> Step1Data:
     """The data of step 1 on ``setup``'s dataset (:func:`wsss_edu.params.setup`) and the keys its
     artifacts are cached under: the toy world drawn with ``n_train`` / ``n_val`` (also the test
     split's size) images of ``image_size`` px and its tag knobs; a real dataset's default splits
@@ -431,15 +566,33 @@ def step1_data(setup, n_train: int | None = None, n_val: int | None = None, imag
         train, val = params.load_splits(setup, n_train, n_val, **knobs)
         key = dict(dataset="toy", n=n_train, seed=setup.seed, **knobs)
         test, test_split = params.load_test(setup, n_val, **knobs)
-        return Step1Data(train, val, train, key, key | {"split": "val", "n": n_val}, test, test_split,
-                         key | {"split": test_split, "n": n_val})
+        return Step1Data(
+            train,
+            val,
+            train,
+            key,
+            key | {"split": "val", "n": n_val},
+            test,
+            test_split,
+            key | {"split": test_split, "n": n_val},
+        )
     train, val = params.load_splits(setup)
     voc = setup.dataset == "voc"
     scored = get_dataset(setup.dataset, setup.data_root, split="train") if voc else train
-    key = dict(dataset=setup.dataset, root=str(setup.data_root), split="train_aug" if voc else "train")
+    key = dict(
+        dataset=setup.dataset, root=str(setup.data_root), split="train_aug" if voc else "train"
+    )
     test, test_split = params.load_test(setup)
-    return Step1Data(train, val, scored, key, key | {"split": "val"}, test, test_split,
-                     key | {"split": test_split})
+    return Step1Data(
+        train,
+        val,
+        scored,
+        key,
+        key | {"split": "val"},
+        test,
+        test_split,
+        key | {"split": test_split},
+    )
 
 
 def drop_class_index(classes, drop_class: str | None, dataset: str) -> int | None:
@@ -449,14 +602,25 @@ def drop_class_index(classes, drop_class: str | None, dataset: str) -> int | Non
     if not drop_class:
         return None
     if drop_class not in classes:
-        raise ParameterError(f"DROP_CLASS={drop_class!r} is not a class of {dataset}; choose "
-                             f"one of {list(classes[1:])} or '' to keep every tag")
+        raise ParameterError(
+            f"DROP_CLASS={drop_class!r} is not a class of {dataset}; choose "
+            f"one of {list(classes[1:])} or '' to keep every tag"
+        )
     return list(classes).index(drop_class) - 1
 
 
-def step1(setup, DATASET: str = "toy", DROP_CLASS: str | None = None, BALANCE: bool | None = None,
-          MISSING_RATE: float = 0.5, IMBALANCE: float = 4.0, WEIGHTS="imagenet", WORKERS: int = 0,
-          progress: bool = True, **sizes) -> Step1:
+def step1(
+    setup,
+    DATASET: str = "toy",
+    DROP_CLASS: str | None = None,
+    BALANCE: bool | None = None,
+    MISSING_RATE: float = 0.5,
+    IMBALANCE: float = 4.0,
+    WEIGHTS="imagenet",
+    WORKERS: int = 0,
+    progress: bool = True,
+    **sizes,
+) -> Step1:
     """Notebook 03's step 1 from its parameters (same names; ``sizes``: IMAGE_SIZE, N_TRAIN, N_VAL,
     BACKBONE, EPOCHS, LR_NEW, CROP, CAM_SCALES, FROZEN_BLOCKS; these, DROP_CLASS and BALANCE:
     None = the profile's default on the dataset, :func:`step1_values`): the data, the classifier
@@ -472,15 +636,54 @@ def step1(setup, DATASET: str = "toy", DROP_CLASS: str | None = None, BALANCE: b
     views = [tagged_view(d, cfg) for d in (train, val)]
     scored_view = tagged_view(scored, cfg) if scored is not train else views[0]
     scales = tuple(v["CAM_SCALES"])
-    folder = cached_cams(setup.output_dir, model, views[0], data_key, cfg, scales, device=setup.device,
-                         progress=progress)
-    val_folder = cached_cams(setup.output_dir, model, views[1], data.val_key, cfg, scales,
-                             device=setup.device, progress=progress)
-    if test is None:   # no public test masks: report on val (the notebooks say so)
+    folder = cached_cams(
+        setup.output_dir,
+        model,
+        views[0],
+        data_key,
+        cfg,
+        scales,
+        device=setup.device,
+        progress=progress,
+    )
+    val_folder = cached_cams(
+        setup.output_dir,
+        model,
+        views[1],
+        data.val_key,
+        cfg,
+        scales,
+        device=setup.device,
+        progress=progress,
+    )
+    if test is None:  # no public test masks: report on val (the notebooks say so)
         test, test_view, test_folder, test_split = val, views[1], val_folder, "val"
     else:
         test_view = tagged_view(test, cfg)
-        test_folder = cached_cams(setup.output_dir, model, test_view, data.test_key, cfg, scales,
-                                  device=setup.device, progress=progress)
-    return Step1(train, val, scored, views[0], views[1], scored_view, data_key, cfg, model,
-                 folder, val_folder, test, test_view, test_folder, test_split)
+        test_folder = cached_cams(
+            setup.output_dir,
+            model,
+            test_view,
+            data.test_key,
+            cfg,
+            scales,
+            device=setup.device,
+            progress=progress,
+        )
+    return Step1(
+        train,
+        val,
+        scored,
+        views[0],
+        views[1],
+        scored_view,
+        data_key,
+        cfg,
+        model,
+        folder,
+        val_folder,
+        test,
+        test_view,
+        test_folder,
+        test_split,
+    )

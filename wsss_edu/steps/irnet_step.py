@@ -14,6 +14,7 @@ is :mod:`wsss_edu.irnet`.
   :data:`WALK_GRID_DATASETS`; :func:`step2_values`, :func:`step2_config`;
 * the notebooks' entry point: :func:`step2` (``Step2``: the network, the walk, the pseudo-labels).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,10 +56,9 @@ from ..parallel import (
     shard_spec,
     worker_state,
 )
-from .cam_step import classifier_probs, dataset_tags, load_cams
 from ..progress import bar as progress_bar
 from ..train import fit, poly_schedule, seed_everything
-
+from .cam_step import classifier_probs, dataset_tags, load_cams
 
 # This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
 # bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
@@ -86,6 +86,7 @@ class IRNetConfig:
     'flip' or 'strong' (paper 001: "the same strong data augmentation as in the classification
     step", :func:`wsss_edu.data.strong_augment`); ``copy_scales``: paper 001's copies of every
     training image rescaled by each factor (0.5, 1, 1.5, 2), or None (each image once)."""
+
     fg_threshold: float = 0.30
     bg_threshold: float = 0.05
     confidence: float = 0.8
@@ -111,6 +112,7 @@ class WalkConfig:
     """The random walk's settings (IRNet's defaults): pairs within ``radius`` at stride 4,
     affinities to the power ``beta``, T squared ``exp_times`` times, background plane
     ``bg_threshold`` on the walked maps; ``path``: the affinities' paths (:func:`path_points`)."""
+
     radius: int = 5
     beta: float = 10.0
     exp_times: int = 8
@@ -127,12 +129,20 @@ def labels_at_stride(labels: torch.Tensor, stride: int = 4) -> torch.Tensor:
     c = stride // 2
     out = labels.new_full((*labels.shape[:-2], oh, ow), IGNORE)
     sub = labels[..., c::stride, c::stride]
-    out[..., :sub.shape[-2], :sub.shape[-1]] = sub
+    out[..., : sub.shape[-2], : sub.shape[-1]] = sub
     return out
 
 
-def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig,
-                          progress: bool = True, processes: int = 1, shard=None) -> int:
+def write_relation_labels(
+    dataset,
+    cam_folder,
+    folder,
+    indices,
+    cfg: IRNetConfig,
+    progress: bool = True,
+    processes: int = 1,
+    shard=None,
+) -> int:
     """IRNet's relation labels (:func:`relation_labels`) of the images ``indices`` of ``dataset``
     (samples with 'image', 'name'; ``dataset.num_classes`` counts the background) from their CAMs
     in ``cam_folder``, one grey PNG per image in ``folder`` (0 bg, c + 1 class c, 255 unsure).
@@ -147,11 +157,15 @@ def write_relation_labels(dataset, cam_folder, folder, indices, cfg: IRNetConfig
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        chunks = [todo[c:c + 16] for c in range(0, len(todo), 16)]
+        chunks = [todo[c : c + 16] for c in range(0, len(todo), 16)]
         # spawn, not fork: a forked child of a process that has run torch can hang on its locks;
         # the dataset travels once per worker (initializer), the jobs carry indices only
-        with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"),
-                                 initializer=set_worker_state, initargs=(job,)) as pool:
+        with ProcessPoolExecutor(
+            processes,
+            mp_context=mp.get_context("spawn"),
+            initializer=set_worker_state,
+            initargs=(job,),
+        ) as pool:
             for n in pool.map(_relation_chunk, chunks):
                 bar.update(n)
     else:
@@ -181,8 +195,17 @@ class RelationDataset(torch.utils.data.Dataset):
     rescaled by it (labels by nearest neighbour) before the rest — paper 001's enlarged set.
     :func:`relation_dataset` builds one from an :class:`IRNetConfig`."""
 
-    def __init__(self, dataset, folder, indices, crop: int | None = None, scale=(0.5, 1.5),
-                 stride: int = 4, augment: str = "flip", copy_scales=None):
+    def __init__(
+        self,
+        dataset,
+        folder,
+        indices,
+        crop: int | None = None,
+        scale=(0.5, 1.5),
+        stride: int = 4,
+        augment: str = "flip",
+        copy_scales=None,
+    ):
         check_choice("augment", augment, AUGMENTS)
         self.dataset, self.folder, self.indices = dataset, Path(folder), np.asarray(indices)
         self.crop, self.scale, self.stride, self.augment = crop, scale, stride, augment
@@ -216,12 +239,26 @@ class RelationDataset(torch.utils.data.Dataset):
 
 def relation_dataset(dataset, folder, indices, cfg: IRNetConfig) -> RelationDataset:
     """IRNet's training samples as ``cfg`` says (crop, scale, augmentation, copies)."""
-    return RelationDataset(dataset, folder, indices, crop=cfg.crop, scale=cfg.scale, augment=cfg.augment,
-                           copy_scales=cfg.copy_scales)
+    return RelationDataset(
+        dataset,
+        folder,
+        indices,
+        crop=cfg.crop,
+        scale=cfg.scale,
+        augment=cfg.augment,
+        copy_scales=cfg.copy_scales,
+    )
 
 
-def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0,
-                checkpoint=None, progress: bool = True) -> IRNet:
+def train_irnet(
+    stages,
+    dataset,
+    cfg: IRNetConfig,
+    device=None,
+    workers: int = 0,
+    checkpoint=None,
+    progress: bool = True,
+) -> IRNet:
     """Train IRNet's two branches on frozen ``stages`` (:func:`backbone_stages`) with the samples of
     a :class:`RelationDataset`: :func:`irnet_loss` over pairs within ``cfg.radius``, SGD with
     polynomial decay (power 0.9, IRN's PolyOptimizer's) and momentum ``cfg.momentum`` (that
@@ -231,14 +268,33 @@ def train_irnet(stages, dataset, cfg: IRNetConfig, device=None, workers: int = 0
 
     seed_everything(cfg.seed)
     net = IRNet(stages, cfg.width)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
-                        num_workers=workers)
-    opt = torch.optim.SGD(net.param_groups(cfg.lr_boundary, cfg.lr_displacement),
-                          lr=cfg.lr_boundary, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= cfg.batch_size,
+        num_workers=workers,
+    )
+    opt = torch.optim.SGD(
+        net.param_groups(cfg.lr_boundary, cfg.lr_displacement),
+        lr=cfg.lr_boundary,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
     sched = poly_schedule(opt, cfg.epochs * len(loader))
     offsets = pair_offsets(cfg.radius)
-    fit(net, loader, lambda m, b: irnet_loss(m, b, offsets, cfg.path, cfg.sources, cfg.radius), opt, cfg.epochs, device, sched,
-        checkpoint=checkpoint, progress=progress, desc=f"IRNet ({len(dataset)} images)")
+    fit(
+        net,
+        loader,
+        lambda m, b: irnet_loss(m, b, offsets, cfg.path, cfg.sources, cfg.radius),
+        opt,
+        cfg.epochs,
+        device,
+        sched,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=f"IRNet ({len(dataset)} images)",
+    )
     return net.eval()
 
 
@@ -253,8 +309,16 @@ def boundary_map(net: IRNet, images: torch.Tensor, flip: bool = True) -> torch.T
     return b.float()
 
 
-def walk_inputs(net: IRNet, dataset, cam_folder, indices=None, flip: bool = True,
-                batch_size: int = 32, device=None, progress: bool = True) -> list:
+def walk_inputs(
+    net: IRNet,
+    dataset,
+    cam_folder,
+    indices=None,
+    flip: bool = True,
+    batch_size: int = 32,
+    device=None,
+    progress: bool = True,
+) -> list:
     """What the random walk needs for the images ``indices`` of ``dataset``: per image a dict with
     the boundary map 'boundary' (h, w) (:func:`boundary_map`), its CAMs on the same stride-4 grid
     'cams' (k, h, w) for its classes 'keys' (k,) only (bilinear from the CAM folder's full-size
@@ -271,9 +335,14 @@ def walk_inputs(net: IRNet, dataset, cam_folder, indices=None, flip: bool = True
         for s, b in zip(group, bnd):
             keys = torch.nonzero(torch.as_tensor(s["labels"]) > 0).flatten()
             c = load_cams(cam_folder, s["name"], k)[keys]
-            c = (F.interpolate(c[None], size=b.shape, mode="bilinear", align_corners=False)[0]
-                 if len(keys) else c.new_zeros(0, *b.shape))
-            out.append({"boundary": b, "cams": c, "keys": keys, "size": tuple(s["image"].shape[:2])})
+            c = (
+                F.interpolate(c[None], size=b.shape, mode="bilinear", align_corners=False)[0]
+                if len(keys)
+                else c.new_zeros(0, *b.shape)
+            )
+            out.append(
+                {"boundary": b, "cams": c, "keys": keys, "size": tuple(s["image"].shape[:2])}
+            )
         bar.update(len(group))
     bar.close()
     return out
@@ -294,12 +363,13 @@ def walk_all(inputs, walk: WalkConfig, batch_size: int = 64, device=None):
         kmax = max(1, max(len(g["keys"]) for g in group))
         cams = torch.zeros(len(group), kmax, *shape)
         for n, g in enumerate(group):
-            cams[n, :len(g["keys"])] = g["cams"]
+            cams[n, : len(g["keys"])] = g["cams"]
         bnd = torch.stack([g["boundary"] for g in group])
-        walked = random_walk(cams.to(device), bnd.to(device), walk.radius, walk.beta,
-                             walk.exp_times, path=walk.path).cpu()
+        walked = random_walk(
+            cams.to(device), bnd.to(device), walk.radius, walk.beta, walk.exp_times, path=walk.path
+        ).cpu()
         for n, g in enumerate(group):
-            yield j + n, walked[n, :len(g["keys"])]
+            yield j + n, walked[n, : len(g["keys"])]
         j = e
 
 
@@ -313,8 +383,9 @@ def walk_labels(walked: torch.Tensor, keys, size, bg_threshold: float | None) ->
     return ids[walk_to_labels(walked, torch.arange(len(keys)), bg_threshold, size).numpy()]
 
 
-def walk_confusions(dataset, indices, inputs, walk: WalkConfig, bg_thresholds=None,
-                    crf: bool = False, device=None) -> list:
+def walk_confusions(
+    dataset, indices, inputs, walk: WalkConfig, bg_thresholds=None, crf: bool = False, device=None
+) -> list:
     """Confusion meters of the walked pseudo-labels against 'mask' for the images ``indices`` of
     ``dataset`` (``inputs`` from :func:`walk_inputs` on the same images, in order), one meter per
     background threshold (default: ``walk.bg_threshold``) from one walk. ``crf``: score the labels
@@ -325,8 +396,12 @@ def walk_confusions(dataset, indices, inputs, walk: WalkConfig, bg_thresholds=No
         g, s = inputs[j], dataset[indices[j]]
         for m, t in zip(meters, ts):
             lab = walk_labels(walked, g["keys"], g["size"], t)
-            m.update(s["mask"], crf_label_map(s["image"], lab, g["keys"].numpy(), background=t is not None)
-                     if crf else lab)
+            m.update(
+                s["mask"],
+                crf_label_map(s["image"], lab, g["keys"].numpy(), background=t is not None)
+                if crf
+                else lab,
+            )
     return meters
 
 
@@ -338,20 +413,27 @@ def confident_images(model, dataset, confidence: float = 0.8, progress: bool = T
     tags = torch.as_tensor(dataset_tags(dataset))
     idx = np.flatnonzero(confident_image_mask(probs, tags, confidence).numpy())
     if len(idx) == 0:
-        raise ParameterError(f"no training image passes the confidence filter ({confidence}): lower "
-                             "CONFIDENCE (0 keeps every image) or train step 1's classifier longer")
+        raise ParameterError(
+            f"no training image passes the confidence filter ({confidence}): lower "
+            "CONFIDENCE (0 keeps every image) or train step 1's classifier longer"
+        )
     return idx
 
 
-def cached_confident_images(output_dir, model, dataset, cam_folder, confidence: float = 0.8,
-                            progress: bool = True) -> np.ndarray:
+def cached_confident_images(
+    output_dir, model, dataset, cam_folder, confidence: float = 0.8, progress: bool = True
+) -> np.ndarray:
     """:func:`confident_images` of the classifier whose CAMs are in ``cam_folder`` (its name keys
     the data and the classifier) from the artifact cache under ``output_dir``, or computed (a
     forward pass over every training image) and stored."""
     key = {"cams": Path(cam_folder).name, "confidence": confidence}
-    found = cached(output_dir, "confident_images", key,
-                   lambda: [int(i) for i in confident_images(model, dataset, confidence, progress)],
-                   version=CODE_VERSION)
+    found = cached(
+        output_dir,
+        "confident_images",
+        key,
+        lambda: [int(i) for i in confident_images(model, dataset, confidence, progress)],
+        version=CODE_VERSION,
+    )
     return np.asarray(found, np.int64)
 
 
@@ -361,18 +443,35 @@ def step2_key(cam_folder, cfg: IRNetConfig, backbone: str, weights=None, **extra
     weights)."""
     import dataclasses
 
-    return {"cams": Path(cam_folder).name, "irnet": dataclasses.asdict(cfg), "backbone": backbone,
-            "weights": weights, **extra}
+    return {
+        "cams": Path(cam_folder).name,
+        "irnet": dataclasses.asdict(cfg),
+        "backbone": backbone,
+        "weights": weights,
+        **extra,
+    }
 
 
-def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetConfig,
-                           progress: bool = True, processes: int = 1, shard=None) -> Path:
+def cached_relation_labels(
+    output_dir,
+    dataset,
+    cam_folder,
+    indices,
+    cfg: IRNetConfig,
+    progress: bool = True,
+    processes: int = 1,
+    shard=None,
+) -> Path:
     """The relation-label folder of (CAMs, ``cfg``'s thresholds, ``indices``) under
     ``output_dir``/cache/relations, written by :func:`write_relation_labels` (over ``processes``
     processes; this machine's ``shard`` of the images, default ``WSSS_SHARD``) if not complete;
     complete once every image's PNG is there (:func:`wsss_edu.parallel.finish_folder`)."""
-    key = {"cams": Path(cam_folder).name, "fg": cfg.fg_threshold, "bg": cfg.bg_threshold,
-           "images": params_key({"i": [int(i) for i in indices]})}
+    key = {
+        "cams": Path(cam_folder).name,
+        "fg": cfg.fg_threshold,
+        "bg": cfg.bg_threshold,
+        "images": params_key({"i": [int(i) for i in indices]}),
+    }
     folder = artifact_path(output_dir, "relations", key, CODE_VERSION).with_suffix("")
     if not folder_complete(folder):
         spec = shard_spec(shard)
@@ -381,16 +480,33 @@ def cached_relation_labels(output_dir, dataset, cam_folder, indices, cfg: IRNetC
     return folder
 
 
-def cached_step2(output_dir, stages, dataset, key: dict, cfg: IRNetConfig, device=None,
-                 workers: int = 0, progress: bool = True) -> IRNet:
+def cached_step2(
+    output_dir,
+    stages,
+    dataset,
+    key: dict,
+    cfg: IRNetConfig,
+    device=None,
+    workers: int = 0,
+    progress: bool = True,
+) -> IRNet:
     """Step 2's network for ``key`` (:func:`step2_key`) from the artifact cache under
     ``output_dir``, or trained (:func:`train_irnet` on the :class:`RelationDataset` ``dataset``,
     resumable) and stored. ``stages``: the frozen backbone (:func:`backbone_stages`). Trains on every
     visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes (:func:`wsss_edu.distributed.trained_state`)."""
-    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
+
+    def compute():  # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "irnet", key, CODE_VERSION)
-        return distributed.trained_state(train_irnet, stages=stages, dataset=dataset, cfg=cfg, device=device,
-                             workers=workers, checkpoint=ckpt, progress=progress)
+        return distributed.trained_state(
+            train_irnet,
+            stages=stages,
+            dataset=dataset,
+            cfg=cfg,
+            device=device,
+            workers=workers,
+            checkpoint=ckpt,
+            progress=progress,
+        )
 
     state = cached(output_dir, "irnet", key, compute, version=CODE_VERSION)
     net = IRNet(stages, cfg.width)
@@ -402,12 +518,23 @@ def pseudo_label_folder(output_dir, key: dict, walk: WalkConfig) -> Path:
     """Where the walked pseudo-labels of (step 2 ``key``, ``walk``) live: a folder of PNGs."""
     import dataclasses
 
-    return artifact_path(output_dir, "pseudo_labels", {**key, "walk": dataclasses.asdict(walk)}, CODE_VERSION) \
-        .with_suffix("")
+    return artifact_path(
+        output_dir, "pseudo_labels", {**key, "walk": dataclasses.asdict(walk)}, CODE_VERSION
+    ).with_suffix("")
 
 
-def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict, walk: WalkConfig,
-                         chunk: int = 256, device=None, progress: bool = True, shard=None) -> Path:
+def cached_pseudo_labels(
+    output_dir,
+    net: IRNet,
+    dataset,
+    cam_folder,
+    key: dict,
+    walk: WalkConfig,
+    chunk: int = 256,
+    device=None,
+    progress: bool = True,
+    shard=None,
+) -> Path:
     """Step 2's output: the random-walk pseudo-labels of every image of ``dataset`` as grey PNGs
     named after the images (0 background, c + 1 class c), in :func:`pseudo_label_folder`. Works
     through the images ``chunk`` at a time (memory bounded) and skips PNGs already written, so an
@@ -421,7 +548,7 @@ def cached_pseudo_labels(output_dir, net: IRNet, dataset, cam_folder, key: dict,
     todo = pending(range(len(dataset)), lambda i: folder / f"{names[i]}.png", spec)
     bar = progress_bar(total=len(todo), desc="random walk", disable=not progress, leave=False)
     for c in range(0, len(todo), chunk):
-        idx = todo[c:c + chunk]
+        idx = todo[c : c + chunk]
         inputs = walk_inputs(net, dataset, cam_folder, idx, device=device, progress=False)
         for j, walked in walk_all(inputs, walk, device=device):
             g = inputs[j]
@@ -437,27 +564,44 @@ def pseudo_label_confusion(dataset, folder, indices=None):
     """The confusion meter of a pseudo-label folder (PNGs named after the images) against the
     samples' 'mask' (255 ignored). A missing PNG raises an error naming the step that writes it."""
     meter = ConfusionMeter(dataset.num_classes)
-    for i in (range(len(dataset)) if indices is None else indices):
+    for i in range(len(dataset)) if indices is None else indices:
         s = dataset[i]
         path = Path(folder) / f"{s['name']}.png"
         if not path.exists():
-            raise FileNotFoundError(f"no pseudo-label for image {s['name']!r} in {folder}: run "
-                                    "notebook 04 (wsss_edu.steps.irnet_step.cached_pseudo_labels) first")
+            raise FileNotFoundError(
+                f"no pseudo-label for image {s['name']!r} in {folder}: run "
+                "notebook 04 (wsss_edu.steps.irnet_step.cached_pseudo_labels) first"
+            )
         meter.update(s["mask"], read_mask(path))
     return meter
 
 
 # The walk settings searched on the validation split: {name: (quick, full)}; full = IRNet's only.
-WALK_GRID = dict(WALK_RADII=([2, 3, 5], [5]), WALK_EXP_TIMES=([1, 2, 4, 8], [8]),
-                 WALK_BETAS=([4, 10], [10]), WALK_BG=([0.1, 0.2, 0.25, 0.3, 0.4, 0.5], [0.25]))
+WALK_GRID = dict(
+    WALK_RADII=([2, 3, 5], [5]),
+    WALK_EXP_TIMES=([1, 2, 4, 8], [8]),
+    WALK_BETAS=([4, 10], [10]),
+    WALK_BG=([0.1, 0.2, 0.25, 0.3, 0.4, 0.5], [0.25]),
+)
 # MSRC's photos give 80x54-cell grids (the toy world's: 16x16), walked by the pair route
 # (random_walk): 2^exp_times steps each; the quick grid stays small to fit a laptop's minutes.
-WALK_GRID_DATASETS = {"msrc": dict(WALK_RADII=([5], [5]), WALK_EXP_TIMES=([4, 6], [8]),
-                                   WALK_BETAS=([10], [10]))}
+WALK_GRID_DATASETS = {
+    "msrc": dict(WALK_RADII=([5], [5]), WALK_EXP_TIMES=([4, 6], [8]), WALK_BETAS=([10], [10]))
+}
 
 
-def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas, bg_thresholds,
-                device=None, progress: bool = True, path: str = "thick") -> tuple:
+def choose_walk(
+    net: IRNet,
+    val_dataset,
+    val_cam_folder,
+    radii,
+    exp_times,
+    betas,
+    bg_thresholds,
+    device=None,
+    progress: bool = True,
+    path: str = "thick",
+) -> tuple:
     """The walk settings with the best mIoU of the walked pseudo-labels on a labelled *validation*
     split, over the grid radii × exp_times × betas × bg_thresholds (:func:`walk_confusions`), the
     affinities along ``path`` (:func:`path_points`).
@@ -467,29 +611,68 @@ def choose_walk(net: IRNet, val_dataset, val_cam_folder, radii, exp_times, betas
     inputs = walk_inputs(net, val_dataset, val_cam_folder, device=device, progress=progress)
     idx = list(range(len(val_dataset)))
     grid = {}
-    for r, t, b in progress_bar(list(itertools.product(radii, exp_times, betas)), desc="walk grid",
-                                disable=not progress, leave=False):
-        for bg, m in zip(bg_thresholds, walk_confusions(val_dataset, idx, inputs, WalkConfig(r, b, t, path=path),
-                                                        bg_thresholds, device=device)):
+    for r, t, b in progress_bar(
+        list(itertools.product(radii, exp_times, betas)),
+        desc="walk grid",
+        disable=not progress,
+        leave=False,
+    ):
+        for bg, m in zip(
+            bg_thresholds,
+            walk_confusions(
+                val_dataset,
+                idx,
+                inputs,
+                WalkConfig(r, b, t, path=path),
+                bg_thresholds,
+                device=device,
+            ),
+        ):
             grid[(r, t, b, bg)] = m.miou
     r, t, b, bg = max(grid, key=grid.get)
     return WalkConfig(radius=r, beta=b, exp_times=t, bg_threshold=bg, path=path), grid
 
 
-def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key: dict, grid: dict,
-                       device=None, progress: bool = True, path: str = "thick") -> tuple:
+def cached_walk_choice(
+    output_dir,
+    net: IRNet,
+    val_dataset,
+    val_cam_folder,
+    key: dict,
+    grid: dict,
+    device=None,
+    progress: bool = True,
+    path: str = "thick",
+) -> tuple:
     """:func:`choose_walk` over ``grid`` ({'WALK_RADII', 'WALK_EXP_TIMES', 'WALK_BETAS',
     'WALK_BG'}: lists) for the network of ``key``, from the artifact cache or searched and stored.
     Returns (best :class:`WalkConfig`, {(radius, exp_times, beta, bg): val mIoU})."""
-    def search():
-        walk, scores = choose_walk(net, val_dataset, val_cam_folder, grid["WALK_RADII"],
-                                   grid["WALK_EXP_TIMES"], grid["WALK_BETAS"], grid["WALK_BG"],
-                                   device, progress, path)
-        return {"walk": [walk.radius, walk.beta, walk.exp_times, walk.bg_threshold, walk.path],
-                "grid": [list(k) + [v] for k, v in scores.items()]}
 
-    found = cached(output_dir, "walk_choice", {**key, "grid": grid, "val_cams": Path(val_cam_folder).name,
-                                               "path": path}, search, version=CODE_VERSION)
+    def search():
+        walk, scores = choose_walk(
+            net,
+            val_dataset,
+            val_cam_folder,
+            grid["WALK_RADII"],
+            grid["WALK_EXP_TIMES"],
+            grid["WALK_BETAS"],
+            grid["WALK_BG"],
+            device,
+            progress,
+            path,
+        )
+        return {
+            "walk": [walk.radius, walk.beta, walk.exp_times, walk.bg_threshold, walk.path],
+            "grid": [list(k) + [v] for k, v in scores.items()],
+        }
+
+    found = cached(
+        output_dir,
+        "walk_choice",
+        {**key, "grid": grid, "val_cams": Path(val_cam_folder).name, "path": path},
+        search,
+        version=CODE_VERSION,
+    )
     return WalkConfig(*found["walk"]), {tuple(r[:4]): r[4] for r in found["grid"]}
 
 
@@ -502,9 +685,16 @@ def cached_walk_choice(output_dir, net: IRNet, val_dataset, val_cam_folder, key:
 # 0.463 mIoU on train (measured, see 04's text). IR_AUGMENT / IR_COPY_SCALES: paper 001's strong
 # augmentation and rescaled copies (0.5, 1, 1.5, 2) in the full profile; the quick profile leaves
 # them out (a 64-px scene at 0.5 is 32 px, 8×8 cells at stride 4, and four copies cost 4× the time).
-STEP2_PROFILE = dict(IR_BACKBONE=("classifier", "resnet50"), IR_EPOCHS=(5, 3), IR_RADIUS=(5, 10),
-                     IR_BATCH=(16, 32), IR_CROP=(None, 512), IR_MOMENTUM=(0.9, 1e-4),
-                     IR_AUGMENT=("flip", "strong"), IR_COPY_SCALES=(None, (0.5, 1.0, 1.5, 2.0)))
+STEP2_PROFILE = dict(
+    IR_BACKBONE=("classifier", "resnet50"),
+    IR_EPOCHS=(5, 3),
+    IR_RADIUS=(5, 10),
+    IR_BATCH=(16, 32),
+    IR_CROP=(None, 512),
+    IR_MOMENTUM=(0.9, 1e-4),
+    IR_AUGMENT=("flip", "strong"),
+    IR_COPY_SCALES=(None, (0.5, 1.0, 1.5, 2.0)),
+)
 # Where a real dataset's values differ: {dataset: {name: (quick, full)}} (params.for_dataset).
 # MSRC's quick profile: IRNet's branches on step 1's frozen MobileNetV2 (ImageNet, fine-tuned on
 # the tags), random 224-px crops of its ~320x213 photos (rescaled 0.5-1.5).
@@ -524,25 +714,44 @@ def step2_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 04's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`STEP2_PROFILE` and :data:`WALK_GRID`, with :data:`STEP2_DATASETS` and
     :data:`WALK_GRID_DATASETS`'s values)."""
-    table = (params.for_dataset(STEP2_PROFILE, STEP2_DATASETS, dataset)
-             | params.for_dataset(WALK_GRID, WALK_GRID_DATASETS, dataset))
+    table = params.for_dataset(STEP2_PROFILE, STEP2_DATASETS, dataset) | params.for_dataset(
+        WALK_GRID, WALK_GRID_DATASETS, dataset
+    )
     return params.profile_values(profile, table, **knobs)
 
 
-def step2_config(profile: str, seed: int, CONFIDENCE: float = 0.8, IR_LR: float = 0.1,
-                 WEIGHTS="imagenet", IR_PATH: str = "thick", IR_SOURCES: str = "all",
-                 dataset: str = "toy", **knobs) -> tuple:
+def step2_config(
+    profile: str,
+    seed: int,
+    CONFIDENCE: float = 0.8,
+    IR_LR: float = 0.1,
+    WEIGHTS="imagenet",
+    IR_PATH: str = "thick",
+    IR_SOURCES: str = "all",
+    dataset: str = "toy",
+    **knobs,
+) -> tuple:
     """Notebook 04's IRNet settings from its parameters (same names; ``knobs``: the
     :data:`STEP2_PROFILE` names, None = the profile's value on ``dataset``,
     :data:`STEP2_DATASETS`): (:class:`IRNetConfig`, backbone, backbone weights) as :func:`step2`
     takes them. The displacement branch learns at 10 x IR_LR. (On a dataset without a background
     class, :func:`step2` sets ``bg_threshold=None``.)"""
     v = step2_values(profile, dataset, **knobs)
-    cfg = IRNetConfig(confidence=CONFIDENCE, radius=v["IR_RADIUS"], epochs=v["IR_EPOCHS"],
-                      batch_size=v["IR_BATCH"], lr_boundary=IR_LR, lr_displacement=10 * IR_LR,
-                      momentum=v["IR_MOMENTUM"], crop=v["IR_CROP"], seed=seed, path=IR_PATH,
-                      sources=IR_SOURCES, augment=v["IR_AUGMENT"],
-                      copy_scales=tuple(v["IR_COPY_SCALES"]) if v["IR_COPY_SCALES"] else None)
+    cfg = IRNetConfig(
+        confidence=CONFIDENCE,
+        radius=v["IR_RADIUS"],
+        epochs=v["IR_EPOCHS"],
+        batch_size=v["IR_BATCH"],
+        lr_boundary=IR_LR,
+        lr_displacement=10 * IR_LR,
+        momentum=v["IR_MOMENTUM"],
+        crop=v["IR_CROP"],
+        seed=seed,
+        path=IR_PATH,
+        sources=IR_SOURCES,
+        augment=v["IR_AUGMENT"],
+        copy_scales=tuple(v["IR_COPY_SCALES"]) if v["IR_COPY_SCALES"] else None,
+    )
     return cfg, v["IR_BACKBONE"], WEIGHTS if v["IR_BACKBONE"] == "resnet50" else None
 
 
@@ -551,6 +760,7 @@ class Step2:
     """Notebook 04's result as later notebooks need it: the trained network, its cache key, the
     walk chosen on val (with the grid's scores) and the pseudo-label folder of the training split
     (the chosen walk's, or at the background threshold :func:`step2` was given)."""
+
     net: IRNet
     key: dict
     walk: WalkConfig
@@ -558,9 +768,17 @@ class Step2:
     folder: Path
 
 
-def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=None,
-          walk_grid: dict | None = None, workers: int = 0, progress: bool = True,
-          labels_bg: float | None = None) -> Step2:
+def step2(
+    setup,
+    st,
+    cfg: IRNetConfig,
+    backbone: str = "classifier",
+    weights=None,
+    walk_grid: dict | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    labels_bg: float | None = None,
+) -> Step2:
     """Notebook 04 in one call, from step 1's result ``st`` (:func:`wsss_edu.steps.cam_step.step1`): relation
     labels of the confident images, IRNet on the frozen ``backbone`` ('classifier': step 1's
     stages; 'resnet50'), the walk chosen on val over ``walk_grid`` (:data:`WALK_GRID`'s names ->
@@ -575,21 +793,42 @@ def step2(setup, st, cfg: IRNetConfig, backbone: str = "classifier", weights=Non
     check = ("classifier", "resnet50")
     if backbone not in check:
         raise ValueError(f"backbone {backbone!r} is not valid; choose one of {check}")
-    g = {k: v for k, v in step2_values(setup.profile, setup.dataset, **(walk_grid or {})).items()
-         if k in WALK_GRID}
+    g = {
+        k: v
+        for k, v in step2_values(setup.profile, setup.dataset, **(walk_grid or {})).items()
+        if k in WALK_GRID
+    }
     cfg, g = without_plane_if_no_background(cfg, g, st.has_background)
     labels_bg = labels_bg if st.has_background else None
-    confident = cached_confident_images(setup.output_dir, st.model, st.train_view, st.folder, cfg.confidence, progress)
-    rel = cached_relation_labels(setup.output_dir, st.train_view, st.folder, confident, cfg, progress,
-                                 processes=max(1, workers))
+    confident = cached_confident_images(
+        setup.output_dir, st.model, st.train_view, st.folder, cfg.confidence, progress
+    )
+    rel = cached_relation_labels(
+        setup.output_dir,
+        st.train_view,
+        st.folder,
+        confident,
+        cfg,
+        progress,
+        processes=max(1, workers),
+    )
     stages = backbone_stages(st.model if backbone == "classifier" else "resnet50", weights)
     key = step2_key(st.folder, cfg, backbone, weights)
     data = relation_dataset(st.train_view, rel, confident, cfg)
     net = cached_step2(setup.output_dir, stages, data, key, cfg, setup.device, workers, progress)
 
-    walk, grid = cached_walk_choice(setup.output_dir, net, st.val_view, st.val_folder, key, g,
-                                    setup.device, progress, cfg.path)
+    walk, grid = cached_walk_choice(
+        setup.output_dir, net, st.val_view, st.val_folder, key, g, setup.device, progress, cfg.path
+    )
     labelled = walk if labels_bg is None else dataclasses.replace(walk, bg_threshold=labels_bg)
-    folder = cached_pseudo_labels(setup.output_dir, net, st.train_view, st.folder, key, labelled,
-                                  device=setup.device, progress=progress)
+    folder = cached_pseudo_labels(
+        setup.output_dir,
+        net,
+        st.train_view,
+        st.folder,
+        key,
+        labelled,
+        device=setup.device,
+        progress=progress,
+    )
     return Step2(net, key, walk, grid, folder)

@@ -13,6 +13,7 @@ probability, the uncertain and bootstrapped losses, the box labels) is
   whose predicted object share fell below :data:`COLLAPSE_FRACTION` of the true one),
   :func:`labelled_object_share`, :func:`batches_without_object`, :func:`uncertainty_auroc`.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,6 @@ from ..parallel import map_jobs
 from ..progress import bar as progress_bar
 from ..train import seed_everything
 
-
 # This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
 # bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
 # them downstream) are computed again and the notebooks that use it rerun; the rest is reused.
@@ -53,17 +53,26 @@ CODE_VERSION = 1
 # ------------------------------------------------------------------------------------------------
 
 METHODS = ("all_pp", "pp_only", "boxes_bce", "ignore_box", "ours")
-METHOD_COLORS = {"all_pp": "gray", "pp_only": "tab:blue", "boxes_bce": "tab:red",
-                 "ignore_box": "tab:orange", "ours": "tab:green"}
+METHOD_COLORS = {
+    "all_pp": "gray",
+    "pp_only": "tab:blue",
+    "boxes_bce": "tab:red",
+    "ignore_box": "tab:orange",
+    "ours": "tab:green",
+}
 """One colour per row of the tables, the same in every figure of notebooks 02 and 02b."""
 
 
 def method_names(n_train: int, n_pp: int) -> dict:
     """Readable names of the rows of Table 1/2 for ``n_train`` training images of which ``n_pp``
     are pixel-perfect."""
-    return {"all_pp": f"all PP ({n_train})", "pp_only": f"PP only ({n_pp})",
-            "boxes_bce": f"{n_pp} PP + boxes, BCE", "ignore_box": f"{n_pp} PP + boxes, ignore interiors",
-            "ours": f"{n_pp} PP + boxes, ours"}
+    return {
+        "all_pp": f"all PP ({n_train})",
+        "pp_only": f"PP only ({n_pp})",
+        "boxes_bce": f"{n_pp} PP + boxes, BCE",
+        "ignore_box": f"{n_pp} PP + boxes, ignore interiors",
+        "ours": f"{n_pp} PP + boxes, ours",
+    }
 
 
 @dataclass
@@ -72,6 +81,7 @@ class BootstrapConfig:
     the readings that avoid the failures notebook 02 shows (eq. 2 trains sigma^2 only, y* = the hard
     belief, W detached, the uncertain loss inside boxes). Notebook 02's binary table uses
     ``warmup_epochs`` = 3/4 of the epochs and ``tau=0.5``: see its text for why and how robust."""
+
     tau: float = 1.0
     slope: float = 0.2
     target: str = "hard_belief"
@@ -94,8 +104,17 @@ class BootstrapConfig:
     """sigma^2 at initialisation (None: softplus(0) ~ 0.69, whatever the head's bias starts at)."""
 
 
-def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: BootstrapConfig,
-                multiclass: bool = False, generator=None):
+def method_loss(
+    method: str,
+    mu,
+    sigma2,
+    target,
+    in_box,
+    epoch: int,
+    cfg: BootstrapConfig,
+    multiclass: bool = False,
+    generator=None,
+):
     """The training loss of one row of Table 1/2 for a batch. ``target`` holds masks on
     pixel-perfect images and rasterised boxes elsewhere (255 = ignore); ``in_box`` marks box
     interiors of box-labelled images.
@@ -118,11 +137,27 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
     if warm and not multiclass:
         # eq. (2) alone inside boxes: it trains sigma^2, and mu only if cfg.uncertainty_trains_mu
         # (otherwise box interiors carry no gradient to mu: it learns from the certain pixels)
-        return combined_loss(mu[:, 0], sigma2[:, 0], y, in_box, valid, bootstrap=False,
-                             uncertainty_trains_mu=cfg.uncertainty_trains_mu)
+        return combined_loss(
+            mu[:, 0],
+            sigma2[:, 0],
+            y,
+            in_box,
+            valid,
+            bootstrap=False,
+            uncertainty_trains_mu=cfg.uncertainty_trains_mu,
+        )
     if warm:  # multi-class: the same warm-up as above (eq. 6 without eq. 7)
-        return multiclass_loss(mu, sigma2, target, in_box, cfg.tau, cfg.mc_samples, False,
-                               generator, uncertainty_trains_mu=cfg.uncertainty_trains_mu)
+        return multiclass_loss(
+            mu,
+            sigma2,
+            target,
+            in_box,
+            cfg.tau,
+            cfg.mc_samples,
+            False,
+            generator,
+            uncertainty_trains_mu=cfg.uncertainty_trains_mu,
+        )
     if method == "ignore_box":
         valid = valid & ~in_box
     if method != "ours":
@@ -133,10 +168,30 @@ def method_loss(method: str, mu, sigma2, target, in_box, epoch: int, cfg: Bootst
         return (per * valid).sum() / valid.sum().clamp(min=1)
     unc = in_box if cfg.region == "boxes" else valid
     if multiclass:
-        return multiclass_loss(mu, sigma2, target, unc, cfg.tau, cfg.mc_samples, True, generator,
-                               cfg.uncertainty_trains_mu)
-    return combined_loss(mu[:, 0], sigma2[:, 0], y, unc, valid, cfg.tau, cfg.slope, cfg.target,
-                         cfg.detach_weight, True, cfg.uncertainty_trains_mu)
+        return multiclass_loss(
+            mu,
+            sigma2,
+            target,
+            unc,
+            cfg.tau,
+            cfg.mc_samples,
+            True,
+            generator,
+            cfg.uncertainty_trains_mu,
+        )
+    return combined_loss(
+        mu[:, 0],
+        sigma2[:, 0],
+        y,
+        unc,
+        valid,
+        cfg.tau,
+        cfg.slope,
+        cfg.target,
+        cfg.detach_weight,
+        True,
+        cfg.uncertainty_trains_mu,
+    )
 
 
 def _box_warmup_loss(mu, sigma2, target, y, in_box, valid, multiclass, cfg, generator):
@@ -173,7 +228,7 @@ def predict_labels(net, images: torch.Tensor, batch_size: int = 100):
     device = next(net.parameters()).device
     mus, s2s = [], []
     for i in range(0, len(images), batch_size):
-        mu, s2 = net(images[i:i + batch_size].to(device))
+        mu, s2 = net(images[i : i + batch_size].to(device))
         mus.append(mu.float().cpu())
         s2s.append(s2.float().cpu())
     mu, s2 = torch.cat(mus), torch.cat(s2s)
@@ -185,11 +240,24 @@ BATCH_SIZE = 16
 """Images per batch of :func:`train_experiment` (notebooks 02 and 02b)."""
 
 
-def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, epochs: int = 15,
-                     seed: int = 0, cfg: BootstrapConfig | None = None, width: int = 8,
-                     lr: float = 2e-3, batch_size: int = BATCH_SIZE, watch=None,
-                     device="cpu", pp_per_batch: int | None = None, eval_every: int = 1,
-                     progress: bool = True, lr_schedule: str = "cosine"):
+def train_experiment(
+    arrays: dict,
+    val: dict,
+    method: str,
+    num_logits: int = 1,
+    epochs: int = 15,
+    seed: int = 0,
+    cfg: BootstrapConfig | None = None,
+    width: int = 8,
+    lr: float = 2e-3,
+    batch_size: int = BATCH_SIZE,
+    watch=None,
+    device="cpu",
+    pp_per_batch: int | None = None,
+    eval_every: int = 1,
+    progress: bool = True,
+    lr_schedule: str = "cosine",
+):
     """Train one :class:`AleatoricUNet` for one row of Table 1 (``num_logits=1``) or Table 2
     (``num_logits`` = number of classes) and return ``(net, history)``; ``history['miou']`` holds
     the validation IoU of the object class (binary) or the mIoU (multi-class) after every epoch,
@@ -225,11 +293,14 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
     opt = torch.optim.Adam(net.parameters(), lr)
     per_epoch = (len(arrays["image"]) + batch_size - 1) // batch_size
     steps = epochs * per_epoch
-    sched = _lr_scheduler(opt, lr_schedule, steps, min(max(cfg.warmup_epochs, 0), epochs) * per_epoch)
+    sched = _lr_scheduler(
+        opt, lr_schedule, steps, min(max(cfg.warmup_epochs, 0), epochs) * per_epoch
+    )
     multiclass = num_logits > 1
     n_cls = num_logits if multiclass else 2
-    history = {"epoch": [], "miou": [], "iou": [], "pred_share": [], "fg_share": []} \
-        | ({} if watch is None else {"watch": []})
+    history = {"epoch": [], "miou": [], "iou": [], "pred_share": [], "fg_share": []} | (
+        {} if watch is None else {"watch": []}
+    )
     history["true_share"] = _class_shares(mv, n_cls)
     history["true_fg_share"] = 1.0 - history["true_share"][0]
     xw = None if watch is None else images_to_tensor(watch)
@@ -238,16 +309,20 @@ def train_experiment(arrays: dict, val: dict, method: str, num_logits: int = 1, 
         pp = torch.as_tensor(np.flatnonzero(data["pixel_perfect"]))
         bb = torch.as_tensor(np.flatnonzero(~data["pixel_perfect"]))
         k = min(pp_per_batch, batch_size)
-    for epoch in progress_bar(range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress):
+    for epoch in progress_bar(
+        range(epochs), desc=f"{method} seed {seed}", leave=False, disable=not progress
+    ):
         net.train()
         if balanced:
             pp_order = _cycled_permutation(pp, per_epoch * k, gen).view(per_epoch, k)
-            bb_order = _cycled_permutation(bb, per_epoch * (batch_size - k), gen).view(per_epoch, -1)
+            bb_order = _cycled_permutation(bb, per_epoch * (batch_size - k), gen).view(
+                per_epoch, -1
+            )
             order = torch.cat([pp_order, bb_order], 1).flatten()
         else:
             order = _cycled_permutation(torch.arange(len(x)), per_epoch * batch_size, gen)
         for b in range(0, per_epoch * batch_size, batch_size):
-            j = order[b:b + batch_size]
+            j = order[b : b + batch_size]
             xb, tb, ib = x[j].to(device), target[j].to(device), in_box[j].to(device)
             if torch.rand(1, generator=gen).item() < 0.5:
                 xb, tb, ib = xb.flip(-1), tb.flip(-1), ib.flip(-1)
@@ -296,8 +371,9 @@ def _lr_scheduler(opt, schedule: str, steps: int, restart: int):
     check_choice("lr_schedule", schedule, LR_SCHEDULES)
     if schedule == "cosine":  # torch's own: the numbers of the notebooks, bit for bit
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # quiet final epochs
-    return torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, schedule=schedule,
-                                                          restart=restart))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(lr_factor, steps=steps, schedule=schedule, restart=restart)
+    )
 
 
 def _class_shares(mask: torch.Tensor, n_cls: int, pred: torch.Tensor | None = None) -> list:
@@ -343,15 +419,18 @@ def labelled_object_share(arrays: dict, ignore_interiors: bool) -> float:
     return float(((arrays["target"] > 0) & labelled).sum() / max(int(labelled.sum()), 1))
 
 
-def batches_without_object(arrays: dict, batch_size: int, ignore_interiors: bool, draws: int = 2000,
-                           seed: int = 0) -> float:
+def batches_without_object(
+    arrays: dict, batch_size: int, ignore_interiors: bool, draws: int = 2000, seed: int = 0
+) -> float:
     """The share of random batches (``batch_size`` images drawn without replacement, ``draws``
     times, seeded) in which no pixel the loss has a label for is an object
     (:func:`labelled_object_share`): a batch that only ever says "background"."""
     labelled = _labelled(arrays, ignore_interiors)
     has = ((arrays["target"] > 0) & labelled).reshape(len(labelled), -1).any(1)
     rng = np.random.default_rng(seed)
-    picks = np.stack([rng.choice(len(has), min(batch_size, len(has)), replace=False) for _ in range(draws)])
+    picks = np.stack(
+        [rng.choice(len(has), min(batch_size, len(has)), replace=False) for _ in range(draws)]
+    )
     return float((~has[picks].any(1)).mean())
 
 
@@ -422,8 +501,9 @@ def _as_numpy(obj):
     return obj
 
 
-def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
-                    output_dir=None) -> list:
+def run_experiments(
+    jobs: list, processes: int = 1, desc: str = "experiments", output_dir=None
+) -> list:
     """Run many :func:`train_experiment` calls (``jobs``: dicts of its keyword arguments) and return
     their histories, in order; ``processes`` > 1 runs them in worker processes
     (:func:`wsss_edu.parallel.map_jobs`: the threads split between them).
@@ -431,6 +511,7 @@ def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
     :func:`experiment_key`), so a rerun of the notebook trains only what is not there yet."""
     if output_dir is None:
         return map_jobs(_experiment, jobs, processes, desc)
+
     def stored(path):
         try:
             return _as_numpy(load_artifact(path)) if path.exists() else None
@@ -442,7 +523,9 @@ def run_experiments(jobs: list, processes: int = 1, desc: str = "experiments",
     paths = [artifact_path(output_dir, "experiments", k, CODE_VERSION) for k in keys]
     histories = [stored(p) for p in paths]
     todo = [i for i, h in enumerate(histories) if h is None]
-    trained = map_jobs(_experiment, [jobs[i] for i in todo], processes, desc, done=len(jobs) - len(todo))
+    trained = map_jobs(
+        _experiment, [jobs[i] for i in todo], processes, desc, done=len(jobs) - len(todo)
+    )
     for i, h in zip(todo, trained):
         save_artifact(paths[i], h, keys[i], CODE_VERSION)
         histories[i] = _as_numpy(load_artifact(paths[i]))

@@ -11,6 +11,7 @@ is :mod:`wsss_edu.rrm`.
 * notebook 07's knobs, defined once: :data:`RRM_PROFILE`, :data:`RRM_DATASETS`; :func:`rrm_values`,
   :func:`rrm_config` (the quick and full profiles).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,6 @@ from ..progress import bar as progress_bar
 from ..rrm import RULES, RRMNet, freeze_reference_layers, rrm_loss
 from ..train import fit, poly_schedule, seed_everything
 from .cam_step import CODE_VERSION as CAM_STEP_VERSION
-
 
 # This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:
 # bump it when a change alters what the step computes, so that its artifacts (and what is keyed by
@@ -67,6 +67,7 @@ class RRMConfig:
     first blocks keep their weights, as step 1's classifier
     (:attr:`wsss_edu.steps.cam_step.ClassifierConfig.frozen_blocks`). Both are left out of the cache key at
     their defaults (:func:`rrm_key`), so networks cached before they existed are still found."""
+
     backbone: str = "small"
     weights: str | None = None
     width: int = 16
@@ -113,13 +114,25 @@ _LATER_FIELDS = {"has_background": True, "frozen_blocks": 0}
 # weight decay in SGD's momentum slot, 5e-4) and its frozen batch norms (and first convolution).
 # Quick: Adam (momentum unused) and batch norms that train: the small CNN has no ImageNet
 # statistics to keep, and its step-1 statistics were measured on the same 64-px images.
-RRM_PROFILE = dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(16, 8), RRM_OPTIMIZER=("adam", "sgd"), RRM_LR=(1e-3, 7e-4),
-                   RRM_MOMENTUM=(0.9, 5e-4), FREEZE_BN=(False, True),
-                   RRM_CROP=(None, 321), RRM_DILATION=(2, 12), RRM_SEG_CHANNELS=(128, 256),
-                   CAM_SCALES=((1.0,), (0.5, 1.0, 1.5, 2.0)), SIGMA_XY=(20.0, 100.0),
-                   RATIOS=((0.1, 0.4, 1.0), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
-                   RULE=("reference", "reference"), ENERGY_SCALE=(0.5, 0.5), TABLE2_CAM=(True, True),
-                   TWO_STEP=(True, True), N_CURVE=(200, 200))
+RRM_PROFILE = dict(
+    RRM_EPOCHS=(3, 8),
+    RRM_BATCH=(16, 8),
+    RRM_OPTIMIZER=("adam", "sgd"),
+    RRM_LR=(1e-3, 7e-4),
+    RRM_MOMENTUM=(0.9, 5e-4),
+    FREEZE_BN=(False, True),
+    RRM_CROP=(None, 321),
+    RRM_DILATION=(2, 12),
+    RRM_SEG_CHANNELS=(128, 256),
+    CAM_SCALES=((1.0,), (0.5, 1.0, 1.5, 2.0)),
+    SIGMA_XY=(20.0, 100.0),
+    RATIOS=((0.1, 0.4, 1.0), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
+    RULE=("reference", "reference"),
+    ENERGY_SCALE=(0.5, 0.5),
+    TABLE2_CAM=(True, True),
+    TWO_STEP=(True, True),
+    N_CURVE=(200, 200),
+)
 # ENERGY_SCALE: the resolution of the energy loss relative to the crop (the reference's half);
 # notebook 07's own: TABLE2_CAM, train Table 2's networks on the CAM labels; TWO_STEP, train
 # notebook 05's DeepLabv3+ on the one-step network's output; N_CURVE, the training images of the
@@ -134,20 +147,34 @@ RRM_PROFILE = dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(16, 8), RRM_OPTIMIZER=("adam", 
 # 1e-4, 3e-4 with the joint loss; SGD at 1e-3, the branches at 1e-2, fell to 0.19 val mIoU), 3
 # epochs, one CAM scale (+ flip), Table 1 at 0.4 alone, neither Table 2's CAM-label networks nor
 # the two-step one, so that notebook 07 runs in minutes on a 2-core CPU.
-RRM_DATASETS = {"msrc": dict(RRM_EPOCHS=(3, 8), RRM_BATCH=(8, 8), RRM_LR=(1e-4, 7e-4), RRM_CROP=(160, 320),
-                             RRM_DILATION=(3, 6), SIGMA_XY=(50.0, 100.0), ENERGY_SCALE=(0.25, 0.5),
-                             RATIOS=((0.4,), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
-                             TABLE2_CAM=(False, True), TWO_STEP=(False, True), N_CURVE=(100, 266))}
+RRM_DATASETS = {
+    "msrc": dict(
+        RRM_EPOCHS=(3, 8),
+        RRM_BATCH=(8, 8),
+        RRM_LR=(1e-4, 7e-4),
+        RRM_CROP=(160, 320),
+        RRM_DILATION=(3, 6),
+        SIGMA_XY=(50.0, 100.0),
+        ENERGY_SCALE=(0.25, 0.5),
+        RATIOS=((0.4,), (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)),
+        TABLE2_CAM=(False, True),
+        TWO_STEP=(False, True),
+        N_CURVE=(100, 266),
+    )
+}
 
 
 def rrm_values(profile: str, dataset: str = "toy", **knobs) -> dict:
     """Notebook 07's RRM knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`RRM_PROFILE` with :data:`RRM_DATASETS`'s values)."""
-    return params.profile_values(profile, params.for_dataset(RRM_PROFILE, RRM_DATASETS, dataset), **knobs)
+    return params.profile_values(
+        profile, params.for_dataset(RRM_PROFILE, RRM_DATASETS, dataset), **knobs
+    )
 
 
-def rrm_config(profile: str, seed: int, classifier, has_background: bool = True, dataset: str = "toy",
-               **knobs) -> tuple:
+def rrm_config(
+    profile: str, seed: int, classifier, has_background: bool = True, dataset: str = "toy", **knobs
+) -> tuple:
     """Notebook 07's RRM settings from its parameters: (:class:`RRMConfig`, the labelled ratios of
     Table 1). ``classifier``: step 1's :class:`wsss_edu.steps.cam_step.ClassifierConfig`, whose backbone
     (and width / depth) the network takes so that the classifier's weights fit it (its ImageNet
@@ -159,34 +186,63 @@ def rrm_config(profile: str, seed: int, classifier, has_background: bool = True,
     TWO_STEP and N_CURVE, the notebook's own, are accepted and unused) and GAMMA, FRACTION, TWO_CRF,
     ENERGY_WEIGHT, SIGMA_RGB (None = the profile's on ``dataset`` / the default). A dataset
     without a background refuses TWO_CRF (its two CRFs weigh P_bg)."""
-    extra = {k: knobs.pop(k) for k in ("GAMMA", "FRACTION", "TWO_CRF", "ENERGY_WEIGHT", "SIGMA_RGB")
-             if k in knobs}
+    extra = {
+        k: knobs.pop(k)
+        for k in ("GAMMA", "FRACTION", "TWO_CRF", "ENERGY_WEIGHT", "SIGMA_RGB")
+        if k in knobs
+    }
     v = rrm_values(profile, dataset, **knobs)
     check_choice("RULE", v["RULE"], RULES)
     if extra.get("TWO_CRF") and not has_background:
-        raise ParameterError(f"TWO_CRF={tuple(extra['TWO_CRF'])!r} needs a background class (its two CRFs weigh "
-                             "P_bg at two strengths); this dataset has none: leave TWO_CRF None")
+        raise ParameterError(
+            f"TWO_CRF={tuple(extra['TWO_CRF'])!r} needs a background class (its two CRFs weigh "
+            "P_bg at two strengths); this dataset has none: leave TWO_CRF None"
+        )
     d = RRMConfig()
     freeze_bn = bool(v["FREEZE_BN"])
-    if knobs.get("FREEZE_BN") is None:        # the profile's: a classifier with frozen statistics keeps them
+    if (
+        knobs.get("FREEZE_BN") is None
+    ):  # the profile's: a classifier with frozen statistics keeps them
         freeze_bn = freeze_bn or bool(getattr(classifier, "freeze_bn", False))
-    cfg = RRMConfig(backbone=classifier.backbone, weights=None, width=classifier.width,
-                    depth=classifier.depth, dilation=v["RRM_DILATION"], seg_channels=v["RRM_SEG_CHANNELS"],
-                    epochs=v["RRM_EPOCHS"], batch_size=v["RRM_BATCH"], optimizer=v["RRM_OPTIMIZER"],
-                    lr=v["RRM_LR"], momentum=v["RRM_MOMENTUM"], freeze_bn=freeze_bn,
-                    crop=v["RRM_CROP"], cam_scales=tuple(v["CAM_SCALES"]),
-                    gamma=d.gamma if extra.get("GAMMA") is None else float(extra["GAMMA"]),
-                    fraction=d.fraction if extra.get("FRACTION") is None else float(extra["FRACTION"]),
-                    two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None, rule=v["RULE"],
-                    energy_weight=extra.get("ENERGY_WEIGHT"), sigma_xy=v["SIGMA_XY"],
-                    sigma_rgb=d.sigma_rgb if extra.get("SIGMA_RGB") is None else float(extra["SIGMA_RGB"]),
-                    energy_scale=float(v["ENERGY_SCALE"]), seed=seed, has_background=bool(has_background),
-                    frozen_blocks=int(getattr(classifier, "frozen_blocks", 0) or 0))
+    cfg = RRMConfig(
+        backbone=classifier.backbone,
+        weights=None,
+        width=classifier.width,
+        depth=classifier.depth,
+        dilation=v["RRM_DILATION"],
+        seg_channels=v["RRM_SEG_CHANNELS"],
+        epochs=v["RRM_EPOCHS"],
+        batch_size=v["RRM_BATCH"],
+        optimizer=v["RRM_OPTIMIZER"],
+        lr=v["RRM_LR"],
+        momentum=v["RRM_MOMENTUM"],
+        freeze_bn=freeze_bn,
+        crop=v["RRM_CROP"],
+        cam_scales=tuple(v["CAM_SCALES"]),
+        gamma=d.gamma if extra.get("GAMMA") is None else float(extra["GAMMA"]),
+        fraction=d.fraction if extra.get("FRACTION") is None else float(extra["FRACTION"]),
+        two_crf=tuple(extra["TWO_CRF"]) if extra.get("TWO_CRF") else None,
+        rule=v["RULE"],
+        energy_weight=extra.get("ENERGY_WEIGHT"),
+        sigma_xy=v["SIGMA_XY"],
+        sigma_rgb=d.sigma_rgb if extra.get("SIGMA_RGB") is None else float(extra["SIGMA_RGB"]),
+        energy_scale=float(v["ENERGY_SCALE"]),
+        seed=seed,
+        has_background=bool(has_background),
+        frozen_blocks=int(getattr(classifier, "frozen_blocks", 0) or 0),
+    )
     return cfg, tuple(v["RATIOS"])
 
 
-def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint=None,
-              progress: bool = True, init=None) -> RRMNet:
+def train_rrm(
+    dataset,
+    cfg: RRMConfig,
+    device=None,
+    workers: int = 0,
+    checkpoint=None,
+    progress: bool = True,
+    init=None,
+) -> RRMNet:
     """Train an :class:`RRMNet` end to end on ``dataset`` (samples with 'image', the image tags
     'labels' and a 'mask', which the data transform carries along but the loss never reads) with
     :func:`rrm_loss`. ``init``: a state dict of
@@ -199,25 +255,46 @@ def train_rrm(dataset, cfg: RRMConfig, device=None, workers: int = 0, checkpoint
 
     check_choice("optimizer", cfg.optimizer, ("sgd", "adam"))
     if bool(getattr(dataset, "has_background", True)) != cfg.has_background:
-        raise ParameterError(f"the dataset's has_background is {getattr(dataset, 'has_background', True)} but "
-                             f"RRMConfig.has_background is {cfg.has_background}; give rrm_config the "
-                             "dataset's (has_background=...)")
+        raise ParameterError(
+            f"the dataset's has_background is {getattr(dataset, 'has_background', True)} but "
+            f"RRMConfig.has_background is {cfg.has_background}; give rrm_config the "
+            "dataset's (has_background=...)"
+        )
     seed_everything(cfg.seed)
     net = make_rrm(len(dataset.classes) - 1, cfg)
     if init is not None:
         net.classifier_net.load_state_dict(init)
-    loader = DataLoader(SegTransformDataset(dataset, crop=cfg.crop, scale=cfg.scale, flip=True),
-                        batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
-                        num_workers=workers)
+    loader = DataLoader(
+        SegTransformDataset(dataset, crop=cfg.crop, scale=cfg.scale, flip=True),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= cfg.batch_size,
+        num_workers=workers,
+    )
     if cfg.freeze_bn:
         freeze_reference_layers(net)
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(net.param_groups(cfg.lr), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(
+            net.param_groups(cfg.lr),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
     else:
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     loss = partial(rrm_step_loss, cfg=cfg)
-    fit(net, loader, loss, opt, cfg.epochs, device, poly_schedule(opt, cfg.epochs * len(loader)),
-        checkpoint=checkpoint, progress=progress, desc=f"RRM ({len(dataset)} images)")
+    fit(
+        net,
+        loader,
+        loss,
+        opt,
+        cfg.epochs,
+        device,
+        poly_schedule(opt, cfg.epochs * len(loader)),
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=f"RRM ({len(dataset)} images)",
+    )
     return net.eval()
 
 
@@ -227,8 +304,15 @@ def make_rrm(num_classes: int, cfg: RRMConfig) -> RRMNet:
     MobileNetV2's first ``frozen_blocks`` blocks get no gradient,
     :meth:`wsss_edu.cam.CAMClassifier.freeze_blocks`)."""
     kw = {"width": cfg.width, "depth": cfg.depth} if cfg.backbone == "small" else {}
-    net = RRMNet(num_classes, cfg.backbone, cfg.weights, cfg.dilation, cfg.seg_channels,
-                 has_background=cfg.has_background, **kw)
+    net = RRMNet(
+        num_classes,
+        cfg.backbone,
+        cfg.weights,
+        cfg.dilation,
+        cfg.seg_channels,
+        has_background=cfg.has_background,
+        **kw,
+    )
     if cfg.frozen_blocks:
         net.classifier_net.freeze_blocks(cfg.frozen_blocks)
     return net
@@ -237,27 +321,49 @@ def make_rrm(num_classes: int, cfg: RRMConfig) -> RRMNet:
 def rrm_key(data_key: dict, init_key, cfg: RRMConfig) -> dict:
     """The cache key of an RRM network: its data, its init weights' key and its config (the
     fields of :data:`_LATER_FIELDS` only where they differ from their defaults)."""
-    c = {k: v for k, v in dataclasses.asdict(cfg).items()
-         if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+    c = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])
+    }
     return {"data": data_key, "init": init_key, "rrm": c}
 
 
-def cached_rrm(output_dir, dataset, data_key: dict, cfg: RRMConfig, init=None, init_key=None,
-               device=None, workers: int = 0, progress: bool = True) -> RRMNet:
+def cached_rrm(
+    output_dir,
+    dataset,
+    data_key: dict,
+    cfg: RRMConfig,
+    init=None,
+    init_key=None,
+    device=None,
+    workers: int = 0,
+    progress: bool = True,
+) -> RRMNet:
     """The RRM network of (``data_key``, ``init_key``, ``cfg``) from the artifact cache under
     ``output_dir``, or trained (:func:`train_rrm`, resumable after each epoch) and stored.
     ``init``: the classifier weights to start from, named by ``init_key`` (a dict: e.g. step 1's
     cache key). Trains on every visible GPU, or on ``WSSS_TRAIN_PROCESSES`` processes
     (:func:`wsss_edu.distributed.trained_state`)."""
     if init is not None and init_key is None:
-        raise ParameterError("cached_rrm: give init_key, a dict naming the init weights (e.g. step 1's "
-                             "data key and ClassifierConfig), so the cache tells networks apart")
+        raise ParameterError(
+            "cached_rrm: give init_key, a dict naming the init weights (e.g. step 1's "
+            "data key and ClassifierConfig), so the cache tells networks apart"
+        )
     key = rrm_key(data_key, init_key, cfg)
 
-    def compute():   # here, or on several processes (wsss_edu.distributed.trained_state)
+    def compute():  # here, or on several processes (wsss_edu.distributed.trained_state)
         ckpt = checkpoint_path(output_dir, "rrm", key, RRM_VERSION)
-        return distributed.trained_state(train_rrm, dataset=dataset, cfg=cfg, device=device, workers=workers,
-                             checkpoint=ckpt, progress=progress, init=init)
+        return distributed.trained_state(
+            train_rrm,
+            dataset=dataset,
+            cfg=cfg,
+            device=device,
+            workers=workers,
+            checkpoint=ckpt,
+            progress=progress,
+            init=init,
+        )
 
     state = cached(output_dir, "rrm", key, compute, version=RRM_VERSION)
     net = make_rrm(len(dataset.classes) - 1, cfg)
@@ -274,18 +380,35 @@ def _rrm_not_cached(job) -> bool:
     return not artifact_path(job[0], "rrm", rrm_key(job[2], job[5], job[3]), RRM_VERSION).exists()
 
 
-def cached_rrms(output_dir, jobs, device=None, processes: int = 1, desc: str = "RRM networks",
-                progress: bool = True, loader_workers: int = 0) -> list:
+def cached_rrms(
+    output_dir,
+    jobs,
+    device=None,
+    processes: int = 1,
+    desc: str = "RRM networks",
+    progress: bool = True,
+    loader_workers: int = 0,
+) -> list:
     """Many :func:`cached_rrm` calls (``jobs``: (dataset, data_key, cfg, init, init_key) tuples):
     on the CPU the networks missing from the cache are trained first in ``processes`` worker
     processes (:func:`wsss_edu.parallel.compute_missing`), on a GPU one after the other with
     ``loader_workers`` DataLoader workers. Returns the networks, in order, on ``device``."""
     on_cpu = device is None or torch.device(device).type == "cpu"
     if on_cpu and processes > 1:
-        compute_missing(_rrm_into_cache, [(output_dir, *j) for j in jobs], _rrm_not_cached, processes,
-                        desc, progress)
-    return [cached_rrm(output_dir, *j, device=device, workers=0 if on_cpu else loader_workers, progress=False)
-            for j in progress_bar(jobs, desc=desc, disable=not progress)]
+        compute_missing(
+            _rrm_into_cache,
+            [(output_dir, *j) for j in jobs],
+            _rrm_not_cached,
+            processes,
+            desc,
+            progress,
+        )
+    return [
+        cached_rrm(
+            output_dir, *j, device=device, workers=0 if on_cpu else loader_workers, progress=False
+        )
+        for j in progress_bar(jobs, desc=desc, disable=not progress)
+    ]
 
 
 def _crf_label_png(job) -> None:
@@ -297,8 +420,17 @@ def _crf_label_png(job) -> None:
 
 
 @torch.no_grad()
-def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", batch_size: int = 16,
-                        device=None, progress: bool = True, processes: int = 1, shard=None):
+def write_pseudo_labels(
+    net: RRMNet,
+    dataset,
+    folder,
+    crf_params="rrm_test",
+    batch_size: int = 16,
+    device=None,
+    progress: bool = True,
+    processes: int = 1,
+    shard=None,
+):
     """The two-step variant's first step: the segmentation branch's prediction of every image of
     ``dataset`` as a grey PNG named after it, restricted to the background and the image's tags
     (the training images have them), refined by the dense CRF (``crf_params``; None: none) as the
@@ -329,15 +461,23 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
                 tags = torch.as_tensor(np.asarray(s["labels"]) > 0).float()
                 if background:
                     keep = torch.cat([torch.ones(1), tags])
-                else:                                   # no background: the tags alone (all if none)
+                else:  # no background: the tags alone (all if none)
                     keep = tags if tags.any() else torch.ones_like(tags)
                 p = p * keep[:, None, None]
                 p = p / p.sum(0, keepdim=True).clamp(min=1e-8)
-                yield (s["image"], p.numpy(), crf_params, folder / f"{names[i]}.png", 0 if background else 1)
+                yield (
+                    s["image"],
+                    p.numpy(),
+                    crf_params,
+                    folder / f"{names[i]}.png",
+                    0 if background else 1,
+                )
 
     bar = progress_bar(total=len(todo), desc="RRM pseudo-labels", disable=not progress, leave=False)
-    try:   # at most 4 batches per worker wait in memory
-        run_streamed(_crf_label_png, jobs(), processes, 4 * processes * batch_size, lambda: bar.update(1))
+    try:  # at most 4 batches per worker wait in memory
+        run_streamed(
+            _crf_label_png, jobs(), processes, 4 * processes * batch_size, lambda: bar.update(1)
+        )
     finally:
         bar.close()
     finish_folder(folder, names, ".png", spec)
@@ -346,6 +486,20 @@ def write_pseudo_labels(net: RRMNet, dataset, folder, crf_params="rrm_test", bat
 
 def rrm_step_loss(model, batch, cfg: RRMConfig) -> torch.Tensor:
     """The loss :func:`train_rrm` minimises: :func:`rrm_loss` with ``cfg``'s settings."""
-    return rrm_loss(model, batch, cfg.cam_scales, cfg.gamma, cfg.fraction, cfg.crf_params, cfg.two_crf,
-                    cfg.energy_weight, cfg.energy_scale, cfg.sigma_xy, cfg.sigma_rgb, cfg.joint,
-                    source=cfg.labels, rule=cfg.rule, has_background=cfg.has_background)["loss"]
+    return rrm_loss(
+        model,
+        batch,
+        cfg.cam_scales,
+        cfg.gamma,
+        cfg.fraction,
+        cfg.crf_params,
+        cfg.two_crf,
+        cfg.energy_weight,
+        cfg.energy_scale,
+        cfg.sigma_xy,
+        cfg.sigma_rgb,
+        cfg.joint,
+        source=cfg.labels,
+        rule=cfg.rule,
+        has_background=cfg.has_background,
+    )["loss"]

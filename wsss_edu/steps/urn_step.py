@@ -9,6 +9,7 @@ and the weight W written next to the cyclic pseudo-mask — what notebook 06 run
 * :class:`URNLabeled`: a dataset whose masks and loss weights come from that folder;
 * notebook 06's sizes, defined once: :data:`URN_PROFILE`, :data:`URN_DATASETS`, :func:`urn_values`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,6 @@ from ..urn import (
     write_label_and_weight,
 )
 
-
 # This step's code version, in the pipeline's done.json: bump it when a change alters what the step
 # computes, so that the notebooks that use it rerun. (Its output folder's cache key is built by the
 # notebook that calls uncertainty_pass, notebook 06: this version belongs in that key too.)
@@ -56,7 +56,7 @@ CODE_VERSION = 1
 # The uncertainty pass over a training set: P and the CRFs in worker processes
 # ------------------------------------------------------------------------------------------------
 
-URN_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)   # the reference's scales for P (each + flip)
+URN_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the reference's scales for P (each + flip)
 
 # Notebook 06's sizes, {name: (quick, full)}, and where a real dataset's differ
 # (params.for_dataset). MSRC's quick profile, for 8 minutes on 2 cores (measured in notebook 06's
@@ -66,26 +66,48 @@ URN_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)   # the reference's scales fo
 # seeds each, without Table 5's probability row; the CRFs run on a grid 0.3 times the photo's
 # side (the pass took 552 s on the photos' own grid, 180 s at 0.5 — no number moved by more than
 # 0.003 —, 108-133 s at 0.3). The notebook took 443 s. The full profile runs everything.
-URN_PROFILE = dict(STUDENT_EPOCHS=(10, 30), P_SCALES=((1.0,), URN_TTA_SCALES),
-                   T_GRID=((1.0, 0.5, 0.1, 0.05, 0.0), (1.0, 0.5, 0.1, 0.05, 0.0)), SEEDS=(2, 2),
-                   CRF_SCALE=(1.0, 1.0), N_CURVE=(60, 60), PROBABILITY_ROW=(True, True))
-URN_DATASETS = {"msrc": dict(STUDENT_EPOCHS=(2, 30), T_GRID=((1.0, 0.05), (1.0, 0.5, 0.1, 0.05, 0.0)),
-                             CRF_SCALE=(0.3, 1.0), N_CURVE=(12, 60), PROBABILITY_ROW=(False, True))}
+URN_PROFILE = dict(
+    STUDENT_EPOCHS=(10, 30),
+    P_SCALES=((1.0,), URN_TTA_SCALES),
+    T_GRID=((1.0, 0.5, 0.1, 0.05, 0.0), (1.0, 0.5, 0.1, 0.05, 0.0)),
+    SEEDS=(2, 2),
+    CRF_SCALE=(1.0, 1.0),
+    N_CURVE=(60, 60),
+    PROBABILITY_ROW=(True, True),
+)
+URN_DATASETS = {
+    "msrc": dict(
+        STUDENT_EPOCHS=(2, 30),
+        T_GRID=((1.0, 0.05), (1.0, 0.5, 0.1, 0.05, 0.0)),
+        CRF_SCALE=(0.3, 1.0),
+        N_CURVE=(12, 60),
+        PROBABILITY_ROW=(False, True),
+    )
+}
 
 
 def urn_values(profile: str, dataset: str, **knobs) -> dict:
     """Notebook 06's knobs resolved: each given value that is not None, else the profile's on
     ``dataset`` (:data:`URN_PROFILE` with :data:`URN_DATASETS`'s values)."""
-    return params.profile_values(profile, params.for_dataset(URN_PROFILE, URN_DATASETS, dataset), **knobs)
+    return params.profile_values(
+        profile, params.for_dataset(URN_PROFILE, URN_DATASETS, dataset), **knobs
+    )
 
 
-SETTINGS_FILE = "urn_settings.json"   # what uncertainty_pass computed a folder with
+SETTINGS_FILE = "urn_settings.json"  # what uncertainty_pass computed a folder with
 
 
-def pass_settings(factors=VOC_FACTORS, scales=URN_TTA_SCALES, crf_params="urn",
-                  include_background: bool = False, present_from: str = "pseudo_mask",
-                  eps: float = NORM_EPS, rounding: str = "truncate", layout: str = "LA",
-                  crf_scale: float = 1.0) -> dict:
+def pass_settings(
+    factors=VOC_FACTORS,
+    scales=URN_TTA_SCALES,
+    crf_params="urn",
+    include_background: bool = False,
+    present_from: str = "pseudo_mask",
+    eps: float = NORM_EPS,
+    rounding: str = "truncate",
+    layout: str = "LA",
+    crf_scale: float = 1.0,
+) -> dict:
     """Every setting of :func:`uncertainty_pass` that changes the files it writes, as a JSON-able
     dict (the pass's defaults by default): put it in the cache key of the pass's output folder,
     so that a change of any of them gets a folder of its own. The pass stores it in the folder
@@ -93,10 +115,22 @@ def pass_settings(factors=VOC_FACTORS, scales=URN_TTA_SCALES, crf_params="urn",
     check_choice("present_from", present_from, PRESENT_FROM)
     check_choice("rounding", rounding, ROUNDINGS)
     check_choice("layout", layout, LAYOUTS)
-    crf = crf_params if crf_params is None or isinstance(crf_params, str) else dataclasses.asdict(crf_params)
-    return {"factors": [float(f) for f in factors], "scales": [float(s) for s in scales], "crf": crf,
-            "include_background": bool(include_background), "present_from": present_from,
-            "eps": float(eps), "rounding": rounding, "layout": layout, "crf_scale": float(crf_scale)}
+    crf = (
+        crf_params
+        if crf_params is None or isinstance(crf_params, str)
+        else dataclasses.asdict(crf_params)
+    )
+    return {
+        "factors": [float(f) for f in factors],
+        "scales": [float(s) for s in scales],
+        "crf": crf,
+        "include_background": bool(include_background),
+        "present_from": present_from,
+        "eps": float(eps),
+        "rounding": rounding,
+        "layout": layout,
+        "crf_scale": float(crf_scale),
+    }
 
 
 def _check_folder_settings(folder: Path, settings: dict) -> None:
@@ -112,16 +146,21 @@ def _check_folder_settings(folder: Path, settings: dict) -> None:
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
-            raise ParameterError(f"{folder} was computed with other URN settings ({shown}); give each "
-                                 "setting a folder of its own (put urn.pass_settings(...) in the "
-                                 "folder's cache key) or delete the folder")
+            raise ParameterError(
+                f"{folder} was computed with other URN settings ({shown}); give each "
+                "setting a folder of its own (put urn.pass_settings(...) in the "
+                "folder's cache key) or delete the folder"
+            )
         return
     if any(folder.glob("*.png")):
-        warnings.warn(f"{folder} holds URN files but no {SETTINGS_FILE}: they were written by an "
-                      "earlier wsss_edu (plain min-max, eps = 0, weights rounded to the nearest "
-                      "byte, present classes from the pseudo-mask), and may differ from these "
-                      f"settings ({settings}) by one byte of weight. Delete the folder to "
-                      "recompute it; new files are added with the current settings", stacklevel=3)
+        warnings.warn(
+            f"{folder} holds URN files but no {SETTINGS_FILE}: they were written by an "
+            "earlier wsss_edu (plain min-max, eps = 0, weights rounded to the nearest "
+            "byte, present classes from the pseudo-mask), and may differ from these "
+            f"settings ({settings}) by one byte of weight. Delete the folder to "
+            "recompute it; new files are added with the current settings",
+            stacklevel=3,
+        )
         return
     write_text_atomic(record, json.dumps(settings, indent=1, sort_keys=True))
 
@@ -129,13 +168,26 @@ def _check_folder_settings(folder: Path, settings: dict) -> None:
 def _urn_job(args) -> str:
     """One image's CRF work of :func:`uncertainty_pass` (in a worker or in the main process)."""
     name, image, probs, pseudo_mask, folder, job = args
-    cyclic, u = urn_uncertainty(image, probs, pseudo_mask, job["factors"], job["crf_params"],
-                                job["include_background"], job["present_from"], job["eps"], job["crf_scale"])
-    write_label_and_weight(Path(folder) / f"{name}.png", cyclic, 1 - u, job["rounding"], job["layout"])
+    cyclic, u = urn_uncertainty(
+        image,
+        probs,
+        pseudo_mask,
+        job["factors"],
+        job["crf_params"],
+        job["include_background"],
+        job["present_from"],
+        job["eps"],
+        job["crf_scale"],
+    )
+    write_label_and_weight(
+        Path(folder) / f"{name}.png", cyclic, 1 - u, job["rounding"], job["layout"]
+    )
     return name
 
 
-def averaged_probs(model, dataset, indices, scales=URN_TTA_SCALES, batch_size: int = 16, device=None):
+def averaged_probs(
+    model, dataset, indices, scales=URN_TTA_SCALES, batch_size: int = 16, device=None
+):
     """Yields (sample, P) for the ``indices`` of ``dataset``: P (C, H, W) numpy, the network's
     softmax averaged over ``scales`` × h-flip (:func:`wsss_edu.models.tta_probs`), computed in
     batches of same-size images (real datasets mix sizes)."""
@@ -147,18 +199,32 @@ def averaged_probs(model, dataset, indices, scales=URN_TTA_SCALES, batch_size: i
         yield from zip(group, probs)
 
 
-_JOB_KEYS = ("factors", "crf_params", "include_background", "present_from", "eps", "rounding", "layout",
-             "crf_scale")
+_JOB_KEYS = (
+    "factors",
+    "crf_params",
+    "include_background",
+    "present_from",
+    "eps",
+    "rounding",
+    "layout",
+    "crf_scale",
+)
 
 
 def _job_args(sample, probs, job):
-    return (sample["name"], sample["image"], probs, sample["mask"], job["folder"],
-            {k: job[k] for k in _JOB_KEYS})
+    return (
+        sample["name"],
+        sample["image"],
+        probs,
+        sample["mask"],
+        job["folder"],
+        {k: job[k] for k in _JOB_KEYS},
+    )
 
 
 def _rebuild_model(job: dict) -> None:
     """A worker's setup (:func:`wsss_edu.parallel.set_worker_state`): one thread, the network."""
-    torch.set_num_threads(1)   # the workers share the cores: one thread each
+    torch.set_num_threads(1)  # the workers share the cores: one thread each
     model = job["model_factory"]()
     model.load_state_dict(job.pop("state"))
     job["model"] = model.eval()
@@ -167,16 +233,33 @@ def _rebuild_model(job: dict) -> None:
 def _urn_chunk(indices) -> int:
     """A worker's share: P and the CRFs of the images ``indices`` (CPU pass)."""
     job = worker_state()
-    for s, p in averaged_probs(job["model"], job["dataset"], indices, job["scales"], len(indices), "cpu"):
+    for s, p in averaged_probs(
+        job["model"], job["dataset"], indices, job["scales"], len(indices), "cpu"
+    ):
         _urn_job(_job_args(s, p, job))
     return len(indices)
 
 
-def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA_SCALES,
-                     crf_params="urn", include_background: bool = False, processes: int = 1,
-                     batch_size: int = 16, device=None, model_factory=None, progress: bool = True,
-                     shard=None, present_from: str = "pseudo_mask", eps: float = NORM_EPS,
-                     rounding: str = "truncate", layout: str = "LA", crf_scale: float = 1.0) -> int:
+def uncertainty_pass(
+    model,
+    dataset,
+    folder,
+    factors=VOC_FACTORS,
+    scales=URN_TTA_SCALES,
+    crf_params="urn",
+    include_background: bool = False,
+    processes: int = 1,
+    batch_size: int = 16,
+    device=None,
+    model_factory=None,
+    progress: bool = True,
+    shard=None,
+    present_from: str = "pseudo_mask",
+    eps: float = NORM_EPS,
+    rounding: str = "truncate",
+    layout: str = "LA",
+    crf_scale: float = 1.0,
+) -> int:
     """URN over a training set: for every sample of ``dataset`` ('image' uint8, 'mask' = the
     pseudo-mask the network was trained on, 'name'), the network's averaged softmax P over
     ``scales`` × flip (:func:`wsss_edu.models.tta_probs`), then :func:`urn_uncertainty`; the cyclic
@@ -215,13 +298,34 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
     todo = pending(range(len(names)), lambda i: folder / f"{names[i]}.png", spec)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
-    job = dict(folder=str(folder), factors=tuple(factors), crf_params=crf_params,
-               include_background=include_background, scales=tuple(scales), present_from=present_from,
-               eps=eps, rounding=rounding, layout=layout, crf_scale=crf_scale)
-    _check_folder_settings(folder, pass_settings(factors, scales, crf_params, include_background,
-                                                 present_from, eps, rounding, layout, crf_scale))
+    job = dict(
+        folder=str(folder),
+        factors=tuple(factors),
+        crf_params=crf_params,
+        include_background=include_background,
+        scales=tuple(scales),
+        present_from=present_from,
+        eps=eps,
+        rounding=rounding,
+        layout=layout,
+        crf_scale=crf_scale,
+    )
+    _check_folder_settings(
+        folder,
+        pass_settings(
+            factors,
+            scales,
+            crf_params,
+            include_background,
+            present_from,
+            eps,
+            rounding,
+            layout,
+            crf_scale,
+        ),
+    )
     bar = progress_bar(total=len(todo), desc="URN uncertainty", disable=not progress, leave=False)
-    ctx = mp.get_context("spawn")   # not fork: a forked child of a process that ran torch can hang
+    ctx = mp.get_context("spawn")  # not fork: a forked child of a process that ran torch can hang
     try:
         if processes <= 1 or len(todo) <= 1:
             for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device):
@@ -229,23 +333,39 @@ def uncertainty_pass(model, dataset, folder, factors=VOC_FACTORS, scales=URN_TTA
                 bar.update(1)
         elif device.type == "cpu":
             if model_factory is None:
-                raise ValueError("uncertainty_pass on the CPU with processes > 1 needs model_factory, a "
-                                 "function (picklable: e.g. functools.partial(make_segmenter, ...)) that "
-                                 "rebuilds the network; or pass processes=1")
+                raise ValueError(
+                    "uncertainty_pass on the CPU with processes > 1 needs model_factory, a "
+                    "function (picklable: e.g. functools.partial(make_segmenter, ...)) that "
+                    "rebuilds the network; or pass processes=1"
+                )
             # chunks of at most batch_size images, as many per worker (at least 4, for the pool to
             # balance the uneven CRF counts): unequal last chunks would leave one worker idle
             n_chunks = processes * max(4, -(-len(todo) // (processes * batch_size)))
-            chunks = [[int(i) for i in c] for c in np.array_split(np.asarray(todo), min(n_chunks, len(todo)))]
+            chunks = [
+                [int(i) for i in c]
+                for c in np.array_split(np.asarray(todo), min(n_chunks, len(todo)))
+            ]
             state = {k: v.cpu() for k, v in model.state_dict().items()}
             work = dict(job, dataset=dataset, model_factory=model_factory, state=state)
-            with ProcessPoolExecutor(processes, mp_context=ctx, initializer=set_worker_state,
-                                     initargs=(work, _rebuild_model)) as pool:
+            with ProcessPoolExecutor(
+                processes,
+                mp_context=ctx,
+                initializer=set_worker_state,
+                initargs=(work, _rebuild_model),
+            ) as pool:
                 for n in pool.map(_urn_chunk, chunks):
                     bar.update(n)
-        else:   # the probabilities here, the CRFs in the workers; at most 4 batches per worker wait
-            run_streamed(_urn_job, (_job_args(s, p, job) for s, p in
-                                    averaged_probs(model, dataset, todo, scales, batch_size, device)),
-                         processes, 4 * processes * batch_size, lambda: bar.update(1))
+        else:  # the probabilities here, the CRFs in the workers; at most 4 batches per worker wait
+            run_streamed(
+                _urn_job,
+                (
+                    _job_args(s, p, job)
+                    for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device)
+                ),
+                processes,
+                4 * processes * batch_size,
+                lambda: bar.update(1),
+            )
     finally:
         bar.close()
     finish_folder(folder, names, ".png", spec)
