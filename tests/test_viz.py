@@ -46,3 +46,21 @@ def test_show_cams_one_row_per_image_one_panel_per_tag():
     assert sum(t.startswith("Grad-CAM ") for t in titles) == sum(
         int(s["labels"].sum()) for s in samples
     )
+
+
+def test_sliders_run_nothing_until_the_button_then_the_slider_values():
+    """viz.sliders, the course's slider pattern, on the installed ipywidgets (the lock's 8.x; the
+    same check passed under Colab's 7.7.1 in a throwaway venv, which is why pyproject allows
+    ipywidgets >= 7.6): one control per range, fn not called headless, the button calls it with the
+    values the sliders hold."""
+    calls = []
+    f = viz.sliders(
+        lambda seed, tau: calls.append((seed, tau)), seed=(0, 50), tau=(0.25, 5.0, 0.25)
+    )
+    w = f.widget
+    kinds = {c.description: type(c).__name__ for c in w.children if getattr(c, "description", "")}
+    assert kinds == {"seed": "IntSlider", "tau": "FloatSlider", "Run Interact": "Button"}
+    assert calls == []
+    w.children[0].value, w.children[1].value = 7, 1.5
+    w.manual_button.click()
+    assert calls == [(7, 1.5)]
