@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
 
 def test_the_tiny_run_has_every_row_with_a_positive_rate(tiny):
     result, _ = tiny
-    assert result["mode"] == "tiny" and result["skipped"] == []
+    assert result["mode"] == "tiny" and result["skipped"] == [] and result["failed"] == []
     assert [r["name"] for r in result["rows"]] == list(ROWS)
     for r in result["rows"]:
         assert r["images"] > 0 and r["compute_s"] > 0, r["name"]
@@ -184,3 +184,22 @@ def test_the_cli_runs_one_row(tmp_path, capsys):
     assert "| lu_unet |" in capsys.readouterr().out
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["lu_unet"] and time.perf_counter() - start < 120
+
+
+def test_a_failing_row_is_recorded_and_the_next_one_runs(tmp_path, monkeypatch):
+    real = gpu_check.pass_row
+
+    def fail_the_cams(world, row, deadline):
+        if row.name == "cams":
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(world, row, deadline)
+
+    monkeypatch.setattr(gpu_check, "pass_row", fail_the_cams)
+    argv = ["--output", str(tmp_path), "--tiny", "--only", "cams", "dense_energy"]
+    assert gpu_check.main(argv) == 1
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["dense_energy"]
+    assert result["failed"] == [
+        {"name": "cams", "error": "RuntimeError: CUDA out of memory (injected)"}
+    ]
+    assert "failed: cams (RuntimeError" in (tmp_path / "gpu_check.md").read_text()

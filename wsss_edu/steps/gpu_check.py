@@ -643,7 +643,7 @@ def estimate_seconds(
     """Each training row's expected seconds on CUDA from a tiny run (one that loaded its data in
     the main process): the larger of its compute — the FLOPs of one iteration scaled to the full
     row's pixels × batch (convolutions cost in proportion to them) at ``tflops`` TFLOP/s — and its
-    data loading — the tiny run's wait per image scaled by the pixels, shared by ``workers``
+    data loading — the tiny run's wait per image scaled by the image's pixels, shared by ``workers``
     DataLoader processes — over warm-up + timed iterations, capped by the row's seconds.
     {row: seconds}, 'training' (their sum) and 'bound' (every row's cap, :data:`ROW_SECONDS`,
     summed: what the deadline guard allows at most). For planning the budget; the guard holds it.
@@ -655,23 +655,19 @@ def estimate_seconds(
         ran = by_name.get(full.name)
         if full.kind != "train" or ran is None or not ran.get("flops_per_iter"):
             continue
-        pixels = _pixels(full) / _pixels_of(ran)
+        pixels = _pixels(full.crop or full.size) / _pixels(ran["crop"] or ran["size"])
+        drawn = _pixels(full.size) / _pixels(ran["size"])  # the transform works on the image
         steps = full.iterations + full.warmup
         compute = ran["flops_per_iter"] * pixels * full.batch / ran["batch"] * steps
-        wait = ran["wait_s"] / max(ran["images"], 1) * pixels * full.batch * steps / workers
+        wait = ran["wait_s"] / max(ran["images"], 1) * drawn * full.batch * steps / workers
         out[full.name] = round(min(max(compute / (tflops * 1e12), wait), full.seconds), 1)
     out["training"] = round(sum(out.values()), 1)
     out["bound"] = round(sum(r.seconds for r in full_rows), 1)
     return out
 
 
-def _pixels(row: Row) -> int:
-    side = row.crop or row.size
-    return side[0] * side[1] if isinstance(side, tuple) else side * side
-
-
-def _pixels_of(r: dict) -> int:
-    side = r["crop"] or r["size"]
+def _pixels(side) -> int:
+    """Pixels of a square ``side`` or an (H, W) size."""
     return side[0] * side[1] if isinstance(side, (list, tuple)) else side * side
 
 
@@ -725,6 +721,7 @@ def run_check(
         "assumed_tflops": ASSUMED_TFLOPS,
         "rows": [],
         "skipped": [],
+        "failed": [],
     }
     t = clock()
     size = next((r.size for r in rows if r.name == "classifier"), plan(tiny)[0].size)
@@ -750,7 +747,8 @@ def run_check(
 def _run_rows(result, rows, pool, dev, workers, weights, deadline, clock) -> None:
     """Run ``rows`` in order into ``result`` (its 'rows' and 'skipped'), each in its share of the
     time: a row that would start with less than a third of its seconds (at most 10 s) left before
-    ``deadline`` is skipped; one that starts stops at its seconds or the deadline."""
+    ``deadline`` is skipped; one that starts stops at its seconds or the deadline. A row that
+    raises is recorded in 'failed' with its error, and the next one runs."""
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         world = World(pool, Path(tmp), dev, amp_dtype(dev), workers, weights, full_settings())
         for row in rows:
@@ -765,7 +763,11 @@ def _run_rows(result, rows, pool, dev, workers, weights, deadline, clock) -> Non
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(dev)
             t = clock()
-            out = (train_row if row.kind == "train" else pass_row)(world, row, row_deadline)
+            try:
+                out = (train_row if row.kind == "train" else pass_row)(world, row, row_deadline)
+            except Exception as e:  # one failing row (out of memory, ...) must not lose the rest
+                result["failed"].append({"name": row.name, "error": f"{type(e).__name__}: {e}"})
+                continue
             rec = _row_record(row) | out
             rec["wall_s"] = round(clock() - t, 2)
             busy = out.get("wait_s", 0.0) + out["compute_s"]
@@ -847,6 +849,8 @@ def table(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     for s in result["skipped"]:
         lines.append(f"\nskipped: {s['name']} ({s['reason']})")
+    for s in result.get("failed", []):
+        lines.append(f"\nfailed: {s['name']} ({s['error'][:300]})")
     if "estimate_full_s" in result:
         lines.append(
             f"\nestimated seconds of the full run on CUDA ({result['assumed_tflops']:.0f} "
@@ -858,7 +862,8 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     """``python -m wsss_edu.steps.gpu_check [--output DIR] [--tiny] [--iterations N] [--budget S]
-    [--workers N] [--only ROW ...]``: run the check, print its table."""
+    [--workers N] [--only ROW ...]``: run the check, print its table. Exit status 1 when a row
+    failed (its error is in the table and the JSON), else 0 (rows skipped for time included)."""
     start = time.perf_counter()
     ap = argparse.ArgumentParser(
         prog="python -m wsss_edu.steps.gpu_check", description=__doc__.split("\n\n")[0]
@@ -887,7 +892,7 @@ def main(argv=None) -> int:
     )
     print(table(result))
     print(f"written: {Path(a.output) / 'gpu_check.json'}, {Path(a.output) / 'gpu_check.md'}")
-    return 0
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":
