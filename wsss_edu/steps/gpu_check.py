@@ -21,7 +21,7 @@ naming the device (GPU name, compute capability, memory, torch / CUDA versions, 
 Sizes: :func:`plan` — on CUDA the full profile's images, crops and batches, :data:`ITERATIONS`
 timed iterations per step after :data:`WARMUP` untimed ones, each row stopped at its share of the
 time (:data:`ROW_SECONDS`) and the whole check at ``--budget`` seconds (default
-:data:`BUDGET_SECONDS`, counted from the start of the process): a row not started before the
+:data:`BUDGET_SECONDS`, counted once Python and torch are loaded): a row not started before the
 budget is spent is recorded as skipped, so the check never overruns its 8 minutes. Without CUDA
 (or with ``--tiny``) the same code runs at tiny sizes in seconds: ``tests/test_gpu_check.py``.
 """
@@ -54,6 +54,7 @@ from ..train import (
     amp_dtype,
     autocast,
     dtype_name,
+    get_device,
     make_scaler,
     poly_schedule,
     seed_everything,
@@ -91,8 +92,8 @@ ROW_SECONDS = {
 """Each row's share of the budget on CUDA: a training row stops after this many seconds even if
 its iterations are not done (the timed ones are reported). They sum to 360 s."""
 BUDGET_SECONDS = 450.0
-"""The whole check's deadline from the start of the process (7.5 min: the 8 minutes of the issue
-with half a minute for the interpreter, torch and CUDA to start before the clock starts)."""
+"""The whole check's deadline, counted once Python and torch are loaded (7.5 min: the 8 minutes of
+issue 26 less half a minute for the interpreter and torch to load before the clock starts)."""
 VOC_SIZE = (375, 500)
 """(H, W) of a typical PASCAL VOC image: the random walk's input size."""
 LU_FULL = dict(IMAGE_SIZE=256, WIDTH=32, WARMUP=45, TAU=0.5)
@@ -101,12 +102,12 @@ from ``notebooks/src/02_bootstrapping_on_boxes.py``, which defines them; tau of 
 table): the toy side, the U-Net's width, the epoch after which bootstrapping runs (the check
 times that, the full loss)."""
 DEVICE_CPUS = 16
-"""CPU cores of the lent GPU machine (an H100 with 16 cores): the full plan's DataLoader workers
-(:func:`default_workers`: one core left to the main process) and :func:`estimate_seconds`'s."""
+"""CPU cores of the GPU machine :func:`estimate_seconds` plans for (the lent H100 has 16): its
+DataLoader workers, :func:`default_workers` of them. A run takes its own machine's."""
 ASSUMED_TFLOPS = 150.0
 """The throughput :func:`estimate_seconds` assumes for a training step on an H100 in bfloat16:
-about 15 % of its 989 dense TFLOP/s, what unfused convolution networks of this size reach without
-``torch.compile`` (an assumption for planning, stated in the JSON; the measured rate replaces it)."""
+15 % of its 989 dense TFLOP/s — an assumption for planning, not a measurement (stated in the
+JSON); the GPU run's measured images/s replace it."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,8 +231,9 @@ def _cycle(loader):
 
 TRAINING_FLOPS_PER_FORWARD = 3
 """A training step's FLOPs per forward pass's: the backward pass costs about twice the forward
-(the gradients of the inputs and of the weights; Kaplan et al. 2020, "Scaling laws for neural
-language models", sec. 2.1, the usual 6N per token = 3 × 2N)."""
+(the gradients of the inputs and of the weights: the usual 6N FLOPs per example of an N-parameter
+network against 2N for its forward pass, Kaplan et al. 2020, "Scaling laws for neural language
+models")."""
 
 
 @torch.no_grad()
@@ -276,7 +278,7 @@ def time_training(
     model.to(device).train()
     scaler = make_scaler(device, dtype)
     wait = compute = 0.0
-    done, loss, flops, stopped = 0, float("nan"), None, False
+    done, loss, flops, stopped = 0, None, None, False
 
     def step(batch):
         with autocast(device, dtype):
@@ -290,37 +292,35 @@ def time_training(
         return loss
 
     for i in range(warmup + iterations):
-        if clock() > deadline and (i >= warmup or i > 0):
+        if i > 0 and clock() > deadline:  # the first iteration always runs
             stopped = True
             break
         t0 = clock()
         batch = to_device(next(batches), device)
         _sync(device)
-        t1 = clock()
-        if i == 0:
+        waited = clock() - t0
+        if i == 0:  # untimed
             with autocast(device, dtype):
                 flops = forward_flops(model, batch["image"])
             flops = None if flops is None else flops * TRAINING_FLOPS_PER_FORWARD
-            t1 = clock()
-        out = step(batch)
+        t1 = clock()
+        loss = step(batch)
         _sync(device)
-        t2 = clock()
         if i >= warmup:
-            wait, compute, done = wait + t1 - t0, compute + t2 - t1, done + 1
-        loss = out
+            wait, compute, done = wait + waited, compute + clock() - t1, done + 1
     return {
         "iterations": done,
         "wait_s": wait,
         "compute_s": compute,
-        "loss": float(loss.detach()) if torch.is_tensor(loss) else loss,
+        "loss": float("nan") if loss is None else float(loss.detach()),
         "flops_per_iter": flops,
         "stopped_early": stopped,
     }
 
 
 def _loader(dataset, batch: int, workers: int, device):
-    """A shuffling DataLoader as the steps build theirs, with ``workers`` processes (pinned memory
-    and persistent workers on CUDA), cycled."""
+    """A shuffling DataLoader as the steps build theirs, with ``workers`` processes (kept between
+    epochs; pinned memory on CUDA), cycled."""
     from torch.utils.data import DataLoader
 
     cuda = torch.device(device).type == "cuda"
@@ -357,15 +357,9 @@ class World:
 
 
 def _classifier(world: World, row: Row):
-    cfg = replace(world.settings["classifier_cfg"], weights=world.weights, crop=row.crop)
-    if (
-        world.weights is None
-    ):  # no pretrained part: every layer at LR_NEW (classifier_config's rule)
-        cfg = replace(cfg, lr_pretrained=cfg.lr_new)
-    drop = cam_step.drop_class_index(
-        world.pool.classes, world.settings["step1"]["DROP_CLASS"], "toy"
-    )
-    cfg = replace(cfg, drop_class=drop)
+    v = world.settings["step1"]
+    drop = cam_step.drop_class_index(world.pool.classes, v["DROP_CLASS"], "toy")
+    cfg = replace(cam_step.classifier_config(v, 0, world.weights, drop), crop=row.crop)
     y, idx = cam_step.training_labels(cam_step.dataset_tags(world.pool), cfg)
     data = SegTransformDataset(
         Relabeled(world.pool, y, idx), crop=cfg.crop, flip=True, augment=cfg.augment
@@ -524,8 +518,9 @@ def pass_row(world: World, row: Row, deadline: float) -> dict:
     :data:`irnet_step.WALK_GRID`'s full values) on IRNet's boundary maps of VOC-sized images;
     'urn_pass' — :func:`urn_step.uncertainty_pass` (P over :data:`urn_step.URN_TTA_SCALES` on the
     device, the CRFs on every CPU core); 'dense_energy' — RRM's energy at half the 321 crop,
-    forward and backward, in batches of RRM's. All in inference dtype float32 but the networks'
-    passes, which run as the steps run them."""
+    forward and backward, in batches of RRM's. Each in float32, as the steps run them (none of
+    them autocasts). Returns {'images', 'compute_s' (the whole pass, synchronised), 'stopped_early'}:
+    a pass whose warm-up ends after ``deadline`` is not timed."""
     dev, n, tmp = world.device, row.iterations, world.tmp
     s = world.settings
     if row.name == "cams":
@@ -557,7 +552,7 @@ def pass_row(world: World, row: Row, deadline: float) -> dict:
         x = torch.randn(1, 3, *row.size, generator=gen).to(dev)
         bnd = irnet_step.boundary_map(net, x)[0].cpu()
         cams = torch.rand(2, *bnd.shape, generator=gen)  # two classes, as a VOC image often has
-        entry = {"boundary": bnd, "cams": cams, "keys": torch.tensor([0, 14]), "size": row.size}
+        entry = {"boundary": bnd, "cams": cams, "keys": torch.arange(2), "size": row.size}
 
         def run(k, tag):
             for _ in irnet_step.walk_all([entry] * k, walk, batch_size=row.batch, device=dev):
@@ -696,13 +691,19 @@ def run_check(
     ``weights_dir``: a folder holding ``resnet50*.pth`` (:data:`wsss_edu.pretrained.WEIGHTS_DIR_ENV`
     folder; default: that variable, else ``../shared/weights``) — found: the networks start from
     ImageNet, else from random weights (the same cost). ``only``: names of the rows to run.
+
+    The JSON (``schema`` 1): 'mode' ('full' / 'tiny'), 'device' (:func:`device_info`),
+    'budget_s', 'elapsed_s', 'toy_world_s' (drawing the scenes), 'weights' ('imagenet' /
+    'random'), 'workers', 'assumed_tflops', 'skipped' / 'failed' ([{'name', 'reason' / 'error'}])
+    and 'rows': per row its :class:`Row` fields and 'images', 'images_per_s', 'compute_s',
+    'wall_s' (with building the network and data), 'peak_gib' (None on a CPU), 'autocast',
+    'stopped_early'; training rows also 'iterations', 'wait_s', 'wait_share', 'loss',
+    'flops_per_iter', 'parameters'. A tiny run adds 'estimate_full_s' (:func:`estimate_seconds`).
     Returns the JSON's dict."""
     start = clock() if start is None else start
-    dev = (
-        torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device == "auto"
-        else (torch.device(device))
-    )
+    if device in (None, "", "auto"):  # CUDA or the CPU (not MPS: this is a CUDA check)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = get_device(device)
     tiny = dev.type != "cuda" if tiny is None else bool(tiny)
     budget = (600.0 if tiny else BUDGET_SECONDS) if budget is None else float(budget)
     deadline = start + budget
@@ -737,7 +738,7 @@ def run_check(
     finally:
         torch.set_num_threads(threads)
     result["elapsed_s"] = round(clock() - start, 1)
-    if tiny:
+    if tiny and workers == 0:  # the wait per image is then the transform's own cost
         result["estimate_full_s"] = estimate_seconds(result, plan(False, iterations))
     write_text_atomic(output / "gpu_check.json", json.dumps(result, indent=1, default=str))
     write_text_atomic(output / "gpu_check.md", table(result))
