@@ -115,8 +115,9 @@ def test_the_readme_states_the_full_plan():
 
 
 def test_the_budget_fits_eight_minutes():
-    """Every row's cap, summed, fits the budget, and the budget leaves time to start."""
-    assert sum(r.seconds for r in gpu_check.plan()) < gpu_check.BUDGET_SECONDS <= 8 * 60 - 30
+    """Every row's cap, summed, fits the budget, and the budget leaves a minute: to start, and
+    for the last row's last iteration."""
+    assert sum(r.seconds for r in gpu_check.plan()) < gpu_check.BUDGET_SECONDS <= 8 * 60 - 60
 
 
 def test_no_row_starts_once_the_budget_is_spent(tmp_path):
