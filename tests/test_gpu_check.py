@@ -204,3 +204,8 @@ def test_a_failing_row_is_recorded_and_the_next_one_runs(tmp_path, monkeypatch):
         {"name": "cams", "error": "RuntimeError: CUDA out of memory (injected)"}
     ]
     assert "failed: cams (RuntimeError" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_wrong_device_is_named_with_the_valid_ones(tmp_path, capsys):
+    assert gpu_check.main(["--output", str(tmp_path), "--device", "gpu0", "--only", "cams"]) == 2
+    assert "'cuda:N'" in capsys.readouterr().err

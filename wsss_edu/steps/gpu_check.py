@@ -44,6 +44,7 @@ import torch
 
 from ..cam import multilabel_bce_loss
 from ..data import Relabeled, SegTransformDataset, images_to_tensor
+from ..errors import ParameterError
 from ..io import user_path, write_mask, write_text_atomic
 from ..irnet import IRNet, backbone_stages, irnet_loss, pair_offsets
 from ..label_uncertainty import AleatoricUNet, load_mixed_set
@@ -886,7 +887,8 @@ def table(result: dict) -> str:
 def main(argv=None) -> int:
     """``python -m wsss_edu.steps.gpu_check [--output DIR] [--tiny] [--iterations N] [--budget S]
     [--workers N] [--only ROW ...]``: run the check, print its table. Exit status 1 when a row
-    failed (its error is in the table and the JSON), else 0 (rows skipped for time included)."""
+    failed (its error is in the table and the JSON), 2 for a wrong option (e.g. ``--device``),
+    else 0 (rows skipped for time included)."""
     start = time.perf_counter()
     ap = argparse.ArgumentParser(
         prog="python -m wsss_edu.steps.gpu_check", description=__doc__.split("\n\n")[0]
@@ -902,17 +904,21 @@ def main(argv=None) -> int:
     ap.add_argument("--weights-dir", help=f"folder with resnet50*.pth (default ${WEIGHTS_DIR_ENV})")
     ap.add_argument("--only", nargs="+", choices=TRAINING + PASSES, help="run these rows only")
     a = ap.parse_args(argv)
-    result = run_check(
-        a.output,
-        True if a.tiny else None,
-        a.iterations,
-        a.budget,
-        a.device,
-        a.workers,
-        a.weights_dir,
-        a.only,
-        start,
-    )
+    try:
+        result = run_check(
+            a.output,
+            True if a.tiny else None,
+            a.iterations,
+            a.budget,
+            a.device,
+            a.workers,
+            a.weights_dir,
+            a.only,
+            start,
+        )
+    except ParameterError as e:  # a wrong option: its message names the valid values
+        print(f"gpu_check: {e}", file=sys.stderr)
+        return 2
     print(table(result))
     print(f"written: {Path(a.output) / 'gpu_check.json'}, {Path(a.output) / 'gpu_check.md'}")
     return 1 if result["failed"] else 0
