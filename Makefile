@@ -5,6 +5,7 @@
 #   make lint   ruff check + ruff format --check, every notebook in step with its source, outputs stripped
 #   make browser  only the JupyterLab test (tests_browser; after make test has filled runs/test)
 #   make bench  benchmarks (pytest-benchmark; figures, not pass/fail)
+#   make gpu-check  every full-profile training step and per-image pass timed on the GPU (<= 8 min)
 #   make lab    JupyterLab with the package's environment as the kernel
 #   make lock   re-compile requirements.lock from requirements.in (one file for every platform/Python)
 #   make lock-check  resolve requirements.lock for each platform x Python (no install; CI runs it)
@@ -32,7 +33,7 @@ export UV_NATIVE_TLS := 1
 export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env run test lint unit notebooks browser bench lab lock lock-check torch-choice sync strip students clean
+.PHONY: env run test lint unit notebooks browser bench gpu-check lab lock lock-check torch-choice sync strip students clean
 
 # Which torch build `make env` installs (README "Install"):
 #   TORCH=cpu   CPU-only torch/torchvision (+cpu) from PyTorch's CPU index (uv --torch-backend cpu),
@@ -132,6 +133,10 @@ notebooks: env
 bench: env
 	OMP_NUM_THREADS=1 $(PY) -m pytest benchmarks --benchmark-columns=min,mean,max,rounds \
 		-p no:cacheprovider -q -s
+
+# On CUDA <= 8 minutes (README "The full-scale run"); without CUDA tiny sizes, in seconds.
+gpu-check: env
+	$(PY) -m wsss_edu.steps.gpu_check --output $(OUT)/gpu_check
 
 lab: env
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (wsss_edu)" >/dev/null

@@ -16,6 +16,7 @@ notebooks call):
   001  step 3: DeepLabv3+ and TTA         models             segmenter_step        05-08
   002  URN                                urn                urn_step              06
   003  RRM                                rrm                rrm_step              07
+  all  every step above timed on a GPU    -                  gpu_check             make gpu-check
 
 A method module imports only the substrate and other methods, never a step nor the plumbing
 (``tests/test_layout.py``).

@@ -9,4 +9,6 @@ in worker processes and its resumable folders — what the notebooks and the ful
   test-time augmentation (:mod:`wsss_edu.models`); URN's and RRM's retraining use it too;
 * :mod:`.urn_step`: paper 002's uncertainty pass over a training set (:mod:`wsss_edu.urn`);
 * :mod:`.rrm_step`: paper 003's network trained end to end (:mod:`wsss_edu.rrm`).
+* :mod:`.gpu_check`: every full-profile training step and per-image pass above, timed on a GPU
+  (``make gpu-check``).
 """
