@@ -3,6 +3,7 @@ options) and the training loop's GPU practice (no per-step host reads, channels_
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,19 @@ def test_compile_without_torch_compile_names_the_fix(monkeypatch):
     with pytest.raises(ParameterError, match="compile=False"):
         train.compiled(torch.nn.Linear(2, 2), True)
     assert train.compiled(lin := torch.nn.Linear(2, 2), False) is lin
+
+
+def test_the_pipelines_kernels_start_with_passive_waiting(monkeypatch, tmp_path):
+    from wsss_edu import pipeline
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    seen = []
+
+    def execute(src, dst, **kw):  # papermill's place: the kernel would inherit this environment
+        seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        Path(dst).write_text("{}")
+
+    nb = tmp_path / "00_x.ipynb"
+    nb.write_text("{}")
+    pipeline.run_step(nb, {}, tmp_path / "step", 60, execute=execute, record={})
+    assert seen == ["PASSIVE"] and "OMP_WAIT_POLICY" not in os.environ
