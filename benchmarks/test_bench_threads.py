@@ -9,7 +9,8 @@ in a fresh process with as many threads as usable cores, clean and loaded (a sec
 process — a busy loop — on the same cores), with libgomp's default waiting (spinning) and with
 ``OMP_WAIT_POLICY=PASSIVE`` (what :func:`wsss_edu.parallel.openmp_env` gives the processes the
 package starts). It prints seconds per step and the ratios: loaded / clean for each policy, and
-default / passive when loaded. ``WSSS_BENCH_THREAD_STEPS`` (default 12) sets the steps timed.
+default / passive when loaded; and one thread (no team-mate to wait for) for comparison.
+``WSSS_BENCH_THREAD_STEPS`` (default 12) sets the steps timed.
 """
 
 import os
@@ -54,10 +55,11 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _seconds_per_step(passive: bool, loaded: bool) -> tuple:
-    """(seconds per step, torch threads) of the child in a fresh process, with a busy-loop process
-    on the same cores while it runs when ``loaded``."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(_cores()))
+def _seconds_per_step(passive: bool, loaded: bool, threads: int | None = None) -> tuple:
+    """(seconds per step, torch threads) of the child in a fresh process with ``threads`` threads
+    (default: one per usable core), with a busy-loop process on the same cores while it runs when
+    ``loaded``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads or _cores()))
     env.pop("OMP_WAIT_POLICY", None)
     env.pop("GOMP_SPINCOUNT", None)
     if passive:
@@ -87,6 +89,7 @@ def test_training_cell_clean_vs_loaded():
     for passive in (False, True):
         for loaded in (False, True):
             times[passive, loaded], threads = _seconds_per_step(passive, loaded)
+    one = {loaded: _seconds_per_step(False, loaded, threads=1)[0] for loaded in (False, True)}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"\nthreads: notebook 00's training cell (U-Net, 64 px, batch 16), {STEPS} steps, "
@@ -99,6 +102,10 @@ def test_training_cell_clean_vs_loaded():
             f"  {name:24s} clean {clean:.3f} s/step, loaded {loaded:.3f} s/step: "
             f"ratio loaded/clean {loaded / clean:.2f}x"
         )
+    print(
+        f"  {'1 thread':24s} clean {one[False]:.3f} s/step, loaded {one[True]:.3f} s/step: "
+        f"ratio loaded/clean {one[True] / one[False]:.2f}x"
+    )
     print(
         f"  ratio default/passive, loaded: {times[False, True] / times[True, True]:.2f}x; "
         f"clean: {times[False, False] / times[True, False]:.2f}x"
