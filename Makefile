@@ -32,6 +32,9 @@ NOTEBOOKS  := $(wildcard notebooks/[0-9][0-9]*_*.ipynb)
 export UV_NATIVE_TLS := 1
 export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# torch's OpenMP threads sleep, not spin, while waiting for a descheduled one: on a machine shared
+# with other work, spinning made notebook 00's training 7x slower (wsss_edu/parallel.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: env run test lint unit notebooks browser bench gpu-check lab lock lock-check torch-choice sync strip students clean
 

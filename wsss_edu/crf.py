@@ -26,13 +26,13 @@ import dataclasses
 import functools
 import math
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .crf_torch import dense_crf
 from .errors import WsssError, check_choice
+from .parallel import spawn_pool
 
 BACKENDS = ("auto", "pydensecrf", "torch")
 INSTALL_PYDENSECRF = 'pip install "wsss_edu[crf]"'
@@ -299,36 +299,20 @@ def _crf_job(args):
     return crf_on_labels(image, x, **kwargs)
 
 
-def _crf_worker_threads(threads: int) -> None:
-    """Pool initializer: this worker's share of the CPU threads (the torch backend is threaded)."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def crf_map(images, inputs, kind: str = "scores", processes: int = 1, **kwargs) -> list:
     """Run the CRF over many images: ``kind`` 'scores' (inputs are (C, H, W) probabilities) or
     'labels' (inputs are (H, W) label maps; pass ``num_classes``). ``processes`` > 1 uses a pool of
     spawned processes (not forked: a forked child of a process that has run torch can hang, which
-    the torch backend would), each with 1/``processes`` of this process's torch threads. Other
+    the torch backend would), each with its share of the threads
+    (:func:`wsss_edu.parallel.spawn_pool`). Other
     keyword arguments (``params``, ``backend``, ...) go to :func:`crf_on_scores` /
     :func:`crf_on_labels`; ``backend`` is resolved here (:func:`resolve_backend`), so that every
     worker runs the backend this process would. Returns the list of marginals (C, H, W), in order."""
-    import multiprocessing as mp
-
-    import torch
-
     check_choice("kind", kind, ("scores", "labels"))
     # resolved here, once: the workers then run the same backend as this process, and warn no more
     kwargs = dict(kwargs, backend=resolve_backend(kwargs.get("backend", "auto")))
     jobs = [(kind, im, x, kwargs) for im, x in zip(images, inputs)]
     if processes <= 1 or len(jobs) <= 1:
         return [_crf_job(j) for j in jobs]
-    threads = max(1, torch.get_num_threads() // processes)
-    with ProcessPoolExecutor(
-        processes,
-        mp_context=mp.get_context("spawn"),
-        initializer=_crf_worker_threads,
-        initargs=(threads,),
-    ) as pool:
+    with spawn_pool(processes) as pool:
         return list(pool.map(_crf_job, jobs, chunksize=max(1, len(jobs) // (4 * processes))))

@@ -56,6 +56,7 @@ import torch.nn as nn
 
 from .errors import ParameterError
 from .io import atomic_path
+from .parallel import openmp_env, threads_per_process
 
 PROCESSES_ENV = "WSSS_TRAIN_PROCESSES"
 LAUNCHER_ENV = "WSSS_LAUNCHER_PID"  # the ranks exit when the process that launched them dies
@@ -364,7 +365,9 @@ def train_processes(device=None) -> int:
 
 def _rank_env(nproc: int, device_type: str) -> dict:
     """The ranks' environment: this process's import path (so the job's functions and the classes
-    of its arguments import there too), CPU threads shared between the ranks."""
+    of its arguments import there too), CPU threads shared between the ranks
+    (:func:`wsss_edu.parallel.threads_per_process`) and passive OpenMP waiting
+    (:func:`wsss_edu.parallel.openmp_env`; a value the user set is kept)."""
     env = dict(os.environ)
     paths = [str(Path(__file__).resolve().parents[1])] + [
         p for p in sys.path if p and Path(p).is_dir()
@@ -373,7 +376,8 @@ def _rank_env(nproc: int, device_type: str) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env[LAUNCHER_ENV] = str(os.getpid())
     if device_type == "cpu":
-        env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // nproc))
+        env["OMP_NUM_THREADS"] = str(threads_per_process(nproc))
+    env.update(openmp_env(environ=env))
     return env
 
 

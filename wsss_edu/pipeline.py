@@ -41,7 +41,7 @@ import wsss_edu
 from . import compare
 from .errors import ParameterError
 from .io import user_path, write_text_atomic
-from .parallel import shard_spec
+from .parallel import quiet_openmp, shard_spec
 from .params import check_parameter_values
 from .progress import check_settings, headless_kernels
 from .results import load_all_metrics, results_table
@@ -198,7 +198,8 @@ def rerun_reason(step_dir: Path, params: dict, record: dict) -> str | None:
 def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None, record=None) -> float:
     """Execute one notebook into ``step_dir`` (executed notebook, log.txt); returns seconds.
     The kernel's progress bars write plain lines into log.txt as they go (``WSSS_PROGRESS=log``
-    unless set otherwise: :func:`wsss_edu.progress.headless_kernels`). ``done.json`` records the
+    unless set otherwise: :func:`wsss_edu.progress.headless_kernels`); its OpenMP threads wait
+    passively (:func:`wsss_edu.parallel.quiet_openmp`). ``done.json`` records the
     parameters and the code ``record`` (default: :func:`code_record` of ``path``, taken before
     it runs). ``execute`` (tests): a replacement for papermill.execute_notebook."""
     execute = execute or import_papermill().execute_notebook
@@ -209,7 +210,7 @@ def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None, rec
     with open(step_dir / "log.txt", "w") as log:
         log.write(f"# {Path(path).name} with {json.dumps(params, default=str)}\n")
         log.flush()
-        with headless_kernels():
+        with headless_kernels(), quiet_openmp():
             execute(
                 str(path),
                 str(step_dir / Path(path).name),

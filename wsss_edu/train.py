@@ -65,14 +65,17 @@ def seed_everything(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
 
 
-def to_device(batch, device):
-    """Move every tensor of a (nested) batch to ``device``."""
+def to_device(batch, device, channels_last: bool = False):
+    """Move every tensor of a (nested) batch to ``device``; with ``channels_last``, 4-D floating
+    tensors (the images) in the channels-last memory format (same shape and values, strides NHWC)."""
     if torch.is_tensor(batch):
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            return batch.to(device, non_blocking=True, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device, channels_last) for v in batch)
     return batch
 
 
@@ -137,6 +140,26 @@ def _training_dtype(amp, device) -> torch.dtype | None:
         f"amp={amp!r} is not valid; choose one of: True (the device's dtype, see "
         "train.amp_dtype), False, torch.float16, torch.bfloat16"
     )
+
+
+# How often (seconds, at most) the training loop reads its losses back to the host for the progress
+# bar: a read waits for the GPU to finish every queued step (a host synchronisation), so the loop
+# reads none per step; the epoch's mean is read once, at its end.
+LOSS_READ_SECONDS = 2.0
+
+
+def compiled(model, enabled: bool):
+    """``torch.compile(model)`` when ``enabled``, else ``model``: the module :func:`fit` calls
+    (its weights are ``model``'s; the checkpoint holds ``model``'s state_dict). A torch without
+    ``torch.compile`` raises an error naming the fix."""
+    if not enabled:
+        return model
+    if not hasattr(torch, "compile"):
+        raise ParameterError(
+            f"compile=True needs torch.compile (torch >= 2.0; this is {torch.__version__}): "
+            "upgrade torch or train with compile=False"
+        )
+    return torch.compile(model)
 
 
 # How long a training waits for another live process holding its checkpoint's lock before it
@@ -296,6 +319,8 @@ def fit(
     desc: str = "train",
     on_epoch_end=None,
     progress: bool = True,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> dict:
     """Train ``model`` for ``epochs`` over ``loader``.
 
@@ -314,6 +339,18 @@ def fit(
     the checkpoint, so a resume continues at the same scale. The history records the dtype of
     every epoch (``history['autocast']``: 'bfloat16', 'float16' or 'off') and, in float16, the
     loss scale at its end (``history['loss_scale']``); a run with autocast on prints the dtype.
+
+    GPU practice: the loop reads no number back to the host per step (each read would wait for
+    the GPU): the batch losses stay on the device, the progress bar's running loss is read at most
+    every ``LOSS_READ_SECONDS``, the epoch's mean once at its end (the same sum, in the same order,
+    as reading every step: the history is bit for bit the same). ``channels_last``: the network
+    and the image batches in the channels-last memory format (NHWC), which cuDNN's tensor-core
+    convolutions compute without transposing under autocast; off by default — it is a layout,
+    not a change of the numbers (the losses agree with the default layout to float rounding),
+    and its gain on a given GPU is to be measured there. ``compile``: the forward passes go
+    through ``torch.compile(model)`` (:func:`compiled`; its first steps compile, for a minute
+    on a CPU); if compiling fails at the first batch (no C++ compiler, an unsupported operation),
+    a warning names the error and the training goes on uncompiled.
 
     Inside a process group of several processes (:mod:`wsss_edu.distributed`, e.g. under
     ``torchrun``) each rank trains on its shard of the data with batch = ``loader``'s batch / world
@@ -360,6 +397,8 @@ def fit(
             on_epoch_end,
             progress,
             seed,
+            channels_last,
+            compile,
         )
 
 
@@ -378,6 +417,8 @@ def _fit_from(
     on_epoch_end,
     progress,
     seed,
+    channels_last=False,
+    compile=False,
 ) -> dict:
     """:func:`fit` from a checked checkpoint ``state`` (None: from the first epoch)."""
     several = D.active()
@@ -392,6 +433,9 @@ def _fit_from(
             f"{desc}: autocast {dtype_name(dtype)} on {device}"
             + (", loss scaled (GradScaler)" if scaler.is_enabled() else "")
         )
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    step = _Forward(model, compile, channels_last)
     undo = None
     if several:
         loader, undo = D.prepare_training(model, loader, seed)
@@ -407,7 +451,7 @@ def _fit_from(
             if several:
                 D.start_epoch(loader, epoch, seed)
             loss = _train_epoch(
-                model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch
+                step, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch
             )
             history.setdefault("loss", []).append(D.mean_over_ranks(loss))
             history.setdefault("autocast", []).append(dtype_name(dtype))
@@ -427,22 +471,67 @@ def _fit_from(
     return history
 
 
+class _Forward:
+    """The module :func:`fit`'s steps call: ``model``, or ``torch.compile(model)`` until its first
+    call fails (then ``model``, with a warning naming the error: an error of the loss itself then
+    recurs uncompiled and is raised). ``channels_last``: whether the batches go NHWC, as the
+    model's weights do."""
+
+    def __init__(self, model, compile: bool = False, channels_last: bool = False):
+        self.model = model
+        self.module = compiled(model, compile)
+        self.untried = compile
+        self.channels_last = channels_last
+
+    def loss(self, loss_fn, batch):
+        if not self.untried:
+            return loss_fn(self.module, batch)
+        self.untried = False
+        try:
+            return loss_fn(self.module, batch)
+        except Exception as e:  # the compiler's failures have no common class
+            warnings.warn(
+                f"torch.compile failed at the first batch ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); training "
+                "without it (compile=False)",
+                stacklevel=4,
+            )
+            self.module = self.model
+            return loss_fn(self.model, batch)
+
+
+def _losses_sum(values: list, pending: list) -> float:
+    """Move the device's ``pending`` batch losses into ``values`` (one read for all of them), and
+    return the sum of ``values`` added in order, as a float per step would have been."""
+    if pending:
+        values.extend(torch.stack([v.reshape(()) for v in pending]).tolist())
+        pending.clear()
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 def _train_epoch(
-    model, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch: int
+    step, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch: int
 ) -> float:
     """One epoch of :func:`fit`: a step per batch under autocast in ``dtype`` (None: float32),
     the loss scaled by ``scaler`` (a pass-through unless float16), gradients averaged over the
     ranks when there are several (the scaled ones: averaging is linear, and an inf on one rank
     reaches all, so every rank skips the same steps), then unscaled and stepped by the scaler,
     the scheduler stepped per batch. A gradient clipping would go after
-    ``scaler.unscale_(optimizer)``. Returns this process's mean batch loss."""
+    ``scaler.unscale_(optimizer)``. The batch losses stay on the device (``step``: a
+    :class:`_Forward`); the bar's running loss is read every ``LOSS_READ_SECONDS`` at most.
+    Returns this process's mean batch loss."""
     several = D.active()
+    model = step.model
     model.train()
-    total, count = 0.0, 0
+    values, pending = [], []
+    last_read = time.monotonic()
     for batch in loader:
-        batch = to_device(batch, device)
+        batch = to_device(batch, device, step.channels_last)
         with autocast(device, dtype):
-            loss = loss_fn(model, batch)
+            loss = step.loss(loss_fn, batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if several:
@@ -451,11 +540,16 @@ def _train_epoch(
         scaler.update()
         if scheduler is not None:
             scheduler.step()
-        total += float(loss.detach())
-        count += 1
+        pending.append(loss.detach())
         bar.update(1)
-        bar.set_postfix(epoch=epoch, loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        if time.monotonic() - last_read >= LOSS_READ_SECONDS:
+            count = len(values) + len(pending)
+            bar.set_postfix(epoch=epoch, loss=f"{_losses_sum(values, pending) / count:.4f}")
+            last_read = time.monotonic()
+    count = len(values) + len(pending)
+    mean = _losses_sum(values, pending) / max(count, 1)
+    bar.set_postfix(epoch=epoch, loss=f"{mean:.4f}")
+    return mean
 
 
 def poly_schedule(optimizer, total_steps: int, power: float = 0.9):

@@ -42,7 +42,7 @@ from ..distributed import trained_state
 from ..errors import ParameterError, check_choice
 from ..io import atomic_path, folder_complete
 from ..metrics import ConfusionMeter
-from ..parallel import finish_folder, pending, shard_spec
+from ..parallel import finish_folder, loader_options, pending, shard_spec
 from ..progress import bar as progress_bar
 from ..train import fit, seed_everything
 
@@ -276,7 +276,7 @@ def train_step1(
     dataset,
     cfg: ClassifierConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     checkpoint=None,
     progress: bool = True,
 ) -> CAMClassifier:
@@ -294,7 +294,11 @@ def train_step1(
         Relabeled(dataset, y, idx), crop=cfg.crop, flip=True, augment=cfg.augment
     )
     loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        **loader_options(device, workers),
     )
     epochs = cfg.epochs
     if cfg.balance and cfg.equal_steps and len(idx):
@@ -320,7 +324,7 @@ def cached_step1(
     data_key: dict,
     cfg: ClassifierConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
 ) -> CAMClassifier:
     """Step 1's classifier for (``data_key``, ``cfg``) from the artifact cache under

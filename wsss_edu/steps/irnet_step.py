@@ -51,9 +51,11 @@ from ..labels import IGNORE
 from ..metrics import ConfusionMeter
 from ..parallel import (
     finish_folder,
+    loader_options,
     pending,
     set_worker_state,
     shard_spec,
+    spawn_pool,
     worker_state,
 )
 from ..progress import bar as progress_bar
@@ -154,18 +156,10 @@ def write_relation_labels(
     bar = progress_bar(total=len(todo), desc="relation labels", disable=not progress, leave=False)
     job = dict(dataset=dataset, cam_folder=cam_folder, folder=folder, cfg=cfg)
     if processes > 1 and len(todo) > 16:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         chunks = [todo[c : c + 16] for c in range(0, len(todo), 16)]
         # spawn, not fork: a forked child of a process that has run torch can hang on its locks;
         # the dataset travels once per worker (initializer), the jobs carry indices only
-        with ProcessPoolExecutor(
-            processes,
-            mp_context=mp.get_context("spawn"),
-            initializer=set_worker_state,
-            initargs=(job,),
-        ) as pool:
+        with spawn_pool(processes, initializer=set_worker_state, initargs=(job,)) as pool:
             for n in pool.map(_relation_chunk, chunks):
                 bar.update(n)
     else:
@@ -255,7 +249,7 @@ def train_irnet(
     dataset,
     cfg: IRNetConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     checkpoint=None,
     progress: bool = True,
 ) -> IRNet:
@@ -273,7 +267,7 @@ def train_irnet(
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=len(dataset) >= cfg.batch_size,
-        num_workers=workers,
+        **loader_options(device, workers),
     )
     opt = torch.optim.SGD(
         net.param_groups(cfg.lr_boundary, cfg.lr_displacement),
@@ -487,7 +481,7 @@ def cached_step2(
     key: dict,
     cfg: IRNetConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
 ) -> IRNet:
     """Step 2's network for ``key`` (:func:`step2_key`) from the artifact cache under

@@ -26,7 +26,14 @@ from ..crf import crf_on_scores
 from ..data import SegTransformDataset, images_to_tensor, same_size_batches
 from ..errors import ParameterError, check_choice
 from ..io import folder_complete, write_mask
-from ..parallel import compute_missing, finish_folder, pending, run_streamed, shard_spec
+from ..parallel import (
+    compute_missing,
+    finish_folder,
+    loader_options,
+    pending,
+    run_streamed,
+    shard_spec,
+)
 from ..progress import bar as progress_bar
 from ..rrm import RULES, RRMNet, freeze_reference_layers, rrm_loss
 from ..train import fit, poly_schedule, seed_everything
@@ -238,7 +245,7 @@ def train_rrm(
     dataset,
     cfg: RRMConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     checkpoint=None,
     progress: bool = True,
     init=None,
@@ -269,7 +276,7 @@ def train_rrm(
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=len(dataset) >= cfg.batch_size,
-        num_workers=workers,
+        **loader_options(device, workers),
     )
     if cfg.freeze_bn:
         freeze_reference_layers(net)
@@ -337,7 +344,7 @@ def cached_rrm(
     init=None,
     init_key=None,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
 ) -> RRMNet:
     """The RRM network of (``data_key``, ``init_key``, ``cfg``) from the artifact cache under

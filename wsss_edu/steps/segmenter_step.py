@@ -12,6 +12,7 @@ two-step variant build on.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..distributed import trained_state
 from ..errors import check_choice
 from ..metrics import ConfusionMeter
 from ..models import make_segmenter, tta_probs, tta_views
-from ..parallel import compute_missing
+from ..parallel import compute_missing, loader_options, spawn_pool
 from ..progress import bar as progress_bar
 from ..train import cross_entropy_loss, fit, poly_schedule, seed_everything
 from ..urn import probability_weight, weighted_cross_entropy
@@ -151,7 +152,7 @@ def train_segmenter(
     dataset,
     cfg: SegmenterConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     checkpoint=None,
     progress: bool = True,
 ):
@@ -168,7 +169,7 @@ def train_segmenter(
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=len(dataset) >= cfg.batch_size,
-        num_workers=workers,
+        **loader_options(device, workers),
     )
     groups = net.param_groups(cfg.lr) if hasattr(net, "param_groups") else net.parameters()
     check_choice("optimizer", cfg.optimizer, ("sgd", "adam"))
@@ -244,7 +245,7 @@ def cached_segmenter(
     label_key: dict,
     cfg: SegmenterConfig,
     device=None,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
 ):
     """The segmenter of (``label_key`` — what names the training labels, e.g. the pseudo-label
@@ -368,9 +369,6 @@ def evaluate(
     processes (the same labels; a real photo's CRF takes a CPU core a third of a second).
     ``without_crf``: a confusion meter that also receives the plain argmax of the same forward
     passes (see :func:`evaluate_with_and_without_crf`)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     meter = ConfusionMeter(dataset.num_classes)
@@ -380,12 +378,11 @@ def evaluate(
         disable=not progress,
         leave=False,
     )
-    pool = (
-        ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"))
-        if crf is not None and processes > 1
-        else None
-    )
-    try:
+    with ExitStack() as held:
+        held.callback(bar.close)  # after the pool's shutdown (the stack unwinds in reverse)
+        pool = (
+            held.enter_context(spawn_pool(processes)) if crf is not None and processes > 1 else None
+        )
         _evaluate_batches(
             model,
             dataset,
@@ -400,10 +397,6 @@ def evaluate(
             pool,
             without_crf,
         )
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        bar.close()
     return meter
 
 

@@ -30,6 +30,7 @@ from ..parallel import (
     run_streamed,
     set_worker_state,
     shard_spec,
+    spawn_pool,
     worker_state,
 )
 from ..progress import bar as progress_bar
@@ -223,8 +224,8 @@ def _job_args(sample, probs, job):
 
 
 def _rebuild_model(job: dict) -> None:
-    """A worker's setup (:func:`wsss_edu.parallel.set_worker_state`): one thread, the network."""
-    torch.set_num_threads(1)  # the workers share the cores: one thread each
+    """A worker's setup (:func:`wsss_edu.parallel.set_worker_state`): the network (its threads:
+    the pool's share, :func:`wsss_edu.parallel.spawn_pool`)."""
     model = job["model_factory"]()
     model.load_state_dict(job.pop("state"))
     job["model"] = model.eval()
@@ -288,8 +289,6 @@ def uncertainty_pass(
     of the images when several machines share ``folder`` (:func:`wsss_edu.parallel.shard`). The
     folder's 'complete' marker is written once every image is there
     (:func:`wsss_edu.parallel.finish_folder`). Returns the number of images written."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -325,7 +324,6 @@ def uncertainty_pass(
         ),
     )
     bar = progress_bar(total=len(todo), desc="URN uncertainty", disable=not progress, leave=False)
-    ctx = mp.get_context("spawn")  # not fork: a forked child of a process that ran torch can hang
     try:
         if processes <= 1 or len(todo) <= 1:
             for s, p in averaged_probs(model, dataset, todo, scales, batch_size, device):
@@ -347,11 +345,8 @@ def uncertainty_pass(
             ]
             state = {k: v.cpu() for k, v in model.state_dict().items()}
             work = dict(job, dataset=dataset, model_factory=model_factory, state=state)
-            with ProcessPoolExecutor(
-                processes,
-                mp_context=ctx,
-                initializer=set_worker_state,
-                initargs=(work, _rebuild_model),
+            with spawn_pool(
+                processes, initializer=set_worker_state, initargs=(work, _rebuild_model)
             ) as pool:
                 for n in pool.map(_urn_chunk, chunks):
                     bar.update(n)
