@@ -134,7 +134,8 @@ notebooks: env
 # passes' N processes x 1 thread <= cores; the networks and the CPU's peak on the same one thread).
 # BENCH_NAIVE_GB (default 3): the largest estimated peak the naive all-pairs energy may take (its
 # 161² case needs ~15 GB); BENCH_WALK_ROWS (default 256): rows of the dense walk's squaring timed
-# (11750 = a whole squaring, ~2 min on one core). ~6 min on 2 idle cores.
+# (11750 = a whole squaring, ~2 min on one core); BENCH_URN_IMAGES (default 300). Budget: 10 min
+# on 2 cores.
 bench: env
 	OMP_NUM_THREADS=1 WSSS_BENCH_JSON=$(CURDIR)/$(OUT)/bench/bench.json $(PY) -m pytest benchmarks \
 		--benchmark-columns=min,mean,max,rounds -p no:cacheprovider -q -s

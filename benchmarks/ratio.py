@@ -79,7 +79,7 @@ class Recorder:
 
     def table(self) -> str:
         """A plain-text table: figure, value, reference, ratio, note."""
-        head = f"{'figure':58} {'value':>14} {'reference':>28} {'ratio':>8}  note"
+        head = f"{'figure':66} {'value':>14} {'reference':>28} {'ratio':>8}  note"
         return "\n".join([head, "-" * len(head)] + [_line(f) for f in self._figures])
 
     def write_json(self, path, meta: dict | None = None) -> Path:
@@ -101,7 +101,7 @@ def _num(v: float | None, unit: str = "") -> str:
 
 def _line(f: Figure) -> str:
     ref = f"{_num(f.reference, f.unit)} ({f.reference_name})"
-    return f"{f.name:58} {_num(f.value, f.unit):>14} {ref:>28} {_num(f.ratio):>8}  {f.note}"
+    return f"{f.name:66} {_num(f.value, f.unit):>14} {ref:>28} {_num(f.ratio):>8}  {f.note}"
 
 
 def machine() -> dict:
