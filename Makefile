@@ -4,7 +4,7 @@
 #               Chromium (CI)
 #   make lint   ruff check + ruff format --check, every notebook in step with its source, outputs stripped
 #   make browser  only the JupyterLab test (tests_browser; after make test has filled runs/test)
-#   make bench  benchmarks (pytest-benchmark; figures, not pass/fail)
+#   make bench  benchmarks: each figure against a reference measured in the same run, and the ratio
 #   make gpu-check  every full-profile training step and per-image pass timed on the GPU (<= 8 min)
 #   make lab    JupyterLab with the package's environment as the kernel
 #   make lock   re-compile requirements.lock from requirements.in (one file for every platform/Python)
@@ -133,9 +133,16 @@ notebooks: env
 	WSSS_OUTPUT_DIR=$(CURDIR)/runs/test $(PY) -m pytest notebooks --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=1500 -p no:cacheprovider -q
 
+# Every figure next to a reference measured in the same run and their ratio (benchmarks/ratio.py):
+# the table at the end, also in $(OUT)/bench/bench.json. One thread per process (the per-image
+# passes' N processes x 1 thread <= cores; the networks and the CPU's peak on the same one thread).
+# BENCH_NAIVE_GB (default 3): the largest estimated peak the naive all-pairs energy may take (its
+# 161² case needs ~15 GB); BENCH_WALK_ROWS (default 256): rows of the dense walk's squaring timed
+# (11750 = a whole squaring, ~2 min on one core); BENCH_URN_IMAGES (default 300). Budget: 10 min
+# on 2 cores.
 bench: env
-	OMP_NUM_THREADS=1 $(PY) -m pytest benchmarks --benchmark-columns=min,mean,max,rounds \
-		-p no:cacheprovider -q -s
+	OMP_NUM_THREADS=1 WSSS_BENCH_JSON=$(CURDIR)/$(OUT)/bench/bench.json $(PY) -m pytest benchmarks \
+		--benchmark-columns=min,mean,max,rounds -p no:cacheprovider -q -s
 
 # On CUDA <= 8 minutes (README "The full-scale run"); without CUDA tiny sizes, in seconds.
 gpu-check: env

@@ -1,30 +1,76 @@
 """Benchmark of RRM's dense energy loss (figures, not pass/fail): ``make bench``. Time and peak
-memory of one forward + backward of the exact, chunked loss at the quick profile's size (a batch
-of 16 toy images of 64 px, the loss at half resolution: 32 x 32) and at the full-scale size (one
-321-px crop at half resolution: 161 x 161, 21 classes), next to one training step of the rest of
-the network at the quick size. Peak memory: the process's maximum resident size, measured in a
-fresh subprocess per case."""
+memory of one forward + backward of the exact, chunked loss (:func:`wsss_edu.rrm.dense_energy_loss`)
+against the naive all-pairs form on the same input (benchmarks/naive.py: the whole N x N kernel
+matrix, N = H·W), and the agreement of their values. Sizes: the quick profile's (a batch of 16 toy
+images of 64 px, the loss at half resolution: 32 x 32, 7 classes), a 96 x 96 map with 21 classes,
+and the full-scale one (one 321-px crop at half resolution: 161 x 161, 21 classes), where the naive
+form needs ~16 GB and runs only when ``BENCH_NAIVE_GB`` allows its estimated peak (default 3 GB).
+Each case runs in a fresh process (peak memory: benchmarks/measure.py). Next to it, one training
+step of the rest of the network at the quick size, without and with the energy."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
-CASE = r"""
-import json, resource, sys, time, torch
+from benchmarks import naive
+from benchmarks.measure import PeakMemory, fresh
 from wsss_edu import rrm
-n, c, h, chunk = (int(v) for v in sys.argv[1:5])
-torch.manual_seed(0)
-logits = torch.randn(n, c, h, h, requires_grad=True)
-img, lab = torch.rand(n, 3, h, h) * 255, torch.randint(0, c, (n, h, h))
-rrm.dense_energy_loss(logits[:1, :, :8, :8].softmax(1), img[:1, :, :8, :8], lab[:1, :8, :8]).backward()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-rrm.dense_energy_loss(logits.softmax(1), img, lab, sigma_xy=50.0, chunk=chunk).backward()
-print(json.dumps({"s": time.perf_counter() - t,
-                  "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
-"""
+
+NAIVE_GB = float(os.environ.get("BENCH_NAIVE_GB", 3))
+SIGMA_XY = 50.0
+
+
+def _inputs(n, c, h):
+    torch.manual_seed(0)
+    logits = torch.randn(n, c, h, h, requires_grad=True)
+    img, lab = torch.rand(n, 3, h, h) * 255, torch.randint(0, c, (n, h, h))
+    return logits, img, lab
+
+
+def energy(form: str, n: int, c: int, h: int, chunk: int = 1024) -> dict:
+    """One forward + backward of the ``form`` ('chunked' or 'naive') energy: time, peak, value."""
+    logits, img, lab = _inputs(n, c, h)
+    small = (logits[:1, :, :8, :8].softmax(1), img[:1, :, :8, :8], lab[:1, :8, :8])
+    rrm.dense_energy_loss(*small).backward()  # warm-up
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        if form == "chunked":
+            e = rrm.dense_energy_loss(logits.softmax(1), img, lab, sigma_xy=SIGMA_XY, chunk=chunk)
+        else:
+            e = naive.naive_energy(logits.softmax(1), img, lab, sigma_xy=SIGMA_XY)
+        e.backward()
+        s = time.perf_counter() - t
+    return {"s": s, "peak_mb": mem.mb, "value": float(e.detach())}
+
+
+@pytest.mark.parametrize(
+    "name, n, c, h",
+    [
+        ("quick: 16 x 32², 7 classes", 16, 7, 32),
+        ("96², 21 classes", 1, 21, 96),
+        ("full: 1 x 161², 21 classes", 1, 21, 161),
+    ],
+)
+def test_energy_loss(figures, name, n, c, h):
+    ours = fresh("test_bench_rrm", "energy", "chunked", n, c, h)
+    need = naive.naive_energy_bytes(h * h) / 2**30
+    if need <= NAIVE_GB:
+        ref = fresh("test_bench_rrm", "energy", "naive", n, c, h)
+        diff = abs(ours["value"] - ref["value"]) / abs(ref["value"])
+        ref_name, agree = "naive N x N", f"values agree to {diff:.1e} (relative)"
+    else:
+        ref = {"s": None, "peak_mb": None}
+        ref_name = f"naive: not run, ~{need:.0f} GB > BENCH_NAIVE_GB={NAIVE_GB:g}"
+        agree = ""
+    label = f"dense energy {name}, chunked f+b"
+    figures.record(f"{label}: time", ours["s"], "s", ref["s"], ref_name, note=agree)
+    figures.record(f"{label}: peak memory", ours["peak_mb"], "MB", ref["peak_mb"], ref_name)
+
 
 STEP = r"""
 import json, time, numpy as np, torch
@@ -44,27 +90,14 @@ print(json.dumps(out))
 """
 
 
-def _run(code, *args):
-    res = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True
+def test_training_step_with_and_without_the_energy(figures):
+    res = subprocess.run([sys.executable, "-c", STEP], capture_output=True, text=True, check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    figures.record(
+        "RRM step, 16 toy images of 64 px: joint loss",
+        r["joint"],
+        "s",
+        r["ce"],
+        "CE-only step",
+        note="the energy's share of a step",
     )
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.parametrize(
-    "name, n, c, h, chunk",
-    [
-        ("quick: 16 x 32², 7 classes", 16, 7, 32, 1024),
-        ("full: 1 x 161², 21 classes", 1, 21, 161, 1024),
-    ],
-)
-def test_energy_loss(benchmark, name, n, c, h, chunk):
-    r = benchmark.pedantic(lambda: _run(CASE, n, c, h, chunk), rounds=1, iterations=1)
-    print(
-        f"\ndense energy loss, {name}: forward + backward {r['s']:.2f} s, peak +{r['peak_mb']:.0f} MB"
-    )
-
-
-def test_training_step_with_and_without_the_energy(benchmark):
-    r = benchmark.pedantic(lambda: _run(STEP), rounds=1, iterations=1)
-    print(f"\nRRM step, 16 toy images of 64 px: CE only {r['ce']:.2f} s, joint {r['joint']:.2f} s")
