@@ -84,7 +84,7 @@ def _seconds_per_step(passive: bool, loaded: bool, threads: int | None = None) -
     return float(out[0]), int(out[1])
 
 
-def test_training_cell_clean_vs_loaded():
+def test_training_cell_clean_vs_loaded(figures=None):
     times = {}
     for passive in (False, True):
         for loaded in (False, True):
@@ -109,6 +109,25 @@ def test_training_cell_clean_vs_loaded():
     print(
         f"  ratio default/passive, loaded: {times[False, True] / times[True, True]:.2f}x; "
         f"clean: {times[False, False] / times[True, False]:.2f}x"
+    )
+    if figures is None:  # run as a script
+        return
+    for passive in (False, True):
+        name = "passive" if passive else "default waiting"
+        figures.record(
+            f"threads: nb00 training, loaded, {name}",
+            times[passive, True],
+            "s/step",
+            times[passive, False],
+            "the same, clean",
+            note=f"{threads} threads, {_cores()} cores, busy-loop load",
+        )
+    figures.record(
+        "threads: nb00 training loaded, default/passive",
+        times[False, True],
+        "s/step",
+        times[True, True],
+        "OMP_WAIT_POLICY=PASSIVE, loaded",
     )
 
 
