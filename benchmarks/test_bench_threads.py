@@ -84,7 +84,7 @@ def _seconds_per_step(passive: bool, loaded: bool, threads: int | None = None) -
     return float(out[0]), int(out[1])
 
 
-def test_training_cell_clean_vs_loaded(figures=None):
+def test_training_cell_clean_vs_loaded(figures):
     times = {}
     for passive in (False, True):
         for loaded in (False, True):
@@ -110,8 +110,6 @@ def test_training_cell_clean_vs_loaded(figures=None):
         f"  ratio default/passive, loaded: {times[False, True] / times[True, True]:.2f}x; "
         f"clean: {times[False, False] / times[True, False]:.2f}x"
     )
-    if figures is None:  # run as a script
-        return
     for passive in (False, True):
         name = "passive" if passive else "default waiting"
         figures.record(
@@ -132,4 +130,7 @@ def test_training_cell_clean_vs_loaded(figures=None):
 
 
 if __name__ == "__main__":
-    test_training_cell_clean_vs_loaded()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.ratio import Recorder
+
+    test_training_cell_clean_vs_loaded(Recorder())
