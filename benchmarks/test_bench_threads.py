@@ -7,7 +7,7 @@ spinning while they wait. This runs that cell's work (the quick profile's fully-
 64-px toy images, batches of 16, Adam, per-pixel cross-entropy, flips) for a fixed number of steps
 in a fresh process with as many threads as usable cores, clean and loaded (a second, CPU-bound
 process — a busy loop — on the same cores), with libgomp's default waiting (spinning) and with
-``OMP_WAIT_POLICY=PASSIVE`` (what :func:`wsss_edu.parallel.openmp_env` gives the processes the
+``OMP_WAIT_POLICY=PASSIVE`` (what :func:`wsss_edu.threads.openmp_env` gives the processes the
 package starts). It prints seconds per step and the ratios: loaded / clean for each policy, and
 default / passive when loaded; and one thread (no team-mate to wait for) for comparison.
 ``WSSS_BENCH_THREAD_STEPS`` (default 12) sets the steps timed.

@@ -25,6 +25,7 @@ SUBSTRATE = {
     "distributed",
     "viz",
     "progress",
+    "threads",
 }
 PLUMBING = {
     "params",

@@ -2,7 +2,7 @@
 
 import torch
 
-from wsss_edu import parallel
+from wsss_edu import parallel, threads
 
 
 def _threads_and_square(x):
@@ -10,16 +10,16 @@ def _threads_and_square(x):
 
 
 def test_thread_shares_are_the_same_for_every_job_whatever_the_number_of_jobs():
-    assert parallel.thread_shares(5, 2, threads=4) == [2] * 5
-    assert parallel.thread_shares(1, 2, threads=4) == [2]  # alone: still its share
-    assert parallel.thread_shares(3, 4, threads=2) == [1, 1, 1]
-    assert parallel.thread_shares(2, 1, threads=3) == [3, 3]
+    assert threads.thread_shares(5, 2, threads=4) == [2] * 5
+    assert threads.thread_shares(1, 2, threads=4) == [2]  # alone: still its share
+    assert threads.thread_shares(3, 4, threads=2) == [1, 1, 1]
+    assert threads.thread_shares(2, 1, threads=3) == [3, 3]
 
 
 def test_a_single_job_runs_here_with_its_share_and_the_threads_are_restored():
     before = torch.get_num_threads()
-    [(threads, nine)] = parallel.map_jobs(_threads_and_square, [3], 2, progress=False)
-    assert nine == 9 and threads == parallel.thread_shares(1, 2)[0]
+    [(used, nine)] = parallel.map_jobs(_threads_and_square, [3], 2, progress=False)
+    assert nine == 9 and used == threads.thread_shares(1, 2)[0]
     assert torch.get_num_threads() == before
 
 
@@ -29,7 +29,7 @@ def test_map_jobs_in_processes_matches_the_loop():
     pooled = parallel.map_jobs(_threads_and_square, jobs, 2, progress=False)
     assert [r[1] for r in pooled] == [r[1] for r in serial] == [x * x for x in jobs]
     every = torch.get_num_threads()
-    assert [r[0] for r in pooled] == parallel.thread_shares(5, 2, every)
+    assert [r[0] for r in pooled] == threads.thread_shares(5, 2, every)
 
 
 def test_worker_state_setup_runs_once_on_the_state():

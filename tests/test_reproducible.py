@@ -2,7 +2,7 @@
 the path notebooks 04-06 start from) trained twice in separate processes is identical to the bit.
 
 A CPU training also depends on its thread count (the reductions split differently), which is why
-:func:`wsss_edu.parallel.thread_shares` gives every job the same share (tests/test_parallel.py)."""
+:func:`wsss_edu.threads.thread_shares` gives every job the same share (tests/test_parallel.py)."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Deliberate thread use (wsss_edu.parallel: threads per process, passive OpenMP waiting, DataLoader
+"""Deliberate thread use (wsss_edu.threads: threads per process, passive OpenMP waiting, DataLoader
 options) and the training loop's GPU practice (no per-step host reads, channels_last, compile)."""
 
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_edu import distributed, models, parallel, train
+from wsss_edu import distributed, models, threads, train
 from wsss_edu.data import ArrayDataset
 from wsss_edu.errors import ParameterError
 
@@ -26,7 +26,7 @@ def _worker_view(_):
 @pytest.mark.parametrize("processes", [1, 2, 3, 4])
 @pytest.mark.parametrize("workers", [0, 1, 3])
 def test_processes_times_threads_and_loader_workers_fit_the_budget(budget, processes, workers):
-    t = parallel.threads_per_process(processes, workers, budget=budget)
+    t = threads.threads_per_process(processes, workers, budget=budget)
     assert t >= 1
     if processes * (1 + workers) <= budget:  # room for everyone: nothing oversubscribed
         assert processes * (t + workers) <= budget
@@ -37,41 +37,41 @@ def test_processes_times_threads_and_loader_workers_fit_the_budget(budget, proce
 
 def test_usable_cores_follow_the_affinity_mask_else_the_cpu_count(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
-    assert parallel.usable_cores() == 3
+    assert threads.usable_cores() == 3
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
-    assert parallel.usable_cores() == 6
+    assert threads.usable_cores() == 6
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)  # a user's OMP_NUM_THREADS=64
-    assert parallel.thread_budget() == 6
+    assert threads.thread_budget() == 6
 
 
 def test_thread_shares_come_from_threads_per_process(monkeypatch):
-    monkeypatch.setattr(parallel, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert parallel.thread_shares(5, 3) == [parallel.threads_per_process(3)] * 5 == [1] * 5
-    assert parallel.thread_shares(2, 2) == [2, 2]
+    assert threads.thread_shares(5, 3) == [threads.threads_per_process(3)] * 5 == [1] * 5
+    assert threads.thread_shares(2, 2) == [2, 2]
 
 
 def test_openmp_env_adds_passive_waiting_and_keeps_the_users_values(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert parallel.openmp_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert parallel.openmp_env(3, environ={}) == {
+    assert threads.openmp_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.openmp_env(3, environ={}) == {
         "OMP_WAIT_POLICY": "PASSIVE",
         "OMP_NUM_THREADS": "3",
     }
-    assert parallel.openmp_env(environ={"OMP_WAIT_POLICY": "ACTIVE"}) == {}
-    with parallel.quiet_openmp() as added:
+    assert threads.openmp_env(environ={"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+    with threads.quiet_openmp() as added:
         assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and added
     assert "OMP_WAIT_POLICY" not in os.environ  # removed again: this process's value unchanged
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    with parallel.quiet_openmp():
+    with threads.quiet_openmp():
         assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_spawned_workers_wait_passively_with_their_thread_share(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    with parallel.spawn_pool(2, threads=1) as pool:
+    with threads.spawn_pool(2, threads=1) as pool:
         seen = list(pool.map(_worker_view, range(4)))
     assert seen == [("PASSIVE", 1)] * 4
     assert "OMP_WAIT_POLICY" not in os.environ
@@ -79,26 +79,26 @@ def test_spawned_workers_wait_passively_with_their_thread_share(monkeypatch):
 
 def test_torchrun_ranks_share_the_threads_and_wait_passively(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     env = distributed._rank_env(3, "cpu")
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert env["OMP_NUM_THREADS"] == "2" == str(parallel.threads_per_process(3))
+    assert env["OMP_NUM_THREADS"] == "2" == str(threads.threads_per_process(3))
 
 
 def test_loader_options_follow_the_device_and_cores():
-    assert parallel.loader_options("cpu", cores=16) == dict(
+    assert threads.loader_options("cpu", cores=16) == dict(
         num_workers=0, pin_memory=False, persistent_workers=False
     )
-    assert parallel.loader_options(torch.device("cuda"), cores=16) == dict(
+    assert threads.loader_options(torch.device("cuda"), cores=16) == dict(
         num_workers=4, pin_memory=True, persistent_workers=True
     )
-    assert parallel.loader_options("cuda", cores=3)["num_workers"] == 2  # a core for the training
-    assert parallel.loader_options("cuda", cores=1) == dict(
+    assert threads.loader_options("cuda", cores=3)["num_workers"] == 2  # a core for the training
+    assert threads.loader_options("cuda", cores=1) == dict(
         num_workers=0, pin_memory=True, persistent_workers=False
     )
-    assert parallel.loader_options("mps", cores=8)["pin_memory"] is False
-    assert parallel.loader_options("cpu", workers=2) == dict(
+    assert threads.loader_options("mps", cores=8)["pin_memory"] is False
+    assert threads.loader_options("cpu", workers=2) == dict(
         num_workers=2, pin_memory=False, persistent_workers=True
     )
 

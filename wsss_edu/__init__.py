@@ -25,7 +25,8 @@ The substrate every method shares: ``toy`` (the toy world), ``datasets`` (VOC, M
 ``PseudoLabeled``), ``labels`` (the sample format, the VOC palette), ``data`` (tensors, augmentation,
 batching), ``io`` (images and masks on disk), ``errors``, ``pretrained`` (ImageNet weights),
 ``crf`` (with ``crf_torch``, its PyTorch backend), ``metrics``, ``stats``, ``train`` (the training loop), ``distributed`` (the same loop on N
-processes), ``progress`` (progress bars, or log lines when headless), ``viz``.
+processes), ``progress`` (progress bars, or log lines when headless), ``threads`` (threads per process,
+passive OpenMP waiting, DataLoader workers: decided in one place), ``viz``.
 
 The plumbing: ``params`` (the parameters every notebook shares), ``cache`` and ``results`` (artifacts
 and headline numbers under OUTPUT_DIR), ``parallel`` (worker processes), ``download``, ``runner``

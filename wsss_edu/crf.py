@@ -32,7 +32,7 @@ import numpy as np
 
 from .crf_torch import dense_crf
 from .errors import WsssError, check_choice
-from .parallel import spawn_pool
+from .threads import spawn_pool
 
 BACKENDS = ("auto", "pydensecrf", "torch")
 INSTALL_PYDENSECRF = 'pip install "wsss_edu[crf]"'
@@ -304,7 +304,7 @@ def crf_map(images, inputs, kind: str = "scores", processes: int = 1, **kwargs) 
     'labels' (inputs are (H, W) label maps; pass ``num_classes``). ``processes`` > 1 uses a pool of
     spawned processes (not forked: a forked child of a process that has run torch can hang, which
     the torch backend would), each with its share of the threads
-    (:func:`wsss_edu.parallel.spawn_pool`). Other
+    (:func:`wsss_edu.threads.spawn_pool`). Other
     keyword arguments (``params``, ``backend``, ...) go to :func:`crf_on_scores` /
     :func:`crf_on_labels`; ``backend`` is resolved here (:func:`resolve_backend`), so that every
     worker runs the backend this process would. Returns the list of marginals (C, H, W), in order."""

@@ -56,7 +56,7 @@ import torch.nn as nn
 
 from .errors import ParameterError
 from .io import atomic_path
-from .parallel import openmp_env, threads_per_process
+from .threads import openmp_env, threads_per_process
 
 PROCESSES_ENV = "WSSS_TRAIN_PROCESSES"
 LAUNCHER_ENV = "WSSS_LAUNCHER_PID"  # the ranks exit when the process that launched them dies
@@ -366,8 +366,8 @@ def train_processes(device=None) -> int:
 def _rank_env(nproc: int, device_type: str) -> dict:
     """The ranks' environment: this process's import path (so the job's functions and the classes
     of its arguments import there too), CPU threads shared between the ranks
-    (:func:`wsss_edu.parallel.threads_per_process`) and passive OpenMP waiting
-    (:func:`wsss_edu.parallel.openmp_env`; a value the user set is kept)."""
+    (:func:`wsss_edu.threads.threads_per_process`) and passive OpenMP waiting
+    (:func:`wsss_edu.threads.openmp_env`; a value the user set is kept)."""
     env = dict(os.environ)
     paths = [str(Path(__file__).resolve().parents[1])] + [
         p for p in sys.path if p and Path(p).is_dir()

@@ -41,11 +41,12 @@ import wsss_edu
 from . import compare
 from .errors import ParameterError
 from .io import user_path, write_text_atomic
-from .parallel import quiet_openmp, shard_spec
+from .parallel import shard_spec
 from .params import check_parameter_values
 from .progress import check_settings, headless_kernels
 from .results import load_all_metrics, results_table
 from .runner import import_papermill, notebook_paths, parse_params
+from .threads import quiet_openmp
 
 BOXES_NOTEBOOKS = ("02_", "02b_")  # paper 000: boxes + a few masks, street scenes
 BOXES_DATASETS = ("toy", "cityscapes", "camvid")
@@ -199,7 +200,7 @@ def run_step(path, params: dict, step_dir: Path, timeout: int, execute=None, rec
     """Execute one notebook into ``step_dir`` (executed notebook, log.txt); returns seconds.
     The kernel's progress bars write plain lines into log.txt as they go (``WSSS_PROGRESS=log``
     unless set otherwise: :func:`wsss_edu.progress.headless_kernels`); its OpenMP threads wait
-    passively (:func:`wsss_edu.parallel.quiet_openmp`). ``done.json`` records the
+    passively (:func:`wsss_edu.threads.quiet_openmp`). ``done.json`` records the
     parameters and the code ``record`` (default: :func:`code_record` of ``path``, taken before
     it runs). ``execute`` (tests): a replacement for papermill.execute_notebook."""
     execute = execute or import_papermill().execute_notebook

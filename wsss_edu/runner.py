@@ -20,10 +20,10 @@ from pathlib import Path
 
 from .errors import ParameterError
 from .io import user_path, write_text_atomic
-from .parallel import quiet_openmp
 from .params import check_parameter_values, repo_root
 from .progress import check_settings, headless_kernels
 from .results import duplicate_metric_names, load_all_metrics, results_table
+from .threads import quiet_openmp
 
 
 def notebook_paths(folder=None, only=None) -> list[Path]:
@@ -114,7 +114,7 @@ def run_notebooks(
     (``output``, an ``OUTPUT_DIR`` / ``DATA_ROOT`` parameter) are taken from the current folder.
     The kernels write their progress as plain lines (``WSSS_PROGRESS=log`` unless set otherwise:
     :func:`wsss_edu.progress.headless_kernels`), not widgets nobody draws; their OpenMP threads
-    wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless set: :func:`wsss_edu.parallel.quiet_openmp`),
+    wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless set: :func:`wsss_edu.threads.quiet_openmp`),
     so that a kernel sharing its cores with other work does not spin on them."""
     paths = notebook_paths(notebooks_dir, only)  # none found: an error before anything is written
     pm = import_papermill()  # missing: an error naming the extra, ditto

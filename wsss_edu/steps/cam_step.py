@@ -42,8 +42,9 @@ from ..distributed import trained_state
 from ..errors import ParameterError, check_choice
 from ..io import atomic_path, folder_complete
 from ..metrics import ConfusionMeter
-from ..parallel import finish_folder, loader_options, pending, shard_spec
+from ..parallel import finish_folder, pending, shard_spec
 from ..progress import bar as progress_bar
+from ..threads import loader_options
 from ..train import fit, seed_everything
 
 # This step's code version, in its cache keys (wsss_edu.cache) and in the pipeline's done.json:

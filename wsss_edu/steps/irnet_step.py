@@ -49,16 +49,9 @@ from ..irnet import (
 )
 from ..labels import IGNORE
 from ..metrics import ConfusionMeter
-from ..parallel import (
-    finish_folder,
-    loader_options,
-    pending,
-    set_worker_state,
-    shard_spec,
-    spawn_pool,
-    worker_state,
-)
+from ..parallel import finish_folder, pending, set_worker_state, shard_spec, worker_state
 from ..progress import bar as progress_bar
+from ..threads import loader_options, spawn_pool
 from ..train import fit, poly_schedule, seed_everything
 from .cam_step import classifier_probs, dataset_tags, load_cams
 

@@ -26,16 +26,10 @@ from ..crf import crf_on_scores
 from ..data import SegTransformDataset, images_to_tensor, same_size_batches
 from ..errors import ParameterError, check_choice
 from ..io import folder_complete, write_mask
-from ..parallel import (
-    compute_missing,
-    finish_folder,
-    loader_options,
-    pending,
-    run_streamed,
-    shard_spec,
-)
+from ..parallel import compute_missing, finish_folder, pending, run_streamed, shard_spec
 from ..progress import bar as progress_bar
 from ..rrm import RULES, RRMNet, freeze_reference_layers, rrm_loss
+from ..threads import loader_options
 from ..train import fit, poly_schedule, seed_everything
 from .cam_step import CODE_VERSION as CAM_STEP_VERSION
 

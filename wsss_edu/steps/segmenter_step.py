@@ -26,8 +26,9 @@ from ..distributed import trained_state
 from ..errors import check_choice
 from ..metrics import ConfusionMeter
 from ..models import make_segmenter, tta_probs, tta_views
-from ..parallel import compute_missing, loader_options, spawn_pool
+from ..parallel import compute_missing
 from ..progress import bar as progress_bar
+from ..threads import loader_options, spawn_pool
 from ..train import cross_entropy_loss, fit, poly_schedule, seed_everything
 from ..urn import probability_weight, weighted_cross_entropy
 

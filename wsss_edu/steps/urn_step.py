@@ -30,10 +30,10 @@ from ..parallel import (
     run_streamed,
     set_worker_state,
     shard_spec,
-    spawn_pool,
     worker_state,
 )
 from ..progress import bar as progress_bar
+from ..threads import spawn_pool
 from ..urn import (
     LAYOUTS,
     NORM_EPS,
@@ -225,7 +225,7 @@ def _job_args(sample, probs, job):
 
 def _rebuild_model(job: dict) -> None:
     """A worker's setup (:func:`wsss_edu.parallel.set_worker_state`): the network (its threads:
-    the pool's share, :func:`wsss_edu.parallel.spawn_pool`)."""
+    the pool's share, :func:`wsss_edu.threads.spawn_pool`)."""
     model = job["model_factory"]()
     model.load_state_dict(job.pop("state"))
     job["model"] = model.eval()
