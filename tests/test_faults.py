@@ -4,6 +4,7 @@ written, never lose another writer's numbers, and a damaged metrics file is name
 import json
 import multiprocessing as mp
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,6 +67,39 @@ def test_two_writers_of_one_file_at_once_never_collide(tmp_path):
     assert len(np.unique(io.read_mask(mask))) == 1
     assert torch.load(ckpt, weights_only=True)["epoch"] in range(4)
     assert _leftovers(tmp_path) == []
+
+
+def test_a_slow_digest_never_vouches_for_another_writers_bytes(tmp_path, monkeypatch):
+    """The interleaving behind a rare failure of the test above: writer 0 renames its artifact,
+    then hashes it slowly; writer 1 renames and hashes its own meanwhile; writer 0's digest must
+    not land last beside writer 1's bytes. Without the digest's lock (io.atomic_path_with_digest)
+    this leaves a pair that the next load calls damaged, every time."""
+    path = tmp_path / "k.pt"
+    real = io.file_digest
+    first_hashing = threading.Event()
+
+    def slow_for_writer_0(p, *a, **k):
+        if threading.current_thread().name == "writer-0":
+            first_hashing.set()
+            digest = real(p, *a, **k)  # hashes writer 0's bytes ...
+            time.sleep(0.5)  # ... and is slow to write the digest down
+            return digest
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(io, "file_digest", slow_for_writer_0)
+
+    def write(i):
+        if i == 1:
+            first_hashing.wait(5)
+        cache.save_artifact(path, {"w": torch.full((4,), float(i))})
+
+    threads = [threading.Thread(target=write, args=(i,), name=f"writer-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert io.digest_problem(path) is None
+    assert cache.load_artifact(path)["w"][0] in (0.0, 1.0)
 
 
 def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):

@@ -45,7 +45,14 @@ import torch
 import wsss_edu
 
 from .errors import DataFileError
-from .io import atomic_path, digest_path, digest_problem, run_lock, write_digest, write_text_atomic
+from .io import (
+    atomic_path_with_digest,
+    digest_path,
+    digest_problem,
+    run_lock,
+    write_digest,
+    write_text_atomic,
+)
 
 
 def params_key(params: dict) -> str:
@@ -95,9 +102,8 @@ def save_artifact(path, obj, params: dict | None = None, version=None) -> Path:
     (``<path>.sha256``); numpy arrays become tensors. The parameters, the code ``version`` and the
     package version are saved beside it as JSON (:func:`provenance`)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path_with_digest(path) as tmp:
         torch.save(_to_storable(obj), tmp)
-    write_digest(path)
     if params is not None:
         write_text_atomic(
             path.with_suffix(".json"),

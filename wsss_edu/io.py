@@ -343,6 +343,20 @@ def write_digest(path) -> Path:
     return write_text_atomic(digest_path(path), f"{file_digest(path)}  {Path(path).name}\n")
 
 
+@contextmanager
+def atomic_path_with_digest(path):
+    """:func:`atomic_path`, then :func:`write_digest`, the two under one lock (the digest's,
+    ``.<name>.sha256.lock``; not the ``.<name>.lock`` a computation of ``path`` may hold): two
+    writers of the same file at once (threads, or processes without the computation's lock) never
+    leave one's bytes beside the other's digest — which the next load would call damaged. Measured:
+    4 threads each writing one artifact 15 times left a mismatched pair once in a CI run
+    (tests/test_faults.py has the interleaving that does it every time)."""
+    with file_lock(digest_path(path)):
+        with atomic_path(path) as tmp:
+            yield tmp
+        write_digest(path)
+
+
 def digest_problem(path) -> str | None:
     """Why ``path`` cannot be trusted (no digest beside it, a digest that does not match its bytes:
     a flipped bit, a truncated or foreign file), or None when its digest matches."""

@@ -12,7 +12,12 @@ import warnings
 from pathlib import Path
 
 from .errors import DataFileError, ParameterError
-from .io import atomic_path, digest_problem, file_lock, write_digest, write_text_atomic
+from .io import (
+    atomic_path_with_digest,
+    digest_problem,
+    file_lock,
+    write_text_atomic,
+)
 
 
 def record_metrics(output_dir, notebook: str, metrics: dict, merge: bool = True) -> Path:
@@ -120,9 +125,8 @@ def save_model(output_dir, notebook: str, name: str, model) -> Path:
     import torch
 
     path = model_path(output_dir, notebook, name)
-    with atomic_path(path) as tmp:
+    with atomic_path_with_digest(path) as tmp:
         torch.save(copy.deepcopy(model).cpu().eval(), tmp)
-    write_digest(path)
     return path
 
 

@@ -25,7 +25,12 @@ import torch.nn.functional as F
 
 from . import distributed as D
 from .errors import DataFileError, ParameterError
-from .io import atomic_path, digest_path, digest_problem, run_lock, write_digest
+from .io import (
+    atomic_path_with_digest,
+    digest_path,
+    digest_problem,
+    run_lock,
+)
 from .labels import IGNORE
 from .metrics import ConfusionMeter
 from .progress import bar as progress_bar
@@ -194,9 +199,8 @@ def save_checkpoint(
         state["scheduler"] = scheduler.state_dict()
     if scaler is not None and scaler.is_enabled():
         state["scaler"] = scaler.state_dict()
-    with atomic_path(path) as tmp:
+    with atomic_path_with_digest(path) as tmp:
         torch.save(state, tmp)
-    write_digest(path)
     return path
 
 
