@@ -33,6 +33,7 @@ from .io import (
 )
 from .labels import IGNORE
 from .metrics import ConfusionMeter
+from .progress import SECONDS_ENV, interval_seconds
 from .progress import bar as progress_bar
 
 
@@ -525,13 +526,17 @@ def _train_epoch(
     reaches all, so every rank skips the same steps), then unscaled and stepped by the scaler,
     the scheduler stepped per batch. A gradient clipping would go after
     ``scaler.unscale_(optimizer)``. The batch losses stay on the device (``step``: a
-    :class:`_Forward`); the bar's running loss is read every ``LOSS_READ_SECONDS`` at most.
+    :class:`_Forward`); the bar's running loss is read every ``LOSS_READ_SECONDS`` at most (more often
+    when the bar logs lines more often: ``WSSS_PROGRESS_SECONDS``).
     Returns this process's mean batch loss."""
     several = D.active()
     model = step.model
     model.train()
     values, pending = [], []
     last_read = time.monotonic()
+    # never staler than the bar's log lines: headless, a line every WSSS_PROGRESS_SECONDS carries a
+    # loss read at most one step before it
+    read_every = min(LOSS_READ_SECONDS, interval_seconds(os.environ.get(SECONDS_ENV)))
     for batch in loader:
         batch = to_device(batch, device, step.channels_last)
         with autocast(device, dtype):
@@ -546,7 +551,7 @@ def _train_epoch(
             scheduler.step()
         pending.append(loss.detach())
         bar.update(1)
-        if time.monotonic() - last_read >= LOSS_READ_SECONDS:
+        if time.monotonic() - last_read >= read_every:
             count = len(values) + len(pending)
             bar.set_postfix(epoch=epoch, loss=f"{_losses_sum(values, pending) / count:.4f}")
             last_read = time.monotonic()
