@@ -4,7 +4,8 @@ Images per second of both backends on toy scenes with noisy class probabilities 
 the torch backend's exact sum) and at 320 x 213 (a VOC-like photo: the torch backend's coarse
 grid) — the torch backend's time as a ratio of pydensecrf's; and :func:`wsss_edu.crf.crf_map`'s
 speed-up on N processes against N (parallel efficiency), one thread per process (processes x
-threads <= cores)."""
+threads <= cores), and the part of it that is the pool's start (N spawned workers importing torch)
+against the one-process map."""
 
 import os
 import time
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from wsss_edu import crf
+from wsss_edu.threads import spawn_pool
 from wsss_edu.toy import ToyDataset
 
 MAP_IMAGES = 24
@@ -90,3 +92,20 @@ def test_crf_map_speed_up(figures, processes):
         f"N = {processes}",
         note=f"ratio = parallel efficiency; 1 process {times[1]:.1f} s, incl. the pool's start",
     )
+    start = pool_start_seconds(processes)
+    figures.record(
+        f"CRF map, {processes} processes: the pool's start",
+        start,
+        "s",
+        times[1],
+        "the 1-process map",
+        note=f"{processes} spawned workers, each importing torch; paid once per map",
+    )
+
+
+def pool_start_seconds(processes: int) -> float:
+    """Seconds to start a :func:`spawn_pool` of ``processes`` workers and have each run a job."""
+    t = time.perf_counter()
+    with spawn_pool(processes) as pool:
+        list(pool.map(abs, range(4 * processes)))
+    return time.perf_counter() - t

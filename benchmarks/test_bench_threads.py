@@ -9,7 +9,8 @@ in a fresh process with as many threads as usable cores, clean and loaded (a sec
 process — a busy loop — on the same cores), with libgomp's default waiting (spinning) and with
 ``OMP_WAIT_POLICY=PASSIVE`` (what :func:`wsss_edu.threads.openmp_env` gives the processes the
 package starts). It prints seconds per step and the ratios: loaded / clean for each policy, and
-default / passive when loaded; and one thread (no team-mate to wait for) for comparison.
+default / passive when loaded, passive / default when clean (its cost on an idle machine); and
+one thread (no team-mate to wait for) for comparison.
 ``WSSS_BENCH_THREAD_STEPS`` (default 12) sets the steps timed.
 """
 
@@ -126,6 +127,14 @@ def test_training_cell_clean_vs_loaded(figures):
         "s/step",
         times[True, True],
         "OMP_WAIT_POLICY=PASSIVE, loaded",
+    )
+    figures.record(
+        "threads: nb00 training clean, passive/default",
+        times[True, False],
+        "s/step",
+        times[False, False],
+        "default waiting, clean",
+        note="what passive waiting costs on an idle machine",
     )
 
 

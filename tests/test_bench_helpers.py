@@ -67,6 +67,14 @@ def test_the_all_pairs_energy_equals_the_chunked_one(with_labels):
     assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-14)
 
 
+@pytest.mark.parametrize("gigabytes", [0.5, 3, 16])
+def test_the_naive_energy_is_scaled_from_the_largest_side_that_fits(gigabytes):
+    from benchmarks.test_bench_rrm import naive_side
+
+    side, limit = naive_side(gigabytes), gigabytes * 2**30
+    assert naive.naive_energy_bytes(side**2) <= limit < naive.naive_energy_bytes((side + 1) ** 2)
+
+
 def test_the_recorder_computes_ratios_and_writes_the_table(tmp_path):
     rec = ratio.Recorder()
     rec.record("walk time", 2.0, "s", 8.0, "dense T")
