@@ -323,7 +323,7 @@ if DATASET == "toy":
 # re-run reuse them instead of training again.
 
 # %%
-from wsss_edu import cache, data, models, train
+from wsss_edu import cache, data, models, threads, train
 
 
 def make_loader(ds, shuffle):
@@ -333,7 +333,7 @@ def make_loader(ds, shuffle):
                                            batch_size=BATCH_SIZE, shuffle=shuffle)
     return torch.utils.data.DataLoader(data.SegTransformDataset(ds, crop=CROP if shuffle else None),
                                        batch_size=BATCH_SIZE if shuffle else 1, shuffle=shuffle,
-                                       num_workers=4)
+                                       **threads.loader_options(run.device))
 
 train_loader, val_loader = make_loader(train_set, True), make_loader(val_set, False)
 
