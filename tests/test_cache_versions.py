@@ -8,7 +8,6 @@ import json
 import types
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,11 @@ import torch
 import wsss_edu
 from wsss_edu import cache, pipeline
 from wsss_edu.steps import irnet_step, segmenter_step
+
+try:
+    from . import fixtures_notebooks as fx_nb
+except ImportError:
+    import fixtures_notebooks as fx_nb
 
 STEPS = Path(wsss_edu.__file__).resolve().parent / "steps"
 
@@ -155,21 +159,7 @@ def test_every_cache_call_of_the_steps_passes_their_code_version():
 # ------------------------------------------------------------------------------------------------
 
 
-def write_notebook(path, code: str, markdown: str = ""):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("DATASET = 'toy'\nOUTPUT_DIR = ''")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(code)] + (
-        [nbformat.v4.new_markdown_cell(markdown)] if markdown else []
-    )
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path.write_text(nbformat.writes(nb))
-
-
+PARAMS = "DATASET = 'toy'\nOUTPUT_DIR = ''"
 CODE = {
     "03_cam": "from wsss_edu.steps import cam_step",
     "04_irn": "from wsss_edu.steps import irnet_step",
@@ -192,7 +182,7 @@ def course(tmp_path, monkeypatch):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     for name, code in CODE.items():
-        write_notebook(nbs / f"{name}.ipynb", code)
+        fx_nb.write_notebook(nbs / f"{name}.ipynb", PARAMS, code)
     write_steps(tmp_path / "steps")
     monkeypatch.setattr(pipeline, "STEPS_DIR", tmp_path / "steps")
     return nbs
@@ -259,8 +249,10 @@ def test_a_changed_step_version_or_notebook_reruns_the_step_and_the_rest_is_skip
     assert run(course, out) == {"03_cam": "skipped", "04_irn": "skipped", "05_seg": "ran"}
     # the notebook's code changed: it reruns; only its markdown (or metadata, outputs): it does not
     logs.clear()
-    write_notebook(course / "05_seg.ipynb", CODE["05_seg"] + "\nprint(1)")
-    write_notebook(course / "03_cam.ipynb", CODE["03_cam"], markdown="# a new explanation")
+    fx_nb.write_notebook(course / "05_seg.ipynb", PARAMS, CODE["05_seg"] + "\nprint(1)")
+    fx_nb.write_notebook(
+        course / "03_cam.ipynb", PARAMS, CODE["03_cam"], markdown="# a new explanation"
+    )
     assert run(course, out, logs) == {"03_cam": "skipped", "04_irn": "skipped", "05_seg": "ran"}
     assert "05_seg: running (the notebook's code changed since it finished;" in "\n".join(logs)
     # a new release alone reruns nothing (the step versions say what changed), and is recorded when

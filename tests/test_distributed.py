@@ -9,6 +9,11 @@ import torch
 from wsss_edu import distributed, train
 from wsss_edu.steps import irnet_step, rrm_step, segmenter_step
 
+try:
+    from . import fixtures_training as fx_training
+except ImportError:
+    import fixtures_training as fx_training
+
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
@@ -50,26 +55,12 @@ def two_ranks():
 # ------------------------------------------------------------------------------------------------
 
 
-def labelled_squares(n=16, size=16):
-    """Images with a red square (class 1) and, on every other image, a large ignored (255) area:
-    the ranks' shares hold very different numbers of labelled pixels."""
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        y, x = rng.integers(0, size - 6, 2)
-        img[i, y : y + 6, x : x + 6] = (220, 40, 40)
-        mask[i, y : y + 6, x : x + 6] = 1
-        if i % 2:
-            mask[i, :, : size * 3 // 4] = 255
-    return {"image": img, "mask": mask}
-
-
 def train_unet(variant: str = "exact", epochs: int = 2) -> dict:
-    """A small U-Net (batch norm) trained by ``train.fit`` with SGD + momentum, batch 8, on
-    :func:`labelled_squares` (in a rank: that rank's share). ``variant`` switches off one ingredient
-    of the equivalence, to show the test notices: 'per_rank_mean' (each rank divides its loss by
-    its own labelled pixels), 'local_bn' (batch norm on the rank's half batch)."""
+    """A small U-Net (batch norm) trained by ``train.fit`` with SGD + momentum, batch 8, on red
+    squares with half the images mostly ignored (``fixtures_training.red_squares``; in a rank:
+    that rank's share). ``variant`` switches off one ingredient of the equivalence, to show the
+    test notices: 'per_rank_mean' (each rank divides its loss by its own labelled pixels),
+    'local_bn' (batch norm on the rank's half batch)."""
     from torch.utils.data import DataLoader
 
     from wsss_edu import data, models
@@ -83,7 +74,9 @@ def train_unet(variant: str = "exact", epochs: int = 2) -> dict:
         train.seed_everything(0)
         net = models.UNet(2, width=4, depth=2)
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        loader = DataLoader(data.ArrayDataset(labelled_squares()), batch_size=8)
+        loader = DataLoader(
+            data.ArrayDataset(fx_training.red_squares(ignore_half=True)), batch_size=8
+        )
         hist = train.fit(net, loader, train.cross_entropy_loss, opt, epochs, "cpu", progress=False)
     finally:
         distributed.batch_mean, distributed.sync_batchnorm = saved
@@ -302,7 +295,9 @@ def odd_batch():
     from wsss_edu import data, models
 
     net = models.UNet(2, width=4, depth=1)
-    loader = DataLoader(data.ArrayDataset(labelled_squares(n=10)), batch_size=5)
+    loader = DataLoader(
+        data.ArrayDataset(fx_training.red_squares(10, ignore_half=True)), batch_size=5
+    )
     train.fit(
         net,
         loader,

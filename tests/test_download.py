@@ -10,10 +10,8 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,72 +29,27 @@ from wsss_edu.download import (
 )
 from wsss_edu.errors import DownloadError, ParameterError
 
+try:
+    from . import fixtures_http as fx_http
+except ImportError:
+    import fixtures_http as fx_http
+
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = bytes(range(256)) * 40  # 10 240 bytes
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 
 
-# --------------------------------------------------------------------------------------------
-# a small HTTP server with Range support, failure injection and a request log
-# --------------------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.files``; honours ``Range: bytes=N-`` unless ``server.honour_range`` is
-    False; drops the connection after ``server.drop_after[path]`` bytes, once per path."""
-
-    def do_GET(self):  # noqa: N802 (http.server naming)
-        srv = self.server
-        rng = self.headers.get("Range")
-        srv.requests.append((self.path, rng))
-        data = srv.files.get(self.path)
-        if data is None:
-            self.send_error(404, "Not Found")
-            return
-        start, status = 0, 200
-        if rng and srv.honour_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
-        body = data[start:]
-        self.send_response(status)
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        drop = srv.drop_after.pop(self.path, None)
-        self.wfile.write(body if drop is None else body[:drop])
-        self.wfile.flush()
-        if drop is not None:
-            self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def _http_server():
-    """One threaded HTTP server on a random free port of 127.0.0.1 for the whole module."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    """One local HTTP server (tests/fixtures_http.py) for the whole module."""
+    with fx_http.local_server() as srv:
+        yield srv
 
 
 @pytest.fixture
 def server(_http_server):
     """The module's server with fresh files, request log and failure settings."""
-    srv = _http_server
-    srv.files, srv.requests, srv.drop_after, srv.honour_range = {}, [], {}, True
-    return srv
+    return fx_http.reset(_http_server)
 
 
 @pytest.fixture
@@ -164,7 +117,7 @@ def test_all_mirrors_dead_lists_each(server, tmp_path, refused_url):
 
 def test_dropped_connection_is_resumed_with_range(server, tmp_path):
     server.files["/a.bin"] = PAYLOAD
-    server.drop_after["/a.bin"] = 3000
+    server.cut["/a.bin"] = 3000
     dest = _get(urls=[server.url + "/a.bin"], dest=tmp_path / "a.bin", md5=PAYLOAD_MD5)
     assert dest.read_bytes() == PAYLOAD
     assert server.requests == [("/a.bin", None), ("/a.bin", "bytes=3000-")]

@@ -13,11 +13,9 @@ import importlib.util
 import io
 import shutil
 import tarfile
-import threading
 import warnings
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,86 +34,27 @@ from wsss_edu.download import (
 )
 from wsss_edu.errors import DownloadError, ParameterError
 
+try:
+    from . import fixtures_http as fx_http
+except ImportError:
+    import fixtures_http as fx_http
+
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = bytes(range(256)) * 40  # 10 240 bytes
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 VOC_TAR = "VOCtrainval_11-May-2012.tar"
 
 
-# --------------------------------------------------------------------------------------------
-# a local server whose bodies the test controls
-# --------------------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.files[path]``. Per path, ``server.style[path]`` says how: 'length' (a
-    Content-Length, Range honoured), 'close' (no length, the body ends when the connection
-    closes) or 'chunked'; ``server.cut[path]`` sends only that many bytes, then closes (once)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):  # noqa: N802 (http.server naming)
-        srv = self.server
-        rng = self.headers.get("Range")
-        srv.requests.append((self.path, rng))
-        data = srv.files.get(self.path)
-        self.close_connection = True
-        if data is None:
-            self.send_error(404, "Not Found")
-            return
-        style = srv.style.get(self.path, "length")
-        start = 0
-        if rng and style == "length":
-            start = int(rng.split("=")[1].rstrip("-"))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        cut = srv.cut.pop(self.path, None)
-        sent = body if cut is None else body[:cut]
-        if style == "length":
-            self.send_header("Content-Length", str(len(body)))
-        elif style == "chunked":
-            self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if style == "chunked":
-            for i in range(0, len(sent), 1000):
-                piece = sent[i : i + 1000]
-                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-            if cut is None:
-                self.wfile.write(b"0\r\n\r\n")
-        else:
-            self.wfile.write(sent)
-        self.wfile.flush()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def _http_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    """One local HTTP server (tests/fixtures_http.py) for the whole module."""
+    with fx_http.local_server() as srv:
+        yield srv
 
 
 @pytest.fixture
 def server(_http_server):
-    srv = _http_server
-    srv.files, srv.style, srv.cut, srv.requests = {}, {}, {}, []
-    return srv
+    return fx_http.reset(_http_server)
 
 
 def _get(**kw):

@@ -18,6 +18,11 @@ import torch
 from wsss_edu import cache, distributed, io, results, train
 from wsss_edu.errors import DataFileError, RunInProgress
 
+try:
+    from . import fixtures_training as fx_training
+except ImportError:
+    import fixtures_training as fx_training
+
 
 def flip_byte(path, at=None):
     data = bytearray(Path(path).read_bytes())
@@ -95,17 +100,6 @@ def test_a_saved_network_with_a_bad_digest_names_the_notebook_to_rerun(tmp_path)
 # ------------------------------------------------------------------------------------------------
 
 
-def squares(n=16, size=16):
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        y, x = rng.integers(0, size - 6, 2)
-        img[i, y : y + 6, x : x + 6] = (220, 40, 40)
-        mask[i, y : y + 6, x : x + 6] = 1
-    return {"image": img, "mask": mask}
-
-
 def tiny_fit(checkpoint, epochs, scramble=False):
     """A small U-Net (batch norm), SGD with momentum and a step schedule, batch 8, seeded; in a
     rank: that rank's share. ``scramble``: start from other weights (a resume must replace them)."""
@@ -121,7 +115,7 @@ def tiny_fit(checkpoint, epochs, scramble=False):
                 p.uniform_(-1, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, 2, 0.5)
-    loader = DataLoader(data.ArrayDataset(squares()), batch_size=8, shuffle=True)
+    loader = DataLoader(data.ArrayDataset(fx_training.red_squares()), batch_size=8, shuffle=True)
     hist = train.fit(
         net,
         loader,

@@ -6,41 +6,34 @@ import json
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from wsss_edu import compare, pipeline
 from wsss_edu.errors import ParameterError
 from wsss_edu.results import load_all_metrics, record_metrics
 
+try:
+    from . import fixtures_notebooks as fx_nb
+except ImportError:
+    import fixtures_notebooks as fx_nb
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_notebook(path, params: str, body: str):
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path.write_text(nbformat.writes(nb))
 
 
 @pytest.fixture
 def course(tmp_path):
     d = tmp_path / "nbs"
     d.mkdir()
-    make_notebook(d / "02b_boxes.ipynb", "DATASET = 'toy'\nOUTPUT_DIR = ''\nEPOCHS = 1", "")
-    make_notebook(
+    fx_nb.write_notebook(d / "02b_boxes.ipynb", "DATASET = 'toy'\nOUTPUT_DIR = ''\nEPOCHS = 1", "")
+    fx_nb.write_notebook(
         d / "03_cam.ipynb",
         "DATASET = 'toy'\nDATA_ROOT = ''\nOUTPUT_DIR = ''\nPROFILE = 'quick'\n"
         "EPOCHS = 1\nSEG_EPOCHS = 1",
         "",
     )
-    make_notebook(d / "04_irn.ipynb", "DATASET = 'toy'\nOUTPUT_DIR = ''\nPROFILE = 'quick'", "")
+    fx_nb.write_notebook(
+        d / "04_irn.ipynb", "DATASET = 'toy'\nOUTPUT_DIR = ''\nPROFILE = 'quick'", ""
+    )
     return d
 
 

@@ -11,6 +11,11 @@ from wsss_edu.datasets import PseudoLabeled
 from wsss_edu.errors import ParameterError
 from wsss_edu.steps import segmenter_step
 
+try:
+    from . import fixtures_training as fx_training
+except ImportError:
+    import fixtures_training as fx_training
+
 
 def test_device_always_usable():
     assert train.get_device("auto").type in ("cpu", "cuda", "mps")
@@ -30,17 +35,6 @@ def test_seeding_reproduces():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-def tiny_task(n=32, size=16):
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 50, (n, size, size, 3)).astype(np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        y, x = rng.integers(0, size - 6, 2)
-        img[i, y : y + 6, x : x + 6] = (220, 40, 40)
-        mask[i, y : y + 6, x : x + 6] = 1
-    return {"image": img, "mask": mask}
-
-
 def make(seed=0):
     train.seed_everything(seed)
     net = models.UNet(2, width=8, depth=2)
@@ -49,7 +43,7 @@ def make(seed=0):
 
 
 def test_fit_learns_and_evaluates():
-    arrays = tiny_task()
+    arrays = fx_training.red_squares(32, background=50)
     loader = torch.utils.data.DataLoader(data.ArrayDataset(arrays), batch_size=8)
     net, opt = make()
     hist = train.fit(net, loader, train.cross_entropy_loss, opt, 8, "cpu", progress=False)
@@ -59,7 +53,7 @@ def test_fit_learns_and_evaluates():
 
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
-    arrays = tiny_task()
+    arrays = fx_training.red_squares(32, background=50)
     loader = torch.utils.data.DataLoader(
         data.ArrayDataset(arrays, flip=True), batch_size=8, shuffle=True
     )  # shuffling and flips must resume too
@@ -99,7 +93,7 @@ def test_full_profile_model_builds_without_weights():
 
 
 def test_augmentation_differs_across_epochs_and_workers():
-    arrays = tiny_task(n=16)
+    arrays = fx_training.red_squares(16, background=50)
     ds = data.ArrayDataset(arrays, flip=True)
     train.seed_everything(0)
     loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)

@@ -17,6 +17,7 @@ import random
 import time
 import warnings
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -387,48 +388,46 @@ def fit(
         state = _resume_state(checkpoint, model, optimizer, scheduler) if D.is_main() else None
         if several:
             state = D.broadcast_object(state)  # rank 0's reading: every rank at one epoch
-        return _fit_from(
-            state,
-            model,
-            loader,
-            loss_fn,
-            optimizer,
-            epochs,
-            device,
-            scheduler,
-            checkpoint,
-            amp,
-            desc,
-            on_epoch_end,
-            progress,
-            seed,
-            channels_last,
-            compile,
+        run = _FitRun(
+            epochs=epochs,
+            device=device,
+            scheduler=scheduler,
+            checkpoint=checkpoint,
+            amp=amp,
+            desc=desc,
+            on_epoch_end=on_epoch_end,
+            progress=progress,
+            seed=seed,
+            channels_last=channels_last,
+            compile=compile,
         )
+        return _fit_from(state, model, loader, loss_fn, optimizer, run)
 
 
-def _fit_from(
-    state,
-    model,
-    loader,
-    loss_fn,
-    optimizer,
-    epochs,
-    device,
-    scheduler,
-    checkpoint,
-    amp,
-    desc,
-    on_epoch_end,
-    progress,
-    seed,
-    channels_last=False,
-    compile=False,
-) -> dict:
+@dataclass(frozen=True)
+class _FitRun:
+    """:func:`fit`'s settings for one run (its arguments, the device resolved, and ``seed``: the
+    seed that orders shuffles and augmentations across ranks, None in one process)."""
+
+    epochs: int
+    device: torch.device
+    scheduler: object
+    checkpoint: object
+    amp: bool | torch.dtype
+    desc: str
+    on_epoch_end: object
+    progress: bool
+    seed: int | None
+    channels_last: bool
+    compile: bool
+
+
+def _fit_from(state, model, loader, loss_fn, optimizer, run: _FitRun) -> dict:
     """:func:`fit` from a checked checkpoint ``state`` (None: from the first epoch)."""
+    device, scheduler, checkpoint, desc = run.device, run.scheduler, run.checkpoint, run.desc
     several = D.active()
     history, start = {"loss": []}, 0
-    dtype = _training_dtype(amp, device)
+    dtype = _training_dtype(run.amp, device)
     scaler = make_scaler(device, dtype)
     if state is not None:
         apply_checkpoint(state, model, optimizer, scheduler, scaler)
@@ -438,23 +437,23 @@ def _fit_from(
             f"{desc}: autocast {dtype_name(dtype)} on {device}"
             + (", loss scaled (GradScaler)" if scaler.is_enabled() else "")
         )
-    if channels_last:
+    if run.channels_last:
         model.to(memory_format=torch.channels_last)
-    step = _Forward(model, compile, channels_last)
+    step = _Forward(model, run.compile, run.channels_last)
     undo = None
     if several:
-        loader, undo = D.prepare_training(model, loader, seed)
+        loader, undo = D.prepare_training(model, loader, run.seed)
     bar = progress_bar(
-        total=epochs * len(loader),
+        total=run.epochs * len(loader),
         initial=start * len(loader),
         desc=desc,
-        disable=not progress or not D.is_main(),
+        disable=not run.progress or not D.is_main(),
         leave=False,
     )
     try:
-        for epoch in range(start, epochs):
+        for epoch in range(start, run.epochs):
             if several:
-                D.start_epoch(loader, epoch, seed)
+                D.start_epoch(loader, epoch, run.seed)
             loss = _train_epoch(
                 step, loader, loss_fn, optimizer, scheduler, device, dtype, scaler, bar, epoch
             )
@@ -462,8 +461,8 @@ def _fit_from(
             history.setdefault("autocast", []).append(dtype_name(dtype))
             if scaler.is_enabled():
                 history.setdefault("loss_scale", []).append(float(scaler.get_scale()))
-            if on_epoch_end is not None:
-                extra = on_epoch_end(epoch, model) or {}
+            if run.on_epoch_end is not None:
+                extra = run.on_epoch_end(epoch, model) or {}
                 for k, v in extra.items():
                     history.setdefault(k, []).append(float(v))
             if checkpoint is not None and D.is_main():
